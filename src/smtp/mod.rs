@@ -1,0 +1,4 @@
+//! SMTP: protocol pieces, the inbound server and the outbound client.
+
+pub mod proto;
+pub mod server;

@@ -1,0 +1,47 @@
+//! A finished inbound SMTP transaction, handed by the session to the cleanup stage.
+
+use std::net::SocketAddr;
+
+use crate::tls::TlsFacts;
+
+/// The protocol name written in the Received header (RFC 3848).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// HELO
+    Smtp,
+    /// EHLO
+    Esmtp,
+    /// EHLO over TLS
+    Esmtps,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Smtp => "SMTP",
+            Protocol::Esmtp => "ESMTP",
+            Protocol::Esmtps => "ESMTPS",
+        }
+    }
+}
+
+/// Everything the session learnt about one message: who sent it, for whom, over what, and the bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transaction {
+    /// The name the client gave in HELO/EHLO.
+    pub helo: String,
+    pub protocol: Protocol,
+    pub peer: SocketAddr,
+    /// Set when the session runs over TLS.
+    pub tls: Option<TlsFacts>,
+    /// The reverse-path without angle brackets; empty for the null sender `<>`.
+    pub mail_from: String,
+    /// Forward-paths without angle brackets, in the order accepted.
+    pub rcpt_to: Vec<String>,
+    /// BODY=8BITMIME was given.
+    pub eight_bit: bool,
+    /// SMTPUTF8 was given.
+    pub smtputf8: bool,
+    /// The message as received: dot-unstuffed, lines ending in CRLF, without the final `.` line.
+    pub data: Vec<u8>,
+}
