@@ -1,0 +1,186 @@
+//! The queued message's envelope: sender, recipients with per-recipient status, retry bookkeeping.
+
+use serde::{Deserialize, Serialize};
+
+/// The envelope schema version written by this build; files with another version are refused.
+pub const ENVELOPE_VERSION: u32 = 1;
+
+/// Everything about a queued message except its bytes. Stored as JSON inside the queue file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    /// Schema version, [`ENVELOPE_VERSION`].
+    pub version: u32,
+    /// The queue id; also the queue file's name.
+    pub id: String,
+    /// When the message was accepted, unix seconds.
+    pub received_at: i64,
+    /// The reverse-path without angle brackets; empty for the null sender `<>`.
+    pub mail_from: String,
+    /// The name the client gave in HELO/EHLO.
+    pub helo: String,
+    /// The peer as "ip:port".
+    pub client: String,
+    /// Forward-paths in the order accepted, each with its delivery status.
+    pub recipients: Vec<Recipient>,
+    /// Delivery attempts of the message so far.
+    pub attempts: u32,
+    /// When the next attempt is due, unix seconds.
+    pub next_attempt: i64,
+    /// The most recent error that deferred the message.
+    pub last_error: Option<String>,
+}
+
+/// One forward-path and what has happened to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipient {
+    pub address: String,
+    pub status: RecipientStatus,
+    /// The last reply (or local error) seen for this recipient.
+    pub last_reply: Option<String>,
+    /// Delivery attempts made for this recipient.
+    pub attempts: u32,
+}
+
+/// Where a recipient stands. Serialized lowercase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecipientStatus {
+    /// Not yet delivered; will be tried (again).
+    Pending,
+    /// Accepted by the next hop or the local store.
+    Delivered,
+    /// Permanently failed or expired; a DSN is due.
+    Failed,
+}
+
+impl Recipient {
+    /// A recipient not yet tried.
+    pub fn new(address: impl Into<String>) -> Self {
+        Recipient {
+            address: address.into(),
+            status: RecipientStatus::Pending,
+            last_reply: None,
+            attempts: 0,
+        }
+    }
+}
+
+impl Envelope {
+    /// A fresh envelope for a message received at `now`: all recipients pending, due at once.
+    pub fn new(
+        id: impl Into<String>,
+        mail_from: impl Into<String>,
+        recipients: Vec<String>,
+        helo: impl Into<String>,
+        client: impl Into<String>,
+        now: i64,
+    ) -> Self {
+        Envelope {
+            version: ENVELOPE_VERSION,
+            id: id.into(),
+            received_at: now,
+            mail_from: mail_from.into(),
+            helo: helo.into(),
+            client: client.into(),
+            recipients: recipients.into_iter().map(Recipient::new).collect(),
+            attempts: 0,
+            next_attempt: now,
+            last_error: None,
+        }
+    }
+
+    /// Recipients still waiting for delivery.
+    pub fn pending(&self) -> impl Iterator<Item = &Recipient> {
+        self.recipients
+            .iter()
+            .filter(|r| r.status == RecipientStatus::Pending)
+    }
+
+    /// Recipients still waiting for delivery, for updating in place.
+    pub fn pending_mut(&mut self) -> impl Iterator<Item = &mut Recipient> {
+        self.recipients
+            .iter_mut()
+            .filter(|r| r.status == RecipientStatus::Pending)
+    }
+
+    /// Recipients that failed for good (the DSN's subject matter).
+    pub fn failed(&self) -> impl Iterator<Item = &Recipient> {
+        self.recipients
+            .iter()
+            .filter(|r| r.status == RecipientStatus::Failed)
+    }
+
+    /// True when no recipient is pending: the message can leave the queue.
+    pub fn is_finished(&self) -> bool {
+        self.pending().next().is_none()
+    }
+
+    /// True for the null reverse-path `<>` (bounces); such messages never get a DSN themselves.
+    pub fn is_null_sender(&self) -> bool {
+        self.mail_from.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Envelope {
+        Envelope::new(
+            "0000000000000A000001",
+            "bob@fabrikam.test",
+            vec!["alice@contoso.test".into(), "carol@contoso.test".into()],
+            "mx.fabrikam.test",
+            "127.0.0.1:40000",
+            1_700_000_000,
+        )
+    }
+
+    #[test]
+    fn new_envelope_is_pending_and_due_now() {
+        let e = sample();
+        assert_eq!(e.version, ENVELOPE_VERSION);
+        assert_eq!(e.next_attempt, 1_700_000_000);
+        assert_eq!(e.received_at, 1_700_000_000);
+        assert_eq!(e.pending().count(), 2);
+        assert!(!e.is_finished());
+        assert!(!e.is_null_sender());
+    }
+
+    #[test]
+    fn finished_when_no_recipient_is_pending() {
+        let mut e = sample();
+        e.recipients[0].status = RecipientStatus::Delivered;
+        assert!(!e.is_finished());
+        assert_eq!(
+            e.pending().map(|r| r.address.as_str()).collect::<Vec<_>>(),
+            ["carol@contoso.test"]
+        );
+        for r in e.pending_mut() {
+            r.status = RecipientStatus::Failed;
+        }
+        assert!(e.is_finished());
+        assert_eq!(e.failed().count(), 1);
+    }
+
+    #[test]
+    fn status_serializes_lowercase_and_round_trips() {
+        let mut e = sample();
+        e.recipients[1].status = RecipientStatus::Delivered;
+        e.last_error = Some("451 4.7.0 try later".into());
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(json.contains(r#""status":"pending""#), "{json}");
+        assert!(json.contains(r#""status":"delivered""#), "{json}");
+        let back: Envelope = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let mut v = serde_json::to_value(sample()).unwrap();
+        v["surprise"] = serde_json::json!(1);
+        assert!(serde_json::from_value::<Envelope>(v).is_err());
+    }
+}

@@ -1,0 +1,519 @@
+//! The spool: queue state as directories under `<data_dir>/queue/`, changed only by rename.
+//!
+//! ```text
+//! queue/tmp/        files being written; never acknowledged, deleted by `recover`
+//! queue/incoming/   accepted and durable, waiting for the runner
+//! queue/active/     claimed by the runner; moved back to incoming/ by `recover`
+//! queue/deferred/   waiting for `next_attempt` (or `flush`)
+//! queue/corrupt/    failed verification; kept for inspection, never delivered
+//! ```
+//!
+//! A file reaches `incoming/` only after it was written completely and fsynced in `tmp/`; the
+//! rename is then made durable by fsyncing the directory, and only after that does `enqueue`
+//! return (and the server answer 250). Every method is blocking; async callers use
+//! `spawn_blocking`. Several processes may share one spool: a message has one name in one
+//! directory at a time, and `rename` decides who claimed it.
+
+use std::fmt;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::envelope::Envelope;
+use super::error::QueueError;
+use super::format::{self, FormatError, HeaderError};
+use super::id::is_valid_queue_id;
+
+const DIR_MODE: u32 = 0o700;
+const FILE_MODE: u32 = 0o600;
+
+/// The durable states a message can be in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueState {
+    Incoming,
+    Active,
+    Deferred,
+}
+
+/// The queue directories.
+#[derive(Clone, Debug)]
+pub struct Spool {
+    root: PathBuf,
+    tmp: PathBuf,
+    incoming: PathBuf,
+    active: PathBuf,
+    deferred: PathBuf,
+    corrupt: PathBuf,
+}
+
+/// What `recover` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Partly written files deleted from `tmp/`.
+    pub removed_tmp: usize,
+    /// Messages moved from `active/` back to `incoming/`.
+    pub requeued: usize,
+}
+
+/// One message as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueEntry {
+    pub state: QueueState,
+    pub envelope: Envelope,
+    /// Size of the message in bytes (not of the queue file).
+    pub size: u64,
+}
+
+/// A queue file that `scan` could not read.
+#[derive(Debug)]
+pub struct Unreadable {
+    pub state: QueueState,
+    pub id: String,
+    pub error: QueueError,
+}
+
+/// Everything in the queue: readable entries and the files whose header failed.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub entries: Vec<QueueEntry>,
+    pub unreadable: Vec<Unreadable>,
+}
+
+impl QueueState {
+    pub const ALL: [QueueState; 3] = [
+        QueueState::Incoming,
+        QueueState::Active,
+        QueueState::Deferred,
+    ];
+
+    /// The directory name, also the Display form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueState::Incoming => "incoming",
+            QueueState::Active => "active",
+            QueueState::Deferred => "deferred",
+        }
+    }
+}
+
+impl fmt::Display for QueueState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Spool {
+    /// Open (creating if needed) the spool under `<data_dir>/queue/`, directories mode 0700.
+    pub fn open(data_dir: &Path) -> Result<Spool, QueueError> {
+        let root = data_dir.join("queue");
+        let spool = Spool {
+            tmp: root.join("tmp"),
+            incoming: root.join("incoming"),
+            active: root.join("active"),
+            deferred: root.join("deferred"),
+            corrupt: root.join("corrupt"),
+            root,
+        };
+        make_private_dir(&spool.root)?;
+        for dir in spool.dirs() {
+            make_private_dir(dir)?;
+            sync_dir(dir)?;
+        }
+        sync_dir(&spool.root)?;
+        sync_dir(data_dir)?;
+        Ok(spool)
+    }
+
+    /// `<data_dir>/queue`.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where a message with `id` lies while in `state`.
+    pub fn path(&self, state: QueueState, id: &str) -> PathBuf {
+        self.dir(state).join(id)
+    }
+
+    /// Startup: delete `tmp/*` (never acknowledged) and move `active/*` back to `incoming/`.
+    /// Run before any runner starts.
+    pub fn recover(&self) -> Result<RecoveryReport, QueueError> {
+        let mut report = RecoveryReport::default();
+        for name in dir_names(&self.tmp)? {
+            let path = self.tmp.join(&name);
+            let removed = match fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_dir() => fs::remove_dir_all(&path),
+                Ok(_) => fs::remove_file(&path),
+                Err(e) => Err(e),
+            };
+            match removed {
+                Ok(()) => report.removed_tmp += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(QueueError::io(&path)(e)),
+            }
+        }
+        for id in self.ids_in(&self.active)? {
+            if rename_if_present(&self.active.join(&id), &self.incoming.join(&id))? {
+                report.requeued += 1;
+            }
+        }
+        if report.requeued > 0 {
+            sync_dir(&self.incoming)?;
+            sync_dir(&self.active)?;
+        }
+        if report.removed_tmp > 0 {
+            sync_dir(&self.tmp)?;
+        }
+        Ok(report)
+    }
+
+    /// Write a new message durably into `incoming/<id>`. When this returns Ok, the message is on
+    /// disk and may be acknowledged.
+    pub fn enqueue(&self, envelope: &Envelope, message: &[u8]) -> Result<(), QueueError> {
+        let id = checked_id(&envelope.id)?;
+        for state in QueueState::ALL {
+            let path = self.path(state, id);
+            if path.symlink_metadata().is_ok() {
+                return Err(QueueError::Exists {
+                    id: id.to_string(),
+                    path,
+                });
+            }
+        }
+        let tmp = self.tmp.join(format!("{id}.new"));
+        self.write_file(&tmp, envelope, message)?;
+        let target = self.incoming.join(id);
+        if let Err(e) = fs::rename(&tmp, &target) {
+            let _ = fs::remove_file(&tmp);
+            return Err(QueueError::io(&target)(e));
+        }
+        sync_dir(&self.incoming)
+    }
+
+    /// Take a message for delivery: rename `incoming/<id>` or `deferred/<id>` to `active/<id>`,
+    /// then read and verify it.
+    ///
+    /// `Ok(None)` when it is in neither place (another runner has it, or it was deleted). A file
+    /// that fails verification is moved to `corrupt/` and reported as [`QueueError::Corrupt`];
+    /// it is never returned by any later call.
+    pub fn claim(&self, id: &str) -> Result<Option<(Envelope, Vec<u8>)>, QueueError> {
+        let id = checked_id(id)?;
+        let active = self.active.join(id);
+        // incoming again last: a concurrent flush may move it there while we look in deferred/.
+        let mut claimed = false;
+        for dir in [&self.incoming, &self.deferred, &self.incoming] {
+            if rename_if_present(&dir.join(id), &active)? {
+                claimed = true;
+                break;
+            }
+        }
+        if !claimed {
+            return Ok(None);
+        }
+        let bytes = match fs::read(&active) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(QueueError::io(&active)(e)),
+        };
+        let verified = format::decode(bytes).and_then(|(envelope, message)| {
+            check_envelope_id(id, &envelope)?;
+            Ok((envelope, message))
+        });
+        match verified {
+            Ok(found) => Ok(Some(found)),
+            Err(reason) => {
+                let path = self.quarantine(id)?;
+                tracing::error!(id, path = %path.display(), %reason, "queue file quarantined");
+                Err(QueueError::Corrupt { path, reason })
+            }
+        }
+    }
+
+    /// Store the updated envelope of an active message and move it to `deferred/`.
+    pub fn defer(&self, envelope: &Envelope, message: &[u8]) -> Result<(), QueueError> {
+        let id = checked_id(&envelope.id)?;
+        let active = self.active.join(id);
+        if active.symlink_metadata().is_err() {
+            return Err(QueueError::NotActive {
+                id: id.to_string(),
+                path: active,
+            });
+        }
+        let tmp = self.tmp.join(format!("{id}.defer"));
+        self.write_file(&tmp, envelope, message)?;
+        if let Err(e) = fs::rename(&tmp, &active) {
+            let _ = fs::remove_file(&tmp);
+            return Err(QueueError::io(&active)(e));
+        }
+        let deferred = self.deferred.join(id);
+        fs::rename(&active, &deferred).map_err(QueueError::io(&deferred))?;
+        sync_dir(&self.deferred)?;
+        sync_dir(&self.active)?;
+        sync_dir(&self.tmp)
+    }
+
+    /// Remove a message whose recipients are all done.
+    pub fn complete(&self, id: &str) -> Result<(), QueueError> {
+        let id = checked_id(id)?;
+        let active = self.active.join(id);
+        match fs::remove_file(&active) {
+            Ok(()) => sync_dir(&self.active),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(QueueError::NotActive {
+                id: id.to_string(),
+                path: active,
+            }),
+            Err(e) => Err(QueueError::io(&active)(e)),
+        }
+    }
+
+    /// Every message in incoming/, active/ and deferred/ (by state, then id). Files whose header
+    /// cannot be read are left out; see [`Spool::scan`].
+    pub fn list(&self) -> Result<Vec<QueueEntry>, QueueError> {
+        Ok(self.scan()?.entries)
+    }
+
+    /// Like [`Spool::list`], also reporting files that could not be read. Reads headers only.
+    pub fn scan(&self) -> Result<Listing, QueueError> {
+        let mut listing = Listing::default();
+        for state in QueueState::ALL {
+            for id in self.ids_in(self.dir(state))? {
+                match self.read_header(state, &id) {
+                    Ok(Some((envelope, size))) => listing.entries.push(QueueEntry {
+                        state,
+                        envelope,
+                        size,
+                    }),
+                    Ok(None) => {} // moved on while we looked
+                    Err(error) => listing.unreadable.push(Unreadable { state, id, error }),
+                }
+            }
+        }
+        Ok(listing)
+    }
+
+    /// Move every deferred message to incoming/ so it is tried now (`postqueue -f`).
+    pub fn flush(&self) -> Result<usize, QueueError> {
+        let mut moved = 0;
+        for id in self.ids_in(&self.deferred)? {
+            if rename_if_present(&self.deferred.join(&id), &self.incoming.join(&id))? {
+                moved += 1;
+            }
+        }
+        if moved > 0 {
+            sync_dir(&self.incoming)?;
+            sync_dir(&self.deferred)?;
+        }
+        Ok(moved)
+    }
+
+    /// Delete a message in any state (`postsuper -d`); false if there is none with this id.
+    ///
+    /// Deleting an active message does not stop a delivery in progress; the runner's later
+    /// `defer` or `complete` then fails with [`QueueError::NotActive`].
+    pub fn delete(&self, id: &str) -> Result<bool, QueueError> {
+        let id = checked_id(id)?;
+        for dir in [&self.incoming, &self.deferred, &self.active] {
+            let path = dir.join(id);
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    sync_dir(dir)?;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(QueueError::io(&path)(e)),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Ids in incoming/, oldest first (ids sort by time).
+    pub fn incoming_ids(&self) -> Result<Vec<String>, QueueError> {
+        self.ids_in(&self.incoming)
+    }
+
+    /// Deferred ids with their `next_attempt`, oldest id first. A file whose header cannot be read
+    /// is reported as due at time 0, so that a claim quarantines it promptly.
+    pub fn deferred(&self) -> Result<Vec<(String, i64)>, QueueError> {
+        let mut out = Vec::new();
+        for id in self.ids_in(&self.deferred)? {
+            match self.read_header(QueueState::Deferred, &id) {
+                Ok(Some((envelope, _))) => out.push((id, envelope.next_attempt)),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "unreadable deferred queue file");
+                    out.push((id, 0));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Names of files in corrupt/, sorted.
+    pub fn corrupt_ids(&self) -> Result<Vec<String>, QueueError> {
+        let mut names = dir_names(&self.corrupt)?;
+        names.sort();
+        Ok(names)
+    }
+
+    fn dirs(&self) -> [&PathBuf; 5] {
+        [
+            &self.tmp,
+            &self.incoming,
+            &self.active,
+            &self.deferred,
+            &self.corrupt,
+        ]
+    }
+
+    fn dir(&self, state: QueueState) -> &Path {
+        match state {
+            QueueState::Incoming => &self.incoming,
+            QueueState::Active => &self.active,
+            QueueState::Deferred => &self.deferred,
+        }
+    }
+
+    /// Valid queue ids among the names in `dir`, sorted; other names are logged and skipped.
+    fn ids_in(&self, dir: &Path) -> Result<Vec<String>, QueueError> {
+        let mut ids: Vec<String> = dir_names(dir)?
+            .into_iter()
+            .filter(|name| {
+                let ok = is_valid_queue_id(name);
+                if !ok {
+                    tracing::warn!(dir = %dir.display(), name, "ignoring stray file in queue");
+                }
+                ok
+            })
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// The envelope and message size of one file, `None` if it is gone.
+    fn read_header(
+        &self,
+        state: QueueState,
+        id: &str,
+    ) -> Result<Option<(Envelope, u64)>, QueueError> {
+        let path = self.path(state, id);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(QueueError::io(&path)(e)),
+        };
+        let len = file.metadata().map_err(QueueError::io(&path))?.len();
+        let header = match format::read_header(BufReader::new(file), len) {
+            Ok(header) => header,
+            Err(HeaderError::Io(e)) => return Err(QueueError::io(&path)(e)),
+            Err(HeaderError::Format(reason)) => return Err(QueueError::Corrupt { path, reason }),
+        };
+        if let Err(reason) = check_envelope_id(id, &header.envelope) {
+            return Err(QueueError::Corrupt { path, reason });
+        }
+        Ok(Some((header.envelope, header.message_len)))
+    }
+
+    /// Write a complete queue file at `path` (mode 0600) and fsync it; on failure remove it.
+    fn write_file(
+        &self,
+        path: &Path,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<(), QueueError> {
+        let written = (|| -> io::Result<()> {
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(FILE_MODE)
+                .open(path)?;
+            let mut out = BufWriter::with_capacity(64 * 1024, file);
+            format::encode_to(&mut out, envelope, message)?;
+            out.flush()?;
+            let file = out.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()
+        })();
+        written.map_err(|e| {
+            let _ = fs::remove_file(path);
+            QueueError::io(path)(e)
+        })
+    }
+
+    /// Move `active/<id>` to `corrupt/` under a name not yet taken there; returns the new path.
+    fn quarantine(&self, id: &str) -> Result<PathBuf, QueueError> {
+        let mut target = self.corrupt.join(id);
+        let mut n = 1u32;
+        while target.symlink_metadata().is_ok() {
+            target = self.corrupt.join(format!("{id}.{n}"));
+            n += 1;
+        }
+        let active = self.active.join(id);
+        fs::rename(&active, &target).map_err(QueueError::io(&active))?;
+        sync_dir(&self.corrupt)?;
+        sync_dir(&self.active)?;
+        Ok(target)
+    }
+}
+
+fn checked_id(id: &str) -> Result<&str, QueueError> {
+    if is_valid_queue_id(id) {
+        Ok(id)
+    } else {
+        Err(QueueError::InvalidId { id: id.to_string() })
+    }
+}
+
+fn check_envelope_id(id: &str, envelope: &Envelope) -> Result<(), FormatError> {
+    if envelope.id == id {
+        Ok(())
+    } else {
+        Err(FormatError::IdMismatch {
+            expected: id.to_string(),
+            found: envelope.id.clone(),
+        })
+    }
+}
+
+/// Rename `from` to `to`; false if `from` does not exist (someone else moved or deleted it).
+fn rename_if_present(from: &Path, to: &Path) -> Result<bool, QueueError> {
+    match fs::rename(from, to) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(QueueError::io(from)(e)),
+    }
+}
+
+/// Create `dir` (and parents) if missing, and make sure it is mode 0700.
+fn make_private_dir(dir: &Path) -> Result<(), QueueError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .map_err(QueueError::io(dir))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE)).map_err(QueueError::io(dir))
+}
+
+/// Make the directory's entries (creations, renames, unlinks) durable.
+fn sync_dir(dir: &Path) -> Result<(), QueueError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(QueueError::io(dir))
+}
+
+/// File names in `dir` (UTF-8 ones; others cannot be queue ids and are skipped).
+fn dir_names(dir: &Path) -> Result<Vec<String>, QueueError> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).map_err(QueueError::io(dir))? {
+        let entry = entry.map_err(QueueError::io(dir))?;
+        if let Ok(name) = entry.file_name().into_string() {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests;
