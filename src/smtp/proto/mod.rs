@@ -1,5 +1,12 @@
 //! Pure SMTP protocol pieces: replies, command parsing and the DATA receiver (no I/O).
 
+pub mod address;
+pub mod command;
+pub mod data;
+pub mod line;
 pub mod reply;
 
+pub use command::{Command, MailFrom};
+pub use data::{DataError, DataReceiver};
+pub use line::{LineEvent, LineReader, MAX_COMMAND_LINE};
 pub use reply::Reply;

@@ -87,7 +87,10 @@ mod tests {
     #[test]
     fn multi_line_uses_dash_continuations() {
         let r = Reply::bare(250, "mx.test\nPIPELINING\nSTARTTLS");
-        assert_eq!(r.to_bytes(), b"250-mx.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n");
+        assert_eq!(
+            r.to_bytes(),
+            b"250-mx.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n"
+        );
         assert!(r.is_positive() && !r.is_temporary() && !r.is_permanent());
         assert!(Reply::bare(451, "x").is_temporary());
         assert!(Reply::bare(550, "x").is_permanent());

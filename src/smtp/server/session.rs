@@ -1,0 +1,516 @@
+//! The inbound SMTP session as a pure state machine: bytes in, replies and actions out, no I/O.
+//!
+//! The caller (the listener) owns the socket, the clock and TLS. It feeds whatever it reads to
+//! [`Session::feed`] and carries out the returned [`Action`]s in order. The session never blocks
+//! and never panics on input; everything it cannot accept gets a 4xx/5xx reply.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::policy::Policy;
+use super::transaction::{Protocol, Transaction};
+use crate::smtp::proto::{
+    Command, DataError, DataReceiver, LineEvent, LineReader, MailFrom, Reply,
+};
+use crate::tls::TlsFacts;
+
+/// After this many 5xx replies the session says 421 and closes (Postfix smtpd_hard_error_limit).
+pub const MAX_ERRORS: usize = 20;
+
+/// How a listener's sessions behave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// Our name: in the greeting and the first line of the EHLO reply.
+    pub hostname: String,
+    /// Largest message accepted, in bytes (advertised as SIZE).
+    pub max_message_size: usize,
+    /// Most recipients per transaction.
+    pub max_recipients: usize,
+    /// A certificate is configured, so STARTTLS is offered.
+    pub starttls_available: bool,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            hostname: "localhost".to_string(),
+            max_message_size: 35_882_577,
+            max_recipients: 1000,
+            starttls_available: false,
+        }
+    }
+}
+
+/// What policy checks may look at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionFacts {
+    pub peer: SocketAddr,
+    /// The client address is in relay_networks (computed by the listener).
+    pub relay_allowed: bool,
+    /// Set once STARTTLS completed.
+    pub tls: Option<TlsFacts>,
+    /// The name given in the last HELO/EHLO (cleared by STARTTLS).
+    pub helo: Option<String>,
+}
+
+/// What the caller must do next, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Bytes to write: one or more formatted replies.
+    Send(Vec<u8>),
+    /// Write everything sent so far, run the TLS handshake, then call `tls_established`.
+    StartTls,
+    /// Write the message durably, then call `delivery_result`.
+    Deliver(Box<Transaction>),
+    /// Write everything sent so far and close the connection.
+    Close,
+}
+
+/// Where the session is in the dialogue.
+#[derive(Debug)]
+enum State {
+    /// Reading command lines.
+    Command,
+    /// Reading message content after 354.
+    Data(DataReceiver),
+    /// `Deliver` was emitted; input is buffered until `delivery_result`.
+    AwaitDelivery,
+    /// `StartTls` was emitted; input is discarded until `tls_established`.
+    AwaitTls,
+    /// `Close` was emitted; nothing more happens.
+    Closed,
+}
+
+/// The transaction being built between MAIL and the end of DATA.
+#[derive(Debug)]
+struct Envelope {
+    mail_from: String,
+    rcpt_to: Vec<String>,
+    eight_bit: bool,
+    smtputf8: bool,
+}
+
+/// One inbound SMTP connection.
+pub struct Session {
+    config: Arc<SessionConfig>,
+    policy: Arc<dyn Policy>,
+    facts: SessionFacts,
+    /// The last greeting was EHLO (ESMTP).
+    esmtp: bool,
+    envelope: Option<Envelope>,
+    state: State,
+    /// Input not yet processed.
+    input: Vec<u8>,
+    lines: LineReader,
+    errors: usize,
+}
+
+/// Collects actions, merging consecutive replies into one `Send`.
+#[derive(Default)]
+struct Out(Vec<Action>);
+
+impl Out {
+    fn reply(&mut self, reply: &Reply) {
+        let bytes = reply.to_bytes();
+        match self.0.last_mut() {
+            Some(Action::Send(buf)) => buf.extend_from_slice(&bytes),
+            _ => self.0.push(Action::Send(bytes)),
+        }
+    }
+}
+
+fn ok(enhanced: [u16; 3]) -> Reply {
+    Reply::new(250, enhanced, "Ok")
+}
+
+fn bad_sequence(text: &str) -> Reply {
+    Reply::new(503, [5, 5, 1], format!("Error: {text}"))
+}
+
+fn unicode_not_declared() -> Reply {
+    Reply::new(
+        553,
+        [5, 6, 7],
+        "Must declare SMTPUTF8 to send Unicode address",
+    )
+}
+
+impl Session {
+    pub fn new(
+        config: Arc<SessionConfig>,
+        policy: Arc<dyn Policy>,
+        peer: SocketAddr,
+        relay_allowed: bool,
+    ) -> Session {
+        Session {
+            config,
+            policy,
+            facts: SessionFacts {
+                peer,
+                relay_allowed,
+                tls: None,
+                helo: None,
+            },
+            esmtp: false,
+            envelope: None,
+            state: State::Command,
+            input: Vec::new(),
+            lines: LineReader::new(),
+            errors: 0,
+        }
+    }
+
+    /// The 220 greeting, to send when the connection opens.
+    pub fn greeting(&mut self) -> Vec<Action> {
+        let text = format!("{} ESMTP sealpost", self.config.hostname);
+        vec![Action::Send(Reply::bare(220, text).to_bytes())]
+    }
+
+    /// Takes bytes read from the client and processes every complete command (and DATA) in them.
+    pub fn feed(&mut self, input: &[u8]) -> Vec<Action> {
+        match self.state {
+            // CVE-2011-0411: nothing sent before the handshake may be read as a command after it.
+            State::Closed | State::AwaitTls => return Vec::new(),
+            State::AwaitDelivery => {
+                self.input.extend_from_slice(input);
+                return Vec::new();
+            }
+            State::Command | State::Data(_) => self.input.extend_from_slice(input),
+        }
+        let mut out = Out::default();
+        self.process(&mut out);
+        out.0
+    }
+
+    /// The TLS handshake succeeded: the session starts over, as after the greeting.
+    /// Ignored unless the session asked for it with `StartTls`.
+    pub fn tls_established(&mut self, facts: TlsFacts) -> Vec<Action> {
+        if !matches!(self.state, State::AwaitTls) {
+            return Vec::new();
+        }
+        self.facts.tls = Some(facts);
+        self.facts.helo = None;
+        self.esmtp = false;
+        self.envelope = None;
+        self.input.clear();
+        self.lines = LineReader::new();
+        self.state = State::Command;
+        Vec::new()
+    }
+
+    /// The outcome of a `Deliver`: the queue id, or the reply to give instead. Then carries on
+    /// with input buffered meanwhile. Ignored unless a delivery is pending.
+    pub fn delivery_result(&mut self, result: Result<String, Reply>) -> Vec<Action> {
+        if !matches!(self.state, State::AwaitDelivery) {
+            return Vec::new();
+        }
+        let mut out = Out::default();
+        match result {
+            Ok(id) => out.reply(&Reply::new(250, [2, 0, 0], format!("Ok: queued as {id}"))),
+            Err(reply) => out.reply(&reply),
+        }
+        self.envelope = None;
+        self.state = State::Command;
+        self.process(&mut out);
+        out.0
+    }
+
+    /// The client was idle too long: say so and close.
+    pub fn timeout(&mut self) -> Vec<Action> {
+        if matches!(self.state, State::Closed) {
+            return Vec::new();
+        }
+        let mut out = Out::default();
+        let text = format!("{} Error: timeout exceeded", self.config.hostname);
+        self.close(Reply::new(421, [4, 4, 2], text), &mut out);
+        out.0
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.facts.tls.is_some()
+    }
+
+    pub fn facts(&self) -> &SessionFacts {
+        &self.facts
+    }
+
+    /// Works through buffered input until it runs out or the session must wait for the caller.
+    fn process(&mut self, out: &mut Out) {
+        let mut input = std::mem::take(&mut self.input);
+        let mut pos = 0;
+        while pos < input.len() {
+            let rest = &input[pos..];
+            match &mut self.state {
+                State::Command => {
+                    let (event, used) = self.lines.next(rest);
+                    pos += used;
+                    match event {
+                        Some(LineEvent::Line(line)) => self.command(line, out),
+                        Some(LineEvent::TooLong) => {
+                            self.reject(Reply::new(500, [5, 5, 2], "Error: line too long"), out)
+                        }
+                        Some(LineEvent::BareLf) => self
+                            .reject(Reply::new(500, [5, 5, 2], "Error: bare <LF> received"), out),
+                        None if used == 0 => break,
+                        None => {}
+                    }
+                }
+                State::Data(receiver) => match receiver.ingest(rest) {
+                    Some(used) => {
+                        pos += used;
+                        self.end_of_data(out);
+                    }
+                    None => pos = input.len(),
+                },
+                State::AwaitDelivery => break,
+                State::AwaitTls | State::Closed => pos = input.len(),
+            }
+        }
+        input.drain(..pos);
+        self.input = input;
+    }
+
+    fn command(&mut self, line: &[u8], out: &mut Out) {
+        let command = match crate::smtp::proto::command::parse(line) {
+            Ok(command) => command,
+            Err(reply) => return self.reject(reply, out),
+        };
+        match command {
+            Command::Ehlo(name) => self.hello(name, true, out),
+            Command::Helo(name) => self.hello(name, false, out),
+            Command::Mail(mail) => self.mail(mail, out),
+            Command::Rcpt(rcpt) => self.rcpt(rcpt, out),
+            Command::Data => self.data(out),
+            Command::Rset => {
+                self.envelope = None;
+                out.reply(&ok([2, 0, 0]));
+            }
+            Command::Noop => out.reply(&ok([2, 0, 0])),
+            Command::Quit => self.close(Reply::new(221, [2, 0, 0], "Bye"), out),
+            Command::Vrfy => out.reply(&Reply::new(
+                252,
+                [2, 5, 2],
+                "Cannot VRFY user, but will accept message and attempt delivery",
+            )),
+            Command::Help => out.reply(&Reply::new(
+                214,
+                [2, 0, 0],
+                "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS",
+            )),
+            Command::StartTls => self.starttls(out),
+            Command::NotImplemented => self.reject(
+                Reply::new(502, [5, 5, 1], "Error: command not implemented"),
+                out,
+            ),
+            Command::Forbidden => self.close(
+                Reply::new(221, [2, 7, 0], "Error: I can break rules, too. Goodbye."),
+                out,
+            ),
+        }
+    }
+
+    /// HELO/EHLO: (re)start the session; any transaction is dropped (RFC 5321 §4.1.4).
+    fn hello(&mut self, name: String, esmtp: bool, out: &mut Out) {
+        self.facts.helo = Some(name);
+        self.esmtp = esmtp;
+        self.envelope = None;
+        let config = &self.config;
+        if !esmtp {
+            return out.reply(&Reply::bare(250, config.hostname.as_str()));
+        }
+        let mut lines = vec![
+            config.hostname.clone(),
+            "PIPELINING".to_string(),
+            format!("SIZE {}", config.max_message_size),
+        ];
+        if config.starttls_available && !self.is_tls() {
+            lines.push("STARTTLS".to_string());
+        }
+        lines.extend(["ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8"].map(String::from));
+        out.reply(&Reply::bare(250, lines.join("\n")));
+    }
+
+    fn mail(&mut self, mail: MailFrom, out: &mut Out) {
+        if self.facts.helo.is_none() {
+            return self.reject(bad_sequence("send HELO/EHLO first"), out);
+        }
+        if self.envelope.is_some() {
+            return self.reject(bad_sequence("nested MAIL command"), out);
+        }
+        let max = u64::try_from(self.config.max_message_size).unwrap_or(u64::MAX);
+        if mail.size.is_some_and(|size| size > max) {
+            let reply = Reply::new(552, [5, 3, 4], "Message size exceeds fixed limit");
+            return self.reject(reply, out);
+        }
+        if !mail.smtputf8 && !mail.address.is_ascii() {
+            return self.reject(unicode_not_declared(), out);
+        }
+        if let Err(reply) = self.policy.check_sender(&self.facts, &mail.address) {
+            return self.reject(reply, out);
+        }
+        self.envelope = Some(Envelope {
+            mail_from: mail.address,
+            rcpt_to: Vec::new(),
+            eight_bit: mail.eight_bit,
+            smtputf8: mail.smtputf8,
+        });
+        out.reply(&ok([2, 1, 0]));
+    }
+
+    fn rcpt(&mut self, rcpt: String, out: &mut Out) {
+        let Some(envelope) = &self.envelope else {
+            return self.reject(bad_sequence("need MAIL command"), out);
+        };
+        let verdict = if envelope.rcpt_to.len() >= self.config.max_recipients {
+            Err(Reply::new(452, [4, 5, 3], "Error: too many recipients"))
+        } else if !envelope.smtputf8 && !rcpt.is_ascii() {
+            Err(unicode_not_declared())
+        } else {
+            self.policy
+                .check_recipient(&self.facts, &envelope.mail_from, &rcpt)
+        };
+        match (verdict, &mut self.envelope) {
+            (Ok(()), Some(envelope)) => {
+                envelope.rcpt_to.push(rcpt);
+                out.reply(&ok([2, 1, 5]));
+            }
+            (Ok(()), None) => {}
+            (Err(reply), _) => self.reject(reply, out),
+        }
+    }
+
+    fn data(&mut self, out: &mut Out) {
+        if self.envelope.as_ref().is_none_or(|e| e.rcpt_to.is_empty()) {
+            return self.reject(bad_sequence("need RCPT command"), out);
+        }
+        out.reply(&Reply::bare(354, "End data with <CR><LF>.<CR><LF>"));
+        self.state = State::Data(DataReceiver::new(self.config.max_message_size));
+    }
+
+    /// The end-of-data line was read: hand the transaction over, or refuse it.
+    fn end_of_data(&mut self, out: &mut Out) {
+        let state = std::mem::replace(&mut self.state, State::Command);
+        let (State::Data(receiver), Some(envelope)) = (state, self.envelope.take()) else {
+            return;
+        };
+        let data = match receiver.finish() {
+            Ok(data) => data,
+            Err(DataError::TooLarge) => {
+                let reply = Reply::new(552, [5, 3, 4], "Message size exceeds fixed limit");
+                return self.reject(reply, out);
+            }
+        };
+        let protocol = match (self.esmtp, self.is_tls()) {
+            (false, _) => Protocol::Smtp,
+            (true, false) => Protocol::Esmtp,
+            (true, true) => Protocol::Esmtps,
+        };
+        let transaction = Transaction {
+            helo: self.facts.helo.clone().unwrap_or_default(),
+            protocol,
+            peer: self.facts.peer,
+            tls: self.facts.tls.clone(),
+            mail_from: envelope.mail_from,
+            rcpt_to: envelope.rcpt_to,
+            eight_bit: envelope.eight_bit,
+            smtputf8: envelope.smtputf8,
+            data,
+        };
+        self.state = State::AwaitDelivery;
+        out.0.push(Action::Deliver(Box::new(transaction)));
+    }
+
+    fn starttls(&mut self, out: &mut Out) {
+        if self.is_tls() {
+            return self.reject(bad_sequence("TLS already active"), out);
+        }
+        if !self.config.starttls_available {
+            return self.reject(Reply::new(454, [4, 7, 0], "TLS not available"), out);
+        }
+        if self.envelope.is_some() {
+            return self.reject(bad_sequence("MAIL transaction in progress"), out);
+        }
+        out.reply(&Reply::new(220, [2, 0, 0], "Ready to start TLS"));
+        out.0.push(Action::StartTls);
+        // Everything the client sent after STARTTLS is dropped (see `feed`).
+        self.state = State::AwaitTls;
+    }
+
+    /// Sends an error reply; too many permanent errors end the session.
+    fn reject(&mut self, reply: Reply, out: &mut Out) {
+        out.reply(&reply);
+        if reply.is_permanent() {
+            self.errors += 1;
+            if self.errors >= MAX_ERRORS {
+                let text = format!("{} Error: too many errors", self.config.hostname);
+                self.close(Reply::new(421, [4, 7, 0], text), out);
+            }
+        }
+    }
+
+    fn close(&mut self, reply: Reply, out: &mut Out) {
+        out.reply(&reply);
+        out.0.push(Action::Close);
+        self.state = State::Closed;
+        self.envelope = None;
+        self.input.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::policy::LocalPolicy;
+    use super::*;
+
+    fn session(starttls: bool) -> Session {
+        let config = SessionConfig {
+            hostname: "mx.contoso.test".into(),
+            starttls_available: starttls,
+            ..SessionConfig::default()
+        };
+        let policy = LocalPolicy::new(["contoso.test"], ["alice@contoso.test"]);
+        Session::new(
+            Arc::new(config),
+            Arc::new(policy),
+            ([192, 0, 2, 7], 4000).into(),
+            false,
+        )
+    }
+
+    #[test]
+    fn pipelined_replies_are_merged_into_one_send() {
+        let mut s = session(false);
+        let actions = s.feed(b"HELO a\r\nNOOP\r\nRSET\r\n");
+        let expected = b"250 mx.contoso.test\r\n250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n".to_vec();
+        assert_eq!(actions, vec![Action::Send(expected)]);
+        assert_eq!(s.facts().helo.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn tls_facts_are_recorded_only_after_a_starttls_request() {
+        let mut s = session(true);
+        let facts = TlsFacts {
+            version: "TLSv1.3".into(),
+            cipher: "TLS_AES_128_GCM_SHA256".into(),
+        };
+        assert!(s.tls_established(facts.clone()).is_empty());
+        assert!(
+            !s.is_tls(),
+            "tls_established without STARTTLS must be ignored"
+        );
+        let actions = s.feed(b"STARTTLS\r\n");
+        assert_eq!(actions.last(), Some(&Action::StartTls));
+        assert!(s.tls_established(facts.clone()).is_empty());
+        assert!(s.is_tls());
+        assert_eq!(s.facts().tls, Some(facts));
+    }
+
+    #[test]
+    fn nothing_happens_after_close() {
+        let mut s = session(false);
+        assert_eq!(s.feed(b"QUIT\r\n").last(), Some(&Action::Close));
+        assert!(s.feed(b"NOOP\r\n").is_empty());
+        assert!(s.timeout().is_empty());
+        assert!(s.delivery_result(Ok("X".into())).is_empty());
+    }
+}
