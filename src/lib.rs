@@ -1,7 +1,14 @@
 //! sealpost: a mail transfer agent with TLS everywhere and encryption by policy.
 #![forbid(unsafe_code)]
 
+pub mod app;
+pub mod cleanup;
+pub mod cli;
+pub mod config;
+pub mod delivery;
 pub mod dns;
 pub mod queue;
 pub mod smtp;
+pub mod store;
+pub mod telemetry;
 pub mod tls;

@@ -1,1 +1,16 @@
-//! Durable mail queue.
+//! Durable mail queue: envelope, queue file format, spool directories and retry schedule.
+
+pub mod envelope;
+pub mod error;
+pub mod format;
+pub mod id;
+pub mod runner;
+pub mod schedule;
+pub mod spool;
+
+pub use envelope::{Envelope, Recipient, RecipientStatus, ENVELOPE_VERSION};
+pub use error::QueueError;
+pub use format::FormatError;
+pub use id::{is_valid_queue_id, new_queue_id};
+pub use schedule::{after_failure, Clock, Decision, ManualClock, RetryPolicy, SystemClock};
+pub use spool::{Listing, QueueEntry, QueueState, RecoveryReport, Spool, Unreadable};

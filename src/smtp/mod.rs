@@ -1,4 +1,6 @@
 //! SMTP: protocol pieces, the inbound server and the outbound client.
 
+pub mod client;
 pub mod proto;
 pub mod server;
+pub mod stream;

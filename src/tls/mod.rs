@@ -1,6 +1,21 @@
 //! TLS: rustls configurations, certificate and key loading, and the facts recorded about a session.
 
+mod opportunistic;
+pub mod pki;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, CommonState, ProtocolVersion, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
+
+use crate::config::TlsMinVersion;
+
+/// The smallest RSA key we load or accept.
+pub const MIN_RSA_BITS: usize = 2048;
 
 /// What a TLS session negotiated, as written in Received headers and logs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -9,4 +24,196 @@ pub struct TlsFacts {
     pub version: String,
     /// The IANA suite name, e.g. "TLS_AES_256_GCM_SHA384".
     pub cipher: String,
+}
+
+impl TlsFacts {
+    /// Reads version and cipher off an established connection.
+    pub fn from_connection(conn: &CommonState) -> TlsFacts {
+        let version = match conn.protocol_version() {
+            Some(ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
+            Some(ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
+            Some(other) => format!("{other:?}"),
+            None => "unknown".to_string(),
+        };
+        let cipher = conn
+            .negotiated_cipher_suite()
+            .map(|s| {
+                let name = s
+                    .suite()
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{:?}", s.suite()));
+                // rustls names TLS 1.3 suites "TLS13_…"; the IANA (and Postfix) name is "TLS_…".
+                name.strip_prefix("TLS13_")
+                    .map(|rest| format!("TLS_{rest}"))
+                    .unwrap_or(name)
+            })
+            .unwrap_or_else(|| "unknown".to_string());
+        TlsFacts { version, cipher }
+    }
+}
+
+impl std::fmt::Display for TlsFacts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} with cipher {}", self.version, self.cipher)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {problem}")]
+    File { path: PathBuf, problem: String },
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+fn file_err(path: &Path, problem: impl Into<String>) -> TlsError {
+    TlsError::File {
+        path: path.to_path_buf(),
+        problem: problem.into(),
+    }
+}
+
+/// The crypto provider used everywhere: aws-lc-rs, whose default suites are all forward-secret AEAD.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// A certificate chain and its private key, loaded from PEM files and checked.
+pub struct CertifiedKey {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+/// Loads a PEM certificate chain and private key; RSA keys under 2048 bits are refused.
+pub fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
+    let chain = CertificateDer::pem_file_iter(cert_path)
+        .map_err(|e| file_err(cert_path, format!("cannot read certificate: {e}")))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_err(cert_path, format!("bad PEM certificate: {e}")))?;
+    if chain.is_empty() {
+        return Err(file_err(cert_path, "no certificate found"));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_path)
+        .map_err(|e| file_err(key_path, format!("cannot load private key: {e}")))?;
+    check_key_strength(&key).map_err(|p| file_err(key_path, p))?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| file_err(key_path, format!("unusable private key: {e}")))?;
+    // The certificate must belong to the key.
+    let certified = rustls::sign::CertifiedKey::new(chain.clone(), signing);
+    certified.keys_match().map_err(|e| {
+        file_err(
+            cert_path,
+            format!("certificate does not match {}: {e}", key_path.display()),
+        )
+    })?;
+    Ok(CertifiedKey { chain, key })
+}
+
+/// Refuses RSA keys under `MIN_RSA_BITS`. Other key types (ECDSA P-256/P-384, Ed25519) pass.
+fn check_key_strength(key: &PrivateKeyDer<'_>) -> Result<(), String> {
+    use aws_lc_rs::rsa::KeyPair;
+    let parsed = match key {
+        PrivateKeyDer::Pkcs1(k) => Some(KeyPair::from_der(k.secret_pkcs1_der())),
+        PrivateKeyDer::Pkcs8(k) => {
+            let der = k.secret_pkcs8_der();
+            // Only RSA PKCS#8 keys are measured here; others are not RSA.
+            is_rsa_pkcs8(der).then(|| KeyPair::from_pkcs8(der))
+        }
+        _ => None,
+    };
+    match parsed {
+        None => Ok(()),
+        Some(Ok(kp)) => {
+            let modulus_bits = kp.public_modulus_len() * 8;
+            if modulus_bits < MIN_RSA_BITS {
+                Err(format!(
+                    "RSA key of {modulus_bits} bits is below the {MIN_RSA_BITS}-bit minimum"
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        Some(Err(e)) => Err(format!(
+            "RSA key refused ({e}); keys under {MIN_RSA_BITS} bits are not accepted"
+        )),
+    }
+}
+
+/// rsaEncryption OID 1.2.840.113549.1.1.1 appears in the AlgorithmIdentifier of an RSA PKCS#8 key.
+fn is_rsa_pkcs8(der: &[u8]) -> bool {
+    const RSA_OID: &[u8] = &[
+        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01,
+    ];
+    der.windows(RSA_OID.len()).take(32).any(|w| w == RSA_OID)
+}
+
+fn versions(min: TlsMinVersion) -> &'static [&'static rustls::SupportedProtocolVersion] {
+    static BOTH: [&rustls::SupportedProtocolVersion; 2] =
+        [&rustls::version::TLS13, &rustls::version::TLS12];
+    static ONLY13: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+    match min {
+        TlsMinVersion::Tls12 => &BOTH,
+        TlsMinVersion::Tls13 => &ONLY13,
+    }
+}
+
+/// The inbound STARTTLS configuration: TLS 1.2+ (or 1.3 only), no client certificates asked.
+pub fn server_config(
+    key: &CertifiedKey,
+    min: TlsMinVersion,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions(min))?
+        .with_no_client_auth()
+        .with_single_cert(key.chain.clone(), key.key.clone_key())?;
+    Ok(Arc::new(config))
+}
+
+/// The outbound configuration for opportunistic TLS (Postfix `may`): encrypt whatever the peer's
+/// certificate, while still checking that the handshake is signed by that certificate's key.
+pub fn opportunistic_client_config() -> Arc<ClientConfig> {
+    let provider = provider();
+    let verifier = Arc::new(opportunistic::AcceptAnyCertificate::new(provider.clone()));
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions(TlsMinVersion::Tls12))
+        .map(|b| {
+            b.dangerous()
+                .with_custom_certificate_verifier(verifier)
+                .with_no_client_auth()
+        });
+    match config {
+        Ok(c) => Arc::new(c),
+        // The aws-lc-rs provider supports both versions; this cannot fail with it.
+        Err(e) => unreachable!("aws-lc-rs provider rejected TLS 1.2/1.3: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls13_suite_names_are_iana_names() {
+        let name = "TLS13_AES_256_GCM_SHA384";
+        let iana = name.strip_prefix("TLS13_").map(|r| format!("TLS_{r}"));
+        assert_eq!(iana.as_deref(), Some("TLS_AES_256_GCM_SHA384"));
+    }
+
+    #[test]
+    fn default_suites_are_forward_secret_aead() {
+        for suite in provider().cipher_suites.iter() {
+            let name = suite.suite().as_str().unwrap_or("");
+            assert!(
+                name.starts_with("TLS13_") || name.starts_with("TLS_ECDHE_"),
+                "{name} is not forward secret"
+            );
+            assert!(
+                name.contains("GCM") || name.contains("CHACHA20_POLY1305"),
+                "{name} is not AEAD"
+            );
+        }
+    }
 }

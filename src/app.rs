@@ -1,0 +1,158 @@
+//! The composition root: builds a running server (listeners, cleanup, queue runner, delivery) from
+//! a validated configuration. Used by `serve`, `demo` and the end-to-end tests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+
+use crate::cleanup::Cleanup;
+use crate::config::Config;
+use crate::delivery::remote::RemoteDelivery;
+use crate::dns::Resolver;
+use crate::queue::runner::Runner;
+use crate::queue::{Spool, SystemClock};
+use crate::smtp::client::ClientSettings;
+use crate::smtp::server::listener::{serve, ServerContext};
+use crate::smtp::server::policy::LocalPolicy;
+use crate::smtp::server::session::SessionConfig;
+use crate::store::{MailStore, PlainMaildirStore};
+
+/// A running server; `shutdown` stops it cleanly.
+pub struct Server {
+    addrs: Vec<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    store: Arc<dyn MailStore>,
+    spool: Arc<Spool>,
+    wake: Arc<Notify>,
+}
+
+/// Binds every configured listener (port 0 picks a free port; see `Server::local_addrs`).
+pub async fn bind(config: &Config) -> anyhow::Result<Vec<TcpListener>> {
+    let mut listeners = Vec::new();
+    for l in &config.listeners {
+        let listener = TcpListener::bind(l.address).await.with_context(|| {
+            format!("{}: cannot listen on {}", config.path.display(), l.address)
+        })?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// Binds and starts.
+pub async fn start(config: Config) -> anyhow::Result<Server> {
+    let listeners = bind(&config).await?;
+    start_with(config, listeners).await
+}
+
+/// Starts a server on listeners bound beforehand (one per `config.listeners`, same order).
+pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::Result<Server> {
+    let config = Arc::new(config);
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    let spool = Arc::new(Spool::open(&config.data_dir)?);
+    let report = spool.recover()?;
+    tracing::info!(?report, data_dir = %config.data_dir.display(), "queue recovered");
+    let store: Arc<dyn MailStore> = Arc::new(PlainMaildirStore::new(&config.data_dir));
+
+    let tls = match &config.tls {
+        Some(files) => {
+            let key = crate::tls::load_certified_key(&files.certificate, &files.private_key)?;
+            Some(crate::tls::server_config(&key, files.min_version)?)
+        }
+        None => None,
+    };
+    let resolver = match Resolver::new(&config.nameservers) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(error = %e, "no DNS resolver: only static routes and local mailboxes can be delivered");
+            None
+        }
+    };
+    let client = ClientSettings {
+        helo_name: config.hostname.clone(),
+        timeout: config.delivery.timeout,
+        tls: crate::tls::opportunistic_client_config(),
+    };
+    let remote = Arc::new(RemoteDelivery::new(
+        client,
+        resolver,
+        config.delivery.smtp_port,
+        config.delivery.connection_reuse_time,
+    ));
+    let wake = Arc::new(Notify::new());
+    let cleanup = Arc::new(Cleanup::new(&config.hostname, spool.clone(), wake.clone()));
+    let ctx = Arc::new(ServerContext {
+        session: Arc::new(SessionConfig {
+            hostname: config.hostname.clone(),
+            max_message_size: config.limits.max_message_size,
+            max_recipients: config.limits.max_recipients,
+            starttls_available: tls.is_some(),
+        }),
+        policy: Arc::new(LocalPolicy {
+            local_domains: config.local_domains.iter().cloned().collect(),
+            mailboxes: config.mailboxes.iter().cloned().collect(),
+        }),
+        relay_networks: config.relay_networks.clone(),
+        tls,
+        cleanup,
+        idle_timeout: config.limits.idle_timeout,
+    });
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let mut addrs = Vec::new();
+    for listener in listeners {
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, hostname = %config.hostname, "listening");
+        addrs.push(addr);
+        tasks.spawn(serve(listener, ctx.clone(), shutdown_rx.clone()));
+    }
+    let runner = Arc::new(Runner::new(
+        spool.clone(),
+        config.clone(),
+        store.clone(),
+        remote,
+        Arc::new(SystemClock),
+        wake.clone(),
+    ));
+    tasks.spawn(runner.run(shutdown_rx));
+    Ok(Server {
+        addrs,
+        shutdown,
+        tasks,
+        store,
+        spool,
+        wake,
+    })
+}
+
+impl Server {
+    /// The addresses the listeners are bound to.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    pub fn store(&self) -> Arc<dyn MailStore> {
+        self.store.clone()
+    }
+
+    pub fn spool(&self) -> Arc<Spool> {
+        self.spool.clone()
+    }
+
+    /// Makes the queue runner look at the queue now (after `queue flush`, say).
+    pub fn wake_runner(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Stops accepting, ends sessions and deliveries in flight, and returns when all have ended.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}

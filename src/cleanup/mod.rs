@@ -1,0 +1,173 @@
+//! The stage between the SMTP server and the queue: adds the Received header, then writes the
+//! message durably. The server answers 250 only after this returns a queue id.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+
+use crate::queue::{new_queue_id, Envelope, Spool};
+use crate::smtp::proto::Reply;
+use crate::smtp::server::Transaction;
+
+/// Turns finished transactions into queue files.
+pub struct Cleanup {
+    hostname: String,
+    spool: Arc<Spool>,
+    wake: Arc<Notify>,
+}
+
+impl Cleanup {
+    /// `wake` is notified after each message is queued so the runner starts on it at once.
+    pub fn new(hostname: &str, spool: Arc<Spool>, wake: Arc<Notify>) -> Self {
+        Cleanup {
+            hostname: hostname.to_string(),
+            spool,
+            wake,
+        }
+    }
+
+    /// Writes the message (with our Received header in front) and its envelope to stable storage.
+    /// Blocking: call it off the async reactor. On error nothing is queued and the client gets 451.
+    pub fn enqueue(&self, tx: &Transaction) -> Result<String, Reply> {
+        let id = new_queue_id();
+        let now = Utc::now();
+        let header = received_header(&self.hostname, tx, &id, now);
+        let mut message = Vec::with_capacity(header.len() + tx.data.len());
+        message.extend_from_slice(header.as_bytes());
+        message.extend_from_slice(&tx.data);
+        let envelope = Envelope::new(
+            id.clone(),
+            tx.mail_from.clone(),
+            tx.rcpt_to.clone(),
+            tx.helo.clone(),
+            tx.peer.to_string(),
+            now.timestamp(),
+        );
+        match self.spool.enqueue(&envelope, &message) {
+            Ok(()) => {
+                tracing::info!(
+                    queue_id = %id,
+                    from = %tx.mail_from,
+                    nrcpt = tx.rcpt_to.len(),
+                    size = message.len(),
+                    client = %tx.peer,
+                    "queued"
+                );
+                self.wake.notify_one();
+                Ok(id)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, client = %tx.peer, "queue write failed; message refused with 451");
+                Err(Reply::new(451, [4, 3, 0], "Error: queue file write error"))
+            }
+        }
+    }
+}
+
+/// Keeps header text on one line and printable: what the client sent is not trusted.
+fn sanitize(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() || c == '(' || c == ')' {
+                '?'
+            } else {
+                c
+            }
+        })
+        .take(255)
+        .collect()
+}
+
+/// A Postfix-style Received header (RFC 5321 §4.4) naming the protocol (RFC 3848) and, over TLS,
+/// the version and cipher.
+pub fn received_header(hostname: &str, tx: &Transaction, id: &str, now: DateTime<Utc>) -> String {
+    let ip = tx.peer.ip();
+    let mut h = format!("Received: from {} ([{}])\r\n", sanitize(&tx.helo), ip);
+    if let Some(tls) = &tx.tls {
+        h.push_str(&format!(
+            "\t(using {} with cipher {})\r\n",
+            tls.version, tls.cipher
+        ));
+    }
+    h.push_str(&format!(
+        "\tby {} (sealpost) with {} id {}",
+        hostname,
+        tx.protocol.as_str(),
+        id
+    ));
+    if let [only] = tx.rcpt_to.as_slice() {
+        h.push_str(&format!("\r\n\tfor <{}>", sanitize(only)));
+    }
+    h.push_str(&format!(
+        ";\r\n\t{}\r\n",
+        now.format("%a, %d %b %Y %H:%M:%S %z (UTC)")
+    ));
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smtp::server::Protocol;
+    use crate::tls::TlsFacts;
+
+    fn tx(tls: bool, rcpts: &[&str]) -> Transaction {
+        Transaction {
+            helo: "client.test".into(),
+            protocol: if tls {
+                Protocol::Esmtps
+            } else {
+                Protocol::Esmtp
+            },
+            peer: "127.0.0.1:40000".parse().unwrap(),
+            tls: tls.then(|| TlsFacts {
+                version: "TLSv1.3".into(),
+                cipher: "TLS_AES_256_GCM_SHA384".into(),
+            }),
+            mail_from: "a@a.test".into(),
+            rcpt_to: rcpts.iter().map(|s| s.to_string()).collect(),
+            eight_bit: false,
+            smtputf8: false,
+            data: b"Subject: x\r\n\r\nbody\r\n".to_vec(),
+        }
+    }
+
+    #[test]
+    fn received_header_over_tls_names_version_and_cipher() {
+        let now = DateTime::parse_from_rfc3339("2026-11-22T11:31:37Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let h = received_header("mx.b.test", &tx(true, &["bob@b.test"]), "ABC", now);
+        assert_eq!(
+            h,
+            "Received: from client.test ([127.0.0.1])\r\n\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)\r\n\
+             \tby mx.b.test (sealpost) with ESMTPS id ABC\r\n\tfor <bob@b.test>;\r\n\tSun, 22 Nov 2026 11:31:37 +0000 (UTC)\r\n"
+        );
+    }
+
+    #[test]
+    fn received_header_in_clear_with_several_recipients() {
+        let now = Utc::now();
+        let mut t = tx(false, &["a@b.test", "c@b.test"]);
+        t.helo = "evil\r\nX-Injected: yes".into();
+        let h = received_header("mx.b.test", &t, "ABC", now);
+        assert!(h.contains("with ESMTP id ABC;"), "{h}");
+        assert!(!h.contains("using"));
+        assert!(!h.contains("for <"));
+        assert!(!h.contains("\r\nX-Injected"), "{h}");
+    }
+
+    #[test]
+    fn enqueue_writes_a_claimable_queue_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Arc::new(Spool::open(dir.path()).unwrap());
+        let cleanup = Cleanup::new("mx.b.test", spool.clone(), Arc::new(Notify::new()));
+        let id = cleanup.enqueue(&tx(true, &["bob@b.test"])).unwrap();
+        let (env, msg) = spool.claim(&id).unwrap().unwrap();
+        assert_eq!(env.mail_from, "a@a.test");
+        assert_eq!(env.recipients[0].address, "bob@b.test");
+        assert!(msg.starts_with(b"Received: from client.test"));
+        assert!(msg.ends_with(b"\r\n\r\nbody\r\n"));
+    }
+}

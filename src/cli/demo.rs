@@ -1,0 +1,250 @@
+//! `sealpost demo`: the two fixture domains relaying real mail to each other over STARTTLS.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::config::{Config, HostPort};
+use crate::smtp::client::{ClientSettings, Connection, TlsMode};
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// The fixtures directory holding contoso.toml and fabrikam.toml.
+    #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"))]
+    fixtures: PathBuf,
+    /// How long to wait for every message to arrive.
+    #[arg(long, default_value = "30s", value_parser = crate::config::parse_duration)]
+    timeout: Duration,
+}
+
+/// One message the demo sends: submitted to `via`, from `from` to `to`.
+struct Send {
+    via: usize,
+    from: &'static str,
+    to: &'static [&'static str],
+    subject: &'static str,
+}
+
+const SENDS: &[Send] = &[
+    Send {
+        via: 0,
+        from: "alice@contoso.test",
+        to: &["bob@fabrikam.test"],
+        subject: "Quarterly numbers",
+    },
+    Send {
+        via: 0,
+        from: "carol@contoso.test",
+        to: &["bob@fabrikam.test", "dave@fabrikam.test"],
+        subject: "Offsite agenda",
+    },
+    Send {
+        via: 0,
+        from: "alice@contoso.test",
+        to: &["carol@contoso.test"],
+        subject: "Local note",
+    },
+    Send {
+        via: 1,
+        from: "bob@fabrikam.test",
+        to: &["alice@contoso.test"],
+        subject: "Re: Quarterly numbers",
+    },
+    Send {
+        via: 1,
+        from: "dave@fabrikam.test",
+        to: &["alice@contoso.test", "carol@contoso.test"],
+        subject: "Offsite: count me in",
+    },
+];
+
+pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    super::runtime()?.block_on(demo(args))
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let base = std::env::temp_dir().join(format!("sealpost-demo-{}", std::process::id()));
+    let result = run_domains(&args, &base).await;
+    let _ = std::fs::remove_dir_all(&base);
+    result
+}
+
+async fn run_domains(args: &DemoArgs, base: &Path) -> anyhow::Result<ExitCode> {
+    let names = ["contoso", "fabrikam"];
+    let mut configs = Vec::new();
+    for name in names {
+        let path = args.fixtures.join(format!("{name}.toml"));
+        let mut config = Config::load(&path, Some(&base.join(name)))?;
+        for l in &mut config.listeners {
+            l.address = "127.0.0.1:0".parse()?;
+        }
+        configs.push(config);
+    }
+    // Bind both first, so that each can be routed to the other's actual port.
+    let mut bound = Vec::new();
+    for c in &configs {
+        bound.push(crate::app::bind(c).await?);
+    }
+    let addrs: Vec<SocketAddr> = bound
+        .iter()
+        .map(|l| l[0].local_addr())
+        .collect::<Result<_, _>>()?;
+    for (i, c) in configs.iter_mut().enumerate() {
+        let other = addrs[1 - i];
+        let other_domain = format!("{}.test", names[1 - i]);
+        c.static_routes.insert(
+            other_domain,
+            HostPort {
+                host: other.ip().to_string(),
+                port: other.port(),
+            },
+        );
+    }
+    let mut servers = Vec::new();
+    for (c, l) in configs.iter().cloned().zip(bound) {
+        servers.push(crate::app::start_with(c, l).await?);
+    }
+    println!("contoso.test   mx.contoso.test   listening on {}", addrs[0]);
+    println!(
+        "fabrikam.test  mx.fabrikam.test  listening on {}\n",
+        addrs[1]
+    );
+
+    let settings = ClientSettings {
+        helo_name: "demo-client.test".into(),
+        timeout: Duration::from_secs(10),
+        tls: crate::tls::opportunistic_client_config(),
+    };
+    for s in SENDS {
+        let name = &configs[s.via].hostname;
+        let mut conn = Connection::open(addrs[s.via], name, &settings, TlsMode::Opportunistic)
+            .await
+            .with_context(|| format!("connecting to {name}"))?;
+        let to: Vec<String> = s.to.iter().map(|t| t.to_string()).collect();
+        let message = format!(
+            "From: <{}>\r\nTo: {}\r\nSubject: {}\r\nDate: {}\r\nMessage-ID: <{}@demo-client.test>\r\n\r\nHello from the sealpost demo.\r\n",
+            s.from,
+            s.to.iter().map(|t| format!("<{t}>")).collect::<Vec<_>>().join(", "),
+            s.subject,
+            chrono::Utc::now().to_rfc2822(),
+            crate::queue::new_queue_id(),
+        );
+        let replies = conn.send(s.from, &to, message.as_bytes()).await?;
+        let tls = conn
+            .tls()
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "no TLS".into());
+        conn.quit().await;
+        for (rcpt, reply) in to.iter().zip(&replies) {
+            match reply {
+                Ok(r) => println!("submitted to {name} ({tls}): {} -> {rcpt}: {r}", s.from),
+                Err(r) => anyhow::bail!("{name} refused {rcpt}: {r}"),
+            }
+        }
+    }
+
+    let expected: Vec<(usize, &str)> = SENDS
+        .iter()
+        .flat_map(|s| {
+            s.to.iter()
+                .map(|t| (if t.ends_with("@contoso.test") { 0 } else { 1 }, *t))
+        })
+        .collect();
+    let deadline = Instant::now() + args.timeout;
+    let mut code = ExitCode::SUCCESS;
+    loop {
+        let mut missing = 0;
+        for mailbox in unique(&expected) {
+            let (server, addr) = mailbox;
+            let want = expected.iter().filter(|e| e.1 == addr).count();
+            if servers[server].store().list(addr)?.len() < want {
+                missing += 1;
+            }
+        }
+        if missing == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            println!(
+                "\n{missing} mailbox(es) did not receive everything within {:?}",
+                args.timeout
+            );
+            code = ExitCode::FAILURE;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    println!("\nDelivered messages:");
+    for (server, addr) in unique(&expected) {
+        let store = servers[server].store();
+        for summary in store.list(addr)? {
+            let bytes = store.read(addr, &summary.id)?;
+            println!(
+                "\n  {addr}  [{}]  \"{}\" from {}",
+                summary.id, summary.subject, summary.from
+            );
+            for hop in hops(&bytes) {
+                println!("    hop: {hop}");
+            }
+        }
+    }
+    for s in servers {
+        s.shutdown().await;
+    }
+    if code == ExitCode::SUCCESS {
+        println!(
+            "\nAll {} deliveries arrived; every hop above shows its TLS version and cipher.",
+            expected.len()
+        );
+    }
+    Ok(code)
+}
+
+fn unique<'a>(expected: &[(usize, &'a str)]) -> Vec<(usize, &'a str)> {
+    let mut v: Vec<_> = expected.to_vec();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// One line per Received header, oldest hop first: "from X by Y with ESMTPS (TLSv1.3 with cipher …)".
+fn hops(message: &[u8]) -> Vec<String> {
+    let Some(parsed) = mail_parser::MessageParser::default().parse_headers(message) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = parsed
+        .headers_raw()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("Received"))
+        .map(|(_, raw)| {
+            let text = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+            let field = |after: &str| {
+                text.split_once(after)
+                    .and_then(|(_, rest)| rest.split_whitespace().next())
+                    .unwrap_or("?")
+                    .to_string()
+            };
+            let tls = text
+                .split_once("(using ")
+                .and_then(|(_, rest)| rest.split_once(')'))
+                .map(|(t, _)| t.to_string())
+                .unwrap_or_else(|| "no TLS".into());
+            let protocol = text
+                .split_once(" by ")
+                .and_then(|(_, rest)| rest.split_once(" with "))
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .unwrap_or("?");
+            format!(
+                "from {} by {} with {protocol} ({tls})",
+                field("from "),
+                field(" by ")
+            )
+        })
+        .collect();
+    out.reverse();
+    out
+}

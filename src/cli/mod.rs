@@ -1,0 +1,110 @@
+//! The command line: one module per subcommand, all parsed here with clap.
+
+mod check_config;
+mod demo;
+mod keys;
+mod mailbox;
+mod queue;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+use crate::telemetry::LogFormat;
+
+/// sealpost — a mail transfer agent with TLS everywhere.
+///
+/// sealpost accepts mail over SMTP (with STARTTLS), writes every message durably to its queue
+/// before answering 250, and delivers it to local mailboxes or to other domains over SMTP with
+/// opportunistic STARTTLS. Configuration is one TOML file per server; see README.md.
+#[derive(Parser, Debug)]
+#[command(name = "sealpost", version, about, long_about)]
+pub struct Cli {
+    /// Log line format (logs go to standard error). RUST_LOG sets the level, e.g. RUST_LOG=debug.
+    #[arg(long, value_enum, global = true, default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the SMTP server and queue runner until SIGINT or SIGTERM.
+    ///
+    /// Binds every [[listener]], recovers the queue under data_dir (messages accepted before a
+    /// crash are delivered), and logs one line per session event and per delivery attempt.
+    Serve(ConfigArgs),
+    /// Validate a configuration file and the files it names; exit non-zero on any problem.
+    ///
+    /// Errors name the file, the key and the problem, e.g.
+    /// `fixtures/contoso.toml: tls.private_key: file not found: pki/mx.contoso.test.key`.
+    CheckConfig(ConfigArgs),
+    /// Run the two fixture domains in-process and relay real mail between them over STARTTLS.
+    ///
+    /// Starts contoso.test and fabrikam.test on free loopback ports with temporary data
+    /// directories, sends messages each way over SMTP, shows the TLS version and cipher of each
+    /// hop and the delivered messages, then shuts down. Exits 0 when every message arrived.
+    Demo(demo::DemoArgs),
+    /// Inspect and manage the mail queue (like mailq, postqueue -f, postsuper -d).
+    Queue(queue::QueueArgs),
+    /// List and read the messages of a local mailbox.
+    Mailbox(mailbox::MailboxArgs),
+    /// Generate keys and certificates.
+    Keys(keys::KeysArgs),
+}
+
+/// The configuration file, and where the server keeps its data.
+#[derive(Args, Debug, Clone)]
+pub struct ConfigArgs {
+    /// The configuration file (TOML). Relative paths inside it are relative to the file.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: PathBuf,
+    /// Overrides server.data_dir (queue and mailboxes).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    /// Loads and validates the configuration, or prints why not.
+    pub fn load(&self) -> Result<Config, ExitCode> {
+        Config::load(&self.config, self.data_dir.as_deref()).map_err(|e| {
+            eprintln!("sealpost: {e}");
+            ExitCode::from(2)
+        })
+    }
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    crate::telemetry::init(cli.log_format, level);
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::CheckConfig(args) => check_config::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Queue(args) => queue::run(args),
+        Command::Mailbox(args) => mailbox::run(args),
+        Command::Keys(args) => keys::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sealpost: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A multi-threaded tokio runtime for the subcommands that need one.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}

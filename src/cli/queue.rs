@@ -1,0 +1,144 @@
+//! `sealpost queue`: list, flush and delete queued messages (mailq, postqueue -f, postsuper -d).
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use super::ConfigArgs;
+use crate::queue::{QueueEntry, RecipientStatus, Spool};
+
+#[derive(Args, Debug)]
+pub struct QueueArgs {
+    #[command(subcommand)]
+    command: QueueCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum QueueCommand {
+    /// List queued messages with their recipients and the last error of each (like mailq).
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// One JSON object per message instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make every deferred message due now (like postqueue -f); a running server delivers them
+    /// within a second.
+    Flush {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Delete one message from the queue without delivering it (like postsuper -d).
+    Delete {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The queue id, as shown by `queue list`.
+        id: String,
+    },
+}
+
+fn open(config: &ConfigArgs) -> Result<Spool, ExitCode> {
+    let config = config.load()?;
+    Spool::open(&config.data_dir).map_err(|e| {
+        eprintln!("sealpost: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+pub fn run(args: QueueArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        QueueCommand::List { config, json } => {
+            let spool = match open(&config) {
+                Ok(s) => s,
+                Err(code) => return Ok(code),
+            };
+            let listing = spool.scan()?;
+            if json {
+                for e in &listing.entries {
+                    let value = serde_json::json!({ "state": e.state.as_str(), "size": e.size, "envelope": e.envelope });
+                    println!("{value}");
+                }
+            } else {
+                print!("{}", format_list(&listing.entries));
+            }
+            for u in &listing.unreadable {
+                eprintln!("sealpost: {} ({}): {}", u.id, u.state.as_str(), u.error);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        QueueCommand::Flush { config } => {
+            let spool = match open(&config) {
+                Ok(s) => s,
+                Err(code) => return Ok(code),
+            };
+            let n = spool.flush()?;
+            println!("{n} deferred message(s) made due");
+            Ok(ExitCode::SUCCESS)
+        }
+        QueueCommand::Delete { config, id } => {
+            let spool = match open(&config) {
+                Ok(s) => s,
+                Err(code) => return Ok(code),
+            };
+            if spool.delete(&id)? {
+                println!("{id}: deleted");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("sealpost: {id}: no such message in the queue");
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    }
+}
+
+/// The mailq-style table: id, state, size, arrival, sender; then each recipient not yet delivered,
+/// with the reason of its last failure in parentheses.
+pub fn format_list(entries: &[QueueEntry]) -> String {
+    if entries.is_empty() {
+        return "Mail queue is empty\n".to_string();
+    }
+    let mut out = String::from(
+        "-Queue ID-------- -State--- --Size-- ----Arrival Time---- -Sender/Recipient-------\n",
+    );
+    let mut total = 0u64;
+    for e in entries {
+        total += e.size;
+        let arrival = chrono::DateTime::from_timestamp(e.envelope.received_at, 0)
+            .map(|t| t.format("%a %b %e %H:%M:%S").to_string())
+            .unwrap_or_default();
+        let sender = if e.envelope.mail_from.is_empty() {
+            "<>"
+        } else {
+            &e.envelope.mail_from
+        };
+        out.push_str(&format!(
+            "{:<17} {:<9} {:>8} {:<20} {}\n",
+            e.envelope.id,
+            e.state.as_str(),
+            e.size,
+            arrival,
+            sender
+        ));
+        for r in &e.envelope.recipients {
+            let status = match r.status {
+                RecipientStatus::Pending => "",
+                RecipientStatus::Delivered => " [delivered]",
+                RecipientStatus::Failed => " [failed]",
+            };
+            if let Some(reason) = &r.last_reply {
+                if r.status != RecipientStatus::Delivered {
+                    out.push_str(&format!("{:58}({reason})\n", ""));
+                }
+            }
+            out.push_str(&format!("{:58}{}{status}\n", "", r.address));
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "-- {} Kbytes in {} Request(s).\n",
+        total.div_ceil(1024),
+        entries.len()
+    ));
+    out
+}

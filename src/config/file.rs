@@ -1,0 +1,106 @@
+//! The configuration file as written: serde structures with `deny_unknown_fields`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub server: RawServer,
+    #[serde(default)]
+    pub listener: Vec<RawListener>,
+    pub tls: Option<RawTls>,
+    #[serde(default)]
+    pub dns: RawDns,
+    #[serde(default)]
+    pub domain: Vec<RawDomain>,
+    #[serde(default)]
+    pub mailbox: Vec<RawMailbox>,
+    #[serde(default)]
+    pub queue: RawQueue,
+    #[serde(default)]
+    pub delivery: RawDelivery,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub hostname: String,
+    pub data_dir: Option<String>,
+    #[serde(default)]
+    pub relay_networks: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub address: String,
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+}
+
+fn default_protocol() -> String {
+    "smtp".to_string()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub certificate: String,
+    pub private_key: String,
+    #[serde(default = "default_min_version")]
+    pub min_version: String,
+}
+
+fn default_min_version() -> String {
+    "1.2".to_string()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+    #[serde(default)]
+    pub static_routes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDomain {
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMailbox {
+    pub address: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQueue {
+    pub retry_initial: Option<String>,
+    pub retry_max: Option<String>,
+    pub lifetime: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDelivery {
+    pub smtp_port: Option<u16>,
+    pub concurrency: Option<usize>,
+    pub timeout: Option<String>,
+    pub connection_reuse_time: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_message_size: Option<usize>,
+    pub max_recipients: Option<usize>,
+    pub idle_timeout: Option<String>,
+}

@@ -1,0 +1,170 @@
+//! Typed configuration: the TOML file as written (`file`), validated into what the program runs on.
+
+mod file;
+mod validate;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use validate::parse_duration;
+
+/// A configuration problem: the file, the key and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub key: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.problem)
+        } else {
+            write!(f, "{}: {}: {}", self.file.display(), self.key, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerProtocol {
+    /// Port 25 style: STARTTLS offered, no authentication.
+    Smtp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub address: SocketAddr,
+    pub protocol: ListenerProtocol,
+}
+
+/// The server's own certificate and key (already checked to load, RSA keys ≥ 2048 bits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    pub min_version: TlsMinVersion,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsMinVersion {
+    Tls12,
+    Tls13,
+}
+
+/// Where a static route sends a domain's mail: a host (name or IP) and a port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Retry and lifetime of queued messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSettings {
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub lifetime: Duration,
+}
+
+/// Outbound delivery settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliverySettings {
+    /// Port used for hosts found through MX / A lookups (25).
+    pub smtp_port: u16,
+    /// Deliveries running at once.
+    pub concurrency: usize,
+    /// Timeout for connecting and for each reply.
+    pub timeout: Duration,
+    /// How long an idle outbound connection is kept for reuse.
+    pub connection_reuse_time: Duration,
+}
+
+/// Session limits of the inbound server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_message_size: usize,
+    pub max_recipients: usize,
+    pub idle_timeout: Duration,
+}
+
+/// A validated configuration. Paths are absolute or relative to the working directory.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from.
+    pub path: PathBuf,
+    pub hostname: String,
+    pub data_dir: PathBuf,
+    pub relay_networks: Vec<IpNet>,
+    pub listeners: Vec<Listener>,
+    pub tls: Option<TlsFiles>,
+    pub nameservers: Vec<SocketAddr>,
+    /// Lowercase domain → where to deliver it instead of looking up MX.
+    pub static_routes: BTreeMap<String, HostPort>,
+    /// Lowercase domains delivered to local mailboxes.
+    pub local_domains: BTreeSet<String>,
+    /// Lowercase addresses of local mailboxes.
+    pub mailboxes: BTreeSet<String>,
+    pub queue: QueueSettings,
+    pub delivery: DeliverySettings,
+    pub limits: Limits,
+}
+
+impl Config {
+    /// Reads and validates a configuration file; `data_dir` overrides `server.data_dir`.
+    pub fn load(path: &Path, data_dir: Option<&Path>) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            key: String::new(),
+            problem: format!("cannot read: {e}"),
+        })?;
+        Self::from_toml(path, &text, data_dir)
+    }
+
+    /// Validates configuration text as if it had been read from `path`.
+    pub fn from_toml(
+        path: &Path,
+        text: &str,
+        data_dir: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
+        let raw: file::RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            key: String::new(),
+            problem: e.to_string().trim().replace('\n', " "),
+        })?;
+        validate::validate(path, raw, data_dir)
+    }
+
+    /// True when `address` (any case) is a local mailbox.
+    pub fn is_local_mailbox(&self, address: &str) -> bool {
+        self.mailboxes.contains(&address.to_ascii_lowercase())
+    }
+
+    /// True when `domain` (any case) is delivered locally.
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        self.local_domains.contains(&domain.to_ascii_lowercase())
+    }
+
+    /// Whether a client address may relay to any domain.
+    pub fn relay_allowed(&self, ip: std::net::IpAddr) -> bool {
+        self.relay_networks.iter().any(|n| n.contains(&ip))
+    }
+}

@@ -1,0 +1,348 @@
+//! One outbound SMTP connection: greeting, EHLO, optional STARTTLS, then any number of transactions.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::wire::{dot_stuff, parse_reply, Capabilities};
+use crate::smtp::proto::Reply;
+use crate::smtp::stream::SmtpStream;
+use crate::tls::TlsFacts;
+
+/// How this connection treats STARTTLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Use STARTTLS when offered (a failed handshake is reported as `ClientError::Tls`).
+    Opportunistic,
+    /// Do not attempt TLS (the retry after a failed opportunistic handshake).
+    Plaintext,
+}
+
+/// Settings shared by all outbound connections.
+#[derive(Clone)]
+pub struct ClientSettings {
+    /// The name we give in EHLO.
+    pub helo_name: String,
+    /// For connecting and for each reply.
+    pub timeout: Duration,
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Connection refused, reset, timed out: try again later.
+    #[error("{0}")]
+    Network(String),
+    /// The server answered with an error where the conversation cannot go on.
+    #[error("{stage} rejected: {reply}")]
+    Rejected { stage: &'static str, reply: Reply },
+    /// The TLS handshake after STARTTLS failed.
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
+    /// The server broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// 5xx replies are permanent; everything else is worth another try.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, ClientError::Rejected { reply, .. } if reply.is_permanent())
+    }
+}
+
+/// The outcome for one recipient of a transaction: the server's final word.
+pub type RcptResult = Result<Reply, Reply>;
+
+pub struct Connection {
+    stream: SmtpStream,
+    buf: Vec<u8>,
+    peer: SocketAddr,
+    caps: Capabilities,
+    tls: Option<TlsFacts>,
+    timeout: Duration,
+    /// A transaction failed halfway (I/O error): the connection must not be reused.
+    broken: bool,
+    transactions: u32,
+}
+
+impl Connection {
+    /// Connects, reads the greeting, says EHLO (HELO if refused) and, in opportunistic mode,
+    /// upgrades with STARTTLS when the server offers it. `name` is the server's host name (SNI).
+    pub async fn open(
+        addr: SocketAddr,
+        name: &str,
+        settings: &ClientSettings,
+        mode: TlsMode,
+    ) -> Result<Connection, ClientError> {
+        let tcp = tokio::time::timeout(settings.timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ClientError::Network(format!("connect to {addr}: timed out")))?
+            .map_err(|e| ClientError::Network(format!("connect to {addr}: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let mut conn = Connection {
+            stream: SmtpStream::Plain(tcp),
+            buf: Vec::new(),
+            peer: addr,
+            caps: Capabilities::default(),
+            tls: None,
+            timeout: settings.timeout,
+            broken: false,
+            transactions: 0,
+        };
+        let greeting = conn.read_reply().await?;
+        if greeting.code != 220 {
+            return Err(ClientError::Rejected {
+                stage: "greeting",
+                reply: greeting,
+            });
+        }
+        conn.hello(&settings.helo_name).await?;
+        if mode == TlsMode::Opportunistic && conn.caps.starttls {
+            conn = conn.starttls(name, settings).await?;
+            conn.hello(&settings.helo_name).await?;
+        }
+        Ok(conn)
+    }
+
+    async fn hello(&mut self, helo_name: &str) -> Result<(), ClientError> {
+        self.write(format!("EHLO {helo_name}\r\n").as_bytes())
+            .await?;
+        let reply = self.read_reply().await?;
+        if reply.code == 250 {
+            self.caps = Capabilities::from_ehlo(&reply);
+            return Ok(());
+        }
+        if reply.is_temporary() {
+            return Err(ClientError::Rejected {
+                stage: "EHLO",
+                reply,
+            });
+        }
+        self.write(format!("HELO {helo_name}\r\n").as_bytes())
+            .await?;
+        let reply = self.read_reply().await?;
+        if reply.code != 250 {
+            return Err(ClientError::Rejected {
+                stage: "HELO",
+                reply,
+            });
+        }
+        self.caps = Capabilities::default();
+        Ok(())
+    }
+
+    /// Upgrades with STARTTLS. Consumes the plaintext connection: after a failure it is gone.
+    async fn starttls(
+        mut self,
+        name: &str,
+        settings: &ClientSettings,
+    ) -> Result<Connection, ClientError> {
+        self.write(b"STARTTLS\r\n").await?;
+        let reply = self.read_reply().await?;
+        if reply.code != 220 {
+            return Err(ClientError::Tls(format!("STARTTLS refused: {reply}")));
+        }
+        // Anything the server sent after its 220 arrived in clear: it must not be read as if it
+        // came over TLS (STARTTLS response injection).
+        if !self.buf.is_empty() {
+            return Err(ClientError::Tls(
+                "server sent plaintext after its STARTTLS reply (discarded)".into(),
+            ));
+        }
+        let server_name = ServerName::try_from(name.to_string())
+            .map_err(|_| ClientError::Tls(format!("invalid server name {name:?}")))?;
+        let (stream, facts) = tokio::time::timeout(
+            self.timeout,
+            self.stream.connect_tls(settings.tls.clone(), server_name),
+        )
+        .await
+        .map_err(|_| ClientError::Tls("handshake timed out".into()))?
+        .map_err(|e| ClientError::Tls(e.to_string()))?;
+        Ok(Connection {
+            stream,
+            buf: Vec::new(),
+            tls: Some(facts),
+            ..self
+        })
+    }
+
+    /// Sends one message to several recipients. Per-recipient results come back in order; an
+    /// `Err` means the connection itself failed and no recipient's fate is known.
+    pub async fn send(
+        &mut self,
+        mail_from: &str,
+        recipients: &[String],
+        data: &[u8],
+    ) -> Result<Vec<RcptResult>, ClientError> {
+        let result = self.transaction(mail_from, recipients, data).await;
+        if result.is_err() {
+            self.broken = true;
+        } else {
+            self.transactions += 1;
+        }
+        result
+    }
+
+    async fn transaction(
+        &mut self,
+        mail_from: &str,
+        recipients: &[String],
+        data: &[u8],
+    ) -> Result<Vec<RcptResult>, ClientError> {
+        let mut mail = format!("MAIL FROM:<{mail_from}>");
+        if self.caps.size.is_some() {
+            mail.push_str(&format!(" SIZE={}", data.len()));
+        }
+        if self.caps.eight_bit_mime && data.iter().any(|&b| b >= 0x80) {
+            mail.push_str(" BODY=8BITMIME");
+        }
+        if self.caps.smtputf8 && (!mail_from.is_ascii() || recipients.iter().any(|r| !r.is_ascii()))
+        {
+            mail.push_str(" SMTPUTF8");
+        }
+        mail.push_str("\r\n");
+        let rcpts: Vec<String> = recipients
+            .iter()
+            .map(|r| format!("RCPT TO:<{r}>\r\n"))
+            .collect();
+
+        let (mail_reply, rcpt_replies, data_reply) = if self.caps.pipelining {
+            let mut batch = mail.into_bytes();
+            rcpts
+                .iter()
+                .for_each(|r| batch.extend_from_slice(r.as_bytes()));
+            batch.extend_from_slice(b"DATA\r\n");
+            self.write(&batch).await?;
+            let mail_reply = self.read_reply().await?;
+            let mut rcpt_replies = Vec::with_capacity(rcpts.len());
+            for _ in &rcpts {
+                rcpt_replies.push(self.read_reply().await?);
+            }
+            (mail_reply, rcpt_replies, Some(self.read_reply().await?))
+        } else {
+            self.write(mail.as_bytes()).await?;
+            let mail_reply = self.read_reply().await?;
+            let mut rcpt_replies = Vec::new();
+            if mail_reply.code == 250 {
+                for r in &rcpts {
+                    self.write(r.as_bytes()).await?;
+                    rcpt_replies.push(self.read_reply().await?);
+                }
+            }
+            (mail_reply, rcpt_replies, None)
+        };
+
+        if mail_reply.code != 250 {
+            if data_reply.as_ref().is_some_and(|r| r.code == 354) {
+                self.finish_empty_data().await?;
+            }
+            return Ok(recipients.iter().map(|_| Err(mail_reply.clone())).collect());
+        }
+        let any_accepted = rcpt_replies.iter().any(|r| r.is_positive());
+        let data_reply = match data_reply {
+            Some(r) => r,
+            None if any_accepted => {
+                self.write(b"DATA\r\n").await?;
+                self.read_reply().await?
+            }
+            None => Reply::new(554, [5, 5, 1], "no valid recipients"),
+        };
+        let final_reply = if data_reply.code == 354 {
+            if any_accepted {
+                self.write(&dot_stuff(data)).await?;
+                self.read_reply().await?
+            } else {
+                self.finish_empty_data().await?;
+                data_reply
+            }
+        } else {
+            data_reply
+        };
+        Ok(rcpt_replies
+            .into_iter()
+            .map(|r| {
+                if !r.is_positive() {
+                    Err(r)
+                } else if final_reply.code == 250 {
+                    Ok(final_reply.clone())
+                } else {
+                    Err(final_reply.clone())
+                }
+            })
+            .collect())
+    }
+
+    /// A server that said 354 although no recipient was accepted gets an empty message, which it
+    /// must refuse; we never send the real content then.
+    async fn finish_empty_data(&mut self) -> Result<(), ClientError> {
+        self.write(b".\r\n").await?;
+        self.read_reply().await.map(drop)
+    }
+
+    /// Says QUIT and closes; errors are of no interest any more.
+    pub async fn quit(mut self) {
+        if self.write(b"QUIT\r\n").await.is_ok() {
+            let _ = self.read_reply().await;
+        }
+        let _ = self.stream.shutdown().await;
+    }
+
+    /// Can carry another transaction.
+    pub fn reusable(&self) -> bool {
+        !self.broken
+    }
+
+    pub fn tls(&self) -> Option<&TlsFacts> {
+        self.tls.as_ref()
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    pub fn transactions(&self) -> u32 {
+        self.transactions
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        let peer = self.peer;
+        let io = async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        };
+        tokio::time::timeout(self.timeout, io)
+            .await
+            .map_err(|_| ClientError::Network(format!("write to {peer}: timed out")))?
+            .map_err(|e| ClientError::Network(format!("write to {peer}: {e}")))
+    }
+
+    async fn read_reply(&mut self) -> Result<Reply, ClientError> {
+        loop {
+            match parse_reply(&self.buf) {
+                Ok(Some((reply, used))) => {
+                    self.buf.drain(..used);
+                    return Ok(reply);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(ClientError::Protocol(e)),
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(self.timeout, self.stream.read(&mut chunk))
+                .await
+                .map_err(|_| ClientError::Network(format!("read from {}: timed out", self.peer)))?
+                .map_err(|e| ClientError::Network(format!("read from {}: {e}", self.peer)))?;
+            if n == 0 {
+                return Err(ClientError::Network(format!(
+                    "{} closed the connection",
+                    self.peer
+                )));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! Pure pieces of the outbound client: reply parsing, EHLO capabilities, dot-stuffing.
+
+use crate::smtp::proto::Reply;
+
+/// The longest reply we read before calling the peer broken.
+pub const MAX_REPLY: usize = 64 * 1024;
+
+/// Parses one complete reply from the front of `buf`. `Ok(None)`: more bytes are needed.
+/// Returns the reply and how many bytes it used.
+pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, String> {
+    let mut pos = 0;
+    let mut code = None;
+    let mut lines: Vec<String> = Vec::new();
+    loop {
+        let Some(nl) = buf[pos..].iter().position(|&b| b == b'\n') else {
+            return if buf.len() > MAX_REPLY {
+                Err("reply too long".into())
+            } else {
+                Ok(None)
+            };
+        };
+        let line = &buf[pos..pos + nl];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        pos += nl + 1;
+        if line.len() < 3 || !line[..3].iter().all(u8::is_ascii_digit) {
+            return Err(format!(
+                "malformed reply line: {:?}",
+                String::from_utf8_lossy(line)
+            ));
+        }
+        let this: u16 = line[..3]
+            .iter()
+            .fold(0, |a, d| a * 10 + u16::from(d - b'0'));
+        if !(200..600).contains(&this) || code.is_some_and(|c| c != this) {
+            return Err(format!(
+                "unexpected reply code in: {:?}",
+                String::from_utf8_lossy(line)
+            ));
+        }
+        code = Some(this);
+        let sep = line.get(3).copied();
+        let text = String::from_utf8_lossy(line.get(4..).unwrap_or_default()).into_owned();
+        lines.push(text);
+        match sep {
+            Some(b'-') => continue,
+            Some(b' ') | None => break,
+            Some(_) => {
+                return Err(format!(
+                    "malformed reply line: {:?}",
+                    String::from_utf8_lossy(line)
+                ))
+            }
+        }
+    }
+    let code = code.unwrap_or(0);
+    Ok(Some((split_enhanced(code, &lines), pos)))
+}
+
+/// Takes an enhanced status code ("4.7.0 ") off the reply text when every line carries one of the
+/// reply's class.
+fn split_enhanced(code: u16, lines: &[String]) -> Reply {
+    let parse = |l: &str| -> Option<([u16; 3], String)> {
+        let (head, rest) = l.split_once(' ').unwrap_or((l, ""));
+        let mut parts = head.split('.');
+        let a: u16 = parts.next()?.parse().ok()?;
+        let b: u16 = parts.next()?.parse().ok()?;
+        let c: u16 = parts.next()?.parse().ok()?;
+        (parts.next().is_none() && a == code / 100).then(|| ([a, b, c], rest.to_string()))
+    };
+    let parsed: Option<Vec<_>> = lines.iter().map(|l| parse(l)).collect();
+    match parsed {
+        Some(p) if !p.is_empty() => {
+            let enhanced = p[0].0;
+            let text = p.into_iter().map(|(_, t)| t).collect::<Vec<_>>().join("\n");
+            Reply::new(code, enhanced, text)
+        }
+        _ => Reply::bare(code, lines.join("\n")),
+    }
+}
+
+/// What a server offered in its EHLO reply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    pub pipelining: bool,
+    pub starttls: bool,
+    pub eight_bit_mime: bool,
+    pub smtputf8: bool,
+    pub size: Option<u64>,
+}
+
+impl Capabilities {
+    pub fn from_ehlo(reply: &Reply) -> Capabilities {
+        let mut caps = Capabilities::default();
+        for line in reply.text.split('\n').skip(1) {
+            let mut words = line.split_ascii_whitespace();
+            let keyword = words.next().unwrap_or_default().to_ascii_uppercase();
+            match keyword.as_str() {
+                "PIPELINING" => caps.pipelining = true,
+                "STARTTLS" => caps.starttls = true,
+                "8BITMIME" => caps.eight_bit_mime = true,
+                "SMTPUTF8" => caps.smtputf8 = true,
+                "SIZE" => caps.size = words.next().and_then(|s| s.parse().ok()).filter(|&s| s > 0),
+                _ => {}
+            }
+        }
+        caps
+    }
+}
+
+/// The DATA payload on the wire: every line ends in CRLF (a bare LF becomes CRLF), lines starting
+/// with "." get another "." (RFC 5321 §4.5.2), and the terminating ".\r\n" follows. Nothing in the
+/// output but that final line can be read as an end of data.
+pub fn dot_stuff(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + data.len() / 64 + 5);
+    let body = data.strip_suffix(b"\n").unwrap_or(data);
+    if !data.is_empty() {
+        for line in body.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.first() == Some(&b'.') {
+                out.push(b'.');
+            }
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_single_and_multi_line_replies() {
+        let (r, n) = parse_reply(b"250 2.1.0 Ok\r\nrest").unwrap().unwrap();
+        assert_eq!(
+            (r.code, r.enhanced, r.text.as_str(), n),
+            (250, Some([2, 1, 0]), "Ok", 14)
+        );
+        let (r, n) = parse_reply(b"250-mx.b.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.code, 250);
+        assert_eq!(r.enhanced, None);
+        assert_eq!(r.text, "mx.b.test\nPIPELINING\nSTARTTLS");
+        assert_eq!(n, 45);
+        assert!(parse_reply(b"250-mx.b.test\r\n250-PIPE").unwrap().is_none());
+        assert!(parse_reply(b"25").unwrap().is_none());
+    }
+
+    #[test]
+    fn rejects_malformed_replies() {
+        assert!(parse_reply(b"hello\r\n").is_err());
+        assert!(parse_reply(b"250-a\r\n451 b\r\n").is_err());
+        assert!(parse_reply(b"250xa\r\n").is_err());
+        assert!(parse_reply(&vec![b'2'; MAX_REPLY + 1]).is_err());
+    }
+
+    #[test]
+    fn enhanced_code_must_match_reply_class() {
+        let (r, _) = parse_reply(b"451 4.7.0 try later\r\n").unwrap().unwrap();
+        assert_eq!(r.enhanced, Some([4, 7, 0]));
+        let (r, _) = parse_reply(b"451 2.0.0 odd\r\n").unwrap().unwrap();
+        assert_eq!(r.enhanced, None);
+        assert_eq!(r.text, "2.0.0 odd");
+    }
+
+    #[test]
+    fn capabilities_from_ehlo() {
+        let r = Reply::bare(
+            250,
+            "mx\nPIPELINING\nSIZE 1000\n8BITMIME\nstarttls\nSMTPUTF8",
+        );
+        let c = Capabilities::from_ehlo(&r);
+        assert!(c.pipelining && c.starttls && c.eight_bit_mime && c.smtputf8);
+        assert_eq!(c.size, Some(1000));
+        assert_eq!(
+            Capabilities::from_ehlo(&Reply::bare(250, "mx\nSTARTTLS-ish")),
+            Capabilities::default()
+        );
+    }
+
+    #[test]
+    fn dot_stuffing_and_termination() {
+        assert_eq!(dot_stuff(b"a\r\n.b\r\n..\r\n"), b"a\r\n..b\r\n...\r\n.\r\n");
+        assert_eq!(dot_stuff(b"no newline"), b"no newline\r\n.\r\n");
+        assert_eq!(dot_stuff(b""), b".\r\n");
+        // Bare LF line ends become CRLF, so "\n.\n" cannot end the data early downstream.
+        assert_eq!(dot_stuff(b"a\n.\nb\n"), b"a\r\n..\r\nb\r\n.\r\n");
+        let out = dot_stuff(b"x\r\n.\r\ny\r\n");
+        assert_eq!(out.windows(5).filter(|w| w == b"\r\n.\r\n").count(), 1);
+    }
+}

@@ -1,0 +1,149 @@
+//! The tokio accept loop: one task per connection, driving the pure session with socket I/O,
+//! STARTTLS upgrades, timeouts and the durable enqueue.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::policy::Policy;
+use super::session::{Action, Session, SessionConfig};
+use crate::cleanup::Cleanup;
+use crate::smtp::proto::Reply;
+use crate::smtp::stream::SmtpStream;
+
+/// What every connection of a listener shares.
+pub struct ServerContext {
+    pub session: Arc<SessionConfig>,
+    pub policy: Arc<dyn Policy>,
+    pub relay_networks: Vec<ipnet::IpNet>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub cleanup: Arc<Cleanup>,
+    pub idle_timeout: Duration,
+}
+
+/// Accepts connections until `shutdown` turns true, then waits for open sessions to end.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<ServerContext>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let ctx = ctx.clone();
+                    let shutdown = shutdown.clone();
+                    sessions.spawn(async move { handle(tcp, peer, ctx, shutdown).await });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+        while sessions.try_join_next().is_some() {}
+    }
+    drop(listener);
+    while sessions.join_next().await.is_some() {}
+}
+
+async fn handle(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<ServerContext>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let relay_allowed = ctx.relay_networks.iter().any(|n| n.contains(&peer.ip()));
+    tracing::info!(client = %peer, relay_allowed, "connect");
+    match converse(SmtpStream::Plain(tcp), peer, relay_allowed, &ctx, shutdown).await {
+        Ok(()) => tracing::info!(client = %peer, "disconnect"),
+        Err(e) => tracing::info!(client = %peer, error = %e, "disconnect"),
+    }
+}
+
+/// Runs one SMTP session to its end. The stream is owned here because STARTTLS replaces it.
+async fn converse(
+    mut stream: SmtpStream,
+    peer: SocketAddr,
+    relay_allowed: bool,
+    ctx: &ServerContext,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut session = Session::new(ctx.session.clone(), ctx.policy.clone(), peer, relay_allowed);
+    let mut pending: VecDeque<Action> = session.greeting().into();
+    let mut out: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        while let Some(action) = pending.pop_front() {
+            match action {
+                Action::Send(bytes) => out.extend_from_slice(&bytes),
+                Action::Close => {
+                    write_out(&mut stream, &mut out).await?;
+                    let _ = stream.shutdown().await;
+                    return Ok(());
+                }
+                Action::StartTls => {
+                    write_out(&mut stream, &mut out).await?;
+                    let Some(config) = ctx.tls.clone() else {
+                        return Err("STARTTLS without a certificate".into());
+                    };
+                    let upgrade = tokio::time::timeout(ctx.idle_timeout, stream.accept_tls(config));
+                    let (tls, facts) = upgrade
+                        .await
+                        .map_err(|_| "TLS handshake timed out".to_string())?
+                        .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                    tracing::info!(client = %peer, version = %facts.version, cipher = %facts.cipher, "STARTTLS established");
+                    stream = tls;
+                    pending.extend(session.tls_established(facts));
+                }
+                Action::Deliver(tx) => {
+                    let cleanup = ctx.cleanup.clone();
+                    let result = tokio::task::spawn_blocking(move || cleanup.enqueue(&tx))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(Reply::new(451, [4, 3, 0], "Error: internal error"))
+                        });
+                    pending.extend(session.delivery_result(result));
+                }
+            }
+        }
+        write_out(&mut stream, &mut out).await?;
+        let read = tokio::select! {
+            r = tokio::time::timeout(ctx.idle_timeout, stream.read(&mut buf)) => r,
+            _ = shutdown.changed() => {
+                let bye = Reply::new(421, [4, 3, 2], format!("{} Service shutting down", ctx.session.hostname));
+                pending.push_back(Action::Send(bye.to_bytes()));
+                pending.push_back(Action::Close);
+                continue;
+            }
+        };
+        match read {
+            Err(_) => pending.extend(session.timeout()),
+            Ok(Ok(0)) => return Ok(()),
+            Ok(Ok(n)) => pending.extend(session.feed(&buf[..n])),
+            Ok(Err(e)) => return Err(format!("read: {e}")),
+        }
+    }
+}
+
+async fn write_out(stream: &mut SmtpStream, out: &mut Vec<u8>) -> Result<(), String> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    stream
+        .write_all(out)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    stream.flush().await.map_err(|e| format!("write: {e}"))?;
+    out.clear();
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! Local mailboxes: the store trait delivery writes through, and its implementations.
+
+mod maildir;
+
+pub use maildir::PlainMaildirStore;
+
+use std::path::PathBuf;
+
+/// One line of `mailbox list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageSummary {
+    pub id: String,
+    /// The Date header as written, or empty.
+    pub date: String,
+    pub from: String,
+    pub subject: String,
+    pub size: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no mailbox {0}")]
+    NoSuchMailbox(String),
+    #[error("no message {id} in mailbox {mailbox}")]
+    NoSuchMessage { mailbox: String, id: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StoreError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Where local delivery writes and where `mailbox list|read` reads. Calls block (run them off the
+/// async reactor). `deliver` returns only once the message is on stable storage.
+pub trait MailStore: Send + Sync {
+    /// Stores a message durably in a mailbox (created on first use); returns its id.
+    fn deliver(&self, mailbox: &str, message: &[u8]) -> Result<String, StoreError>;
+    /// The messages of a mailbox, oldest first.
+    fn list(&self, mailbox: &str) -> Result<Vec<MessageSummary>, StoreError>;
+    /// The RFC 5322 bytes of one message.
+    fn read(&self, mailbox: &str, id: &str) -> Result<Vec<u8>, StoreError>;
+}
+
+/// Summarises a message from its headers (From, Subject, Date).
+pub fn summarize(id: &str, message: &[u8]) -> MessageSummary {
+    let parsed = mail_parser::MessageParser::default().parse_headers(message);
+    let (date, from, subject) = match &parsed {
+        Some(m) => (
+            m.date().map(|d| d.to_rfc3339()).unwrap_or_default(),
+            m.from()
+                .and_then(|a| a.first())
+                .and_then(|a| a.address())
+                .unwrap_or_default()
+                .to_string(),
+            m.subject().unwrap_or_default().to_string(),
+        ),
+        None => Default::default(),
+    };
+    MessageSummary {
+        id: id.to_string(),
+        date,
+        from,
+        subject,
+        size: message.len() as u64,
+    }
+}

@@ -1,0 +1,241 @@
+//! Test domains: config files in temp dirs, servers in-process or as the real binary, sending
+//! over real SMTP, and waiting for mailboxes.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sealpost::config::Config;
+use sealpost::smtp::client::{ClientSettings, Connection, RcptResult, TlsMode};
+use sealpost::store::{MailStore, PlainMaildirStore};
+
+/// The fixture PKI (CA and the two mx certificates).
+pub fn pki() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pki")
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// One test domain's configuration.
+pub struct DomainSpec {
+    /// "contoso" → domain contoso.test, host mx.contoso.test (certificate from the fixture PKI).
+    pub name: &'static str,
+    pub mailboxes: Vec<&'static str>,
+    pub port: u16,
+    /// (domain, port on 127.0.0.1)
+    pub routes: Vec<(&'static str, u16)>,
+    pub relay_loopback: bool,
+    pub tls: bool,
+    pub nameservers: Vec<SocketAddr>,
+    pub smtp_port: Option<u16>,
+    /// Extra local domains (for MX tests).
+    pub extra_domains: Vec<&'static str>,
+}
+
+impl DomainSpec {
+    pub fn new(name: &'static str, mailboxes: &[&'static str], port: u16) -> Self {
+        DomainSpec {
+            name,
+            mailboxes: mailboxes.to_vec(),
+            port,
+            routes: Vec::new(),
+            relay_loopback: true,
+            tls: true,
+            nameservers: Vec::new(),
+            smtp_port: None,
+            extra_domains: Vec::new(),
+        }
+    }
+
+    pub fn route(mut self, domain: &'static str, port: u16) -> Self {
+        self.routes.push((domain, port));
+        self
+    }
+
+    /// Writes `<dir>/<name>.toml` (data in `<dir>/<name>-data`) and returns its path.
+    pub fn write(&self, dir: &Path) -> PathBuf {
+        let pki = pki();
+        let host = format!("mx.{}.test", self.name);
+        let mut t = format!(
+            "[server]\nhostname = \"{host}\"\ndata_dir = \"{}\"\nrelay_networks = [{}]\n\n[[listener]]\naddress = \"127.0.0.1:{}\"\n\n",
+            dir.join(format!("{}-data", self.name)).display(),
+            if self.relay_loopback { "\"127.0.0.0/8\"" } else { "" },
+            self.port
+        );
+        if self.tls {
+            t.push_str(&format!(
+                "[tls]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n\n",
+                pki.join(format!("{host}.crt")).display(),
+                pki.join(format!("{host}.key")).display()
+            ));
+        }
+        let ns: Vec<String> = self
+            .nameservers
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect();
+        t.push_str(&format!(
+            "[dns]\nnameservers = [{}]\n[dns.static_routes]\n",
+            ns.join(", ")
+        ));
+        for (domain, port) in &self.routes {
+            t.push_str(&format!("\"{domain}\" = \"127.0.0.1:{port}\"\n"));
+        }
+        t.push_str(&format!("\n[[domain]]\nname = \"{}.test\"\n", self.name));
+        for d in &self.extra_domains {
+            t.push_str(&format!("[[domain]]\nname = \"{d}\"\n"));
+        }
+        for m in &self.mailboxes {
+            t.push_str(&format!("[[mailbox]]\naddress = \"{m}\"\n"));
+        }
+        t.push_str("\n[queue]\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n[delivery]\ntimeout = \"5s\"\n");
+        if let Some(p) = self.smtp_port {
+            t.push_str(&format!("smtp_port = {p}\n"));
+        }
+        let path = dir.join(format!("{}.toml", self.name));
+        std::fs::write(&path, t).expect("write config");
+        path
+    }
+}
+
+pub fn load(path: &Path) -> Config {
+    Config::load(path, None).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Sends one message over SMTP with opportunistic STARTTLS; returns per-recipient replies and
+/// the TLS version used ("none" without TLS).
+pub async fn send(
+    addr: SocketAddr,
+    from: &str,
+    to: &[&str],
+    data: &[u8],
+) -> (Vec<RcptResult>, String) {
+    let settings = ClientSettings {
+        helo_name: "client.test".into(),
+        timeout: Duration::from_secs(10),
+        tls: sealpost::tls::opportunistic_client_config(),
+    };
+    let mut conn = Connection::open(addr, "mx.test", &settings, TlsMode::Opportunistic)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let to: Vec<String> = to.iter().map(|s| s.to_string()).collect();
+    let replies = conn.send(from, &to, data).await.expect("SMTP transaction");
+    let tls = conn
+        .tls()
+        .map(|t| t.version.clone())
+        .unwrap_or_else(|| "none".into());
+    conn.quit().await;
+    (replies, tls)
+}
+
+/// A simple message with a unique marker in the subject and body.
+pub fn message(from: &str, to: &str, marker: &str) -> Vec<u8> {
+    format!("From: <{from}>\r\nTo: <{to}>\r\nSubject: test {marker}\r\nMessage-ID: <{marker}@client.test>\r\n\r\nbody {marker}\r\n.leading dot\r\n")
+        .into_bytes()
+}
+
+/// Waits until `mailbox` under `data_dir` holds at least `n` messages; returns them all.
+pub fn wait_for_mailbox(
+    data_dir: &Path,
+    mailbox: &str,
+    n: usize,
+    timeout: Duration,
+) -> Vec<Vec<u8>> {
+    let store = PlainMaildirStore::new(data_dir);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let list = store.list(mailbox).expect("mailbox list");
+        if list.len() >= n {
+            return list
+                .iter()
+                .map(|m| store.read(mailbox, &m.id).expect("read"))
+                .collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{mailbox}: {} of {n} message(s) after {timeout:?}",
+            list.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Async-friendly version of `wait_for_mailbox`.
+pub async fn wait_for_mailbox_async(
+    data_dir: &Path,
+    mailbox: &str,
+    n: usize,
+    timeout: Duration,
+) -> Vec<Vec<u8>> {
+    let (d, m) = (data_dir.to_path_buf(), mailbox.to_string());
+    tokio::task::spawn_blocking(move || wait_for_mailbox(&d, &m, n, timeout))
+        .await
+        .expect("wait task")
+}
+
+/// Runs the real `sealpost` binary with arguments; returns (exit code, stdout, stderr).
+pub fn sealpost(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sealpost"))
+        .args(args)
+        .output()
+        .expect("run sealpost");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `sealpost serve` as a child process, killed (SIGKILL) when dropped.
+pub struct ServeProcess {
+    pub child: Child,
+}
+
+impl ServeProcess {
+    /// Starts the server and waits until its port accepts connections.
+    pub fn start(config: &Path, port: u16) -> ServeProcess {
+        let log = config.with_extension(format!("{}.log", std::process::id()));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_sealpost"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn sealpost serve");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "sealpost serve did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ServeProcess { child }
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,5 @@
+//! Helpers shared by the integration tests; each test binary uses the parts it needs.
+#![allow(dead_code)]
+
+pub mod dns;
+pub mod domains;
