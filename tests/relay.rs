@@ -76,6 +76,53 @@ async fn relays_between_domains_with_tls_on_each_hop() {
             "{text}"
         );
     }
+    // The mailbox commands of the real binary show and print it.
+    let fab = fabrikam.to_str().unwrap();
+    let (code, list, err) = sealpost(&[
+        "mailbox",
+        "list",
+        "--config",
+        fab,
+        "--mailbox",
+        "bob@fabrikam.test",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let line = list.lines().next().unwrap_or_default();
+    assert!(
+        line.contains("alice@contoso.test") && line.contains("test M-relay-1"),
+        "{list}"
+    );
+    let id = line.split_whitespace().next().unwrap();
+    let (code, read, err) = sealpost(&[
+        "mailbox",
+        "read",
+        "--config",
+        fab,
+        "--mailbox",
+        "bob@fabrikam.test",
+        "--id",
+        id,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        read.starts_with(
+            "Received: from mx.contoso.test ([127.0.0.1])\r\n\t(using TLSv1.3 with cipher"
+        ),
+        "{read}"
+    );
+    let (code, _, err) = sealpost(&[
+        "mailbox",
+        "read",
+        "--config",
+        fab,
+        "--mailbox",
+        "bob@fabrikam.test",
+        "--id",
+        "FFFF",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no message FFFF"), "{err}");
+
     // Nothing left in either queue.
     assert!(c_server.spool().list().unwrap().is_empty());
     assert!(f_server.spool().list().unwrap().is_empty());

@@ -73,11 +73,22 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     result
 }
 
-async fn run_domains(args: &DemoArgs, base: &Path) -> anyhow::Result<ExitCode> {
+/// The two fixture domains running in-process on free loopback ports, each routed to the other.
+pub(super) struct FixturePair {
+    pub configs: Vec<Config>,
+    pub servers: Vec<crate::app::Server>,
+    pub addrs: Vec<SocketAddr>,
+}
+
+/// Starts contoso (index 0) and fabrikam (index 1) from `fixtures`, with data under `base`.
+pub(super) async fn start_fixture_pair(
+    fixtures: &Path,
+    base: &Path,
+) -> anyhow::Result<FixturePair> {
     let names = ["contoso", "fabrikam"];
     let mut configs = Vec::new();
     for name in names {
-        let path = args.fixtures.join(format!("{name}.toml"));
+        let path = fixtures.join(format!("{name}.toml"));
         let mut config = Config::load(&path, Some(&base.join(name)))?;
         for l in &mut config.listeners {
             l.address = "127.0.0.1:0".parse()?;
@@ -108,6 +119,19 @@ async fn run_domains(args: &DemoArgs, base: &Path) -> anyhow::Result<ExitCode> {
     for (c, l) in configs.iter().cloned().zip(bound) {
         servers.push(crate::app::start_with(c, l).await?);
     }
+    Ok(FixturePair {
+        configs,
+        servers,
+        addrs,
+    })
+}
+
+async fn run_domains(args: &DemoArgs, base: &Path) -> anyhow::Result<ExitCode> {
+    let FixturePair {
+        configs,
+        servers,
+        addrs,
+    } = start_fixture_pair(&args.fixtures, base).await?;
     println!("contoso.test   mx.contoso.test   listening on {}", addrs[0]);
     println!(
         "fabrikam.test  mx.fabrikam.test  listening on {}\n",

@@ -1,5 +1,6 @@
 //! The command line: one module per subcommand, all parsed here with clap.
 
+mod bench;
 mod check_config;
 mod demo;
 mod keys;
@@ -54,6 +55,8 @@ pub enum Command {
     Mailbox(mailbox::MailboxArgs),
     /// Generate keys and certificates.
     Keys(keys::KeysArgs),
+    /// Measure throughput (see `sealpost bench relay --help`).
+    Bench(bench::BenchArgs),
 }
 
 /// The configuration file, and where the server keeps its data.
@@ -92,6 +95,7 @@ pub fn main() -> ExitCode {
         Command::Queue(args) => queue::run(args),
         Command::Mailbox(args) => mailbox::run(args),
         Command::Keys(args) => keys::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,

@@ -94,6 +94,25 @@ impl MailStore for PlainMaildirStore {
     }
 
     fn list(&self, mailbox: &str) -> Result<Vec<MessageSummary>, StoreError> {
+        self.ids(mailbox)?
+            .iter()
+            .map(|id| self.read(mailbox, id).map(|bytes| summarize(id, &bytes)))
+            .collect()
+    }
+
+    fn read(&self, mailbox: &str, id: &str) -> Result<Vec<u8>, StoreError> {
+        let path = self.message_path(mailbox, id)?;
+        fs::read(&path).map_err(|e| StoreError::io(&path, e))
+    }
+
+    fn count(&self, mailbox: &str) -> Result<usize, StoreError> {
+        self.ids(mailbox).map(|ids| ids.len())
+    }
+}
+
+impl PlainMaildirStore {
+    /// Message ids (file names in `new/` and `cur/`), oldest first.
+    fn ids(&self, mailbox: &str) -> Result<Vec<String>, StoreError> {
         let dir = self.mailbox_dir(mailbox)?;
         if !dir.is_dir() {
             return Ok(Vec::new());
@@ -114,14 +133,7 @@ impl MailStore for PlainMaildirStore {
             }
         }
         ids.sort();
-        ids.iter()
-            .map(|id| self.read(mailbox, id).map(|bytes| summarize(id, &bytes)))
-            .collect()
-    }
-
-    fn read(&self, mailbox: &str, id: &str) -> Result<Vec<u8>, StoreError> {
-        let path = self.message_path(mailbox, id)?;
-        fs::read(&path).map_err(|e| StoreError::io(&path, e))
+        Ok(ids)
     }
 }
 
@@ -156,6 +168,8 @@ mod tests {
             .join(&id)
             .is_file());
         assert!(store.list("nobody@b.test").unwrap().is_empty());
+        assert_eq!(store.count("bob@b.test").unwrap(), 2);
+        assert_eq!(store.count("nobody@b.test").unwrap(), 0);
     }
 
     #[test]

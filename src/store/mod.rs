@@ -48,6 +48,10 @@ pub trait MailStore: Send + Sync {
     fn list(&self, mailbox: &str) -> Result<Vec<MessageSummary>, StoreError>;
     /// The RFC 5322 bytes of one message.
     fn read(&self, mailbox: &str, id: &str) -> Result<Vec<u8>, StoreError>;
+    /// How many messages a mailbox holds.
+    fn count(&self, mailbox: &str) -> Result<usize, StoreError> {
+        self.list(mailbox).map(|l| l.len())
+    }
 }
 
 /// Summarises a message from its headers (From, Subject, Date).

@@ -1,0 +1,141 @@
+//! `sealpost bench`: measured throughput of the real relay path (no timed unit tests).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+
+use super::demo::{start_fixture_pair, FixturePair};
+use crate::smtp::client::{ClientSettings, Connection, TlsMode};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Relay throughput: contoso → fabrikam with STARTTLS on both hops, durable queues and
+    /// mailbox delivery, both domains in this process.
+    ///
+    /// Clients submit MESSAGES messages of SIZE bytes to contoso over CONNECTIONS concurrent
+    /// connections (several transactions per connection). Reports the accept rate (250s per
+    /// second) and the end-to-end rate (messages in bob@fabrikam.test's mailbox per second).
+    Relay {
+        #[arg(long, default_value_t = 2000)]
+        messages: usize,
+        /// Message size in bytes.
+        #[arg(long, default_value_t = 10 * 1024)]
+        size: usize,
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        /// The fixtures directory holding contoso.toml and fabrikam.toml.
+        #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"))]
+        fixtures: PathBuf,
+    },
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        BenchCommand::Relay {
+            messages,
+            size,
+            connections,
+            fixtures,
+        } => super::runtime()?.block_on(async move {
+            let base = std::env::temp_dir().join(format!("sealpost-bench-{}", std::process::id()));
+            let result = relay(&fixtures, &base, messages, size, connections.max(1)).await;
+            let _ = std::fs::remove_dir_all(&base);
+            result
+        }),
+    }
+}
+
+/// A message of about `size` bytes: headers and 76-character body lines.
+fn build_message(size: usize) -> Vec<u8> {
+    let mut m =
+        b"From: <alice@contoso.test>\r\nTo: <bob@fabrikam.test>\r\nSubject: bench\r\n\r\n".to_vec();
+    let line = [b'x'; 76];
+    while m.len() < size {
+        m.extend_from_slice(&line);
+        m.extend_from_slice(b"\r\n");
+    }
+    m
+}
+
+async fn relay(
+    fixtures: &std::path::Path,
+    base: &std::path::Path,
+    messages: usize,
+    size: usize,
+    connections: usize,
+) -> anyhow::Result<ExitCode> {
+    let FixturePair {
+        configs,
+        servers,
+        addrs,
+    } = start_fixture_pair(fixtures, base).await?;
+    let message = Arc::new(build_message(size));
+    let settings = ClientSettings {
+        helo_name: "bench-client.test".into(),
+        timeout: Duration::from_secs(60),
+        tls: crate::tls::opportunistic_client_config(),
+    };
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let (next, message, settings) = (next.clone(), message.clone(), settings.clone());
+        let (addr, name) = (addrs[0], configs[0].hostname.clone());
+        clients.spawn(async move {
+            let mut conn = Connection::open(addr, &name, &settings, TlsMode::Opportunistic).await?;
+            let to = ["bob@fabrikam.test".to_string()];
+            while next.fetch_add(1, Ordering::Relaxed) < messages {
+                let replies = conn.send("alice@contoso.test", &to, &message).await?;
+                if let Some(Err(r)) = replies.first() {
+                    anyhow::bail!("refused: {r}");
+                }
+            }
+            conn.quit().await;
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = clients.join_next().await {
+        r??;
+    }
+    let accepted = start.elapsed();
+    let store = servers[1].store();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while store.count("bob@fabrikam.test")? < messages {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "not all messages arrived within 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let delivered = start.elapsed();
+    for s in servers {
+        s.shutdown().await;
+    }
+    let rate = |d: Duration| messages as f64 / d.as_secs_f64();
+    println!(
+        "relay bench: {messages} messages of {} bytes over {connections} connection(s), STARTTLS on both hops",
+        message.len()
+    );
+    println!(
+        "  accepted by contoso:  {:>8.2} s  {:>8.1} msg/s",
+        accepted.as_secs_f64(),
+        rate(accepted)
+    );
+    println!(
+        "  delivered at fabrikam: {:>7.2} s  {:>8.1} msg/s  {:.1} MiB/s",
+        delivered.as_secs_f64(),
+        rate(delivered),
+        (messages * message.len()) as f64 / delivered.as_secs_f64() / (1024.0 * 1024.0)
+    );
+    Ok(ExitCode::SUCCESS)
+}
