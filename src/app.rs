@@ -78,12 +78,15 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         timeout: config.delivery.timeout,
         tls: crate::tls::opportunistic_client_config(),
     };
-    let remote = Arc::new(RemoteDelivery::new(
-        client,
-        resolver,
-        config.delivery.smtp_port,
-        config.delivery.connection_reuse_time,
-    ));
+    let remote = Arc::new(
+        RemoteDelivery::new(
+            client,
+            resolver,
+            config.delivery.smtp_port,
+            config.delivery.connection_reuse_time,
+        )
+        .with_connectors(&config)?,
+    );
     let wake = Arc::new(Notify::new());
     let cleanup = Arc::new(Cleanup::new(&config.hostname, spool.clone(), wake.clone()));
     let ctx = Arc::new(ServerContext {

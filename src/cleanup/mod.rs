@@ -121,10 +121,7 @@ mod tests {
                 Protocol::Esmtp
             },
             peer: "127.0.0.1:40000".parse().unwrap(),
-            tls: tls.then(|| TlsFacts {
-                version: "TLSv1.3".into(),
-                cipher: "TLS_AES_256_GCM_SHA384".into(),
-            }),
+            tls: tls.then(|| TlsFacts::new("TLSv1.3", "TLS_AES_256_GCM_SHA384")),
             mail_from: "a@a.test".into(),
             rcpt_to: rcpts.iter().map(|s| s.to_string()).collect(),
             eight_bit: false,

@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 
 use super::demo::{start_fixture_pair, FixturePair};
 use crate::smtp::client::{ClientSettings, Connection, TlsMode};
+use crate::tls::policy::TlsPolicy;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -93,9 +94,12 @@ async fn relay(
         let (addr, name) = (addrs[0], configs[0].hostname.clone());
         clients.spawn(async move {
             let mut conn = Connection::open(addr, &name, &settings, TlsMode::Opportunistic).await?;
+            let permit = conn.authorize(&TlsPolicy::opportunistic(settings.tls.clone()))?;
             let to = ["bob@fabrikam.test".to_string()];
             while next.fetch_add(1, Ordering::Relaxed) < messages {
-                let replies = conn.send("alice@contoso.test", &to, &message).await?;
+                let replies = conn
+                    .send(&permit, "alice@contoso.test", &to, &message)
+                    .await?;
                 if let Some(Err(r)) = replies.first() {
                     anyhow::bail!("refused: {r}");
                 }

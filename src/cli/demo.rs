@@ -10,6 +10,7 @@ use clap::Args;
 
 use crate::config::{Config, HostPort};
 use crate::smtp::client::{ClientSettings, Connection, TlsMode};
+use crate::tls::policy::TlsPolicy;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -157,7 +158,8 @@ async fn run_domains(args: &DemoArgs, base: &Path) -> anyhow::Result<ExitCode> {
             chrono::Utc::now().to_rfc2822(),
             crate::queue::new_queue_id(),
         );
-        let replies = conn.send(s.from, &to, message.as_bytes()).await?;
+        let permit = conn.authorize(&TlsPolicy::opportunistic(settings.tls.clone()))?;
+        let replies = conn.send(&permit, s.from, &to, message.as_bytes()).await?;
         let tls = conn
             .tls()
             .map(|t| t.to_string())

@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub delivery: RawDelivery,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub connector: RawConnectors,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,4 +105,56 @@ pub struct RawLimits {
     pub max_message_size: Option<usize>,
     pub max_recipients: Option<usize>,
     pub idle_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConnectors {
+    #[serde(default)]
+    pub outbound: Vec<RawOutbound>,
+    #[serde(default)]
+    pub inbound: Vec<RawInbound>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutbound {
+    pub name: String,
+    pub recipient_domains: Vec<String>,
+    #[serde(default)]
+    pub smart_hosts: Vec<String>,
+    #[serde(default = "default_outbound_tls")]
+    pub tls: String,
+    #[serde(default)]
+    pub tls_names: Vec<String>,
+    pub ca_file: Option<String>,
+    pub client_certificate: Option<String>,
+    pub client_private_key: Option<String>,
+    #[serde(default = "default_min_version")]
+    pub min_version: String,
+    #[serde(default = "default_mode")]
+    pub mode: String,
+}
+
+fn default_outbound_tls() -> String {
+    "opportunistic".to_string()
+}
+
+fn default_mode() -> String {
+    "enforce".to_string()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInbound {
+    pub name: String,
+    #[serde(default)]
+    pub sender_domains: Vec<String>,
+    #[serde(default)]
+    pub client_networks: Vec<String>,
+    #[serde(default)]
+    pub require_tls: bool,
+    #[serde(default)]
+    pub client_certificate_names: Vec<String>,
+    pub ca_file: Option<String>,
 }

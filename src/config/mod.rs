@@ -1,5 +1,6 @@
 //! Typed configuration: the TOML file as written (`file`), validated into what the program runs on.
 
+pub mod connectors;
 mod file;
 mod validate;
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use connectors::{DomainPattern, InboundConnector, OutboundConnector};
 pub use validate::parse_duration;
 
 /// A configuration problem: the file, the key and what is wrong with it.
@@ -126,6 +128,8 @@ pub struct Config {
     pub queue: QueueSettings,
     pub delivery: DeliverySettings,
     pub limits: Limits,
+    pub outbound_connectors: Vec<OutboundConnector>,
+    pub inbound_connectors: Vec<InboundConnector>,
 }
 
 impl Config {
@@ -161,6 +165,27 @@ impl Config {
     /// True when `domain` (any case) is delivered locally.
     pub fn is_local_domain(&self, domain: &str) -> bool {
         self.local_domains.contains(&domain.to_ascii_lowercase())
+    }
+
+    /// The outbound connector for a recipient domain (any case), if one claims it.
+    pub fn outbound_connector(&self, domain: &str) -> Option<&OutboundConnector> {
+        let domain = domain.to_ascii_lowercase();
+        self.outbound_connectors
+            .iter()
+            .find(|c| c.recipient_domains.iter().any(|p| p.matches(&domain)))
+    }
+
+    /// The inbound connectors that apply to a client and sender domain (any case).
+    pub fn inbound_connectors_for(
+        &self,
+        client: std::net::IpAddr,
+        sender_domain: &str,
+    ) -> Vec<&InboundConnector> {
+        let domain = sender_domain.to_ascii_lowercase();
+        self.inbound_connectors
+            .iter()
+            .filter(|c| c.matches(client, &domain))
+            .collect()
     }
 
     /// Whether a client address may relay to any domain.

@@ -16,13 +16,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim()).map_err(|e| format!("not a duration ({e}): {text:?}"))
 }
 
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     file: &'a Path,
     dir: PathBuf,
 }
 
 impl Checker<'_> {
-    fn err(&self, key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    pub(super) fn err(&self, key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.to_path_buf(),
             key: key.into(),
@@ -40,7 +40,7 @@ impl Checker<'_> {
         }
     }
 
-    fn existing_file(&self, key: &str, value: &str) -> Result<PathBuf, ConfigError> {
+    pub(super) fn existing_file(&self, key: &str, value: &str) -> Result<PathBuf, ConfigError> {
         let p = self.path(value);
         if p.is_file() {
             Ok(p)
@@ -62,7 +62,7 @@ impl Checker<'_> {
     }
 }
 
-fn is_domain(name: &str) -> bool {
+pub(super) fn is_domain(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {
@@ -76,7 +76,7 @@ fn is_domain(name: &str) -> bool {
         })
 }
 
-fn parse_host_port(value: &str) -> Option<HostPort> {
+pub(super) fn parse_host_port(value: &str) -> Option<HostPort> {
     if let Ok(addr) = value.parse::<SocketAddr>() {
         return Some(HostPort {
             host: addr.ip().to_string(),
@@ -298,6 +298,9 @@ pub fn validate(
         )?,
     };
 
+    let outbound_connectors = super::connectors::outbound(&c, &raw.connector.outbound)?;
+    let inbound_connectors = super::connectors::inbound(&c, &raw.connector.inbound)?;
+
     Ok(Config {
         path: path.to_path_buf(),
         hostname,
@@ -312,6 +315,8 @@ pub fn validate(
         queue,
         delivery,
         limits,
+        outbound_connectors,
+        inbound_connectors,
     })
 }
 

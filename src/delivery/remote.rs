@@ -2,14 +2,16 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::Destination;
+use super::{Destination, NextHop};
+use crate::config::{Config, HostPort, OutboundConnector};
 use crate::dns::{DnsError, Resolver};
 use crate::smtp::client::{ClientError, ClientSettings, Connection, TlsMode};
 use crate::smtp::proto::Reply;
-use crate::tls::TlsFacts;
+use crate::tls::policy::{ConnectorVerifier, DeliveryPermit, PolicyMode, TlsFailure, TlsPolicy};
+use crate::tls::{TlsError, TlsFacts};
 
 /// What became of one recipient in one delivery attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,15 +30,24 @@ pub struct AttemptInfo {
     pub relay_name: Option<String>,
     pub tls: Option<TlsFacts>,
     pub reused: bool,
+    pub connector: Option<String>,
+    /// What the TLS policy established, e.g. "verified mx.fabrikam.test via ca.crt".
+    pub verification: Option<String>,
 }
 
-/// Delivers to other servers; connections are kept for a short while and reused per address.
+/// Idle connections are kept per peer address and connector: a connection opened under one
+/// TLS policy never carries mail for another.
+type PoolKey = (SocketAddr, Option<String>);
+
+/// Delivers to other servers; connections are kept for a short while and reused.
 pub struct RemoteDelivery {
     settings: ClientSettings,
+    default_policy: Arc<TlsPolicy>,
+    policies: HashMap<String, Arc<TlsPolicy>>,
     resolver: Option<Resolver>,
     smtp_port: u16,
     reuse_time: Duration,
-    idle: Mutex<HashMap<SocketAddr, Vec<(Connection, Instant)>>>,
+    idle: Mutex<HashMap<PoolKey, Vec<(Connection, Instant)>>>,
 }
 
 struct Target {
@@ -44,7 +55,46 @@ struct Target {
     addr: SocketAddr,
 }
 
+/// Why a target could not be used.
+enum TargetError {
+    /// The TLS policy was not met; nothing but EHLO/STARTTLS was sent.
+    Tls(TlsFailure),
+    Client(ClientError),
+}
+
+/// Builds the TLS policy of an outbound connector (trust anchors, verifier, client certificate).
+pub fn connector_policy(c: &OutboundConnector) -> Result<TlsPolicy, TlsError> {
+    let anchors = c
+        .ca_file
+        .as_deref()
+        .map(crate::tls::load_trust_anchors)
+        .transpose()?;
+    let verifier = Arc::new(ConnectorVerifier::new(
+        c.tls,
+        c.tls_names.clone(),
+        anchors.clone(),
+        c.mode == PolicyMode::Enforce,
+    ));
+    let client_key = match &c.client_certificate {
+        Some((cert, key)) => Some(crate::tls::load_certified_key(cert, key)?),
+        None => None,
+    };
+    Ok(TlsPolicy {
+        connector: Some(c.name.clone()),
+        level: c.tls,
+        mode: c.mode,
+        names: c.tls_names.clone(),
+        anchors,
+        client_config: crate::tls::connector_client_config(
+            verifier,
+            c.min_version,
+            client_key.as_ref(),
+        )?,
+    })
+}
+
 impl RemoteDelivery {
+    /// `settings.tls` is the opportunistic configuration used where no connector applies.
     pub fn new(
         settings: ClientSettings,
         resolver: Option<Resolver>,
@@ -52,12 +102,23 @@ impl RemoteDelivery {
         reuse_time: Duration,
     ) -> Self {
         RemoteDelivery {
+            default_policy: Arc::new(TlsPolicy::opportunistic(settings.tls.clone())),
             settings,
+            policies: HashMap::new(),
             resolver,
             smtp_port,
             reuse_time,
             idle: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Adds the TLS policies of every outbound connector in the configuration.
+    pub fn with_connectors(mut self, config: &Config) -> Result<Self, TlsError> {
+        for c in &config.outbound_connectors {
+            self.policies
+                .insert(c.name.clone(), Arc::new(connector_policy(c)?));
+        }
+        Ok(self)
     }
 
     /// Sends one message to the recipients that share `dest`; one outcome per recipient, in order.
@@ -69,50 +130,52 @@ impl RemoteDelivery {
         data: &[u8],
     ) -> (Vec<Outcome>, AttemptInfo) {
         let all = |o: Outcome| recipients.iter().map(|_| o.clone()).collect::<Vec<_>>();
-        let targets = match self.resolve(dest).await {
+        let policy = dest
+            .connector
+            .as_ref()
+            .and_then(|name| self.policies.get(name))
+            .unwrap_or(&self.default_policy)
+            .clone();
+        let base_info = AttemptInfo {
+            connector: dest.connector.clone(),
+            ..AttemptInfo::default()
+        };
+        let targets = match self.resolve(&dest.hop).await {
             Ok(t) if !t.is_empty() => t,
             Ok(_) => {
                 return (
                     all(Outcome::Deferred(format!("{dest}: no address found"))),
-                    AttemptInfo::default(),
+                    base_info,
                 )
             }
             Err(e) if e.is_permanent() => {
-                return (
-                    all(Outcome::Failed(format!("550 5.1.2 {e}"))),
-                    AttemptInfo::default(),
-                );
+                return (all(Outcome::Failed(format!("550 5.1.2 {e}"))), base_info)
             }
-            Err(e) => {
-                return (
-                    all(Outcome::Deferred(format!("451 4.4.3 {e}"))),
-                    AttemptInfo::default(),
-                )
-            }
+            Err(e) => return (all(Outcome::Deferred(format!("451 4.4.3 {e}"))), base_info),
         };
         let mut last_error = String::new();
         for target in &targets {
-            let (mut conn, reused) = match self.take_idle(target.addr) {
-                Some(c) => (c, true),
-                None => match self.open(target).await {
-                    Ok(c) => (c, false),
+            let key = (target.addr, dest.connector.clone());
+            let (mut conn, mut permit, reused) = match self.take_idle(&key, &policy) {
+                Some((c, p)) => (c, p, true),
+                None => match self.open(&policy, target).await {
+                    Ok((c, p)) => (c, p, false),
                     Err(e) => {
-                        tracing::warn!(relay = %target.addr, name = %target.name, error = %e, "connection failed");
-                        last_error = format!("{} [{}]: {e}", target.name, target.addr);
+                        last_error = self.describe(target, &e);
                         continue;
                     }
                 },
             };
-            let mut result = conn.send(mail_from, recipients, data).await;
+            let mut result = conn.send(&permit, mail_from, recipients, data).await;
             if reused && result.is_err() {
                 // The cached connection had died; nothing was accepted, so a fresh one may try.
-                match self.open(target).await {
-                    Ok(fresh) => {
-                        conn = fresh;
-                        result = conn.send(mail_from, recipients, data).await;
+                match self.open(&policy, target).await {
+                    Ok((fresh, fresh_permit)) => {
+                        (conn, permit) = (fresh, fresh_permit);
+                        result = conn.send(&permit, mail_from, recipients, data).await;
                     }
                     Err(e) => {
-                        last_error = format!("{} [{}]: {e}", target.name, target.addr);
+                        last_error = self.describe(target, &e);
                         continue;
                     }
                 }
@@ -122,6 +185,8 @@ impl RemoteDelivery {
                 relay_name: Some(target.name.clone()),
                 tls: conn.tls().cloned(),
                 reused,
+                verification: Some(permit.detail().to_string()),
+                ..base_info.clone()
             };
             match result {
                 Ok(replies) => {
@@ -129,7 +194,7 @@ impl RemoteDelivery {
                         .into_iter()
                         .map(|r| outcome_of(&target.name, r))
                         .collect();
-                    self.put_idle(conn);
+                    self.put_idle(key, conn);
                     return (outcomes, info);
                 }
                 Err(e) => {
@@ -140,54 +205,121 @@ impl RemoteDelivery {
                 }
             }
         }
-        (all(Outcome::Deferred(last_error)), AttemptInfo::default())
+        (all(Outcome::Deferred(last_error)), base_info)
     }
 
-    /// Opens a connection with opportunistic TLS; if the handshake fails, once more in plaintext
-    /// (Postfix `may`), and says so in the log.
-    async fn open(&self, target: &Target) -> Result<Connection, ClientError> {
-        match Connection::open(
-            target.addr,
-            &target.name,
-            &self.settings,
-            TlsMode::Opportunistic,
-        )
-        .await
-        {
-            Err(ClientError::Tls(reason)) => {
-                tracing::warn!(relay = %target.addr, name = %target.name, %reason,
-                    "STARTTLS failed; retrying this delivery without TLS (opportunistic)");
-                Connection::open(
-                    target.addr,
-                    &target.name,
-                    &self.settings,
-                    TlsMode::Plaintext,
-                )
-                .await
+    fn describe(&self, target: &Target, e: &TargetError) -> String {
+        match e {
+            TargetError::Tls(f) => {
+                let [a, b, c] = f.enhanced;
+                tracing::warn!(relay = %target.addr, name = %target.name, reason = %f, "TLS policy not met; nothing sent");
+                format!("451 {a}.{b}.{c} {f} ({} [{}])", target.name, target.addr)
             }
-            other => other,
+            TargetError::Client(e) => {
+                tracing::warn!(relay = %target.addr, name = %target.name, error = %e, "connection failed");
+                format!("{} [{}]: {e}", target.name, target.addr)
+            }
         }
     }
 
-    async fn resolve(&self, dest: &Destination) -> Result<Vec<Target>, DnsError> {
-        match dest {
-            Destination::Static(hp) => {
-                if let Ok(ip) = hp.host.parse::<IpAddr>() {
-                    return Ok(vec![Target {
-                        name: hp.host.clone(),
-                        addr: SocketAddr::new(ip, hp.port),
-                    }]);
+    /// Opens a connection under `policy` and checks it. Opportunistic (and audit-mode) delivery
+    /// retries in plaintext when the handshake fails, like Postfix `may`; required and above
+    /// never do: a missing STARTTLS or a failed check ends the attempt before MAIL FROM.
+    async fn open(
+        &self,
+        policy: &TlsPolicy,
+        target: &Target,
+    ) -> Result<(Connection, DeliveryPermit), TargetError> {
+        let settings = ClientSettings {
+            tls: policy.client_config.clone(),
+            ..self.settings.clone()
+        };
+        let conn = if policy.allows_plaintext() {
+            match Connection::open(target.addr, &target.name, &settings, TlsMode::Opportunistic)
+                .await
+            {
+                Err(ClientError::Tls(reason)) => {
+                    tracing::warn!(relay = %target.addr, name = %target.name, %reason,
+                        "STARTTLS failed; retrying this delivery without TLS (opportunistic)");
+                    Connection::open(target.addr, &target.name, &settings, TlsMode::Plaintext).await
                 }
-                let ips = self.resolver()?.host_addresses(&hp.host).await?;
-                Ok(ips
-                    .into_iter()
-                    .map(|ip| Target {
-                        name: hp.host.clone(),
-                        addr: SocketAddr::new(ip, hp.port),
-                    })
-                    .collect())
+                other => other,
             }
-            Destination::Mx(domain) => {
+            .map_err(TargetError::Client)?
+        } else {
+            match Connection::open(target.addr, &target.name, &settings, TlsMode::Required).await {
+                Ok(c) => c,
+                Err(ClientError::NoStartTls) => {
+                    return Err(TargetError::Tls(
+                        policy.failure([4, 7, 4], "peer did not offer STARTTLS"),
+                    ));
+                }
+                Err(ClientError::Tls(reason)) => {
+                    return Err(TargetError::Tls(policy.failure([4, 7, 5], reason)))
+                }
+                Err(e) => return Err(TargetError::Client(e)),
+            }
+        };
+        self.authorize(policy, conn).await
+    }
+
+    /// The policy check of an open connection; audit mode logs a failure and goes on.
+    async fn authorize(
+        &self,
+        policy: &TlsPolicy,
+        conn: Connection,
+    ) -> Result<(Connection, DeliveryPermit), TargetError> {
+        match conn.authorize(policy) {
+            Ok(permit) => Ok((conn, permit)),
+            Err(failure) => match policy.audit_override(&failure) {
+                Some(permit) => {
+                    tracing::warn!(connector = policy.connector.as_deref().unwrap_or(""), relay = %conn.peer(),
+                        reason = %failure, "audit mode: delivering although the TLS policy is not met");
+                    Ok((conn, permit))
+                }
+                None => {
+                    conn.quit().await;
+                    Err(TargetError::Tls(failure))
+                }
+            },
+        }
+    }
+
+    async fn resolve_host(&self, hp: &HostPort) -> Result<Vec<Target>, DnsError> {
+        if let Ok(ip) = hp.host.parse::<IpAddr>() {
+            return Ok(vec![Target {
+                name: hp.host.clone(),
+                addr: SocketAddr::new(ip, hp.port),
+            }]);
+        }
+        let ips = self.resolver()?.host_addresses(&hp.host).await?;
+        Ok(ips
+            .into_iter()
+            .map(|ip| Target {
+                name: hp.host.clone(),
+                addr: SocketAddr::new(ip, hp.port),
+            })
+            .collect())
+    }
+
+    async fn resolve(&self, hop: &NextHop) -> Result<Vec<Target>, DnsError> {
+        match hop {
+            NextHop::Static(hp) => self.resolve_host(hp).await,
+            NextHop::SmartHosts(hosts) => {
+                let mut targets = Vec::new();
+                let mut last_err = None;
+                for hp in hosts {
+                    match self.resolve_host(hp).await {
+                        Ok(t) => targets.extend(t),
+                        Err(e) => last_err = Some(e),
+                    }
+                }
+                match (targets.is_empty(), last_err) {
+                    (true, Some(e)) => Err(e),
+                    _ => Ok(targets),
+                }
+            }
+            NextHop::Mx(domain) => {
                 let resolver = self.resolver()?;
                 let mut targets = Vec::new();
                 let mut last_err = None;
@@ -214,24 +346,25 @@ impl RemoteDelivery {
             .ok_or_else(|| DnsError::Temporary("no DNS resolver configured".into()))
     }
 
-    fn take_idle(&self, addr: SocketAddr) -> Option<Connection> {
+    /// A kept connection for this peer and connector, with its permit checked again.
+    fn take_idle(&self, key: &PoolKey, policy: &TlsPolicy) -> Option<(Connection, DeliveryPermit)> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = idle.get_mut(&addr)?;
+        let list = idle.get_mut(key)?;
         while let Some((conn, since)) = list.pop() {
             if since.elapsed() < self.reuse_time {
-                return Some(conn);
+                if let Ok(permit) = conn.authorize(policy) {
+                    return Some((conn, permit));
+                }
             }
             drop(conn);
         }
         None
     }
 
-    fn put_idle(&self, conn: Connection) {
+    fn put_idle(&self, key: PoolKey, conn: Connection) {
         if conn.reusable() && !self.reuse_time.is_zero() {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            idle.entry(conn.peer())
-                .or_default()
-                .push((conn, Instant::now()));
+            idle.entry(key).or_default().push((conn, Instant::now()));
         } else {
             tokio::spawn(conn.quit());
         }

@@ -307,7 +307,9 @@ impl Runner {
                 Outcome::Failed(d) => ("bounced", d),
             };
             tracing::info!(queue_id = id, to = %rcpt, %relay, relay_name = info.relay_name.as_deref().unwrap_or(""),
-                %tls, reused = info.reused, status, detail = %detail, "delivery attempt");
+                connector = info.connector.as_deref().unwrap_or(""), %tls,
+                verification = info.verification.as_deref().unwrap_or(""), reused = info.reused,
+                status, detail = %detail, "delivery attempt");
         }
         outcomes
     }

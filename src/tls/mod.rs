@@ -2,6 +2,7 @@
 
 mod opportunistic;
 pub mod pki;
+pub mod policy;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,9 +25,22 @@ pub struct TlsFacts {
     pub version: String,
     /// The IANA suite name, e.g. "TLS_AES_256_GCM_SHA384".
     pub cipher: String,
+    /// The certificate chain the peer presented (the server's, or a client's if it sent one),
+    /// not yet verified: policies check it against their own trust anchors.
+    #[serde(skip)]
+    pub peer_certificates: Vec<CertificateDer<'static>>,
 }
 
 impl TlsFacts {
+    /// Facts without a peer certificate.
+    pub fn new(version: impl Into<String>, cipher: impl Into<String>) -> TlsFacts {
+        TlsFacts {
+            version: version.into(),
+            cipher: cipher.into(),
+            peer_certificates: Vec::new(),
+        }
+    }
+
     /// Reads version and cipher off an established connection.
     pub fn from_connection(conn: &CommonState) -> TlsFacts {
         let version = match conn.protocol_version() {
@@ -49,7 +63,15 @@ impl TlsFacts {
                     .unwrap_or(name)
             })
             .unwrap_or_else(|| "unknown".to_string());
-        TlsFacts { version, cipher }
+        let peer_certificates = conn
+            .peer_certificates()
+            .map(<[_]>::to_vec)
+            .unwrap_or_default();
+        TlsFacts {
+            version,
+            cipher,
+            peer_certificates,
+        }
     }
 }
 
@@ -189,6 +211,48 @@ pub fn opportunistic_client_config() -> Arc<ClientConfig> {
         // The aws-lc-rs provider supports both versions; this cannot fail with it.
         Err(e) => unreachable!("aws-lc-rs provider rejected TLS 1.2/1.3: {e}"),
     }
+}
+
+/// Loads PEM CA certificates as trust anchors, labelled with the file name for logs.
+pub fn load_trust_anchors(path: &Path) -> Result<policy::TrustAnchors, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_err(path, format!("cannot read CA certificates: {e}")))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| file_err(path, format!("bad PEM certificate: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| file_err(path, format!("unusable CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(file_err(path, "no CA certificate found"));
+    }
+    let label = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(policy::TrustAnchors {
+        roots: Arc::new(roots),
+        label,
+    })
+}
+
+/// The handshake configuration of an outbound connector: its verifier (enforcing unless the
+/// connector only audits) and, for mutual TLS, the certificate it presents.
+pub fn connector_client_config(
+    verifier: Arc<policy::ConnectorVerifier>,
+    min: TlsMinVersion,
+    client_key: Option<&CertifiedKey>,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions(min))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let config = match client_key {
+        Some(k) => builder.with_client_auth_cert(k.chain.clone(), k.key.clone_key())?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
 }
 
 #[cfg(test)]

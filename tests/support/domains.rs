@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use sealpost::config::Config;
 use sealpost::smtp::client::{ClientSettings, Connection, RcptResult, TlsMode};
 use sealpost::store::{MailStore, PlainMaildirStore};
+use sealpost::tls::policy::TlsPolicy;
 
 /// The fixture PKI (CA and the two mx certificates).
 pub fn pki() -> PathBuf {
@@ -127,7 +128,13 @@ pub async fn send(
         .await
         .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     let to: Vec<String> = to.iter().map(|s| s.to_string()).collect();
-    let replies = conn.send(from, &to, data).await.expect("SMTP transaction");
+    let permit = conn
+        .authorize(&TlsPolicy::opportunistic(settings.tls.clone()))
+        .expect("permit");
+    let replies = conn
+        .send(&permit, from, &to, data)
+        .await
+        .expect("SMTP transaction");
     let tls = conn
         .tls()
         .map(|t| t.version.clone())

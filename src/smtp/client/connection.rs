@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 use super::wire::{dot_stuff, parse_reply, Capabilities};
 use crate::smtp::proto::Reply;
 use crate::smtp::stream::SmtpStream;
+use crate::tls::policy::{DeliveryPermit, TlsFailure, TlsPolicy};
 use crate::tls::TlsFacts;
 
 /// How this connection treats STARTTLS.
@@ -18,6 +19,9 @@ use crate::tls::TlsFacts;
 pub enum TlsMode {
     /// Use STARTTLS when offered (a failed handshake is reported as `ClientError::Tls`).
     Opportunistic,
+    /// STARTTLS or nothing: a peer that does not offer it gets `ClientError::NoStartTls`, and
+    /// nothing after EHLO is sent.
+    Required,
     /// Do not attempt TLS (the retry after a failed opportunistic handshake).
     Plaintext,
 }
@@ -40,9 +44,12 @@ pub enum ClientError {
     /// The server answered with an error where the conversation cannot go on.
     #[error("{stage} rejected: {reply}")]
     Rejected { stage: &'static str, reply: Reply },
-    /// The TLS handshake after STARTTLS failed.
+    /// The TLS handshake after STARTTLS failed (or STARTTLS was refused).
     #[error("TLS handshake failed: {0}")]
     Tls(String),
+    /// TLS was required and the peer did not offer STARTTLS.
+    #[error("peer did not offer STARTTLS")]
+    NoStartTls,
     /// The server broke the protocol.
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -62,6 +69,8 @@ pub struct Connection {
     stream: SmtpStream,
     buf: Vec<u8>,
     peer: SocketAddr,
+    /// The host name connected to (SNI, name checks, logs).
+    name: String,
     caps: Capabilities,
     tls: Option<TlsFacts>,
     timeout: Duration,
@@ -88,6 +97,7 @@ impl Connection {
             stream: SmtpStream::Plain(tcp),
             buf: Vec::new(),
             peer: addr,
+            name: name.to_string(),
             caps: Capabilities::default(),
             tls: None,
             timeout: settings.timeout,
@@ -102,9 +112,17 @@ impl Connection {
             });
         }
         conn.hello(&settings.helo_name).await?;
-        if mode == TlsMode::Opportunistic && conn.caps.starttls {
-            conn = conn.starttls(name, settings).await?;
-            conn.hello(&settings.helo_name).await?;
+        match mode {
+            TlsMode::Plaintext => {}
+            TlsMode::Opportunistic if !conn.caps.starttls => {}
+            TlsMode::Required if !conn.caps.starttls => {
+                conn.quit().await;
+                return Err(ClientError::NoStartTls);
+            }
+            TlsMode::Opportunistic | TlsMode::Required => {
+                conn = conn.starttls(name, settings).await?;
+                conn.hello(&settings.helo_name).await?;
+            }
         }
         Ok(conn)
     }
@@ -162,7 +180,7 @@ impl Connection {
         )
         .await
         .map_err(|_| ClientError::Tls("handshake timed out".into()))?
-        .map_err(|e| ClientError::Tls(e.to_string()))?;
+        .map_err(|e| ClientError::Tls(handshake_error(&e)))?;
         Ok(Connection {
             stream,
             buf: Vec::new(),
@@ -171,10 +189,17 @@ impl Connection {
         })
     }
 
+    /// Checks this connection against a destination's TLS policy; the permit is what `send` needs.
+    pub fn authorize(&self, policy: &TlsPolicy) -> Result<DeliveryPermit, TlsFailure> {
+        policy.authorize(self.tls.as_ref(), &self.name)
+    }
+
     /// Sends one message to several recipients. Per-recipient results come back in order; an
-    /// `Err` means the connection itself failed and no recipient's fate is known.
+    /// `Err` means the connection itself failed and no recipient's fate is known. The permit
+    /// proves the connection meets its destination's TLS policy.
     pub async fn send(
         &mut self,
+        _permit: &DeliveryPermit,
         mail_from: &str,
         recipients: &[String],
         data: &[u8],
@@ -305,6 +330,10 @@ impl Connection {
         self.peer
     }
 
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     pub fn transactions(&self) -> u32 {
         self.transactions
     }
@@ -344,5 +373,17 @@ impl Connection {
             }
             self.buf.extend_from_slice(&chunk[..n]);
         }
+    }
+}
+
+/// The reason a handshake failed: our verifier's own words where it refused the peer.
+fn handshake_error(e: &std::io::Error) -> String {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::General(reason)) => reason.clone(),
+        Some(other) => other.to_string(),
+        None => e.to_string(),
     }
 }

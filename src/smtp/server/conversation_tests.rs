@@ -163,10 +163,7 @@ fn parse_script(name: &str) -> Script {
             "!" => set(&mut script, arg).unwrap_or_else(|| fail("bad setting")),
             "@tls" => {
                 let (version, cipher) = arg.split_once(' ').unwrap_or_else(|| fail("@tls V C"));
-                let facts = TlsFacts {
-                    version: version.into(),
-                    cipher: cipher.into(),
-                };
+                let facts = TlsFacts::new(version, cipher);
                 script.steps.push((n, Step::Tls(facts)));
             }
             "@timeout" => script.steps.push((n, Step::Timeout)),

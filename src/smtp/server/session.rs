@@ -489,10 +489,7 @@ mod tests {
     #[test]
     fn tls_facts_are_recorded_only_after_a_starttls_request() {
         let mut s = session(true);
-        let facts = TlsFacts {
-            version: "TLSv1.3".into(),
-            cipher: "TLS_AES_128_GCM_SHA256".into(),
-        };
+        let facts = TlsFacts::new("TLSv1.3", "TLS_AES_128_GCM_SHA256");
         assert!(s.tls_established(facts.clone()).is_empty());
         assert!(
             !s.is_tls(),
