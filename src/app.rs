@@ -16,6 +16,7 @@ use crate::dns::Resolver;
 use crate::queue::runner::Runner;
 use crate::queue::{Spool, SystemClock};
 use crate::smtp::client::ClientSettings;
+use crate::smtp::server::inbound::{ConnectorPolicy, InboundConnectors};
 use crate::smtp::server::listener::{serve, ServerContext};
 use crate::smtp::server::policy::LocalPolicy;
 use crate::smtp::server::session::SessionConfig;
@@ -59,10 +60,12 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
     tracing::info!(?report, data_dir = %config.data_dir.display(), "queue recovered");
     let store: Arc<dyn MailStore> = Arc::new(PlainMaildirStore::new(&config.data_dir));
 
+    let inbound = Arc::new(InboundConnectors::from_config(&config)?);
     let tls = match &config.tls {
         Some(files) => {
             let key = crate::tls::load_certified_key(&files.certificate, &files.private_key)?;
-            Some(crate::tls::server_config(&key, files.min_version)?)
+            let ask = inbound.wants_client_certificates();
+            Some(crate::tls::server_config(&key, files.min_version, ask)?)
         }
         None => None,
     };
@@ -88,7 +91,12 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         .with_connectors(&config)?,
     );
     let wake = Arc::new(Notify::new());
-    let cleanup = Arc::new(Cleanup::new(&config.hostname, spool.clone(), wake.clone()));
+    let cleanup = Arc::new(Cleanup::new(
+        &config.hostname,
+        spool.clone(),
+        wake.clone(),
+        inbound.clone(),
+    ));
     let ctx = Arc::new(ServerContext {
         session: Arc::new(SessionConfig {
             hostname: config.hostname.clone(),
@@ -96,9 +104,12 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
             max_recipients: config.limits.max_recipients,
             starttls_available: tls.is_some(),
         }),
-        policy: Arc::new(LocalPolicy {
-            local_domains: config.local_domains.iter().cloned().collect(),
-            mailboxes: config.mailboxes.iter().cloned().collect(),
+        policy: Arc::new(ConnectorPolicy {
+            local: LocalPolicy {
+                local_domains: config.local_domains.iter().cloned().collect(),
+                mailboxes: config.mailboxes.iter().cloned().collect(),
+            },
+            inbound,
         }),
         relay_networks: config.relay_networks.clone(),
         tls,

@@ -8,6 +8,7 @@ use tokio::sync::Notify;
 
 use crate::queue::{new_queue_id, Envelope, Spool};
 use crate::smtp::proto::Reply;
+use crate::smtp::server::inbound::{InboundConnectors, InboundVerdict};
 use crate::smtp::server::Transaction;
 
 /// Turns finished transactions into queue files.
@@ -15,15 +16,22 @@ pub struct Cleanup {
     hostname: String,
     spool: Arc<Spool>,
     wake: Arc<Notify>,
+    inbound: Arc<InboundConnectors>,
 }
 
 impl Cleanup {
     /// `wake` is notified after each message is queued so the runner starts on it at once.
-    pub fn new(hostname: &str, spool: Arc<Spool>, wake: Arc<Notify>) -> Self {
+    pub fn new(
+        hostname: &str,
+        spool: Arc<Spool>,
+        wake: Arc<Notify>,
+        inbound: Arc<InboundConnectors>,
+    ) -> Self {
         Cleanup {
             hostname: hostname.to_string(),
             spool,
             wake,
+            inbound,
         }
     }
 
@@ -32,7 +40,13 @@ impl Cleanup {
     pub fn enqueue(&self, tx: &Transaction) -> Result<String, Reply> {
         let id = new_queue_id();
         let now = Utc::now();
-        let header = received_header(&self.hostname, tx, &id, now);
+        // The session already enforced the connector; this names it for the trace.
+        let connector = self
+            .inbound
+            .check(tx.peer.ip(), &tx.mail_from, tx.tls.as_ref())
+            .ok()
+            .flatten();
+        let header = received_header(&self.hostname, tx, connector.as_ref(), &id, now);
         let mut message = Vec::with_capacity(header.len() + tx.data.len());
         message.extend_from_slice(header.as_bytes());
         message.extend_from_slice(&tx.data);
@@ -80,8 +94,14 @@ fn sanitize(text: &str) -> String {
 }
 
 /// A Postfix-style Received header (RFC 5321 §4.4) naming the protocol (RFC 3848) and, over TLS,
-/// the version and cipher.
-pub fn received_header(hostname: &str, tx: &Transaction, id: &str, now: DateTime<Utc>) -> String {
+/// the version and cipher, and the inbound connector the message came through.
+pub fn received_header(
+    hostname: &str,
+    tx: &Transaction,
+    connector: Option<&InboundVerdict>,
+    id: &str,
+    now: DateTime<Utc>,
+) -> String {
     let ip = tx.peer.ip();
     let mut h = format!("Received: from {} ([{}])\r\n", sanitize(&tx.helo), ip);
     if let Some(tls) = &tx.tls {
@@ -89,6 +109,9 @@ pub fn received_header(hostname: &str, tx: &Transaction, id: &str, now: DateTime
             "\t(using {} with cipher {})\r\n",
             tls.version, tls.cipher
         ));
+    }
+    if let Some(v) = connector {
+        h.push_str(&format!("\t(connector {}: {})\r\n", v.connector, v.detail));
     }
     h.push_str(&format!(
         "\tby {} (sealpost) with {} id {}",
@@ -135,7 +158,7 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2026-11-22T11:31:37Z")
             .unwrap()
             .with_timezone(&Utc);
-        let h = received_header("mx.b.test", &tx(true, &["bob@b.test"]), "ABC", now);
+        let h = received_header("mx.b.test", &tx(true, &["bob@b.test"]), None, "ABC", now);
         assert_eq!(
             h,
             "Received: from client.test ([127.0.0.1])\r\n\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)\r\n\
@@ -148,7 +171,7 @@ mod tests {
         let now = Utc::now();
         let mut t = tx(false, &["a@b.test", "c@b.test"]);
         t.helo = "evil\r\nX-Injected: yes".into();
-        let h = received_header("mx.b.test", &t, "ABC", now);
+        let h = received_header("mx.b.test", &t, None, "ABC", now);
         assert!(h.contains("with ESMTP id ABC;"), "{h}");
         assert!(!h.contains("using"));
         assert!(!h.contains("for <"));
@@ -159,7 +182,12 @@ mod tests {
     fn enqueue_writes_a_claimable_queue_file() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Arc::new(Spool::open(dir.path()).unwrap());
-        let cleanup = Cleanup::new("mx.b.test", spool.clone(), Arc::new(Notify::new()));
+        let cleanup = Cleanup::new(
+            "mx.b.test",
+            spool.clone(),
+            Arc::new(Notify::new()),
+            Arc::default(),
+        );
         let id = cleanup.enqueue(&tx(true, &["bob@b.test"])).unwrap();
         let (env, msg) = spool.claim(&id).unwrap().unwrap();
         assert_eq!(env.mail_from, "a@a.test");

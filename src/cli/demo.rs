@@ -108,13 +108,21 @@ pub(super) async fn start_fixture_pair(
     for (i, c) in configs.iter_mut().enumerate() {
         let other = addrs[1 - i];
         let other_domain = format!("{}.test", names[1 - i]);
-        c.static_routes.insert(
-            other_domain,
-            HostPort {
-                host: other.ip().to_string(),
-                port: other.port(),
-            },
-        );
+        let hop = HostPort {
+            host: other.ip().to_string(),
+            port: other.port(),
+        };
+        for connector in &mut c.outbound_connectors {
+            if !connector.smart_hosts.is_empty()
+                && connector
+                    .recipient_domains
+                    .iter()
+                    .any(|p| p.matches(&other_domain))
+            {
+                connector.smart_hosts = vec![hop.clone()];
+            }
+        }
+        c.static_routes.insert(other_domain, hop);
     }
     let mut servers = Vec::new();
     for (c, l) in configs.iter().cloned().zip(bound) {
@@ -264,8 +272,13 @@ fn hops(message: &[u8]) -> Vec<String> {
                 .and_then(|(_, rest)| rest.split_once(" with "))
                 .and_then(|(_, rest)| rest.split_whitespace().next())
                 .unwrap_or("?");
+            let connector = text
+                .split_once("(connector ")
+                .and_then(|(_, rest)| rest.split_once(')'))
+                .map(|(c, _)| format!(", connector {c}"))
+                .unwrap_or_default();
             format!(
-                "from {} by {} with {protocol} ({tls})",
+                "from {} by {} with {protocol} ({tls}{connector})",
                 field("from "),
                 field(" by ")
             )

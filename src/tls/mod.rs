@@ -182,16 +182,25 @@ fn versions(min: TlsMinVersion) -> &'static [&'static rustls::SupportedProtocolV
     }
 }
 
-/// The inbound STARTTLS configuration: TLS 1.2+ (or 1.3 only), no client certificates asked.
+/// The inbound STARTTLS configuration: TLS 1.2+ (or 1.3 only). With `ask_client_certificate`
+/// clients are asked for a certificate (not required); inbound connectors check it.
 pub fn server_config(
     key: &CertifiedKey,
     min: TlsMinVersion,
+    ask_client_certificate: bool,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let config = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(versions(min))?
-        .with_no_client_auth()
-        .with_single_cert(key.chain.clone(), key.key.clone_key())?;
-    Ok(Arc::new(config))
+    let builder =
+        ServerConfig::builder_with_provider(provider()).with_protocol_versions(versions(min))?;
+    let builder = if ask_client_certificate {
+        let verifier = opportunistic::RequestAnyClientCertificate::new(provider());
+        builder.with_client_cert_verifier(Arc::new(verifier))
+    } else {
+        builder.with_no_client_auth()
+    };
+    Ok(Arc::new(builder.with_single_cert(
+        key.chain.clone(),
+        key.key.clone_key(),
+    )?))
 }
 
 /// The outbound configuration for opportunistic TLS (Postfix `may`): encrypt whatever the peer's

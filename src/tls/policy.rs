@@ -276,6 +276,52 @@ pub fn check_peer(
     Err(last)
 }
 
+/// Checks a TLS client's certificate chain against an inbound connector's CA and names.
+pub fn check_client(
+    chain: &[CertificateDer<'static>],
+    anchors: &TrustAnchors,
+    names: &[String],
+) -> Result<String, String> {
+    let Some((end_entity, intermediates)) = chain.split_first() else {
+        return Err("no client certificate presented".into());
+    };
+    if let Some(bits) = rsa_bits(end_entity)?.filter(|&b| b < MIN_RSA_BITS) {
+        return Err(format!(
+            "client certificate has a {bits}-bit RSA key (minimum {MIN_RSA_BITS})"
+        ));
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        anchors.roots.clone(),
+        super::provider(),
+    )
+    .build()
+    .map_err(|e| format!("no usable trust anchors: {e}"))?;
+    verifier
+        .verify_client_cert(end_entity, intermediates, UnixTime::now())
+        .map_err(|e| match e {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
+                format!("client certificate does not chain to {}", anchors.label)
+            }
+            other => format!("client certificate rejected: {other}"),
+        })?;
+    let ee = webpki::EndEntityCert::try_from(end_entity)
+        .map_err(|e| format!("unreadable client certificate: {e:?}"))?;
+    for name in names {
+        if let Ok(server_name) = ServerName::try_from(name.clone()) {
+            if ee.verify_is_valid_for_subject_name(&server_name).is_ok() {
+                return Ok(format!(
+                    "client certificate verified {name} via {}",
+                    anchors.label
+                ));
+            }
+        }
+    }
+    Err(format!(
+        "client certificate does not name {}",
+        names.join(" or ")
+    ))
+}
+
 /// The RSA modulus size of a certificate's key, None for other key types.
 fn rsa_bits(cert: &CertificateDer<'_>) -> Result<Option<usize>, String> {
     let ee = webpki::EndEntityCert::try_from(cert)
@@ -492,6 +538,25 @@ mod tests {
         assert_eq!(e, "peer certificate does not chain to system roots");
         assert!(check_peer(TlsLevel::Required, &[], None, &fab, "x").is_ok());
         assert!(check_peer(TlsLevel::Required, &[], None, &[], "x").is_err());
+    }
+
+    #[test]
+    fn client_certificates_are_checked_against_ca_and_names() {
+        let contoso = chain("mx.contoso.test");
+        let a = anchors();
+        let names = vec!["mx.contoso.test".to_string()];
+        assert_eq!(
+            check_client(&contoso, &a, &names).unwrap(),
+            "client certificate verified mx.contoso.test via ca.crt"
+        );
+        let e = check_client(&chain("mx.fabrikam.test"), &a, &names).unwrap_err();
+        assert_eq!(e, "client certificate does not name mx.contoso.test");
+        assert_eq!(
+            check_client(&[], &a, &names).unwrap_err(),
+            "no client certificate presented"
+        );
+        let e = check_client(&contoso, &TrustAnchors::system(), &names).unwrap_err();
+        assert_eq!(e, "client certificate does not chain to system roots");
     }
 
     #[test]
