@@ -261,7 +261,10 @@ pub fn check_peer(
                 rustls::CertificateError::NotValidForName
                 | rustls::CertificateError::NotValidForNameContext { .. },
             )) => last = format!("peer certificate does not name {}", wanted.join(" or ")),
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)) => {
+            // An issuer of the same name but another key shows as a bad signature.
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer | rustls::CertificateError::BadSignature,
+            )) => {
                 return Err(format!(
                     "peer certificate does not chain to {}",
                     anchors.label
@@ -299,7 +302,9 @@ pub fn check_client(
     verifier
         .verify_client_cert(end_entity, intermediates, UnixTime::now())
         .map_err(|e| match e {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
+            rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer | rustls::CertificateError::BadSignature,
+            ) => {
                 format!("client certificate does not chain to {}", anchors.label)
             }
             other => format!("client certificate rejected: {other}"),

@@ -39,6 +39,8 @@ pub struct DomainSpec {
     pub smtp_port: Option<u16>,
     /// Extra local domains (for MX tests).
     pub extra_domains: Vec<&'static str>,
+    /// TOML appended to the file (connectors, ...). `{pki}` stands for the fixture PKI folder.
+    pub extra_toml: String,
 }
 
 impl DomainSpec {
@@ -53,7 +55,16 @@ impl DomainSpec {
             nameservers: Vec::new(),
             smtp_port: None,
             extra_domains: Vec::new(),
+            extra_toml: String::new(),
         }
+    }
+
+    /// Appends raw TOML; `{pki}` is replaced by the fixture PKI folder.
+    pub fn toml(mut self, text: &str) -> Self {
+        self.extra_toml
+            .push_str(&text.replace("{pki}", &pki().display().to_string()));
+        self.extra_toml.push('\n');
+        self
     }
 
     pub fn route(mut self, domain: &'static str, port: u16) -> Self {
@@ -101,6 +112,8 @@ impl DomainSpec {
         if let Some(p) = self.smtp_port {
             t.push_str(&format!("smtp_port = {p}\n"));
         }
+        t.push('\n');
+        t.push_str(&self.extra_toml);
         let path = dir.join(format!("{}.toml", self.name));
         std::fs::write(&path, t).expect("write config");
         path
