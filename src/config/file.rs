@@ -23,6 +23,7 @@ pub struct RawConfig {
     pub delivery: RawDelivery,
     #[serde(default)]
     pub limits: RawLimits,
+    pub rules: Option<RawRules>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,4 +104,11 @@ pub struct RawLimits {
     pub max_message_size: Option<usize>,
     pub max_recipients: Option<usize>,
     pub idle_timeout: Option<String>,
+}
+
+/// `[rules] dir = "../rules/contoso"`: the transport rules, one TOML file per rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRules {
+    pub dir: String,
 }

@@ -126,6 +126,10 @@ pub struct Config {
     pub queue: QueueSettings,
     pub delivery: DeliverySettings,
     pub limits: Limits,
+    /// The `[rules] dir`, when configured.
+    pub rules_dir: Option<PathBuf>,
+    /// The transport rules loaded from `rules_dir` (empty without one).
+    pub rules: crate::rules::RuleSet,
 }
 
 impl Config {
