@@ -8,6 +8,7 @@ pub mod config;
 pub mod delivery;
 pub mod dns;
 pub mod queue;
+pub mod rules;
 pub mod smtp;
 pub mod store;
 pub mod telemetry;

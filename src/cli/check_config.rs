@@ -10,7 +10,7 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     println!(
-        "{}: ok ({} as {}; {} listener(s), {} local domain(s), {} mailbox(es), {} static route(s), TLS {})",
+        "{}: ok ({} as {}; {} listener(s), {} local domain(s), {} mailbox(es), {} static route(s), TLS {}, {} rule(s))",
         config.path.display(),
         config.hostname,
         config.data_dir.display(),
@@ -19,6 +19,7 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         config.mailboxes.len(),
         config.static_routes.len(),
         if config.tls.is_some() { "on" } else { "off" },
+        config.rules.len(),
     );
     Ok(ExitCode::SUCCESS)
 }

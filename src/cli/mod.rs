@@ -6,6 +6,7 @@ mod demo;
 mod keys;
 mod mailbox;
 mod queue;
+mod rules;
 mod serve;
 
 use std::path::PathBuf;
@@ -57,6 +58,12 @@ pub enum Command {
     Keys(keys::KeysArgs),
     /// Measure throughput (see `sealpost bench relay --help`).
     Bench(bench::BenchArgs),
+    /// Check the transport rules, or show what they would do to a message (nothing is sent).
+    ///
+    /// `rules check --config F` lists the rules of the config's [rules] dir in evaluation order;
+    /// `rules test --config F --eml FILE --from A --to B [--to C ...]` explains, per recipient,
+    /// which rules match (and why the others do not) and which actions would be applied.
+    Rules(rules::RulesArgs),
 }
 
 /// The configuration file, and where the server keeps its data.
@@ -96,6 +103,7 @@ pub fn main() -> ExitCode {
         Command::Mailbox(args) => mailbox::run(args),
         Command::Keys(args) => keys::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Rules(args) => rules::run(args),
     };
     match result {
         Ok(code) => code,

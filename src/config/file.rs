@@ -25,6 +25,7 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub connector: RawConnectors,
+    pub rules: Option<RawRules>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,4 +158,11 @@ pub struct RawInbound {
     #[serde(default)]
     pub client_certificate_names: Vec<String>,
     pub ca_file: Option<String>,
+}
+
+/// `[rules] dir = "../rules/contoso"`: the transport rules, one TOML file per rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRules {
+    pub dir: String,
 }

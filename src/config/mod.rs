@@ -130,6 +130,10 @@ pub struct Config {
     pub limits: Limits,
     pub outbound_connectors: Vec<OutboundConnector>,
     pub inbound_connectors: Vec<InboundConnector>,
+    /// The `[rules] dir`, when configured.
+    pub rules_dir: Option<PathBuf>,
+    /// The transport rules loaded from `rules_dir` (empty without one).
+    pub rules: crate::rules::RuleSet,
 }
 
 impl Config {

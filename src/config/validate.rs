@@ -300,6 +300,7 @@ pub fn validate(
 
     let outbound_connectors = super::connectors::outbound(&c, &raw.connector.outbound)?;
     let inbound_connectors = super::connectors::inbound(&c, &raw.connector.inbound)?;
+    let (rules_dir, rules) = load_rules(&c, raw.rules.as_ref())?;
 
     Ok(Config {
         path: path.to_path_buf(),
@@ -317,7 +318,25 @@ pub fn validate(
         limits,
         outbound_connectors,
         inbound_connectors,
+        rules_dir,
+        rules,
     })
+}
+
+/// `[rules] dir`, relative to the config file; a bad rule file is reported under `rules.dir`.
+fn load_rules(
+    c: &Checker,
+    raw: Option<&super::file::RawRules>,
+) -> Result<(Option<PathBuf>, crate::rules::RuleSet), ConfigError> {
+    let Some(raw) = raw else {
+        return Ok((None, crate::rules::RuleSet::default()));
+    };
+    let dir = c.path(&raw.dir);
+    if !dir.is_dir() {
+        return Err(c.err("rules.dir", format!("not a directory: {}", raw.dir)));
+    }
+    let rules = crate::rules::load_dir(&dir).map_err(|e| c.err("rules.dir", e.to_string()))?;
+    Ok((Some(dir), rules))
 }
 
 #[cfg(test)]
@@ -347,6 +366,36 @@ address = "Alice@Example.test"
         assert!(c.is_local_mailbox("alice@EXAMPLE.test"));
         assert_eq!(c.queue.lifetime, Duration::from_secs(5 * 86400));
         assert!(c.tls.is_none());
+        assert!(c.rules_dir.is_none() && c.rules.is_empty());
+    }
+
+    #[test]
+    fn rules_dir_is_relative_to_the_config_and_rule_errors_are_keyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules");
+        std::fs::create_dir(&rules).unwrap();
+        let rule = "name = \"a\"\npriority = 1\n[[actions]]\ntype = \"require_tls\"\n";
+        std::fs::write(rules.join("a.toml"), rule).unwrap();
+        let path = dir.path().join("c.toml");
+        let text = format!("{MINIMAL}\n[rules]\ndir = \"rules\"\n");
+        let c = Config::from_toml(&path, &text, None).unwrap();
+        assert_eq!(c.rules_dir, Some(rules.clone()));
+        assert_eq!(c.rules.len(), 1);
+
+        let bad = "name = \"b\"\npriority = 1\n[[actions]]\ntype = \"reject\"\ncode = 250\n";
+        std::fs::write(rules.join("b.toml"), bad).unwrap();
+        let e = Config::from_toml(&path, &text, None).unwrap_err();
+        assert_eq!(e.key, "rules.dir");
+        let prefix = format!("{}:3: ", rules.join("b.toml").display());
+        assert!(e.problem.starts_with(&prefix), "{e}");
+        assert!(e.problem.contains("250"), "{e}");
+
+        let text = format!("{MINIMAL}\n[rules]\ndir = \"nope\"\n");
+        let e = Config::from_toml(&path, &text, None).unwrap_err();
+        assert_eq!(
+            (e.key.as_str(), e.problem.as_str()),
+            ("rules.dir", "not a directory: nope")
+        );
     }
 
     #[test]
