@@ -25,6 +25,7 @@ use crate::store::{MailStore, PlainMaildirStore};
 /// A running server; `shutdown` stops it cleanly.
 pub struct Server {
     addrs: Vec<SocketAddr>,
+    cleanup: Arc<Cleanup>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     store: Arc<dyn MailStore>,
@@ -91,12 +92,15 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         .with_connectors(&config)?,
     );
     let wake = Arc::new(Notify::new());
-    let cleanup = Arc::new(Cleanup::new(
-        &config.hostname,
-        spool.clone(),
-        wake.clone(),
-        inbound.clone(),
-    ));
+    let cleanup = Arc::new(
+        Cleanup::new(
+            &config.hostname,
+            spool.clone(),
+            wake.clone(),
+            inbound.clone(),
+        )
+        .with_rules(config.rules.clone(), config.local_domains.clone()),
+    );
     let ctx = Arc::new(ServerContext {
         session: Arc::new(SessionConfig {
             hostname: config.hostname.clone(),
@@ -113,7 +117,7 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         }),
         relay_networks: config.relay_networks.clone(),
         tls,
-        cleanup,
+        cleanup: cleanup.clone(),
         idle_timeout: config.limits.idle_timeout,
     });
 
@@ -137,6 +141,7 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
     tasks.spawn(runner.run(shutdown_rx));
     Ok(Server {
         addrs,
+        cleanup,
         shutdown,
         tasks,
         store,
@@ -157,6 +162,11 @@ impl Server {
 
     pub fn spool(&self) -> Arc<Spool> {
         self.spool.clone()
+    }
+
+    /// Applies new transport rules to messages received from now on.
+    pub fn replace_rules(&self, rules: crate::rules::RuleSet) {
+        self.cleanup.replace_rules(rules);
     }
 
     /// Makes the queue runner look at the queue now (after `queue flush`, say).

@@ -1,15 +1,21 @@
 //! The stage between the SMTP server and the queue: adds the Received header, then writes the
 //! message durably. The server answers 250 only after this returns a queue id.
 
-use std::sync::Arc;
+pub mod apply;
+mod headers;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 use crate::queue::{new_queue_id, Envelope, Spool};
+use crate::rules::{evaluate, MessageFacts, RuleSet};
 use crate::smtp::proto::Reply;
 use crate::smtp::server::inbound::{InboundConnectors, InboundVerdict};
 use crate::smtp::server::Transaction;
+use apply::{apply, Smime};
 
 /// Turns finished transactions into queue files.
 pub struct Cleanup {
@@ -17,6 +23,9 @@ pub struct Cleanup {
     spool: Arc<Spool>,
     wake: Arc<Notify>,
     inbound: Arc<InboundConnectors>,
+    rules: RwLock<RuleSet>,
+    local_domains: BTreeSet<String>,
+    smime: Option<Arc<dyn Smime>>,
 }
 
 impl Cleanup {
@@ -32,7 +41,28 @@ impl Cleanup {
             spool,
             wake,
             inbound,
+            rules: RwLock::default(),
+            local_domains: BTreeSet::new(),
+            smime: None,
         }
+    }
+
+    /// The transport rules to apply, and the local domains they call internal.
+    pub fn with_rules(mut self, rules: RuleSet, local_domains: BTreeSet<String>) -> Self {
+        self.rules = RwLock::new(rules);
+        self.local_domains = local_domains;
+        self
+    }
+
+    /// What the `smime_encrypt` action uses.
+    pub fn with_smime(mut self, smime: Arc<dyn Smime>) -> Self {
+        self.smime = Some(smime);
+        self
+    }
+
+    /// Replaces the rules (SIGHUP); messages in flight finish under the old ones.
+    pub fn replace_rules(&self, rules: RuleSet) {
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = rules;
     }
 
     /// Writes the message (with our Received header in front) and its envelope to stable storage.
@@ -50,32 +80,55 @@ impl Cleanup {
         let mut message = Vec::with_capacity(header.len() + tx.data.len());
         message.extend_from_slice(header.as_bytes());
         message.extend_from_slice(&tx.data);
-        let envelope = Envelope::new(
-            id.clone(),
-            tx.mail_from.clone(),
-            tx.rcpt_to.clone(),
-            tx.helo.clone(),
-            tx.peer.to_string(),
-            now.timestamp(),
-        );
-        match self.spool.enqueue(&envelope, &message) {
-            Ok(()) => {
-                tracing::info!(
-                    queue_id = %id,
-                    from = %tx.mail_from,
-                    nrcpt = tx.rcpt_to.len(),
-                    size = message.len(),
-                    client = %tx.peer,
-                    "queued"
-                );
-                self.wake.notify_one();
-                Ok(id)
-            }
-            Err(e) => {
+
+        let rules = self.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let facts = MessageFacts {
+            mail_from: &tx.mail_from,
+            recipients: &tx.rcpt_to,
+            message: &message,
+            local_domains: &self.local_domains,
+            authenticated: false,
+            inbound_connector: connector.as_ref().map(|c| c.connector.as_str()),
+        };
+        let evaluation = evaluate(&rules, &facts);
+        let copies = apply(&evaluation, &message, self.smime.as_deref()).inspect_err(|reply| {
+            tracing::info!(client = %tx.peer, from = %tx.mail_from, rules = %evaluation.matched.join(","),
+                %reply, "refused by transport rule");
+        })?;
+        let mut ids: Vec<String> = Vec::with_capacity(copies.len());
+        for (i, copy) in copies.into_iter().enumerate() {
+            let copy_id = if i == 0 { id.clone() } else { new_queue_id() };
+            let mut envelope = Envelope::new(
+                copy_id.clone(),
+                tx.mail_from.clone(),
+                copy.recipients,
+                tx.helo.clone(),
+                tx.peer.to_string(),
+                now.timestamp(),
+            );
+            envelope.require_tls = copy.require_tls;
+            envelope.route_via = copy.route_via;
+            if let Err(e) = self.spool.enqueue(&envelope, &copy.message) {
                 tracing::error!(error = %e, client = %tx.peer, "queue write failed; message refused with 451");
-                Err(Reply::new(451, [4, 3, 0], "Error: queue file write error"))
+                for written in &ids {
+                    let _ = self.spool.delete(written);
+                }
+                return Err(Reply::new(451, [4, 3, 0], "Error: queue file write error"));
             }
+            tracing::info!(
+                queue_id = %copy_id,
+                from = %tx.mail_from,
+                nrcpt = envelope.recipients.len(),
+                size = copy.message.len(),
+                client = %tx.peer,
+                connector = connector.as_ref().map(|c| c.connector.as_str()).unwrap_or(""),
+                rules = %evaluation.matched.join(","),
+                "queued"
+            );
+            ids.push(copy_id);
         }
+        self.wake.notify_one();
+        Ok(ids.join(" "))
     }
 }
 

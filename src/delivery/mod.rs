@@ -57,6 +57,25 @@ pub fn domain_of(address: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Routes a recipient through a named outbound connector (a transport rule's `route_via`); an
+/// unknown connector name falls back to normal routing.
+pub fn route_via(config: &Config, recipient: &str, connector: &str) -> Route {
+    let Route::Remote(mut dest) = route(config, recipient) else {
+        return Route::Local;
+    };
+    if let Some(c) = config
+        .outbound_connectors
+        .iter()
+        .find(|c| c.name == connector)
+    {
+        if !c.smart_hosts.is_empty() {
+            dest.hop = NextHop::SmartHosts(c.smart_hosts.clone());
+        }
+        dest.connector = Some(c.name.clone());
+    }
+    Route::Remote(dest)
+}
+
 /// Routes one recipient: local domains first; otherwise a connector's smart hosts, a static
 /// route, or MX, under the connector's TLS policy when a connector claims the domain.
 pub fn route(config: &Config, recipient: &str) -> Route {

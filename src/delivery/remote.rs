@@ -6,11 +6,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{Destination, NextHop};
-use crate::config::{Config, HostPort, OutboundConnector};
+use crate::config::{Config, HostPort, OutboundConnector, TlsMinVersion};
 use crate::dns::{DnsError, Resolver};
 use crate::smtp::client::{ClientError, ClientSettings, Connection, TlsMode};
 use crate::smtp::proto::Reply;
-use crate::tls::policy::{ConnectorVerifier, DeliveryPermit, PolicyMode, TlsFailure, TlsPolicy};
+use crate::tls::policy::{
+    ConnectorVerifier, DeliveryPermit, PolicyMode, TlsFailure, TlsLevel, TlsPolicy,
+};
 use crate::tls::{TlsError, TlsFacts};
 
 /// What became of one recipient in one delivery attempt.
@@ -43,6 +45,8 @@ type PoolKey = (SocketAddr, Option<String>);
 pub struct RemoteDelivery {
     settings: ClientSettings,
     default_policy: Arc<TlsPolicy>,
+    /// For messages a transport rule says must leave over TLS.
+    required_default: Arc<TlsPolicy>,
     policies: HashMap<String, Arc<TlsPolicy>>,
     resolver: Option<Resolver>,
     smtp_port: u16,
@@ -101,8 +105,25 @@ impl RemoteDelivery {
         smtp_port: u16,
         reuse_time: Duration,
     ) -> Self {
+        let verifier = Arc::new(ConnectorVerifier::new(
+            TlsLevel::Required,
+            Vec::new(),
+            None,
+            true,
+        ));
+        let required_config =
+            crate::tls::connector_client_config(verifier, TlsMinVersion::Tls12, None)
+                .unwrap_or_else(|_| settings.tls.clone());
         RemoteDelivery {
             default_policy: Arc::new(TlsPolicy::opportunistic(settings.tls.clone())),
+            required_default: Arc::new(TlsPolicy {
+                connector: None,
+                level: TlsLevel::Required,
+                mode: PolicyMode::Enforce,
+                names: Vec::new(),
+                anchors: None,
+                client_config: required_config,
+            }),
             settings,
             policies: HashMap::new(),
             resolver,
@@ -122,9 +143,12 @@ impl RemoteDelivery {
     }
 
     /// Sends one message to the recipients that share `dest`; one outcome per recipient, in order.
+    /// With `require_tls` (a transport rule's demand) a destination below `required` is raised
+    /// to `required`.
     pub async fn deliver(
         &self,
         dest: &Destination,
+        require_tls: bool,
         mail_from: &str,
         recipients: &[String],
         data: &[u8],
@@ -136,6 +160,11 @@ impl RemoteDelivery {
             .and_then(|name| self.policies.get(name))
             .unwrap_or(&self.default_policy)
             .clone();
+        let policy = if require_tls && policy.level < TlsLevel::Required {
+            self.required_default.clone()
+        } else {
+            policy
+        };
         let base_info = AttemptInfo {
             connector: dest.connector.clone(),
             ..AttemptInfo::default()

@@ -29,6 +29,12 @@ pub struct Envelope {
     pub next_attempt: i64,
     /// The most recent error that deferred the message.
     pub last_error: Option<String>,
+    /// A transport rule demanded that the message leave only over TLS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_tls: bool,
+    /// A transport rule routes the message through this outbound connector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_via: Option<String>,
 }
 
 /// One forward-path and what has happened to it.
@@ -88,6 +94,8 @@ impl Envelope {
             attempts: 0,
             next_attempt: now,
             last_error: None,
+            require_tls: false,
+            route_via: None,
         }
     }
 

@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use super::{after_failure, Clock, Decision, Envelope, RecipientStatus, RetryPolicy, Spool};
 use crate::config::Config;
 use crate::delivery::remote::{Outcome, RemoteDelivery};
-use crate::delivery::{route, Destination, Route};
+use crate::delivery::{route, route_via, Destination, Route};
 use crate::store::MailStore;
 
 /// How often the runner looks at the queue directories without being woken.
@@ -211,10 +211,11 @@ impl Runner {
         let mut groups: BTreeMap<Route, Vec<usize>> = BTreeMap::new();
         for (i, r) in env.recipients.iter().enumerate() {
             if r.status == RecipientStatus::Pending {
-                groups
-                    .entry(route(&self.config, &r.address))
-                    .or_default()
-                    .push(i);
+                let route = match &env.route_via {
+                    Some(connector) => route_via(&self.config, &r.address, connector),
+                    None => route(&self.config, &r.address),
+                };
+                groups.entry(route).or_default().push(i);
             }
         }
         let mut outcomes: HashMap<usize, Outcome> = HashMap::new();
@@ -233,9 +234,7 @@ impl Runner {
                         .iter()
                         .map(|&i| env.recipients[i].address.clone())
                         .collect();
-                    let results = self
-                        .deliver_remote(&env.id, &dest, &env.mail_from, &rcpts, message)
-                        .await;
+                    let results = self.deliver_remote(env, &dest, &rcpts, message).await;
                     outcomes.extend(indexes.into_iter().zip(results));
                 }
             }
@@ -284,13 +283,16 @@ impl Runner {
 
     async fn deliver_remote(
         &self,
-        id: &str,
+        env: &Envelope,
         dest: &Destination,
-        mail_from: &str,
         rcpts: &[String],
         message: &Arc<Vec<u8>>,
     ) -> Vec<Outcome> {
-        let (outcomes, info) = self.remote.deliver(dest, mail_from, rcpts, message).await;
+        let id = env.id.as_str();
+        let (outcomes, info) = self
+            .remote
+            .deliver(dest, env.require_tls, &env.mail_from, rcpts, message)
+            .await;
         let relay = info
             .relay
             .map(|a| a.to_string())
