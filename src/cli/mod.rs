@@ -7,6 +7,7 @@ mod keys;
 mod mailbox;
 mod queue;
 mod serve;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,6 +56,9 @@ pub enum Command {
     Mailbox(mailbox::MailboxArgs),
     /// Generate keys and certificates.
     Keys(keys::KeysArgs),
+    /// Operate the encrypted mailbox store: rotate keys, move mailboxes, reencrypt, revoke,
+    /// verify, check the audit log.
+    Store(store::StoreArgs),
     /// Measure throughput (see `sealpost bench relay --help`).
     Bench(bench::BenchArgs),
 }
@@ -95,6 +99,7 @@ pub fn main() -> ExitCode {
         Command::Queue(args) => queue::run(args),
         Command::Mailbox(args) => mailbox::run(args),
         Command::Keys(args) => keys::run(args),
+        Command::Store(args) => store::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

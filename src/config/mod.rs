@@ -1,5 +1,6 @@
 //! Typed configuration: the TOML file as written (`file`), validated into what the program runs on.
 
+mod encryption;
 mod file;
 mod validate;
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use encryption::{EncryptionPolicy, PolicyRef, StoreSettings};
 pub use validate::parse_duration;
 
 /// A configuration problem: the file, the key and what is wrong with it.
@@ -126,6 +128,12 @@ pub struct Config {
     pub queue: QueueSettings,
     pub delivery: DeliverySettings,
     pub limits: Limits,
+    /// `[[encryption_policy]]` by name.
+    pub encryption_policies: BTreeMap<String, EncryptionPolicy>,
+    /// Lowercase mailbox address → the policy it is stored under (resolved from its own
+    /// `encryption_policy` or its domain's).
+    pub mailbox_policies: BTreeMap<String, PolicyRef>,
+    pub store: StoreSettings,
 }
 
 impl Config {
@@ -156,6 +164,13 @@ impl Config {
     /// True when `address` (any case) is a local mailbox.
     pub fn is_local_mailbox(&self, address: &str) -> bool {
         self.mailboxes.contains(&address.to_ascii_lowercase())
+    }
+
+    /// The policy a local mailbox (any case) is stored under; `None` when it is not local.
+    pub fn mailbox_policy(&self, address: &str) -> Option<PolicyRef> {
+        self.mailbox_policies
+            .get(&address.to_ascii_lowercase())
+            .cloned()
     }
 
     /// True when `domain` (any case) is delivered locally.

@@ -298,6 +298,28 @@ pub fn validate(
         )?,
     };
 
+    let domains: Vec<(usize, String, Option<String>)> = raw
+        .domain
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (i, d.name.to_ascii_lowercase(), d.encryption_policy.clone()))
+        .collect();
+    let boxes: Vec<(usize, String, Option<String>)> = raw
+        .mailbox
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (i, m.address.to_ascii_lowercase(), m.encryption_policy.clone()))
+        .collect();
+    let encryption = super::encryption::validate(
+        path,
+        &c.dir,
+        &data_dir,
+        &raw.encryption_policy,
+        raw.store.as_ref(),
+        &domains,
+        &boxes,
+    )?;
+
     Ok(Config {
         path: path.to_path_buf(),
         hostname,
@@ -312,6 +334,9 @@ pub fn validate(
         queue,
         delivery,
         limits,
+        encryption_policies: encryption.policies,
+        mailbox_policies: encryption.mailboxes,
+        store: encryption.store,
     })
 }
 
@@ -329,6 +354,7 @@ hostname = "mx.example.test"
 data_dir = "data"
 [[domain]]
 name = "example.test"
+encryption_policy = "none"
 [[mailbox]]
 address = "Alice@Example.test"
 "#;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sealpost::config::Config;
 use sealpost::smtp::client::{ClientSettings, Connection, RcptResult, TlsMode};
-use sealpost::store::{MailStore, PlainMaildirStore};
+use sealpost::store::{EncryptedStore, MailStore};
 
 /// The fixture PKI (CA and the two mx certificates).
 pub fn pki() -> PathBuf {
@@ -38,6 +38,9 @@ pub struct DomainSpec {
     pub smtp_port: Option<u16>,
     /// Extra local domains (for MX tests).
     pub extra_domains: Vec<&'static str>,
+    /// Store mailboxes under a policy `<name>-default` with fresh keys in `<dir>/<name>-keys/`
+    /// (default), or explicitly in clear (`encryption_policy = "none"`).
+    pub encrypted: bool,
 }
 
 impl DomainSpec {
@@ -52,6 +55,7 @@ impl DomainSpec {
             nameservers: Vec::new(),
             smtp_port: None,
             extra_domains: Vec::new(),
+            encrypted: true,
         }
     }
 
@@ -89,9 +93,33 @@ impl DomainSpec {
         for (domain, port) in &self.routes {
             t.push_str(&format!("\"{domain}\" = \"127.0.0.1:{port}\"\n"));
         }
-        t.push_str(&format!("\n[[domain]]\nname = \"{}.test\"\n", self.name));
+        let policy = if self.encrypted {
+            let keys = dir.join(format!("{}-keys", self.name));
+            std::fs::create_dir_all(&keys).expect("key dir");
+            let mut files = Vec::new();
+            for k in ["a", "b", "availability"] {
+                let f = keys.join(format!("{k}.key"));
+                if !f.exists() {
+                    sealpost::store::keyfile::generate_key_file(&f).expect("root key");
+                }
+                files.push(f.display().to_string());
+            }
+            t.push_str(&format!(
+                "\n[[encryption_policy]]\nname = \"{}-default\"\nroot_keys = [\"{}\", \"{}\"]\navailability_key = \"{}\"\n",
+                self.name, files[0], files[1], files[2]
+            ));
+            format!("{}-default", self.name)
+        } else {
+            "none".to_string()
+        };
+        t.push_str(&format!(
+            "\n[[domain]]\nname = \"{}.test\"\nencryption_policy = \"{policy}\"\n",
+            self.name
+        ));
         for d in &self.extra_domains {
-            t.push_str(&format!("[[domain]]\nname = \"{d}\"\n"));
+            t.push_str(&format!(
+                "[[domain]]\nname = \"{d}\"\nencryption_policy = \"{policy}\"\n"
+            ));
         }
         for m in &self.mailboxes {
             t.push_str(&format!("[[mailbox]]\naddress = \"{m}\"\n"));
@@ -142,14 +170,28 @@ pub fn message(from: &str, to: &str, marker: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-/// Waits until `mailbox` under `data_dir` holds at least `n` messages; returns them all.
+/// The store of a domain written by `DomainSpec::write`: `<dir>/<name>-data` belongs to
+/// `<dir>/<name>.toml`.
+pub fn open_store(data_dir: &Path, actor: &str) -> EncryptedStore {
+    let name = data_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix("-data"))
+        .expect("a DomainSpec data dir");
+    let config = data_dir.with_file_name(format!("{name}.toml"));
+    let config = Config::load(&config, Some(data_dir)).unwrap_or_else(|e| panic!("{e}"));
+    EncryptedStore::open(&config, actor).unwrap_or_else(|e| panic!("open store: {e}"))
+}
+
+/// Waits until `mailbox` under `data_dir` (of a `DomainSpec` domain) holds at least `n`
+/// messages; returns them all.
 pub fn wait_for_mailbox(
     data_dir: &Path,
     mailbox: &str,
     n: usize,
     timeout: Duration,
 ) -> Vec<Vec<u8>> {
-    let store = PlainMaildirStore::new(data_dir);
+    let store = open_store(data_dir, "test");
     let deadline = Instant::now() + timeout;
     loop {
         let list = store.list(mailbox).expect("mailbox list");
