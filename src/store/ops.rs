@@ -300,6 +300,10 @@ pub fn reencrypt(store: &EncryptedStore, progress: &dyn Progress) -> Result<Reen
         }
         progress.finish();
     }
+    if report.messages_encrypted > 0 {
+        // The plain metadata of the old rows must not survive in the WAL's old page images.
+        index::checkpoint(&*store.conn()?)?;
+    }
     Ok(report)
 }
 
