@@ -24,11 +24,19 @@ fn encrypted_mailboxes_leave_no_marker_on_disk() {
     deliver(&store, PLAIN, &message("CLEARTEXT-5d2e", 100));
     drop(store);
 
-    assert_eq!(grep(&f.data_dir, b"MARKER-7f3a9c"), Vec::<std::path::PathBuf>::new());
+    assert_eq!(
+        grep(&f.data_dir, b"MARKER-7f3a9c"),
+        Vec::<std::path::PathBuf>::new()
+    );
     assert_eq!(grep(&f.data_dir, b"report MARKER").len(), 0);
     // (found in its blob, and in the index's plain metadata)
     let control = grep(&f.data_dir, b"CLEARTEXT-5d2e");
-    assert!(control.iter().any(|p| p.starts_with(f.data_dir.join("store/blobs"))), "{control:?}");
+    assert!(
+        control
+            .iter()
+            .any(|p| p.starts_with(f.data_dir.join("store/blobs"))),
+        "{control:?}"
+    );
     let store = f.store();
     for (m, id) in [ALICE, CAROL, BOSS].iter().zip(&ids) {
         assert_eq!(store.read(m, id).unwrap(), secret);
@@ -72,7 +80,12 @@ fn one_flipped_byte_fails_that_message_only() {
     }
     assert_eq!(store.list(ALICE).unwrap().len(), 3, "list still shows all");
     let v = ops::verify(&store, &NoProgress).unwrap();
-    assert_eq!((v.checked, v.ok, v.failures.len()), (4, 2, 2), "{:?}", v.failures);
+    assert_eq!(
+        (v.checked, v.ok, v.failures.len()),
+        (4, 2, 2),
+        "{:?}",
+        v.failures
+    );
     assert!(v.failures.iter().any(|l| l.contains(&ids[1])));
 }
 
@@ -82,7 +95,10 @@ fn swapped_blobs_and_dropped_or_reordered_chunks_are_detected() {
     let store = f.store();
     let big = message("big", 200 * 1024); // four chunks
     let (x, y) = (deliver(&store, ALICE, &big), deliver(&store, ALICE, &big));
-    let (px, py) = (f.blob_path(&store, ALICE, &x), f.blob_path(&store, ALICE, &y));
+    let (px, py) = (
+        f.blob_path(&store, ALICE, &x),
+        f.blob_path(&store, ALICE, &y),
+    );
     let (dx, dy) = (std::fs::read(&px).unwrap(), std::fs::read(&py).unwrap());
     let fails = |what: &str| {
         let e = store.read(ALICE, &x).unwrap_err();
@@ -116,18 +132,28 @@ fn swapped_blobs_and_dropped_or_reordered_chunks_are_detected() {
     std::fs::write(&px, &dx[..dx.len() - 1]).unwrap();
     fails("truncated");
     std::fs::write(&px, rebuild(&[0, 1, 2, 3])).unwrap();
-    assert_eq!(store.read(ALICE, &x).unwrap(), big, "the original still reads");
+    assert_eq!(
+        store.read(ALICE, &x).unwrap(),
+        big,
+        "the original still reads"
+    );
 
     // Plain mailbox: swapped blobs are caught by the index's checksums.
     let (p1, p2) = (
         deliver(&store, PLAIN, &message("one", 10)),
         deliver(&store, PLAIN, &message("two", 10)),
     );
-    let (q1, q2) = (f.blob_path(&store, PLAIN, &p1), f.blob_path(&store, PLAIN, &p2));
+    let (q1, q2) = (
+        f.blob_path(&store, PLAIN, &p1),
+        f.blob_path(&store, PLAIN, &p2),
+    );
     let (d1, d2) = (std::fs::read(&q1).unwrap(), std::fs::read(&q2).unwrap());
     std::fs::write(&q1, d2).unwrap();
     std::fs::write(&q2, d1).unwrap();
-    assert!(matches!(store.read(PLAIN, &p1), Err(StoreError::Integrity(_))));
+    assert!(matches!(
+        store.read(PLAIN, &p1),
+        Err(StoreError::Integrity(_))
+    ));
 }
 
 #[test]
@@ -152,7 +178,10 @@ fn rotations_and_moves_keep_every_message_and_rewrite_no_blob() {
     };
 
     let r = ops::rotate_policy(&store, "p1", &NoProgress).unwrap();
-    assert_eq!((r.old_generation, r.new_generation, r.mailbox_keys), (1, 2, 2));
+    assert_eq!(
+        (r.old_generation, r.new_generation, r.mailbox_keys),
+        (1, 2, 2)
+    );
     check("policy rotate", &f.config());
 
     let new_root = f.key("p1-a2.key");
@@ -177,7 +206,10 @@ fn rotations_and_moves_keep_every_message_and_rewrite_no_blob() {
     ops::revoke_policy(&store, "p1", true).unwrap();
     let s = f.store();
     assert!(s.read(ALICE, &all[0].1).is_ok());
-    assert!(matches!(s.read(CAROL, &all[2].1), Err(StoreError::Revoked { .. })));
+    assert!(matches!(
+        s.read(CAROL, &all[2].1),
+        Err(StoreError::Revoked { .. })
+    ));
 }
 
 #[test]
@@ -191,8 +223,18 @@ fn revoking_a_policy_shreds_its_keys_and_spares_the_others() {
     let wraps: Vec<Vec<u8>> = {
         let c = index::open(&index_path).unwrap();
         let pk = index::active_policy_key(&c, "p1").unwrap().unwrap();
-        let mut w: Vec<Vec<u8>> = index::wraps(&c, pk.id).unwrap().into_iter().map(|w| w.wrapped).collect();
-        w.push(index::current_mailbox_key(&c, ALICE).unwrap().unwrap().wrapped.unwrap());
+        let mut w: Vec<Vec<u8>> = index::wraps(&c, pk.id)
+            .unwrap()
+            .into_iter()
+            .map(|w| w.wrapped)
+            .collect();
+        w.push(
+            index::current_mailbox_key(&c, ALICE)
+                .unwrap()
+                .unwrap()
+                .wrapped
+                .unwrap(),
+        );
         w
     };
     assert_eq!(wraps.len(), 4);
@@ -217,7 +259,10 @@ fn revoking_a_policy_shreds_its_keys_and_spares_the_others() {
     for file in ["index.sqlite", "index.sqlite-wal"] {
         let data = std::fs::read(f.data_dir.join("store").join(file)).unwrap_or_default();
         for w in &wraps {
-            assert!(!data.windows(w.len()).any(|x| x == &w[..]), "{file} still holds a wrap");
+            assert!(
+                !data.windows(w.len()).any(|x| x == &w[..]),
+                "{file} still holds a wrap"
+            );
         }
     }
     let v = ops::verify(&store, &NoProgress).unwrap();
@@ -248,10 +293,17 @@ fn availability_key_only_when_both_root_keys_are_unavailable() {
     let text = e.to_string();
     assert!(matches!(e, StoreError::KeyUnavailable { .. }), "{text}");
     assert!(text.contains("policy p1"), "{text}");
-    assert!(text.contains("p1-a.key") && text.contains("p1-b.key"), "{text}");
+    assert!(
+        text.contains("p1-a.key") && text.contains("p1-b.key"),
+        "{text}"
+    );
     assert!(text.contains("not a key of this policy"), "{text}");
     let after = std::fs::read_to_string(store.audit_path()).unwrap();
-    assert_eq!(after.lines().count(), audit.lines().count(), "no unwrap recorded");
+    assert_eq!(
+        after.lines().count(),
+        audit.lines().count(),
+        "no unwrap recorded"
+    );
 }
 
 #[test]
@@ -265,9 +317,16 @@ fn audit_log_verifies_and_an_edited_line_fails() {
     assert!(r.lines >= 4, "{}", r.lines);
     assert!(r.problems.is_empty(), "{:?}", r.problems);
     let path = store.audit_path().to_path_buf();
-    assert!(!path.starts_with(&f.data_dir), "audit log lives in the keystore");
+    assert!(
+        !path.starts_with(&f.data_dir),
+        "audit log lives in the keystore"
+    );
     let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, text.replacen("deliver to alice", "deliver to mallory", 1)).unwrap();
+    std::fs::write(
+        &path,
+        text.replacen("deliver to alice", "deliver to mallory", 1),
+    )
+    .unwrap();
     let r = ops::verify_audit(&store).unwrap();
     assert!(!r.problems.is_empty());
 }
@@ -284,13 +343,20 @@ fn reencrypt_moves_a_plain_mailbox_onto_its_policy() {
     let store = f.store();
     let new = message("PLAIN-NEW-43", 10);
     let id2 = deliver(&store, PLAIN, &new);
-    assert_eq!(grep(&f.data_dir, b"PLAIN-NEW-43").len(), 0, "never downgraded");
+    assert_eq!(
+        grep(&f.data_dir, b"PLAIN-NEW-43").len(),
+        0,
+        "never downgraded"
+    );
     let r = ops::reencrypt(&store, &NoProgress).unwrap();
     assert_eq!(r.messages_encrypted, 1);
     assert_eq!(grep(&f.data_dir, b"PLAIN-OLD-42").len(), 0);
     assert_eq!(store.read(PLAIN, &id).unwrap(), old);
     assert_eq!(store.read(PLAIN, &id2).unwrap(), new);
-    assert_eq!(ops::reencrypt(&store, &NoProgress).unwrap(), ops::Reencryption::default());
+    assert_eq!(
+        ops::reencrypt(&store, &NoProgress).unwrap(),
+        ops::Reencryption::default()
+    );
     let v = ops::verify(&store, &NoProgress).unwrap();
     assert!(v.failures.is_empty() && v.orphans.is_empty(), "{v:?}");
 }
@@ -327,24 +393,40 @@ fn config_errors_name_the_file_and_the_key() {
 
     let e = config_error(&f, &base.replace("encryption_policy = \"p1\"\n", ""));
     assert_eq!(e.key, "mailbox[0].encryption_policy");
-    assert!(e.to_string().starts_with(&format!("{file}: mailbox[0].encryption_policy: ")), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{file}: mailbox[0].encryption_policy: ")),
+        "{e}"
+    );
     assert!(e.problem.contains("alice@a.test"), "{e}");
 
     let e = config_error(&f, &base.replace("keys/p1-b.key", "keys/missing.key"));
     assert_eq!(e.key, "encryption_policy[0].root_keys[1]");
-    assert!(e.problem.contains("file not found: keys/missing.key"), "{e}");
+    assert!(
+        e.problem.contains("file not found: keys/missing.key"),
+        "{e}"
+    );
 
-    let e = config_error(&f, &base.replace("encryption_policy = \"p2\"", "encryption_policy = \"p3\""));
+    let e = config_error(
+        &f,
+        &base.replace("encryption_policy = \"p2\"", "encryption_policy = \"p3\""),
+    );
     assert_eq!(e.key, "mailbox[2].encryption_policy");
 
-    let e = config_error(&f, &base.replace("\"keys/p1-b.key\"", "\"keys/p1-b.key\", \"keys/p2-b.key\""));
+    let e = config_error(
+        &f,
+        &base.replace("\"keys/p1-b.key\"", "\"keys/p1-b.key\", \"keys/p2-b.key\""),
+    );
     assert_eq!(e.key, "encryption_policy[0].root_keys");
 
     let e = config_error(&f, &base.replace("keys/p1-b.key", "keys/p1-a.key"));
     assert!(e.problem.contains("same key"), "{e}");
 
     std::fs::write(f.key("junk.key"), "not a key\n").unwrap();
-    let e = config_error(&f, &base.replace("keys/p1-availability.key", "keys/junk.key"));
+    let e = config_error(
+        &f,
+        &base.replace("keys/p1-availability.key", "keys/junk.key"),
+    );
     assert_eq!(e.key, "encryption_policy[0].availability_key");
 
     use std::os::unix::fs::PermissionsExt;
@@ -354,7 +436,10 @@ fn config_errors_name_the_file_and_the_key() {
     assert!(e.problem.contains("writable"), "{e}");
     std::fs::set_permissions(f.key("p2-a.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
 
-    let e = config_error(&f, &format!("{base}\n[store]\nkeystore_dir = \"data/keys\"\n"));
+    let e = config_error(
+        &f,
+        &format!("{base}\n[store]\nkeystore_dir = \"data/keys\"\n"),
+    );
     assert_eq!(e.key, "store.keystore_dir");
 
     let c = Config::from_toml(&f.config_path, &base, None).unwrap();
@@ -363,7 +448,10 @@ fn config_errors_name_the_file_and_the_key() {
         c.mailbox_policy("Boss@A.test"),
         Some(sealpost::config::PolicyRef::Named("p2".into()))
     );
-    assert_eq!(c.mailbox_policy(PLAIN), Some(sealpost::config::PolicyRef::None));
+    assert_eq!(
+        c.mailbox_policy(PLAIN),
+        Some(sealpost::config::PolicyRef::None)
+    );
     assert_eq!(c.mailbox_policy("x@b.test"), None);
     assert!(Path::new(&c.encryption_policies["p1"].availability_key).is_file());
 }

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use super::ConfigArgs;
 use super::store::Bar;
+use super::ConfigArgs;
 use crate::store::ops;
 use crate::store::{EncryptedStore, MailStore};
 

@@ -138,9 +138,7 @@ impl Bar {
     pub(super) fn new() -> Bar {
         let bar = ProgressBar::hidden();
         bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-        if let Ok(style) =
-            ProgressStyle::with_template("{msg:24} [{bar:40}] {pos}/{len} ({eta})")
-        {
+        if let Ok(style) = ProgressStyle::with_template("{msg:24} [{bar:40}] {pos}/{len} ({eta})") {
             bar.set_style(style.progress_chars("=> "));
         }
         Bar(bar)
@@ -216,12 +214,13 @@ pub fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
             );
         }
         StoreCommand::Root {
-            command: RootCommand::Rotate {
-                config,
-                name,
-                old,
-                new,
-            },
+            command:
+                RootCommand::Rotate {
+                    config,
+                    name,
+                    old,
+                    new,
+                },
         } => {
             let store = open_or_return!(config, "store root rotate");
             let r = ops::rotate_root(&store, &name, &old, &new)?;
@@ -261,10 +260,18 @@ pub fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
         StoreCommand::Reencrypt(config) => {
             let store = open_or_return!(config, "store reencrypt");
             let r = ops::reencrypt(&store, &Bar::new())?;
+            for s in &r.skipped {
+                println!("SKIPPED  {s}");
+            }
             println!(
-                "{} mailbox(es) moved onto their configured policy; {} message(s) encrypted",
-                r.mailboxes_moved, r.messages_encrypted
+                "{} mailbox(es) moved onto their configured policy; {} message(s) encrypted; {} skipped",
+                r.mailboxes_moved,
+                r.messages_encrypted,
+                r.skipped.len()
             );
+            if !r.skipped.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         StoreCommand::Verify(config) => {
             let store = open_or_return!(config, "store verify");
@@ -302,7 +309,11 @@ pub fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
                 "{}: {} line(s), {}",
                 store.audit_path().display(),
                 r.lines,
-                if r.problems.is_empty() { "chain intact" } else { "chain BROKEN" }
+                if r.problems.is_empty() {
+                    "chain intact"
+                } else {
+                    "chain BROKEN"
+                }
             );
             if !r.problems.is_empty() {
                 return Ok(ExitCode::FAILURE);

@@ -144,7 +144,8 @@ pub(super) fn validate(
             )));
         for (key, value) in named {
             let path = resolve(value);
-            let id = check_key_file(&path, value, data_dir).map_err(|problem| err(key.clone(), problem))?;
+            let id = check_key_file(&path, value, data_dir)
+                .map_err(|problem| err(key.clone(), problem))?;
             if !ids.insert(id) {
                 return Err(err(
                     key,
@@ -177,7 +178,11 @@ pub(super) fn validate(
                 key,
                 format!(
                     "no [[encryption_policy]] named {value:?} (defined: {}; or \"none\")",
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 ),
             ))
         }

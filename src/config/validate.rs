@@ -308,7 +308,13 @@ pub fn validate(
         .mailbox
         .iter()
         .enumerate()
-        .map(|(i, m)| (i, m.address.to_ascii_lowercase(), m.encryption_policy.clone()))
+        .map(|(i, m)| {
+            (
+                i,
+                m.address.to_ascii_lowercase(),
+                m.encryption_policy.clone(),
+            )
+        })
         .collect();
     let encryption = super::encryption::validate(
         path,

@@ -101,7 +101,10 @@ impl AuditLog {
             None => (0, GENESIS.to_string()),
             Some(line) => {
                 let rec: AuditRecord = serde_json::from_slice(&line).map_err(|e| {
-                    StoreError::Audit(format!("{}: last line unreadable: {e}", self.path.display()))
+                    StoreError::Audit(format!(
+                        "{}: last line unreadable: {e}",
+                        self.path.display()
+                    ))
                 })?;
                 (rec.seq, line_hash(&line))
             }
@@ -150,9 +153,10 @@ impl AuditLog {
                 Err(e) => report.problems.push(format!("line {n}: not a record: {e}")),
                 Ok(rec) => {
                     if rec.seq != n {
-                        report
-                            .problems
-                            .push(format!("line {n}: sequence number {} (expected {n})", rec.seq));
+                        report.problems.push(format!(
+                            "line {n}: sequence number {} (expected {n})",
+                            rec.seq
+                        ));
                     }
                     if rec.prev != prev_hash {
                         report.problems.push(format!(
@@ -219,8 +223,14 @@ mod tests {
         let mut anchor = None;
         for i in 0..n {
             anchor = Some(
-                log.append("policy-key-unwrap", "p", "root a.key 00", "test", &format!("read {i}"))
-                    .unwrap(),
+                log.append(
+                    "policy-key-unwrap",
+                    "p",
+                    "root a.key 00",
+                    "test",
+                    &format!("read {i}"),
+                )
+                .unwrap(),
             );
         }
         (dir, log, anchor.unwrap())
@@ -244,12 +254,20 @@ mod tests {
         let edited = original.replacen("read 1", "read 9", 1);
         std::fs::write(log.path(), &edited).unwrap();
         let r = log.verify(Some(&anchor)).unwrap();
-        assert!(r.problems.iter().any(|p| p.starts_with("line 3:")), "{:?}", r.problems);
+        assert!(
+            r.problems.iter().any(|p| p.starts_with("line 3:")),
+            "{:?}",
+            r.problems
+        );
 
         let last_edited = original.replacen("read 3", "read 8", 1);
         std::fs::write(log.path(), &last_edited).unwrap();
         let r = log.verify(Some(&anchor)).unwrap();
-        assert!(r.problems.iter().any(|p| p.contains("index")), "{:?}", r.problems);
+        assert!(
+            r.problems.iter().any(|p| p.contains("index")),
+            "{:?}",
+            r.problems
+        );
 
         let dropped = format!("{}\n{}\n{}\n", lines[0], lines[2], lines[3]);
         std::fs::write(log.path(), dropped).unwrap();
@@ -258,7 +276,11 @@ mod tests {
         let truncated = format!("{}\n{}\n", lines[0], lines[1]);
         std::fs::write(log.path(), truncated).unwrap();
         let r = log.verify(Some(&anchor)).unwrap();
-        assert!(r.problems.iter().any(|p| p.contains("truncated")), "{:?}", r.problems);
+        assert!(
+            r.problems.iter().any(|p| p.contains("truncated")),
+            "{:?}",
+            r.problems
+        );
 
         std::fs::write(log.path(), &original).unwrap();
         assert!(log.verify(Some(&anchor)).unwrap().problems.is_empty());

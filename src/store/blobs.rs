@@ -70,7 +70,9 @@ impl Blobs {
     /// The file of a blob name (names come from the index: checked before use).
     pub fn path(&self, name: &str) -> Result<PathBuf, StoreError> {
         if !valid_name(name) {
-            return Err(StoreError::Internal(format!("bad blob name in index: {name:?}")));
+            return Err(StoreError::Internal(format!(
+                "bad blob name in index: {name:?}"
+            )));
         }
         Ok(self.root.join(&name[..2]).join(name))
     }

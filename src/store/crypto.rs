@@ -68,7 +68,8 @@ impl SecretKey {
 
     /// AES-KW (RFC 3394) of another 256-bit key under this one: 40 bytes.
     pub fn wrap(&self, key: &SecretKey) -> Result<Vec<u8>, CryptoError> {
-        let kek = KeyEncryptionKey::new(&AES_256, &self.0[..]).map_err(|_| CryptoError::Internal)?;
+        let kek =
+            KeyEncryptionKey::new(&AES_256, &self.0[..]).map_err(|_| CryptoError::Internal)?;
         let mut out = vec![0u8; WRAPPED_LEN];
         let n = kek
             .wrap(&key.0[..], &mut out)
@@ -83,7 +84,8 @@ impl SecretKey {
         if wrapped.len() != WRAPPED_LEN {
             return Err(CryptoError::Unwrap);
         }
-        let kek = KeyEncryptionKey::new(&AES_256, &self.0[..]).map_err(|_| CryptoError::Internal)?;
+        let kek =
+            KeyEncryptionKey::new(&AES_256, &self.0[..]).map_err(|_| CryptoError::Internal)?;
         let mut out = Zeroizing::new([0u8; WRAPPED_LEN]);
         let plain = kek
             .unwrap(wrapped, &mut out[..])
@@ -260,7 +262,14 @@ mod tests {
     #[test]
     fn chunks_round_trip_at_every_boundary() {
         let k = key();
-        for len in [0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3 * CHUNK_SIZE] {
+        for len in [
+            0,
+            1,
+            CHUNK_SIZE - 1,
+            CHUNK_SIZE,
+            CHUNK_SIZE + 1,
+            3 * CHUNK_SIZE,
+        ] {
             let plain: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let mut sealed = Vec::new();
             seal_chunks(&k, b"m", &plain, &mut sealed).unwrap();

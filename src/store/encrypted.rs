@@ -97,7 +97,9 @@ impl EncryptedStore {
                 Ok(Some((row.id, self.keyring.mailbox_key(c, &row, &reason)?)))
             }
             _ => match configured {
-                PolicyRef::Named(p) => Ok(Some(self.keyring.new_mailbox_key(c, mailbox, p, &reason)?)),
+                PolicyRef::Named(p) => {
+                    Ok(Some(self.keyring.new_mailbox_key(c, mailbox, p, &reason)?))
+                }
                 PolicyRef::None => Ok(None),
             },
         }
@@ -193,7 +195,10 @@ impl EncryptedStore {
             (Some(BlobKind::Plain), None, None) => {
                 let body = &data[HEADER_LEN..];
                 if row.digest.as_deref() != Some(&Sha256::digest(body)[..]) {
-                    return Err(integrity(row, "checksum mismatch (blob altered or swapped)"));
+                    return Err(integrity(
+                        row,
+                        "checksum mismatch (blob altered or swapped)",
+                    ));
                 }
                 data[HEADER_LEN..].to_vec()
             }
@@ -304,10 +309,11 @@ impl MailStore for EncryptedStore {
         let mailbox = mailbox.to_ascii_lowercase();
         let (row, key) = {
             let c = self.conn()?;
-            let row = index::message(&c, &mailbox, id)?.ok_or_else(|| StoreError::NoSuchMessage {
-                mailbox: mailbox.clone(),
-                id: id.to_string(),
-            })?;
+            let row =
+                index::message(&c, &mailbox, id)?.ok_or_else(|| StoreError::NoSuchMessage {
+                    mailbox: mailbox.clone(),
+                    id: id.to_string(),
+                })?;
             let key = self.message_key(&c, &row, &format!("read {mailbox} {id}"))?;
             (row, key)
         };

@@ -247,13 +247,22 @@ pub fn replace_root_wrap(
 
 /// Marks a policy key generation retired and destroys its wraps.
 pub fn retire_policy_key(c: &Connection, id: i64) -> Result<(), StoreError> {
-    c.execute("DELETE FROM policy_key_wraps WHERE policy_key_id = ?1", [id])?;
-    c.execute("UPDATE policy_keys SET state = 'retired' WHERE id = ?1", [id])?;
+    c.execute(
+        "DELETE FROM policy_key_wraps WHERE policy_key_id = ?1",
+        [id],
+    )?;
+    c.execute(
+        "UPDATE policy_keys SET state = 'retired' WHERE id = ?1",
+        [id],
+    )?;
     Ok(())
 }
 
 /// The newest mailbox key of a mailbox (active or revoked).
-pub fn current_mailbox_key(c: &Connection, mailbox: &str) -> Result<Option<MailboxKeyRow>, StoreError> {
+pub fn current_mailbox_key(
+    c: &Connection,
+    mailbox: &str,
+) -> Result<Option<MailboxKeyRow>, StoreError> {
     Ok(c.query_row(
         "SELECT id, mailbox, policy_key_id, wrapped, state FROM mailbox_keys
          WHERE mailbox = ?1 ORDER BY id DESC LIMIT 1",
@@ -301,7 +310,10 @@ pub fn rewrap_mailbox_key(
 }
 
 /// Active mailbox keys wrapped under a policy key.
-pub fn mailbox_keys_under(c: &Connection, policy_key_id: i64) -> Result<Vec<MailboxKeyRow>, StoreError> {
+pub fn mailbox_keys_under(
+    c: &Connection,
+    policy_key_id: i64,
+) -> Result<Vec<MailboxKeyRow>, StoreError> {
     let mut st = c.prepare(
         "SELECT id, mailbox, policy_key_id, wrapped, state FROM mailbox_keys
          WHERE policy_key_id = ?1 AND state = 'active' ORDER BY id",
@@ -378,7 +390,9 @@ pub fn messages(c: &Connection, mailbox: &str) -> Result<Vec<MessageRow>, StoreE
 
 /// Every message, in delivery order.
 pub fn all_messages(c: &Connection) -> Result<Vec<MessageRow>, StoreError> {
-    let mut st = c.prepare(&format!("SELECT {MESSAGE_COLUMNS} FROM messages ORDER BY seq"))?;
+    let mut st = c.prepare(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages ORDER BY seq"
+    ))?;
     let rows = st.query_map([], message_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -411,13 +425,15 @@ pub fn mailboxes(c: &Connection) -> Result<Vec<String>, StoreError> {
 }
 
 pub fn anchor(c: &Connection) -> Result<Option<Anchor>, StoreError> {
-    Ok(c.query_row("SELECT seq, hash FROM audit_anchor WHERE id = 1", [], |r| {
-        Ok(Anchor {
-            seq: r.get::<_, i64>(0)? as u64,
-            hash: r.get(1)?,
+    Ok(
+        c.query_row("SELECT seq, hash FROM audit_anchor WHERE id = 1", [], |r| {
+            Ok(Anchor {
+                seq: r.get::<_, i64>(0)? as u64,
+                hash: r.get(1)?,
+            })
         })
-    })
-    .optional()?)
+        .optional()?,
+    )
 }
 
 pub fn set_anchor(c: &Connection, a: &Anchor) -> Result<(), StoreError> {

@@ -89,7 +89,12 @@ impl Keyring {
         pk: &PolicyKeyRow,
         reason: &str,
     ) -> Result<SecretKey, StoreError> {
-        if let Some(k) = self.policy_keys.lock().ok().and_then(|m| m.get(&pk.id).cloned()) {
+        if let Some(k) = self
+            .policy_keys
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&pk.id).cloned())
+        {
             return Ok(k);
         }
         let key = self.unwrap_policy_key(c, pk, reason)?;
@@ -116,7 +121,13 @@ impl Keyring {
                     if tried.iter().any(|a| matches!(a, Attempt::Wrong(_))) {
                         tracing::warn!(policy = %pk.policy, "a root key does not open its policy key: integrity alarm");
                     }
-                    self.record(c, "policy-key-unwrap", &pk.policy, &describe("root", path, &key), reason)?;
+                    self.record(
+                        c,
+                        "policy-key-unwrap",
+                        &pk.policy,
+                        &describe("root", path, &key),
+                        reason,
+                    )?;
                     return Ok(plain);
                 }
                 Err(a) => tried.push(a),
@@ -166,7 +177,9 @@ impl Keyring {
         let key = match read_key_file(path) {
             Ok(k) => k,
             Err(KeyFileError::Unavailable(e)) => {
-                return Err(Attempt::Unavailable(format!("{kind} key {name}: unavailable ({e})")))
+                return Err(Attempt::Unavailable(format!(
+                    "{kind} key {name}: unavailable ({e})"
+                )))
             }
             Err(e) => return Err(Attempt::Unavailable(format!("{kind} key {name}: {e}"))),
         };
@@ -273,11 +286,17 @@ impl Keyring {
                 what: format!("the key of mailbox {} was destroyed", row.mailbox),
             });
         };
-        if let Some(k) = self.mailbox_keys.lock().ok().and_then(|m| m.get(&row.id).cloned()) {
+        if let Some(k) = self
+            .mailbox_keys
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&row.id).cloned())
+        {
             return Ok(k);
         }
-        let pk = index::policy_key(c, pk_id)?
-            .ok_or_else(|| StoreError::Index(format!("mailbox key {} has no policy key", row.id)))?;
+        let pk = index::policy_key(c, pk_id)?.ok_or_else(|| {
+            StoreError::Index(format!("mailbox key {} has no policy key", row.id))
+        })?;
         let pkey = self.policy_key(c, &pk, reason)?;
         let key = pkey.unwrap_key(wrapped).map_err(|_| {
             StoreError::Integrity(format!(

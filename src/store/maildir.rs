@@ -76,7 +76,9 @@ fn ensure_dir(path: &Path) -> Result<(), StoreError> {
 /// fsync, rename into `new/<name>`, fsync `new/`. `name` must be a plain file name.
 pub fn write_maildir_message(dir: &Path, name: &str, message: &[u8]) -> Result<(), StoreError> {
     if name.is_empty() || name.contains('/') || name.starts_with('.') {
-        return Err(StoreError::Internal(format!("bad Maildir file name {name:?}")));
+        return Err(StoreError::Internal(format!(
+            "bad Maildir file name {name:?}"
+        )));
     }
     for sub in ["tmp", "new", "cur"] {
         ensure_dir(&dir.join(sub))?;

@@ -55,6 +55,8 @@ pub struct PolicyMove {
 pub struct Reencryption {
     pub mailboxes_moved: u64,
     pub messages_encrypted: u64,
+    /// Mailboxes that could not be moved (e.g. their configured policy was revoked): `addr: why`.
+    pub skipped: Vec<String>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -96,16 +98,23 @@ pub fn rotate_policy(
     let mut c = store.conn()?;
     let tx = c.transaction()?;
     let old = index::active_policy_key(&tx, name)?.ok_or_else(|| {
-        StoreError::Policy(format!("policy {name} has no key yet (no mailbox was stored under it)"))
+        StoreError::Policy(format!(
+            "policy {name} has no key yet (no mailbox was stored under it)"
+        ))
     })?;
     let old_key = store.keyring.policy_key(&tx, &old, "store policy rotate")?;
-    let (new, new_key) = store.keyring.create_policy_key(&tx, name, "store policy rotate")?;
+    let (new, new_key) = store
+        .keyring
+        .create_policy_key(&tx, name, "store policy rotate")?;
     let rows = index::mailbox_keys_under(&tx, old.id)?;
     progress.begin("re-wrapping mailbox keys", rows.len() as u64);
     for row in &rows {
         let wrapped = row.wrapped.as_deref().unwrap_or_default();
         let mkey = old_key.unwrap_key(wrapped).map_err(|_| {
-            StoreError::Integrity(format!("the key of mailbox {} does not unwrap", row.mailbox))
+            StoreError::Integrity(format!(
+                "the key of mailbox {} does not unwrap",
+                row.mailbox
+            ))
         })?;
         index::rewrap_mailbox_key(&tx, row.id, new.id, &new_key.wrap(&mkey)?)?;
         progress.step();
@@ -168,7 +177,10 @@ pub fn rotate_root(
             ))
         })?;
     let pkey = old_key.unwrap_key(&wrap.wrapped).map_err(|_| {
-        StoreError::Integrity(format!("the policy key of {name} does not unwrap under {}", old.display()))
+        StoreError::Integrity(format!(
+            "the policy key of {name} does not unwrap under {}",
+            old.display()
+        ))
     })?;
     let (old_id, new_id) = (old_key.id(), new_key.id());
     store.keyring.record(
@@ -221,7 +233,11 @@ fn move_mailbox(
 }
 
 /// `store mailbox set-policy ADDR NAME`: re-wraps one mailbox key under another policy.
-pub fn set_policy(store: &EncryptedStore, mailbox: &str, policy: &str) -> Result<PolicyMove, StoreError> {
+pub fn set_policy(
+    store: &EncryptedStore,
+    mailbox: &str,
+    policy: &str,
+) -> Result<PolicyMove, StoreError> {
     if policy == "none" {
         return Err(StoreError::Policy(
             "set-policy only moves mailboxes onto a policy; \"none\" would leave keys without protection".into(),
@@ -236,9 +252,13 @@ pub fn set_policy(store: &EncryptedStore, mailbox: &str, policy: &str) -> Result
         .iter()
         .filter(|m| m.mailbox_key_id.is_none())
         .count() as u64;
-    store
-        .keyring
-        .record(&tx, "set-policy", policy, "", &format!("{mailbox}: {from} -> {policy}"))?;
+    store.keyring.record(
+        &tx,
+        "set-policy",
+        policy,
+        "",
+        &format!("{mailbox}: {from} -> {policy}"),
+    )?;
     tx.commit()?;
     Ok(PolicyMove {
         from,
@@ -249,7 +269,10 @@ pub fn set_policy(store: &EncryptedStore, mailbox: &str, policy: &str) -> Result
 
 /// `store reencrypt`: moves every mailbox onto its configured policy (re-wrapping its key) and
 /// encrypts messages still stored in clear. The only operation that rewrites content.
-pub fn reencrypt(store: &EncryptedStore, progress: &dyn Progress) -> Result<Reencryption, StoreError> {
+pub fn reencrypt(
+    store: &EncryptedStore,
+    progress: &dyn Progress,
+) -> Result<Reencryption, StoreError> {
     let mut report = Reencryption::default();
     for (mailbox, configured) in &store.mailboxes {
         let PolicyRef::Named(policy) = configured else {
@@ -268,15 +291,31 @@ pub fn reencrypt(store: &EncryptedStore, progress: &dyn Progress) -> Result<Reen
                 Some(row) if row.state == "active" => Some(policy_of(&tx, row)?),
                 _ => None,
             };
-            if current.as_deref() == Some(policy.as_str()) && plain.is_empty() {
-                continue;
+            let aligned = current.as_deref().is_none_or(|c| c == policy.as_str());
+            if aligned && plain.is_empty() {
+                continue; // nothing stored in clear, nothing under another policy
             }
-            let (from, mk_id, mkey) = move_mailbox(store, &tx, mailbox, policy, &reason)?;
+            let (from, mk_id, mkey) = match move_mailbox(store, &tx, mailbox, policy, &reason) {
+                Ok(moved) => moved,
+                Err(
+                    e @ (StoreError::Revoked { .. }
+                    | StoreError::KeyUnavailable { .. }
+                    | StoreError::Policy(_)),
+                ) => {
+                    report.skipped.push(format!("{mailbox}: {e}"));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if from != *policy {
                 report.mailboxes_moved += 1;
-                store
-                    .keyring
-                    .record(&tx, "reencrypt", policy, "", &format!("{mailbox}: {from} -> {policy}"))?;
+                store.keyring.record(
+                    &tx,
+                    "reencrypt",
+                    policy,
+                    "",
+                    &format!("{mailbox}: {from} -> {policy}"),
+                )?;
             }
             tx.commit()?;
             (mk_id, mkey, plain)
@@ -309,7 +348,11 @@ pub fn reencrypt(store: &EncryptedStore, progress: &dyn Progress) -> Result<Reen
 
 /// `store policy revoke NAME`: destroys every wrap of the policy's keys and of the mailbox keys
 /// under it (crypto-shred). With `confirm = false` nothing changes and the counts are a preview.
-pub fn revoke_policy(store: &EncryptedStore, name: &str, confirm: bool) -> Result<Revocation, StoreError> {
+pub fn revoke_policy(
+    store: &EncryptedStore,
+    name: &str,
+    confirm: bool,
+) -> Result<Revocation, StoreError> {
     let mut c = store.conn()?;
     let tx = c.transaction()?;
     let (generations, mailbox_keys, messages) = index::revoke_policy(&tx, name)?;
@@ -362,10 +405,14 @@ pub fn verify(store: &EncryptedStore, progress: &dyn Progress) -> Result<Verific
             },
         };
         match key {
-            Err(e) => report.unreadable.push(format!("{} {}: {e}", row.mailbox, row.id)),
+            Err(e) => report
+                .unreadable
+                .push(format!("{} {}: {e}", row.mailbox, row.id)),
             Ok(k) => match store.open_message(row, k.as_ref()) {
                 Ok(_) => report.ok += 1,
-                Err(e) => report.failures.push(format!("{} {}: {e}", row.mailbox, row.id)),
+                Err(e) => report
+                    .failures
+                    .push(format!("{} {}: {e}", row.mailbox, row.id)),
             },
         }
         progress.step();

@@ -104,7 +104,11 @@ availability_key = "keys/p2-availability.key"
             .into_iter()
             .find(|r| r.id == id)
             .expect("message row");
-        store.dir().join("blobs").join(&row.blob[..2]).join(&row.blob)
+        store
+            .dir()
+            .join("blobs")
+            .join(&row.blob[..2])
+            .join(&row.blob)
     }
 
     /// SHA-256 of every blob file, by path.
