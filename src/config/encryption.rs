@@ -276,3 +276,76 @@ fn check_key_file(path: &Path, value: &str, data_dir: &Path) -> Result<String, S
     let key = crate::store::keyfile::read_key_file(path).map_err(|e| format!("{value}: {e}"))?;
     Ok(key.id())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_names_exclude_none_and_odd_characters() {
+        for ok in ["contoso-default", "p1", "a_b"] {
+            assert!(is_policy_name(ok), "{ok}");
+        }
+        for bad in ["", "Upper", "with space", "../x", &"x".repeat(65)] {
+            assert!(!is_policy_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn keystore_defaults_beside_data_dir_and_never_inside() {
+        let e = validate(
+            Path::new("/etc/s.toml"),
+            Path::new("/etc"),
+            Path::new("/var/lib/s"),
+            &[],
+            None,
+            &[],
+            &[],
+        )
+        .map_err(|e| e.to_string())
+        .map(|e| e.store.keystore_dir);
+        assert_eq!(e, Ok(PathBuf::from("/var/lib/s.keystore")));
+        let inside = RawStore {
+            keystore_dir: Some("/var/lib/s/keys".into()),
+        };
+        let e = validate(
+            Path::new("/etc/s.toml"),
+            Path::new("/etc"),
+            Path::new("/var/lib/s"),
+            &[],
+            Some(&inside),
+            &[],
+            &[],
+        );
+        assert!(e.is_err_and(|e| e.key == "store.keystore_dir"));
+    }
+
+    #[test]
+    fn a_mailbox_needs_a_policy_of_its_own_or_of_its_domain() {
+        let domains = vec![(0, "a.test".to_string(), None)];
+        let boxes = vec![(3, "x@a.test".to_string(), None)];
+        let e = validate(
+            Path::new("/etc/s.toml"),
+            Path::new("/etc"),
+            Path::new("/var/lib/s"),
+            &[],
+            None,
+            &domains,
+            &boxes,
+        );
+        let e = e.err().unwrap();
+        assert_eq!(e.key, "mailbox[3].encryption_policy");
+        assert!(e.problem.contains("x@a.test"), "{e}");
+        let boxes = vec![(0, "x@a.test".to_string(), Some("none".to_string()))];
+        let ok = validate(
+            Path::new("/etc/s.toml"),
+            Path::new("/etc"),
+            Path::new("/var/lib/s"),
+            &[],
+            None,
+            &domains,
+            &boxes,
+        );
+        assert!(ok.is_ok_and(|e| e.mailboxes["x@a.test"] == PolicyRef::None));
+    }
+}

@@ -324,3 +324,85 @@ impl MailStore for EncryptedStore {
         index::count(&*self.conn()?, &mailbox.to_ascii_lowercase())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path, plain_policy: &str) -> Config {
+        let keys = dir.join("keys");
+        std::fs::create_dir_all(&keys).unwrap();
+        for k in ["a", "b", "c"] {
+            let f = keys.join(format!("{k}.key"));
+            if !f.exists() {
+                crate::store::keyfile::generate_key_file(&f).unwrap();
+            }
+        }
+        let text = format!(
+            "[server]\nhostname = \"mx.t.test\"\ndata_dir = \"data\"\n\
+             [[domain]]\nname = \"t.test\"\nencryption_policy = \"p\"\n\
+             [[mailbox]]\naddress = \"a@t.test\"\n[[mailbox]]\naddress = \"b@t.test\"\n\
+             [[mailbox]]\naddress = \"c@t.test\"\nencryption_policy = \"{plain_policy}\"\n\
+             [[encryption_policy]]\nname = \"p\"\nroot_keys = [\"keys/a.key\", \"keys/b.key\"]\n\
+             availability_key = \"keys/c.key\"\n"
+        );
+        let path = dir.join("t.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(&path, None).unwrap()
+    }
+
+    #[test]
+    fn concurrent_deliveries_share_one_policy_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EncryptedStore::open(&config(dir.path(), "none"), "test").unwrap());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    (0..5)
+                        .map(|i| {
+                            let mailbox = if t % 2 == 0 { "a@t.test" } else { "B@t.test" };
+                            let msg = format!("Subject: {t}-{i}\r\n\r\nbody\r\n");
+                            (
+                                mailbox,
+                                store.deliver(mailbox, msg.as_bytes()).unwrap(),
+                                msg,
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for t in threads {
+            for (mailbox, id, msg) in t.join().unwrap() {
+                assert_eq!(store.read(mailbox, &id).unwrap(), msg.as_bytes());
+            }
+        }
+        assert_eq!(store.count("a@t.test").unwrap(), 10);
+        assert_eq!(store.list("b@t.test").unwrap().len(), 10);
+        let audit = std::fs::read_to_string(store.audit_path()).unwrap();
+        assert_eq!(audit.matches("policy-key-create").count(), 1, "{audit}");
+        let keys = index::current_mailbox_key(&*store.conn().unwrap(), "b@t.test").unwrap();
+        assert!(keys.is_some_and(|k| k.state == "active"));
+    }
+
+    #[test]
+    fn delivery_never_downgrades_an_encrypted_mailbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EncryptedStore::open(&config(dir.path(), "p"), "test").unwrap();
+        store
+            .deliver("c@t.test", b"Subject: one\r\n\r\nx\r\n")
+            .unwrap();
+        drop(store);
+        // The configuration now says "none": the mailbox keeps its key.
+        let store = EncryptedStore::open(&config(dir.path(), "none"), "test").unwrap();
+        let id = store
+            .deliver("c@t.test", b"Subject: two\r\n\r\nx\r\n")
+            .unwrap();
+        let row = index::message(&*store.conn().unwrap(), "c@t.test", &id)
+            .unwrap()
+            .unwrap();
+        assert!(row.mailbox_key_id.is_some() && row.digest.is_none());
+        assert_eq!(store.list("c@t.test").unwrap()[1].subject, "two");
+    }
+}
