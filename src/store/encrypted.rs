@@ -382,7 +382,7 @@ mod tests {
         assert_eq!(store.list("b@t.test").unwrap().len(), 10);
         let audit = std::fs::read_to_string(store.audit_path()).unwrap();
         assert_eq!(audit.matches("policy-key-create").count(), 1, "{audit}");
-        let keys = index::current_mailbox_key(&*store.conn().unwrap(), "b@t.test").unwrap();
+        let keys = index::current_mailbox_key(&store.conn().unwrap(), "b@t.test").unwrap();
         assert!(keys.is_some_and(|k| k.state == "active"));
     }
 
@@ -399,7 +399,7 @@ mod tests {
         let id = store
             .deliver("c@t.test", b"Subject: two\r\n\r\nx\r\n")
             .unwrap();
-        let row = index::message(&*store.conn().unwrap(), "c@t.test", &id)
+        let row = index::message(&store.conn().unwrap(), "c@t.test", &id)
             .unwrap()
             .unwrap();
         assert!(row.mailbox_key_id.is_some() && row.digest.is_none());
