@@ -199,6 +199,12 @@ fn rotations_and_moves_keep_every_message_and_rewrite_no_blob() {
     assert!(audit.contains("p1-a2.key"), "{audit}");
     assert!(!audit.contains("\"key\":\"availability"), "{audit}");
 
+    assert!(matches!(
+        ops::set_policy(&store, "nobody@a.test", "p2"),
+        Err(StoreError::NoSuchMailbox(_))
+    ));
+    assert!(ops::set_policy(&store, ALICE, "none").is_err());
+    assert!(ops::set_policy(&store, ALICE, "p9").is_err());
     let moved = ops::set_policy(&store, ALICE, "p2").unwrap();
     assert_eq!((moved.from.as_str(), moved.to.as_str()), ("p1", "p2"));
     check("set-policy", &f.config());

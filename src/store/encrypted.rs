@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::audit::AuditLog;
 use super::blobs::{self, BlobKind, Blobs, HEADER_LEN};
@@ -42,6 +41,13 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn MailStore>, StoreError> {
 
 fn meta_context(id: &str) -> Vec<u8> {
     format!("sealpost meta v1\0{id}").into_bytes()
+}
+
+/// SHA-256 through aws-lc-rs (hardware-accelerated; the plain store's checksum).
+fn sha256(data: &[u8]) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data)
+        .as_ref()
+        .to_vec()
 }
 
 fn integrity(row: &MessageRow, what: impl std::fmt::Display) -> StoreError {
@@ -145,7 +151,7 @@ impl EncryptedStore {
             None => {
                 let mut framed = Blobs::frame(BlobKind::Plain, message.len());
                 framed.extend_from_slice(message);
-                row.digest = Some(Sha256::digest(message).to_vec());
+                row.digest = Some(sha256(message));
                 framed
             }
         };
@@ -193,14 +199,15 @@ impl EncryptedStore {
                 })?
             }
             (Some(BlobKind::Plain), None, None) => {
-                let body = &data[HEADER_LEN..];
-                if row.digest.as_deref() != Some(&Sha256::digest(body)[..]) {
+                let mut data = data;
+                data.drain(..HEADER_LEN);
+                if row.digest.as_deref() != Some(&sha256(&data)[..]) {
                     return Err(integrity(
                         row,
                         "checksum mismatch (blob altered or swapped)",
                     ));
                 }
-                data[HEADER_LEN..].to_vec()
+                data
             }
             _ => return Err(integrity(row, "blob header does not match the index")),
         };

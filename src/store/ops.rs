@@ -246,6 +246,12 @@ pub fn set_policy(
     let mailbox = mailbox.to_ascii_lowercase();
     let mut c = store.conn()?;
     let tx = c.transaction()?;
+    if store.configured_policy(&mailbox).is_none()
+        && index::current_mailbox_key(&tx, &mailbox)?.is_none()
+        && index::count(&tx, &mailbox)? == 0
+    {
+        return Err(StoreError::NoSuchMailbox(mailbox));
+    }
     let reason = format!("store mailbox set-policy {mailbox} {policy}");
     let (from, _, _) = move_mailbox(store, &tx, &mailbox, policy, &reason)?;
     let plain = index::messages(&tx, &mailbox)?
