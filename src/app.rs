@@ -20,7 +20,7 @@ use crate::smtp::server::inbound::{ConnectorPolicy, InboundConnectors};
 use crate::smtp::server::listener::{serve, ServerContext};
 use crate::smtp::server::policy::LocalPolicy;
 use crate::smtp::server::session::SessionConfig;
-use crate::store::{MailStore, PlainMaildirStore};
+use crate::store::MailStore;
 
 /// A running server; `shutdown` stops it cleanly.
 pub struct Server {
@@ -59,7 +59,7 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
     let spool = Arc::new(Spool::open(&config.data_dir)?);
     let report = spool.recover()?;
     tracing::info!(?report, data_dir = %config.data_dir.display(), "queue recovered");
-    let store: Arc<dyn MailStore> = Arc::new(PlainMaildirStore::new(&config.data_dir));
+    let store: Arc<dyn MailStore> = crate::store::open_store(&config)?;
 
     let inbound = Arc::new(InboundConnectors::from_config(&config)?);
     let tls = match &config.tls {

@@ -1,12 +1,16 @@
-//! `sealpost mailbox`: list and read the messages of a local mailbox.
+//! `sealpost mailbox`: list, read and export the messages of a local mailbox (through the
+//! encrypted store, decrypting under the mailbox's policy).
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+use super::store::Bar;
 use super::ConfigArgs;
-use crate::store::{MailStore, PlainMaildirStore};
+use crate::store::ops;
+use crate::store::{EncryptedStore, MailStore};
 
 #[derive(Args, Debug)]
 pub struct MailboxArgs {
@@ -24,7 +28,10 @@ enum MailboxCommand {
         #[arg(long, value_name = "ADDR")]
         mailbox: String,
     },
-    /// Print one message (RFC 5322, exactly as stored) on standard output.
+    /// Print one message (RFC 5322, exactly as received) on standard output.
+    ///
+    /// Fails with an integrity error when the stored message was altered, and names the policy
+    /// and the keys tried when its keys are unavailable.
     Read {
         #[command(flatten)]
         config: ConfigArgs,
@@ -34,9 +41,20 @@ enum MailboxCommand {
         #[arg(long, value_name = "ID")]
         id: String,
     },
+    /// Write every message of a mailbox, decrypted, into a standard Maildir (tmp/ new/ cur/)
+    /// that mutt or any Maildir reader opens. Messages that fail to read are reported.
+    Export {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long, value_name = "ADDR")]
+        mailbox: String,
+        /// The Maildir to write (created if missing).
+        #[arg(long, value_name = "DIR")]
+        maildir: PathBuf,
+    },
 }
 
-fn open(config: &ConfigArgs, mailbox: &str) -> Result<PlainMaildirStore, ExitCode> {
+fn open(config: &ConfigArgs, mailbox: &str, actor: &str) -> Result<EncryptedStore, ExitCode> {
     let config = config.load()?;
     if !config.is_local_mailbox(mailbox) {
         eprintln!(
@@ -45,13 +63,16 @@ fn open(config: &ConfigArgs, mailbox: &str) -> Result<PlainMaildirStore, ExitCod
         );
         return Err(ExitCode::from(2));
     }
-    Ok(PlainMaildirStore::new(&config.data_dir))
+    EncryptedStore::open(&config, actor).map_err(|e| {
+        eprintln!("sealpost: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 pub fn run(args: MailboxArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         MailboxCommand::List { config, mailbox } => {
-            let store = match open(&config, &mailbox) {
+            let store = match open(&config, &mailbox, "mailbox list") {
                 Ok(s) => s,
                 Err(code) => return Ok(code),
             };
@@ -68,13 +89,36 @@ pub fn run(args: MailboxArgs) -> anyhow::Result<ExitCode> {
             mailbox,
             id,
         } => {
-            let store = match open(&config, &mailbox) {
+            let store = match open(&config, &mailbox, "mailbox read") {
                 Ok(s) => s,
                 Err(code) => return Ok(code),
             };
             let bytes = store.read(&mailbox, &id)?;
             std::io::stdout().write_all(&bytes)?;
             Ok(ExitCode::SUCCESS)
+        }
+        MailboxCommand::Export {
+            config,
+            mailbox,
+            maildir,
+        } => {
+            let store = match open(&config, &mailbox, "mailbox export") {
+                Ok(s) => s,
+                Err(code) => return Ok(code),
+            };
+            let (written, problems) = ops::export(&store, &mailbox, &maildir, &Bar::new())?;
+            for p in &problems {
+                eprintln!("sealpost: not exported: {p}");
+            }
+            println!(
+                "{written} message(s) of {mailbox} written to {}",
+                maildir.display()
+            );
+            Ok(if problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }

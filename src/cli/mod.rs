@@ -8,6 +8,7 @@ mod mailbox;
 mod queue;
 mod rules;
 mod serve;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +57,9 @@ pub enum Command {
     Mailbox(mailbox::MailboxArgs),
     /// Generate keys and certificates.
     Keys(keys::KeysArgs),
+    /// Operate the encrypted mailbox store: rotate keys, move mailboxes, reencrypt, revoke,
+    /// verify, check the audit log.
+    Store(store::StoreArgs),
     /// Measure throughput (see `sealpost bench relay --help`).
     Bench(bench::BenchArgs),
     /// Check the transport rules, or show what they would do to a message (nothing is sent).
@@ -102,6 +106,7 @@ pub fn main() -> ExitCode {
         Command::Queue(args) => queue::run(args),
         Command::Mailbox(args) => mailbox::run(args),
         Command::Keys(args) => keys::run(args),
+        Command::Store(args) => store::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Rules(args) => rules::run(args),
     };

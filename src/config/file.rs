@@ -26,6 +26,9 @@ pub struct RawConfig {
     #[serde(default)]
     pub connector: RawConnectors,
     pub rules: Option<RawRules>,
+    #[serde(default)]
+    pub encryption_policy: Vec<super::encryption::RawEncryptionPolicy>,
+    pub store: Option<super::encryption::RawStore>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,12 +78,16 @@ pub struct RawDns {
 #[serde(deny_unknown_fields)]
 pub struct RawDomain {
     pub name: String,
+    /// A policy name or "none": the default for this domain's mailboxes.
+    pub encryption_policy: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMailbox {
     pub address: String,
+    /// A policy name or "none": overrides the domain's.
+    pub encryption_policy: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

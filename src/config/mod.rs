@@ -1,6 +1,7 @@
 //! Typed configuration: the TOML file as written (`file`), validated into what the program runs on.
 
 pub mod connectors;
+mod encryption;
 mod file;
 mod validate;
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use connectors::{DomainPattern, InboundConnector, OutboundConnector};
+pub use encryption::{EncryptionPolicy, PolicyRef, StoreSettings};
 pub use validate::parse_duration;
 
 /// A configuration problem: the file, the key and what is wrong with it.
@@ -134,6 +136,12 @@ pub struct Config {
     pub rules_dir: Option<PathBuf>,
     /// The transport rules loaded from `rules_dir` (empty without one).
     pub rules: crate::rules::RuleSet,
+    /// `[[encryption_policy]]` by name.
+    pub encryption_policies: BTreeMap<String, EncryptionPolicy>,
+    /// Lowercase mailbox address → the policy it is stored under (resolved from its own
+    /// `encryption_policy` or its domain's).
+    pub mailbox_policies: BTreeMap<String, PolicyRef>,
+    pub store: StoreSettings,
 }
 
 impl Config {
@@ -164,6 +172,13 @@ impl Config {
     /// True when `address` (any case) is a local mailbox.
     pub fn is_local_mailbox(&self, address: &str) -> bool {
         self.mailboxes.contains(&address.to_ascii_lowercase())
+    }
+
+    /// The policy a local mailbox (any case) is stored under; `None` when it is not local.
+    pub fn mailbox_policy(&self, address: &str) -> Option<PolicyRef> {
+        self.mailbox_policies
+            .get(&address.to_ascii_lowercase())
+            .cloned()
     }
 
     /// True when `domain` (any case) is delivered locally.

@@ -301,6 +301,33 @@ pub fn validate(
     let outbound_connectors = super::connectors::outbound(&c, &raw.connector.outbound)?;
     let inbound_connectors = super::connectors::inbound(&c, &raw.connector.inbound)?;
     let (rules_dir, rules) = load_rules(&c, raw.rules.as_ref())?;
+    let domains: Vec<(usize, String, Option<String>)> = raw
+        .domain
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (i, d.name.to_ascii_lowercase(), d.encryption_policy.clone()))
+        .collect();
+    let boxes: Vec<(usize, String, Option<String>)> = raw
+        .mailbox
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            (
+                i,
+                m.address.to_ascii_lowercase(),
+                m.encryption_policy.clone(),
+            )
+        })
+        .collect();
+    let encryption = super::encryption::validate(
+        path,
+        &c.dir,
+        &data_dir,
+        &raw.encryption_policy,
+        raw.store.as_ref(),
+        &domains,
+        &boxes,
+    )?;
 
     Ok(Config {
         path: path.to_path_buf(),
@@ -320,6 +347,9 @@ pub fn validate(
         inbound_connectors,
         rules_dir,
         rules,
+        encryption_policies: encryption.policies,
+        mailbox_policies: encryption.mailboxes,
+        store: encryption.store,
     })
 }
 
@@ -353,6 +383,7 @@ hostname = "mx.example.test"
 data_dir = "data"
 [[domain]]
 name = "example.test"
+encryption_policy = "none"
 [[mailbox]]
 address = "Alice@Example.test"
 "#;

@@ -1,4 +1,6 @@
-//! The plain mailbox store: one Maildir per mailbox under `<data_dir>/mailboxes/<address>/`.
+//! Standard Maildirs: the writer behind `mailbox export`, and the plain Maildir store of the first
+//! issue (one Maildir per mailbox under `<data_dir>/mailboxes/<address>/`), no longer used for
+//! delivery: local mailboxes live in `EncryptedStore`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -70,26 +72,37 @@ fn ensure_dir(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Writes one message into the Maildir `dir` (creating `tmp/`, `new/`, `cur/`): to `tmp/`,
+/// fsync, rename into `new/<name>`, fsync `new/`. `name` must be a plain file name.
+pub fn write_maildir_message(dir: &Path, name: &str, message: &[u8]) -> Result<(), StoreError> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Err(StoreError::Internal(format!(
+            "bad Maildir file name {name:?}"
+        )));
+    }
+    for sub in ["tmp", "new", "cur"] {
+        ensure_dir(&dir.join(sub))?;
+    }
+    let tmp = dir.join("tmp").join(name);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| StoreError::io(&tmp, e))?;
+    f.write_all(message)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| StoreError::io(&tmp, e))?;
+    let new = dir.join("new").join(name);
+    fs::rename(&tmp, &new).map_err(|e| StoreError::io(&new, e))?;
+    sync_dir(&dir.join("new"))
+}
+
 impl MailStore for PlainMaildirStore {
     fn deliver(&self, mailbox: &str, message: &[u8]) -> Result<String, StoreError> {
         let dir = self.mailbox_dir(mailbox)?;
-        for sub in ["tmp", "new", "cur"] {
-            ensure_dir(&dir.join(sub))?;
-        }
         let id = new_queue_id();
-        let tmp = dir.join("tmp").join(&id);
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| StoreError::io(&tmp, e))?;
-        f.write_all(message)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| StoreError::io(&tmp, e))?;
-        let new = dir.join("new").join(&id);
-        fs::rename(&tmp, &new).map_err(|e| StoreError::io(&new, e))?;
-        sync_dir(&dir.join("new"))?;
+        write_maildir_message(&dir, &id, message)?;
         Ok(id)
     }
 

@@ -1,8 +1,17 @@
 //! Local mailboxes: the store trait delivery writes through, and its implementations.
 
+pub mod audit;
+pub mod blobs;
+pub mod crypto;
+mod encrypted;
+pub mod index;
+pub mod keyfile;
+mod keyring;
 mod maildir;
+pub mod ops;
 
-pub use maildir::PlainMaildirStore;
+pub use encrypted::{open_store, EncryptedStore};
+pub use maildir::{write_maildir_message, PlainMaildirStore};
 
 use std::path::PathBuf;
 
@@ -28,6 +37,29 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Content or metadata failed authentication: altered, swapped, truncated.
+    #[error("integrity error: {0}")]
+    Integrity(String),
+    /// No key of the policy opened its policy key.
+    #[error("policy {policy}: cannot unwrap the policy key; tried {}", tried.join("; "))]
+    KeyUnavailable { policy: String, tried: Vec<String> },
+    /// The policy was revoked: its keys are destroyed.
+    #[error("policy {policy} was revoked (crypto-shredded): {what}")]
+    Revoked { policy: String, what: String },
+    #[error("{0}")]
+    Policy(String),
+    #[error("index: {0}")]
+    Index(String),
+    #[error("audit log: {0}")]
+    Audit(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<crypto::CryptoError> for StoreError {
+    fn from(e: crypto::CryptoError) -> Self {
+        StoreError::Internal(e.to_string())
+    }
 }
 
 impl StoreError {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sealpost::config::Config;
 use sealpost::smtp::client::{ClientSettings, Connection, RcptResult, TlsMode};
-use sealpost::store::{MailStore, PlainMaildirStore};
+use sealpost::store::{EncryptedStore, MailStore};
 use sealpost::tls::policy::TlsPolicy;
 
 /// The fixture PKI (CA and the two mx certificates).
@@ -41,6 +41,9 @@ pub struct DomainSpec {
     pub extra_domains: Vec<&'static str>,
     /// TOML appended to the file (connectors, ...). `{pki}` stands for the fixture PKI folder.
     pub extra_toml: String,
+    /// Store mailboxes under a policy `<name>-default` with fresh keys in `<dir>/<name>-keys/`
+    /// (default), or explicitly in clear (`encryption_policy = "none"`).
+    pub encrypted: bool,
 }
 
 impl DomainSpec {
@@ -56,6 +59,7 @@ impl DomainSpec {
             smtp_port: None,
             extra_domains: Vec::new(),
             extra_toml: String::new(),
+            encrypted: true,
         }
     }
 
@@ -101,9 +105,33 @@ impl DomainSpec {
         for (domain, port) in &self.routes {
             t.push_str(&format!("\"{domain}\" = \"127.0.0.1:{port}\"\n"));
         }
-        t.push_str(&format!("\n[[domain]]\nname = \"{}.test\"\n", self.name));
+        let policy = if self.encrypted {
+            let keys = dir.join(format!("{}-keys", self.name));
+            std::fs::create_dir_all(&keys).expect("key dir");
+            let mut files = Vec::new();
+            for k in ["a", "b", "availability"] {
+                let f = keys.join(format!("{k}.key"));
+                if !f.exists() {
+                    sealpost::store::keyfile::generate_key_file(&f).expect("root key");
+                }
+                files.push(f.display().to_string());
+            }
+            t.push_str(&format!(
+                "\n[[encryption_policy]]\nname = \"{}-default\"\nroot_keys = [\"{}\", \"{}\"]\navailability_key = \"{}\"\n",
+                self.name, files[0], files[1], files[2]
+            ));
+            format!("{}-default", self.name)
+        } else {
+            "none".to_string()
+        };
+        t.push_str(&format!(
+            "\n[[domain]]\nname = \"{}.test\"\nencryption_policy = \"{policy}\"\n",
+            self.name
+        ));
         for d in &self.extra_domains {
-            t.push_str(&format!("[[domain]]\nname = \"{d}\"\n"));
+            t.push_str(&format!(
+                "[[domain]]\nname = \"{d}\"\nencryption_policy = \"{policy}\"\n"
+            ));
         }
         for m in &self.mailboxes {
             t.push_str(&format!("[[mailbox]]\naddress = \"{m}\"\n"));
@@ -162,14 +190,28 @@ pub fn message(from: &str, to: &str, marker: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-/// Waits until `mailbox` under `data_dir` holds at least `n` messages; returns them all.
+/// The store of a domain written by `DomainSpec::write`: `<dir>/<name>-data` belongs to
+/// `<dir>/<name>.toml`.
+pub fn open_store(data_dir: &Path, actor: &str) -> EncryptedStore {
+    let name = data_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix("-data"))
+        .expect("a DomainSpec data dir");
+    let config = data_dir.with_file_name(format!("{name}.toml"));
+    let config = Config::load(&config, Some(data_dir)).unwrap_or_else(|e| panic!("{e}"));
+    EncryptedStore::open(&config, actor).unwrap_or_else(|e| panic!("open store: {e}"))
+}
+
+/// Waits until `mailbox` under `data_dir` (of a `DomainSpec` domain) holds at least `n`
+/// messages; returns them all.
 pub fn wait_for_mailbox(
     data_dir: &Path,
     mailbox: &str,
     n: usize,
     timeout: Duration,
 ) -> Vec<Vec<u8>> {
-    let store = PlainMaildirStore::new(data_dir);
+    let store = open_store(data_dir, "test");
     let deadline = Instant::now() + timeout;
     loop {
         let list = store.list(mailbox).expect("mailbox list");

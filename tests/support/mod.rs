@@ -4,3 +4,4 @@
 pub mod dns;
 pub mod domains;
 pub mod peers;
+pub mod stores;

@@ -1,0 +1,415 @@
+//! `EncryptedStore`: the one `MailStore` for local mailboxes. Content is encrypted under the
+//! mailbox's policy (root → policy → mailbox → content key), or kept plain but checksummed for
+//! mailboxes explicitly under policy "none". Blobs, index and keystore are kept apart.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+
+use super::audit::AuditLog;
+use super::blobs::{self, BlobKind, Blobs, HEADER_LEN};
+use super::crypto::{open_chunks, seal_chunks, sealed_len, SecretKey};
+use super::index::{self, MessageRow};
+use super::keyring::Keyring;
+use super::{summarize, MailStore, MessageSummary, StoreError};
+use crate::config::{Config, PolicyRef};
+
+/// The summary fields kept in the index (sealed under the mailbox key when encrypted).
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    date: String,
+    from: String,
+    subject: String,
+}
+
+pub struct EncryptedStore {
+    pub(super) dir: PathBuf,
+    pub(super) blobs: Blobs,
+    index: Mutex<Connection>,
+    pub(super) keyring: Keyring,
+    pub(super) mailboxes: BTreeMap<String, PolicyRef>,
+}
+
+/// The store the server delivers through: an `EncryptedStore` acting as `serve`.
+pub fn open_store(config: &Config) -> Result<Arc<dyn MailStore>, StoreError> {
+    Ok(Arc::new(EncryptedStore::open(config, "serve")?))
+}
+
+fn meta_context(id: &str) -> Vec<u8> {
+    format!("sealpost meta v1\0{id}").into_bytes()
+}
+
+/// SHA-256 through aws-lc-rs (hardware-accelerated; the plain store's checksum).
+fn sha256(data: &[u8]) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data)
+        .as_ref()
+        .to_vec()
+}
+
+fn integrity(row: &MessageRow, what: impl std::fmt::Display) -> StoreError {
+    StoreError::Integrity(format!("message {} in {}: {what}", row.id, row.mailbox))
+}
+
+impl EncryptedStore {
+    /// Opens (creating) `<data_dir>/store`; `actor` names the command in the audit log.
+    pub fn open(config: &Config, actor: &str) -> Result<EncryptedStore, StoreError> {
+        let dir = config.data_dir.join("store");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| StoreError::io(&dir, e))?;
+        let conn = index::open(&dir.join("index.sqlite"))?;
+        Ok(EncryptedStore {
+            blobs: Blobs::new(&dir),
+            dir,
+            index: Mutex::new(conn),
+            keyring: Keyring::new(
+                config.encryption_policies.clone(),
+                AuditLog::new(&config.store.keystore_dir),
+                actor,
+            ),
+            mailboxes: config.mailbox_policies.clone(),
+        })
+    }
+
+    /// `<data_dir>/store`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(super) fn conn(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        self.index
+            .lock()
+            .map_err(|_| StoreError::Internal("index lock poisoned".into()))
+    }
+
+    /// The mailbox key for a new message: the mailbox's current key, or a new one under its
+    /// configured policy; `None` only for a mailbox configured "none" that has no live key
+    /// (delivery never downgrades an encrypted mailbox to plain).
+    fn delivery_key(
+        &self,
+        c: &Connection,
+        mailbox: &str,
+        configured: &PolicyRef,
+    ) -> Result<Option<(i64, SecretKey)>, StoreError> {
+        let reason = format!("deliver to {mailbox}");
+        match index::current_mailbox_key(c, mailbox)? {
+            Some(row) if row.state == "active" => {
+                Ok(Some((row.id, self.keyring.mailbox_key(c, &row, &reason)?)))
+            }
+            _ => match configured {
+                PolicyRef::Named(p) => {
+                    Ok(Some(self.keyring.new_mailbox_key(c, mailbox, p, &reason)?))
+                }
+                PolicyRef::None => Ok(None),
+            },
+        }
+    }
+
+    /// Builds the blob and index row of a message (no I/O).
+    pub(super) fn seal_message(
+        id: &str,
+        mailbox: &str,
+        message: &[u8],
+        key: Option<(i64, &SecretKey)>,
+    ) -> Result<(Vec<u8>, MessageRow), StoreError> {
+        let s = summarize(id, message);
+        let meta = serde_json::to_vec(&Meta {
+            date: s.date,
+            from: s.from,
+            subject: s.subject,
+        })
+        .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let mut row = MessageRow {
+            seq: 0,
+            id: id.to_string(),
+            mailbox: mailbox.to_string(),
+            received: index::now(),
+            size: message.len() as i64,
+            flags: 0,
+            blob: Blobs::new_name()?,
+            mailbox_key_id: None,
+            wrapped_key: None,
+            meta,
+            digest: None,
+        };
+        let framed = match key {
+            Some((mk_id, mkey)) => {
+                let content = SecretKey::generate()?;
+                let mut framed = Blobs::frame(BlobKind::Encrypted, sealed_len(message.len()));
+                seal_chunks(&content, id.as_bytes(), message, &mut framed)?;
+                row.mailbox_key_id = Some(mk_id);
+                row.wrapped_key = Some(mkey.wrap(&content)?);
+                row.meta = mkey.seal_record(&meta_context(id), &row.meta)?;
+                framed
+            }
+            None => {
+                let mut framed = Blobs::frame(BlobKind::Plain, message.len());
+                framed.extend_from_slice(message);
+                row.digest = Some(sha256(message));
+                framed
+            }
+        };
+        Ok((framed, row))
+    }
+
+    /// The mailbox key a stored message needs (`None` for plain messages).
+    pub(super) fn message_key(
+        &self,
+        c: &Connection,
+        row: &MessageRow,
+        reason: &str,
+    ) -> Result<Option<SecretKey>, StoreError> {
+        let Some(mk_id) = row.mailbox_key_id else {
+            return Ok(None);
+        };
+        let mk = index::mailbox_key(c, mk_id)?
+            .ok_or_else(|| integrity(row, "its mailbox key is missing from the index"))?;
+        self.keyring.mailbox_key(c, &mk, reason).map(Some)
+    }
+
+    /// Reads and authenticates a message's blob.
+    pub(super) fn open_message(
+        &self,
+        row: &MessageRow,
+        mkey: Option<&SecretKey>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let path = self.blobs.path(&row.blob)?;
+        let data = match std::fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(integrity(row, "its blob is missing"))
+            }
+            Err(e) => return Err(StoreError::io(&path, e)),
+        };
+        let plain = match (blobs::kind(&data), mkey, &row.wrapped_key) {
+            (Some(BlobKind::Encrypted), Some(mkey), Some(wrapped)) => {
+                let content = mkey
+                    .unwrap_key(wrapped)
+                    .map_err(|_| integrity(row, "its content key does not unwrap"))?;
+                let mut data = data;
+                data.drain(..HEADER_LEN);
+                open_chunks(&content, row.id.as_bytes(), data).map_err(|e| {
+                    integrity(row, format!("{e} (blob altered, swapped or truncated)"))
+                })?
+            }
+            (Some(BlobKind::Plain), None, None) => {
+                let mut data = data;
+                data.drain(..HEADER_LEN);
+                if row.digest.as_deref() != Some(&sha256(&data)[..]) {
+                    return Err(integrity(
+                        row,
+                        "checksum mismatch (blob altered or swapped)",
+                    ));
+                }
+                data
+            }
+            _ => return Err(integrity(row, "blob header does not match the index")),
+        };
+        if plain.len() as i64 != row.size {
+            return Err(integrity(row, "size does not match the index"));
+        }
+        Ok(plain)
+    }
+
+    /// The summary of a row from its (decrypted) metadata.
+    pub(super) fn summary(
+        row: &MessageRow,
+        mkey: Option<&SecretKey>,
+    ) -> Result<MessageSummary, StoreError> {
+        let meta = match mkey {
+            Some(k) => k
+                .open_record(&meta_context(&row.id), &row.meta)
+                .map_err(|_| integrity(row, "its metadata failed authentication"))?,
+            None => row.meta.clone(),
+        };
+        let meta: Meta = serde_json::from_slice(&meta)
+            .map_err(|_| integrity(row, "its metadata is unreadable"))?;
+        Ok(MessageSummary {
+            id: row.id.clone(),
+            date: meta.date,
+            from: meta.from,
+            subject: meta.subject,
+            size: row.size as u64,
+        })
+    }
+
+    /// The audit log's file.
+    pub fn audit_path(&self) -> &Path {
+        self.keyring.audit_log().path()
+    }
+
+    /// The index rows of a mailbox, oldest first.
+    pub fn rows(&self, mailbox: &str) -> Result<Vec<MessageRow>, StoreError> {
+        index::messages(&*self.conn()?, &mailbox.to_ascii_lowercase())
+    }
+
+    /// The policy a mailbox is configured with (`None`: not a configured mailbox).
+    pub fn configured_policy(&self, mailbox: &str) -> Option<&PolicyRef> {
+        self.mailboxes.get(&mailbox.to_ascii_lowercase())
+    }
+}
+
+impl MailStore for EncryptedStore {
+    fn deliver(&self, mailbox: &str, message: &[u8]) -> Result<String, StoreError> {
+        let mailbox = mailbox.to_ascii_lowercase();
+        let configured = self
+            .mailboxes
+            .get(&mailbox)
+            .ok_or_else(|| StoreError::NoSuchMailbox(mailbox.clone()))?;
+        let key = self.delivery_key(&*self.conn()?, &mailbox, configured)?;
+        let id = crate::queue::new_queue_id();
+        let (framed, row) =
+            Self::seal_message(&id, &mailbox, message, key.as_ref().map(|(i, k)| (*i, k)))?;
+        self.blobs.write(&row.blob, &framed)?;
+        let stored = (|| {
+            let c = self.conn()?;
+            if let Some((mk_id, _)) = &key {
+                let live = index::mailbox_key(&c, *mk_id)?.is_some_and(|r| r.state == "active");
+                if !live {
+                    return Err(StoreError::Revoked {
+                        policy: configured.to_string(),
+                        what: format!("the key of mailbox {mailbox} was destroyed during delivery"),
+                    });
+                }
+            }
+            index::insert_message(&c, &row)
+        })();
+        if let Err(e) = stored {
+            let _ = self.blobs.remove(&row.blob);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    fn list(&self, mailbox: &str) -> Result<Vec<MessageSummary>, StoreError> {
+        let mailbox = mailbox.to_ascii_lowercase();
+        let c = self.conn()?;
+        let reason = format!("list {mailbox}");
+        let mut keys: HashMap<i64, SecretKey> = HashMap::new();
+        let mut out = Vec::new();
+        for row in index::messages(&c, &mailbox)? {
+            let key = match row.mailbox_key_id {
+                None => None,
+                Some(id) => match keys.get(&id) {
+                    Some(k) => Some(k.clone()),
+                    None => {
+                        let k = self.message_key(&c, &row, &reason)?;
+                        if let Some(k) = &k {
+                            keys.insert(id, k.clone());
+                        }
+                        k
+                    }
+                },
+            };
+            out.push(Self::summary(&row, key.as_ref())?);
+        }
+        Ok(out)
+    }
+
+    fn read(&self, mailbox: &str, id: &str) -> Result<Vec<u8>, StoreError> {
+        let mailbox = mailbox.to_ascii_lowercase();
+        let (row, key) = {
+            let c = self.conn()?;
+            let row =
+                index::message(&c, &mailbox, id)?.ok_or_else(|| StoreError::NoSuchMessage {
+                    mailbox: mailbox.clone(),
+                    id: id.to_string(),
+                })?;
+            let key = self.message_key(&c, &row, &format!("read {mailbox} {id}"))?;
+            (row, key)
+        };
+        self.open_message(&row, key.as_ref())
+    }
+
+    fn count(&self, mailbox: &str) -> Result<usize, StoreError> {
+        index::count(&*self.conn()?, &mailbox.to_ascii_lowercase())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path, plain_policy: &str) -> Config {
+        let keys = dir.join("keys");
+        std::fs::create_dir_all(&keys).unwrap();
+        for k in ["a", "b", "c"] {
+            let f = keys.join(format!("{k}.key"));
+            if !f.exists() {
+                crate::store::keyfile::generate_key_file(&f).unwrap();
+            }
+        }
+        let text = format!(
+            "[server]\nhostname = \"mx.t.test\"\ndata_dir = \"data\"\n\
+             [[domain]]\nname = \"t.test\"\nencryption_policy = \"p\"\n\
+             [[mailbox]]\naddress = \"a@t.test\"\n[[mailbox]]\naddress = \"b@t.test\"\n\
+             [[mailbox]]\naddress = \"c@t.test\"\nencryption_policy = \"{plain_policy}\"\n\
+             [[encryption_policy]]\nname = \"p\"\nroot_keys = [\"keys/a.key\", \"keys/b.key\"]\n\
+             availability_key = \"keys/c.key\"\n"
+        );
+        let path = dir.join("t.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(&path, None).unwrap()
+    }
+
+    #[test]
+    fn concurrent_deliveries_share_one_policy_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EncryptedStore::open(&config(dir.path(), "none"), "test").unwrap());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    (0..5)
+                        .map(|i| {
+                            let mailbox = if t % 2 == 0 { "a@t.test" } else { "B@t.test" };
+                            let msg = format!("Subject: {t}-{i}\r\n\r\nbody\r\n");
+                            (
+                                mailbox,
+                                store.deliver(mailbox, msg.as_bytes()).unwrap(),
+                                msg,
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for t in threads {
+            for (mailbox, id, msg) in t.join().unwrap() {
+                assert_eq!(store.read(mailbox, &id).unwrap(), msg.as_bytes());
+            }
+        }
+        assert_eq!(store.count("a@t.test").unwrap(), 10);
+        assert_eq!(store.list("b@t.test").unwrap().len(), 10);
+        let audit = std::fs::read_to_string(store.audit_path()).unwrap();
+        assert_eq!(audit.matches("policy-key-create").count(), 1, "{audit}");
+        let keys = index::current_mailbox_key(&store.conn().unwrap(), "b@t.test").unwrap();
+        assert!(keys.is_some_and(|k| k.state == "active"));
+    }
+
+    #[test]
+    fn delivery_never_downgrades_an_encrypted_mailbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EncryptedStore::open(&config(dir.path(), "p"), "test").unwrap();
+        store
+            .deliver("c@t.test", b"Subject: one\r\n\r\nx\r\n")
+            .unwrap();
+        drop(store);
+        // The configuration now says "none": the mailbox keeps its key.
+        let store = EncryptedStore::open(&config(dir.path(), "none"), "test").unwrap();
+        let id = store
+            .deliver("c@t.test", b"Subject: two\r\n\r\nx\r\n")
+            .unwrap();
+        let row = index::message(&store.conn().unwrap(), "c@t.test", &id)
+            .unwrap()
+            .unwrap();
+        assert!(row.mailbox_key_id.is_some() && row.digest.is_none());
+        assert_eq!(store.list("c@t.test").unwrap()[1].subject, "two");
+    }
+}

@@ -1,0 +1,329 @@
+//! The key hierarchy at work: unwrapping a policy key with either root key (the availability key
+//! only when both are unavailable for a system reason), creating policy and mailbox keys, caching
+//! unwrapped keys in memory (zeroized on drop), and auditing every policy-key unwrap.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::Connection;
+
+use super::audit::AuditLog;
+use super::crypto::SecretKey;
+use super::index::{self, MailboxKeyRow, PolicyKeyRow, WrapRow};
+use super::keyfile::{read_key_file, KeyFileError};
+use super::StoreError;
+use crate::config::EncryptionPolicy;
+
+pub struct Keyring {
+    policies: BTreeMap<String, EncryptionPolicy>,
+    audit: AuditLog,
+    actor: String,
+    policy_keys: Mutex<HashMap<i64, SecretKey>>,
+    mailbox_keys: Mutex<HashMap<i64, SecretKey>>,
+}
+
+/// How a key file was tried.
+enum Attempt {
+    /// Missing or unreadable: a system reason, the availability key may be used.
+    Unavailable(String),
+    /// Readable but not able to open the wrap: an integrity alarm, never a reason to fall back.
+    Wrong(String),
+}
+
+fn describe(kind: &str, path: &Path, key: &SecretKey) -> String {
+    format!("{kind} {} {}", path.display(), key.id())
+}
+
+impl Keyring {
+    pub fn new(policies: BTreeMap<String, EncryptionPolicy>, audit: AuditLog, actor: &str) -> Self {
+        Keyring {
+            policies,
+            audit,
+            actor: actor.to_string(),
+            policy_keys: Mutex::new(HashMap::new()),
+            mailbox_keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn audit_log(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// A configured policy, or an error saying its keys are not configured.
+    pub fn policy(&self, name: &str) -> Result<&EncryptionPolicy, StoreError> {
+        self.policies.get(name).ok_or_else(|| {
+            StoreError::Policy(format!(
+                "policy {name} is not in the configuration: its root keys are needed"
+            ))
+        })
+    }
+
+    /// Appends an audit record and anchors it in the index.
+    pub fn record(
+        &self,
+        c: &Connection,
+        event: &str,
+        policy: &str,
+        key: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let anchor = self.audit.append(event, policy, key, &self.actor, reason)?;
+        index::set_anchor(c, &anchor)
+    }
+
+    /// Forgets every unwrapped key (after a revocation).
+    pub fn forget(&self) {
+        if let Ok(mut m) = self.policy_keys.lock() {
+            m.clear();
+        }
+        if let Ok(mut m) = self.mailbox_keys.lock() {
+            m.clear();
+        }
+    }
+
+    /// The plaintext policy key of generation `pk`, from the cache or unwrapped (and audited).
+    pub fn policy_key(
+        &self,
+        c: &Connection,
+        pk: &PolicyKeyRow,
+        reason: &str,
+    ) -> Result<SecretKey, StoreError> {
+        if let Some(k) = self
+            .policy_keys
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&pk.id).cloned())
+        {
+            return Ok(k);
+        }
+        let key = self.unwrap_policy_key(c, pk, reason)?;
+        if let Ok(mut m) = self.policy_keys.lock() {
+            m.insert(pk.id, key.clone());
+        }
+        Ok(key)
+    }
+
+    /// Customer Key order: either root key; the availability key only if both root keys are
+    /// unavailable for a system reason. Every success is audited; availability use is warned.
+    fn unwrap_policy_key(
+        &self,
+        c: &Connection,
+        pk: &PolicyKeyRow,
+        reason: &str,
+    ) -> Result<SecretKey, StoreError> {
+        let policy = self.policy(&pk.policy)?;
+        let wraps = index::wraps(c, pk.id)?;
+        let mut tried = Vec::new();
+        for path in &policy.root_keys {
+            match self.try_key(path, "root", &wraps) {
+                Ok((key, plain)) => {
+                    if tried.iter().any(|a| matches!(a, Attempt::Wrong(_))) {
+                        tracing::warn!(policy = %pk.policy, "a root key does not open its policy key: integrity alarm");
+                    }
+                    self.record(
+                        c,
+                        "policy-key-unwrap",
+                        &pk.policy,
+                        &describe("root", path, &key),
+                        reason,
+                    )?;
+                    return Ok(plain);
+                }
+                Err(a) => tried.push(a),
+            }
+        }
+        if tried.iter().all(|a| matches!(a, Attempt::Unavailable(_))) {
+            let path = &policy.availability_key;
+            match self.try_key(path, "availability", &wraps) {
+                Ok((key, plain)) => {
+                    tracing::warn!(
+                        policy = %pk.policy,
+                        availability_key = %path.display(),
+                        reason,
+                        "both root keys unavailable: policy key unwrapped with the availability key"
+                    );
+                    self.record(
+                        c,
+                        "policy-key-unwrap",
+                        &pk.policy,
+                        &describe("availability", path, &key),
+                        &format!("{reason} (both root keys unavailable)"),
+                    )?;
+                    return Ok(plain);
+                }
+                Err(a) => tried.push(a),
+            }
+        }
+        let tried = tried
+            .into_iter()
+            .map(|a| match a {
+                Attempt::Unavailable(s) | Attempt::Wrong(s) => s,
+            })
+            .collect();
+        Err(StoreError::KeyUnavailable {
+            policy: pk.policy.clone(),
+            tried,
+        })
+    }
+
+    fn try_key(
+        &self,
+        path: &Path,
+        kind: &str,
+        wraps: &[WrapRow],
+    ) -> Result<(SecretKey, SecretKey), Attempt> {
+        let name = path.display();
+        let key = match read_key_file(path) {
+            Ok(k) => k,
+            Err(KeyFileError::Unavailable(e)) => {
+                return Err(Attempt::Unavailable(format!(
+                    "{kind} key {name}: unavailable ({e})"
+                )))
+            }
+            Err(e) => return Err(Attempt::Unavailable(format!("{kind} key {name}: {e}"))),
+        };
+        let id = key.id();
+        let Some(w) = wraps.iter().find(|w| w.kind == kind && w.key_id == id) else {
+            return Err(Attempt::Wrong(format!(
+                "{kind} key {name}: not a key of this policy (key id {id})"
+            )));
+        };
+        match key.unwrap_key(&w.wrapped) {
+            Ok(plain) => Ok((key, plain)),
+            Err(_) => Err(Attempt::Wrong(format!(
+                "{kind} key {name}: wrap does not open (wrong key or altered index)"
+            ))),
+        }
+    }
+
+    /// Wraps a policy key under both root keys and the availability key (all must be readable).
+    pub fn wrap_policy_key(
+        &self,
+        policy: &EncryptionPolicy,
+        key: &SecretKey,
+    ) -> Result<Vec<WrapRow>, StoreError> {
+        let mut wraps = Vec::new();
+        let named = [
+            ("root", &policy.root_keys[0]),
+            ("root", &policy.root_keys[1]),
+            ("availability", &policy.availability_key),
+        ];
+        for (kind, path) in named {
+            let kek = read_key_file(path).map_err(|e| StoreError::KeyUnavailable {
+                policy: policy.name.clone(),
+                tried: vec![format!("{kind} key {}: {e}", path.display())],
+            })?;
+            wraps.push(WrapRow {
+                kind: kind.into(),
+                key_id: kek.id(),
+                wrapped: kek.wrap(key)?,
+            });
+        }
+        Ok(wraps)
+    }
+
+    /// The active policy key of `policy`, created on first use; refused once revoked.
+    pub fn current_policy_key(
+        &self,
+        c: &Connection,
+        policy: &str,
+        reason: &str,
+    ) -> Result<(PolicyKeyRow, SecretKey), StoreError> {
+        if let Some(pk) = index::active_policy_key(c, policy)? {
+            let key = self.policy_key(c, &pk, reason)?;
+            return Ok((pk, key));
+        }
+        if index::policy_revoked(c, policy)? {
+            return Err(StoreError::Revoked {
+                policy: policy.to_string(),
+                what: "new mail cannot be stored under it; assign another policy".into(),
+            });
+        }
+        self.create_policy_key(c, policy, reason)
+    }
+
+    /// Makes a new generation of a policy key (first use or rotation).
+    pub fn create_policy_key(
+        &self,
+        c: &Connection,
+        policy: &str,
+        reason: &str,
+    ) -> Result<(PolicyKeyRow, SecretKey), StoreError> {
+        let key = SecretKey::generate()?;
+        let wraps = self.wrap_policy_key(self.policy(policy)?, &key)?;
+        let pk = index::insert_policy_key(c, policy, &wraps)?;
+        self.record(
+            c,
+            "policy-key-create",
+            policy,
+            "",
+            &format!("generation {} ({reason})", pk.generation),
+        )?;
+        if let Ok(mut m) = self.policy_keys.lock() {
+            m.insert(pk.id, key.clone());
+        }
+        Ok((pk, key))
+    }
+
+    /// The plaintext key of a mailbox key row (cached); a revoked row is a clear error.
+    pub fn mailbox_key(
+        &self,
+        c: &Connection,
+        row: &MailboxKeyRow,
+        reason: &str,
+    ) -> Result<SecretKey, StoreError> {
+        let (Some(pk_id), Some(wrapped), "active") =
+            (row.policy_key_id, row.wrapped.as_ref(), row.state.as_str())
+        else {
+            let policy = row
+                .policy_key_id
+                .and_then(|id| index::policy_key(c, id).ok().flatten())
+                .map(|pk| pk.policy)
+                .unwrap_or_default();
+            return Err(StoreError::Revoked {
+                policy,
+                what: format!("the key of mailbox {} was destroyed", row.mailbox),
+            });
+        };
+        if let Some(k) = self
+            .mailbox_keys
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&row.id).cloned())
+        {
+            return Ok(k);
+        }
+        let pk = index::policy_key(c, pk_id)?.ok_or_else(|| {
+            StoreError::Index(format!("mailbox key {} has no policy key", row.id))
+        })?;
+        let pkey = self.policy_key(c, &pk, reason)?;
+        let key = pkey.unwrap_key(wrapped).map_err(|_| {
+            StoreError::Integrity(format!(
+                "the key of mailbox {} does not unwrap under policy {} (index altered?)",
+                row.mailbox, pk.policy
+            ))
+        })?;
+        if let Ok(mut m) = self.mailbox_keys.lock() {
+            m.insert(row.id, key.clone());
+        }
+        Ok(key)
+    }
+
+    /// A new mailbox key under `policy`; returns its row id and the key.
+    pub fn new_mailbox_key(
+        &self,
+        c: &Connection,
+        mailbox: &str,
+        policy: &str,
+        reason: &str,
+    ) -> Result<(i64, SecretKey), StoreError> {
+        let (pk, pkey) = self.current_policy_key(c, policy, reason)?;
+        let key = SecretKey::generate()?;
+        let id = index::insert_mailbox_key(c, mailbox, pk.id, &pkey.wrap(&key)?)?;
+        if let Ok(mut m) = self.mailbox_keys.lock() {
+            m.insert(id, key.clone());
+        }
+        Ok((id, key))
+    }
+}

@@ -1,0 +1,467 @@
+//! Store operations behind `sealpost store …` and `mailbox export`: key rotations and moves that
+//! re-wrap keys without touching content, reencrypt, crypto-shred, verify, audit verify, export.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use super::audit::AuditReport;
+use super::crypto::SecretKey;
+use super::encrypted::EncryptedStore;
+use super::index::{self, MailboxKeyRow};
+use super::keyfile::read_key_file;
+use super::{write_maildir_message, MailStore, StoreError};
+use crate::config::PolicyRef;
+
+/// Progress of a long operation (the CLI draws a bar; tests pass `NoProgress`).
+pub trait Progress {
+    fn begin(&self, what: &str, total: u64);
+    fn step(&self);
+    fn finish(&self);
+}
+
+/// Reports nothing.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn begin(&self, _: &str, _: u64) {}
+    fn step(&self) {}
+    fn finish(&self) {}
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct PolicyRotation {
+    pub old_generation: i64,
+    pub new_generation: i64,
+    pub mailbox_keys: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct RootRotation {
+    pub generation: i64,
+    pub old_key_id: String,
+    pub new_key_id: String,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct PolicyMove {
+    /// The policy the mailbox key was under ("none" if it had no key).
+    pub from: String,
+    pub to: String,
+    /// Messages of the mailbox still stored in clear (until `reencrypt`).
+    pub plain_messages: u64,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reencryption {
+    pub mailboxes_moved: u64,
+    pub messages_encrypted: u64,
+    /// Mailboxes that could not be moved (e.g. their configured policy was revoked): `addr: why`.
+    pub skipped: Vec<String>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Revocation {
+    pub generations: u64,
+    pub mailbox_keys: u64,
+    /// Messages that can no longer be read.
+    pub messages: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Verification {
+    pub checked: u64,
+    pub ok: u64,
+    /// Messages failing authentication: `mailbox id: problem`.
+    pub failures: Vec<String>,
+    /// Messages whose keys are revoked or unavailable.
+    pub unreadable: Vec<String>,
+    /// Blob files no index row refers to.
+    pub orphans: Vec<String>,
+}
+
+fn policy_of(c: &rusqlite::Connection, row: &MailboxKeyRow) -> Result<String, StoreError> {
+    Ok(match row.policy_key_id {
+        Some(id) => index::policy_key(c, id)?
+            .map(|pk| pk.policy)
+            .unwrap_or_default(),
+        None => "none".into(),
+    })
+}
+
+/// `store policy rotate NAME`: a new policy key; every mailbox key under the old one is re-wrapped,
+/// then the old one's wraps are destroyed. No message content is touched.
+pub fn rotate_policy(
+    store: &EncryptedStore,
+    name: &str,
+    progress: &dyn Progress,
+) -> Result<PolicyRotation, StoreError> {
+    let mut c = store.conn()?;
+    let tx = c.transaction()?;
+    let old = index::active_policy_key(&tx, name)?.ok_or_else(|| {
+        StoreError::Policy(format!(
+            "policy {name} has no key yet (no mailbox was stored under it)"
+        ))
+    })?;
+    let old_key = store.keyring.policy_key(&tx, &old, "store policy rotate")?;
+    let (new, new_key) = store
+        .keyring
+        .create_policy_key(&tx, name, "store policy rotate")?;
+    let rows = index::mailbox_keys_under(&tx, old.id)?;
+    progress.begin("re-wrapping mailbox keys", rows.len() as u64);
+    for row in &rows {
+        let wrapped = row.wrapped.as_deref().unwrap_or_default();
+        let mkey = old_key.unwrap_key(wrapped).map_err(|_| {
+            StoreError::Integrity(format!(
+                "the key of mailbox {} does not unwrap",
+                row.mailbox
+            ))
+        })?;
+        index::rewrap_mailbox_key(&tx, row.id, new.id, &new_key.wrap(&mkey)?)?;
+        progress.step();
+    }
+    index::retire_policy_key(&tx, old.id)?;
+    store.keyring.record(
+        &tx,
+        "policy-rotate",
+        name,
+        "",
+        &format!(
+            "generation {} -> {}; {} mailbox key(s) re-wrapped; old policy key destroyed",
+            old.generation,
+            new.generation,
+            rows.len()
+        ),
+    )?;
+    tx.commit()?;
+    progress.finish();
+    Ok(PolicyRotation {
+        old_generation: old.generation,
+        new_generation: new.generation,
+        mailbox_keys: rows.len() as u64,
+    })
+}
+
+/// `store root rotate NAME --old F --new F`: re-wraps the policy key under a new root key in place
+/// of the old one. The configuration must then name the new file.
+pub fn rotate_root(
+    store: &EncryptedStore,
+    name: &str,
+    old: &Path,
+    new: &Path,
+) -> Result<RootRotation, StoreError> {
+    let load = |p: &Path| {
+        read_key_file(p).map_err(|e| StoreError::Policy(format!("{}: {e}", p.display())))
+    };
+    let (old_key, new_key) = (load(old)?, load(new)?);
+    let mut c = store.conn()?;
+    let tx = c.transaction()?;
+    let pk = index::active_policy_key(&tx, name)?
+        .ok_or_else(|| StoreError::Policy(format!("policy {name} has no key yet")))?;
+    let wraps = index::wraps(&tx, pk.id)?;
+    let ids: Vec<&str> = wraps.iter().map(|w| w.key_id.as_str()).collect();
+    if ids.contains(&new_key.id().as_str()) {
+        return Err(StoreError::Policy(format!(
+            "{} is already a key of policy {name}",
+            new.display()
+        )));
+    }
+    let wrap = wraps
+        .iter()
+        .find(|w| w.kind == "root" && w.key_id == old_key.id())
+        .ok_or_else(|| {
+            StoreError::Policy(format!(
+                "{} (key id {}) is not a root key of policy {name} (its keys: {})",
+                old.display(),
+                old_key.id(),
+                ids.join(", ")
+            ))
+        })?;
+    let pkey = old_key.unwrap_key(&wrap.wrapped).map_err(|_| {
+        StoreError::Integrity(format!(
+            "the policy key of {name} does not unwrap under {}",
+            old.display()
+        ))
+    })?;
+    let (old_id, new_id) = (old_key.id(), new_key.id());
+    store.keyring.record(
+        &tx,
+        "policy-key-unwrap",
+        name,
+        &format!("root {} {old_id}", old.display()),
+        "store root rotate",
+    )?;
+    index::replace_root_wrap(&tx, pk.id, &old_id, &new_id, &new_key.wrap(&pkey)?)?;
+    store.keyring.record(
+        &tx,
+        "root-rotate",
+        name,
+        &format!("root {} {new_id}", new.display()),
+        &format!("root key {old_id} replaced by {new_id}"),
+    )?;
+    tx.commit()?;
+    Ok(RootRotation {
+        generation: pk.generation,
+        old_key_id: old_id,
+        new_key_id: new_id,
+    })
+}
+
+/// Puts a mailbox's key under `policy` (re-wrap, or a new key when it has none). Inside `tx`.
+fn move_mailbox(
+    store: &EncryptedStore,
+    tx: &rusqlite::Connection,
+    mailbox: &str,
+    policy: &str,
+    reason: &str,
+) -> Result<(String, i64, SecretKey), StoreError> {
+    store.keyring.policy(policy)?;
+    match index::current_mailbox_key(tx, mailbox)? {
+        Some(row) if row.state == "active" => {
+            let from = policy_of(tx, &row)?;
+            let mkey = store.keyring.mailbox_key(tx, &row, reason)?;
+            let (pk, pkey) = store.keyring.current_policy_key(tx, policy, reason)?;
+            if row.policy_key_id != Some(pk.id) {
+                index::rewrap_mailbox_key(tx, row.id, pk.id, &pkey.wrap(&mkey)?)?;
+            }
+            Ok((from, row.id, mkey))
+        }
+        _ => {
+            let (id, key) = store.keyring.new_mailbox_key(tx, mailbox, policy, reason)?;
+            Ok(("none".into(), id, key))
+        }
+    }
+}
+
+/// `store mailbox set-policy ADDR NAME`: re-wraps one mailbox key under another policy.
+pub fn set_policy(
+    store: &EncryptedStore,
+    mailbox: &str,
+    policy: &str,
+) -> Result<PolicyMove, StoreError> {
+    if policy == "none" {
+        return Err(StoreError::Policy(
+            "set-policy only moves mailboxes onto a policy; \"none\" would leave keys without protection".into(),
+        ));
+    }
+    let mailbox = mailbox.to_ascii_lowercase();
+    let mut c = store.conn()?;
+    let tx = c.transaction()?;
+    if store.configured_policy(&mailbox).is_none()
+        && index::current_mailbox_key(&tx, &mailbox)?.is_none()
+        && index::count(&tx, &mailbox)? == 0
+    {
+        return Err(StoreError::NoSuchMailbox(mailbox));
+    }
+    let reason = format!("store mailbox set-policy {mailbox} {policy}");
+    let (from, _, _) = move_mailbox(store, &tx, &mailbox, policy, &reason)?;
+    let plain = index::messages(&tx, &mailbox)?
+        .iter()
+        .filter(|m| m.mailbox_key_id.is_none())
+        .count() as u64;
+    store.keyring.record(
+        &tx,
+        "set-policy",
+        policy,
+        "",
+        &format!("{mailbox}: {from} -> {policy}"),
+    )?;
+    tx.commit()?;
+    Ok(PolicyMove {
+        from,
+        to: policy.to_string(),
+        plain_messages: plain,
+    })
+}
+
+/// `store reencrypt`: moves every mailbox onto its configured policy (re-wrapping its key) and
+/// encrypts messages still stored in clear. The only operation that rewrites content.
+pub fn reencrypt(
+    store: &EncryptedStore,
+    progress: &dyn Progress,
+) -> Result<Reencryption, StoreError> {
+    let mut report = Reencryption::default();
+    for (mailbox, configured) in &store.mailboxes {
+        let PolicyRef::Named(policy) = configured else {
+            continue;
+        };
+        let reason = format!("store reencrypt {mailbox}");
+        let (mk_id, mkey, plain) = {
+            let mut c = store.conn()?;
+            let tx = c.transaction()?;
+            let before = index::current_mailbox_key(&tx, mailbox)?;
+            let plain: Vec<_> = index::messages(&tx, mailbox)?
+                .into_iter()
+                .filter(|m| m.mailbox_key_id.is_none())
+                .collect();
+            let current = match &before {
+                Some(row) if row.state == "active" => Some(policy_of(&tx, row)?),
+                _ => None,
+            };
+            let aligned = current.as_deref().is_none_or(|c| c == policy.as_str());
+            if aligned && plain.is_empty() {
+                continue; // nothing stored in clear, nothing under another policy
+            }
+            let (from, mk_id, mkey) = match move_mailbox(store, &tx, mailbox, policy, &reason) {
+                Ok(moved) => moved,
+                Err(
+                    e @ (StoreError::Revoked { .. }
+                    | StoreError::KeyUnavailable { .. }
+                    | StoreError::Policy(_)),
+                ) => {
+                    report.skipped.push(format!("{mailbox}: {e}"));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if from != *policy {
+                report.mailboxes_moved += 1;
+                store.keyring.record(
+                    &tx,
+                    "reencrypt",
+                    policy,
+                    "",
+                    &format!("{mailbox}: {from} -> {policy}"),
+                )?;
+            }
+            tx.commit()?;
+            (mk_id, mkey, plain)
+        };
+        progress.begin(&format!("encrypting {mailbox}"), plain.len() as u64);
+        for row in plain {
+            let bytes = store.open_message(&row, None)?;
+            let (framed, mut new) =
+                EncryptedStore::seal_message(&row.id, mailbox, &bytes, Some((mk_id, &mkey)))?;
+            new.seq = row.seq;
+            new.received = row.received;
+            new.flags = row.flags;
+            store.blobs.write(&new.blob, &framed)?;
+            if let Err(e) = index::update_message_crypto(&*store.conn()?, &new) {
+                let _ = store.blobs.remove(&new.blob);
+                return Err(e);
+            }
+            store.blobs.remove(&row.blob)?;
+            report.messages_encrypted += 1;
+            progress.step();
+        }
+        progress.finish();
+    }
+    if report.messages_encrypted > 0 {
+        // The plain metadata of the old rows must not survive in the WAL's old page images.
+        index::checkpoint(&*store.conn()?)?;
+    }
+    Ok(report)
+}
+
+/// `store policy revoke NAME`: destroys every wrap of the policy's keys and of the mailbox keys
+/// under it (crypto-shred). With `confirm = false` nothing changes and the counts are a preview.
+pub fn revoke_policy(
+    store: &EncryptedStore,
+    name: &str,
+    confirm: bool,
+) -> Result<Revocation, StoreError> {
+    let mut c = store.conn()?;
+    let tx = c.transaction()?;
+    let (generations, mailbox_keys, messages) = index::revoke_policy(&tx, name)?;
+    if generations == 0 {
+        return Err(StoreError::Policy(format!(
+            "policy {name} has no live key in this store (never used, or already revoked)"
+        )));
+    }
+    let report = Revocation {
+        generations,
+        mailbox_keys,
+        messages,
+    };
+    if !confirm {
+        return Ok(report); // dropping the transaction rolls it back
+    }
+    store.keyring.record(
+        &tx,
+        "policy-revoke",
+        name,
+        "",
+        &format!("{mailbox_keys} mailbox key(s) destroyed; {messages} message(s) unreadable"),
+    )?;
+    tx.commit()?;
+    index::checkpoint(&c)?;
+    store.keyring.forget();
+    Ok(report)
+}
+
+/// `store verify`: authenticates every message and looks for blobs nobody refers to.
+pub fn verify(store: &EncryptedStore, progress: &dyn Progress) -> Result<Verification, StoreError> {
+    let rows = index::all_messages(&*store.conn()?)?;
+    let mut report = Verification::default();
+    let mut keys: HashMap<i64, Result<SecretKey, String>> = HashMap::new();
+    progress.begin("verifying messages", rows.len() as u64);
+    for row in &rows {
+        report.checked += 1;
+        let key = match row.mailbox_key_id {
+            None => Ok(None),
+            Some(id) => match keys.get(&id) {
+                Some(k) => k.clone().map(Some),
+                None => {
+                    let k = store
+                        .message_key(&*store.conn()?, row, "store verify")
+                        .map_err(|e| e.to_string());
+                    let k = k.and_then(|k| k.ok_or_else(|| "no key".to_string()));
+                    keys.insert(id, k.clone());
+                    k.map(Some)
+                }
+            },
+        };
+        match key {
+            Err(e) => report
+                .unreadable
+                .push(format!("{} {}: {e}", row.mailbox, row.id)),
+            Ok(k) => match store.open_message(row, k.as_ref()) {
+                Ok(_) => report.ok += 1,
+                Err(e) => report
+                    .failures
+                    .push(format!("{} {}: {e}", row.mailbox, row.id)),
+            },
+        }
+        progress.step();
+    }
+    progress.finish();
+    let referenced: HashSet<&str> = rows.iter().map(|r| r.blob.as_str()).collect();
+    report.orphans = store
+        .blobs
+        .list()?
+        .into_iter()
+        .filter(|b| !referenced.contains(b.as_str()))
+        .collect();
+    Ok(report)
+}
+
+/// `store audit verify`: the hash chain, and its newest line against the index's anchor.
+pub fn verify_audit(store: &EncryptedStore) -> Result<AuditReport, StoreError> {
+    let anchor = index::anchor(&*store.conn()?)?;
+    store.keyring.audit_log().verify(anchor.as_ref())
+}
+
+/// `mailbox export`: writes every readable message of a mailbox into a standard Maildir.
+/// Returns (messages written, problems with the others).
+pub fn export(
+    store: &EncryptedStore,
+    mailbox: &str,
+    maildir: &Path,
+    progress: &dyn Progress,
+) -> Result<(u64, Vec<String>), StoreError> {
+    let rows = store.rows(mailbox)?;
+    let (mut written, mut problems) = (0, Vec::new());
+    progress.begin("exporting", rows.len() as u64);
+    for row in rows {
+        match store.read(mailbox, &row.id) {
+            Ok(bytes) => {
+                let name = format!("{}.{}.sealpost", row.received, row.id);
+                write_maildir_message(maildir, &name, &bytes)?;
+                written += 1;
+            }
+            Err(e) => problems.push(format!("{}: {e}", row.id)),
+        }
+        progress.step();
+    }
+    progress.finish();
+    Ok((written, problems))
+}
