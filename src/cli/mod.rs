@@ -2,6 +2,7 @@
 
 mod bench;
 mod check_config;
+mod decrypt;
 mod demo;
 mod keys;
 mod mailbox;
@@ -55,6 +56,8 @@ pub enum Command {
     Mailbox(mailbox::MailboxArgs),
     /// Generate keys and certificates.
     Keys(keys::KeysArgs),
+    // about / long_about live on DecryptArgs (src/cli/decrypt.rs).
+    Decrypt(decrypt::DecryptArgs),
     /// Measure throughput (see `sealpost bench relay --help`).
     Bench(bench::BenchArgs),
 }
@@ -95,6 +98,7 @@ pub fn main() -> ExitCode {
         Command::Queue(args) => queue::run(args),
         Command::Mailbox(args) => mailbox::run(args),
         Command::Keys(args) => keys::run(args),
+        Command::Decrypt(args) => decrypt::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {
