@@ -55,7 +55,10 @@ fn main() {
         .collect();
     let min = Duration::from_secs(2);
 
-    println!("S/MIME encryption (RSA-2048 recipients, one thread, {}s per case)", min.as_secs());
+    println!(
+        "S/MIME encryption (RSA-2048 recipients, one thread, {}s per case)",
+        min.as_secs()
+    );
     println!(
         "{:<10} {:>5} {:<24} {:>12} {:>10}",
         "message", "rcpts", "options", "messages/s", "MB/s"

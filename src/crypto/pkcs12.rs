@@ -262,27 +262,28 @@ fn pkcs12_kdf(
     len: usize,
 ) -> Zeroizing<Vec<u8>> {
     let (u, v) = (hash.output_len(), hash.block_len());
-    let fill = |src: &[u8]| -> Vec<u8> {
+    let fill = |src: &[u8]| -> Zeroizing<Vec<u8>> {
         if src.is_empty() {
-            return Vec::new();
+            return Zeroizing::new(Vec::new());
         }
         let n = v * src.len().div_ceil(v);
-        src.iter().copied().cycle().take(n).collect()
+        Zeroizing::new(src.iter().copied().cycle().take(n).collect())
     };
     let d = vec![id; v];
-    let mut i = Zeroizing::new(fill(salt));
+    let mut i = fill(salt);
     i.extend_from_slice(&fill(password));
     let mut out = Zeroizing::new(Vec::with_capacity(len + u));
     while out.len() < len {
         let mut ctx = digest::Context::new(hash);
         ctx.update(&d);
         ctx.update(&i);
-        let mut a = ctx.finish().as_ref().to_vec();
+        let mut a = Zeroizing::new(ctx.finish().as_ref().to_vec());
         for _ in 1..rounds {
-            a = digest::digest(hash, &a).as_ref().to_vec();
+            let next = digest::digest(hash, &a);
+            a.copy_from_slice(next.as_ref());
         }
         out.extend_from_slice(&a);
-        let b: Vec<u8> = a.iter().copied().cycle().take(v).collect();
+        let b: Zeroizing<Vec<u8>> = Zeroizing::new(a.iter().copied().cycle().take(v).collect());
         for block in i.chunks_mut(v) {
             // block = (block + b + 1) mod 2^(8v)
             let mut carry = 1u16;

@@ -337,15 +337,15 @@ impl Content {
 /// AES-256-CBC with a random IV: returns the algorithm identifier and the ciphertext.
 pub(crate) fn encrypt_cbc(
     cek: &[u8],
-    plaintext: &[u8],
+    plaintext: Vec<u8>,
 ) -> Result<(AlgorithmIdentifierOwned, Vec<u8>), SmimeError> {
     let key = UnboundCipherKey::new(&AES_256, cek)
         .and_then(PaddedBlockEncryptingKey::cbc_pkcs7)
         .map_err(|_| crypto("AES key"))?;
     let mut iv = [0u8; 16];
     aws_lc_rs::rand::fill(&mut iv).map_err(|_| crypto("random IV"))?;
-    let mut buf = Vec::with_capacity(plaintext.len() + 16);
-    buf.extend_from_slice(plaintext);
+    let mut buf = plaintext;
+    buf.reserve(16);
     key.less_safe_encrypt(&mut buf, EncryptionContext::Iv128(iv.into()))
         .map_err(|_| crypto("AES-CBC"))?;
     let iv = OctetString::new(iv.to_vec()).map_err(|_| crypto("IV"))?;
@@ -360,13 +360,13 @@ pub(crate) fn encrypt_cbc(
 /// identifier, the ciphertext and the 16-byte tag.
 pub(crate) fn encrypt_gcm(
     cek: &[u8],
-    plaintext: &[u8],
+    plaintext: Vec<u8>,
 ) -> Result<(AlgorithmIdentifierOwned, Vec<u8>, Vec<u8>), SmimeError> {
     let key = UnboundKey::new(&aead::AES_256_GCM, cek).map_err(|_| crypto("AES key"))?;
     let key = LessSafeKey::new(key);
     let mut nonce = [0u8; 12];
     aws_lc_rs::rand::fill(&mut nonce).map_err(|_| crypto("random nonce"))?;
-    let mut buf = plaintext.to_vec();
+    let mut buf = plaintext;
     let tag = key
         .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut buf)
         .map_err(|_| crypto("AES-GCM"))?;
@@ -419,12 +419,12 @@ mod tests {
     #[test]
     fn content_round_trips_and_detects_changes() {
         let cek = [7u8; 32];
-        let (ai, ct) = encrypt_cbc(&cek, b"hello world").unwrap();
+        let (ai, ct) = encrypt_cbc(&cek, b"hello world".to_vec()).unwrap();
         let c = Content::from_identifier(&ai, false).unwrap();
         assert_eq!(c.decrypt(&cek, &ct, &[], &[]).unwrap(), b"hello world");
         assert!(Content::from_identifier(&ai, true).is_err());
 
-        let (ai, mut ct, tag) = encrypt_gcm(&cek, b"hello world").unwrap();
+        let (ai, mut ct, tag) = encrypt_gcm(&cek, b"hello world".to_vec()).unwrap();
         let c = Content::from_identifier(&ai, true).unwrap();
         assert_eq!(c.key_len(), 32);
         assert_eq!(c.decrypt(&cek, &ct, &tag, &[]).unwrap(), b"hello world");

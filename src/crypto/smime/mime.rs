@@ -139,7 +139,7 @@ impl Parts<'_> {
 
     /// The entity to encrypt: the Content-* fields as they were, the empty line, the body.
     pub fn inner_entity(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.body.len() + 256);
+        let mut out = Vec::with_capacity(self.body.len() + 1024);
         for f in self.fields.iter().filter(|f| f.is_content()) {
             push_field(&mut out, f.raw, self.eol);
         }
@@ -156,8 +156,8 @@ impl Parts<'_> {
     /// CMS structure in base64 lines of 76 characters.
     pub fn outer_message(&self, smime_type: &str, der: &[u8]) -> Vec<u8> {
         let eol = self.eol;
-        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-        let mut out = Vec::with_capacity(b64.len() + b64.len() / 38 + 1024);
+        let b64_len = der.len().div_ceil(3) * 4;
+        let mut out = Vec::with_capacity(b64_len + b64_len / 38 + 1024);
         for f in self.fields.iter().filter(|f| !f.is_content()) {
             push_field(&mut out, f.raw, eol);
         }
@@ -175,8 +175,18 @@ impl Parts<'_> {
         line("Content-Disposition: attachment; filename=smime.p7m");
         line("Content-Transfer-Encoding: base64");
         line("");
-        for chunk in b64.as_bytes().chunks(76) {
-            out.extend_from_slice(chunk);
+        // 57 bytes make one 76-character line; encode straight into the output.
+        let engine = &base64::engine::general_purpose::STANDARD;
+        for chunk in der.chunks(57) {
+            let start = out.len();
+            out.resize(start + 76, 0);
+            match engine.encode_slice(chunk, &mut out[start..]) {
+                Ok(n) => out.truncate(start + n),
+                Err(_) => {
+                    out.truncate(start);
+                    out.extend_from_slice(engine.encode(chunk).as_bytes());
+                }
+            }
             out.extend_from_slice(eol);
         }
         out

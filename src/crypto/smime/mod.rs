@@ -149,7 +149,7 @@ pub fn encrypt_message(
     }
     let parts = mime::split(message);
     let inner = parts.inner_entity();
-    let der = seal::seal(&inner, recipients, opts)?;
+    let der = seal::seal(inner, recipients, opts)?;
     let smime_type = match opts.algorithm {
         ContentAlgorithm::Aes256Cbc => "enveloped-data",
         ContentAlgorithm::Aes256Gcm => "authEnveloped-data",

@@ -3,13 +3,13 @@
 //! `EnvelopedData` (CBC) or `AuthEnvelopedData` (GCM), DER-encoded inside a `ContentInfo`.
 
 use cms::authenveloped_data::AuthEnvelopedData;
-use cms::content_info::{CmsVersion, ContentInfo};
+use cms::content_info::CmsVersion;
 use cms::enveloped_data::{
     EncryptedContentInfo, EnvelopedData, KeyTransRecipientInfo, RecipientIdentifier, RecipientInfo,
     RecipientInfos,
 };
-use der::asn1::OctetString;
-use der::{Any, Encode};
+use der::asn1::{ObjectIdentifier, OctetString};
+use der::{Encode, Sequence};
 use zeroize::Zeroizing;
 
 use super::alg::{
@@ -18,13 +18,29 @@ use super::alg::{
 };
 use super::{ContentAlgorithm, RecipientCert, SmimeError, SmimeOptions};
 
+/// `ContentInfo` holding `EnvelopedData`, encoded in one pass (no intermediate `Any` copy).
+#[derive(Sequence)]
+struct EnvelopedContentInfo {
+    content_type: ObjectIdentifier,
+    #[asn1(context_specific = "0", tag_mode = "EXPLICIT")]
+    content: EnvelopedData,
+}
+
+/// `ContentInfo` holding `AuthEnvelopedData`.
+#[derive(Sequence)]
+struct AuthEnvelopedContentInfo {
+    content_type: ObjectIdentifier,
+    #[asn1(context_specific = "0", tag_mode = "EXPLICIT")]
+    content: AuthEnvelopedData,
+}
+
 fn der_err(e: der::Error) -> SmimeError {
     SmimeError::Crypto(format!("DER encoding: {e}"))
 }
 
 /// Encrypts `inner` for every recipient and returns the DER `ContentInfo`.
 pub(crate) fn seal(
-    inner: &[u8],
+    inner: Vec<u8>,
     recipients: &[RecipientCert],
     opts: &SmimeOptions,
 ) -> Result<Vec<u8>, SmimeError> {
@@ -51,10 +67,10 @@ pub(crate) fn seal(
     }
     let recip_infos = RecipientInfos::try_from(infos).map_err(der_err)?;
 
-    let (content_type, content) = match opts.algorithm {
+    match opts.algorithm {
         ContentAlgorithm::Aes256Cbc => {
             let (alg, ciphertext) = encrypt_cbc(cek.as_ref(), inner)?;
-            let data = EnvelopedData {
+            let content = EnvelopedData {
                 version: CmsVersion::V0,
                 originator_info: None,
                 recip_infos,
@@ -65,11 +81,16 @@ pub(crate) fn seal(
                 },
                 unprotected_attrs: None,
             };
-            (ID_ENVELOPED_DATA, Any::encode_from(&data).map_err(der_err)?)
+            EnvelopedContentInfo {
+                content_type: ID_ENVELOPED_DATA,
+                content,
+            }
+            .to_der()
+            .map_err(der_err)
         }
         ContentAlgorithm::Aes256Gcm => {
             let (alg, ciphertext, tag) = encrypt_gcm(cek.as_ref(), inner)?;
-            let data = AuthEnvelopedData {
+            let content = AuthEnvelopedData {
                 version: CmsVersion::V0,
                 originator_info: None,
                 recip_infos,
@@ -82,16 +103,12 @@ pub(crate) fn seal(
                 mac: OctetString::new(tag).map_err(der_err)?,
                 unauth_attrs: None,
             };
-            (
-                ID_AUTH_ENVELOPED_DATA,
-                Any::encode_from(&data).map_err(der_err)?,
-            )
+            AuthEnvelopedContentInfo {
+                content_type: ID_AUTH_ENVELOPED_DATA,
+                content,
+            }
+            .to_der()
+            .map_err(der_err)
         }
-    };
-    ContentInfo {
-        content_type,
-        content,
     }
-    .to_der()
-    .map_err(der_err)
 }

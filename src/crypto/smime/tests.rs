@@ -237,6 +237,7 @@ fn mangled_input_never_panics_nor_decrypts() {
     let bob = key("bob@fabrikam.test", true);
     let inner = open::open(&der, &bob).unwrap();
     let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut refused = 0;
     for _ in 0..400 {
         state ^= state << 13;
         state ^= state >> 7;
@@ -246,10 +247,13 @@ fn mangled_input_never_panics_nor_decrypts() {
         m[i] ^= (state >> 32) as u8 | 1;
         let r =
             mime::extract_cms(&with_payload(&sealed, &m)).and_then(|(_, d)| open::open(&d, &bob));
-        if let Ok(plain) = r {
-            assert_eq!(plain, inner, "changed byte {i} decrypted to something else");
+        match r {
+            Ok(plain) => assert_eq!(plain, inner, "changed byte {i} decrypted to something else"),
+            Err(_) => refused += 1,
         }
     }
+    // Only the other recipient's info (about a third of the bytes) may change harmlessly.
+    assert!(refused > 200, "only {refused} of 400 changes were refused");
 }
 
 #[test]
