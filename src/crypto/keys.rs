@@ -257,7 +257,7 @@ mod tests {
         let pkcs8 = key.as_der().unwrap();
         let pkcs8 = pkcs8.as_ref();
         // Pull the PKCS#1 key out of the PKCS#8 envelope and wrap it again.
-        let info = pkcs8::PrivateKeyInfoRef::from_der(pkcs8).unwrap();
+        let info = PrivateKeyInfo::from_der(pkcs8).unwrap();
         let pkcs1 = info.private_key.as_bytes();
         let rewrapped = pkcs1_to_pkcs8(pkcs1).unwrap();
         let a = DecryptKey::from_pkcs8(pkcs8, None).unwrap();
