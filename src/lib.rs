@@ -5,6 +5,7 @@ pub mod app;
 pub mod cleanup;
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod delivery;
 pub mod dns;
 pub mod queue;

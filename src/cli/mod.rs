@@ -2,6 +2,7 @@
 
 mod bench;
 mod check_config;
+mod decrypt;
 mod demo;
 mod keys;
 mod mailbox;
@@ -60,6 +61,8 @@ pub enum Command {
     /// Operate the encrypted mailbox store: rotate keys, move mailboxes, reencrypt, revoke,
     /// verify, check the audit log.
     Store(store::StoreArgs),
+    // about / long_about live on DecryptArgs (src/cli/decrypt.rs).
+    Decrypt(decrypt::DecryptArgs),
     /// Measure throughput (see `sealpost bench relay --help`).
     Bench(bench::BenchArgs),
     /// Check the transport rules, or show what they would do to a message (nothing is sent).
@@ -107,6 +110,7 @@ pub fn main() -> ExitCode {
         Command::Mailbox(args) => mailbox::run(args),
         Command::Keys(args) => keys::run(args),
         Command::Store(args) => store::run(args),
+        Command::Decrypt(args) => decrypt::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Rules(args) => rules::run(args),
     };

@@ -1,0 +1,217 @@
+//! `sealpost decrypt`: open an S/MIME encrypted message with a private key, without any server.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use zeroize::Zeroizing;
+
+use crate::crypto::smime::{decrypt_message, DecryptError, DecryptKey};
+
+const LONG_ABOUT: &str = "\
+Decrypt an S/MIME encrypted message (application/pkcs7-mime; smime-type=enveloped-data or
+authEnveloped-data) and write the original message: the outer routing header fields (From, To,
+Subject, Date, Received, ...) followed by the decrypted entity (its Content-* fields and body),
+ready for any mail reader. A bare .p7m file (DER, BER or PEM) gives the decrypted entity alone.
+
+Messages from sealpost and OpenSSL (including -stream output) open, as do other clients' that
+use these algorithms: RSA key transport with OAEP (SHA-1/256/384/512) or PKCS#1 v1.5; content in
+AES-128/192/256-CBC (EnvelopedData) or AES-GCM (AuthEnvelopedData). RSA decryption is done in
+constant time by aws-lc-rs. 3DES and RC2 content is refused as unsupported.
+
+KEYS
+  --key KEY.pem takes an unencrypted RSA key in PEM (\"PRIVATE KEY\" or \"RSA PRIVATE KEY\") or
+  DER. With --cert (or a certificate in the key file) the message's recipient list is matched
+  against the certificate: a message for someone else is reported as such, and a message for
+  you that does not decrypt is reported as altered. Without a certificate the key is tried on
+  every recipient of its size, and a failure cannot say whether the key is wrong or the message
+  damaged (RFC 3218: no padding oracle).
+  --pkcs12 FILE takes a PKCS#12 (.p12/.pfx) file protected with PBES2/AES, as OpenSSL 3 and
+  current Windows write it; its password is the first line of --password-file (empty if not
+  given). The certificate inside is used like --cert.
+
+OUTPUT
+  The message goes to standard output, or with --out to FILE (mode 0600), written to a
+  temporary file first and renamed into place. On any error nothing is written.";
+
+const AFTER_LONG_HELP: &str = "\
+EXIT STATUS
+  0  decrypted
+  1  input, output or other I/O error
+  2  usage error
+  3  not encrypted: the input is not an S/MIME encrypted message
+  4  not for this key: the message is encrypted for other recipients (they are listed)
+  5  wrong key: the key does not open the message (or, without --cert, it is damaged)
+  6  altered: the message names this key but its content does not decrypt or authenticate
+  7  corrupted or truncated input (bad base64 or CMS structure)
+  8  unsupported algorithm (e.g. 3DES or RC2 content, legacy PKCS#12)
+  9  key, certificate or PKCS#12 file unusable (unreadable, wrong password, mismatched)
+
+EXAMPLES
+  sealpost decrypt message.eml --key bob.key --cert bob.crt > clear.eml
+  sealpost decrypt --pkcs12 bob.p12 --password-file pw.txt --out clear.eml < message.eml
+  openssl cms -encrypt -aes256 -in part.txt bob.crt | sealpost decrypt --key bob.key";
+
+/// Arguments of `sealpost decrypt`.
+#[derive(Args, Debug)]
+#[command(
+    about = "Decrypt an S/MIME encrypted message with a private key (no server configuration needed)",
+    long_about = LONG_ABOUT,
+    after_long_help = AFTER_LONG_HELP
+)]
+pub struct DecryptArgs {
+    /// The encrypted message; "-" or nothing reads standard input.
+    #[arg(value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// RSA private key, PEM (PKCS#8 or PKCS#1) or DER.
+    #[arg(
+        long,
+        value_name = "KEY.pem",
+        required_unless_present = "pkcs12",
+        conflicts_with = "pkcs12"
+    )]
+    pub key: Option<PathBuf>,
+    /// The key's certificate (PEM or DER), to match the message's recipients exactly.
+    #[arg(long, value_name = "CERT.pem", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// PKCS#12 file holding the key and its certificate, instead of --key.
+    #[arg(long, value_name = "FILE")]
+    pub pkcs12: Option<PathBuf>,
+    /// File whose first line is the PKCS#12 password.
+    #[arg(long, value_name = "F", requires = "pkcs12")]
+    pub password_file: Option<PathBuf>,
+    /// Write the message to FILE instead of standard output (only on success).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// Runs the command: errors of the decryption itself get their own exit codes (see --help);
+/// I/O errors are returned and end with exit code 1.
+pub fn run(args: DecryptArgs) -> anyhow::Result<ExitCode> {
+    let key = match load_key(&args) {
+        Ok(key) => key,
+        Err(e) => return Ok(fail(&e)),
+    };
+    let input = read_input(args.input.as_deref())?;
+    match decrypt_message(&input, &key) {
+        Ok(plain) => {
+            let plain = Zeroizing::new(plain);
+            match &args.out {
+                Some(path) => write_atomically(path, &plain)?,
+                None => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&plain)
+                        .and_then(|_| out.flush())
+                        .context("writing to standard output")?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Ok(fail(&e)),
+    }
+}
+
+fn fail(e: &DecryptError) -> ExitCode {
+    eprintln!("sealpost decrypt: {e}");
+    ExitCode::from(e.exit_code())
+}
+
+fn load_key(args: &DecryptArgs) -> Result<DecryptKey, DecryptError> {
+    match (&args.key, &args.pkcs12) {
+        (Some(key), _) => DecryptKey::from_pem(key, args.cert.as_deref()),
+        (None, Some(p12)) => {
+            let password = match &args.password_file {
+                Some(f) => read_password(f)?,
+                None => Zeroizing::new(String::new()),
+            };
+            DecryptKey::from_pkcs12(p12, &password)
+        }
+        (None, None) => Err(DecryptError::Key("give --key or --pkcs12".into())),
+    }
+}
+
+/// The first line of the file, without its line ending.
+fn read_password(path: &Path) -> Result<Zeroizing<String>, DecryptError> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| DecryptError::Key(format!("{}: {e}", path.display())))?,
+    );
+    let line = text.split('\n').next().unwrap_or("");
+    Ok(Zeroizing::new(
+        line.strip_suffix('\r').unwrap_or(line).to_string(),
+    ))
+}
+
+fn read_input(path: Option<&Path>) -> anyhow::Result<Vec<u8>> {
+    match path {
+        None => read_stdin(),
+        Some(p) if p == Path::new("-") => read_stdin(),
+        Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display())),
+    }
+}
+
+fn read_stdin() -> anyhow::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut buf)
+        .context("reading standard input")?;
+    Ok(buf)
+}
+
+/// Writes `bytes` to a private temporary file beside `path`, syncs it and renames it over `path`.
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("writing {}", path.display()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_is_the_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "s3cret\r\nignored\n").unwrap();
+        assert_eq!(read_password(&f).unwrap().as_str(), "s3cret");
+        std::fs::write(&f, "").unwrap();
+        assert_eq!(read_password(&f).unwrap().as_str(), "");
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("clear.eml");
+        std::fs::write(&out, "old").unwrap();
+        write_atomically(&out, b"new").unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"new");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert!(write_atomically(&dir.path().join("missing/x"), b"x").is_err());
+    }
+}
