@@ -92,15 +92,19 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         .with_connectors(&config)?,
     );
     let wake = Arc::new(Notify::new());
-    let cleanup = Arc::new(
-        Cleanup::new(
-            &config.hostname,
-            spool.clone(),
-            wake.clone(),
-            inbound.clone(),
-        )
-        .with_rules(config.rules.clone(), config.local_domains.clone()),
-    );
+    let mut cleanup = Cleanup::new(
+        &config.hostname,
+        spool.clone(),
+        wake.clone(),
+        inbound.clone(),
+    )
+    .with_rules(config.rules.clone(), config.local_domains.clone());
+    if let Some(dir) = &config.smime_certificate_dir {
+        cleanup = cleanup.with_smime(Arc::new(crate::cleanup::smime::DirectorySmime::new(
+            dir.clone(),
+        )));
+    }
+    let cleanup = Arc::new(cleanup);
     let ctx = Arc::new(ServerContext {
         session: Arc::new(SessionConfig {
             hostname: config.hostname.clone(),

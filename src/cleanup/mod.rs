@@ -3,6 +3,7 @@
 
 pub mod apply;
 mod headers;
+pub mod smime;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};

@@ -26,6 +26,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub connector: RawConnectors,
     pub rules: Option<RawRules>,
+    pub smime: Option<RawSmime>,
     #[serde(default)]
     pub encryption_policy: Vec<super::encryption::RawEncryptionPolicy>,
     pub store: Option<super::encryption::RawStore>,
@@ -172,4 +173,11 @@ pub struct RawInbound {
 #[serde(deny_unknown_fields)]
 pub struct RawRules {
     pub dir: String,
+}
+
+/// `[smime] certificate_dir = "pki/smime"`: recipient certificates for `smime_encrypt`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSmime {
+    pub certificate_dir: String,
 }

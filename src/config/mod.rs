@@ -136,6 +136,8 @@ pub struct Config {
     pub rules_dir: Option<PathBuf>,
     /// The transport rules loaded from `rules_dir` (empty without one).
     pub rules: crate::rules::RuleSet,
+    /// `[smime] certificate_dir`: recipient certificates for the `smime_encrypt` action.
+    pub smime_certificate_dir: Option<PathBuf>,
     /// `[[encryption_policy]]` by name.
     pub encryption_policies: BTreeMap<String, EncryptionPolicy>,
     /// Lowercase mailbox address → the policy it is stored under (resolved from its own

@@ -301,6 +301,19 @@ pub fn validate(
     let outbound_connectors = super::connectors::outbound(&c, &raw.connector.outbound)?;
     let inbound_connectors = super::connectors::inbound(&c, &raw.connector.inbound)?;
     let (rules_dir, rules) = load_rules(&c, raw.rules.as_ref())?;
+    let smime_certificate_dir = match &raw.smime {
+        Some(s) => {
+            let dir = c.path(&s.certificate_dir);
+            if !dir.is_dir() {
+                return Err(c.err(
+                    "smime.certificate_dir",
+                    format!("not a directory: {}", s.certificate_dir),
+                ));
+            }
+            Some(dir)
+        }
+        None => None,
+    };
     let domains: Vec<(usize, String, Option<String>)> = raw
         .domain
         .iter()
@@ -347,6 +360,7 @@ pub fn validate(
         inbound_connectors,
         rules_dir,
         rules,
+        smime_certificate_dir,
         encryption_policies: encryption.policies,
         mailbox_policies: encryption.mailboxes,
         store: encryption.store,
