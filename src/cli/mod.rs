@@ -10,6 +10,7 @@ mod queue;
 mod rules;
 mod serve;
 mod store;
+mod tls_check;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +59,8 @@ pub enum Command {
     Mailbox(mailbox::MailboxArgs),
     /// Generate keys and certificates.
     Keys(keys::KeysArgs),
+    // about / long_about live on TlsCheckArgs (src/cli/tls_check.rs).
+    TlsCheck(tls_check::TlsCheckArgs),
     /// Operate the encrypted mailbox store: rotate keys, move mailboxes, reencrypt, revoke,
     /// verify, check the audit log.
     Store(store::StoreArgs),
@@ -109,6 +112,7 @@ pub fn main() -> ExitCode {
         Command::Queue(args) => queue::run(args),
         Command::Mailbox(args) => mailbox::run(args),
         Command::Keys(args) => keys::run(args),
+        Command::TlsCheck(args) => tls_check::run(args),
         Command::Store(args) => store::run(args),
         Command::Decrypt(args) => decrypt::run(args),
         Command::Bench(args) => bench::run(args),

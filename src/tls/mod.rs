@@ -1,5 +1,6 @@
 //! TLS: rustls configurations, certificate and key loading, and the facts recorded about a session.
 
+pub mod inspect;
 mod opportunistic;
 pub mod pki;
 pub mod policy;
@@ -201,6 +202,23 @@ pub fn server_config(
         key.chain.clone(),
         key.key.clone_key(),
     )?))
+}
+
+/// A client configuration that accepts any certificate and speaks only `version`: the probes of
+/// `tls-check`.
+pub fn probe_client_config(
+    version: &'static rustls::SupportedProtocolVersion,
+) -> Arc<ClientConfig> {
+    let provider = provider();
+    let verifier = Arc::new(opportunistic::AcceptAnyCertificate::new(provider.clone()));
+    match ClientConfig::builder_with_provider(provider).with_protocol_versions(&[version]) {
+        Ok(b) => Arc::new(
+            b.dangerous()
+                .with_custom_certificate_verifier(verifier)
+                .with_no_client_auth(),
+        ),
+        Err(_) => opportunistic_client_config(),
+    }
 }
 
 /// The outbound configuration for opportunistic TLS (Postfix `may`): encrypt whatever the peer's

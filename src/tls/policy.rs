@@ -362,7 +362,7 @@ fn der_header(der: &[u8], pos: usize) -> Option<(u8, usize, usize)> {
     Some((tag, pos + 2 + n, len))
 }
 
-fn modulus_bits(spki: &[u8]) -> Option<usize> {
+pub(crate) fn modulus_bits(spki: &[u8]) -> Option<usize> {
     let (_, body, _) = der_header(spki, 0)?; // SubjectPublicKeyInfo
     let (_, alg_start, alg_len) = der_header(spki, body)?; // AlgorithmIdentifier
     let (tag, bits_start, _) = der_header(spki, alg_start + alg_len)?; // BIT STRING
