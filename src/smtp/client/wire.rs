@@ -19,8 +19,10 @@ pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, String> {
                 Ok(None)
             };
         };
-        let line = &buf[pos..pos + nl];
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let mut line = &buf[pos..pos + nl];
+        while let Some(rest) = line.strip_suffix(b"\r") {
+            line = rest;
+        }
         pos += nl + 1;
         if line.len() < 3 || !line[..3].iter().all(u8::is_ascii_digit) {
             return Err(format!(
@@ -39,7 +41,11 @@ pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, String> {
         }
         code = Some(this);
         let sep = line.get(3).copied();
-        let text = String::from_utf8_lossy(line.get(4..).unwrap_or_default()).into_owned();
+        // A peer's text ends up in logs and the queue file: no control characters in it.
+        let text = String::from_utf8_lossy(line.get(4..).unwrap_or_default())
+            .chars()
+            .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
+            .collect();
         lines.push(text);
         match sep {
             Some(b'-') => continue,
@@ -107,21 +113,35 @@ impl Capabilities {
     }
 }
 
-/// The DATA payload on the wire: every line ends in CRLF (a bare LF becomes CRLF), lines starting
-/// with "." get another "." (RFC 5321 §4.5.2), and the terminating ".\r\n" follows. Nothing in the
-/// output but that final line can be read as an end of data.
+/// The DATA payload on the wire: every line ends in CRLF (a bare LF or a bare CR becomes CRLF),
+/// lines starting with "." get another "." (RFC 5321 §4.5.2), and the terminating ".\r\n"
+/// follows. Nothing in the output but that final line can be read as an end of data, not even by
+/// a lenient receiver that ends lines at a bare CR or LF (there are none) or drops NUL bytes (a
+/// line of NULs then "." is stuffed too), so a message can never smuggle another one downstream.
 pub fn dot_stuff(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + data.len() / 64 + 5);
-    let body = data.strip_suffix(b"\n").unwrap_or(data);
-    if !data.is_empty() {
-        for line in body.split(|&b| b == b'\n') {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.first() == Some(&b'.') {
-                out.push(b'.');
+    let mut line_start = true;
+    let mut bytes = data.iter().copied().enumerate().peekable();
+    while let Some((i, byte)) = bytes.next() {
+        match byte {
+            b'\r' | b'\n' => {
+                if byte == b'\r' && bytes.peek().is_some_and(|&(_, next)| next == b'\n') {
+                    bytes.next();
+                }
+                out.extend_from_slice(b"\r\n");
+                line_start = true;
             }
-            out.extend_from_slice(line);
-            out.extend_from_slice(b"\r\n");
+            _ => {
+                if line_start && data[i..].iter().find(|&&b| b != 0) == Some(&b'.') {
+                    out.push(b'.');
+                }
+                out.push(byte);
+                line_start = false;
+            }
         }
+    }
+    if !line_start {
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b".\r\n");
     out
@@ -158,6 +178,24 @@ mod tests {
     }
 
     #[test]
+    fn control_characters_never_reach_the_reply_text() {
+        // Found by the reply_parser fuzz target: "\r\r\n" left a CR in the text, so the reply
+        // we would write for it read back differently.
+        let crash = b"451 4.7.10\r\r\n4 ";
+        let (r, n) = parse_reply(crash).unwrap().unwrap();
+        assert_eq!(
+            (r.code, r.enhanced, r.text.as_str(), n),
+            (451, Some([4, 7, 10]), "", 13)
+        );
+        let (r, _) = parse_reply(b"550 5.1.1 a\rb\x1b[2Jc\x00\td\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.text, "a?b?[2Jc?\td");
+        let (back, _) = parse_reply(&r.to_bytes()).unwrap().unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
     fn enhanced_code_must_match_reply_class() {
         let (r, _) = parse_reply(b"451 4.7.0 try later\r\n").unwrap().unwrap();
         assert_eq!(r.enhanced, Some([4, 7, 0]));
@@ -190,5 +228,100 @@ mod tests {
         assert_eq!(dot_stuff(b"a\n.\nb\n"), b"a\r\n..\r\nb\r\n.\r\n");
         let out = dot_stuff(b"x\r\n.\r\ny\r\n");
         assert_eq!(out.windows(5).filter(|w| w == b"\r\n.\r\n").count(), 1);
+        // A bare CR is a line end too, so "\r.\r" is a stuffed line, not a lenient end of data.
+        assert_eq!(dot_stuff(b"a\r.\rb"), b"a\r\n..\r\nb\r\n.\r\n");
+        assert_eq!(dot_stuff(b"a\r\r\n."), b"a\r\n\r\n..\r\n.\r\n");
+        // NULs before a dot: stuffed, so a receiver dropping NULs sees "..", not ".".
+        assert_eq!(dot_stuff(b"a\r\n\x00.\r\n"), b"a\r\n.\x00.\r\n.\r\n");
+        assert_eq!(dot_stuff(b"\x00\x00x.\n"), b"\x00\x00x.\r\n.\r\n");
+    }
+
+    /// Bare CR and LF become CRLF and the last line gets one: what a strict receiver must store.
+    fn normalized(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while let Some(&b) = data.get(i) {
+            match b {
+                b'\r' if data.get(i + 1) == Some(&b'\n') => {
+                    out.extend_from_slice(b"\r\n");
+                    i += 1;
+                }
+                b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
+                _ => out.push(b),
+            }
+            i += 1;
+        }
+        if !out.is_empty() && !out.ends_with(b"\r\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    }
+
+    /// The lines a lenient receiver sees: ended by CRLF, bare CR or bare LF, NULs dropped.
+    fn lenient_lines(wire: &[u8]) -> Vec<Vec<u8>> {
+        let mut lines = vec![Vec::new()];
+        let mut i = 0;
+        while let Some(&b) = wire.get(i) {
+            match b {
+                b'\r' | b'\n' => {
+                    if b == b'\r' && wire.get(i + 1) == Some(&b'\n') {
+                        i += 1;
+                    }
+                    lines.push(Vec::new());
+                }
+                0 => {}
+                _ => lines.last_mut().into_iter().for_each(|l| l.push(b)),
+            }
+            i += 1;
+        }
+        lines
+    }
+
+    #[test]
+    fn dot_stuffed_output_never_ends_early_for_any_input() {
+        use crate::smtp::proto::DataReceiver;
+        let mut rng = 0x853c_49e6_748f_ea9b_u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng as usize
+        };
+        let alphabet = b"\r\n.\x00a";
+        for round in 0..20_000 {
+            let len = next() % 48;
+            let data: Vec<u8> = (0..len)
+                .map(|_| match round % 2 {
+                    0 => alphabet[next() % alphabet.len()],
+                    _ => next() as u8,
+                })
+                .collect();
+            let wire = dot_stuff(&data);
+            if data.is_empty() {
+                assert_eq!(wire, b".\r\n");
+                continue;
+            }
+            let ends = wire.windows(5).filter(|w| w == b"\r\n.\r\n").count();
+            assert!(
+                ends == 1 && wire.ends_with(b"\r\n.\r\n"),
+                "{data:?} -> {wire:?}"
+            );
+            for (i, &b) in wire.iter().enumerate() {
+                let paired = match b {
+                    b'\r' => wire.get(i + 1) == Some(&b'\n'),
+                    b'\n' => i > 0 && wire[i - 1] == b'\r',
+                    _ => true,
+                };
+                assert!(paired, "bare CR/LF: {data:?} -> {wire:?}");
+            }
+            let lines = lenient_lines(&wire);
+            let dots = lines.iter().filter(|l| l.as_slice() == b".").count();
+            assert_eq!(dots, 1, "{data:?} -> {wire:?}");
+            assert_eq!(lines[lines.len() - 2], b".", "{data:?} -> {wire:?}");
+            // A strict receiver ends exactly at the end and gets the (normalised) message back.
+            let mut rx = DataReceiver::new(usize::MAX);
+            assert_eq!(rx.ingest(&wire), Some(wire.len()), "{data:?} -> {wire:?}");
+            assert_eq!(rx.finish(), Ok(normalized(&data)), "{data:?} -> {wire:?}");
+        }
     }
 }

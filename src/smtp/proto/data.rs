@@ -1,15 +1,43 @@
-//! The DATA receiver: finds the end-of-data line, removes dot-stuffing and caps the size.
+//! The DATA receiver: finds the end-of-data line, removes dot-stuffing, enforces limits.
 //!
 //! Only `<CR><LF>.<CR><LF>` ends the data (RFC 5321 §4.1.1.4); look-alikes such as `<LF>.<LF>`,
 //! `<CR>.<CR>` or `<CR><LF>.<LF>` are message content. Accepting them would let a client smuggle
-//! a second message past a server that reads the stream differently ("SMTP smuggling").
-//! Lines are only ever ended by CRLF here; a line starts after CRLF (or at the start of the data).
+//! a second message past a server that reads the stream differently ("SMTP smuggling", SEC
+//! Consult 2023). Lines are only ever ended by CRLF here; a line starts after CRLF (or at the
+//! start of the data), so only such a line loses a leading dot to unstuffing.
+//!
+//! A bare LF or a bare CR (one not part of a CRLF) is either a reason to refuse the message or
+//! turned into CRLF, by [`BareNewline`] (Postfix `smtpd_forbid_bare_newline`). A normalised bare
+//! newline does not start a line: a dot after it is content, and never an end of data.
+//!
+//! Every line of the stored message, CRLF included, must fit in [`MAX_TEXT_LINE`] octets
+//! (RFC 5321 §4.5.3.1.6, RFC 5322 §2.1.1), measured after unstuffing and normalisation.
+
+/// The longest text line of a message, CRLF included (RFC 5321 §4.5.3.1.6).
+pub const MAX_TEXT_LINE: usize = 1000;
+
+/// What to do with a bare CR or LF in message content (`bare_newline` in the config).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BareNewline {
+    /// Read to the real end of data, then refuse the message (550 5.5.2). The default.
+    #[default]
+    Reject,
+    /// Store each bare CR or LF as CRLF and accept the message.
+    Normalize,
+}
 
 /// Why the received data cannot be accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DataError {
     /// More than the configured maximum was sent; nothing was kept.
     TooLarge,
+    /// A LF without CR before it was sent (in [`BareNewline::Reject`] mode).
+    BareLf,
+    /// A CR without LF after it was sent (in [`BareNewline::Reject`] mode).
+    BareCr,
+    /// A line longer than [`MAX_TEXT_LINE`] was sent.
+    LineTooLong,
 }
 
 /// Where the receiver is within the current line.
@@ -17,9 +45,9 @@ pub enum DataError {
 enum State {
     /// At the start of a line: after CRLF, or before the first byte of the data.
     LineStart,
-    /// Inside a line; the previous byte was not CR.
+    /// Inside a line; no CR pending.
     Text,
-    /// Inside a line; the previous byte was CR.
+    /// Inside a line; the previous byte was a CR, not yet stored (CRLF or a bare CR?).
     TextCr,
     /// The line started with a dot (not yet stored: it is either stuffing or the end marker).
     Dot,
@@ -35,18 +63,31 @@ enum State {
 pub struct DataReceiver {
     data: Vec<u8>,
     max_size: usize,
+    bare_newline: BareNewline,
     /// Bytes of content seen (after unstuffing), counting those not kept.
     size: usize,
+    /// Octets of the current stored line so far, without its CRLF.
+    line: usize,
+    /// The first content problem found; from then on nothing more is stored.
+    error: Option<DataError>,
     state: State,
 }
 
 impl DataReceiver {
-    /// A receiver that keeps at most `max_size` bytes of content.
+    /// A receiver that keeps at most `max_size` bytes of content and refuses bare newlines.
     pub fn new(max_size: usize) -> Self {
+        Self::with_bare_newline(max_size, BareNewline::Reject)
+    }
+
+    /// A receiver that keeps at most `max_size` bytes and treats bare newlines as `mode` says.
+    pub fn with_bare_newline(max_size: usize, mode: BareNewline) -> Self {
         DataReceiver {
             data: Vec::new(),
             max_size,
+            bare_newline: mode,
             size: 0,
+            line: 0,
+            error: None,
             state: State::LineStart,
         }
     }
@@ -64,18 +105,21 @@ impl DataReceiver {
                     self.state = State::Done;
                     return Some(i + 1);
                 }
+                // ".<CR>x": the dot was stuffing, the CR is a bare one.
                 (State::DotCr, _) => {
-                    // ".<CR>x": the dot was stuffing, the CR is content.
-                    self.push(b'\r');
-                    self.state = State::TextCr;
-                    self.content(byte);
+                    self.bare(DataError::BareCr);
+                    self.text(byte);
+                }
+                (State::TextCr, b'\n') => {
+                    self.push_crlf();
+                    self.state = State::LineStart;
+                }
+                (State::TextCr, _) => {
+                    self.bare(DataError::BareCr);
+                    self.text(byte);
                 }
                 // The leading dot of any other line is stuffing: drop it, keep the rest.
-                (State::Dot, _) => {
-                    self.state = State::Text;
-                    self.content(byte);
-                }
-                _ => self.content(byte),
+                (State::Dot | State::LineStart | State::Text, _) => self.text(byte),
             }
         }
         (self.state == State::Done).then_some(input.len())
@@ -92,31 +136,63 @@ impl DataReceiver {
     }
 
     /// The message: dot-unstuffed, every line ending in CRLF, without the end-of-data line.
+    /// Too large wins over the other problems; otherwise the first one found is reported.
     pub fn finish(self) -> Result<Vec<u8>, DataError> {
         if self.is_too_large() {
-            Err(DataError::TooLarge)
-        } else {
-            Ok(self.data)
+            return Err(DataError::TooLarge);
+        }
+        match self.error {
+            Some(error) => Err(error),
+            None => Ok(self.data),
         }
     }
 
-    /// One byte of content inside a line: store it and track CRLF.
-    fn content(&mut self, byte: u8) {
-        self.push(byte);
-        self.state = match (self.state, byte) {
-            (_, b'\r') => State::TextCr,
-            (State::TextCr, b'\n') => State::LineStart,
-            _ => State::Text,
-        };
+    /// One byte inside a line, with no CR pending before it.
+    fn text(&mut self, byte: u8) {
+        self.state = State::Text;
+        match byte {
+            b'\r' => self.state = State::TextCr,
+            b'\n' => self.bare(DataError::BareLf),
+            _ => self.push(byte),
+        }
+    }
+
+    /// A bare CR or LF: refused, or stored as CRLF (which does not start a new line).
+    fn bare(&mut self, error: DataError) {
+        self.state = State::Text;
+        match self.bare_newline {
+            BareNewline::Reject => self.fail(error),
+            BareNewline::Normalize => self.push_crlf(),
+        }
+    }
+
+    fn push_crlf(&mut self) {
+        self.push(b'\r');
+        self.push(b'\n');
+        self.line = 0;
     }
 
     fn push(&mut self, byte: u8) {
         self.size = self.size.saturating_add(1);
-        if self.size <= self.max_size {
-            self.data.push(byte);
-        } else if !self.data.is_empty() {
-            self.data = Vec::new();
+        if byte != b'\r' && byte != b'\n' {
+            self.line = self.line.saturating_add(1);
+            if self.line + 2 > MAX_TEXT_LINE {
+                self.fail(DataError::LineTooLong);
+            }
         }
+        if self.size > self.max_size || self.error.is_some() {
+            if !self.data.is_empty() {
+                self.data = Vec::new();
+            }
+        } else {
+            self.data.push(byte);
+        }
+    }
+
+    /// Records the first problem; the rest of the data is only read, not kept.
+    fn fail(&mut self, error: DataError) {
+        self.error.get_or_insert(error);
+        self.data = Vec::new();
     }
 }
 
@@ -126,11 +202,15 @@ mod tests {
 
     /// Receives `input` split at every possible point into two pieces; all splits must agree.
     /// Returns the result and the number of bytes left after the end-of-data line.
-    fn receive(input: &[u8], max: usize) -> Option<(Result<Vec<u8>, DataError>, usize)> {
+    fn receive_in(
+        input: &[u8],
+        max: usize,
+        mode: BareNewline,
+    ) -> Option<(Result<Vec<u8>, DataError>, usize)> {
         let mut results = Vec::new();
         for split in 0..=input.len() {
             let (a, b) = input.split_at(split);
-            let mut rx = DataReceiver::new(max);
+            let mut rx = DataReceiver::with_bare_newline(max, mode);
             let result = match rx.ingest(a) {
                 Some(used) => Some(a.len() - used + b.len()),
                 None => rx.ingest(b).map(|used| b.len() - used),
@@ -140,6 +220,14 @@ mod tests {
         let first = results.first().cloned().flatten();
         assert!(results.iter().all(|r| *r == first), "{results:?}");
         first
+    }
+
+    fn receive(input: &[u8], max: usize) -> Option<(Result<Vec<u8>, DataError>, usize)> {
+        receive_in(input, max, BareNewline::Reject)
+    }
+
+    fn normalize(input: &[u8]) -> Option<(Result<Vec<u8>, DataError>, usize)> {
+        receive_in(input, 100_000, BareNewline::Normalize)
     }
 
     #[test]
@@ -153,33 +241,96 @@ mod tests {
         assert_eq!(receive(b".\r\n", 10), Some((Ok(Vec::new()), 0)));
     }
 
+    /// The published smuggling vectors (SEC Consult, December 2023) and a few more look-alikes:
+    /// (fake end of data, bare newline found, what normalisation stores).
+    const VECTORS: &[(&[u8], Option<DataError>, &[u8])] = &[
+        (b"\n.\n", Some(DataError::BareLf), b"\r\n.\r\n"),
+        (b"\n.\r\n", Some(DataError::BareLf), b"\r\n.\r\n"),
+        (b"\r.\r", Some(DataError::BareCr), b"\r\n.\r\n"),
+        (b"\r\n.\r", Some(DataError::BareCr), b"\r\n\r\n"),
+        (b"\r.\r\n", Some(DataError::BareCr), b"\r\n.\r\n"),
+        (b"\r\n\x00.\r\n", None, b"\r\n\x00.\r\n"),
+        (b"\r\n.\n", Some(DataError::BareLf), b"\r\n\r\n"),
+        (b"\r\n.\r\r\n", Some(DataError::BareCr), b"\r\n\r\n\r\n"),
+        (b"\r\n. \r\n", None, b"\r\n \r\n"),
+        (
+            b"\r\r\n.\r\r\n",
+            Some(DataError::BareCr),
+            b"\r\n\r\n\r\n\r\n",
+        ),
+    ];
+
+    /// `x<fake>MAIL FROM:<evil@x.test>\r\n` — a vector with a smuggled command after it.
+    fn smuggled(fake: &[u8]) -> Vec<u8> {
+        let mut input = b"x".to_vec();
+        input.extend_from_slice(fake);
+        input.extend_from_slice(b"MAIL FROM:<evil@x.test>\r\n");
+        input
+    }
+
     #[test]
-    fn look_alike_terminators_are_content() {
-        // (fake terminator, what it becomes in the message); after CRLF the dot is stuffing.
-        for (fake, kept) in [
-            (&b"\n.\n"[..], &b"\n.\n"[..]),
-            (b"\r.\r", b"\r.\r"),
-            (b"\r\n.\n", b"\r\n\n"),
-            (b"\n.\r\n", b"\n.\r\n"),
-            (b"\r.\r\n", b"\r.\r\n"),
-            (b"\r\n.\r\r\n", b"\r\n\r\r\n"),
-            (b"\r\n. \r\n", b"\r\n \r\n"),
-        ] {
-            let mut input = b"x".to_vec();
-            input.extend_from_slice(fake);
-            assert_eq!(receive(&input, 1000), None, "{fake:?} ended the data");
-            input.extend_from_slice(b"\r\n.\r\n");
-            let mut expected = b"x".to_vec();
-            expected.extend_from_slice(kept);
-            expected.extend_from_slice(b"\r\n");
-            assert_eq!(receive(&input, 1000), Some((Ok(expected), 0)), "{fake:?}");
+    fn look_alike_terminators_never_end_the_data() {
+        for (fake, _, _) in VECTORS {
+            for mode in [BareNewline::Reject, BareNewline::Normalize] {
+                let input = smuggled(fake);
+                assert_eq!(receive_in(&input, 1000, mode), None, "{fake:?} {mode:?}");
+            }
         }
     }
 
     #[test]
-    fn a_dotted_line_ending_in_bare_lf_keeps_the_rest() {
-        let got = receive(b"\r\n.\nMAIL\r\n.\r\n", 100);
-        assert_eq!(got, Some((Ok(b"\r\n\nMAIL\r\n".to_vec()), 0)));
+    fn reject_mode_refuses_bare_newlines_after_reading_to_the_real_end() {
+        for (fake, error, stored) in VECTORS {
+            let mut input = smuggled(fake);
+            input.extend_from_slice(b".\r\nRSET\r\n");
+            let got = receive(&input, 1000);
+            // Without a bare newline the vector is ordinary content, kept as normalisation would.
+            let expected = match error {
+                Some(error) => Err(*error),
+                None => {
+                    let mut kept = b"x".to_vec();
+                    kept.extend_from_slice(stored);
+                    kept.extend_from_slice(b"MAIL FROM:<evil@x.test>\r\n");
+                    Ok(kept)
+                }
+            };
+            assert_eq!(got, Some((expected, 6)), "{fake:?}");
+        }
+    }
+
+    #[test]
+    fn normalize_mode_stores_crlf_and_keeps_the_smuggled_text_inside() {
+        for (fake, _, stored) in VECTORS {
+            let mut input = smuggled(fake);
+            input.extend_from_slice(b".\r\nRSET\r\n");
+            let mut expected = b"x".to_vec();
+            expected.extend_from_slice(stored);
+            expected.extend_from_slice(b"MAIL FROM:<evil@x.test>\r\n");
+            assert_eq!(normalize(&input), Some((Ok(expected), 6)), "{fake:?}");
+        }
+    }
+
+    #[test]
+    fn a_dot_after_a_normalised_newline_is_content_not_stuffing() {
+        let got = normalize(b"a\n..b\r\n..c\r\n.\r\n");
+        assert_eq!(got, Some((Ok(b"a\r\n..b\r\n.c\r\n".to_vec()), 0)));
+    }
+
+    #[test]
+    fn the_first_bare_newline_is_reported() {
+        assert_eq!(
+            receive(b"a\rb\nc\r\n.\r\n", 100),
+            Some((Err(DataError::BareCr), 0))
+        );
+        assert_eq!(
+            receive(b"a\nb\rc\r\n.\r\n", 100),
+            Some((Err(DataError::BareLf), 0))
+        );
+        // A CR right before the end-of-data line is bare too.
+        assert_eq!(
+            receive(b"a\r\r\n.\r\n", 100),
+            Some((Err(DataError::BareCr), 0))
+        );
     }
 
     #[test]
@@ -188,6 +339,49 @@ mod tests {
         assert_eq!(got, Some((Err(DataError::TooLarge), 6)));
         let exact = receive(b"012345678\r\n.\r\n", 11);
         assert_eq!(exact, Some((Ok(b"012345678\r\n".to_vec()), 0)));
+        // Too large wins over a bare newline.
+        let both = receive(b"a\nbcdefghijkl\r\n.\r\n", 11);
+        assert_eq!(both, Some((Err(DataError::TooLarge), 0)));
+    }
+
+    #[test]
+    fn text_lines_are_limited_to_1000_octets_with_crlf() {
+        let line = |len: usize, lead: &[u8]| {
+            let mut input = lead.to_vec();
+            input.extend(std::iter::repeat_n(b'a', len));
+            input.extend_from_slice(b"\r\nnext\r\n.\r\n");
+            input
+        };
+        let ok = receive(&line(MAX_TEXT_LINE - 2, b""), 5000).map(|(r, _)| r.map(|d| d.len()));
+        assert_eq!(ok, Some(Ok(MAX_TEXT_LINE + 6)));
+        let long = receive(&line(MAX_TEXT_LINE - 1, b""), 5000);
+        assert_eq!(long, Some((Err(DataError::LineTooLong), 0)));
+        // Measured after unstuffing: a stuffed dot does not count.
+        let stuffed = receive(&line(MAX_TEXT_LINE - 3, b".."), 5000).map(|(r, _)| r.is_ok());
+        assert_eq!(stuffed, Some(true));
+        // After normalisation: a bare LF splits the line.
+        let mut split = vec![b'a'; 900];
+        split.push(b'\n');
+        split.extend([b'b'; 900]);
+        split.extend_from_slice(b"\r\n.\r\n");
+        assert_eq!(normalize(&split).map(|(r, _)| r.is_ok()), Some(true));
+        assert_eq!(
+            receive(&split, 5000),
+            Some((Err(DataError::BareLf), 0)),
+            "reject mode"
+        );
+    }
+
+    #[test]
+    fn an_overlong_line_keeps_nothing_and_memory_stays_bounded() {
+        let mut rx = DataReceiver::new(10_000_000);
+        let chunk = vec![b'z'; 64 * 1024];
+        for _ in 0..16 {
+            assert_eq!(rx.ingest(&chunk), None);
+        }
+        assert!(rx.data.is_empty());
+        assert_eq!(rx.ingest(b"\r\n.\r\n"), Some(5));
+        assert_eq!(rx.finish(), Err(DataError::LineTooLong));
     }
 
     #[test]
@@ -199,5 +393,42 @@ mod tests {
         assert!(rx.is_done());
         assert_eq!(rx.ingest(b"more"), Some(0));
         assert_eq!(rx.finish(), Ok(b"hi\r\n".to_vec()));
+    }
+
+    #[test]
+    fn random_input_is_handled_in_any_chunking() {
+        let alphabet = b"\r\n.\x00a";
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng as usize
+        };
+        for _ in 0..2000 {
+            let len = next() % 40;
+            let input: Vec<u8> = (0..len)
+                .map(|_| alphabet[next() % alphabet.len()])
+                .collect();
+            for mode in [BareNewline::Reject, BareNewline::Normalize] {
+                if let Some((Ok(data), left)) = receive_in(&input, 1000, mode) {
+                    // Accepted content never holds a bare CR or LF, and used input ends in CRLF.CRLF
+                    // (or is just ".\r\n").
+                    let used = &input[..input.len() - left];
+                    assert!(
+                        used.ends_with(b"\r\n.\r\n") || used == b".\r\n",
+                        "{input:?}"
+                    );
+                    for (i, &b) in data.iter().enumerate() {
+                        let crlf = match b {
+                            b'\r' => data.get(i + 1) == Some(&b'\n'),
+                            b'\n' => i > 0 && data[i - 1] == b'\r',
+                            _ => true,
+                        };
+                        assert!(crlf, "{input:?} -> {data:?}");
+                    }
+                }
+            }
+        }
     }
 }

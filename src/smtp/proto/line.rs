@@ -1,4 +1,7 @@
 //! Command line framing: CRLF-terminated lines capped at the RFC 5321 §4.5.3.1.4 length.
+//!
+//! Commands are strict whatever `bare_newline` says for message content: a line ended by a bare
+//! LF, or holding a bare CR, is refused whole, so no part of it can run as a command.
 
 /// The longest command line accepted, CRLF included (RFC 5321 §4.5.3.1.4).
 pub const MAX_COMMAND_LINE: usize = 512;
@@ -12,6 +15,8 @@ pub enum LineEvent<'a> {
     TooLong,
     /// A line ended by LF without CR before it; the line was dropped.
     BareLf,
+    /// A CRLF-ended line with a CR inside it; the line was dropped.
+    BareCr,
 }
 
 /// Splits buffered input into command lines. It keeps only one bit of state: whether it is
@@ -43,6 +48,9 @@ impl LineReader {
         match lf {
             Some(pos) if pos + 1 > MAX_COMMAND_LINE => (Some(LineEvent::TooLong), pos + 1),
             Some(pos) => match pos.checked_sub(1).and_then(|cr| input.get(..=cr)) {
+                Some([line @ .., b'\r']) if line.contains(&b'\r') => {
+                    (Some(LineEvent::BareCr), pos + 1)
+                }
                 Some([line @ .., b'\r']) => (Some(LineEvent::Line(line)), pos + 1),
                 _ => (Some(LineEvent::BareLf), pos + 1),
             },
@@ -88,6 +96,15 @@ mod tests {
     fn splits_crlf_lines_and_flags_bare_lf() {
         let input = b"EHLO a\r\nNOOP\nQUIT\r\n\r\n";
         let expected = vec!["EHLO a", "BareLf", "QUIT", ""];
+        for chunk in 1..input.len() {
+            assert_eq!(events(input, chunk), expected, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn flags_a_bare_cr_inside_a_line() {
+        let input = b"NOOP\rRSET\r\nQUIT\r\r\n\r\r\nHELO a\r\n";
+        let expected = vec!["BareCr", "BareCr", "BareCr", "HELO a"];
         for chunk in 1..input.len() {
             assert_eq!(events(input, chunk), expected, "chunk {chunk}");
         }

@@ -7,6 +7,6 @@ pub mod line;
 pub mod reply;
 
 pub use command::{Command, MailFrom};
-pub use data::{DataError, DataReceiver};
+pub use data::{BareNewline, DataError, DataReceiver, MAX_TEXT_LINE};
 pub use line::{LineEvent, LineReader, MAX_COMMAND_LINE};
 pub use reply::Reply;

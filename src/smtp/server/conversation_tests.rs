@@ -2,7 +2,8 @@
 //!
 //! Format, one directive per line (blank lines and `#` comments are ignored):
 //! - `! key = value` — setup: hostname, relay_allowed, starttls_available, max_message_size,
-//!   max_recipients, local_domains, mailboxes (comma-separated), peer.
+//!   max_recipients, bare_newline (reject|normalize), local_domains, mailboxes (comma-separated),
+//!   peer.
 //! - `C: text` — client bytes, `text` + CRLF; `C| text` — the same without CRLF. Consecutive
 //!   `C` lines are one `feed` call. Escapes: `\r \n \t \\ \xHH`, and `\{N}c` = N times `c`.
 //! - `S: text` — one expected server line; `[STARTTLS]`, `[DELIVER]`, `[CLOSE]` are the actions.
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use super::policy::LocalPolicy;
 use super::session::{Action, Session, SessionConfig};
 use super::transaction::Transaction;
-use crate::smtp::proto::Reply;
+use crate::smtp::proto::{BareNewline, Reply};
 use crate::tls::TlsFacts;
 
 macro_rules! conversations {
@@ -53,6 +54,10 @@ conversations!(
     forbidden_commands,
     bare_lf,
     smtputf8,
+    smuggling_normalize,
+    bare_newline_reject,
+    bare_newline_normalize,
+    too_many_errors,
 );
 
 /// What the delivered transaction must look like (unset fields are not checked).
@@ -203,6 +208,13 @@ fn set(script: &mut Script, arg: &str) -> Option<()> {
         "starttls_available" => script.config.starttls_available = value.parse().ok()?,
         "max_message_size" => script.config.max_message_size = value.parse().ok()?,
         "max_recipients" => script.config.max_recipients = value.parse().ok()?,
+        "bare_newline" => {
+            script.config.bare_newline = match value {
+                "reject" => BareNewline::Reject,
+                "normalize" => BareNewline::Normalize,
+                _ => return None,
+            }
+        }
         "local_domains" => {
             script.policy = LocalPolicy::new(list(), script.policy.mailboxes.clone())
         }

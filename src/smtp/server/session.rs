@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::policy::Policy;
 use super::transaction::{Protocol, Transaction};
 use crate::smtp::proto::{
-    Command, DataError, DataReceiver, LineEvent, LineReader, MailFrom, Reply,
+    BareNewline, Command, DataError, DataReceiver, LineEvent, LineReader, MailFrom, Reply,
 };
 use crate::tls::TlsFacts;
 
@@ -28,6 +28,9 @@ pub struct SessionConfig {
     pub max_recipients: usize,
     /// A certificate is configured, so STARTTLS is offered.
     pub starttls_available: bool,
+    /// Bare CR or LF in message content: refuse the message (default) or store it as CRLF.
+    /// Command lines always refuse them.
+    pub bare_newline: BareNewline,
 }
 
 impl Default for SessionConfig {
@@ -37,6 +40,7 @@ impl Default for SessionConfig {
             max_message_size: 35_882_577,
             max_recipients: 1000,
             starttls_available: false,
+            bare_newline: BareNewline::Reject,
         }
     }
 }
@@ -125,6 +129,17 @@ fn ok(enhanced: [u16; 3]) -> Reply {
 
 fn bad_sequence(text: &str) -> Reply {
     Reply::new(503, [5, 5, 1], format!("Error: {text}"))
+}
+
+/// The reply after the end of data for content that cannot be accepted. A line over 1000 octets
+/// gets RFC 5321 §4.5.3.1.10's "500 Line too long", worded like the command-line case.
+fn data_error(error: DataError) -> Reply {
+    match error {
+        DataError::TooLarge => Reply::new(552, [5, 3, 4], "Message size exceeds fixed limit"),
+        DataError::BareLf => Reply::new(550, [5, 5, 2], "Error: bare <LF> received"),
+        DataError::BareCr => Reply::new(550, [5, 5, 2], "Error: bare <CR> received"),
+        DataError::LineTooLong => Reply::new(500, [5, 5, 2], "Error: line too long"),
+    }
 }
 
 fn unicode_not_declared() -> Reply {
@@ -251,6 +266,8 @@ impl Session {
                         }
                         Some(LineEvent::BareLf) => self
                             .reject(Reply::new(500, [5, 5, 2], "Error: bare <LF> received"), out),
+                        Some(LineEvent::BareCr) => self
+                            .reject(Reply::new(500, [5, 5, 2], "Error: bare <CR> received"), out),
                         None if used == 0 => break,
                         None => {}
                     }
@@ -384,7 +401,9 @@ impl Session {
             return self.reject(bad_sequence("need RCPT command"), out);
         }
         out.reply(&Reply::bare(354, "End data with <CR><LF>.<CR><LF>"));
-        self.state = State::Data(DataReceiver::new(self.config.max_message_size));
+        let receiver =
+            DataReceiver::with_bare_newline(self.config.max_message_size, self.config.bare_newline);
+        self.state = State::Data(receiver);
     }
 
     /// The end-of-data line was read: hand the transaction over, or refuse it.
@@ -395,10 +414,7 @@ impl Session {
         };
         let data = match receiver.finish() {
             Ok(data) => data,
-            Err(DataError::TooLarge) => {
-                let reply = Reply::new(552, [5, 3, 4], "Message size exceeds fixed limit");
-                return self.reject(reply, out);
-            }
+            Err(error) => return self.reject(data_error(error), out),
         };
         let protocol = match (self.esmtp, self.is_tls()) {
             (false, _) => Protocol::Smtp,
