@@ -111,7 +111,7 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
             max_message_size: config.limits.max_message_size,
             max_recipients: config.limits.max_recipients,
             starttls_available: tls.is_some(),
-            ..SessionConfig::default()
+            bare_newline: config.limits.bare_newline,
         }),
         policy: Arc::new(ConnectorPolicy {
             local: LocalPolicy {

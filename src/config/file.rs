@@ -114,6 +114,7 @@ pub struct RawLimits {
     pub max_message_size: Option<usize>,
     pub max_recipients: Option<usize>,
     pub idle_timeout: Option<String>,
+    pub bare_newline: Option<crate::smtp::proto::BareNewline>,
 }
 
 #[derive(Debug, Default, Deserialize)]

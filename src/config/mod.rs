@@ -108,6 +108,8 @@ pub struct Limits {
     pub max_message_size: usize,
     pub max_recipients: usize,
     pub idle_timeout: Duration,
+    /// Bare CR or LF in DATA: refuse the message (default) or convert to CRLF.
+    pub bare_newline: crate::smtp::proto::BareNewline,
 }
 
 /// A validated configuration. Paths are absolute or relative to the working directory.

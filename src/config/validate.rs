@@ -296,6 +296,7 @@ pub fn validate(
             raw.limits.idle_timeout.as_deref(),
             Duration::from_secs(300),
         )?,
+        bare_newline: raw.limits.bare_newline.unwrap_or_default(),
     };
 
     let outbound_connectors = super::connectors::outbound(&c, &raw.connector.outbound)?;

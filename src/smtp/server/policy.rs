@@ -212,7 +212,7 @@ mod tests {
     /// The local-domain config the battery checks delivery routing against.
     fn config() -> crate::config::Config {
         let text = "[server]\nhostname = \"mx.contoso.test\"\ndata_dir = \"d\"\n\
-                    [[domain]]\nname = \"contoso.test\"\n\
+                    [[domain]]\nname = \"contoso.test\"\nencryption_policy = \"none\"\n\
                     [[mailbox]]\naddress = \"alice@contoso.test\"\n";
         crate::config::Config::from_toml(std::path::Path::new("c.toml"), text, None)
             .unwrap_or_else(|e| panic!("{e}"))
