@@ -10,7 +10,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::cleanup::Cleanup;
-use crate::config::Config;
+use crate::config::{Config, ListenerProtocol};
 use crate::delivery::remote::RemoteDelivery;
 use crate::dns::Resolver;
 use crate::queue::runner::Runner;
@@ -20,6 +20,7 @@ use crate::smtp::server::inbound::{ConnectorPolicy, InboundConnectors};
 use crate::smtp::server::listener::{serve, ServerContext};
 use crate::smtp::server::policy::LocalPolicy;
 use crate::smtp::server::session::SessionConfig;
+use crate::smtp::server::users::Users;
 use crate::store::MailStore;
 
 /// A running server; `shutdown` stops it cleanly.
@@ -105,35 +106,48 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         )));
     }
     let cleanup = Arc::new(cleanup);
-    let ctx = Arc::new(ServerContext {
-        session: Arc::new(SessionConfig {
-            hostname: config.hostname.clone(),
-            max_message_size: config.limits.max_message_size,
-            max_recipients: config.limits.max_recipients,
-            starttls_available: tls.is_some(),
-            bare_newline: config.limits.bare_newline,
-        }),
-        policy: Arc::new(ConnectorPolicy {
-            local: LocalPolicy {
-                local_domains: config.local_domains.iter().cloned().collect(),
-                mailboxes: config.mailboxes.iter().cloned().collect(),
-            },
-            inbound,
-        }),
-        relay_networks: config.relay_networks.clone(),
-        tls,
-        cleanup: cleanup.clone(),
-        idle_timeout: config.limits.idle_timeout,
+    let policy: Arc<dyn crate::smtp::server::policy::Policy> = Arc::new(ConnectorPolicy {
+        local: LocalPolicy {
+            local_domains: config.local_domains.iter().cloned().collect(),
+            mailboxes: config.mailboxes.iter().cloned().collect(),
+        },
+        inbound,
     });
+    let users = Arc::new(Users::new(config.users.clone()));
+    // One context per listener: submission listeners offer AUTH and require it for MAIL.
+    let contexts: Vec<Arc<ServerContext>> = config
+        .listeners
+        .iter()
+        .map(|l| {
+            Arc::new(ServerContext {
+                session: Arc::new(SessionConfig {
+                    hostname: config.hostname.clone(),
+                    max_message_size: config.limits.max_message_size,
+                    max_recipients: config.limits.max_recipients,
+                    starttls_available: tls.is_some()
+                        && l.protocol != ListenerProtocol::Submissions,
+                    bare_newline: config.limits.bare_newline,
+                    auth: l.protocol != ListenerProtocol::Smtp,
+                }),
+                policy: policy.clone(),
+                relay_networks: config.relay_networks.clone(),
+                tls: tls.clone(),
+                cleanup: cleanup.clone(),
+                idle_timeout: config.limits.idle_timeout,
+                implicit_tls: l.protocol == ListenerProtocol::Submissions,
+                users: users.clone(),
+            })
+        })
+        .collect();
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut addrs = Vec::new();
-    for listener in listeners {
+    for (listener, ctx) in listeners.into_iter().zip(contexts) {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, hostname = %config.hostname, "listening");
         addrs.push(addr);
-        tasks.spawn(serve(listener, ctx.clone(), shutdown_rx.clone()));
+        tasks.spawn(serve(listener, ctx, shutdown_rx.clone()));
     }
     let runner = Arc::new(Runner::new(
         spool.clone(),

@@ -88,7 +88,7 @@ impl Cleanup {
             recipients: &tx.rcpt_to,
             message: &message,
             local_domains: &self.local_domains,
-            authenticated: false,
+            authenticated: tx.authenticated.is_some(),
             inbound_connector: connector.as_ref().map(|c| c.connector.as_str()),
         };
         let evaluation = evaluate(&rules, &facts);
@@ -203,6 +203,7 @@ mod tests {
             rcpt_to: rcpts.iter().map(|s| s.to_string()).collect(),
             eight_bit: false,
             smtputf8: false,
+            authenticated: None,
             data: b"Subject: x\r\n\r\nbody\r\n".to_vec(),
         }
     }

@@ -13,6 +13,11 @@ pub struct KeysArgs {
 
 #[derive(Subcommand, Debug)]
 enum KeysCommand {
+    /// Print the Argon2id hash of a password for `[[user]] password_hash`.
+    ///
+    /// Reads the password from the first line of standard input (so it stays out of the shell
+    /// history and the process list), e.g. `printf '%s' 'secret' | sealpost keys hash-password`.
+    HashPassword,
     /// Generate a test PKI: a CA and an RSA-2048 server certificate per host.
     ///
     /// Writes ca.crt, ca.key and <host>.crt, <host>.key into DIR (keys with mode 0600).
@@ -56,6 +61,16 @@ enum KeysCommand {
 
 pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
     match args.command {
+        KeysCommand::HashPassword => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(!password.is_empty(), "no password on standard input");
+            let hash =
+                crate::smtp::server::users::hash_password(password).map_err(anyhow::Error::msg)?;
+            println!("{hash}");
+            Ok(ExitCode::SUCCESS)
+        }
         KeysCommand::Pki { out, hosts } => {
             let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
             crate::tls::pki::generate(&out, &hosts)?;

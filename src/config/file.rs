@@ -28,6 +28,8 @@ pub struct RawConfig {
     pub rules: Option<RawRules>,
     pub smime: Option<RawSmime>,
     #[serde(default)]
+    pub user: Vec<RawUser>,
+    #[serde(default)]
     pub encryption_policy: Vec<super::encryption::RawEncryptionPolicy>,
     pub store: Option<super::encryption::RawStore>,
 }
@@ -181,4 +183,12 @@ pub struct RawRules {
 #[serde(deny_unknown_fields)]
 pub struct RawSmime {
     pub certificate_dir: String,
+}
+
+/// `[[user]]`: a submission user and the argon2 hash of its password.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub name: String,
+    pub password_hash: String,
 }

@@ -42,6 +42,10 @@ impl std::error::Error for ConfigError {}
 pub enum ListenerProtocol {
     /// Port 25 style: STARTTLS offered, no authentication.
     Smtp,
+    /// Port 587 (RFC 6409): STARTTLS, then AUTH, which MAIL requires.
+    Submission,
+    /// Port 465 (RFC 8314): TLS from the first byte, then AUTH, which MAIL requires.
+    Submissions,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +144,8 @@ pub struct Config {
     pub rules: crate::rules::RuleSet,
     /// `[smime] certificate_dir`: recipient certificates for the `smime_encrypt` action.
     pub smime_certificate_dir: Option<PathBuf>,
+    /// `[[user]]`: lowercase name → argon2 PHC hash, for AUTH on submission listeners.
+    pub users: BTreeMap<String, String>,
     /// `[[encryption_policy]]` by name.
     pub encryption_policies: BTreeMap<String, EncryptionPolicy>,
     /// Lowercase mailbox address → the policy it is stored under (resolved from its own

@@ -135,19 +135,26 @@ pub fn validate(
         })?;
         let protocol = match l.protocol.as_str() {
             "smtp" => ListenerProtocol::Smtp,
-            "submission" | "submissions" => {
-                return Err(c.err(
-                    format!("listener[{i}].protocol"),
-                    format!("{:?} is not supported yet (only \"smtp\")", l.protocol),
-                ))
-            }
+            "submission" => ListenerProtocol::Submission,
+            "submissions" => ListenerProtocol::Submissions,
             other => {
                 return Err(c.err(
                     format!("listener[{i}].protocol"),
-                    format!("unknown protocol {other:?} (expected smtp)"),
+                    format!(
+                        "unknown protocol {other:?} (expected smtp, submission or submissions)"
+                    ),
                 ))
             }
         };
+        if protocol != ListenerProtocol::Smtp && raw.tls.is_none() {
+            return Err(c.err(
+                format!("listener[{i}].protocol"),
+                format!(
+                    "{} needs a [tls] certificate (AUTH is only offered over TLS)",
+                    l.protocol
+                ),
+            ));
+        }
         listeners.push(Listener { address, protocol });
     }
 
@@ -299,6 +306,24 @@ pub fn validate(
         bare_newline: raw.limits.bare_newline.unwrap_or_default(),
     };
 
+    let mut users = BTreeMap::new();
+    for (i, u) in raw.user.iter().enumerate() {
+        let name = u.name.trim().to_ascii_lowercase();
+        if name.is_empty() || name.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+            return Err(c.err(
+                format!("user[{i}].name"),
+                format!("not a user name: {:?}", u.name),
+            ));
+        }
+        crate::smtp::server::users::check_hash(&u.password_hash)
+            .map_err(|p| c.err(format!("user[{i}].password_hash"), p))?;
+        if users
+            .insert(name.clone(), u.password_hash.clone())
+            .is_some()
+        {
+            return Err(c.err(format!("user[{i}].name"), format!("{name} is listed twice")));
+        }
+    }
     let outbound_connectors = super::connectors::outbound(&c, &raw.connector.outbound)?;
     let inbound_connectors = super::connectors::inbound(&c, &raw.connector.inbound)?;
     let (rules_dir, rules) = load_rules(&c, raw.rules.as_ref())?;
@@ -362,6 +387,7 @@ pub fn validate(
         rules_dir,
         rules,
         smime_certificate_dir,
+        users,
         encryption_policies: encryption.policies,
         mailbox_policies: encryption.mailboxes,
         store: encryption.store,

@@ -23,7 +23,12 @@ pub enum Command {
     Vrfy,
     Help,
     StartTls,
-    /// A known SMTP command this server does not offer (EXPN, BDAT, AUTH, ETRN, TURN, ...).
+    /// AUTH (RFC 4954): the mechanism (uppercase) and the initial response, if given.
+    Auth {
+        mechanism: String,
+        initial: Option<String>,
+    },
+    /// A known SMTP command this server does not offer (EXPN, BDAT, ETRN, TURN, ...).
     NotImplemented,
     /// Not SMTP at all (HTTP `GET`/`POST`, proxy `CONNECT`): a cross-protocol attempt.
     Forbidden,
@@ -44,7 +49,7 @@ pub struct MailFrom {
 
 /// Commands recognised but not implemented: answered 502 rather than "not recognized".
 const NOT_IMPLEMENTED: &[&str] = &[
-    "EXPN", "BDAT", "AUTH", "ETRN", "TURN", "ATRN", "BURL", "VERB", "SEND", "SOML", "SAML", "LHLO",
+    "EXPN", "BDAT", "ETRN", "TURN", "ATRN", "BURL", "VERB", "SEND", "SOML", "SAML", "LHLO",
 ];
 /// Postfix's smtpd_forbidden_commands: a web browser or proxy client talking to port 25.
 const FORBIDDEN: &[&str] = &["CONNECT", "GET", "POST"];
@@ -74,6 +79,20 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
         "RSET" => no_args(args, "RSET", Command::Rset)?,
         "QUIT" => no_args(args, "QUIT", Command::Quit)?,
         "STARTTLS" => no_args(args, "STARTTLS", Command::StartTls)?,
+        "AUTH" => {
+            let mut words = args.split_ascii_whitespace();
+            let mechanism = words
+                .next()
+                .ok_or_else(|| syntax("AUTH mechanism [initial-response]"))?;
+            let initial = words.next().map(str::to_string);
+            if words.next().is_some() {
+                return Err(syntax("AUTH mechanism [initial-response]"));
+            }
+            Command::Auth {
+                mechanism: mechanism.to_ascii_uppercase(),
+                initial,
+            }
+        }
         "NOOP" => Command::Noop,
         "HELP" => Command::Help,
         "VRFY" if args.is_empty() => return Err(syntax("VRFY address")),

@@ -370,6 +370,7 @@ fn transcript(actions: Vec<Action>, delivered: &mut VecDeque<Box<Transaction>>) 
                 delivered.push_back(tx);
                 lines.push("[DELIVER]".into());
             }
+            Action::Authenticate(creds) => lines.push(format!("[AUTH {}]", creds.username)),
             Action::Close => lines.push("[CLOSE]".into()),
         }
     }

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 
 use super::policy::Policy;
 use super::session::{Action, Session, SessionConfig};
+use super::users::Users;
 use crate::cleanup::Cleanup;
 use crate::smtp::proto::Reply;
 use crate::smtp::stream::SmtpStream;
@@ -25,6 +26,10 @@ pub struct ServerContext {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub cleanup: Arc<Cleanup>,
     pub idle_timeout: Duration,
+    /// TLS from the first byte (port 465).
+    pub implicit_tls: bool,
+    /// Who may authenticate (submission listeners).
+    pub users: Arc<Users>,
 }
 
 /// Accepts connections until `shutdown` turns true, then waits for open sessions to end.
@@ -79,6 +84,18 @@ async fn converse(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), String> {
     let mut session = Session::new(ctx.session.clone(), ctx.policy.clone(), peer, relay_allowed);
+    if ctx.implicit_tls {
+        let Some(config) = ctx.tls.clone() else {
+            return Err("implicit TLS without a certificate".into());
+        };
+        let (tls, facts) = tokio::time::timeout(ctx.idle_timeout, stream.accept_tls(config))
+            .await
+            .map_err(|_| "TLS handshake timed out".to_string())?
+            .map_err(|e| format!("TLS handshake failed: {e}"))?;
+        tracing::info!(client = %peer, version = %facts.version, cipher = %facts.cipher, "TLS established (implicit)");
+        stream = tls;
+        session.implicit_tls(facts);
+    }
     let mut pending: VecDeque<Action> = session.greeting().into();
     let mut out: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
@@ -104,6 +121,24 @@ async fn converse(
                     tracing::info!(client = %peer, version = %facts.version, cipher = %facts.cipher, "STARTTLS established");
                     stream = tls;
                     pending.extend(session.tls_established(facts));
+                }
+                Action::Authenticate(creds) => {
+                    let users = ctx.users.clone();
+                    let user = creds.username.clone();
+                    let result = tokio::task::spawn_blocking(move || users.verify(&creds))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(Reply::new(
+                                454,
+                                [4, 7, 0],
+                                "Temporary authentication failure",
+                            ))
+                        });
+                    match &result {
+                        Ok(name) => tracing::info!(client = %peer, user = %name, "authenticated"),
+                        Err(_) => tracing::warn!(client = %peer, %user, "authentication failed"),
+                    }
+                    pending.extend(session.auth_result(result));
                 }
                 Action::Deliver(tx) => {
                     let cleanup = ctx.cleanup.clone();

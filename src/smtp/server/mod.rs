@@ -5,6 +5,7 @@ pub mod listener;
 pub mod policy;
 pub mod session;
 pub mod transaction;
+pub mod users;
 
 pub use policy::{LocalPolicy, Policy};
 pub use session::{Action, Session, SessionConfig, SessionFacts};

@@ -93,6 +93,7 @@ mod tests {
             relay_allowed,
             tls: None,
             helo: None,
+            authenticated: None,
         }
     }
 

@@ -14,6 +14,11 @@ use crate::smtp::proto::{
 };
 use crate::tls::TlsFacts;
 
+mod auth;
+
+use auth::AuthStep;
+pub use auth::Credentials;
+
 /// After this many 5xx replies the session says 421 and closes (Postfix smtpd_hard_error_limit).
 pub const MAX_ERRORS: usize = 20;
 
@@ -31,6 +36,8 @@ pub struct SessionConfig {
     /// Bare CR or LF in message content: refuse the message (default) or store it as CRLF.
     /// Command lines always refuse them.
     pub bare_newline: BareNewline,
+    /// AUTH PLAIN/LOGIN is offered (over TLS only) and MAIL requires it: a submission listener.
+    pub auth: bool,
 }
 
 impl Default for SessionConfig {
@@ -41,6 +48,7 @@ impl Default for SessionConfig {
             max_recipients: 1000,
             starttls_available: false,
             bare_newline: BareNewline::Reject,
+            auth: false,
         }
     }
 }
@@ -55,6 +63,8 @@ pub struct SessionFacts {
     pub tls: Option<TlsFacts>,
     /// The name given in the last HELO/EHLO (cleared by STARTTLS).
     pub helo: Option<String>,
+    /// The user who authenticated with AUTH.
+    pub authenticated: Option<String>,
 }
 
 /// What the caller must do next, in order.
@@ -66,6 +76,8 @@ pub enum Action {
     StartTls,
     /// Write the message durably, then call `delivery_result`.
     Deliver(Box<Transaction>),
+    /// Check these credentials (off the reactor), then call `auth_result`.
+    Authenticate(Credentials),
     /// Write everything sent so far and close the connection.
     Close,
 }
@@ -81,6 +93,10 @@ enum State {
     AwaitDelivery,
     /// `StartTls` was emitted; input is discarded until `tls_established`.
     AwaitTls,
+    /// AUTH sent 334: the next line is a base64 response, not a command.
+    AuthLine(AuthStep),
+    /// `Authenticate` was emitted; input is buffered until `auth_result`.
+    AwaitAuth,
     /// `Close` was emitted; nothing more happens.
     Closed,
 }
@@ -165,6 +181,7 @@ impl Session {
                 relay_allowed,
                 tls: None,
                 helo: None,
+                authenticated: None,
             },
             esmtp: false,
             envelope: None,
@@ -186,11 +203,13 @@ impl Session {
         match self.state {
             // CVE-2011-0411: nothing sent before the handshake may be read as a command after it.
             State::Closed | State::AwaitTls => return Vec::new(),
-            State::AwaitDelivery => {
+            State::AwaitDelivery | State::AwaitAuth => {
                 self.input.extend_from_slice(input);
                 return Vec::new();
             }
-            State::Command | State::Data(_) => self.input.extend_from_slice(input),
+            State::Command | State::Data(_) | State::AuthLine(_) => {
+                self.input.extend_from_slice(input)
+            }
         }
         let mut out = Out::default();
         self.process(&mut out);
@@ -211,6 +230,12 @@ impl Session {
         self.lines = LineReader::new();
         self.state = State::Command;
         Vec::new()
+    }
+
+    /// For listeners with implicit TLS (port 465): the session runs over TLS from its start.
+    /// Call before `greeting`.
+    pub fn implicit_tls(&mut self, facts: TlsFacts) {
+        self.facts.tls = Some(facts);
     }
 
     /// The outcome of a `Deliver`: the queue id, or the reply to give instead. Then carries on
@@ -279,7 +304,28 @@ impl Session {
                     }
                     None => pos = input.len(),
                 },
-                State::AwaitDelivery => break,
+                State::AuthLine(step) => {
+                    let step = step.clone();
+                    let (event, used) = self.lines.next(rest);
+                    pos += used;
+                    match event {
+                        Some(LineEvent::Line(line)) => self.auth_line(step, line, out),
+                        Some(_) => {
+                            self.state = State::Command;
+                            self.reject(
+                                Reply::new(
+                                    501,
+                                    [5, 5, 2],
+                                    "Error: malformed authentication response",
+                                ),
+                                out,
+                            )
+                        }
+                        None if used == 0 => break,
+                        None => {}
+                    }
+                }
+                State::AwaitDelivery | State::AwaitAuth => break,
                 State::AwaitTls | State::Closed => pos = input.len(),
             }
         }
@@ -315,6 +361,7 @@ impl Session {
                 "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS",
             )),
             Command::StartTls => self.starttls(out),
+            Command::Auth { mechanism, initial } => self.auth(mechanism, initial, out),
             Command::NotImplemented => self.reject(
                 Reply::new(502, [5, 5, 1], "Error: command not implemented"),
                 out,
@@ -343,6 +390,9 @@ impl Session {
         if config.starttls_available && !self.is_tls() {
             lines.push("STARTTLS".to_string());
         }
+        if config.auth && self.is_tls() && self.facts.authenticated.is_none() {
+            lines.push("AUTH PLAIN LOGIN".to_string());
+        }
         lines.extend(["ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8"].map(String::from));
         out.reply(&Reply::bare(250, lines.join("\n")));
     }
@@ -353,6 +403,9 @@ impl Session {
         }
         if self.envelope.is_some() {
             return self.reject(bad_sequence("nested MAIL command"), out);
+        }
+        if self.config.auth && self.facts.authenticated.is_none() {
+            return self.reject(Reply::new(530, [5, 7, 0], "Authentication required"), out);
         }
         let max = u64::try_from(self.config.max_message_size).unwrap_or(u64::MAX);
         if mail.size.is_some_and(|size| size > max) {
@@ -416,10 +469,16 @@ impl Session {
             Ok(data) => data,
             Err(error) => return self.reject(data_error(error), out),
         };
-        let protocol = match (self.esmtp, self.is_tls()) {
-            (false, _) => Protocol::Smtp,
-            (true, false) => Protocol::Esmtp,
-            (true, true) => Protocol::Esmtps,
+        let protocol = match (
+            self.esmtp,
+            self.is_tls(),
+            self.facts.authenticated.is_some(),
+        ) {
+            (false, _, _) => Protocol::Smtp,
+            (true, false, false) => Protocol::Esmtp,
+            (true, true, false) => Protocol::Esmtps,
+            (true, false, true) => Protocol::Esmtpa,
+            (true, true, true) => Protocol::Esmtpsa,
         };
         let transaction = Transaction {
             helo: self.facts.helo.clone().unwrap_or_default(),
@@ -430,6 +489,7 @@ impl Session {
             rcpt_to: envelope.rcpt_to,
             eight_bit: envelope.eight_bit,
             smtputf8: envelope.smtputf8,
+            authenticated: self.facts.authenticated.clone(),
             data,
         };
         self.state = State::AwaitDelivery;

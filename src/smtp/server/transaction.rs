@@ -13,6 +13,10 @@ pub enum Protocol {
     Esmtp,
     /// EHLO over TLS
     Esmtps,
+    /// EHLO, authenticated
+    Esmtpa,
+    /// EHLO over TLS, authenticated
+    Esmtpsa,
 }
 
 impl Protocol {
@@ -21,6 +25,8 @@ impl Protocol {
             Protocol::Smtp => "SMTP",
             Protocol::Esmtp => "ESMTP",
             Protocol::Esmtps => "ESMTPS",
+            Protocol::Esmtpa => "ESMTPA",
+            Protocol::Esmtpsa => "ESMTPSA",
         }
     }
 }
@@ -42,6 +48,8 @@ pub struct Transaction {
     pub eight_bit: bool,
     /// SMTPUTF8 was given.
     pub smtputf8: bool,
+    /// The user who authenticated with AUTH, if any.
+    pub authenticated: Option<String>,
     /// The message as received: dot-unstuffed, lines ending in CRLF, without the final `.` line.
     pub data: Vec<u8>,
 }

@@ -1,0 +1,103 @@
+//! Submission users: names with argon2 password hashes (PHC strings) from the configuration.
+
+use std::collections::BTreeMap;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+
+use super::session::Credentials;
+use crate::smtp::proto::Reply;
+
+/// Hashes a password for `[[user]] password_hash` (Argon2id, the crate's default parameters).
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let mut salt = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut salt).map_err(|_| "no random numbers".to_string())?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Checks that a string is a PHC password hash argon2 can verify against.
+pub fn check_hash(hash: &str) -> Result<(), String> {
+    let parsed = PasswordHash::new(hash).map_err(|e| format!("not a password hash: {e}"))?;
+    if !parsed.algorithm.as_str().starts_with("argon2") {
+        return Err(format!(
+            "{} hashes are not accepted; use `sealpost keys hash-password`",
+            parsed.algorithm
+        ));
+    }
+    Ok(())
+}
+
+/// The users allowed to authenticate.
+#[derive(Debug, Default, Clone)]
+pub struct Users {
+    /// Lowercase name → PHC hash.
+    hashes: BTreeMap<String, String>,
+}
+
+impl Users {
+    pub fn new(hashes: BTreeMap<String, String>) -> Self {
+        Users { hashes }
+    }
+
+    /// Verifies credentials (slow on purpose: run it off the reactor). Unknown users cost the
+    /// same as wrong passwords, so answers do not tell which names exist.
+    pub fn verify(&self, creds: &Credentials) -> Result<String, Reply> {
+        let name = creds.username.to_ascii_lowercase();
+        let failed = || Reply::new(535, [5, 7, 8], "Error: authentication failed");
+        let known = self.hashes.get(&name);
+        let hash = match known {
+            Some(h) => h.clone(),
+            None => dummy_hash(),
+        };
+        let parsed = PasswordHash::new(&hash).map_err(|_| failed())?;
+        let ok = Argon2::default()
+            .verify_password(creds.password.as_bytes(), &parsed)
+            .is_ok();
+        if ok && known.is_some() {
+            Ok(name)
+        } else {
+            Err(failed())
+        }
+    }
+}
+
+fn dummy_hash() -> String {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY
+        .get_or_init(|| hash_password("no user has this password").unwrap_or_default())
+        .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_verify_and_wrong_passwords_and_names_fail_alike() {
+        let hash = hash_password("correct horse").unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        check_hash(&hash).unwrap();
+        assert!(check_hash("plaintext").is_err());
+        let users = Users::new([("alice@contoso.test".to_string(), hash)].into());
+        let creds = |u: &str, p: &str| Credentials {
+            username: u.into(),
+            password: p.into(),
+        };
+        assert_eq!(
+            users.verify(&creds("Alice@Contoso.test", "correct horse")),
+            Ok("alice@contoso.test".into())
+        );
+        let wrong = users
+            .verify(&creds("alice@contoso.test", "battery"))
+            .unwrap_err();
+        let unknown = users
+            .verify(&creds("mallory@contoso.test", "correct horse"))
+            .unwrap_err();
+        assert_eq!(wrong, unknown);
+        assert_eq!(wrong.to_string(), "535 5.7.8 Error: authentication failed");
+    }
+}
