@@ -119,3 +119,50 @@ fn keys_pki_writes_private_keys_0600() {
         String::from_utf8_lossy(&verify.stdout)
     );
 }
+
+#[test]
+fn sha1_signed_server_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("sha1.key");
+    let crt = dir.path().join("sha1.crt");
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-sha1",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=mx.contoso.test",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut spec = DomainSpec::new("contoso", &["alice@contoso.test"], free_port());
+    spec.tls = false;
+    let path = spec.write(dir.path());
+    let text = std::fs::read_to_string(&path).unwrap()
+        + &format!(
+            "\n[tls]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n",
+            crt.display(),
+            key.display()
+        );
+    std::fs::write(&path, text).unwrap();
+    let (code, _, err) = sealpost(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("sha1.crt") && err.contains("sha1WithRSAEncryption (weak)"),
+        "{err}"
+    );
+}

@@ -92,8 +92,20 @@ impl Cleanup {
             inbound_connector: connector.as_ref().map(|c| c.connector.as_str()),
         };
         let evaluation = evaluate(&rules, &facts);
+        // "rule:action" for every action applied, for the log line of each message.
+        let mut applied: Vec<String> = evaluation
+            .groups
+            .iter()
+            .flat_map(|g| {
+                g.actions
+                    .iter()
+                    .map(|a| format!("{}:{}", a.rule, a.action.kind()))
+            })
+            .collect();
+        applied.dedup();
+        let applied = applied.join(",");
         let copies = apply(&evaluation, &message, self.smime.as_deref()).inspect_err(|reply| {
-            tracing::info!(client = %tx.peer, from = %tx.mail_from, rules = %evaluation.matched.join(","),
+            tracing::info!(client = %tx.peer, from = %tx.mail_from, rules = %applied,
                 %reply, "refused by transport rule");
         })?;
         let mut ids: Vec<String> = Vec::with_capacity(copies.len());
@@ -123,7 +135,7 @@ impl Cleanup {
                 size = copy.message.len(),
                 client = %tx.peer,
                 connector = connector.as_ref().map(|c| c.connector.as_str()).unwrap_or(""),
-                rules = %evaluation.matched.join(","),
+                rules = %applied,
                 "queued"
             );
             ids.push(copy_id);

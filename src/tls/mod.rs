@@ -132,6 +132,17 @@ pub fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<Certified
             format!("certificate does not match {}: {e}", key_path.display()),
         )
     })?;
+    // Peers judge us by the chain we send: no MD5 or SHA-1 signatures in it.
+    for cert in &chain {
+        let summary = inspect::summarize(cert).map_err(|e| file_err(cert_path, e))?;
+        if summary.weak_signature {
+            let problem = format!(
+                "{} is signed with {} (weak)",
+                summary.subject, summary.signature
+            );
+            return Err(file_err(cert_path, problem));
+        }
+    }
     Ok(CertifiedKey { chain, key })
 }
 
