@@ -21,6 +21,7 @@ use crate::smtp::server::listener::{serve, ServerContext};
 use crate::smtp::server::policy::LocalPolicy;
 use crate::smtp::server::session::SessionConfig;
 use crate::smtp::server::users::Users;
+use crate::store::keyfile::ServiceKey;
 use crate::store::MailStore;
 
 /// A running server; `shutdown` stops it cleanly.
@@ -57,7 +58,7 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
     let config = Arc::new(config);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
-    let spool = Arc::new(Spool::open(&config.data_dir)?);
+    let spool = Arc::new(Spool::open(&config.data_dir, service_key(&config)?)?);
     let report = spool.recover()?;
     tracing::info!(?report, data_dir = %config.data_dir.display(), "queue recovered");
     let store: Arc<dyn MailStore> = crate::store::open_store(&config)?;
@@ -167,6 +168,14 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         spool,
         wake,
     })
+}
+
+/// The service key that seals queue files (`<keystore_dir>/service.key`, made on first use).
+pub fn service_key(config: &Config) -> anyhow::Result<Arc<ServiceKey>> {
+    let dir = &config.store.keystore_dir;
+    let key = ServiceKey::load_or_create(dir)
+        .with_context(|| format!("service key in {}", dir.display()))?;
+    Ok(Arc::new(key))
 }
 
 impl Server {

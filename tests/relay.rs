@@ -6,7 +6,8 @@ mod support;
 use std::time::Duration;
 
 use support::domains::{
-    free_port, load, message, sealpost, send, wait_for_mailbox_async, DomainSpec, ServeProcess,
+    files_containing, free_port, load, message, sealpost, send, wait_for_mailbox_async, DomainSpec,
+    ServeProcess,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -192,9 +193,12 @@ async fn peer_down_defers_then_queue_flush_delivers() {
         .route("contoso.test", cport)
         .write(dir.path());
     let contoso_arg = contoso.to_str().unwrap();
-    let c_server = sealpost::app::start(load(&contoso)).await.unwrap();
+    let c_config = load(&contoso);
+    let c_data = c_config.data_dir.clone();
+    let c_server = sealpost::app::start(c_config).await.unwrap();
 
-    let data = message("alice@contoso.test", "bob@fabrikam.test", "M-deferred");
+    let marker = "M-deferred-QENC-c0ffee";
+    let data = message("alice@contoso.test", "bob@fabrikam.test", marker);
     let (replies, _) = send(
         c_server.local_addrs()[0],
         "alice@contoso.test",
@@ -228,6 +232,16 @@ async fn peer_down_defers_then_queue_flush_delivers() {
         listing.contains("deferred") && listing.contains("bob@fabrikam.test"),
         "{listing}"
     );
+    // While it waits, the message rests encrypted: the marker (in Subject, Message-ID and body)
+    // is in no file under data_dir, though the queue file is there.
+    let queued = ["deferred", "active", "incoming"]
+        .iter()
+        .any(|state| c_data.join("queue").join(state).join(&queue_id).is_file());
+    assert!(queued, "{queue_id} not in the queue");
+    assert_eq!(
+        files_containing(&c_data, marker.as_bytes()),
+        Vec::<std::path::PathBuf>::new()
+    );
 
     // Start fabrikam, flush: delivered, queue empty.
     let f = load(&fabrikam);
@@ -237,7 +251,12 @@ async fn peer_down_defers_then_queue_flush_delivers() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("made due"), "{out}");
     let got = wait_for_mailbox_async(&f_data, "bob@fabrikam.test", 1, WAIT).await;
-    assert!(String::from_utf8_lossy(&got[0]).contains("M-deferred"));
+    // Byte for byte what the client sent, after the two Received headers the hops added.
+    assert!(
+        got[0].ends_with(&data),
+        "{}",
+        String::from_utf8_lossy(&got[0])
+    );
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let (_, out, _) = sealpost(&["queue", "list", "--config", contoso_arg]);

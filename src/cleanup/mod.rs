@@ -199,6 +199,7 @@ pub fn received_header(
 mod tests {
     use super::*;
     use crate::smtp::server::Protocol;
+    use crate::store::keyfile::ServiceKey;
     use crate::tls::TlsFacts;
 
     fn tx(tls: bool, rcpts: &[&str]) -> Transaction {
@@ -248,7 +249,9 @@ mod tests {
     #[test]
     fn enqueue_writes_a_claimable_queue_file() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Arc::new(Spool::open(dir.path()).unwrap());
+        let keys = tempfile::tempdir().unwrap();
+        let key = ServiceKey::load_or_create(keys.path()).unwrap();
+        let spool = Arc::new(Spool::open(dir.path(), Arc::new(key)).unwrap());
         let cleanup = Cleanup::new(
             "mx.b.test",
             spool.clone(),
@@ -256,6 +259,9 @@ mod tests {
             Arc::default(),
         );
         let id = cleanup.enqueue(&tx(true, &["bob@b.test"])).unwrap();
+        let file = std::fs::read(spool.path(crate::queue::QueueState::Incoming, &id)).unwrap();
+        let clear = |needle: &[u8]| file.windows(needle.len()).any(|w| w == needle);
+        assert!(clear(b"SEALPOST-QUEUE 2\n") && !clear(b"Received: from client.test"));
         let (env, msg) = spool.claim(&id).unwrap().unwrap();
         assert_eq!(env.mail_from, "a@a.test");
         assert_eq!(env.recipients[0].address, "bob@b.test");

@@ -38,12 +38,16 @@ enum QueueCommand {
     },
 }
 
+/// The spool with the service key, as the server opens it (listing, flush and delete never
+/// decrypt, but anything this process writes is sealed like the server's files).
 fn open(config: &ConfigArgs) -> Result<Spool, ExitCode> {
     let config = config.load()?;
-    Spool::open(&config.data_dir).map_err(|e| {
+    let fail = |e: &dyn std::fmt::Display| {
         eprintln!("sealpost: {e}");
         ExitCode::FAILURE
-    })
+    };
+    let key = crate::app::service_key(&config).map_err(|e| fail(&format!("{e:#}")))?;
+    Spool::open(&config.data_dir, key).map_err(|e| fail(&e))
 }
 
 pub fn run(args: QueueArgs) -> anyhow::Result<ExitCode> {

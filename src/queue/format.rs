@@ -1,22 +1,33 @@
-//! The queue file format: the one place that encodes a queued message and verifies it on reading.
+//! The queue file format: the one place that encodes a queued message, encrypts it at rest, and
+//! verifies and decrypts it on reading.
 //!
-//! A queue file is, byte for byte:
+//! A queue file is, byte for byte (version 2, what the server writes):
 //!
 //! ```text
-//! SEALPOST-QUEUE 1\n              magic and format version
+//! SEALPOST-QUEUE 2\n              magic and format version
 //! E <n>\n                         envelope length in bytes, decimal, no leading zeros
-//! <n bytes of envelope JSON>\n
-//! M <m>\n                         message length in bytes, decimal, no leading zeros
-//! <m bytes of message>\n
+//! <n bytes of envelope JSON>\n    in clear: listings read it without any key
+//! K <16 hex> <80 hex>\n           service key id; the content key wrapped by it (AES-KW, 40 bytes)
+//! M <m>\n                         length of the sealed message in bytes
+//! <m bytes of sealed message>\n   AES-256-GCM chunks (store::crypto::seal_chunks)
 //! END <64 lowercase hex>\n        SHA-256 of every byte before "END "
 //! ```
 //!
-//! The file must end right after the end marker. [`decode`] checks, in order: magic, both length
-//! lines, the file size the lengths imply, the separators, the end marker, the checksum, then the
-//! envelope JSON and its version; any failure is a [`FormatError`] and the message is never
-//! delivered. [`read_header`] reads only up to the envelope (for listings) and checks the file size
-//! against the lengths, but not the checksum. Encryption at rest, when it comes, wraps [`encode_to`]
-//! and [`decode`].
+//! The content key is fresh for every file written (a defer rewrites the file under a new key).
+//! The chunks' AAD context is [`seal_context`]: the queue id and the SHA-256 of the exact envelope
+//! bytes, so the ciphertext cannot be moved to another id and the envelope (recipients) cannot be
+//! edited without the file failing authentication.
+//!
+//! Version 1 (written before queue encryption, and by [`encode`] without a key) has no `K` line
+//! and the message in clear after `M <m>`. It is still read, so a queue written before an upgrade
+//! still delivers.
+//!
+//! The file must end right after the end marker. [`decode`] checks, in order: magic, the length
+//! (and key) lines, the file size the lengths imply, the separators, the end marker, the checksum,
+//! the envelope JSON and its version, then (version 2) the service key id, the key unwrap and
+//! every chunk's authentication; any failure is a [`FormatError`] and the message is never
+//! delivered. [`read_header`] reads only up to the message (for listings) and checks the file size
+//! against the lengths, but neither the checksum nor the ciphertext.
 
 use std::io::{self, BufRead, Read, Write};
 
@@ -24,15 +35,24 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::envelope::{Envelope, ENVELOPE_VERSION};
+use crate::store::crypto::{self, CryptoError, SecretKey, WRAPPED_LEN};
+use crate::store::keyfile::ServiceKey;
 
-/// The first line of every queue file.
-pub const MAGIC: &[u8] = b"SEALPOST-QUEUE 1\n";
+/// The first line of every encrypted queue file (format version 2).
+pub const MAGIC: &[u8] = b"SEALPOST-QUEUE 2\n";
+/// The first line of a plain queue file (format version 1).
+pub const MAGIC_V1: &[u8] = b"SEALPOST-QUEUE 1\n";
+const _: () = assert!(MAGIC.len() == MAGIC_V1.len());
 /// Envelopes larger than this are refused (they are a few hundred bytes per recipient).
 pub const MAX_ENVELOPE_LEN: u64 = 16 << 20;
 /// "END " + 64 hex digits + "\n".
 const END_LINE_LEN: u64 = 4 + 64 + 1;
 /// u64::MAX has 20 decimal digits.
 const MAX_DIGITS: usize = 20;
+/// Hex digits of a key id (`SecretKey::id`).
+const KEY_ID_HEX: usize = 16;
+/// "K " + key id + " " + wrapped key in hex + "\n".
+const KEY_LINE_LEN: usize = 2 + KEY_ID_HEX + 1 + 2 * WRAPPED_LEN + 1;
 
 /// Why a queue file is not acceptable.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +81,16 @@ pub enum FormatError {
     UnsupportedVersion(u32),
     #[error("envelope id {found:?} does not match file name {expected:?}")]
     IdMismatch { expected: String, found: String },
+    #[error("malformed key line")]
+    BadKeyLine,
+    #[error("the file is encrypted and no service key was given")]
+    NoServiceKey,
+    #[error("sealed under service key {found}, but the service key here is {expected}")]
+    WrongServiceKey { expected: String, found: String },
+    #[error("the content key does not unwrap under the service key (altered wrap)")]
+    KeyUnwrap,
+    #[error("the encrypted message failed authentication: {0}")]
+    Decrypt(CryptoError),
 }
 
 /// A failure of [`read_header`]: the disk failed, or the bytes are wrong.
@@ -74,30 +104,58 @@ pub enum HeaderError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
     pub envelope: Envelope,
+    /// Length of the message itself (for version 2: what decryption will yield).
     pub message_len: u64,
+    /// 1 (plain) or 2 (encrypted).
+    pub version: u8,
+}
+
+/// The `K` line of a version 2 file.
+struct KeyLine {
+    key_id: String,
+    wrapped: Vec<u8>,
 }
 
 /// Where the parts lie, as found by the header parser.
 struct Layout {
     envelope_json: Vec<u8>,
+    key: Option<KeyLine>,
     message_start: u64,
-    message_len: u64,
+    /// Bytes of the message part as stored (sealed for version 2).
+    stored_len: u64,
 }
 
-/// Write a complete queue file to `out`.
-pub fn encode_to<W: Write>(out: &mut W, envelope: &Envelope, message: &[u8]) -> io::Result<()> {
+/// Write a complete queue file to `out`: version 2, the message sealed under a fresh content key
+/// wrapped by `key`; or version 1 in clear when `key` is `None` (tests of the plain format only).
+pub fn encode_to<W: Write>(
+    out: &mut W,
+    envelope: &Envelope,
+    message: &[u8],
+    key: Option<&ServiceKey>,
+) -> io::Result<()> {
     let json = serde_json::to_vec(envelope)?;
+    let sealed = match key {
+        Some(service) => Some(seal(service, &json, envelope, message).map_err(io::Error::other)?),
+        None => None,
+    };
     let mut hasher = Sha256::new();
     let mut put = |bytes: &[u8]| -> io::Result<()> {
         hasher.update(bytes);
         out.write_all(bytes)
     };
-    put(MAGIC)?;
+    put(if sealed.is_some() { MAGIC } else { MAGIC_V1 })?;
     put(format!("E {}\n", json.len()).as_bytes())?;
     put(&json)?;
     put(b"\n")?;
-    put(format!("M {}\n", message.len()).as_bytes())?;
-    put(message)?;
+    let body = match &sealed {
+        Some((key_line, ciphertext)) => {
+            put(key_line.as_bytes())?;
+            ciphertext.as_slice()
+        }
+        None => message,
+    };
+    put(format!("M {}\n", body.len()).as_bytes())?;
+    put(body)?;
     put(b"\n")?;
     let digest = hex::encode(hasher.finalize());
     out.write_all(b"END ")?;
@@ -105,15 +163,53 @@ pub fn encode_to<W: Write>(out: &mut W, envelope: &Envelope, message: &[u8]) -> 
     out.write_all(b"\n")
 }
 
-/// A complete queue file in memory.
-pub fn encode(envelope: &Envelope, message: &[u8]) -> io::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(message.len() + 1024);
-    encode_to(&mut out, envelope, message)?;
+/// A complete queue file in memory (see [`encode_to`]).
+pub fn encode(
+    envelope: &Envelope,
+    message: &[u8],
+    key: Option<&ServiceKey>,
+) -> io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(crypto::sealed_len(message.len()) + 1024);
+    encode_to(&mut out, envelope, message, key)?;
     Ok(out)
 }
 
-/// Verify a whole queue file and split it into envelope and message.
-pub fn decode(mut bytes: Vec<u8>) -> Result<(Envelope, Vec<u8>), FormatError> {
+/// The AAD context of a queue file's chunks: a label, the queue id, and the SHA-256 of the exact
+/// envelope bytes stored in the file.
+pub fn seal_context(queue_id: &str, envelope_json: &[u8]) -> Vec<u8> {
+    let mut context = b"sealpost queue v2\0".to_vec();
+    context.extend_from_slice(queue_id.as_bytes());
+    context.push(0);
+    context.extend_from_slice(&Sha256::digest(envelope_json));
+    context
+}
+
+/// A fresh content key seals the message; returns the `K` line and the sealed bytes.
+fn seal(
+    service: &ServiceKey,
+    json: &[u8],
+    envelope: &Envelope,
+    message: &[u8],
+) -> Result<(String, Vec<u8>), CryptoError> {
+    let content = SecretKey::generate()?;
+    let wrapped = service.wrap(&content)?;
+    let mut sealed = Vec::new();
+    crypto::seal_chunks(
+        &content,
+        &seal_context(&envelope.id, json),
+        message,
+        &mut sealed,
+    )?;
+    let key_line = format!("K {} {}\n", service.id(), hex::encode(wrapped));
+    Ok((key_line, sealed))
+}
+
+/// Verify a whole queue file and split it into envelope and message, decrypting a version 2 file
+/// with `key`.
+pub fn decode(
+    mut bytes: Vec<u8>,
+    key: Option<&ServiceKey>,
+) -> Result<(Envelope, Vec<u8>), FormatError> {
     let actual = len_u64(bytes.len());
     let layout = match parse_layout(&mut bytes.as_slice()) {
         Ok(layout) => layout,
@@ -126,7 +222,7 @@ pub fn decode(mut bytes: Vec<u8>) -> Result<(Envelope, Vec<u8>), FormatError> {
             })
         }
     };
-    let separator_at = layout.message_start.saturating_add(layout.message_len);
+    let separator_at = layout.message_start.saturating_add(layout.stored_len);
     let end_at = separator_at.saturating_add(1);
     let expected = end_at.saturating_add(END_LINE_LEN);
     if actual == end_at {
@@ -161,13 +257,42 @@ pub fn decode(mut bytes: Vec<u8>) -> Result<(Envelope, Vec<u8>), FormatError> {
     let envelope = parse_envelope(&layout.envelope_json)?;
     bytes.truncate(separator_at);
     bytes.drain(..message_start);
-    Ok((envelope, bytes))
+    match &layout.key {
+        None => Ok((envelope, bytes)),
+        Some(line) => {
+            let service = key.ok_or(FormatError::NoServiceKey)?;
+            let message = open(service, line, &layout.envelope_json, &envelope, bytes)?;
+            Ok((envelope, message))
+        }
+    }
+}
+
+/// Unwraps the content key and opens the sealed message.
+fn open(
+    service: &ServiceKey,
+    line: &KeyLine,
+    json: &[u8],
+    envelope: &Envelope,
+    sealed: Vec<u8>,
+) -> Result<Vec<u8>, FormatError> {
+    let expected = service.id();
+    if line.key_id != expected {
+        return Err(FormatError::WrongServiceKey {
+            expected,
+            found: line.key_id.clone(),
+        });
+    }
+    let content = service
+        .unwrap(&line.wrapped)
+        .map_err(|_| FormatError::KeyUnwrap)?;
+    crypto::open_chunks(&content, &seal_context(&envelope.id, json), sealed)
+        .map_err(FormatError::Decrypt)
 }
 
 /// Read the envelope and message length from the start of a queue file of `file_len` bytes.
 ///
-/// Checks magic, length lines and that `file_len` is exactly what the lengths imply; does not read
-/// the message or verify the checksum (a later claim does).
+/// Checks magic, length (and key) lines and that `file_len` is exactly what the lengths imply;
+/// does not read the message, verify the checksum or need the service key (a later claim does).
 pub fn read_header<R: BufRead>(mut reader: R, file_len: u64) -> Result<Header, HeaderError> {
     let layout = match parse_layout(&mut reader) {
         Err(HeaderError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
@@ -180,7 +305,7 @@ pub fn read_header<R: BufRead>(mut reader: R, file_len: u64) -> Result<Header, H
     };
     let end_at = layout
         .message_start
-        .saturating_add(layout.message_len)
+        .saturating_add(layout.stored_len)
         .saturating_add(1);
     let expected = end_at.saturating_add(END_LINE_LEN);
     let problem = if file_len == end_at {
@@ -202,21 +327,35 @@ pub fn read_header<R: BufRead>(mut reader: R, file_len: u64) -> Result<Header, H
         return Err(HeaderError::Format(problem));
     }
     let envelope = parse_envelope(&layout.envelope_json)?;
+    let (message_len, version) = match layout.key {
+        None => (layout.stored_len, 1),
+        Some(_) => (
+            crypto::opened_len(layout.stored_len)
+                .ok_or(FormatError::BadLength { field: "message" })?,
+            2,
+        ),
+    };
     Ok(Header {
         envelope,
-        message_len: layout.message_len,
+        message_len,
+        version,
     })
 }
 
-/// Parse magic, envelope and message length line, leaving `reader` at the message's first byte.
+/// Parse magic, envelope, key line (version 2) and message length line, leaving `reader` at the
+/// message's first byte.
 fn parse_layout<R: BufRead>(reader: &mut R) -> Result<Layout, HeaderError> {
     let mut magic = [0u8; MAGIC.len()];
     reader
         .read_exact(&mut magic)
         .map_err(|e| eof_as(e, FormatError::BadMagic))?;
-    if magic != MAGIC {
+    let encrypted = if magic == MAGIC {
+        true
+    } else if magic == MAGIC_V1 {
+        false
+    } else {
         return Err(FormatError::BadMagic.into());
-    }
+    };
     let (envelope_len, line) = length_line(reader, b'E', "envelope")?;
     if envelope_len > MAX_ENVELOPE_LEN {
         return Err(FormatError::EnvelopeTooLarge { len: envelope_len }.into());
@@ -234,13 +373,43 @@ fn parse_layout<R: BufRead>(reader: &mut R) -> Result<Layout, HeaderError> {
     if separator != *b"\n" {
         return Err(FormatError::BadSeparator { field: "envelope" }.into());
     }
-    let (message_len, message_line) = length_line(reader, b'M', "message")?;
-    let message_start = len_u64(MAGIC.len() + line + message_line) + envelope_len + 1;
+    let key = if encrypted {
+        Some(key_line(reader)?)
+    } else {
+        None
+    };
+    let key_len = if encrypted { KEY_LINE_LEN } else { 0 };
+    let (stored_len, message_line) = length_line(reader, b'M', "message")?;
+    let message_start = len_u64(MAGIC.len() + line + key_len + message_line) + envelope_len + 1;
     Ok(Layout {
         envelope_json,
+        key,
         message_start,
-        message_len,
+        stored_len,
     })
+}
+
+/// Read `"K <16 hex> <80 hex>\n"` (lowercase hex only).
+fn key_line<R: BufRead>(reader: &mut R) -> Result<KeyLine, HeaderError> {
+    let mut line = [0u8; KEY_LINE_LEN];
+    reader.read_exact(&mut line)?;
+    let fields = line
+        .strip_prefix(b"K ")
+        .and_then(|rest| rest.strip_suffix(b"\n"))
+        .and_then(|rest| {
+            let (id, wrapped) = rest.split_at_checked(KEY_ID_HEX)?;
+            Some((id, wrapped.strip_prefix(b" ")?))
+        });
+    let lower_hex = |s: &[u8]| {
+        s.iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    };
+    let (id, wrapped_hex) = fields
+        .filter(|(id, w)| lower_hex(id) && lower_hex(w))
+        .ok_or(FormatError::BadKeyLine)?;
+    let wrapped = hex::decode(wrapped_hex).map_err(|_| FormatError::BadKeyLine)?;
+    let key_id = String::from_utf8(id.to_vec()).map_err(|_| FormatError::BadKeyLine)?;
+    Ok(KeyLine { key_id, wrapped })
 }
 
 /// Read `"<tag> <decimal>\n"`; returns the number and the line's length in bytes.
@@ -312,158 +481,4 @@ impl From<FormatError> for HeaderError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MESSAGE: &[u8] = b"Subject: hi\r\n\r\nbody line\r\n";
-
-    fn envelope() -> Envelope {
-        Envelope::new(
-            "0000000000000A000001",
-            "bob@fabrikam.test",
-            vec!["alice@contoso.test".into()],
-            "mx.fabrikam.test",
-            "127.0.0.1:40000",
-            1_700_000_000,
-        )
-    }
-
-    fn file() -> Vec<u8> {
-        encode(&envelope(), MESSAGE).unwrap()
-    }
-
-    /// The index of the first byte of `needle` in `hay`.
-    fn find(hay: &[u8], needle: &[u8]) -> usize {
-        hay.windows(needle.len()).position(|w| w == needle).unwrap()
-    }
-
-    #[test]
-    fn round_trip_and_layout() {
-        let bytes = file();
-        assert!(bytes.starts_with(MAGIC));
-        let json = serde_json::to_vec(&envelope()).unwrap();
-        let header = format!("E {}\n", json.len());
-        assert_eq!(
-            &bytes[MAGIC.len()..MAGIC.len() + header.len()],
-            header.as_bytes()
-        );
-        let tail = &bytes[bytes.len() - END_LINE_LEN as usize..];
-        assert!(tail.starts_with(b"END ") && tail.ends_with(b"\n"));
-        let expected = hex::encode(Sha256::digest(
-            &bytes[..bytes.len() - END_LINE_LEN as usize],
-        ));
-        assert_eq!(&tail[4..68], expected.as_bytes());
-        let (env, msg) = decode(bytes).unwrap();
-        assert_eq!(env, envelope());
-        assert_eq!(msg, MESSAGE);
-    }
-
-    #[test]
-    fn empty_message_and_binary_message_round_trip() {
-        for message in [&b""[..], &[0u8, 10, 255, 13, 10, b'E', b'N', b'D'][..]] {
-            let (_, msg) = decode(encode(&envelope(), message).unwrap()).unwrap();
-            assert_eq!(msg, message);
-        }
-    }
-
-    #[test]
-    fn header_reads_envelope_and_size_without_message() {
-        let bytes = file();
-        let header = read_header(bytes.as_slice(), bytes.len() as u64).unwrap();
-        assert_eq!(header.envelope, envelope());
-        assert_eq!(header.message_len, MESSAGE.len() as u64);
-        let short = read_header(bytes.as_slice(), bytes.len() as u64 - 1);
-        assert!(matches!(
-            short,
-            Err(HeaderError::Format(FormatError::Truncated { .. }))
-        ));
-    }
-
-    #[test]
-    fn every_truncation_is_rejected() {
-        let bytes = file();
-        for cut in 0..bytes.len() {
-            let result = decode(bytes[..cut].to_vec());
-            assert!(result.is_err(), "accepted a file cut at {cut}");
-        }
-        let cut = bytes.len() - END_LINE_LEN as usize;
-        assert_eq!(
-            decode(bytes[..cut].to_vec()).unwrap_err(),
-            FormatError::MissingEndMarker
-        );
-    }
-
-    #[test]
-    fn every_flipped_bit_is_rejected() {
-        let bytes = file();
-        for i in 0..bytes.len() {
-            for bit in [0x01u8, 0x80] {
-                let mut bad = bytes.clone();
-                bad[i] ^= bit;
-                assert!(
-                    decode(bad).is_err(),
-                    "accepted a flip of bit {bit:#x} at {i}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn specific_defects_have_specific_reasons() {
-        let bytes = file();
-        let mut magic = bytes.clone();
-        magic[0] = b'X';
-        assert_eq!(decode(magic).unwrap_err(), FormatError::BadMagic);
-
-        let mut body = bytes.clone();
-        let at = find(&body, b"body line");
-        body[at] = b'B';
-        assert_eq!(decode(body).unwrap_err(), FormatError::ChecksumMismatch);
-
-        let mut trailing = bytes.clone();
-        trailing.push(b'x');
-        assert!(matches!(
-            decode(trailing).unwrap_err(),
-            FormatError::TrailingData { .. }
-        ));
-
-        let mut marker = bytes.clone();
-        let at = marker.len() - END_LINE_LEN as usize;
-        marker[at] = b'F';
-        assert_eq!(decode(marker).unwrap_err(), FormatError::MissingEndMarker);
-
-        let mut leading_zero = bytes.clone();
-        leading_zero.splice(MAGIC.len() + 2..MAGIC.len() + 2, *b"0");
-        assert_eq!(
-            decode(leading_zero).unwrap_err(),
-            FormatError::BadLength { field: "envelope" }
-        );
-    }
-
-    #[test]
-    fn huge_declared_lengths_are_refused_without_allocating() {
-        let mut bytes = MAGIC.to_vec();
-        bytes.extend_from_slice(b"E 18446744073709551615\n{}");
-        assert!(matches!(
-            decode(bytes).unwrap_err(),
-            FormatError::EnvelopeTooLarge { .. }
-        ));
-        let mut bytes = MAGIC.to_vec();
-        bytes.extend_from_slice(b"E 99999999999999999999\n");
-        assert_eq!(
-            decode(bytes).unwrap_err(),
-            FormatError::BadLength { field: "envelope" }
-        );
-    }
-
-    #[test]
-    fn other_envelope_versions_are_refused_even_with_a_good_checksum() {
-        let mut env = envelope();
-        env.version = 2;
-        let bytes = encode(&env, MESSAGE).unwrap();
-        assert_eq!(
-            decode(bytes).unwrap_err(),
-            FormatError::UnsupportedVersion(2)
-        );
-    }
-}
+mod tests;

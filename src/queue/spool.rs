@@ -13,12 +13,18 @@
 //! return (and the server answer 250). Every method is blocking; async callers use
 //! `spawn_blocking`. Several processes may share one spool: a message has one name in one
 //! directory at a time, and `rename` decides who claimed it.
+//!
+//! A spool opened with the service key ([`Spool::open`], what the server does) writes every file
+//! encrypted (format version 2) and reads version 1 and 2; one opened with [`Spool::open_plain`]
+//! writes version 1 in clear and quarantines version 2 files it cannot open — for tests of the
+//! plain format only.
 
 use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +32,7 @@ use super::envelope::Envelope;
 use super::error::QueueError;
 use super::format::{self, FormatError, HeaderError};
 use super::id::is_valid_queue_id;
+use crate::store::keyfile::ServiceKey;
 
 const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
@@ -48,6 +55,8 @@ pub struct Spool {
     active: PathBuf,
     deferred: PathBuf,
     corrupt: PathBuf,
+    /// Seals every file written; `None` only for [`Spool::open_plain`].
+    key: Option<Arc<ServiceKey>>,
 }
 
 /// What `recover` did.
@@ -108,7 +117,18 @@ impl fmt::Display for QueueState {
 
 impl Spool {
     /// Open (creating if needed) the spool under `<data_dir>/queue/`, directories mode 0700.
-    pub fn open(data_dir: &Path) -> Result<Spool, QueueError> {
+    /// Every message is written encrypted under a fresh content key wrapped by `key`.
+    pub fn open(data_dir: &Path, key: Arc<ServiceKey>) -> Result<Spool, QueueError> {
+        Spool::open_with(data_dir, Some(key))
+    }
+
+    /// Like [`Spool::open`] without a key: writes the plain version 1 format. Only for tests and
+    /// tools that exercise that format; the server always uses [`Spool::open`].
+    pub fn open_plain(data_dir: &Path) -> Result<Spool, QueueError> {
+        Spool::open_with(data_dir, None)
+    }
+
+    fn open_with(data_dir: &Path, key: Option<Arc<ServiceKey>>) -> Result<Spool, QueueError> {
         let root = data_dir.join("queue");
         let spool = Spool {
             tmp: root.join("tmp"),
@@ -117,6 +137,7 @@ impl Spool {
             deferred: root.join("deferred"),
             corrupt: root.join("corrupt"),
             root,
+            key,
         };
         make_private_dir(&spool.root)?;
         for dir in spool.dirs() {
@@ -126,6 +147,11 @@ impl Spool {
         sync_dir(&spool.root)?;
         sync_dir(data_dir)?;
         Ok(spool)
+    }
+
+    /// Whether files are written encrypted (opened with a service key).
+    pub fn is_encrypted(&self) -> bool {
+        self.key.is_some()
     }
 
     /// `<data_dir>/queue`.
@@ -197,8 +223,9 @@ impl Spool {
     /// then read and verify it.
     ///
     /// `Ok(None)` when it is in neither place (another runner has it, or it was deleted). A file
-    /// that fails verification is moved to `corrupt/` and reported as [`QueueError::Corrupt`];
-    /// it is never returned by any later call.
+    /// that fails verification or decryption (altered ciphertext or wrap, sealed under another
+    /// service key, or encrypted while this spool has none) is moved to `corrupt/` and reported
+    /// as [`QueueError::Corrupt`]; it is never returned by any later call.
     pub fn claim(&self, id: &str) -> Result<Option<(Envelope, Vec<u8>)>, QueueError> {
         let id = checked_id(id)?;
         let active = self.active.join(id);
@@ -218,10 +245,11 @@ impl Spool {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(QueueError::io(&active)(e)),
         };
-        let verified = format::decode(bytes).and_then(|(envelope, message)| {
-            check_envelope_id(id, &envelope)?;
-            Ok((envelope, message))
-        });
+        let verified =
+            format::decode(bytes, self.key.as_deref()).and_then(|(envelope, message)| {
+                check_envelope_id(id, &envelope)?;
+                Ok((envelope, message))
+            });
         match verified {
             Ok(found) => Ok(Some(found)),
             Err(reason) => {
@@ -431,7 +459,7 @@ impl Spool {
                 .mode(FILE_MODE)
                 .open(path)?;
             let mut out = BufWriter::with_capacity(64 * 1024, file);
-            format::encode_to(&mut out, envelope, message)?;
+            format::encode_to(&mut out, envelope, message, self.key.as_deref())?;
             out.flush()?;
             let file = out.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()
@@ -515,5 +543,7 @@ fn dir_names(dir: &Path) -> Result<Vec<String>, QueueError> {
     Ok(names)
 }
 
+#[cfg(test)]
+mod sealed_tests;
 #[cfg(test)]
 mod tests;

@@ -161,6 +161,16 @@ pub fn sealed_len(len: usize) -> usize {
     len + chunks * TAG_LEN
 }
 
+/// The plaintext length of `seal_chunks` output of `sealed` bytes; `None` when no plaintext seals
+/// to that length (the last chunk would be shorter than a tag). Inverse of [`sealed_len`].
+pub fn opened_len(sealed: u64) -> Option<u64> {
+    let tag = TAG_LEN as u64;
+    let stride = CHUNK_SIZE as u64 + tag;
+    let chunks = sealed.div_ceil(stride);
+    let last = sealed.checked_sub(chunks.checked_sub(1)? * stride)?;
+    (last >= tag).then(|| sealed - chunks * tag)
+}
+
 /// Encrypts `plaintext` in 64 KiB chunks, each `ciphertext ‖ tag`, appended to `out`. An empty
 /// plaintext still makes one (final, empty) chunk, so truncation to nothing is detected.
 pub fn seal_chunks(
@@ -274,8 +284,25 @@ mod tests {
             let mut sealed = Vec::new();
             seal_chunks(&k, b"m", &plain, &mut sealed).unwrap();
             assert_eq!(sealed.len(), sealed_len(len), "{len}");
+            assert_eq!(opened_len(sealed.len() as u64), Some(len as u64), "{len}");
             assert_eq!(open_chunks(&k, b"m", sealed).unwrap(), plain, "{len}");
         }
+    }
+
+    #[test]
+    fn impossible_sealed_lengths_have_no_plaintext_length() {
+        let stride = (CHUNK_SIZE + TAG_LEN) as u64;
+        for bad in [
+            0,
+            1,
+            TAG_LEN as u64 - 1,
+            stride + 1,
+            2 * stride + TAG_LEN as u64 - 1,
+        ] {
+            assert_eq!(opened_len(bad), None, "{bad}");
+        }
+        assert_eq!(opened_len(stride + TAG_LEN as u64), Some(CHUNK_SIZE as u64));
+        assert_eq!(opened_len(u64::MAX).map(|n| n < u64::MAX), Some(true));
     }
 
     #[test]

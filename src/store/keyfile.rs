@@ -85,9 +85,10 @@ pub fn generate_key_file(path: &Path) -> Result<String, KeyFileError> {
 /// The service key: a key sealpost makes for itself in `keystore_dir/service.key` (never inside
 /// data_dir) to wrap the per-file keys of data that belongs to no mailbox, such as queue files.
 ///
-/// Intended use by the queue: per file, `SecretKey::generate()` a content key, encrypt with
+/// Used by the queue (`queue::format`): per file, `SecretKey::generate()` a content key, encrypt with
 /// `crypto::seal_chunks(&key, queue_id, bytes, &mut out)`, store `service.wrap(&key)` (40 bytes)
 /// in the file's header; to read, `service.unwrap(&wrapped)` then `crypto::open_chunks`.
+#[derive(Debug)]
 pub struct ServiceKey {
     key: SecretKey,
     path: PathBuf,

@@ -9,10 +9,22 @@ use tempfile::TempDir;
 const MESSAGE: &[u8] = b"From: bob@fabrikam.test\r\nSubject: hi\r\n\r\nHello.\r\n";
 const T0: i64 = 1_700_000_000;
 
+/// A fresh service key (its keystore directory is gone again; the key lives on in memory).
+pub(super) fn service_key() -> Arc<ServiceKey> {
+    let keystore = tempfile::tempdir().unwrap();
+    Arc::new(ServiceKey::load_or_create(keystore.path()).unwrap())
+}
+
+/// An encrypting spool, as the server opens it.
 fn spool() -> (TempDir, Spool) {
     let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path()).unwrap();
+    let spool = Spool::open(dir.path(), service_key()).unwrap();
     (dir, spool)
+}
+
+/// The same directory opened again, with the same key (a restart).
+fn reopen(dir: &TempDir, spool: &Spool) -> Spool {
+    Spool::open_with(dir.path(), spool.key.clone()).unwrap()
 }
 
 fn envelope() -> Envelope {
@@ -45,7 +57,7 @@ fn mode(path: &Path) -> u32 {
 /// Write a damaged version of a good queue file straight into incoming/.
 fn plant(spool: &Spool, damage: impl FnOnce(&mut Vec<u8>)) -> String {
     let env = envelope();
-    let mut bytes = format::encode(&env, MESSAGE).unwrap();
+    let mut bytes = format::encode(&env, MESSAGE, spool.key.as_deref()).unwrap();
     damage(&mut bytes);
     fs::write(spool.path(QueueState::Incoming, &env.id), bytes).unwrap();
     env.id
@@ -62,7 +74,7 @@ fn open_creates_private_directories() {
     }
     // Reopening an existing spool is fine and keeps its content.
     let env = enqueued(&spool);
-    let again = Spool::open(dir.path()).unwrap();
+    let again = reopen(&dir, &spool);
     assert_eq!(again.incoming_ids().unwrap(), [env.id]);
 }
 
@@ -217,7 +229,7 @@ fn recover_removes_tmp_and_requeues_active() {
     let stray = enqueued(&spool);
 
     // A restart: a fresh Spool over the same directory.
-    let spool = Spool::open(dir.path()).unwrap();
+    let spool = reopen(&dir, &spool);
     let report = spool.recover().unwrap();
     assert_eq!(
         report,
@@ -325,7 +337,7 @@ fn file_under_another_id_is_quarantined() {
     let other = new_queue_id();
     fs::write(
         spool.path(QueueState::Incoming, &other),
-        format::encode(&env, MESSAGE).unwrap(),
+        format::encode(&env, MESSAGE, spool.key.as_deref()).unwrap(),
     )
     .unwrap();
     assert_quarantined(&spool, &other, |r| {
