@@ -4,7 +4,7 @@ mod support;
 
 use std::process::Command;
 
-use support::domains::{free_port, pki, sealpost, DomainSpec};
+use support::domains::{free_port, openssl_self_signed, sealpost, DomainSpec};
 
 #[test]
 fn fixtures_pass_check_config() {
@@ -39,34 +39,11 @@ fn missing_key_file_is_named_and_serve_does_not_start() {
     }
 }
 
-#[test]
-fn rsa_1024_server_key_is_refused_naming_the_file() {
+/// A config whose [tls] names a certificate made by openssl; `check-config` and `serve` must
+/// both refuse it, naming the file, with each of `expected` in the message.
+fn assert_server_certificate_refused(newkey: &str, extra: &[&str], stem: &str, expected: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("weak.key");
-    let crt = dir.path().join("weak.crt");
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:1024",
-            "-nodes",
-            "-days",
-            "30",
-            "-subj",
-            "/CN=mx.contoso.test",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .output()
-        .expect("openssl");
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
+    let (key, crt) = openssl_self_signed(dir.path(), stem, newkey, extra);
     let mut spec = DomainSpec::new("contoso", &["alice@contoso.test"], free_port());
     spec.tls = false;
     let path = spec.write(dir.path());
@@ -81,11 +58,25 @@ fn rsa_1024_server_key_is_refused_naming_the_file() {
     for cmd in ["check-config", "serve"] {
         let (code, _, err) = sealpost(&[cmd, "--config", p]);
         assert_eq!(code, 2, "{cmd}: {err}");
-        assert!(err.contains("weak.key"), "{cmd}: {err}");
-        assert!(err.contains("2048"), "{cmd}: {err}");
+        for needle in expected {
+            assert!(err.contains(needle), "{cmd}: {needle:?} not in {err}");
+        }
     }
-    // The fixture's 2048-bit key with the same config shape is fine.
-    assert!(pki().join("mx.contoso.test.key").is_file());
+}
+
+#[test]
+fn rsa_1024_server_key_is_refused_naming_the_file() {
+    assert_server_certificate_refused("rsa:1024", &[], "weak", &["weak.key", "2048"]);
+}
+
+#[test]
+fn sha1_signed_server_certificate_is_refused() {
+    assert_server_certificate_refused(
+        "rsa:2048",
+        &["-sha1"],
+        "sha1",
+        &["sha1.crt", "sha1WithRSAEncryption (weak)"],
+    );
 }
 
 #[test]
@@ -117,52 +108,5 @@ fn keys_pki_writes_private_keys_0600() {
         verify.status.success(),
         "{}",
         String::from_utf8_lossy(&verify.stdout)
-    );
-}
-
-#[test]
-fn sha1_signed_server_certificate_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("sha1.key");
-    let crt = dir.path().join("sha1.crt");
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-sha1",
-            "-nodes",
-            "-days",
-            "30",
-            "-subj",
-            "/CN=mx.contoso.test",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut spec = DomainSpec::new("contoso", &["alice@contoso.test"], free_port());
-    spec.tls = false;
-    let path = spec.write(dir.path());
-    let text = std::fs::read_to_string(&path).unwrap()
-        + &format!(
-            "\n[tls]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n",
-            crt.display(),
-            key.display()
-        );
-    std::fs::write(&path, text).unwrap();
-    let (code, _, err) = sealpost(&["check-config", "--config", path.to_str().unwrap()]);
-    assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("sha1.crt") && err.contains("sha1WithRSAEncryption (weak)"),
-        "{err}"
     );
 }

@@ -14,7 +14,8 @@ use sealpost::config::TlsMinVersion;
 use sealpost::smtp::client::{ClientSettings, Connection, TlsMode};
 use sealpost::tls::policy::{ConnectorVerifier, TlsLevel, TlsPolicy};
 use support::domains::{
-    free_port, load, message, pki, send, wait_for_mailbox_async, DomainSpec, ServeProcess,
+    free_port, load, message, openssl_self_signed, pki, send, wait_for_mailbox_async, DomainSpec,
+    ServeProcess,
 };
 use support::peers::{plaintext_peer, starttls_stripping_proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -201,26 +202,7 @@ async fn certificate_problems_defer_each_with_its_own_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_1024_bit_peer_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (key, crt) = (dir.path().join("weak.key"), dir.path().join("weak.crt"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:1024",
-            "-nodes",
-            "-days",
-            "30",
-            "-subj",
-            "/CN=weak.test",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .output()
-        .expect("openssl");
-    assert!(out.status.success());
+    let (key, crt) = openssl_self_signed(dir.path(), "weak", "rsa:1024", &[]);
     // A STARTTLS peer in Python whose certificate has a 1024-bit key (OpenSSL security level 0).
     let port = free_port();
     let script = format!(

@@ -104,6 +104,14 @@ fn domains(c: &Checker, key: &str, list: &[String]) -> Result<Vec<DomainPattern>
         .collect()
 }
 
+/// A CA file that exists and holds usable certificates.
+fn ca_file(c: &Checker, key: &str, value: Option<&str>) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(value) = value else { return Ok(None) };
+    let path = c.existing_file(key, value)?;
+    crate::tls::load_trust_anchors(&path).map_err(|e| c.err(key, e.to_string()))?;
+    Ok(Some(path))
+}
+
 pub(super) fn outbound(
     c: &Checker,
     raw: &[RawOutbound],
@@ -165,15 +173,7 @@ pub(super) fn outbound(
         if !r.tls_names.is_empty() && tls != TlsLevel::VerifyName {
             return Err(c.err(key("tls_names"), "only used with tls = \"verify-name\""));
         }
-        let ca_file = match &r.ca_file {
-            Some(f) => {
-                let path = c.existing_file(&key("ca_file"), f)?;
-                crate::tls::load_trust_anchors(&path)
-                    .map_err(|e| c.err(key("ca_file"), e.to_string()))?;
-                Some(path)
-            }
-            None => None,
-        };
+        let ca_file = ca_file(c, &key("ca_file"), r.ca_file.as_deref())?;
         let client_certificate = match (&r.client_certificate, &r.client_private_key) {
             (None, None) => None,
             (Some(cert), Some(k)) => {
@@ -255,15 +255,7 @@ pub(super) fn inbound(
                 "give sender_domains, client_networks or both",
             ));
         }
-        let ca_file = match &r.ca_file {
-            Some(f) => {
-                let path = c.existing_file(&key("ca_file"), f)?;
-                crate::tls::load_trust_anchors(&path)
-                    .map_err(|e| c.err(key("ca_file"), e.to_string()))?;
-                Some(path)
-            }
-            None => None,
-        };
+        let ca_file = ca_file(c, &key("ca_file"), r.ca_file.as_deref())?;
         if !r.client_certificate_names.is_empty() && ca_file.is_none() {
             return Err(c.err(
                 key("ca_file"),

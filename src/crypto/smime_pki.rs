@@ -1,6 +1,5 @@
 //! Test S/MIME certificates: RSA-2048 keys and email certificates issued by the fixture CA.
 
-use std::io::Write;
 use std::path::Path;
 
 use der::asn1::{Ia5StringRef, PrintableStringRef, Utf8StringRef};
@@ -160,19 +159,8 @@ pub fn load_ca(ca_cert: &Path, ca_key: &Path) -> Result<Issuer<'static, KeyPair>
     Ok(Issuer::new(params, key))
 }
 
-/// Writes a file with the given mode from the start (a key is never readable by others).
 fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SmimePkiError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let _ = std::fs::remove_file(path);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|e| io_err(path, e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| io_err(path, e))
+    crate::tls::pki::write_file(path, bytes, mode).map_err(|e| io_err(path, e))
 }
 
 #[cfg(test)]

@@ -83,17 +83,20 @@ fn io_err(path: &Path, source: std::io::Error) -> PkiError {
 
 /// Writes a file with the given mode from the start (a key is never readable by others, not even briefly).
 fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PkiError> {
+    write_file(path, bytes, mode).map_err(|e| io_err(path, e))
+}
+
+/// Writes a file with the given mode from the start (a key is never readable by others, not
+/// even briefly), replacing any file there, and fsyncs it.
+pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let _ = std::fs::remove_file(path);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
-        .open(path)
-        .map_err(|e| io_err(path, e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| io_err(path, e))
+        .open(path)?;
+    f.write_all(bytes).and_then(|_| f.sync_all())
 }
 
 #[cfg(test)]

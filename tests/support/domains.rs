@@ -320,3 +320,42 @@ pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     }
     found
 }
+
+/// A self-signed certificate and key made by `openssl req` (e.g. `"rsa:1024"`, or extra args
+/// like `-sha1`): `<dir>/<stem>.key` and `<dir>/<stem>.crt`.
+pub fn openssl_self_signed(
+    dir: &Path,
+    stem: &str,
+    newkey: &str,
+    extra: &[&str],
+) -> (PathBuf, PathBuf) {
+    let (key, crt) = (
+        dir.join(format!("{stem}.key")),
+        dir.join(format!("{stem}.crt")),
+    );
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            newkey,
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=mx.contoso.test",
+        ])
+        .args(extra)
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (key, crt)
+}
