@@ -99,6 +99,7 @@ pub struct RawQueue {
     pub retry_initial: Option<String>,
     pub retry_max: Option<String>,
     pub lifetime: Option<String>,
+    pub delay_warning: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

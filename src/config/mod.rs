@@ -91,6 +91,8 @@ pub struct QueueSettings {
     pub retry_initial: Duration,
     pub retry_max: Duration,
     pub lifetime: Duration,
+    /// Send the sender a delay notice once a message has waited this long (None: never).
+    pub delay_warning: Option<Duration>,
 }
 
 /// Outbound delivery settings.

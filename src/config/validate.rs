@@ -271,6 +271,12 @@ pub fn validate(
             raw.queue.lifetime.as_deref(),
             Duration::from_secs(5 * 86400),
         )?,
+        delay_warning: Some(c.duration(
+            "queue.delay_warning",
+            raw.queue.delay_warning.as_deref(),
+            Duration::from_secs(4 * 3600),
+        )?)
+        .filter(|d| !d.is_zero()),
     };
     if queue.retry_initial.is_zero() || queue.retry_max < queue.retry_initial {
         return Err(c.err(

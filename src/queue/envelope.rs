@@ -35,6 +35,9 @@ pub struct Envelope {
     /// A transport rule routes the message through this outbound connector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route_via: Option<String>,
+    /// A delay notice has been sent to the sender.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delay_notified: bool,
 }
 
 /// One forward-path and what has happened to it.
@@ -96,6 +99,7 @@ impl Envelope {
             last_error: None,
             require_tls: false,
             route_via: None,
+            delay_notified: false,
         }
     }
 

@@ -1,5 +1,6 @@
 //! Durable mail queue: envelope, queue file format, spool directories and retry schedule.
 
+pub mod dsn;
 pub mod envelope;
 pub mod error;
 pub mod format;

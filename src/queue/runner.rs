@@ -8,7 +8,10 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
-use super::{after_failure, Clock, Decision, Envelope, RecipientStatus, RetryPolicy, Spool};
+use super::{
+    after_failure, dsn, new_queue_id, Clock, Decision, Envelope, RecipientStatus, RetryPolicy,
+    Spool,
+};
 use crate::config::Config;
 use crate::delivery::remote::{Outcome, RemoteDelivery};
 use crate::delivery::{route, route_via, Destination, Route};
@@ -155,6 +158,7 @@ impl Runner {
                 }
             };
         let message = Arc::new(message);
+        let failed_before: HashSet<String> = env.failed().map(|r| r.address.clone()).collect();
         self.attempt(&mut env, &message).await;
         env.attempts += 1;
         let now = self.clock.now();
@@ -171,7 +175,7 @@ impl Runner {
                         r.status = RecipientStatus::Failed;
                         let last = r.last_reply.take().unwrap_or_default();
                         r.last_reply = Some(format!(
-                            "message expired after {} attempts; last error: {last}",
+                            "{last} (message expired after {} attempts)",
                             r.attempts
                         ));
                     }
@@ -179,9 +183,42 @@ impl Runner {
                 }
             }
         };
-        for r in env.failed() {
-            tracing::error!(queue_id = %env.id, to = %r.address, reason = r.last_reply.as_deref().unwrap_or(""),
-                "permanent delivery failure (no bounce is sent yet)");
+        let newly_failed: Vec<dsn::Reported> = env
+            .failed()
+            .filter(|r| !failed_before.contains(&r.address))
+            .map(|r| dsn::Reported {
+                address: r.address.clone(),
+                diagnostic: r.last_reply.clone().unwrap_or_default(),
+            })
+            .collect();
+        for r in &newly_failed {
+            tracing::error!(queue_id = %env.id, to = %r.address, reason = %r.diagnostic, "permanent delivery failure");
+        }
+        // Notices are queued before the original is updated: a crash in between can send one
+        // twice, never lose one. The null sender gets none (no bounce loops).
+        if !env.is_null_sender() {
+            if !newly_failed.is_empty() {
+                self.send_notice(dsn::Kind::Failure, &env, &message, &newly_failed)
+                    .await;
+            }
+            let waited = now.saturating_sub(env.received_at);
+            let due = self
+                .config
+                .queue
+                .delay_warning
+                .is_some_and(|d| waited >= d.as_secs() as i64);
+            if !finished && !env.delay_notified && due {
+                let pending: Vec<dsn::Reported> = env
+                    .pending()
+                    .map(|r| dsn::Reported {
+                        address: r.address.clone(),
+                        diagnostic: r.last_reply.clone().unwrap_or_default(),
+                    })
+                    .collect();
+                self.send_notice(dsn::Kind::Delay, &env, &message, &pending)
+                    .await;
+                env.delay_notified = true;
+            }
         }
         let spool = self.spool.clone();
         let next = env.next_attempt;
@@ -203,6 +240,46 @@ impl Runner {
                 tracing::error!(queue_id = %owned_id, error = %e, "cannot update queue file")
             }
             Err(e) => tracing::error!(queue_id = %owned_id, error = %e, "queue update panicked"),
+        }
+    }
+
+    /// Queues a DSN to the message's sender, from the null sender.
+    async fn send_notice(
+        &self,
+        kind: dsn::Kind,
+        env: &Envelope,
+        message: &[u8],
+        recipients: &[dsn::Reported],
+    ) {
+        let id = new_queue_id();
+        let now = chrono::Utc::now();
+        let notice = dsn::build(
+            kind,
+            &self.config.hostname,
+            env,
+            recipients,
+            message,
+            &id,
+            now,
+        );
+        let envelope = Envelope::new(
+            id.clone(),
+            "",
+            vec![env.mail_from.clone()],
+            self.config.hostname.clone(),
+            "localhost",
+            now.timestamp(),
+        );
+        let spool = self.spool.clone();
+        match tokio::task::spawn_blocking(move || spool.enqueue(&envelope, &notice)).await {
+            Ok(Ok(())) => {
+                tracing::info!(queue_id = %env.id, notice_id = %id, to = %env.mail_from, ?kind, "delivery status notification queued");
+                self.wake.notify_one();
+            }
+            Ok(Err(e)) => {
+                tracing::error!(queue_id = %env.id, error = %e, "cannot queue the delivery status notification")
+            }
+            Err(e) => tracing::error!(queue_id = %env.id, error = %e, "notification task panicked"),
         }
     }
 

@@ -41,6 +41,9 @@ pub struct DomainSpec {
     pub extra_domains: Vec<&'static str>,
     /// TOML appended to the file (connectors, ...). `{pki}` stands for the fixture PKI folder.
     pub extra_toml: String,
+    /// `[queue] lifetime` and `delay_warning` (defaults apply when None).
+    pub lifetime: Option<&'static str>,
+    pub delay_warning: Option<&'static str>,
     /// Store mailboxes under a policy `<name>-default` with fresh keys in `<dir>/<name>-keys/`
     /// (default), or explicitly in clear (`encryption_policy = "none"`).
     pub encrypted: bool,
@@ -59,6 +62,8 @@ impl DomainSpec {
             smtp_port: None,
             extra_domains: Vec::new(),
             extra_toml: String::new(),
+            lifetime: None,
+            delay_warning: None,
             encrypted: true,
         }
     }
@@ -136,7 +141,14 @@ impl DomainSpec {
         for m in &self.mailboxes {
             t.push_str(&format!("[[mailbox]]\naddress = \"{m}\"\n"));
         }
-        t.push_str("\n[queue]\nretry_initial = \"1s\"\nretry_max = \"2s\"\n\n[delivery]\ntimeout = \"5s\"\n");
+        t.push_str("\n[queue]\nretry_initial = \"1s\"\nretry_max = \"2s\"\n");
+        if let Some(l) = self.lifetime {
+            t.push_str(&format!("lifetime = \"{l}\"\n"));
+        }
+        if let Some(d) = self.delay_warning {
+            t.push_str(&format!("delay_warning = \"{d}\"\n"));
+        }
+        t.push_str("\n[delivery]\ntimeout = \"5s\"\n");
         if let Some(p) = self.smtp_port {
             t.push_str(&format!("smtp_port = {p}\n"));
         }
