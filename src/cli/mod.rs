@@ -2,8 +2,10 @@
 
 mod bench;
 mod check_config;
+mod completions;
 mod decrypt;
 mod demo;
+mod health;
 mod keys;
 mod mailbox;
 mod queue;
@@ -74,6 +76,10 @@ pub enum Command {
     /// `rules test --config F --eml FILE --from A --to B [--to C ...]` explains, per recipient,
     /// which rules match (and why the others do not) and which actions would be applied.
     Rules(rules::RulesArgs),
+    // about / long_about live on HealthArgs (src/cli/health.rs).
+    Health(health::HealthArgs),
+    // about / long_about live on CompletionsArgs (src/cli/completions.rs).
+    Completions(completions::CompletionsArgs),
 }
 
 /// The configuration file, and where the server keeps its data.
@@ -117,6 +123,8 @@ pub fn main() -> ExitCode {
         Command::Decrypt(args) => decrypt::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Rules(args) => rules::run(args),
+        Command::Health(args) => health::run(args),
+        Command::Completions(args) => completions::run(args),
     };
     match result {
         Ok(code) => code,
