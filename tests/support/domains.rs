@@ -17,12 +17,23 @@ pub fn pki() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pki")
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, taken below the kernel's ephemeral range
+/// (32768 and up), so outbound connections of other tests cannot grab it before the server binds
+/// it. Each test process walks its own stretch of ports.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const BASE: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < SPAN, "no free port left");
+        let port = (BASE + (start + n) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// One test domain's configuration.
