@@ -110,3 +110,25 @@ fn keys_pki_writes_private_keys_0600() {
         String::from_utf8_lossy(&verify.stdout)
     );
 }
+
+#[test]
+fn keys_root_new_writes_a_private_key_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("root-a.key");
+    let (code, stdout, err) = sealpost(&["keys", "root", "new", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("mode 0600"), "{stdout}");
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("sealpost-key-v1"));
+    let hex = lines.next().unwrap_or_default();
+    assert!(
+        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{text}"
+    );
+}

@@ -13,6 +13,11 @@ pub struct KeysArgs {
 
 #[derive(Subcommand, Debug)]
 enum KeysCommand {
+    /// Root and availability keys of mailbox encryption policies.
+    Root {
+        #[command(subcommand)]
+        command: RootCommand,
+    },
     /// Print the Argon2id hash of a password for `[[user]] password_hash`.
     ///
     /// Reads the password from the first line of standard input (so it stays out of the shell
@@ -59,8 +64,27 @@ enum KeysCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum RootCommand {
+    /// Write a new random 256-bit key for `[[encryption_policy]] root_keys` or
+    /// `availability_key` (mode 0600). Keep it outside data_dir.
+    New {
+        /// The key file to create.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
 pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
     match args.command {
+        KeysCommand::Root {
+            command: RootCommand::New { out },
+        } => {
+            let id = crate::store::keyfile::generate_key_file(&out)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+            println!("wrote {} (key id {id}, mode 0600)", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
         KeysCommand::HashPassword => {
             let mut line = String::new();
             std::io::stdin().read_line(&mut line)?;
