@@ -1,7 +1,7 @@
 //! Applies the transport rules' actions to a message, per recipient group, before it is queued.
 
 use super::headers;
-use crate::rules::{Action, Evaluation, OnMissingCertificate, SmimeEncrypt};
+use crate::rules::{Action, Evaluation, OnMissingCertificate, RmsProtect, SmimeEncrypt};
 use crate::smtp::proto::Reply;
 
 /// One queue file to write: the (possibly changed) message for some recipients.
@@ -26,6 +26,25 @@ pub enum SmimeFailure {
     Other(String),
 }
 
+/// RMS-style protection as the cleanup stage needs it.
+pub trait Rms: Send + Sync {
+    /// Protects `message` for `recipients` under the action's template and rights.
+    fn protect(
+        &self,
+        message: &[u8],
+        sender: &str,
+        recipients: &[String],
+        action: &RmsProtect,
+    ) -> Result<Vec<u8>, String>;
+}
+
+/// What cleanup can call on: S/MIME and RMS, each where configured.
+#[derive(Clone, Copy, Default)]
+pub struct Protectors<'a> {
+    pub smime: Option<&'a dyn Smime>,
+    pub rms: Option<&'a dyn Rms>,
+}
+
 /// S/MIME encryption as the cleanup stage needs it.
 pub trait Smime: Send + Sync {
     /// Encrypts `message` for all `recipients`, or says who lacks a certificate.
@@ -44,12 +63,13 @@ struct Work {
 }
 
 /// Applies each group's actions. Any rejection (a `reject` action, a recipient without a
-/// certificate under `on_missing_certificate = "reject"`, RMS until it exists) refuses the whole
-/// message with that reply, so the sender learns of it at once.
+/// certificate under `on_missing_certificate = "reject"`, protection that is not configured)
+/// refuses the whole message with that reply, so the sender learns of it at once.
 pub fn apply(
     evaluation: &Evaluation,
+    sender: &str,
     message: &[u8],
-    smime: Option<&dyn Smime>,
+    protectors: Protectors,
 ) -> Result<Vec<Copy>, Reply> {
     let mut work: Vec<Work> = evaluation
         .groups
@@ -91,9 +111,11 @@ pub fn apply(
             Action::Reject(r) => return Err(r.reply()),
             Action::RouteVia(r) => c.route_via = Some(r.connector.as_str().to_string()),
             Action::RequireTls(_) => c.require_tls = true,
-            Action::RmsProtect(_) => return Err(rms_unavailable()),
+            Action::RmsProtect(rms) => {
+                c.message = rms_protect(protectors.rms, &c.message, sender, &c.recipients, &rms)?
+            }
             Action::SmimeEncrypt(opts) => {
-                let Some(smime) = smime else {
+                let Some(smime) = protectors.smime else {
                     return Err(Reply::new(
                         451,
                         [4, 7, 0],
@@ -122,8 +144,8 @@ pub fn apply(
                                     ),
                                 ));
                             }
-                            OnMissingCertificate::RmsProtect => return Err(rms_unavailable()),
-                            OnMissingCertificate::DeliverUnencrypted => {}
+                            OnMissingCertificate::RmsProtect
+                            | OnMissingCertificate::DeliverUnencrypted => {}
                         }
                         // Those without a certificate go on unencrypted; the others are encrypted.
                         let (without, with): (Vec<String>, Vec<String>) = c
@@ -131,7 +153,7 @@ pub fn apply(
                             .iter()
                             .cloned()
                             .partition(|r| missing.contains(r));
-                        let plain = Work {
+                        let mut plain = Work {
                             copy: Copy {
                                 recipients: without,
                                 ..c.clone()
@@ -139,6 +161,22 @@ pub fn apply(
                             actions: w.actions.clone(),
                             next: w.next,
                         };
+                        if opts.on_missing_certificate == OnMissingCertificate::RmsProtect {
+                            // Those without a certificate get the message RMS-protected instead.
+                            let template = RmsProtect {
+                                template: "encrypt-only".into(),
+                                rights: Default::default(),
+                                expires_after: None,
+                            };
+                            let p = &mut plain.copy;
+                            p.message = rms_protect(
+                                protectors.rms,
+                                &p.message,
+                                sender,
+                                &p.recipients,
+                                &template,
+                            )?;
+                        }
                         c.recipients = with;
                         if !c.recipients.is_empty() {
                             w.next -= 1; // run the encryption again for the rest
@@ -154,12 +192,19 @@ pub fn apply(
     Ok(done)
 }
 
-fn rms_unavailable() -> Reply {
-    Reply::new(
-        554,
-        [5, 7, 0],
-        "RMS-style protection is not available on this server yet",
-    )
+fn rms_protect(
+    rms: Option<&dyn Rms>,
+    message: &[u8],
+    sender: &str,
+    recipients: &[String],
+    action: &RmsProtect,
+) -> Result<Vec<u8>, Reply> {
+    let Some(rms) = rms else {
+        let text = "RMS-style protection is not configured on this server ([rms] tenant_key_dir)";
+        return Err(Reply::new(554, [5, 7, 0], text));
+    };
+    rms.protect(message, sender, recipients, action)
+        .map_err(|e| Reply::new(451, [4, 7, 0], format!("RMS protection failed: {e}")))
 }
 
 #[cfg(test)]
@@ -195,7 +240,13 @@ mod tests {
             authenticated: false,
             inbound_connector: None,
         };
-        apply(&evaluate(&rules(rule_texts), &facts), message, smime)
+        let protectors = Protectors { smime, rms: None };
+        apply(
+            &evaluate(&rules(rule_texts), &facts),
+            "a@contoso.test",
+            message,
+            protectors,
+        )
     }
 
     const TAG_EXTERNAL: &str = "name = \"t\"\npriority = 1\n[conditions]\nrecipient_scope = \"external\"\n\

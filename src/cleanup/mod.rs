@@ -16,7 +16,7 @@ use crate::rules::{evaluate, MessageFacts, RuleSet};
 use crate::smtp::proto::Reply;
 use crate::smtp::server::inbound::{InboundConnectors, InboundVerdict};
 use crate::smtp::server::Transaction;
-use apply::{apply, Smime};
+use apply::{apply, Protectors, Rms, Smime};
 
 /// Turns finished transactions into queue files.
 pub struct Cleanup {
@@ -27,6 +27,7 @@ pub struct Cleanup {
     rules: RwLock<RuleSet>,
     local_domains: BTreeSet<String>,
     smime: Option<Arc<dyn Smime>>,
+    rms: Option<Arc<dyn Rms>>,
 }
 
 impl Cleanup {
@@ -45,6 +46,7 @@ impl Cleanup {
             rules: RwLock::default(),
             local_domains: BTreeSet::new(),
             smime: None,
+            rms: None,
         }
     }
 
@@ -58,6 +60,12 @@ impl Cleanup {
     /// What the `smime_encrypt` action uses.
     pub fn with_smime(mut self, smime: Arc<dyn Smime>) -> Self {
         self.smime = Some(smime);
+        self
+    }
+
+    /// What the `rms_protect` action uses.
+    pub fn with_rms(mut self, rms: Arc<dyn Rms>) -> Self {
+        self.rms = Some(rms);
         self
     }
 
@@ -104,10 +112,15 @@ impl Cleanup {
             .collect();
         applied.dedup();
         let applied = applied.join(",");
-        let copies = apply(&evaluation, &message, self.smime.as_deref()).inspect_err(|reply| {
-            tracing::info!(client = %tx.peer, from = %tx.mail_from, rules = %applied,
+        let protectors = Protectors {
+            smime: self.smime.as_deref(),
+            rms: self.rms.as_deref(),
+        };
+        let copies =
+            apply(&evaluation, &tx.mail_from, &message, protectors).inspect_err(|reply| {
+                tracing::info!(client = %tx.peer, from = %tx.mail_from, rules = %applied,
                 %reply, "refused by transport rule");
-        })?;
+            })?;
         let mut ids: Vec<String> = Vec::with_capacity(copies.len());
         for (i, copy) in copies.into_iter().enumerate() {
             let copy_id = if i == 0 { id.clone() } else { new_queue_id() };
