@@ -298,3 +298,106 @@ fn tenant_key_commands_rotate() {
         assert_eq!(run.stdout, MESSAGE);
     }
 }
+
+/// A second reader built from docs/protected-message-format.md with OpenSSL alone: the
+/// signature verifies as RSA-PSS-SHA256 (salt 32), the content key unwraps with OAEP-SHA256
+/// and the content decrypts with AES-256-CBC to the original message.
+#[test]
+fn openssl_reads_the_documented_format() {
+    fn openssl(args: &[&str]) -> std::process::Output {
+        Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl must be installed (.ci/run installs it)")
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let container = rms::extract_container(&protected(None, SystemTime::now()))
+        .unwrap()
+        .into_owned();
+    let be = |b: &[u8]| b.iter().fold(0usize, |a, &x| (a << 8) | usize::from(x));
+    assert_eq!(&container[..9], b"SEALRMS\0\x01");
+    let l = be(&container[41..45]);
+    let license = &container[45..45 + l];
+    let s = be(&container[45 + l..47 + l]);
+    let signature = &container[47 + l..47 + l + s];
+    let c = be(&container[47 + l + s..55 + l + s]);
+    let ciphertext = &container[55 + l + s..];
+    assert_eq!(c, ciphertext.len());
+    // The license fields, by tag.
+    let mut fields = std::collections::BTreeMap::new();
+    let mut i = 0;
+    while i < license.len() {
+        let n = be(&license[i + 1..i + 5]);
+        fields.insert(license[i], license[i + 5..i + 5 + n].to_vec());
+        i += 5 + n;
+    }
+    assert_eq!(fields[&3], [1]);
+    std::fs::write(p("license"), license).unwrap();
+    std::fs::write(p("sig"), signature).unwrap();
+    std::fs::write(p("wrapped"), &fields[&5]).unwrap();
+    std::fs::write(p("ct"), ciphertext).unwrap();
+    let key = fixture_dir().join(format!("{}.pem", hex_of(&fields[&2])));
+    let key = key.to_str().unwrap();
+    let out = openssl(&["pkey", "-in", key, "-pubout", "-out", &p("pub.pem")]);
+    assert!(out.status.success());
+    let out = openssl(&[
+        "dgst",
+        "-sha256",
+        "-sigopt",
+        "rsa_padding_mode:pss",
+        "-sigopt",
+        "rsa_pss_saltlen:32",
+        "-verify",
+        &p("pub.pem"),
+        "-signature",
+        &p("sig"),
+        &p("license"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = openssl(&[
+        "pkeyutl",
+        "-decrypt",
+        "-inkey",
+        key,
+        "-pkeyopt",
+        "rsa_padding_mode:oaep",
+        "-pkeyopt",
+        "rsa_oaep_md:sha256",
+        "-pkeyopt",
+        "rsa_mgf1_md:sha256",
+        "-in",
+        &p("wrapped"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout.len(), 32);
+    let out = openssl(&[
+        "enc",
+        "-d",
+        "-aes-256-cbc",
+        "-K",
+        &hex_of(&out.stdout),
+        "-iv",
+        &hex_of(&fields[&4]),
+        "-in",
+        &p("ct"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, MESSAGE);
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
