@@ -64,18 +64,30 @@ fn kept_fields(message: &[u8]) -> (Vec<&[u8]>, &'static [u8]) {
     (kept, eol)
 }
 
-/// Whether the message is already a protected message (it has the marker field or the
-/// attachment).
+/// Whether the message is already a protected message: it carries the marker field and is
+/// nothing but the notice and a `message.sealed` attachment holding a well-framed container.
+/// A marker field alone (anyone can write one) does not count, so it cannot be used to slip a
+/// message past protection.
 pub fn is_protected(message: &[u8]) -> bool {
+    if message.starts_with(MAGIC) {
+        return true;
+    }
     let head_end = message
         .windows(2)
         .position(|w| w == b"\n\n")
         .or_else(|| message.windows(4).position(|w| w == b"\r\n\r\n"))
         .unwrap_or(message.len());
     let head = String::from_utf8_lossy(&message[..head_end]).to_ascii_lowercase();
-    message.starts_with(MAGIC)
-        || head.contains(&format!("\n{}:", MARKER.to_ascii_lowercase()))
-        || head.starts_with(&format!("{}:", MARKER.to_ascii_lowercase()))
+    let marker = MARKER.to_ascii_lowercase();
+    if !(head.starts_with(&format!("{marker}:")) || head.contains(&format!("\n{marker}:"))) {
+        return false;
+    }
+    let Some(parsed) = mail_parser::MessageParser::default().parse(message) else {
+        return false;
+    };
+    parsed.parts.len() <= 3
+        && parsed.attachments().count() == 1
+        && extract_container(message).is_ok_and(|c| super::container::parse(&c).is_ok())
 }
 
 /// Builds the outer message around the container, in the original's line ending.

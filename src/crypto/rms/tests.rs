@@ -304,3 +304,15 @@ fn license_decoding_is_strict() {
         Err(RmsError::Unsupported(_))
     ));
 }
+
+#[test]
+fn a_forged_marker_does_not_avoid_protection() {
+    let keys = fixture_keys();
+    let forged = b"X-Sealpost-Protected: rms; version=1\r\nFrom: a@b.test\r\n\r\nsecret\r\n";
+    assert!(!is_protected(forged));
+    let outer = protect(forged, keys.active().unwrap(), request(None)).unwrap();
+    assert!(!outer.windows(6).any(|w| w == b"secret"));
+    assert!(is_protected(&outer));
+    let (_, plain) = unprotect(&outer, &keys, now(), false).unwrap();
+    assert_eq!(plain, forged);
+}
