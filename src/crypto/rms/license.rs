@@ -205,6 +205,8 @@ const T_MESSAGE_ID: u8 = 0x0b;
 
 /// Longest text field (issuer, template, message id), in bytes.
 const MAX_TEXT: usize = 998;
+/// Latest time a license may carry: 9999-12-31T23:59:59Z.
+pub(crate) const MAX_TIME: u64 = 253_402_300_799;
 /// Longest license accepted.
 pub(crate) const MAX_LICENSE: usize = 1 << 20;
 
@@ -332,9 +334,13 @@ impl License {
             }
         };
         let u64_field = |v: &[u8], name: &str| -> Result<u64, RmsError> {
-            <[u8; 8]>::try_from(v)
+            let t = <[u8; 8]>::try_from(v)
                 .map(u64::from_be_bytes)
-                .map_err(|_| corrupted(format!("{name} is not 8 bytes")))
+                .map_err(|_| corrupted(format!("{name} is not 8 bytes")))?;
+            if t > MAX_TIME {
+                return Err(corrupted(format!("{name} after the year 9999")));
+            }
+            Ok(t)
         };
         let issuer = text(T_ISSUER, "issuer")?.ok_or_else(|| corrupted("no issuer"))?;
         let mut tenant_key_id = [0u8; 32];

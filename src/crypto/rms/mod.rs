@@ -109,13 +109,19 @@ impl RmsError {
 
 /// RFC 3339 UTC, seconds precision.
 pub(crate) fn format_time(t: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t)
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    let secs = unix_seconds(t);
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+        .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| format!("{secs} seconds after 1970-01-01T00:00:00Z"))
 }
 
+/// Seconds since the epoch, clamped to 0 ..= year 9999 (what a license can carry).
 pub(crate) fn unix_seconds(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        .min(license::MAX_TIME)
 }
 
 /// Protects a whole RFC 5322 message with the active tenant key: returns the outer message

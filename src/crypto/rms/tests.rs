@@ -316,3 +316,31 @@ fn a_forged_marker_does_not_avoid_protection() {
     let (_, plain) = unprotect(&outer, &keys, now(), false).unwrap();
     assert_eq!(plain, forged);
 }
+
+#[test]
+fn times_beyond_year_9999_are_refused_not_panicking() {
+    // Found by the rms_container fuzz target: a huge issue time panicked in the summary.
+    let keys = fixture_keys();
+    let container = seal_container(MSG, keys.active().unwrap(), &request(None)).unwrap();
+    let mut l = License::decode(parse_container(&container).unwrap().license).unwrap();
+    l.issued = u64::MAX;
+    assert!(matches!(
+        License::decode(&l.encode()),
+        Err(RmsError::Corrupted(_))
+    ));
+    l.issued = 0;
+    l.expires = Some(253_402_300_800);
+    assert!(matches!(
+        License::decode(&l.encode()),
+        Err(RmsError::Corrupted(_))
+    ));
+    l.expires = Some(253_402_300_799);
+    let ok = License::decode(&l.encode()).unwrap();
+    assert!(
+        ok.summary().contains("expires 9999-12-31T23:59:59Z"),
+        "{}",
+        ok.summary()
+    );
+    let far = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX) * 100);
+    assert!(format_time(far).contains("after 1970") || format_time(far).starts_with("99"));
+}
