@@ -1,4 +1,5 @@
-//! `sealpost decrypt`: open an S/MIME encrypted message with a private key, without any server.
+//! `sealpost decrypt`: open an S/MIME encrypted message with a private key, or an RMS-style
+//! protected message with a tenant key, without any server.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -8,6 +9,9 @@ use anyhow::Context;
 use clap::Args;
 use zeroize::Zeroizing;
 
+use std::time::SystemTime;
+
+use crate::crypto::rms::{self, Rights, RmsError, TenantKeys};
 use crate::crypto::smime::{decrypt_message, DecryptError, DecryptKey};
 
 const LONG_ABOUT: &str = "\
@@ -32,6 +36,14 @@ KEYS
   current Windows write it; its password is the first line of --password-file (empty if not
   given). The certificate inside is used like --cert.
 
+PROTECTED MESSAGES
+  --tenant-key FILE|DIR opens a protected message (attachment message.sealed) or a bare
+  container with a tenant key, or with the key a directory holds under the message's key id.
+  The license signature (RSA-PSS-SHA256), the key id and the ciphertext digest are checked
+  before anything is decrypted. The license summary (issuer, template, rights per principal,
+  expiry) goes to standard error. An expired license is refused unless --ignore-expiry is
+  given. --as ADDR checks that ADDR holds the VIEW right and says which rights it has.
+
 OUTPUT
   The message goes to standard output, or with --out to FILE (mode 0600), written to a
   temporary file first and renamed into place. On any error nothing is written.";
@@ -48,11 +60,16 @@ EXIT STATUS
   7  corrupted or truncated input (bad base64 or CMS structure)
   8  unsupported algorithm (e.g. 3DES or RC2 content, legacy PKCS#12)
   9  key, certificate or PKCS#12 file unusable (unreadable, wrong password, mismatched)
+ 10  protected message: integrity check failed (license, signature or ciphertext altered)
+ 11  protected message: protected with another tenant key (both key ids are named)
+ 12  protected message: the license has expired (the date is given)
+ 13  protected message: the --as address does not hold VIEW
 
 EXAMPLES
   sealpost decrypt message.eml --key bob.key --cert bob.crt > clear.eml
   sealpost decrypt --pkcs12 bob.p12 --password-file pw.txt --out clear.eml < message.eml
-  openssl cms -encrypt -aes256 -in part.txt bob.crt | sealpost decrypt --key bob.key";
+  openssl cms -encrypt -aes256 -in part.txt bob.crt | sealpost decrypt --key bob.key
+  sealpost decrypt --tenant-key fixtures/keys/tenant --as bob@fabrikam.test protected.eml";
 
 /// Arguments of `sealpost decrypt`.
 #[derive(Args, Debug)]
@@ -69,19 +86,28 @@ pub struct DecryptArgs {
     #[arg(
         long,
         value_name = "KEY.pem",
-        required_unless_present = "pkcs12",
-        conflicts_with = "pkcs12"
+        required_unless_present_any = ["pkcs12", "tenant_key"],
+        conflicts_with_all = ["pkcs12", "tenant_key"]
     )]
     pub key: Option<PathBuf>,
     /// The key's certificate (PEM or DER), to match the message's recipients exactly.
     #[arg(long, value_name = "CERT.pem", requires = "key")]
     pub cert: Option<PathBuf>,
     /// PKCS#12 file holding the key and its certificate, instead of --key.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "tenant_key")]
     pub pkcs12: Option<PathBuf>,
     /// File whose first line is the PKCS#12 password.
     #[arg(long, value_name = "F", requires = "pkcs12")]
     pub password_file: Option<PathBuf>,
+    /// Tenant key (PEM) or directory of tenant keys, to open an RMS-style protected message.
+    #[arg(long, value_name = "FILE|DIR")]
+    pub tenant_key: Option<PathBuf>,
+    /// Open a protected message even after its license expired (says so on standard error).
+    #[arg(long, requires = "tenant_key")]
+    pub ignore_expiry: bool,
+    /// Check that this address holds VIEW in the license, and show its rights.
+    #[arg(long = "as", value_name = "ADDR", requires = "tenant_key")]
+    pub as_address: Option<String>,
     /// Write the message to FILE instead of standard output (only on success).
     #[arg(long, short = 'o', value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -90,6 +116,9 @@ pub struct DecryptArgs {
 /// Runs the command: errors of the decryption itself get their own exit codes (see --help);
 /// I/O errors are returned and end with exit code 1.
 pub fn run(args: DecryptArgs) -> anyhow::Result<ExitCode> {
+    if let Some(tenant_key) = &args.tenant_key {
+        return run_protected(&args, tenant_key);
+    }
     let key = match load_key(&args) {
         Ok(key) => key,
         Err(e) => return Ok(fail(&e)),
@@ -97,20 +126,71 @@ pub fn run(args: DecryptArgs) -> anyhow::Result<ExitCode> {
     let input = read_input(args.input.as_deref())?;
     match decrypt_message(&input, &key) {
         Ok(plain) => {
-            let plain = Zeroizing::new(plain);
-            match &args.out {
-                Some(path) => write_atomically(path, &plain)?,
-                None => {
-                    let mut out = std::io::stdout().lock();
-                    out.write_all(&plain)
-                        .and_then(|_| out.flush())
-                        .context("writing to standard output")?;
-                }
-            }
+            write_output(args.out.as_deref(), &Zeroizing::new(plain))?;
             Ok(ExitCode::SUCCESS)
+        }
+        Err(DecryptError::NotEncrypted) if rms::is_protected(&input) => {
+            eprintln!(
+                "sealpost decrypt: this is an RMS-style protected message: open it with \
+                 --tenant-key FILE|DIR"
+            );
+            Ok(ExitCode::from(DecryptError::NotEncrypted.exit_code()))
         }
         Err(e) => Ok(fail(&e)),
     }
+}
+
+fn write_output(out: Option<&Path>, plain: &[u8]) -> anyhow::Result<()> {
+    match out {
+        Some(path) => write_atomically(path, plain),
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(plain)
+                .and_then(|_| out.flush())
+                .context("writing to standard output")
+        }
+    }
+}
+
+fn fail_rms(e: &RmsError) -> ExitCode {
+    eprintln!("sealpost decrypt: {e}");
+    ExitCode::from(e.exit_code())
+}
+
+/// Opens an RMS-style protected message with a tenant key (file or directory).
+fn run_protected(args: &DecryptArgs, tenant_key: &Path) -> anyhow::Result<ExitCode> {
+    let keys = match TenantKeys::load(tenant_key) {
+        Ok(k) => k,
+        Err(e) => return Ok(fail_rms(&e)),
+    };
+    let input = read_input(args.input.as_deref())?;
+    let (license, plain) =
+        match rms::unprotect(&input, &keys, SystemTime::now(), args.ignore_expiry) {
+            Ok(r) => r,
+            Err(e) => return Ok(fail_rms(&e)),
+        };
+    let plain = Zeroizing::new(plain);
+    eprint!("{}", license.summary());
+    if args.ignore_expiry {
+        if let Some(at) = license.expires_at().filter(|at| *at <= SystemTime::now()) {
+            eprintln!(
+                "warning: the license expired on {}; opened anyway because of --ignore-expiry",
+                rms::format_expiry(at)
+            );
+        }
+    }
+    if let Some(address) = &args.as_address {
+        let rights = license.rights_of(address);
+        if !rights.contains(Rights::VIEW) {
+            return Ok(fail_rms(&RmsError::NotPermitted {
+                address: address.clone(),
+                rights,
+            }));
+        }
+        eprintln!("{address} holds: {rights}");
+    }
+    write_output(args.out.as_deref(), &plain)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn fail(e: &DecryptError) -> ExitCode {

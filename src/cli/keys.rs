@@ -62,6 +62,39 @@ enum KeysCommand {
         )]
         addresses: Vec<String>,
     },
+    /// Tenant keys for RMS-style protected messages (new, list, activate).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum TenantCommand {
+    /// Generate a tenant key: RSA in PKCS#8 PEM, written as DIR/<key-id>.pem (mode 0600).
+    ///
+    /// The key id is the hex SHA-256 of the public key's SubjectPublicKeyInfo DER. The first
+    /// key of a directory becomes the active one; later ones wait for `activate`.
+    New {
+        /// The tenant key directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// RSA modulus size: 2048, 3072 or 4096.
+        #[arg(long, default_value_t = 2048)]
+        bits: usize,
+    },
+    /// List the keys: id, bits, creation time, and which one is active.
+    List {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Make key ID (or a unique prefix of 8+ hex digits) the one that protects new messages.
+    ///
+    /// Messages protected with the other keys still open as long as their files stay.
+    Activate {
+        /// The key id.
+        id: String,
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -127,7 +160,41 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        KeysCommand::Tenant(cmd) => run_tenant(cmd),
     }
+}
+
+fn run_tenant(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
+    use crate::crypto::rms;
+    match cmd {
+        TenantCommand::New { dir, bits } => {
+            let id = rms::generate_tenant_key(&dir, bits, std::time::SystemTime::now())?;
+            let active = rms::list_tenant_keys(&dir)?
+                .into_iter()
+                .any(|k| k.id == id && k.active);
+            println!(
+                "wrote tenant key {id} ({bits} bits) to {}{}",
+                dir.join(format!("{id}.pem")).display(),
+                if active { " (active)" } else { "" }
+            );
+        }
+        TenantCommand::List { dir } => {
+            for k in rms::list_tenant_keys(&dir)? {
+                println!(
+                    "{}  {} bits  created {}{}",
+                    k.id,
+                    k.bits,
+                    k.created.as_deref().unwrap_or("unknown"),
+                    if k.active { "  active" } else { "" }
+                );
+            }
+        }
+        TenantCommand::Activate { id, dir } => {
+            let full = rms::activate_tenant_key(&dir, &id)?;
+            println!("tenant key {full} is now active in {}", dir.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A plain `local@domain` with nothing that could escape the output directory.

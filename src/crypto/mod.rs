@@ -4,5 +4,6 @@
 
 pub mod keys;
 mod pkcs12;
+pub mod rms;
 pub mod smime;
 pub mod smime_pki;

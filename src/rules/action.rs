@@ -80,6 +80,8 @@ pub struct SmimeEncrypt {
 pub enum Right {
     View,
     Reply,
+    #[serde(alias = "reply-all", alias = "reply_all")]
+    ReplyAll,
     Forward,
     Print,
     Extract,

@@ -1,0 +1,339 @@
+//! Tenant keys: RSA key pairs (2048 bits or more) in PKCS#8 PEM files named `<key-id>.pem`, an
+//! `active` file naming the key that protects new messages; older keys still open messages.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use aws_lc_rs::digest;
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::{KeyPair, KeySize, PrivateDecryptingKey, PublicEncryptingKey};
+use aws_lc_rs::signature::KeyPair as _;
+use zeroize::Zeroizing;
+
+use super::RmsError;
+
+/// One tenant key: the RSA key pair for signing licenses and unwrapping content keys.
+pub struct TenantKey {
+    id: [u8; 32],
+    signing: KeyPair,
+    decrypting: PrivateDecryptingKey,
+    encrypting: PublicEncryptingKey,
+    /// PKCS#1 RSAPublicKey DER, for verifying signatures.
+    public_pkcs1: Vec<u8>,
+    created: Option<String>,
+}
+
+impl std::fmt::Debug for TenantKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantKey")
+            .field("id", &self.id_hex())
+            .field("bits", &self.bits())
+            .finish()
+    }
+}
+
+fn key_err(path: &Path, problem: impl std::fmt::Display) -> RmsError {
+    RmsError::Key(format!("{}: {problem}", path.display()))
+}
+
+impl TenantKey {
+    /// Builds a key from PKCS#8 DER (RSA, 2048 to 8192 bits).
+    pub fn from_pkcs8(pkcs8: &[u8]) -> Result<TenantKey, RmsError> {
+        let bad = |e: &dyn std::fmt::Display| {
+            RmsError::Key(format!(
+                "not a usable RSA private key ({e}); RSA keys of 2048 to 8192 bits are accepted"
+            ))
+        };
+        let signing = KeyPair::from_pkcs8(pkcs8).map_err(|e| bad(&e))?;
+        let decrypting = PrivateDecryptingKey::from_pkcs8(pkcs8).map_err(|e| bad(&e))?;
+        if decrypting.key_size_bits() < 2048 {
+            return Err(bad(&"key too small"));
+        }
+        let encrypting = decrypting.public_key();
+        let spki = encrypting
+            .as_der()
+            .map_err(|_| RmsError::Key("cannot encode the public key".into()))?;
+        let mut id = [0u8; 32];
+        id.copy_from_slice(digest::digest(&digest::SHA256, spki.as_ref()).as_ref());
+        let public_pkcs1 = signing.public_key().as_ref().to_vec();
+        Ok(TenantKey {
+            id,
+            signing,
+            decrypting,
+            encrypting,
+            public_pkcs1,
+            created: None,
+        })
+    }
+
+    /// Reads a PEM (`PRIVATE KEY`) or DER PKCS#8 file. A `Created:` line before the PEM block
+    /// gives the creation time shown by `keys tenant list`.
+    pub fn from_file(path: &Path) -> Result<TenantKey, RmsError> {
+        let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| key_err(path, e))?);
+        let (der, created) = if bytes.first() == Some(&0x30) {
+            (Zeroizing::new(bytes.to_vec()), None)
+        } else {
+            parse_pem(&bytes).map_err(|p| key_err(path, p))?
+        };
+        let mut key = TenantKey::from_pkcs8(&der).map_err(|e| key_err(path, e))?;
+        key.created = created;
+        Ok(key)
+    }
+
+    /// The key id: SHA-256 of the public key's SubjectPublicKeyInfo DER.
+    pub fn id(&self) -> &[u8; 32] {
+        &self.id
+    }
+
+    /// The key id in lower-case hex.
+    pub fn id_hex(&self) -> String {
+        hex::encode(self.id)
+    }
+
+    pub fn bits(&self) -> usize {
+        self.decrypting.key_size_bits()
+    }
+
+    /// The creation time written in the key file, if any.
+    pub fn created(&self) -> Option<&str> {
+        self.created.as_deref()
+    }
+
+    pub(crate) fn signing(&self) -> &KeyPair {
+        &self.signing
+    }
+
+    pub(crate) fn decrypting(&self) -> &PrivateDecryptingKey {
+        &self.decrypting
+    }
+
+    pub(crate) fn encrypting(&self) -> &PublicEncryptingKey {
+        &self.encrypting
+    }
+
+    pub(crate) fn public_pkcs1(&self) -> &[u8] {
+        &self.public_pkcs1
+    }
+}
+
+/// Extracts the `PRIVATE KEY` block and an optional `Created:` line before it.
+fn parse_pem(bytes: &[u8]) -> Result<(Zeroizing<Vec<u8>>, Option<String>), String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "not a PEM file".to_string())?;
+    const BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
+    const END: &str = "-----END PRIVATE KEY-----";
+    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+        return Err("the private key is encrypted: decrypt it first".into());
+    }
+    let start = text
+        .find(BEGIN)
+        .ok_or("no PEM \"PRIVATE KEY\" (PKCS#8) block found")?;
+    let end = text[start..]
+        .find(END)
+        .map(|i| start + i + END.len())
+        .ok_or("PEM block not terminated")?;
+    let (label, der) =
+        der::pem::decode_vec(&text.as_bytes()[start..end]).map_err(|e| format!("bad PEM: {e}"))?;
+    if label != "PRIVATE KEY" {
+        return Err(format!("unexpected PEM label {label}"));
+    }
+    let created = text[..start]
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Created:"))
+        .map(|c| c.trim().to_string());
+    Ok((Zeroizing::new(der), created))
+}
+
+/// The tenant keys known to a reader or writer, and which one protects new messages.
+#[derive(Debug, Default)]
+pub struct TenantKeys {
+    keys: Vec<TenantKey>,
+    active: Option<usize>,
+}
+
+/// The name of the file naming the active key.
+pub const ACTIVE_FILE: &str = "active";
+
+impl TenantKeys {
+    /// One key, which is also the active one.
+    pub fn single(key: TenantKey) -> TenantKeys {
+        TenantKeys {
+            keys: vec![key],
+            active: Some(0),
+        }
+    }
+
+    /// A directory (`load_dir`) or a single key file.
+    pub fn load(path: &Path) -> Result<TenantKeys, RmsError> {
+        if path.is_dir() {
+            TenantKeys::load_dir(path)
+        } else {
+            Ok(TenantKeys::single(TenantKey::from_file(path)?))
+        }
+    }
+
+    /// Every `*.pem` key in `dir`; the active one is named by the `active` file (or, without
+    /// one, is the only key). A file whose name is not its key id is refused.
+    pub fn load_dir(dir: &Path) -> Result<TenantKeys, RmsError> {
+        let mut keys = Vec::new();
+        for path in pem_files(dir)? {
+            let key = TenantKey::from_file(&path)?;
+            let stem = path.file_stem().map(|s| s.to_string_lossy().to_lowercase());
+            if stem.as_deref() != Some(key.id_hex().as_str()) {
+                return Err(key_err(
+                    &path,
+                    format!("the file name is not the key id {}", key.id_hex()),
+                ));
+            }
+            keys.push(key);
+        }
+        if keys.is_empty() {
+            return Err(key_err(dir, "no tenant keys (*.pem) in this directory"));
+        }
+        let active = match read_active(dir)? {
+            Some(id) => Some(keys.iter().position(|k| k.id_hex() == id).ok_or_else(|| {
+                key_err(
+                    &dir.join(ACTIVE_FILE),
+                    format!("names {id}, which is not here"),
+                )
+            })?),
+            None if keys.len() == 1 => Some(0),
+            None => None,
+        };
+        Ok(TenantKeys { keys, active })
+    }
+
+    /// The key that protects new messages.
+    pub fn active(&self) -> Option<&TenantKey> {
+        self.active.and_then(|i| self.keys.get(i))
+    }
+
+    /// The key with this id.
+    pub fn get(&self, id: &[u8; 32]) -> Option<&TenantKey> {
+        self.keys.iter().find(|k| k.id() == id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &TenantKey> {
+        self.keys.iter()
+    }
+
+    /// The hex ids of all keys.
+    pub fn ids(&self) -> Vec<String> {
+        self.keys.iter().map(TenantKey::id_hex).collect()
+    }
+}
+
+fn pem_files(dir: &Path) -> Result<Vec<PathBuf>, RmsError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| key_err(dir, e))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pem") && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn read_active(dir: &Path) -> Result<Option<String>, RmsError> {
+    let path = dir.join(ACTIVE_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Ok(Some(s.trim().to_lowercase())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(key_err(&path, e)),
+    }
+}
+
+/// A line of `keys tenant list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantKeyInfo {
+    pub id: String,
+    pub bits: usize,
+    pub created: Option<String>,
+    pub active: bool,
+}
+
+/// Lists the keys in `dir`.
+pub fn list_tenant_keys(dir: &Path) -> Result<Vec<TenantKeyInfo>, RmsError> {
+    let keys = TenantKeys::load_dir(dir)?;
+    let active = keys.active().map(TenantKey::id_hex);
+    Ok(keys
+        .iter()
+        .map(|k| TenantKeyInfo {
+            id: k.id_hex(),
+            bits: k.bits(),
+            created: k.created().map(str::to_string),
+            active: active.as_deref() == Some(k.id_hex().as_str()),
+        })
+        .collect())
+}
+
+/// Generates an RSA key of `bits` (2048, 3072 or 4096) into `dir/<key-id>.pem` (PKCS#8 PEM,
+/// mode 0600) and returns its id. The first key of a directory becomes the active one.
+pub fn generate_tenant_key(dir: &Path, bits: usize, now: SystemTime) -> Result<String, RmsError> {
+    let size = match bits {
+        2048 => KeySize::Rsa2048,
+        3072 => KeySize::Rsa3072,
+        4096 => KeySize::Rsa4096,
+        other => {
+            return Err(RmsError::Key(format!(
+                "{other} bits: choose 2048, 3072 or 4096"
+            )))
+        }
+    };
+    let pair =
+        KeyPair::generate(size).map_err(|_| RmsError::Crypto("RSA key generation".into()))?;
+    let der = pair
+        .as_der()
+        .map_err(|_| RmsError::Crypto("encoding the key".into()))?;
+    let key = TenantKey::from_pkcs8(der.as_ref())?;
+    let pem = Zeroizing::new(
+        der::pem::encode_string("PRIVATE KEY", der::pem::LineEnding::LF, der.as_ref())
+            .map_err(|e| RmsError::Crypto(format!("PEM: {e}")))?,
+    );
+    let text = Zeroizing::new(format!(
+        "sealpost tenant key {}\nCreated: {}\nBits: {bits}\n{}",
+        key.id_hex(),
+        super::format_time(now),
+        pem.as_str()
+    ));
+    std::fs::create_dir_all(dir).map_err(|e| key_err(dir, e))?;
+    let path = dir.join(format!("{}.pem", key.id_hex()));
+    crate::tls::pki::write_file(&path, text.as_bytes(), 0o600).map_err(|e| key_err(&path, e))?;
+    if read_active(dir)?.is_none() {
+        activate_tenant_key(dir, &key.id_hex())?;
+    }
+    Ok(key.id_hex())
+}
+
+/// Makes the key `id` (hex, or a unique prefix of at least 8 digits) the active one.
+/// Returns the full id.
+pub fn activate_tenant_key(dir: &Path, id: &str) -> Result<String, RmsError> {
+    let id = id.trim().to_lowercase();
+    if id.len() < 8 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(RmsError::Key(format!(
+            "{id:?} is not a key id (64 hex digits, or a unique prefix of 8 or more)"
+        )));
+    }
+    let matches: Vec<PathBuf> = pem_files(dir)?
+        .into_iter()
+        .filter(|p| {
+            p.file_stem()
+                .is_some_and(|s| s.to_string_lossy().to_lowercase().starts_with(&id))
+        })
+        .collect();
+    let path = match matches.as_slice() {
+        [one] => one,
+        [] => return Err(key_err(dir, format!("no tenant key {id}"))),
+        _ => return Err(key_err(dir, format!("{id} names several keys"))),
+    };
+    let key = TenantKey::from_file(path)?;
+    let full = key.id_hex();
+    let tmp = dir.join(format!(".{ACTIVE_FILE}.{}.tmp", std::process::id()));
+    let active = dir.join(ACTIVE_FILE);
+    crate::tls::pki::write_file(&tmp, format!("{full}\n").as_bytes(), 0o644)
+        .and_then(|_| std::fs::rename(&tmp, &active))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            key_err(&active, e)
+        })?;
+    Ok(full)
+}
