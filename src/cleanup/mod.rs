@@ -3,6 +3,7 @@
 
 pub mod apply;
 mod headers;
+pub mod rms;
 pub mod smime;
 
 use std::collections::BTreeSet;

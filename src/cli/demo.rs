@@ -35,6 +35,18 @@ const SENDS: &[Send] = &[
         via: 0,
         from: "alice@contoso.test",
         to: &["bob@fabrikam.test"],
+        subject: "[secure] Salary review",
+    },
+    Send {
+        via: 0,
+        from: "alice@contoso.test",
+        to: &["bob@fabrikam.test"],
+        subject: "[protect] Board minutes",
+    },
+    Send {
+        via: 0,
+        from: "alice@contoso.test",
+        to: &["bob@fabrikam.test"],
         subject: "Quarterly numbers",
     },
     Send {
@@ -225,6 +237,9 @@ async fn run_domains(args: &DemoArgs, base: &Path) -> anyhow::Result<ExitCode> {
             for hop in hops(&bytes) {
                 println!("    hop: {hop}");
             }
+            if let Some(opened) = open_protected(&args.fixtures, addr, &bytes) {
+                println!("    {opened}");
+            }
         }
     }
     for s in servers {
@@ -237,6 +252,51 @@ async fn run_domains(args: &DemoArgs, base: &Path) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(code)
+}
+
+/// For S/MIME or RMS-protected mail: opens it with the recipient's fixture key (S/MIME) or the
+/// tenant key (RMS) and says what came out, as a recipient's mail client would.
+fn open_protected(fixtures: &Path, mailbox: &str, message: &[u8]) -> Option<String> {
+    let body_line = |m: &[u8]| {
+        let text = String::from_utf8_lossy(m).into_owned();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        body.lines().next().unwrap_or_default().to_string()
+    };
+    if crate::crypto::rms::is_protected(message) {
+        let keys = crate::crypto::rms::TenantKeys::load_dir(&fixtures.join("keys/tenant")).ok()?;
+        return Some(
+            match crate::crypto::rms::unprotect(message, &keys, std::time::SystemTime::now(), false)
+            {
+                Ok((license, original)) => format!(
+                    "RMS-protected (template {}, {} may: {}); opened with the tenant key: \"{}\"",
+                    license.template,
+                    mailbox,
+                    license.rights_of(mailbox),
+                    body_line(&original)
+                ),
+                Err(e) => format!("RMS-protected, but it did not open: {e}"),
+            },
+        );
+    }
+    if crate::crypto::smime::is_encrypted(message) {
+        let dir = fixtures.join("pki/smime");
+        let key = crate::crypto::smime::DecryptKey::from_pem(
+            &dir.join(format!("{mailbox}.key")),
+            Some(&dir.join(format!("{mailbox}.crt"))),
+        )
+        .ok()?;
+        return Some(match crate::crypto::smime::decrypt_message(message, &key) {
+            Ok(original) => format!(
+                "S/MIME encrypted; opened with {mailbox}'s key: \"{}\"",
+                body_line(&original)
+            ),
+            Err(e) => format!("S/MIME encrypted, but it did not open: {e}"),
+        });
+    }
+    None
 }
 
 fn unique<'a>(expected: &[(usize, &'a str)]) -> Vec<(usize, &'a str)> {

@@ -27,6 +27,7 @@ pub struct RawConfig {
     pub connector: RawConnectors,
     pub rules: Option<RawRules>,
     pub smime: Option<RawSmime>,
+    pub rms: Option<RawRms>,
     #[serde(default)]
     pub user: Vec<RawUser>,
     #[serde(default)]
@@ -192,4 +193,11 @@ pub struct RawSmime {
 pub struct RawUser {
     pub name: String,
     pub password_hash: String,
+}
+
+/// `[rms] tenant_key_dir = "keys/tenant"`: tenant keys for `rms_protect` (one marked active).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRms {
+    pub tenant_key_dir: String,
 }

@@ -146,6 +146,9 @@ pub struct Config {
     pub rules: crate::rules::RuleSet,
     /// `[smime] certificate_dir`: recipient certificates for the `smime_encrypt` action.
     pub smime_certificate_dir: Option<PathBuf>,
+    /// `[rms] tenant_key_dir`: tenant keys for the `rms_protect` action (checked to load, with an
+    /// active key).
+    pub rms_tenant_key_dir: Option<PathBuf>,
     /// `[[user]]`: lowercase name → argon2 PHC hash, for AUTH on submission listeners.
     pub users: BTreeMap<String, String>,
     /// `[[encryption_policy]]` by name.

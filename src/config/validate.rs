@@ -346,6 +346,19 @@ pub fn validate(
         }
         None => None,
     };
+    let rms_tenant_key_dir = match &raw.rms {
+        Some(r) => {
+            let dir = c.path(&r.tenant_key_dir);
+            let keys = crate::crypto::rms::TenantKeys::load_dir(&dir)
+                .map_err(|e| c.err("rms.tenant_key_dir", format!("{}: {e}", r.tenant_key_dir)))?;
+            if keys.active().is_none() {
+                let problem = "no active tenant key (sealpost keys tenant activate)";
+                return Err(c.err("rms.tenant_key_dir", problem));
+            }
+            Some(dir)
+        }
+        None => None,
+    };
     let domains: Vec<(usize, String, Option<String>)> = raw
         .domain
         .iter()
@@ -393,6 +406,7 @@ pub fn validate(
         rules_dir,
         rules,
         smime_certificate_dir,
+        rms_tenant_key_dir,
         users,
         encryption_policies: encryption.policies,
         mailbox_policies: encryption.mailboxes,
