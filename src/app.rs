@@ -120,6 +120,10 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         inbound,
     });
     let users = Arc::new(Users::new(config.users.clone()));
+    let limits = crate::smtp::server::limits::ConnectionLimits::new(
+        config.limits.max_connections,
+        config.limits.max_connections_per_ip,
+    );
     // One context per listener: submission listeners offer AUTH and require it for MAIL.
     let contexts: Vec<Arc<ServerContext>> = config
         .listeners
@@ -142,6 +146,7 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
                 idle_timeout: config.limits.idle_timeout,
                 implicit_tls: l.protocol == ListenerProtocol::Submissions,
                 users: users.clone(),
+                limits: limits.clone(),
             })
         })
         .collect();

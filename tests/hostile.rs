@@ -302,3 +302,56 @@ async fn limits_answer_with_their_codes_over_tcp() {
     assert!(c.closed().await, "still open after 421");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_per_ip_limit_get_421_and_a_good_client_still_gets_through_after() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let spec = support::domains::DomainSpec::new(
+        "contoso",
+        &["alice@contoso.test"],
+        support::domains::free_port(),
+    )
+    .toml("[limits]\nmax_connections_per_ip = 2\n");
+    let server = sealpost::app::start(support::domains::load(&spec.write(dir.path())))
+        .await
+        .unwrap();
+    let addr = server.local_addrs()[0];
+    let mut held = Vec::new();
+    let mut buf = [0u8; 512];
+    for _ in 0..2 {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let n = c.read(&mut buf).await.unwrap();
+        assert!(
+            buf[..n].starts_with(b"220 "),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        held.push(c);
+    }
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let n = third.read(&mut buf).await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&buf[..n]),
+        "421 4.7.0 mx.contoso.test Error: too many connections from 127.0.0.1\r\n"
+    );
+    assert_eq!(
+        third.read(&mut buf).await.unwrap(),
+        0,
+        "then the server closes"
+    );
+    // A held session ends: a new client is admitted again.
+    let mut first = held.remove(0);
+    first.write_all(b"QUIT\r\n").await.unwrap();
+    let _ = first.read(&mut buf).await;
+    drop(first);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let mut again = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let n = again.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"220 "),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    server.shutdown().await;
+}

@@ -119,6 +119,8 @@ pub struct RawLimits {
     pub max_recipients: Option<usize>,
     pub idle_timeout: Option<String>,
     pub bare_newline: Option<crate::smtp::proto::BareNewline>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -116,6 +116,9 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Bare CR or LF in DATA: refuse the message (default) or convert to CRLF.
     pub bare_newline: crate::smtp::proto::BareNewline,
+    /// Sessions open at once, in total and per client address (more get 421 4.7.0).
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
 }
 
 /// A validated configuration. Paths are absolute or relative to the working directory.

@@ -310,6 +310,8 @@ pub fn validate(
             Duration::from_secs(300),
         )?,
         bare_newline: raw.limits.bare_newline.unwrap_or_default(),
+        max_connections: raw.limits.max_connections.unwrap_or(1000).max(1),
+        max_connections_per_ip: raw.limits.max_connections_per_ip.unwrap_or(50).max(1),
     };
 
     let mut users = BTreeMap::new();

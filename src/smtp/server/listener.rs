@@ -11,6 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::limits::ConnectionLimits;
 use super::policy::Policy;
 use super::session::{Action, Session, SessionConfig};
 use super::users::Users;
@@ -30,6 +31,8 @@ pub struct ServerContext {
     pub implicit_tls: bool,
     /// Who may authenticate (submission listeners).
     pub users: Arc<Users>,
+    /// Shared by all listeners of the server.
+    pub limits: Arc<ConnectionLimits>,
 }
 
 /// Accepts connections until `shutdown` turns true, then waits for open sessions to end.
@@ -42,11 +45,26 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    let ctx = ctx.clone();
-                    let shutdown = shutdown.clone();
-                    sessions.spawn(async move { handle(tcp, peer, ctx, shutdown).await });
-                }
+                Ok((tcp, peer)) => match ctx.limits.admit(peer.ip()) {
+                    Ok(admission) => {
+                        let ctx = ctx.clone();
+                        let shutdown = shutdown.clone();
+                        sessions.spawn(async move {
+                            handle(tcp, peer, ctx, shutdown).await;
+                            drop(admission);
+                        });
+                    }
+                    Err(reason) => {
+                        tracing::warn!(client = %peer, %reason, "connection refused");
+                        let reply = Reply::new(421, [4, 7, 0], format!("{} Error: {reason}", ctx.session.hostname));
+                        sessions.spawn(async move {
+                            let mut tcp = tcp;
+                            let bytes = reply.to_bytes();
+                            let _ = tokio::time::timeout(Duration::from_secs(2), tcp.write_all(&bytes)).await;
+                            let _ = tcp.shutdown().await;
+                        });
+                    }
+                },
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
