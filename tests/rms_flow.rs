@@ -7,35 +7,25 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use support::domains::{free_port, load, send, wait_for_mailbox_async, DomainSpec};
+use support::domains::{send, start_pair, wait_for_mailbox_async};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protect_subject_is_sealed_and_opens_with_the_tenant_key() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
-    let (cport, fport) = (free_port(), free_port());
     let extra = format!(
         "[rules]\ndir = \"{}\"\n[rms]\ntenant_key_dir = \"{}\"\n",
         root.join("rules/contoso").display(),
         root.join("fixtures/keys/tenant").display()
     );
-    let contoso = DomainSpec::new("contoso", &["alice@contoso.test"], cport)
-        .route("fabrikam.test", fport)
-        .toml(&extra);
-    let fabrikam = DomainSpec::new("fabrikam", &["bob@fabrikam.test"], fport);
-    let (c, f) = (
-        load(&contoso.write(dir.path())),
-        load(&fabrikam.write(dir.path())),
-    );
-    let f_data = f.data_dir.clone();
-    let f_server = sealpost::app::start(f).await.unwrap();
-    let c_server = sealpost::app::start(c).await.unwrap();
+    let pair = start_pair(dir.path(), &extra, "").await;
+    let f_data = pair.fabrikam_data.clone();
 
     let original =
         "From: <alice@contoso.test>\r\nTo: <bob@fabrikam.test>\r\nSubject: [protect] merger\r\n\
         Message-ID: <m1@contoso.test>\r\n\r\nThe board meets on RMS-MARKER-7.\r\n";
     let (replies, _) = send(
-        c_server.local_addrs()[0],
+        pair.contoso.local_addrs()[0],
         "alice@contoso.test",
         &["bob@fabrikam.test"],
         original.as_bytes(),
@@ -73,6 +63,5 @@ async fn protect_subject_is_sealed_and_opens_with_the_tenant_key() {
     assert!(opened.ends_with(original), "byte for byte: {opened}");
     assert!(stderr.contains("do-not-forward"), "{stderr}");
     assert!(stderr.to_ascii_uppercase().contains("VIEW"), "{stderr}");
-    c_server.shutdown().await;
-    f_server.shutdown().await;
+    pair.shutdown().await;
 }

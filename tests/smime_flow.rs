@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use support::domains::{free_port, load, send, wait_for_mailbox_async, DomainSpec};
+use support::domains::{send, start_pair, wait_for_mailbox_async};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -15,24 +15,14 @@ const WAIT: Duration = Duration::from_secs(20);
 async fn secure_subject_is_encrypted_for_the_recipient_and_opens_with_his_key() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
-    let (cport, fport) = (free_port(), free_port());
     let extra = format!(
         "[rules]\ndir = \"{}\"\n[smime]\ncertificate_dir = \"{}\"\n",
         root.join("rules/contoso").display(),
         root.join("fixtures/pki/smime").display()
     );
-    let contoso = DomainSpec::new("contoso", &["alice@contoso.test"], cport)
-        .route("fabrikam.test", fport)
-        .toml(&extra);
-    let fabrikam = DomainSpec::new("fabrikam", &["bob@fabrikam.test"], fport);
-    let (c, f) = (
-        load(&contoso.write(dir.path())),
-        load(&fabrikam.write(dir.path())),
-    );
-    let f_data = f.data_dir.clone();
-    let f_server = sealpost::app::start(f).await.unwrap();
-    let c_server = sealpost::app::start(c).await.unwrap();
-    let addr = c_server.local_addrs()[0];
+    let pair = start_pair(dir.path(), &extra, "").await;
+    let f_data = pair.fabrikam_data.clone();
+    let addr = pair.contoso.local_addrs()[0];
 
     let inner =
         "Content-Type: text/plain; charset=utf-8\r\n\r\nThe launch code is SMIME-MARKER-42.\r\n";
@@ -118,6 +108,5 @@ async fn secure_subject_is_encrypted_for_the_recipient_and_opens_with_his_key() 
         .unwrap();
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());
-    c_server.shutdown().await;
-    f_server.shutdown().await;
+    pair.shutdown().await;
 }

@@ -382,3 +382,47 @@ pub fn openssl_self_signed(
     );
     (key, crt)
 }
+
+/// contoso (alice, carol) and fabrikam (bob, dave) running in-process, each routing the other's
+/// domain to it, with extra TOML for each.
+pub struct Pair {
+    pub contoso: sealpost::app::Server,
+    pub fabrikam: sealpost::app::Server,
+    pub contoso_data: PathBuf,
+    pub fabrikam_data: PathBuf,
+}
+
+pub async fn start_pair(dir: &Path, contoso_toml: &str, fabrikam_toml: &str) -> Pair {
+    let (cport, fport) = (free_port(), free_port());
+    let contoso = DomainSpec::new(
+        "contoso",
+        &["alice@contoso.test", "carol@contoso.test"],
+        cport,
+    )
+    .route("fabrikam.test", fport)
+    .toml(contoso_toml);
+    let fabrikam = DomainSpec::new(
+        "fabrikam",
+        &["bob@fabrikam.test", "dave@fabrikam.test"],
+        fport,
+    )
+    .route("contoso.test", cport)
+    .toml(fabrikam_toml);
+    let (c, f) = (load(&contoso.write(dir)), load(&fabrikam.write(dir)));
+    let (contoso_data, fabrikam_data) = (c.data_dir.clone(), f.data_dir.clone());
+    let fabrikam = sealpost::app::start(f).await.expect("start fabrikam");
+    let contoso = sealpost::app::start(c).await.expect("start contoso");
+    Pair {
+        contoso,
+        fabrikam,
+        contoso_data,
+        fabrikam_data,
+    }
+}
+
+impl Pair {
+    pub async fn shutdown(self) {
+        self.contoso.shutdown().await;
+        self.fabrikam.shutdown().await;
+    }
+}
