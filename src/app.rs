@@ -109,7 +109,10 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
     if let Some(dir) = &config.rms_tenant_key_dir {
         let keys = crate::crypto::rms::TenantKeys::load_dir(dir)
             .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
-        cleanup = cleanup.with_rms(Arc::new(crate::cleanup::rms::TenantRms::new(keys)));
+        cleanup = cleanup.with_rms(Arc::new(crate::cleanup::rms::TenantRms::new(
+            keys,
+            config.rms_templates.clone(),
+        )));
     }
     let cleanup = Arc::new(cleanup);
     let policy: Arc<dyn crate::smtp::server::policy::Policy> = Arc::new(ConnectorPolicy {

@@ -354,4 +354,79 @@ mod tests {
             451
         );
     }
+
+    struct FakeRms;
+    impl Rms for FakeRms {
+        fn protect(
+            &self,
+            message: &[u8],
+            _: &str,
+            recipients: &[String],
+            action: &RmsProtect,
+        ) -> Result<Vec<u8>, String> {
+            Ok([
+                format!("RMS[{}:{}]:", action.template, recipients.join(",")).as_bytes(),
+                message,
+            ]
+            .concat())
+        }
+    }
+
+    #[test]
+    fn recipients_without_certificates_can_get_rms_instead() {
+        let rule = "name = \"s\"\npriority = 1\n[[actions]]\ntype = \"smime_encrypt\"\non_missing_certificate = \"rms-protect\"\n";
+        let message = b"From: a@contoso.test\r\nSubject: x\r\n\r\nbody\r\n";
+        let recipients: Vec<String> = vec!["bob@f.test".into(), "nocert@f.test".into()];
+        let local: BTreeSet<String> = BTreeSet::new();
+        let facts = MessageFacts {
+            mail_from: "a@contoso.test",
+            recipients: &recipients,
+            message,
+            local_domains: &local,
+            authenticated: false,
+            inbound_connector: None,
+        };
+        let protectors = Protectors {
+            smime: Some(&FakeSmime),
+            rms: Some(&FakeRms),
+        };
+        let copies = apply(
+            &evaluate(&rules(&[rule]), &facts),
+            "a@contoso.test",
+            message,
+            protectors,
+        )
+        .unwrap();
+        assert_eq!(copies.len(), 2);
+        let enc = copies
+            .iter()
+            .find(|c| c.recipients == ["bob@f.test"])
+            .unwrap();
+        assert!(enc.message.starts_with(b"ENCRYPTED:"));
+        let rms = copies
+            .iter()
+            .find(|c| c.recipients == ["nocert@f.test"])
+            .unwrap();
+        assert!(
+            rms.message.starts_with(b"RMS[encrypt-only:nocert@f.test]:"),
+            "{}",
+            String::from_utf8_lossy(&rms.message)
+        );
+        // Without an RMS protector the fallback refuses clearly.
+        let none = Protectors {
+            smime: Some(&FakeSmime),
+            rms: None,
+        };
+        assert_eq!(
+            apply(
+                &evaluate(&rules(&[rule]), &facts),
+                "a@contoso.test",
+                message,
+                none
+            )
+            .unwrap_err()
+            .code,
+            554
+        );
+    }
 }

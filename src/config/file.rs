@@ -202,4 +202,15 @@ pub struct RawUser {
 #[serde(deny_unknown_fields)]
 pub struct RawRms {
     pub tenant_key_dir: String,
+    /// `[[rms.template]]`: named rights sets that rules can use as `template = "<name>"`.
+    #[serde(default)]
+    pub template: Vec<RawRmsTemplate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRmsTemplate {
+    pub name: String,
+    /// Principal (address, `*@domain`, `ANYONE`) → rights.
+    pub rights: BTreeMap<String, Vec<crate::rules::Right>>,
 }

@@ -152,6 +152,8 @@ pub struct Config {
     /// `[rms] tenant_key_dir`: tenant keys for the `rms_protect` action (checked to load, with an
     /// active key).
     pub rms_tenant_key_dir: Option<PathBuf>,
+    /// `[[rms.template]]`: template name → principal → rights.
+    pub rms_templates: BTreeMap<String, BTreeMap<String, Vec<crate::rules::Right>>>,
     /// `[[user]]`: lowercase name → argon2 PHC hash, for AUTH on submission listeners.
     pub users: BTreeMap<String, String>,
     /// `[[encryption_policy]]` by name.

@@ -361,6 +361,23 @@ pub fn validate(
         }
         None => None,
     };
+    let mut rms_templates = BTreeMap::new();
+    for (i, t) in raw.rms.iter().flat_map(|r| r.template.iter()).enumerate() {
+        let key = format!("rms.template[{i}].name");
+        if crate::crypto::rms::builtin_template(&t.name).is_some() {
+            return Err(c.err(key, format!("{:?} is a built-in template", t.name)));
+        }
+        if t.name.trim().is_empty()
+            || rms_templates
+                .insert(t.name.clone(), t.rights.clone())
+                .is_some()
+        {
+            return Err(c.err(
+                key,
+                format!("missing or duplicate template name {:?}", t.name),
+            ));
+        }
+    }
     let domains: Vec<(usize, String, Option<String>)> = raw
         .domain
         .iter()
@@ -409,6 +426,7 @@ pub fn validate(
         rules,
         smime_certificate_dir,
         rms_tenant_key_dir,
+        rms_templates,
         users,
         encryption_policies: encryption.policies,
         mailbox_policies: encryption.mailboxes,
