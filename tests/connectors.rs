@@ -213,19 +213,22 @@ ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
 ctx.load_cert_chain("{crt}", "{key}")
 srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 srv.bind(("127.0.0.1", {port})); srv.listen(5)
-while True:
-    c, _ = srv.accept()
+def serve(c):
     f = c.makefile("rb")
     c.sendall(b"220 weak.test ESMTP\r\n")
     for line in f:
         if line.upper().startswith(b"EHLO"): c.sendall(b"250-weak.test\r\n250 STARTTLS\r\n")
         elif line.upper().startswith(b"STARTTLS"):
             c.sendall(b"220 go ahead\r\n")
-            try: ctx.wrap_socket(c, server_side=True).recv(1)
-            except Exception: pass
+            ctx.wrap_socket(c, server_side=True).recv(1)
             break
         else: c.sendall(b"250 ok\r\n")
-    c.close()
+while True:
+    c, _ = srv.accept()
+    # A client that hangs up (the readiness probe, the refused handshake) must not end the peer.
+    try: serve(c)
+    except Exception: pass
+    finally: c.close()
 "#,
         crt = crt.display(),
         key = key.display()
