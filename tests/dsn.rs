@@ -98,7 +98,7 @@ async fn delay_notice_once_then_bounce_with_the_tls_reason_on_expiry() {
     );
     let mut spec =
         DomainSpec::new("contoso", &["alice@contoso.test"], free_port()).toml(&connector);
-    spec.lifetime = Some("4s");
+    spec.lifetime = Some("8s");
     spec.delay_warning = Some("1s");
     let config = load(&spec.write(dir.path()));
     let data_dir = config.data_dir.clone();

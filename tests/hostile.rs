@@ -345,13 +345,24 @@ async fn connections_over_the_per_ip_limit_get_421_and_a_good_client_still_gets_
     first.write_all(b"QUIT\r\n").await.unwrap();
     let _ = first.read(&mut buf).await;
     drop(first);
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let mut again = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let n = again.read(&mut buf).await.unwrap();
-    assert!(
-        buf[..n].starts_with(b"220 "),
-        "{}",
-        String::from_utf8_lossy(&buf[..n])
-    );
+    // The place comes back once the server has closed that session.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut again = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let n = again.read(&mut buf).await.unwrap();
+        if buf[..n].starts_with(b"220 ") {
+            break;
+        }
+        assert!(
+            buf[..n].starts_with(b"421 "),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the place never came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     server.shutdown().await;
 }
