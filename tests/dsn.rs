@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use sealpost::store::MailStore;
 use support::domains::{
-    free_port, load, message, open_store, send, wait_for_mailbox_async, DomainSpec,
+    free_port, load, message, open_store, send, start_pair, wait_for_mailbox_async, DomainSpec,
+    Pair,
 };
 use support::peers::plaintext_peer;
 
@@ -17,17 +18,12 @@ const WAIT: Duration = Duration::from_secs(20);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_recipient_bounces_to_the_sender_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let (cport, fport) = (free_port(), free_port());
-    let contoso =
-        DomainSpec::new("contoso", &["alice@contoso.test"], cport).route("fabrikam.test", fport);
-    let fabrikam = DomainSpec::new("fabrikam", &["bob@fabrikam.test"], fport);
-    let (c, f) = (
-        load(&contoso.write(dir.path())),
-        load(&fabrikam.write(dir.path())),
-    );
-    let c_data = c.data_dir.clone();
-    let f_server = sealpost::app::start(f).await.unwrap();
-    let c_server = sealpost::app::start(c).await.unwrap();
+    let Pair {
+        contoso: c_server,
+        fabrikam: f_server,
+        contoso_data: c_data,
+        ..
+    } = start_pair(dir.path(), "", "").await;
     let addr = c_server.local_addrs()[0];
 
     let data = message("alice@contoso.test", "nobody@fabrikam.test", "M-bounce");

@@ -6,8 +6,8 @@ mod support;
 use std::time::Duration;
 
 use support::domains::{
-    files_containing, free_port, load, message, sealpost, send, wait_for_mailbox_async, DomainSpec,
-    ServeProcess,
+    files_containing, free_port, load, message, sealpost, send, start_pair, wait_for_mailbox_async,
+    DomainSpec, Pair, ServeProcess,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -15,21 +15,13 @@ const WAIT: Duration = Duration::from_secs(20);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relays_between_domains_with_tls_on_each_hop() {
     let dir = tempfile::tempdir().unwrap();
-    let (cport, fport) = (free_port(), free_port());
-    let contoso = DomainSpec::new("contoso", &["alice@contoso.test"], cport)
-        .route("fabrikam.test", fport)
-        .write(dir.path());
-    let fabrikam = DomainSpec::new(
-        "fabrikam",
-        &["bob@fabrikam.test", "dave@fabrikam.test"],
-        fport,
-    )
-    .route("contoso.test", cport)
-    .write(dir.path());
-    let (c, f) = (load(&contoso), load(&fabrikam));
-    let f_data = f.data_dir.clone();
-    let f_server = sealpost::app::start(f).await.unwrap();
-    let c_server = sealpost::app::start(c).await.unwrap();
+    let Pair {
+        contoso: c_server,
+        fabrikam: f_server,
+        fabrikam_data: f_data,
+        fabrikam_config: fabrikam,
+        ..
+    } = start_pair(dir.path(), "", "").await;
 
     let data = message("alice@contoso.test", "bob@fabrikam.test", "M-relay-1");
     let (replies, tls) = send(
@@ -134,17 +126,13 @@ async fn relays_between_domains_with_tls_on_each_hop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_smtplib_relays_through_both_domains() {
     let dir = tempfile::tempdir().unwrap();
-    let (cport, fport) = (free_port(), free_port());
-    let contoso = DomainSpec::new("contoso", &["alice@contoso.test"], cport)
-        .route("fabrikam.test", fport)
-        .write(dir.path());
-    let fabrikam = DomainSpec::new("fabrikam", &["bob@fabrikam.test"], fport)
-        .route("contoso.test", cport)
-        .write(dir.path());
-    let f = load(&fabrikam);
-    let f_data = f.data_dir.clone();
-    let f_server = sealpost::app::start(f).await.unwrap();
-    let c_server = sealpost::app::start(load(&contoso)).await.unwrap();
+    let Pair {
+        contoso: c_server,
+        fabrikam: f_server,
+        fabrikam_data: f_data,
+        ..
+    } = start_pair(dir.path(), "", "").await;
+    let cport = c_server.local_addrs()[0].port();
 
     let script = format!(
         r#"

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::domains::{
-    free_port, load, message, send, wait_for_mailbox_async, DomainSpec, ServeProcess,
+    free_port, load, message, send, start_pair, wait_for_mailbox_async, DomainSpec, Pair,
+    ServeProcess,
 };
 use support::peers::plaintext_peer;
 
@@ -34,7 +35,6 @@ fn rules_dir(dir: &Path, rules: &[(&str, &str)]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_change_external_copies_only_and_reject_at_data() {
     let dir = tempfile::tempdir().unwrap();
-    let (cport, fport) = (free_port(), free_port());
     let rules = rules_dir(
         dir.path(),
         &[
@@ -42,18 +42,13 @@ async fn rules_change_external_copies_only_and_reject_at_data() {
             ("05-reject.toml", REJECT_SECRET),
         ],
     );
-    let contoso = DomainSpec::new(
-        "contoso",
-        &["alice@contoso.test", "carol@contoso.test"],
-        cport,
-    )
-    .route("fabrikam.test", fport)
-    .toml(&rules);
-    let fabrikam = DomainSpec::new("fabrikam", &["bob@fabrikam.test"], fport).write(dir.path());
-    let (c, f) = (load(&contoso.write(dir.path())), load(&fabrikam));
-    let (c_data, f_data) = (c.data_dir.clone(), f.data_dir.clone());
-    let f_server = sealpost::app::start(f).await.unwrap();
-    let c_server = sealpost::app::start(c).await.unwrap();
+    let Pair {
+        contoso: c_server,
+        fabrikam: f_server,
+        contoso_data: c_data,
+        fabrikam_data: f_data,
+        ..
+    } = start_pair(dir.path(), &rules, "").await;
     let addr = c_server.local_addrs()[0];
 
     let (replies, _) = send(

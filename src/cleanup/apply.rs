@@ -229,6 +229,15 @@ mod tests {
         rcpts: &[&str],
         smime: Option<&dyn Smime>,
     ) -> Result<Vec<Copy>, Reply> {
+        run_with(rule_texts, rcpts, Protectors { smime, rms: None })
+    }
+
+    /// Evaluates the rules for a small "[secure]" message from a@contoso.test and applies them.
+    fn run_with(
+        rule_texts: &[&str],
+        rcpts: &[&str],
+        protectors: Protectors,
+    ) -> Result<Vec<Copy>, Reply> {
         let message = b"From: a@contoso.test\r\nSubject: [secure] hi\r\n\r\nbody\r\n";
         let recipients: Vec<String> = rcpts.iter().map(|s| s.to_string()).collect();
         let local: BTreeSet<String> = ["contoso.test".to_string()].into();
@@ -240,7 +249,6 @@ mod tests {
             authenticated: false,
             inbound_connector: None,
         };
-        let protectors = Protectors { smime, rms: None };
         apply(
             &evaluate(&rules(rule_texts), &facts),
             "a@contoso.test",
@@ -375,28 +383,12 @@ mod tests {
     #[test]
     fn recipients_without_certificates_can_get_rms_instead() {
         let rule = "name = \"s\"\npriority = 1\n[[actions]]\ntype = \"smime_encrypt\"\non_missing_certificate = \"rms-protect\"\n";
-        let message = b"From: a@contoso.test\r\nSubject: x\r\n\r\nbody\r\n";
-        let recipients: Vec<String> = vec!["bob@f.test".into(), "nocert@f.test".into()];
-        let local: BTreeSet<String> = BTreeSet::new();
-        let facts = MessageFacts {
-            mail_from: "a@contoso.test",
-            recipients: &recipients,
-            message,
-            local_domains: &local,
-            authenticated: false,
-            inbound_connector: None,
-        };
-        let protectors = Protectors {
+        let rcpts = ["bob@f.test", "nocert@f.test"];
+        let both = Protectors {
             smime: Some(&FakeSmime),
             rms: Some(&FakeRms),
         };
-        let copies = apply(
-            &evaluate(&rules(&[rule]), &facts),
-            "a@contoso.test",
-            message,
-            protectors,
-        )
-        .unwrap();
+        let copies = run_with(&[rule], &rcpts, both).unwrap();
         assert_eq!(copies.len(), 2);
         let enc = copies
             .iter()
@@ -407,26 +399,17 @@ mod tests {
             .iter()
             .find(|c| c.recipients == ["nocert@f.test"])
             .unwrap();
+        let prefix = b"RMS[encrypt-only:nocert@f.test]:";
         assert!(
-            rms.message.starts_with(b"RMS[encrypt-only:nocert@f.test]:"),
+            rms.message.starts_with(prefix),
             "{}",
             String::from_utf8_lossy(&rms.message)
         );
         // Without an RMS protector the fallback refuses clearly.
-        let none = Protectors {
+        let smime_only = Protectors {
             smime: Some(&FakeSmime),
             rms: None,
         };
-        assert_eq!(
-            apply(
-                &evaluate(&rules(&[rule]), &facts),
-                "a@contoso.test",
-                message,
-                none
-            )
-            .unwrap_err()
-            .code,
-            554
-        );
+        assert_eq!(run_with(&[rule], &rcpts, smime_only).unwrap_err().code, 554);
     }
 }

@@ -51,7 +51,8 @@ pub struct RemoteDelivery {
     resolver: Option<Resolver>,
     smtp_port: u16,
     reuse_time: Duration,
-    idle: Mutex<HashMap<PoolKey, Vec<(Connection, Instant)>>>,
+    /// Idle connections with the permit they earned when opened (the key fixes the policy).
+    idle: Mutex<HashMap<PoolKey, Vec<(Connection, DeliveryPermit, Instant)>>>,
 }
 
 struct Target {
@@ -185,7 +186,7 @@ impl RemoteDelivery {
         let mut last_error = String::new();
         for target in &targets {
             let key = (target.addr, dest.connector.clone());
-            let (mut conn, mut permit, reused) = match self.take_idle(&key, &policy) {
+            let (mut conn, mut permit, reused) = match self.take_idle(&key) {
                 Some((c, p)) => (c, p, true),
                 None => match self.open(&policy, target).await {
                     Ok((c, p)) => (c, p, false),
@@ -223,7 +224,7 @@ impl RemoteDelivery {
                         .into_iter()
                         .map(|r| outcome_of(&target.name, r))
                         .collect();
-                    self.put_idle(key, conn);
+                    self.put_idle(key, conn, permit);
                     return (outcomes, info);
                 }
                 Err(e) => {
@@ -375,25 +376,27 @@ impl RemoteDelivery {
             .ok_or_else(|| DnsError::Temporary("no DNS resolver configured".into()))
     }
 
-    /// A kept connection for this peer and connector, with its permit checked again.
-    fn take_idle(&self, key: &PoolKey, policy: &TlsPolicy) -> Option<(Connection, DeliveryPermit)> {
+    /// A kept connection for this peer and connector, with the permit it was opened under:
+    /// the pool key fixes the policy and a connection's TLS does not change, so the check that
+    /// earned the permit is not run again per message.
+    fn take_idle(&self, key: &PoolKey) -> Option<(Connection, DeliveryPermit)> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.get_mut(key)?;
-        while let Some((conn, since)) = list.pop() {
+        while let Some((conn, permit, since)) = list.pop() {
             if since.elapsed() < self.reuse_time {
-                if let Ok(permit) = conn.authorize(policy) {
-                    return Some((conn, permit));
-                }
+                return Some((conn, permit));
             }
             drop(conn);
         }
         None
     }
 
-    fn put_idle(&self, key: PoolKey, conn: Connection) {
+    fn put_idle(&self, key: PoolKey, conn: Connection, permit: DeliveryPermit) {
         if conn.reusable() && !self.reuse_time.is_zero() {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            idle.entry(key).or_default().push((conn, Instant::now()));
+            idle.entry(key)
+                .or_default()
+                .push((conn, permit, Instant::now()));
         } else {
             tokio::spawn(conn.quit());
         }
@@ -407,9 +410,9 @@ impl RemoteDelivery {
             for list in idle.values_mut() {
                 let (old, keep): (Vec<_>, Vec<_>) = list
                     .drain(..)
-                    .partition(|(_, since)| all || since.elapsed() >= self.reuse_time);
+                    .partition(|(_, _, since)| all || since.elapsed() >= self.reuse_time);
                 *list = keep;
-                out.extend(old.into_iter().map(|(c, _)| c));
+                out.extend(old.into_iter().map(|(c, _, _)| c));
             }
             idle.retain(|_, l| !l.is_empty());
             out

@@ -91,10 +91,7 @@ impl TlsFacts {
                     .as_str()
                     .map(str::to_string)
                     .unwrap_or_else(|| format!("{:?}", s.suite()));
-                // rustls names TLS 1.3 suites "TLS13_…"; the IANA (and Postfix) name is "TLS_…".
-                name.strip_prefix("TLS13_")
-                    .map(|rest| format!("TLS_{rest}"))
-                    .unwrap_or(name)
+                iana_suite_name(name)
             })
             .unwrap_or_else(|| "unknown".to_string());
         let peer_certificates = conn
@@ -106,6 +103,14 @@ impl TlsFacts {
             cipher,
             peer_certificates,
         }
+    }
+}
+
+/// rustls names TLS 1.3 suites "TLS13_…"; the IANA (and Postfix) name is "TLS_…".
+fn iana_suite_name(rustls_name: String) -> String {
+    match rustls_name.strip_prefix("TLS13_") {
+        Some(rest) => format!("TLS_{rest}"),
+        None => rustls_name,
     }
 }
 
@@ -332,9 +337,12 @@ mod tests {
 
     #[test]
     fn tls13_suite_names_are_iana_names() {
-        let name = "TLS13_AES_256_GCM_SHA384";
-        let iana = name.strip_prefix("TLS13_").map(|r| format!("TLS_{r}"));
-        assert_eq!(iana.as_deref(), Some("TLS_AES_256_GCM_SHA384"));
+        assert_eq!(
+            iana_suite_name("TLS13_AES_256_GCM_SHA384".into()),
+            "TLS_AES_256_GCM_SHA384"
+        );
+        let tls12 = "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384";
+        assert_eq!(iana_suite_name(tls12.into()), tls12);
     }
 
     #[test]

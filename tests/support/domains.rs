@@ -390,6 +390,8 @@ pub struct Pair {
     pub fabrikam: sealpost::app::Server,
     pub contoso_data: PathBuf,
     pub fabrikam_data: PathBuf,
+    pub contoso_config: PathBuf,
+    pub fabrikam_config: PathBuf,
 }
 
 pub async fn start_pair(dir: &Path, contoso_toml: &str, fabrikam_toml: &str) -> Pair {
@@ -408,7 +410,8 @@ pub async fn start_pair(dir: &Path, contoso_toml: &str, fabrikam_toml: &str) -> 
     )
     .route("contoso.test", cport)
     .toml(fabrikam_toml);
-    let (c, f) = (load(&contoso.write(dir)), load(&fabrikam.write(dir)));
+    let (contoso_config, fabrikam_config) = (contoso.write(dir), fabrikam.write(dir));
+    let (c, f) = (load(&contoso_config), load(&fabrikam_config));
     let (contoso_data, fabrikam_data) = (c.data_dir.clone(), f.data_dir.clone());
     let fabrikam = sealpost::app::start(f).await.expect("start fabrikam");
     let contoso = sealpost::app::start(c).await.expect("start contoso");
@@ -417,6 +420,8 @@ pub async fn start_pair(dir: &Path, contoso_toml: &str, fabrikam_toml: &str) -> 
         fabrikam,
         contoso_data,
         fabrikam_data,
+        contoso_config,
+        fabrikam_config,
     }
 }
 
