@@ -41,6 +41,9 @@ pub struct AttemptInfo {
 /// TLS policy never carries mail for another.
 type PoolKey = (SocketAddr, Option<String>);
 
+/// A kept connection, the permit it earned when opened, and since when it is idle.
+type Idle = (Connection, DeliveryPermit, Instant);
+
 /// Delivers to other servers; connections are kept for a short while and reused.
 pub struct RemoteDelivery {
     settings: ClientSettings,
@@ -52,7 +55,7 @@ pub struct RemoteDelivery {
     smtp_port: u16,
     reuse_time: Duration,
     /// Idle connections with the permit they earned when opened (the key fixes the policy).
-    idle: Mutex<HashMap<PoolKey, Vec<(Connection, DeliveryPermit, Instant)>>>,
+    idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
 }
 
 struct Target {
