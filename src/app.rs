@@ -1,38 +1,39 @@
-//! The composition root: builds a running server (listeners, cleanup, queue runner, delivery) from
-//! a validated configuration. Used by `serve`, `demo` and the end-to-end tests.
+//! The composition root: builds a running server (listeners, cleanup, queue runner, delivery,
+//! admin endpoint) from a validated configuration, and reloads it. Used by `serve`, `demo` and
+//! the end-to-end tests.
+
+mod build;
+mod reload;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
-use crate::cleanup::Cleanup;
-use crate::config::{Config, ListenerProtocol};
-use crate::delivery::remote::RemoteDelivery;
-use crate::dns::Resolver;
+use crate::config::Config;
+use crate::live::Live;
 use crate::queue::runner::Runner;
 use crate::queue::{Spool, SystemClock};
-use crate::smtp::client::ClientSettings;
-use crate::smtp::server::inbound::{ConnectorPolicy, InboundConnectors};
-use crate::smtp::server::listener::{serve, ServerContext};
-use crate::smtp::server::policy::LocalPolicy;
-use crate::smtp::server::session::SessionConfig;
-use crate::smtp::server::users::Users;
+use crate::smtp::server::listener::serve;
 use crate::store::keyfile::ServiceKey;
 use crate::store::MailStore;
+use crate::telemetry::Telemetry;
+use build::Shared;
+pub use reload::Reloader;
 
 /// A running server; `shutdown` stops it cleanly.
 pub struct Server {
     addrs: Vec<SocketAddr>,
-    cleanup: Arc<Cleanup>,
+    admin_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
-    store: Arc<dyn MailStore>,
     spool: Arc<Spool>,
     wake: Arc<Notify>,
+    reloader: Arc<Reloader>,
+    telemetry: Arc<Telemetry>,
 }
 
 /// Binds every configured listener (port 0 picks a free port; see `Server::local_addrs`).
@@ -62,125 +63,113 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
     let report = spool.recover()?;
     tracing::info!(?report, data_dir = %config.data_dir.display(), "queue recovered");
     let store: Arc<dyn MailStore> = crate::store::open_store(&config)?;
-
-    let inbound = Arc::new(InboundConnectors::from_config(&config)?);
-    let tls = match &config.tls {
-        Some(files) => {
-            let key = crate::tls::load_certified_key(&files.certificate, &files.private_key)?;
-            let ask = inbound.wants_client_certificates();
-            Some(crate::tls::server_config(&key, files.min_version, ask)?)
-        }
+    let trace_path = config.operations.trace_log.as_deref();
+    let telemetry = Arc::new(
+        Telemetry::new(&config.hostname, trace_path).with_context(|| {
+            format!(
+                "{}: trace.path: cannot open {}",
+                config.path.display(),
+                trace_path
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            )
+        })?,
+    );
+    let admin_listener = match config.operations.admin_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "{}: admin.listen: cannot listen on {addr}",
+                config.path.display()
+            )
+        })?),
         None => None,
     };
-    let resolver = match Resolver::new(&config.nameservers) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            tracing::warn!(error = %e, "no DNS resolver: only static routes and local mailboxes can be delivered");
-            None
-        }
-    };
-    let client = ClientSettings {
-        helo_name: config.hostname.clone(),
-        timeout: config.delivery.timeout,
-        tls: crate::tls::opportunistic_client_config(),
-    };
-    let remote = Arc::new(
-        RemoteDelivery::new(
-            client,
-            resolver,
-            config.delivery.smtp_port,
-            config.delivery.connection_reuse_time,
-        )
-        .with_connectors(&config)?,
-    );
     let wake = Arc::new(Notify::new());
-    let mut cleanup = Cleanup::new(
-        &config.hostname,
-        spool.clone(),
-        wake.clone(),
-        inbound.clone(),
-    )
-    .with_rules(config.rules.clone(), config.local_domains.clone());
-    if let Some(dir) = &config.smime_certificate_dir {
-        cleanup = cleanup.with_smime(Arc::new(crate::cleanup::smime::DirectorySmime::new(
-            dir.clone(),
-        )));
-    }
-    if let Some(dir) = &config.rms_tenant_key_dir {
-        let keys = crate::crypto::rms::TenantKeys::load_dir(dir)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
-        cleanup = cleanup.with_rms(Arc::new(crate::cleanup::rms::TenantRms::new(
-            keys,
-            config.rms_templates.clone(),
-        )));
-    }
-    let cleanup = Arc::new(cleanup);
-    let policy: Arc<dyn crate::smtp::server::policy::Policy> = Arc::new(ConnectorPolicy {
-        local: LocalPolicy {
-            local_domains: config.local_domains.iter().cloned().collect(),
-            mailboxes: config.mailboxes.iter().cloned().collect(),
-        },
-        inbound,
-    });
-    let users = Arc::new(Users::new(config.users.clone()));
-    let limits = crate::smtp::server::limits::ConnectionLimits::new(
-        config.limits.max_connections,
-        config.limits.max_connections_per_ip,
+    let shared = Shared {
+        spool: spool.clone(),
+        wake: wake.clone(),
+        telemetry: telemetry.clone(),
+        limits: crate::smtp::server::limits::ConnectionLimits::new(
+            config.limits.max_connections,
+            config.limits.max_connections_per_ip,
+        ),
+    };
+    let parts = build::build(&config, &shared)?;
+    let runner = Arc::new(
+        Runner::new(
+            spool.clone(),
+            config.clone(),
+            store.clone(),
+            parts.remote,
+            Arc::new(SystemClock),
+            wake.clone(),
+        )
+        .with_telemetry(telemetry.clone()),
     );
-    // One context per listener: submission listeners offer AUTH and require it for MAIL.
-    let contexts: Vec<Arc<ServerContext>> = config
-        .listeners
-        .iter()
-        .map(|l| {
-            Arc::new(ServerContext {
-                session: Arc::new(SessionConfig {
-                    hostname: config.hostname.clone(),
-                    max_message_size: config.limits.max_message_size,
-                    max_recipients: config.limits.max_recipients,
-                    starttls_available: tls.is_some()
-                        && l.protocol != ListenerProtocol::Submissions,
-                    bare_newline: config.limits.bare_newline,
-                    auth: l.protocol != ListenerProtocol::Smtp,
-                }),
-                policy: policy.clone(),
-                relay_networks: config.relay_networks.clone(),
-                tls: tls.clone(),
-                cleanup: cleanup.clone(),
-                idle_timeout: config.limits.idle_timeout,
-                implicit_tls: l.protocol == ListenerProtocol::Submissions,
-                users: users.clone(),
-                limits: limits.clone(),
-            })
-        })
+    let slots: Vec<Arc<Live<_>>> = parts
+        .contexts
+        .into_iter()
+        .map(|ctx| Arc::new(Live::new(ctx)))
         .collect();
+    let reloader = Arc::new(Reloader {
+        config: Live::new(config.clone()),
+        slots: slots.clone(),
+        cleanup: Live::new(parts.cleanup),
+        store: Live::new(store),
+        runner: runner.clone(),
+        shared,
+        busy: Mutex::new(()),
+    });
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut addrs = Vec::new();
-    for (listener, ctx) in listeners.into_iter().zip(contexts) {
+    for (listener, slot) in listeners.into_iter().zip(slots) {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, hostname = %config.hostname, "listening");
         addrs.push(addr);
-        tasks.spawn(serve(listener, ctx, shutdown_rx.clone()));
+        tasks.spawn(serve(listener, slot, shutdown_rx.clone()));
     }
-    let runner = Arc::new(Runner::new(
-        spool.clone(),
-        config.clone(),
-        store.clone(),
-        remote,
-        Arc::new(SystemClock),
-        wake.clone(),
-    ));
+    let mut admin_addr = None;
+    if let Some(listener) = admin_listener {
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "admin endpoint listening (/metrics, /healthz, /reload)");
+        admin_addr = Some(addr);
+        let for_admin = reloader.clone();
+        let state = Arc::new(crate::admin::AdminState {
+            hostname: config.hostname.clone(),
+            telemetry: telemetry.clone(),
+            spool: spool.clone(),
+            reload: Arc::new(move || {
+                let result = for_admin.reload_from_disk();
+                log_reload("admin /reload", &result);
+                result
+            }),
+        });
+        tasks.spawn(crate::admin::serve(listener, state, shutdown_rx.clone()));
+    }
     tasks.spawn(runner.run(shutdown_rx));
     Ok(Server {
         addrs,
-        cleanup,
+        admin_addr,
         shutdown,
         tasks,
-        store,
         spool,
         wake,
+        reloader,
+        telemetry,
     })
+}
+
+/// Logs the outcome of a reload the way SIGHUP and the admin endpoint both report it.
+pub fn log_reload(trigger: &str, result: &Result<String, String>) {
+    match result {
+        Ok(summary) => tracing::info!(%summary, "{trigger}: configuration reloaded"),
+        Err(reason) => tracing::error!(
+            %reason,
+            "{trigger}: configuration refused; the running configuration stays in force"
+        ),
+    }
 }
 
 /// The service key that seals queue files (`<keystore_dir>/service.key`, made on first use).
@@ -197,17 +186,31 @@ impl Server {
         &self.addrs
     }
 
+    /// Where `/metrics`, `/healthz` and `/reload` are served, when `[admin] listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
     pub fn store(&self) -> Arc<dyn MailStore> {
-        self.store.clone()
+        self.reloader.store.get()
     }
 
     pub fn spool(&self) -> Arc<Spool> {
         self.spool.clone()
     }
 
+    pub fn telemetry(&self) -> Arc<Telemetry> {
+        self.telemetry.clone()
+    }
+
     /// Applies new transport rules to messages received from now on.
     pub fn replace_rules(&self, rules: crate::rules::RuleSet) {
-        self.cleanup.replace_rules(rules);
+        self.reloader.cleanup.get().replace_rules(rules);
+    }
+
+    /// Reads the configuration file again and applies it (see [`Reloader`]).
+    pub fn reload(&self) -> Result<String, String> {
+        self.reloader.reload_from_disk()
     }
 
     /// Makes the queue runner look at the queue now (after `queue flush`, say).

@@ -1,6 +1,7 @@
 //! sealpost: a mail transfer agent with TLS everywhere and encryption by policy.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
 pub mod cleanup;
 pub mod cli;
@@ -8,6 +9,7 @@ pub mod config;
 pub mod crypto;
 pub mod delivery;
 pub mod dns;
+pub mod live;
 pub mod queue;
 pub mod rules;
 pub mod smtp;

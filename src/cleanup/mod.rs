@@ -17,6 +17,8 @@ use crate::rules::{evaluate, MessageFacts, RuleSet};
 use crate::smtp::proto::Reply;
 use crate::smtp::server::inbound::{InboundConnectors, InboundVerdict};
 use crate::smtp::server::Transaction;
+use crate::telemetry::trace::{message_id_hash, TraceTls};
+use crate::telemetry::{Telemetry, TraceEvent};
 use apply::{apply, Protectors, Rms, Smime};
 
 /// Turns finished transactions into queue files.
@@ -29,6 +31,7 @@ pub struct Cleanup {
     local_domains: BTreeSet<String>,
     smime: Option<Arc<dyn Smime>>,
     rms: Option<Arc<dyn Rms>>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Cleanup {
@@ -48,7 +51,14 @@ impl Cleanup {
             local_domains: BTreeSet::new(),
             smime: None,
             rms: None,
+            telemetry: Arc::new(Telemetry::default()),
         }
+    }
+
+    /// Where queued messages are counted and traced.
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.telemetry = telemetry;
+        self
     }
 
     /// The transport rules to apply, and the local domains they call internal.
@@ -112,6 +122,7 @@ impl Cleanup {
             })
             .collect();
         applied.dedup();
+        let rules_applied = applied.clone();
         let applied = applied.join(",");
         let protectors = Protectors {
             smime: self.smime.as_deref(),
@@ -122,6 +133,13 @@ impl Cleanup {
                 tracing::info!(client = %tx.peer, from = %tx.mail_from, rules = %applied,
                 %reply, "refused by transport rule");
             })?;
+        for g in &evaluation.groups {
+            for a in &g.actions {
+                self.telemetry.metrics.rule_match(&a.rule, a.action.kind());
+            }
+        }
+        let message_id = message_id_of(&tx.data);
+        let connector_name = connector.as_ref().map(|c| c.connector.clone());
         let mut ids: Vec<String> = Vec::with_capacity(copies.len());
         for (i, copy) in copies.into_iter().enumerate() {
             let copy_id = if i == 0 { id.clone() } else { new_queue_id() };
@@ -151,6 +169,30 @@ impl Cleanup {
                 connector = connector.as_ref().map(|c| c.connector.as_str()).unwrap_or(""),
                 rules = %applied,
                 "queued"
+            );
+            self.telemetry.metrics.received(connector_name.as_deref());
+            for kind in encryption_added(&message, &copy.message) {
+                self.telemetry.metrics.encryption(kind);
+            }
+            self.telemetry.trace(
+                &copy_id,
+                TraceEvent::Received {
+                    message_id_sha256: message_id.as_deref().map(message_id_hash),
+                    from: tx.mail_from.clone(),
+                    to: envelope
+                        .recipients
+                        .iter()
+                        .map(|r| r.address.clone())
+                        .collect(),
+                    client: tx.peer.to_string(),
+                    helo: tx.helo.clone(),
+                    protocol: tx.protocol.as_str().to_string(),
+                    tls: tx.tls.as_ref().map(TraceTls::from),
+                    connector: connector_name.clone(),
+                    authenticated: tx.authenticated.clone(),
+                    rules: rules_applied.clone(),
+                    size: copy.message.len(),
+                },
             );
             ids.push(copy_id);
         }
@@ -207,6 +249,29 @@ pub fn received_header(
         now.format("%a, %d %b %Y %H:%M:%S %z (UTC)")
     ));
     h
+}
+
+/// The Message-ID header of a message, without angle brackets.
+fn message_id_of(data: &[u8]) -> Option<String> {
+    let parsed = mail_parser::MessageParser::new().parse_headers(data)?;
+    parsed.message_id().map(str::to_string)
+}
+
+/// The encryption a transport rule applied to a copy ("smime", "rms"), told by the wrapper the
+/// copy carries near its start and the original did not.
+fn encryption_added(original: &[u8], copy: &[u8]) -> Vec<&'static str> {
+    const MARKERS: [(&str, &[u8]); 2] = [
+        ("smime", b"application/pkcs7-mime"),
+        ("rms", b"application/vnd.sealpost.rms"),
+    ];
+    let head = |m: &[u8]| m[..m.len().min(64 * 1024)].to_ascii_lowercase();
+    let (original, copy) = (head(original), head(copy));
+    let has = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    MARKERS
+        .iter()
+        .filter(|(_, marker)| has(&copy, marker) && !has(&original, marker))
+        .map(|(kind, _)| *kind)
+        .collect()
 }
 
 #[cfg(test)]

@@ -20,6 +20,13 @@ pub struct DemoArgs {
     /// How long to wait for every message to arrive.
     #[arg(long, default_value = "30s", value_parser = crate::config::parse_duration)]
     timeout: Duration,
+    /// contoso's admin endpoint (/metrics, /healthz); fabrikam's takes the next port. A busy
+    /// port falls back to a free one.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9025")]
+    admin: SocketAddr,
+    /// Keep both servers running after the demo (until Ctrl-C), to look at /metrics or send more.
+    #[arg(long)]
+    keep_running: bool,
 }
 
 /// One message the demo sends: submitted to `via`, from `from` to `to`.
@@ -98,14 +105,31 @@ pub(super) async fn start_fixture_pair(
     fixtures: &Path,
     base: &Path,
 ) -> anyhow::Result<FixturePair> {
+    start_fixture_pair_with(fixtures, base, None).await
+}
+
+/// Like [`start_fixture_pair`], with admin endpoints at `admin` (contoso) and the next port
+/// (fabrikam), or on free ports where those are taken.
+pub(super) async fn start_fixture_pair_with(
+    fixtures: &Path,
+    base: &Path,
+    admin: Option<SocketAddr>,
+) -> anyhow::Result<FixturePair> {
     let names = ["contoso", "fabrikam"];
     let mut configs = Vec::new();
-    for name in names {
+    for (i, name) in names.iter().enumerate() {
         let path = fixtures.join(format!("{name}.toml"));
         let mut config = Config::load(&path, Some(&base.join(name)))?;
         for l in &mut config.listeners {
             l.address = "127.0.0.1:0".parse()?;
         }
+        config.operations.admin_listen = admin.map(|mut a| {
+            a.set_port(a.port().wrapping_add(i as u16));
+            if std::net::TcpListener::bind(a).is_err() {
+                a.set_port(0);
+            }
+            a
+        });
         configs.push(config);
     }
     // Bind both first, so that each can be routed to the other's actual port.
@@ -152,12 +176,20 @@ async fn run_domains(args: &DemoArgs, base: &Path) -> anyhow::Result<ExitCode> {
         configs,
         servers,
         addrs,
-    } = start_fixture_pair(&args.fixtures, base).await?;
-    println!("contoso.test   mx.contoso.test   listening on {}", addrs[0]);
-    println!(
-        "fabrikam.test  mx.fabrikam.test  listening on {}\n",
-        addrs[1]
-    );
+    } = start_fixture_pair_with(&args.fixtures, base, Some(args.admin)).await?;
+    for (i, name) in ["contoso", "fabrikam"].iter().enumerate() {
+        let admin = servers[i]
+            .admin_addr()
+            .map(|a| format!(", metrics at http://{a}/metrics"))
+            .unwrap_or_default();
+        println!(
+            "{:<14} mx.{name}.test   listening on {}{admin}",
+            format!("{name}.test"),
+            addrs[i]
+        );
+    }
+    println!();
+    let mut traced_id = None;
 
     let settings = ClientSettings {
         helo_name: "demo-client.test".into(),
@@ -170,13 +202,17 @@ async fn run_domains(args: &DemoArgs, base: &Path) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("connecting to {name}"))?;
         let to: Vec<String> = s.to.iter().map(|t| t.to_string()).collect();
+        let message_id = crate::queue::new_queue_id();
+        if s.subject == "Quarterly numbers" {
+            traced_id = Some(format!("{message_id}@demo-client.test"));
+        }
         let message = format!(
             "From: <{}>\r\nTo: {}\r\nSubject: {}\r\nDate: {}\r\nMessage-ID: <{}@demo-client.test>\r\n\r\nHello from the sealpost demo.\r\n",
             s.from,
             s.to.iter().map(|t| format!("<{t}>")).collect::<Vec<_>>().join(", "),
             s.subject,
             chrono::Utc::now().to_rfc2822(),
-            crate::queue::new_queue_id(),
+            message_id,
         );
         let permit = conn.authorize(&TlsPolicy::opportunistic(settings.tls.clone()))?;
         let replies = conn.send(&permit, s.from, &to, message.as_bytes()).await?;
@@ -242,6 +278,11 @@ async fn run_domains(args: &DemoArgs, base: &Path) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    show_operations(&servers, &configs, traced_id.as_deref()).await;
+    if args.keep_running {
+        println!("\nBoth servers keep running; Ctrl-C stops them.");
+        tokio::signal::ctrl_c().await?;
+    }
     for s in servers {
         s.shutdown().await;
     }
@@ -252,6 +293,34 @@ async fn run_domains(args: &DemoArgs, base: &Path) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(code)
+}
+
+/// What an admin sees: contoso's metrics (a few counters) and the trace of one relayed message
+/// across both servers.
+async fn show_operations(servers: &[crate::app::Server], configs: &[Config], traced: Option<&str>) {
+    if let Some(addr) = servers[0].admin_addr() {
+        match crate::admin::request(addr, hyper::Method::GET, "/metrics").await {
+            Ok((_, body)) => {
+                println!("\nMetrics of mx.contoso.test (curl http://{addr}/metrics), a selection:");
+                for line in body.lines().filter(|l| {
+                    l.starts_with("sealpost_messages_")
+                        || l.starts_with("sealpost_tls_handshakes_total")
+                        || l.starts_with("sealpost_encryption_operations_total")
+                }) {
+                    println!("  {line}");
+                }
+            }
+            Err(e) => println!("\nmetrics not available: {e:#}"),
+        }
+    }
+    if let Some(id) = traced {
+        println!("\nMessage trace (sealpost trace --config contoso.toml --config fabrikam.toml --message-id '<{id}>'):\n");
+        let logs: Vec<_> = configs
+            .iter()
+            .filter_map(|c| c.operations.trace_log.clone())
+            .collect();
+        super::trace::print_for(&logs, id);
+    }
 }
 
 /// For S/MIME or RMS-protected mail: opens it with the recipient's fixture key (S/MIME) or the

@@ -9,10 +9,12 @@ mod health;
 mod keys;
 mod mailbox;
 mod queue;
+mod reload;
 mod rules;
 mod serve;
 mod store;
 mod tls_check;
+mod trace;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -80,6 +82,10 @@ pub enum Command {
     Health(health::HealthArgs),
     // about / long_about live on CompletionsArgs (src/cli/completions.rs).
     Completions(completions::CompletionsArgs),
+    // about / long_about live on TraceArgs (src/cli/trace.rs).
+    Trace(trace::TraceArgs),
+    // about / long_about live on ReloadArgs (src/cli/reload.rs).
+    Reload(reload::ReloadArgs),
 }
 
 /// The configuration file, and where the server keeps its data.
@@ -125,6 +131,8 @@ pub fn main() -> ExitCode {
         Command::Rules(args) => rules::run(args),
         Command::Health(args) => health::run(args),
         Command::Completions(args) => completions::run(args),
+        Command::Trace(args) => trace::run(args),
+        Command::Reload(args) => reload::run(args),
     };
     match result {
         Ok(code) => code,

@@ -18,26 +18,14 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); break; }
                 _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
-                _ = hup.recv() => reload_rules(&server, &args),
+                _ = hup.recv() => {
+                    let result = tokio::task::block_in_place(|| server.reload());
+                    crate::app::log_reload("SIGHUP", &result);
+                }
             }
         }
         server.shutdown().await;
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })
-}
-
-/// SIGHUP: reads the configuration again and applies its transport rules; a bad file keeps the
-/// rules in force and says why. Open sessions are not touched.
-fn reload_rules(server: &crate::app::Server, args: &ConfigArgs) {
-    match crate::config::Config::load(&args.config, args.data_dir.as_deref()) {
-        Ok(config) => {
-            let n = config.rules.len();
-            server.replace_rules(config.rules);
-            tracing::info!(rules = n, "SIGHUP: transport rules reloaded");
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "SIGHUP: configuration refused; the previous rules stay in force")
-        }
-    }
 }

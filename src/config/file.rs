@@ -33,6 +33,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub encryption_policy: Vec<super::encryption::RawEncryptionPolicy>,
     pub store: Option<super::encryption::RawStore>,
+    pub admin: Option<super::operations::RawAdmin>,
+    pub trace: Option<super::operations::RawTrace>,
 }
 
 #[derive(Debug, Deserialize)]

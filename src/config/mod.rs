@@ -1,8 +1,10 @@
 //! Typed configuration: the TOML file as written (`file`), validated into what the program runs on.
 
 pub mod connectors;
+pub use operations::Operations;
 mod encryption;
 mod file;
+mod operations;
 mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -162,6 +164,8 @@ pub struct Config {
     /// `encryption_policy` or its domain's).
     pub mailbox_policies: BTreeMap<String, PolicyRef>,
     pub store: StoreSettings,
+    /// `[admin]` and `[trace]`.
+    pub operations: Operations,
 }
 
 impl Config {

@@ -406,6 +406,14 @@ pub fn validate(
         &boxes,
     )?;
 
+    let operations = super::operations::validate(
+        path,
+        &c.dir,
+        &data_dir,
+        raw.admin.as_ref(),
+        raw.trace.as_ref(),
+    )?;
+
     Ok(Config {
         path: path.to_path_buf(),
         hostname,
@@ -431,6 +439,7 @@ pub fn validate(
         encryption_policies: encryption.policies,
         mailbox_policies: encryption.mailboxes,
         store: encryption.store,
+        operations,
     })
 }
 

@@ -56,6 +56,7 @@ pub struct RemoteDelivery {
     reuse_time: Duration,
     /// Idle connections with the permit they earned when opened (the key fixes the policy).
     idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
+    telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 struct Target {
@@ -134,7 +135,14 @@ impl RemoteDelivery {
             smtp_port,
             reuse_time,
             idle: Mutex::new(HashMap::new()),
+            telemetry: Arc::default(),
         }
+    }
+
+    /// Where TLS policy failures are counted.
+    pub fn with_telemetry(mut self, telemetry: Arc<crate::telemetry::Telemetry>) -> Self {
+        self.telemetry = telemetry;
+        self
     }
 
     /// Adds the TLS policies of every outbound connector in the configuration.
@@ -246,6 +254,14 @@ impl RemoteDelivery {
             TargetError::Tls(f) => {
                 let [a, b, c] = f.enhanced;
                 tracing::warn!(relay = %target.addr, name = %target.name, reason = %f, "TLS policy not met; nothing sent");
+                let class = if f.reason.contains("STARTTLS") {
+                    "no_starttls"
+                } else {
+                    crate::telemetry::metrics::tls_failure_class(&f.reason)
+                };
+                self.telemetry
+                    .metrics
+                    .tls_failure(crate::telemetry::metrics::Direction::Outbound, class);
                 format!("451 {a}.{b}.{c} {f} ({} [{}])", target.name, target.addr)
             }
             TargetError::Client(e) => {

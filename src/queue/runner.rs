@@ -15,7 +15,11 @@ use super::{
 use crate::config::Config;
 use crate::delivery::remote::{Outcome, RemoteDelivery};
 use crate::delivery::{route, route_via, Destination, Route};
+use crate::live::Live;
 use crate::store::MailStore;
+use crate::telemetry::metrics::{DeliveryResult, Direction};
+use crate::telemetry::trace::TraceTls;
+use crate::telemetry::{Telemetry, TraceEvent};
 
 /// How often the runner looks at the queue directories without being woken.
 const SCAN_INTERVAL: Duration = Duration::from_millis(1000);
@@ -24,10 +28,12 @@ const DEFERRED_RESCAN: Duration = Duration::from_secs(30);
 
 pub struct Runner {
     spool: Arc<Spool>,
-    config: Arc<Config>,
-    store: Arc<dyn MailStore>,
-    remote: Arc<RemoteDelivery>,
-    retry: RetryPolicy,
+    /// The configuration, store and remote delivery are replaced by a reload; each delivery
+    /// attempt works with the versions it started with.
+    config: Live<Config>,
+    store: Live<dyn MailStore>,
+    remote: Live<RemoteDelivery>,
+    telemetry: Arc<Telemetry>,
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
     concurrency: Arc<Semaphore>,
@@ -45,22 +51,44 @@ impl Runner {
         clock: Arc<dyn Clock>,
         wake: Arc<Notify>,
     ) -> Self {
-        let retry = RetryPolicy {
-            initial: config.queue.retry_initial,
-            max: config.queue.retry_max,
-            lifetime: config.queue.lifetime,
-        };
         Runner {
             concurrency: Arc::new(Semaphore::new(config.delivery.concurrency)),
             spool,
-            config,
-            store,
-            remote,
-            retry,
+            config: Live::new(config),
+            store: Live::new(store),
+            remote: Live::new(remote),
+            telemetry: Arc::new(Telemetry::default()),
             clock,
             wake,
             in_flight: Mutex::new(HashSet::new()),
             deferred: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Where deliveries are counted and traced.
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.telemetry = telemetry;
+        self
+    }
+
+    /// A reload: deliveries started from now on use the new configuration, store and connectors.
+    pub fn replace(
+        &self,
+        config: Arc<Config>,
+        store: Arc<dyn MailStore>,
+        remote: Arc<RemoteDelivery>,
+    ) {
+        self.config.replace(config);
+        self.store.replace(store);
+        self.remote.replace(remote);
+    }
+
+    fn retry(&self) -> RetryPolicy {
+        let config = self.config.get();
+        RetryPolicy {
+            initial: config.queue.retry_initial,
+            max: config.queue.retry_max,
+            lifetime: config.queue.lifetime,
         }
     }
 
@@ -95,7 +123,7 @@ impl Runner {
             }
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(SCAN_INTERVAL) => { self.remote.close_idle(false).await; }
+                _ = tokio::time::sleep(SCAN_INTERVAL) => { self.remote.get().close_idle(false).await; }
                 _ = shutdown.changed() => {}
             }
             if *shutdown.borrow() {
@@ -103,7 +131,7 @@ impl Runner {
             }
         }
         while tasks.join_next().await.is_some() {}
-        self.remote.close_idle(true).await;
+        self.remote.get().close_idle(true).await;
     }
 
     async fn rescan_deferred(&self) {
@@ -165,7 +193,7 @@ impl Runner {
         let finished = if env.is_finished() {
             true
         } else {
-            match after_failure(&self.retry, env.attempts, env.received_at, now) {
+            match after_failure(&self.retry(), env.attempts, env.received_at, now) {
                 Decision::RetryAt(at) => {
                     env.next_attempt = at;
                     false
@@ -204,6 +232,7 @@ impl Runner {
             let waited = now.saturating_sub(env.received_at);
             let due = self
                 .config
+                .get()
                 .queue
                 .delay_warning
                 .is_some_and(|d| waited >= d.as_secs() as i64);
@@ -223,6 +252,12 @@ impl Runner {
         let spool = self.spool.clone();
         let next = env.next_attempt;
         let owned_id = env.id.clone();
+        let failed = env.failed().count();
+        let final_state = match failed {
+            0 => "delivered",
+            n if n == env.recipients.len() => "bounced",
+            _ => "partly bounced",
+        };
         let result = tokio::task::spawn_blocking(move || {
             if finished {
                 spool.complete(&env.id)
@@ -232,8 +267,24 @@ impl Runner {
         })
         .await;
         match result {
-            Ok(Ok(())) if finished => tracing::info!(queue_id = %owned_id, "removed"),
+            Ok(Ok(())) if finished => {
+                tracing::info!(queue_id = %owned_id, "removed");
+                self.telemetry.trace(
+                    &owned_id,
+                    TraceEvent::State {
+                        state: final_state.to_string(),
+                        next_attempt: None,
+                    },
+                );
+            }
             Ok(Ok(())) => {
+                self.telemetry.trace(
+                    &owned_id,
+                    TraceEvent::State {
+                        state: "deferred".into(),
+                        next_attempt: chrono::DateTime::from_timestamp(next, 0),
+                    },
+                );
                 lock(&self.deferred).insert(owned_id, next);
             }
             Ok(Err(e)) => {
@@ -253,20 +304,13 @@ impl Runner {
     ) {
         let id = new_queue_id();
         let now = chrono::Utc::now();
-        let notice = dsn::build(
-            kind,
-            &self.config.hostname,
-            env,
-            recipients,
-            message,
-            &id,
-            now,
-        );
+        let hostname = self.config.get().hostname.clone();
+        let notice = dsn::build(kind, &hostname, env, recipients, message, &id, now);
         let envelope = Envelope::new(
             id.clone(),
             "",
             vec![env.mail_from.clone()],
-            self.config.hostname.clone(),
+            hostname,
             "localhost",
             now.timestamp(),
         );
@@ -274,6 +318,16 @@ impl Runner {
         match tokio::task::spawn_blocking(move || spool.enqueue(&envelope, &notice)).await {
             Ok(Ok(())) => {
                 tracing::info!(queue_id = %env.id, notice_id = %id, to = %env.mail_from, ?kind, "delivery status notification queued");
+                let kind = format!("{kind:?}").to_ascii_lowercase();
+                self.telemetry.metrics.notification(&kind);
+                self.telemetry.trace(
+                    &env.id,
+                    TraceEvent::Notification {
+                        kind,
+                        notice_id: id.clone(),
+                        to: env.mail_from.clone(),
+                    },
+                );
                 self.wake.notify_one();
             }
             Ok(Err(e)) => {
@@ -285,12 +339,13 @@ impl Runner {
 
     /// Delivers to every pending recipient, grouped by route, and records each outcome.
     async fn attempt(&self, env: &mut Envelope, message: &Arc<Vec<u8>>) {
+        let config = self.config.get();
         let mut groups: BTreeMap<Route, Vec<usize>> = BTreeMap::new();
         for (i, r) in env.recipients.iter().enumerate() {
             if r.status == RecipientStatus::Pending {
                 let route = match &env.route_via {
-                    Some(connector) => route_via(&self.config, &r.address, connector),
-                    None => route(&self.config, &r.address),
+                    Some(connector) => route_via(&config, &r.address, connector),
+                    None => route(&config, &r.address),
                 };
                 groups.entry(route).or_default().push(i);
             }
@@ -339,13 +394,42 @@ impl Runner {
     }
 
     async fn deliver_local(&self, id: &str, rcpt: &str, message: &Arc<Vec<u8>>) -> Outcome {
-        if !self.config.is_local_mailbox(rcpt) {
+        let outcome = self.store_locally(id, rcpt, message).await;
+        let (result, detail) = match &outcome {
+            Outcome::Delivered(d) => (DeliveryResult::Delivered, d),
+            Outcome::Deferred(d) => (DeliveryResult::Deferred, d),
+            Outcome::Failed(d) => (DeliveryResult::Bounced, d),
+        };
+        self.telemetry.metrics.delivery(Some("local"), result);
+        self.telemetry.trace(
+            id,
+            TraceEvent::Delivery {
+                to: rcpt.to_string(),
+                route: "local".into(),
+                relay: None,
+                relay_name: None,
+                tls: None,
+                connector: None,
+                verification: None,
+                result: result_name(result).into(),
+                detail: detail.clone(),
+            },
+        );
+        outcome
+    }
+
+    async fn store_locally(&self, id: &str, rcpt: &str, message: &Arc<Vec<u8>>) -> Outcome {
+        if !self.config.get().is_local_mailbox(rcpt) {
             tracing::warn!(queue_id = id, to = rcpt, "no such local mailbox");
             return Outcome::Failed("550 5.1.1 mailbox unknown".into());
         }
-        let store = self.store.clone();
+        let store = self.store.get();
         let (rcpt_owned, msg) = (rcpt.to_string(), message.clone());
-        match tokio::task::spawn_blocking(move || store.deliver(&rcpt_owned, &msg)).await {
+        let result = tokio::task::spawn_blocking(move || store.deliver(&rcpt_owned, &msg)).await;
+        self.telemetry
+            .metrics
+            .store_op("deliver", matches!(result, Ok(Ok(_))));
+        match result {
             Ok(Ok(stored)) => {
                 tracing::info!(queue_id = id, to = rcpt, relay = "local", mailbox_id = %stored, status = "sent", "delivered");
                 Outcome::Delivered(format!("stored as {stored}"))
@@ -368,6 +452,7 @@ impl Runner {
         let id = env.id.as_str();
         let (outcomes, info) = self
             .remote
+            .get()
             .deliver(dest, env.require_tls, &env.mail_from, rcpts, message)
             .await;
         let relay = info
@@ -379,18 +464,48 @@ impl Runner {
             .as_ref()
             .map(|t| t.to_string())
             .unwrap_or_else(|| "none".into());
+        if let (Some(t), false) = (&info.tls, info.reused) {
+            self.telemetry
+                .metrics
+                .tls_handshake(Direction::Outbound, &t.version);
+        }
         for (rcpt, outcome) in rcpts.iter().zip(&outcomes) {
-            let (status, detail) = match outcome {
-                Outcome::Delivered(d) => ("sent", d),
-                Outcome::Deferred(d) => ("deferred", d),
-                Outcome::Failed(d) => ("bounced", d),
+            let (status, detail, result) = match outcome {
+                Outcome::Delivered(d) => ("sent", d, DeliveryResult::Delivered),
+                Outcome::Deferred(d) => ("deferred", d, DeliveryResult::Deferred),
+                Outcome::Failed(d) => ("bounced", d, DeliveryResult::Bounced),
             };
+            self.telemetry
+                .metrics
+                .delivery(info.connector.as_deref(), result);
+            self.telemetry.trace(
+                id,
+                TraceEvent::Delivery {
+                    to: rcpt.clone(),
+                    route: "remote".into(),
+                    relay: info.relay.map(|a| a.to_string()),
+                    relay_name: info.relay_name.clone(),
+                    tls: info.tls.as_ref().map(TraceTls::from),
+                    connector: info.connector.clone(),
+                    verification: info.verification.clone(),
+                    result: result_name(result).into(),
+                    detail: detail.clone(),
+                },
+            );
             tracing::info!(queue_id = id, to = %rcpt, %relay, relay_name = info.relay_name.as_deref().unwrap_or(""),
                 connector = info.connector.as_deref().unwrap_or(""), %tls,
                 verification = info.verification.as_deref().unwrap_or(""), reused = info.reused,
                 status, detail = %detail, "delivery attempt");
         }
         outcomes
+    }
+}
+
+fn result_name(result: DeliveryResult) -> &'static str {
+    match result {
+        DeliveryResult::Delivered => "delivered",
+        DeliveryResult::Deferred => "deferred",
+        DeliveryResult::Bounced => "bounced",
     }
 }
 

@@ -545,5 +545,7 @@ fn dir_names(dir: &Path) -> Result<Vec<String>, QueueError> {
 
 #[cfg(test)]
 mod sealed_tests;
+
+mod health;
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,50 @@
-//! Logging setup: one line per event, as text or JSON, filtered by RUST_LOG or a default level.
+//! Logging setup (one line per event, as text or JSON, filtered by RUST_LOG or a default level),
+//! the server's Prometheus metrics, and the message trace log.
+
+pub mod metrics;
+pub mod trace;
+
+use std::path::Path;
 
 use tracing_subscriber::EnvFilter;
 
+pub use metrics::Metrics;
+pub use trace::{TraceEvent, TraceLog, TraceRecord};
+
+/// What a running server reports through: its metrics and, when configured, its trace log.
+#[derive(Default)]
+pub struct Telemetry {
+    pub metrics: Metrics,
+    trace: Option<TraceLog>,
+    server: String,
+}
+
+impl Telemetry {
+    /// Metrics, and a trace log at `trace_path` when given.
+    pub fn new(server: &str, trace_path: Option<&Path>) -> std::io::Result<Telemetry> {
+        let trace = match trace_path {
+            Some(p) => Some(TraceLog::open(p)?),
+            None => None,
+        };
+        Ok(Telemetry {
+            metrics: Metrics::new(),
+            trace,
+            server: server.to_string(),
+        })
+    }
+
+    /// Appends a trace record for `queue_id` (nothing when tracing is off).
+    pub fn trace(&self, queue_id: &str, event: TraceEvent) {
+        if let Some(log) = &self.trace {
+            log.record(&TraceRecord {
+                time: chrono::Utc::now(),
+                server: self.server.clone(),
+                queue_id: queue_id.to_string(),
+                event,
+            });
+        }
+    }
+}
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {

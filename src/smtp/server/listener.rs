@@ -16,8 +16,11 @@ use super::policy::Policy;
 use super::session::{Action, Session, SessionConfig};
 use super::users::Users;
 use crate::cleanup::Cleanup;
+use crate::live::Live;
 use crate::smtp::proto::Reply;
 use crate::smtp::stream::SmtpStream;
+use crate::telemetry::metrics::{tls_failure_class, Direction};
+use crate::telemetry::Telemetry;
 
 /// What every connection of a listener shares.
 pub struct ServerContext {
@@ -33,21 +36,24 @@ pub struct ServerContext {
     pub users: Arc<Users>,
     /// Shared by all listeners of the server.
     pub limits: Arc<ConnectionLimits>,
+    /// "smtp", "submission" or "submissions" (the metrics label).
+    pub listener_name: &'static str,
+    pub telemetry: Arc<Telemetry>,
 }
 
-/// Accepts connections until `shutdown` turns true, then waits for open sessions to end.
+/// Accepts connections until `shutdown` turns true, then waits for open sessions to end. Each
+/// connection runs under the context current when it was accepted (a reload replaces `slot`).
 pub async fn serve(
     listener: TcpListener,
-    ctx: Arc<ServerContext>,
+    slot: Arc<Live<ServerContext>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut sessions = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => match ctx.limits.admit(peer.ip()) {
+            accepted = listener.accept() => match accepted.map(|a| (a, slot.get())) {
+                Ok(((tcp, peer), ctx)) => match ctx.limits.admit(peer.ip()) {
                     Ok(admission) => {
-                        let ctx = ctx.clone();
                         let shutdown = shutdown.clone();
                         sessions.spawn(async move {
                             handle(tcp, peer, ctx, shutdown).await;
@@ -56,6 +62,8 @@ pub async fn serve(
                     }
                     Err(reason) => {
                         tracing::warn!(client = %peer, %reason, "connection refused");
+                        let class = if reason.contains(" from ") { "per_ip" } else { "total" };
+                        ctx.telemetry.metrics.connection_refused(class);
                         let reply = Reply::new(421, [4, 7, 0], format!("{} Error: {reason}", ctx.session.hostname));
                         sessions.spawn(async move {
                             let mut tcp = tcp;
@@ -87,10 +95,18 @@ async fn handle(
     let _ = tcp.set_nodelay(true);
     let relay_allowed = ctx.relay_networks.iter().any(|n| n.contains(&peer.ip()));
     tracing::info!(client = %peer, relay_allowed, "connect");
+    ctx.telemetry.metrics.session_opened(ctx.listener_name);
     match converse(SmtpStream::Plain(tcp), peer, relay_allowed, &ctx, shutdown).await {
         Ok(()) => tracing::info!(client = %peer, "disconnect"),
-        Err(e) => tracing::info!(client = %peer, error = %e, "disconnect"),
+        Err(e) => {
+            if let Some(tls_error) = e.strip_prefix("TLS handshake ") {
+                let class = tls_failure_class(tls_error);
+                ctx.telemetry.metrics.tls_failure(Direction::Inbound, class);
+            }
+            tracing::info!(client = %peer, error = %e, "disconnect")
+        }
     }
+    ctx.telemetry.metrics.session_closed();
 }
 
 /// Runs one SMTP session to its end. The stream is owned here because STARTTLS replaces it.
@@ -111,6 +127,9 @@ async fn converse(
             .map_err(|_| "TLS handshake timed out".to_string())?
             .map_err(|e| format!("TLS handshake failed: {e}"))?;
         tracing::info!(client = %peer, version = %facts.version, cipher = %facts.cipher, "TLS established (implicit)");
+        ctx.telemetry
+            .metrics
+            .tls_handshake(Direction::Inbound, &facts.version);
         stream = tls;
         session.implicit_tls(facts);
     }
@@ -137,6 +156,9 @@ async fn converse(
                         .map_err(|_| "TLS handshake timed out".to_string())?
                         .map_err(|e| format!("TLS handshake failed: {e}"))?;
                     tracing::info!(client = %peer, version = %facts.version, cipher = %facts.cipher, "STARTTLS established");
+                    ctx.telemetry
+                        .metrics
+                        .tls_handshake(Direction::Inbound, &facts.version);
                     stream = tls;
                     pending.extend(session.tls_established(facts));
                 }

@@ -1,0 +1,140 @@
+//! Builds the parts of a server that a configuration determines (TLS, connectors, rules,
+//! encryption, listeners' session settings) — at start and again on every reload.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::Notify;
+
+use crate::cleanup::Cleanup;
+use crate::config::{Config, ListenerProtocol};
+use crate::delivery::remote::RemoteDelivery;
+use crate::dns::Resolver;
+use crate::queue::Spool;
+use crate::smtp::client::ClientSettings;
+use crate::smtp::server::inbound::{ConnectorPolicy, InboundConnectors};
+use crate::smtp::server::limits::ConnectionLimits;
+use crate::smtp::server::listener::ServerContext;
+use crate::smtp::server::policy::LocalPolicy;
+use crate::smtp::server::session::SessionConfig;
+use crate::smtp::server::users::Users;
+use crate::telemetry::Telemetry;
+
+/// What every version of the configuration shares: the queue, the runner's wake-up, the
+/// telemetry and the connection counts.
+pub(crate) struct Shared {
+    pub spool: Arc<Spool>,
+    pub wake: Arc<Notify>,
+    pub telemetry: Arc<Telemetry>,
+    pub limits: Arc<ConnectionLimits>,
+}
+
+/// The configuration-dependent parts.
+pub(crate) struct Parts {
+    /// One per `config.listeners`, same order.
+    pub contexts: Vec<Arc<ServerContext>>,
+    pub cleanup: Arc<Cleanup>,
+    pub remote: Arc<RemoteDelivery>,
+}
+
+pub(crate) fn build(config: &Config, shared: &Shared) -> anyhow::Result<Parts> {
+    let inbound = Arc::new(InboundConnectors::from_config(config)?);
+    let tls = match &config.tls {
+        Some(files) => {
+            let key = crate::tls::load_certified_key(&files.certificate, &files.private_key)?;
+            let ask = inbound.wants_client_certificates();
+            Some(crate::tls::server_config(&key, files.min_version, ask)?)
+        }
+        None => None,
+    };
+    let resolver = match Resolver::new(&config.nameservers) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(error = %e, "no DNS resolver: only static routes and local mailboxes can be delivered");
+            None
+        }
+    };
+    let client = ClientSettings {
+        helo_name: config.hostname.clone(),
+        timeout: config.delivery.timeout,
+        tls: crate::tls::opportunistic_client_config(),
+    };
+    let remote = Arc::new(
+        RemoteDelivery::new(
+            client,
+            resolver,
+            config.delivery.smtp_port,
+            config.delivery.connection_reuse_time,
+        )
+        .with_connectors(config)?
+        .with_telemetry(shared.telemetry.clone()),
+    );
+    let mut cleanup = Cleanup::new(
+        &config.hostname,
+        shared.spool.clone(),
+        shared.wake.clone(),
+        inbound.clone(),
+    )
+    .with_rules(config.rules.clone(), config.local_domains.clone())
+    .with_telemetry(shared.telemetry.clone());
+    if let Some(dir) = &config.smime_certificate_dir {
+        cleanup = cleanup.with_smime(Arc::new(crate::cleanup::smime::DirectorySmime::new(
+            dir.clone(),
+        )));
+    }
+    if let Some(dir) = &config.rms_tenant_key_dir {
+        let keys = crate::crypto::rms::TenantKeys::load_dir(dir)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))
+            .context("rms.tenant_key_dir")?;
+        cleanup = cleanup.with_rms(Arc::new(crate::cleanup::rms::TenantRms::new(
+            keys,
+            config.rms_templates.clone(),
+        )));
+    }
+    let cleanup = Arc::new(cleanup);
+    let policy: Arc<dyn crate::smtp::server::policy::Policy> = Arc::new(ConnectorPolicy {
+        local: LocalPolicy {
+            local_domains: config.local_domains.iter().cloned().collect(),
+            mailboxes: config.mailboxes.iter().cloned().collect(),
+        },
+        inbound,
+    });
+    let users = Arc::new(Users::new(config.users.clone()));
+    // One context per listener: submission listeners offer AUTH and require it for MAIL.
+    let contexts = config
+        .listeners
+        .iter()
+        .map(|l| {
+            Arc::new(ServerContext {
+                session: Arc::new(SessionConfig {
+                    hostname: config.hostname.clone(),
+                    max_message_size: config.limits.max_message_size,
+                    max_recipients: config.limits.max_recipients,
+                    starttls_available: tls.is_some()
+                        && l.protocol != ListenerProtocol::Submissions,
+                    bare_newline: config.limits.bare_newline,
+                    auth: l.protocol != ListenerProtocol::Smtp,
+                }),
+                policy: policy.clone(),
+                relay_networks: config.relay_networks.clone(),
+                tls: tls.clone(),
+                cleanup: cleanup.clone(),
+                idle_timeout: config.limits.idle_timeout,
+                implicit_tls: l.protocol == ListenerProtocol::Submissions,
+                users: users.clone(),
+                limits: shared.limits.clone(),
+                listener_name: match l.protocol {
+                    ListenerProtocol::Smtp => "smtp",
+                    ListenerProtocol::Submission => "submission",
+                    ListenerProtocol::Submissions => "submissions",
+                },
+                telemetry: shared.telemetry.clone(),
+            })
+        })
+        .collect();
+    Ok(Parts {
+        contexts,
+        cleanup,
+        remote,
+    })
+}

@@ -1,0 +1,108 @@
+//! Hot reload (SIGHUP, `sealpost reload`, `POST /reload`): the configuration file is read and
+//! checked again and every part built from it — certificates, connectors, rules, encryption
+//! keys, mailboxes, limits of new sessions — is built anew before anything is replaced. A
+//! configuration that does not load, or whose files do not, is refused and the running one stays.
+//! Sessions and deliveries already under way finish under the configuration they started with.
+
+use std::sync::{Arc, Mutex};
+
+use super::build::{build, Shared};
+use crate::config::Config;
+use crate::live::Live;
+use crate::queue::runner::Runner;
+use crate::smtp::server::listener::ServerContext;
+use crate::store::MailStore;
+
+/// Everything a reload replaces.
+pub struct Reloader {
+    pub(crate) config: Live<Config>,
+    pub(crate) slots: Vec<Arc<Live<ServerContext>>>,
+    pub(crate) cleanup: Live<crate::cleanup::Cleanup>,
+    pub(crate) store: Live<dyn MailStore>,
+    pub(crate) runner: Arc<Runner>,
+    pub(crate) shared: Shared,
+    /// One reload at a time.
+    pub(crate) busy: Mutex<()>,
+}
+
+impl Reloader {
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.get()
+    }
+
+    /// Reads the configuration file again (same path, same data_dir) and applies it.
+    pub fn reload_from_disk(&self) -> Result<String, String> {
+        let current = self.config.get();
+        let loaded =
+            Config::load(&current.path, Some(&current.data_dir)).map_err(|e| e.to_string());
+        let result = loaded.and_then(|new| self.apply(new));
+        self.shared.telemetry.metrics.reload(result.is_ok());
+        result
+    }
+
+    /// Builds everything from `new`, then swaps it in; on any error nothing changes.
+    pub fn apply(&self, new: Config) -> Result<String, String> {
+        let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.config.get();
+        let parts = build(&new, &self.shared).map_err(|e| format!("{e:#}"))?;
+        let store_changed = new.encryption_policies != current.encryption_policies
+            || new.mailbox_policies != current.mailbox_policies
+            || new.store != current.store;
+        let store = if store_changed {
+            crate::store::open_store(&new).map_err(|e| format!("mailbox store: {e}"))?
+        } else {
+            self.store.get()
+        };
+
+        let mut later = Vec::new();
+        if new.listeners != current.listeners {
+            later.push("listener addresses");
+        }
+        if new.operations != current.operations {
+            later.push("[admin] and [trace]");
+        }
+        if new.delivery.concurrency != current.delivery.concurrency {
+            later.push("delivery.concurrency");
+        }
+        if new.limits.max_connections != current.limits.max_connections
+            || new.limits.max_connections_per_ip != current.limits.max_connections_per_ip
+        {
+            later.push("connection limits");
+        }
+        if parts.contexts.len() != self.slots.len() {
+            return Err("the number of [[listener]] entries changed: restart to apply".into());
+        }
+
+        let new = Arc::new(new);
+        for (slot, ctx) in self.slots.iter().zip(parts.contexts) {
+            slot.replace(ctx);
+        }
+        self.cleanup.replace(parts.cleanup);
+        self.store.replace(store.clone());
+        self.runner.replace(new.clone(), store, parts.remote);
+        self.config.replace(new.clone());
+
+        let mut summary = format!(
+            "{} rules, {} outbound and {} inbound connectors, {} mailboxes, certificate {}",
+            new.rules.len(),
+            new.outbound_connectors.len(),
+            new.inbound_connectors.len(),
+            new.mailboxes.len(),
+            new.tls
+                .as_ref()
+                .map(|t| t.certificate.display().to_string())
+                .unwrap_or_else(|| "none".into()),
+        );
+        if store_changed {
+            summary.push_str("; mailbox store reopened with the new encryption policies");
+        }
+        if !later.is_empty() {
+            summary.push_str(&format!(
+                "; unchanged until a restart: {}",
+                later.join(", ")
+            ));
+        }
+        Ok(summary)
+    }
+}
