@@ -46,8 +46,18 @@ fn check_command(line: &[u8]) {
         Ok(Command::Ehlo(name) | Command::Helo(name)) => {
             assert!(!name.is_empty() && name.len() <= 255 && clean(&name));
         }
-        Ok(Command::Mail(mail)) => assert!(clean(&mail.address)),
-        Ok(Command::Rcpt(rcpt)) => assert!(!rcpt.is_empty() && clean(&rcpt)),
+        Ok(Command::Mail(mail)) => {
+            assert!(clean(&mail.address));
+            if let Some(envid) = &mail.dsn.envid {
+                assert!(!envid.is_empty() && envid.len() <= 100 && clean(envid));
+            }
+        }
+        Ok(Command::Rcpt(rcpt)) => {
+            assert!(!rcpt.address.is_empty() && clean(&rcpt.address));
+            if let Some(orcpt) = &rcpt.dsn.orcpt {
+                assert!(!orcpt.address.is_empty() && clean(&orcpt.address));
+            }
+        }
         Ok(_) => {}
         Err(reply) => {
             assert!(reply.is_permanent(), "{reply}");

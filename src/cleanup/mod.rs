@@ -153,6 +153,12 @@ impl Cleanup {
             );
             envelope.require_tls = copy.require_tls;
             envelope.route_via = copy.route_via;
+            envelope.ret = tx.dsn.ret;
+            envelope.envid = tx.dsn.envid.clone();
+            for r in &mut envelope.recipients {
+                let dsn = tx.rcpt_dsn(&r.address);
+                (r.notify, r.orcpt) = (dsn.notify, dsn.orcpt);
+            }
             if let Err(e) = self.spool.enqueue(&envelope, &copy.message) {
                 tracing::error!(error = %e, client = %tx.peer, "queue write failed; message refused with 451");
                 for written in &ids {
@@ -295,6 +301,8 @@ mod tests {
             rcpt_to: rcpts.iter().map(|s| s.to_string()).collect(),
             eight_bit: false,
             smtputf8: false,
+            dsn: Default::default(),
+            rcpt_dsn: rcpts.iter().map(|_| Default::default()).collect(),
             authenticated: None,
             data: b"Subject: x\r\n\r\nbody\r\n".to_vec(),
         }

@@ -9,6 +9,7 @@ use super::{Destination, NextHop};
 use crate::config::{Config, HostPort, OutboundConnector, TlsMinVersion};
 use crate::dns::{DnsError, Resolver};
 use crate::smtp::client::{ClientError, ClientSettings, Connection, TlsMode};
+use crate::smtp::proto::dsn::TransactionDsn;
 use crate::smtp::proto::Reply;
 use crate::tls::policy::{
     ConnectorVerifier, DeliveryPermit, PolicyMode, TlsFailure, TlsLevel, TlsPolicy,
@@ -35,6 +36,8 @@ pub struct AttemptInfo {
     pub connector: Option<String>,
     /// What the TLS policy established, e.g. "verified mx.fabrikam.test via ca.crt".
     pub verification: Option<String>,
+    /// The peer offered DSN, so the RFC 3461 parameters were passed on.
+    pub dsn: bool,
 }
 
 /// Idle connections are kept per peer address and connector: a connection opened under one
@@ -156,13 +159,14 @@ impl RemoteDelivery {
 
     /// Sends one message to the recipients that share `dest`; one outcome per recipient, in order.
     /// With `require_tls` (a transport rule's demand) a destination below `required` is raised
-    /// to `required`.
+    /// to `required`. The DSN parameters go on only to a peer that offers DSN.
     pub async fn deliver(
         &self,
         dest: &Destination,
         require_tls: bool,
         mail_from: &str,
         recipients: &[String],
+        dsn: &TransactionDsn,
         data: &[u8],
     ) -> (Vec<Outcome>, AttemptInfo) {
         let all = |o: Outcome| recipients.iter().map(|_| o.clone()).collect::<Vec<_>>();
@@ -207,13 +211,17 @@ impl RemoteDelivery {
                     }
                 },
             };
-            let mut result = conn.send(&permit, mail_from, recipients, data).await;
+            let mut result = conn
+                .send_dsn(&permit, mail_from, recipients, &dsn.mail, &dsn.rcpts, data)
+                .await;
             if reused && result.is_err() {
                 // The cached connection had died; nothing was accepted, so a fresh one may try.
                 match self.open(&policy, target).await {
                     Ok((fresh, fresh_permit)) => {
                         (conn, permit) = (fresh, fresh_permit);
-                        result = conn.send(&permit, mail_from, recipients, data).await;
+                        result = conn
+                            .send_dsn(&permit, mail_from, recipients, &dsn.mail, &dsn.rcpts, data)
+                            .await;
                     }
                     Err(e) => {
                         last_error = self.describe(target, &e);
@@ -227,6 +235,7 @@ impl RemoteDelivery {
                 tls: conn.tls().cloned(),
                 reused,
                 verification: Some(permit.detail().to_string()),
+                dsn: conn.offers_dsn(),
                 ..base_info.clone()
             };
             match result {

@@ -1,10 +1,16 @@
 //! Delivery status notifications (RFC 3464): the multipart/report a sender gets when recipients
-//! fail for good or wait too long. Built as text here (pure: no clock, no I/O); the runner
-//! queues it with the null sender, so a DSN never causes another DSN.
+//! fail for good, wait too long, or (NOTIFY=SUCCESS, RFC 3461) were delivered or relayed. Built
+//! as text here (pure: no clock, no I/O); the runner queues it with the null sender, so a DSN
+//! never causes another DSN.
+//!
+//! What is returned of the message: RET=HDRS its header section, RET=FULL all of it; without
+//! RET the whole message up to [`RETURN_FULL_LIMIT`], its header section beyond. Success
+//! notices return the header section only.
 
 use chrono::{DateTime, Utc};
 
-use super::Envelope;
+use super::{Envelope, NoticeAction};
+use crate::smtp::proto::dsn::{Orcpt, Ret};
 
 /// Why the notice is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,6 +19,8 @@ pub enum Kind {
     Failure,
     /// Delivery is taking long; the queue keeps trying.
     Delay,
+    /// Recipients that asked for NOTIFY=SUCCESS were delivered or relayed.
+    Success,
 }
 
 /// One recipient reported on.
@@ -21,10 +29,33 @@ pub struct Reported {
     pub address: String,
     /// The last reply or error, e.g. "550 5.1.1 ..." or a connector's TLS reason.
     pub diagnostic: String,
+    /// For success notices: delivered or relayed (other kinds imply their action).
+    pub action: Option<NoticeAction>,
+    /// ORCPT as given with the recipient.
+    pub orcpt: Option<Orcpt>,
 }
 
-/// Messages larger than this are returned as their header only.
+/// Without RET, messages larger than this are returned as their header only.
 pub const RETURN_FULL_LIMIT: usize = 256 * 1024;
+
+/// The `Action:` field of one recipient.
+fn action(kind: Kind, r: &Reported) -> &'static str {
+    match (kind, r.action) {
+        (Kind::Failure, _) => "failed",
+        (Kind::Delay, _) => "delayed",
+        (Kind::Success, Some(NoticeAction::Relayed)) => "relayed",
+        (Kind::Success, _) => "delivered",
+    }
+}
+
+/// Whether the whole message is returned, rather than its header section.
+fn returns_full(kind: Kind, ret: Option<Ret>, len: usize) -> bool {
+    match (kind, ret) {
+        (Kind::Success, _) | (_, Some(Ret::Hdrs)) => false,
+        (_, Some(Ret::Full)) => true,
+        (_, None) => len <= RETURN_FULL_LIMIT,
+    }
+}
 
 /// The RFC 3463 status for a diagnostic: the first "d.d.d" it contains of the right class, else
 /// a generic one. A failure is always reported as 5.x.x, a delay as 4.x.x.
@@ -40,7 +71,11 @@ fn status(kind: Kind, diagnostic: &str) -> String {
                 && matches!(parts[0], "2" | "4" | "5"))
             .then(|| (parts[1].to_string(), parts[2].to_string()))
         });
-    let class = if kind == Kind::Failure { "5" } else { "4" };
+    let class = match kind {
+        Kind::Failure => "5",
+        Kind::Delay => "4",
+        Kind::Success => return "2.0.0".to_string(),
+    };
     match found {
         Some((subject, detail)) => format!("{class}.{subject}.{detail}"),
         None => format!("{class}.0.0"),
@@ -71,16 +106,18 @@ pub fn build(
     let arrival = DateTime::from_timestamp(envelope.received_at, 0)
         .map(|t| t.to_rfc2822())
         .unwrap_or_default();
-    let (subject, intro, action) = match kind {
+    let (subject, intro) = match kind {
         Kind::Failure => (
             "Undelivered Mail Returned to Sender",
             "I'm sorry to have to inform you that your message could not\r\nbe delivered to one or more recipients. It's attached below.",
-            "failed",
         ),
         Kind::Delay => (
             "Delayed Mail (still being retried)",
             "Your message could not be delivered yet. The mail system will keep\r\ntrying; you do not need to send it again.",
-            "delayed",
+        ),
+        Kind::Success => (
+            "Successful Mail Delivery Report",
+            "Your message was delivered to the mailbox of, or relayed onwards for, the\r\nrecipients below. A relayed message may get no further notice.",
         ),
     };
     let mut m = String::new();
@@ -102,25 +139,50 @@ pub fn build(
         "This is the mail system at host {hostname}.\r\n\r\n{intro}\r\n\r\n"
     ));
     for r in recipients {
-        m.push_str(&format!("<{}>: {}\r\n", r.address, one_line(&r.diagnostic)));
+        let line = match (kind, r.action) {
+            (Kind::Success, Some(NoticeAction::Relayed)) => {
+                format!("relayed to a server without notices: {}", r.diagnostic)
+            }
+            (Kind::Success, _) => "delivered to mailbox".to_string(),
+            _ => r.diagnostic.clone(),
+        };
+        m.push_str(&format!("<{}>: {}\r\n", r.address, one_line(&line)));
     }
     m.push_str(&format!(
         "\r\n--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
     ));
+    if let Some(envid) = &envelope.envid {
+        m.push_str(&format!("Original-Envelope-Id: {}\r\n", one_line(envid)));
+    }
     m.push_str(&format!(
         "Reporting-MTA: dns; {hostname}\r\nX-Sealpost-Queue-ID: {}\r\n",
         envelope.id
     ));
     m.push_str(&format!("Arrival-Date: {arrival}\r\n"));
     for r in recipients {
+        m.push_str("\r\n");
+        if let Some(o) = &r.orcpt {
+            m.push_str(&format!(
+                "Original-Recipient: {}; {}\r\n",
+                one_line(&o.addr_type),
+                one_line(&o.address)
+            ));
+        }
         m.push_str(&format!(
-            "\r\nFinal-Recipient: rfc822; {}\r\nAction: {action}\r\nStatus: {}\r\nDiagnostic-Code: smtp; {}\r\n",
+            "Final-Recipient: rfc822; {}\r\nAction: {}\r\nStatus: {}\r\n",
             r.address,
+            action(kind, r),
             status(kind, &r.diagnostic),
-            one_line(&r.diagnostic)
         ));
+        let delivered = kind == Kind::Success && r.action != Some(NoticeAction::Relayed);
+        if !delivered && !r.diagnostic.is_empty() {
+            m.push_str(&format!(
+                "Diagnostic-Code: smtp; {}\r\n",
+                one_line(&r.diagnostic)
+            ));
+        }
     }
-    let full = original.len() <= RETURN_FULL_LIMIT;
+    let full = returns_full(kind, envelope.ret, original.len());
     let part_type = if full {
         "message/rfc822"
     } else {
@@ -171,6 +233,8 @@ mod tests {
             diagnostic:
                 "451 4.7.4 TLS required by connector to-fabrikam: peer did not offer STARTTLS"
                     .into(),
+            action: None,
+            orcpt: None,
         };
         let now = DateTime::parse_from_rfc3339("2026-11-22T12:00:00Z")
             .unwrap()
@@ -214,6 +278,8 @@ mod tests {
         let r = Reported {
             address: "b@f.test".into(),
             diagnostic: "x".into(),
+            action: None,
+            orcpt: None,
         };
         let out = build(Kind::Delay, "h", &envelope(), &[r], &big, "D2", Utc::now());
         let text = String::from_utf8_lossy(&out);
@@ -222,5 +288,82 @@ mod tests {
             "headers only"
         );
         assert!(text.contains("Action: delayed\r\nStatus: 4.0.0\r\n"));
+    }
+
+    fn text(kind: Kind, env: &Envelope, rcpts: &[Reported], original: &[u8]) -> String {
+        let out = build(kind, "h", env, rcpts, original, "D3", Utc::now());
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn ret_chooses_what_is_returned() {
+        let small = b"Subject: s\r\n\r\nsecret body\r\n";
+        let big = [
+            b"Subject: big\r\n\r\n".as_slice(),
+            &vec![b'x'; RETURN_FULL_LIMIT + 1],
+        ]
+        .concat();
+        let r = Reported {
+            address: "b@f.test".into(),
+            diagnostic: "550 5.1.1 no".into(),
+            action: None,
+            orcpt: None,
+        };
+        let mut env = envelope();
+        env.ret = Some(Ret::Hdrs);
+        let hdrs = text(Kind::Failure, &env, std::slice::from_ref(&r), small);
+        assert!(
+            hdrs.contains("Content-Type: text/rfc822-headers\r\n\r\nSubject: s\r\n\r\n--D3/h--")
+        );
+        assert!(!hdrs.contains("secret body"), "{hdrs}");
+        env.ret = Some(Ret::Full);
+        let full = text(Kind::Failure, &env, std::slice::from_ref(&r), &big);
+        assert!(full.contains("Content-Type: message/rfc822\r\n\r\nSubject: big"));
+        assert!(full.contains(&"x".repeat(RETURN_FULL_LIMIT + 1)));
+        env.ret = None;
+        let default = text(Kind::Failure, &env, std::slice::from_ref(&r), small);
+        assert!(default.contains("message/rfc822") && default.contains("secret body"));
+    }
+
+    #[test]
+    fn envid_orcpt_and_success_actions_are_reported() {
+        let mut env = envelope();
+        env.envid = Some("QQ+1".into());
+        let delivered = Reported {
+            address: "bob@contoso.test".into(),
+            diagnostic: "stored as 12".into(),
+            action: Some(NoticeAction::Delivered),
+            orcpt: Orcpt::parse("rfc822;Bob+2Bx@contoso.test"),
+        };
+        let relayed = Reported {
+            address: "dave@fabrikam.test".into(),
+            diagnostic: "127.0.0.1 said: 250 2.0.0 Ok".into(),
+            action: Some(NoticeAction::Relayed),
+            orcpt: None,
+        };
+        let t = text(
+            Kind::Success,
+            &env,
+            &[delivered, relayed],
+            b"Subject: s\r\n\r\nsecret body\r\n",
+        );
+        assert!(
+            t.contains("Subject: Successful Mail Delivery Report\r\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("Original-Envelope-Id: QQ+1\r\nReporting-MTA: dns; h\r\n"),
+            "{t}"
+        );
+        assert!(t.contains(
+            "\r\nOriginal-Recipient: rfc822; Bob+x@contoso.test\r\nFinal-Recipient: rfc822; bob@contoso.test\r\nAction: delivered\r\nStatus: 2.0.0\r\n\r\n"
+        ), "{t}");
+        assert!(t.contains(
+            "Final-Recipient: rfc822; dave@fabrikam.test\r\nAction: relayed\r\nStatus: 2.0.0\r\nDiagnostic-Code: smtp; 127.0.0.1 said: 250 2.0.0 Ok\r\n"
+        ), "{t}");
+        assert!(
+            t.contains("text/rfc822-headers") && !t.contains("secret body"),
+            "{t}"
+        );
     }
 }

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::smtp::proto::dsn::{MailDsn, Notify, Orcpt, RcptDsn, Ret, TransactionDsn};
+
 /// The envelope schema version written by this build; files with another version are refused.
 pub const ENVELOPE_VERSION: u32 = 1;
 
@@ -38,6 +40,12 @@ pub struct Envelope {
     /// A delay notice has been sent to the sender.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub delay_notified: bool,
+    /// RET (RFC 3461): what a failure notice returns of the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ret: Option<Ret>,
+    /// ENVID (RFC 3461), decoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envid: Option<String>,
 }
 
 /// One forward-path and what has happened to it.
@@ -50,6 +58,27 @@ pub struct Recipient {
     pub last_reply: Option<String>,
     /// Delivery attempts made for this recipient.
     pub attempts: u32,
+    /// NOTIFY (RFC 3461); None: the default, notices on failure and delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Notify>,
+    /// ORCPT (RFC 3461), decoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orcpt: Option<Orcpt>,
+    /// A notice about this recipient is owed to the sender and not yet durably queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice_due: Option<NoticeAction>,
+}
+
+/// What a notice owed for a recipient reports (RFC 3464 `Action:`). Serialized lowercase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoticeAction {
+    /// The recipient failed for good.
+    Failed,
+    /// Stored in a local mailbox (NOTIFY=SUCCESS).
+    Delivered,
+    /// Handed to a next hop that does not offer DSN (NOTIFY=SUCCESS).
+    Relayed,
 }
 
 /// Where a recipient stands. Serialized lowercase.
@@ -72,6 +101,33 @@ impl Recipient {
             status: RecipientStatus::Pending,
             last_reply: None,
             attempts: 0,
+            notify: None,
+            orcpt: None,
+            notice_due: None,
+        }
+    }
+
+    /// Whether the sender asked for a notice of this kind (RFC 3461 §4.1): without NOTIFY,
+    /// on failure and delay; NOTIFY=NEVER never.
+    pub fn wants(&self, action: NoticeAction) -> bool {
+        match (self.notify, action) {
+            (None, NoticeAction::Failed) => true,
+            (None, _) => false,
+            (Some(n), NoticeAction::Failed) => n.failure,
+            (Some(n), NoticeAction::Delivered | NoticeAction::Relayed) => n.success,
+        }
+    }
+
+    /// Whether the sender wants a delay notice for this recipient.
+    pub fn wants_delay(&self) -> bool {
+        self.notify.is_none_or(|n| n.delay)
+    }
+
+    /// Records that this recipient reached `action`: a notice is owed if the sender asked for
+    /// one, and never to the null sender (no notice about a notice).
+    pub fn reached(&mut self, action: NoticeAction, null_sender: bool) {
+        if !null_sender && self.wants(action) {
+            self.notice_due = Some(action);
         }
     }
 }
@@ -100,6 +156,8 @@ impl Envelope {
             require_tls: false,
             route_via: None,
             delay_notified: false,
+            ret: None,
+            envid: None,
         }
     }
 
@@ -124,9 +182,32 @@ impl Envelope {
             .filter(|r| r.status == RecipientStatus::Failed)
     }
 
-    /// True when no recipient is pending: the message can leave the queue.
+    /// True when no recipient is pending: nothing is left to deliver.
     pub fn is_finished(&self) -> bool {
         self.pending().next().is_none()
+    }
+
+    /// The DSN parameters to pass on for the recipients at `indexes`.
+    pub fn transaction_dsn(&self, indexes: &[usize]) -> TransactionDsn {
+        TransactionDsn {
+            mail: MailDsn {
+                ret: self.ret,
+                envid: self.envid.clone(),
+            },
+            rcpts: indexes
+                .iter()
+                .filter_map(|&i| self.recipients.get(i))
+                .map(|r| RcptDsn {
+                    notify: r.notify,
+                    orcpt: r.orcpt.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// True when some notice is owed to the sender and not yet queued.
+    pub fn notices_due(&self) -> bool {
+        self.recipients.iter().any(|r| r.notice_due.is_some())
     }
 
     /// True for the null reverse-path `<>` (bounces); such messages never get a DSN themselves.
@@ -187,6 +268,61 @@ mod tests {
         assert!(json.contains(r#""status":"delivered""#), "{json}");
         let back: Envelope = serde_json::from_str(&json).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn dsn_fields_round_trip_and_are_left_out_when_unset() {
+        let plain = serde_json::to_string(&sample()).unwrap();
+        for key in ["ret", "envid", "notify", "orcpt", "notice_due"] {
+            assert!(!plain.contains(&format!("\"{key}\"")), "{plain}");
+        }
+        let mut e = sample();
+        e.ret = Some(Ret::Hdrs);
+        e.envid = Some("QQ+1".into());
+        e.recipients[0].notify = Notify::parse("SUCCESS,DELAY");
+        e.recipients[0].orcpt = Orcpt::parse("rfc822;a@b.test");
+        e.recipients[1].notice_due = Some(NoticeAction::Relayed);
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(json.contains(r#""ret":"HDRS""#), "{json}");
+        assert!(json.contains(r#""notify":"SUCCESS,DELAY""#), "{json}");
+        assert!(json.contains(r#""notice_due":"relayed""#), "{json}");
+        assert_eq!(serde_json::from_str::<Envelope>(&json).unwrap(), e);
+        assert!(e.notices_due());
+    }
+
+    #[test]
+    fn an_envelope_written_before_dsn_parameters_still_reads() {
+        let old = r#"{"version":1,"id":"0000000000000A000001","received_at":1700000000,
+            "mail_from":"bob@fabrikam.test","helo":"mx.fabrikam.test","client":"127.0.0.1:40000",
+            "recipients":[{"address":"alice@contoso.test","status":"failed",
+            "last_reply":"550 5.1.1 unknown","attempts":1}],
+            "attempts":1,"next_attempt":1700000000,"last_error":null,"delay_notified":true}"#;
+        let e: Envelope = serde_json::from_str(old).unwrap();
+        assert_eq!((e.ret, e.envid.as_deref()), (None, None));
+        let r = &e.recipients[0];
+        assert_eq!(
+            (r.notify, r.orcpt.as_ref(), r.notice_due),
+            (None, None, None)
+        );
+        assert!(
+            !e.notices_due(),
+            "an old failed recipient was already reported"
+        );
+        assert!(r.wants(NoticeAction::Failed) && r.wants_delay());
+        assert!(!r.wants(NoticeAction::Delivered));
+    }
+
+    #[test]
+    fn notify_decides_which_notices_are_wanted() {
+        let mut r = Recipient::new("a@b.test");
+        r.notify = Some(Notify::NEVER);
+        assert!(!r.wants(NoticeAction::Failed) && !r.wants_delay());
+        r.notify = Notify::parse("SUCCESS");
+        assert!(r.wants(NoticeAction::Delivered) && r.wants(NoticeAction::Relayed));
+        assert!(!r.wants(NoticeAction::Failed) && !r.wants_delay());
+        r.notify = Notify::parse("FAILURE,DELAY");
+        assert!(r.wants(NoticeAction::Failed) && r.wants_delay());
+        assert!(!r.wants(NoticeAction::Delivered));
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub mod runner;
 pub mod schedule;
 pub mod spool;
 
-pub use envelope::{Envelope, Recipient, RecipientStatus, ENVELOPE_VERSION};
+pub use envelope::{Envelope, NoticeAction, Recipient, RecipientStatus, ENVELOPE_VERSION};
 pub use error::QueueError;
 pub use format::FormatError;
 pub use id::{is_valid_queue_id, new_queue_id};

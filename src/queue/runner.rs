@@ -9,8 +9,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use super::{
-    after_failure, dsn, new_queue_id, Clock, Decision, Envelope, RecipientStatus, RetryPolicy,
-    Spool,
+    after_failure, Clock, Decision, Envelope, NoticeAction, RecipientStatus, RetryPolicy, Spool,
 };
 use crate::config::Config;
 use crate::delivery::remote::{Outcome, RemoteDelivery};
@@ -20,6 +19,8 @@ use crate::store::MailStore;
 use crate::telemetry::metrics::{DeliveryResult, Direction};
 use crate::telemetry::trace::TraceTls;
 use crate::telemetry::{Telemetry, TraceEvent};
+
+mod notices;
 
 /// How often the runner looks at the queue directories without being woken.
 const SCAN_INTERVAL: Duration = Duration::from_millis(1000);
@@ -187,10 +188,14 @@ impl Runner {
             };
         let message = Arc::new(message);
         let failed_before: HashSet<String> = env.failed().map(|r| r.address.clone()).collect();
-        self.attempt(&mut env, &message).await;
-        env.attempts += 1;
+        // A message with nothing left to deliver is here only for notices not yet queued.
+        if !env.is_finished() {
+            self.attempt(&mut env, &message).await;
+            env.attempts += 1;
+        }
         let now = self.clock.now();
-        let finished = if env.is_finished() {
+        let null_sender = env.is_null_sender();
+        let mut finished = if env.is_finished() {
             true
         } else {
             match after_failure(&self.retry(), env.attempts, env.received_at, now) {
@@ -206,48 +211,25 @@ impl Runner {
                             "{last} (message expired after {} attempts)",
                             r.attempts
                         ));
+                        r.reached(NoticeAction::Failed, null_sender);
                     }
                     true
                 }
             }
         };
-        let newly_failed: Vec<dsn::Reported> = env
-            .failed()
-            .filter(|r| !failed_before.contains(&r.address))
-            .map(|r| dsn::Reported {
-                address: r.address.clone(),
-                diagnostic: r.last_reply.clone().unwrap_or_default(),
-            })
-            .collect();
-        for r in &newly_failed {
-            tracing::error!(queue_id = %env.id, to = %r.address, reason = %r.diagnostic, "permanent delivery failure");
+        for r in env.failed().filter(|r| !failed_before.contains(&r.address)) {
+            let reason = r.last_reply.as_deref().unwrap_or_default();
+            tracing::error!(queue_id = %env.id, to = %r.address, %reason, "permanent delivery failure");
         }
         // Notices are queued before the original is updated: a crash in between can send one
-        // twice, never lose one. The null sender gets none (no bounce loops).
-        if !env.is_null_sender() {
-            if !newly_failed.is_empty() {
-                self.send_notice(dsn::Kind::Failure, &env, &message, &newly_failed)
-                    .await;
-            }
-            let waited = now.saturating_sub(env.received_at);
-            let due = self
-                .config
-                .get()
-                .queue
-                .delay_warning
-                .is_some_and(|d| waited >= d.as_secs() as i64);
-            if !finished && !env.delay_notified && due {
-                let pending: Vec<dsn::Reported> = env
-                    .pending()
-                    .map(|r| dsn::Reported {
-                        address: r.address.clone(),
-                        diagnostic: r.last_reply.clone().unwrap_or_default(),
-                    })
-                    .collect();
-                self.send_notice(dsn::Kind::Delay, &env, &message, &pending)
-                    .await;
-                env.delay_notified = true;
-            }
+        // twice, never lose one. One that cannot be queued stays owed in the envelope and the
+        // message stays in the queue until a later pass queues it.
+        if !null_sender {
+            self.queue_notices(&mut env, &message, now, finished).await;
+        }
+        if finished && env.notices_due() {
+            finished = false;
+            env.next_attempt = now.saturating_add(self.retry().initial.as_secs().max(1) as i64);
         }
         let spool = self.spool.clone();
         let next = env.next_attempt;
@@ -294,49 +276,6 @@ impl Runner {
         }
     }
 
-    /// Queues a DSN to the message's sender, from the null sender.
-    async fn send_notice(
-        &self,
-        kind: dsn::Kind,
-        env: &Envelope,
-        message: &[u8],
-        recipients: &[dsn::Reported],
-    ) {
-        let id = new_queue_id();
-        let now = chrono::Utc::now();
-        let hostname = self.config.get().hostname.clone();
-        let notice = dsn::build(kind, &hostname, env, recipients, message, &id, now);
-        let envelope = Envelope::new(
-            id.clone(),
-            "",
-            vec![env.mail_from.clone()],
-            hostname,
-            "localhost",
-            now.timestamp(),
-        );
-        let spool = self.spool.clone();
-        match tokio::task::spawn_blocking(move || spool.enqueue(&envelope, &notice)).await {
-            Ok(Ok(())) => {
-                tracing::info!(queue_id = %env.id, notice_id = %id, to = %env.mail_from, ?kind, "delivery status notification queued");
-                let kind = format!("{kind:?}").to_ascii_lowercase();
-                self.telemetry.metrics.notification(&kind);
-                self.telemetry.trace(
-                    &env.id,
-                    TraceEvent::Notification {
-                        kind,
-                        notice_id: id.clone(),
-                        to: env.mail_from.clone(),
-                    },
-                );
-                self.wake.notify_one();
-            }
-            Ok(Err(e)) => {
-                tracing::error!(queue_id = %env.id, error = %e, "cannot queue the delivery status notification")
-            }
-            Err(e) => tracing::error!(queue_id = %env.id, error = %e, "notification task panicked"),
-        }
-    }
-
     /// Delivers to every pending recipient, grouped by route, and records each outcome.
     async fn attempt(&self, env: &mut Envelope, message: &Arc<Vec<u8>>) {
         let config = self.config.get();
@@ -350,7 +289,9 @@ impl Runner {
                 groups.entry(route).or_default().push(i);
             }
         }
-        let mut outcomes: HashMap<usize, Outcome> = HashMap::new();
+        // Each outcome with the notice a success owes (if asked for): none when the next hop
+        // offers DSN and took the parameters over.
+        let mut outcomes: HashMap<usize, (Outcome, Option<NoticeAction>)> = HashMap::new();
         for (route, indexes) in groups {
             match route {
                 Route::Local => {
@@ -358,7 +299,7 @@ impl Runner {
                         let outcome = self
                             .deliver_local(&env.id, &env.recipients[i].address, message)
                             .await;
-                        outcomes.insert(i, outcome);
+                        outcomes.insert(i, (outcome, Some(NoticeAction::Delivered)));
                     }
                 }
                 Route::Remote(dest) => {
@@ -366,19 +307,30 @@ impl Runner {
                         .iter()
                         .map(|&i| env.recipients[i].address.clone())
                         .collect();
-                    let results = self.deliver_remote(env, &dest, &rcpts, message).await;
-                    outcomes.extend(indexes.into_iter().zip(results));
+                    let (results, passed_on) = self
+                        .deliver_remote(env, &dest, &rcpts, &indexes, message)
+                        .await;
+                    let success = (!passed_on).then_some(NoticeAction::Relayed);
+                    outcomes.extend(
+                        indexes
+                            .into_iter()
+                            .zip(results.into_iter().map(|o| (o, success))),
+                    );
                 }
             }
         }
         let mut last_error = None;
-        for (i, outcome) in outcomes {
+        let null_sender = env.is_null_sender();
+        for (i, (outcome, success)) in outcomes {
             let r = &mut env.recipients[i];
             r.attempts += 1;
             match outcome {
                 Outcome::Delivered(detail) => {
                     r.status = RecipientStatus::Delivered;
                     r.last_reply = Some(detail);
+                    if let Some(action) = success {
+                        r.reached(action, null_sender);
+                    }
                 }
                 Outcome::Deferred(reason) => {
                     last_error = Some(reason.clone());
@@ -387,6 +339,7 @@ impl Runner {
                 Outcome::Failed(reason) => {
                     r.status = RecipientStatus::Failed;
                     r.last_reply = Some(reason);
+                    r.reached(NoticeAction::Failed, null_sender);
                 }
             }
         }
@@ -442,18 +395,21 @@ impl Runner {
         }
     }
 
+    /// The outcomes, and whether the next hop offered DSN (the parameters were passed on).
     async fn deliver_remote(
         &self,
         env: &Envelope,
         dest: &Destination,
         rcpts: &[String],
+        indexes: &[usize],
         message: &Arc<Vec<u8>>,
-    ) -> Vec<Outcome> {
+    ) -> (Vec<Outcome>, bool) {
         let id = env.id.as_str();
+        let dsn = env.transaction_dsn(indexes);
         let (outcomes, info) = self
             .remote
             .get()
-            .deliver(dest, env.require_tls, &env.mail_from, rcpts, message)
+            .deliver(dest, env.require_tls, &env.mail_from, rcpts, &dsn, message)
             .await;
         let relay = info
             .relay
@@ -497,7 +453,7 @@ impl Runner {
                 verification = info.verification.as_deref().unwrap_or(""), reused = info.reused,
                 status, detail = %detail, "delivery attempt");
         }
-        outcomes
+        (outcomes, info.dsn)
     }
 }
 

@@ -9,6 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::wire::{dot_stuff, parse_reply, Capabilities};
+use crate::smtp::proto::dsn::{self, MailDsn, RcptDsn};
 use crate::smtp::proto::Reply;
 use crate::smtp::stream::SmtpStream;
 use crate::tls::policy::{DeliveryPermit, TlsFailure, TlsPolicy};
@@ -199,12 +200,36 @@ impl Connection {
     /// proves the connection meets its destination's TLS policy.
     pub async fn send(
         &mut self,
-        _permit: &DeliveryPermit,
+        permit: &DeliveryPermit,
         mail_from: &str,
         recipients: &[String],
         data: &[u8],
     ) -> Result<Vec<RcptResult>, ClientError> {
-        let result = self.transaction(mail_from, recipients, data).await;
+        self.send_dsn(
+            permit,
+            mail_from,
+            recipients,
+            &MailDsn::default(),
+            &[],
+            data,
+        )
+        .await
+    }
+
+    /// Like `send`, with RFC 3461 parameters: `rcpt_dsn` holds one entry per recipient (missing
+    /// ones mean none). They go on MAIL and RCPT only when the peer offered DSN in its EHLO.
+    pub async fn send_dsn(
+        &mut self,
+        _permit: &DeliveryPermit,
+        mail_from: &str,
+        recipients: &[String],
+        mail_dsn: &MailDsn,
+        rcpt_dsn: &[RcptDsn],
+        data: &[u8],
+    ) -> Result<Vec<RcptResult>, ClientError> {
+        let result = self
+            .transaction(mail_from, recipients, mail_dsn, rcpt_dsn, data)
+            .await;
         if result.is_err() {
             self.broken = true;
         } else {
@@ -217,6 +242,8 @@ impl Connection {
         &mut self,
         mail_from: &str,
         recipients: &[String],
+        mail_dsn: &MailDsn,
+        rcpt_dsn: &[RcptDsn],
         data: &[u8],
     ) -> Result<Vec<RcptResult>, ClientError> {
         let mut mail = format!("MAIL FROM:<{mail_from}>");
@@ -230,10 +257,21 @@ impl Connection {
         {
             mail.push_str(" SMTPUTF8");
         }
+        let pass_dsn = self.caps.dsn;
+        if pass_dsn {
+            mail.push_str(&dsn::mail_params(mail_dsn.ret, mail_dsn.envid.as_deref()));
+        }
         mail.push_str("\r\n");
         let rcpts: Vec<String> = recipients
             .iter()
-            .map(|r| format!("RCPT TO:<{r}>\r\n"))
+            .enumerate()
+            .map(|(i, r)| {
+                let params = match rcpt_dsn.get(i) {
+                    Some(d) if pass_dsn => dsn::rcpt_params(d),
+                    _ => String::new(),
+                };
+                format!("RCPT TO:<{r}>{params}\r\n")
+            })
             .collect();
 
         let (mail_reply, rcpt_replies, data_reply) = if self.caps.pipelining {
@@ -315,6 +353,11 @@ impl Connection {
             let _ = self.read_reply().await;
         }
         let _ = self.stream.shutdown().await;
+    }
+
+    /// The peer offered DSN (RFC 3461) in its EHLO: it takes over notices for what it accepts.
+    pub fn offers_dsn(&self) -> bool {
+        self.caps.dsn
     }
 
     /// Can carry another transaction.

@@ -91,6 +91,8 @@ pub struct Capabilities {
     pub starttls: bool,
     pub eight_bit_mime: bool,
     pub smtputf8: bool,
+    /// RFC 3461 DSN: NOTIFY/ORCPT/RET/ENVID may be passed on.
+    pub dsn: bool,
     pub size: Option<u64>,
 }
 
@@ -105,6 +107,7 @@ impl Capabilities {
                 "STARTTLS" => caps.starttls = true,
                 "8BITMIME" => caps.eight_bit_mime = true,
                 "SMTPUTF8" => caps.smtputf8 = true,
+                "DSN" => caps.dsn = true,
                 "SIZE" => caps.size = words.next().and_then(|s| s.parse().ok()).filter(|&s| s > 0),
                 _ => {}
             }

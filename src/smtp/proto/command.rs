@@ -1,9 +1,11 @@
 //! SMTP command parsing (RFC 5321 §4.1): one command line in, a typed command or a 5xx reply out.
 //!
-//! The parser is strict about what this server advertises (SIZE, 8BITMIME, SMTPUTF8) and knows
-//! nothing about session state: sequence errors and limits are the session's business.
+//! The parser is strict about what this server advertises (SIZE, 8BITMIME, SMTPUTF8, DSN) and
+//! knows nothing about session state: sequence errors and limits are the session's business.
+//! A parameter given twice is `501 5.5.4`; an unknown one is `555 5.5.4` (RFC 5321 §4.1.1.11).
 
 use super::address::parse_path;
+use super::dsn::{self, MailDsn, RcptDsn};
 use super::Reply;
 
 /// A parsed command line.
@@ -14,8 +16,7 @@ pub enum Command {
     /// HELO with the client's name, as given.
     Helo(String),
     Mail(MailFrom),
-    /// RCPT TO with the forward-path's mailbox, without angle brackets.
-    Rcpt(String),
+    Rcpt(RcptTo),
     Data,
     Rset,
     Noop,
@@ -45,6 +46,17 @@ pub struct MailFrom {
     pub eight_bit: bool,
     /// SMTPUTF8 (RFC 6531).
     pub smtputf8: bool,
+    /// RET= and ENVID= (RFC 3461).
+    pub dsn: MailDsn,
+}
+
+/// RCPT TO and its parameters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RcptTo {
+    /// The forward-path's mailbox, without angle brackets.
+    pub address: String,
+    /// NOTIFY= and ORCPT= (RFC 3461).
+    pub dsn: RcptDsn,
 }
 
 /// Commands recognised but not implemented: answered 502 rather than "not recognized".
@@ -152,6 +164,29 @@ fn unsupported(param: &str) -> Reply {
     Reply::new(555, [5, 5, 4], format!("Unsupported option: {param}"))
 }
 
+/// Splits `KEY[=VALUE]` words, refusing a key given twice.
+fn keyed<'a>(
+    words: impl Iterator<Item = &'a str>,
+) -> impl Iterator<Item = Result<(String, Option<&'a str>, &'a str), Reply>> {
+    let mut seen: Vec<String> = Vec::new();
+    words.map(move |param| {
+        let (key, value) = match param.split_once('=') {
+            Some((key, value)) => (key, Some(value)),
+            None => (param, None),
+        };
+        let key = key.to_ascii_uppercase();
+        if seen.contains(&key) {
+            return Err(Reply::new(
+                501,
+                [5, 5, 4],
+                format!("Duplicate parameter: {key}"),
+            ));
+        }
+        seen.push(key.clone());
+        Ok((key, value, param))
+    })
+}
+
 fn mail(args: &str) -> Result<MailFrom, Reply> {
     let path = after_keyword(args, "FROM:").ok_or_else(|| syntax("MAIL FROM:<address>"))?;
     let bad_sender = || Reply::new(501, [5, 1, 7], "Bad sender address syntax");
@@ -160,12 +195,9 @@ fn mail(args: &str) -> Result<MailFrom, Reply> {
         address: address.to_string(),
         ..MailFrom::default()
     };
-    for param in params(rest).ok_or_else(bad_sender)? {
-        let (key, value) = match param.split_once('=') {
-            Some((key, value)) => (key, Some(value)),
-            None => (param, None),
-        };
-        match (key.to_ascii_uppercase().as_str(), value) {
+    for param in keyed(params(rest).ok_or_else(bad_sender)?) {
+        let (key, value, param) = param?;
+        match (key.as_str(), value) {
             ("SIZE", Some(value)) => mail.size = Some(size(value)?),
             ("SIZE", None) => return Err(bad_size()),
             ("BODY", Some(v)) if v.eq_ignore_ascii_case("7BIT") => mail.eight_bit = false,
@@ -174,6 +206,8 @@ fn mail(args: &str) -> Result<MailFrom, Reply> {
             ("SMTPUTF8", Some(_)) => {
                 return Err(Reply::new(501, [5, 5, 4], "Bad SMTPUTF8 parameter syntax"));
             }
+            ("RET", value) => mail.dsn.ret = Some(dsn::ret(value)?),
+            ("ENVID", value) => mail.dsn.envid = Some(dsn::envid(value)?),
             _ => return Err(unsupported(param)),
         }
     }
@@ -192,18 +226,26 @@ fn size(value: &str) -> Result<u64, Reply> {
     Ok(value.parse().unwrap_or(u64::MAX))
 }
 
-fn rcpt(args: &str) -> Result<String, Reply> {
+fn rcpt(args: &str) -> Result<RcptTo, Reply> {
     let path = after_keyword(args, "TO:").ok_or_else(|| syntax("RCPT TO:<address>"))?;
     let bad_recipient = || Reply::new(501, [5, 1, 3], "Bad recipient address syntax");
     let (address, rest) = parse_path(path).ok_or_else(bad_recipient)?;
     if address.is_empty() {
         return Err(bad_recipient());
     }
-    // No RCPT parameters are advertised (no DSN), so any is unsupported.
-    if let Some(param) = params(rest).ok_or_else(bad_recipient)?.next() {
-        return Err(unsupported(param));
+    let mut rcpt = RcptTo {
+        address: address.to_string(),
+        dsn: RcptDsn::default(),
+    };
+    for param in keyed(params(rest).ok_or_else(bad_recipient)?) {
+        let (key, value, param) = param?;
+        match key.as_str() {
+            "NOTIFY" => rcpt.dsn.notify = Some(dsn::notify(value)?),
+            "ORCPT" => rcpt.dsn.orcpt = Some(dsn::orcpt(value)?),
+            _ => return Err(unsupported(param)),
+        }
     }
-    Ok(address.to_string())
+    Ok(rcpt)
 }
 
 #[cfg(test)]
@@ -231,7 +273,13 @@ mod tests {
             ok("HELO  [192.0.2.1] "),
             Command::Helo("[192.0.2.1]".into())
         );
-        assert_eq!(ok("Rcpt To:<b@x.test>"), Command::Rcpt("b@x.test".into()));
+        assert_eq!(
+            ok("Rcpt To:<b@x.test>"),
+            Command::Rcpt(RcptTo {
+                address: "b@x.test".into(),
+                ..RcptTo::default()
+            })
+        );
         assert_eq!(ok("DATA"), Command::Data);
         assert_eq!(ok("rset"), Command::Rset);
         assert_eq!(ok("NOOP anything at all"), Command::Noop);
@@ -254,6 +302,7 @@ mod tests {
                 size: Some(1000),
                 eight_bit: true,
                 smtputf8: true,
+                dsn: MailDsn::default(),
             })
         );
         let null = ok("MAIL FROM:<> BODY=7BIT SIZE=99999999999999999999");
@@ -315,18 +364,90 @@ mod tests {
                 "555 5.5.4 Unsupported option: BODY=BINARYMIME",
             ),
             (
-                b"MAIL FROM:<a@x.test> RET=FULL",
-                "555 5.5.4 Unsupported option: RET=FULL",
+                b"MAIL FROM:<a@x.test> SIZE=1 size=2",
+                "501 5.5.4 Duplicate parameter: SIZE",
+            ),
+            (
+                b"MAIL FROM:<a@x.test> REQUIRETLS",
+                "555 5.5.4 Unsupported option: REQUIRETLS",
             ),
             (b"RCPT <b@x.test>", "501 5.5.4 Syntax: RCPT TO:<address>"),
             (b"RCPT TO:<>", "501 5.1.3 Bad recipient address syntax"),
             (b"RCPT TO:<b@>", "501 5.1.3 Bad recipient address syntax"),
             (
-                b"RCPT TO:<b@x.test> NOTIFY=NEVER",
-                "555 5.5.4 Unsupported option: NOTIFY=NEVER",
+                b"RCPT TO:<b@x.test> FOO=BAR",
+                "555 5.5.4 Unsupported option: FOO=BAR",
             ),
         ] {
             assert_eq!(err(line), reply, "{:?}", String::from_utf8_lossy(line));
+        }
+    }
+
+    #[test]
+    fn parses_dsn_parameters() {
+        let Command::Mail(mail) = ok("MAIL FROM:<a@x.test> ret=hdrs ENVID=QQ+2B1") else {
+            panic!("not MAIL");
+        };
+        assert_eq!(mail.dsn.ret, Some(dsn::Ret::Hdrs));
+        assert_eq!(mail.dsn.envid.as_deref(), Some("QQ+1"));
+        let Command::Rcpt(rcpt) =
+            ok("RCPT TO:<b@x.test> notify=success,Delay orcpt=rfc822;B+2Bx@x.test")
+        else {
+            panic!("not RCPT");
+        };
+        let notify = rcpt.dsn.notify.expect("notify");
+        assert!(notify.success && notify.delay && !notify.failure);
+        let orcpt = rcpt.dsn.orcpt.expect("orcpt");
+        assert_eq!(
+            (orcpt.addr_type.as_str(), orcpt.address.as_str()),
+            ("rfc822", "B+x@x.test")
+        );
+        let Command::Rcpt(never) = ok("RCPT TO:<b@x.test> NOTIFY=NEVER") else {
+            panic!("not RCPT");
+        };
+        assert_eq!(never.dsn.notify, Some(dsn::Notify::NEVER));
+    }
+
+    #[test]
+    fn rejects_malformed_or_repeated_dsn_parameters() {
+        let ret = "501 5.5.4 Bad RET parameter syntax: FULL or HDRS";
+        let envid =
+            "501 5.5.4 Bad ENVID parameter syntax: xtext of at most 100 printable characters";
+        let notify =
+            "501 5.5.4 Bad NOTIFY parameter syntax: NEVER or a list of SUCCESS, FAILURE, DELAY";
+        let orcpt =
+            "501 5.5.4 Bad ORCPT parameter syntax: addr-type;xtext, e.g. rfc822;user@example.com";
+        let long = format!("MAIL FROM:<a@x.test> ENVID={}", "x".repeat(101));
+        for (line, reply) in [
+            ("MAIL FROM:<a@x.test> RET=BODY", ret),
+            ("MAIL FROM:<a@x.test> RET", ret),
+            ("MAIL FROM:<a@x.test> ENVID=a=b", envid),
+            ("MAIL FROM:<a@x.test> ENVID=a+0D+0A", envid),
+            ("MAIL FROM:<a@x.test> ENVID=", envid),
+            (long.as_str(), envid),
+            (
+                "MAIL FROM:<a@x.test> RET=FULL RET=HDRS",
+                "501 5.5.4 Duplicate parameter: RET",
+            ),
+            (
+                "MAIL FROM:<a@x.test> ENVID=a envid=b",
+                "501 5.5.4 Duplicate parameter: ENVID",
+            ),
+            ("RCPT TO:<b@x.test> NOTIFY=NEVER,SUCCESS", notify),
+            ("RCPT TO:<b@x.test> NOTIFY=SOMETIMES", notify),
+            ("RCPT TO:<b@x.test> NOTIFY", notify),
+            ("RCPT TO:<b@x.test> ORCPT=b@x.test", orcpt),
+            ("RCPT TO:<b@x.test> ORCPT=rfc822;b+4", orcpt),
+            (
+                "RCPT TO:<b@x.test> NOTIFY=DELAY notify=FAILURE",
+                "501 5.5.4 Duplicate parameter: NOTIFY",
+            ),
+            (
+                "RCPT TO:<b@x.test> ORCPT=rfc822;b@x.test ORCPT=rfc822;c@x.test",
+                "501 5.5.4 Duplicate parameter: ORCPT",
+            ),
+        ] {
+            assert_eq!(err(line.as_bytes()), reply, "{line}");
         }
     }
 }

@@ -10,7 +10,8 @@
 //!   Output so far must match the expectations so far before each feed and each `@` action.
 //! - `@tls VERSION CIPHER` (handshake done), `@timeout`, `@queued ID` / `@failed CODE X.Y.Z text`
 //!   (answer the oldest `Deliver`, first checking `@from <a>`, `@rcpt <a> <b>`, `@protocol P`,
-//!   `@flags 8BITMIME SMTPUTF8|-`, `@size N` and the `D:`/`D|` data lines given since the last answer).
+//!   `@flags 8BITMIME SMTPUTF8|-`, `@size N`, `@dsn` (RET/ENVID, then `<rcpt>` NOTIFY/ORCPT each,
+//!   in wire form) and the `D:`/`D|` data lines given since the last answer).
 //!
 //! Each script runs fed as written, byte by byte, and in pseudo-random chunks: same transcript.
 
@@ -68,6 +69,7 @@ struct Expect {
     protocol: Option<String>,
     flags: Option<Vec<String>>,
     size: Option<usize>,
+    dsn: Option<String>,
     data: Option<Vec<u8>>,
 }
 
@@ -182,6 +184,7 @@ fn parse_script(name: &str) -> Script {
             "@rcpt" => expect.rcpt = Some(words().collect()),
             "@protocol" => expect.protocol = Some(arg.to_string()),
             "@flags" => expect.flags = Some(words().filter(|w| w != "-").collect()),
+            "@dsn" => expect.dsn = Some(arg.to_string()),
             "@size" => expect.size = Some(arg.parse().unwrap_or_else(|_| fail("@size N"))),
             "@queued" | "@failed" => {
                 let result = if head == "@queued" {
@@ -427,6 +430,12 @@ fn check_transaction(tx: &Transaction, expect: &Expect, at: &str) {
         expect.size.map(|s| s.to_string()),
         tx.data.len().to_string(),
     );
+    let mut dsn = crate::smtp::proto::dsn::mail_params(tx.dsn.ret, tx.dsn.envid.as_deref());
+    for (rcpt, params) in tx.rcpt_to.iter().zip(&tx.rcpt_dsn) {
+        let params = crate::smtp::proto::dsn::rcpt_params(params);
+        dsn.push_str(&format!(" <{rcpt}>{params}"));
+    }
+    check("dsn", expect.dsn.clone(), dsn.trim_start().to_string());
     check("data", expect.data.as_deref().map(show), show(&tx.data));
     assert!(
         diffs.is_empty(),

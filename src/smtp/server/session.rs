@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use super::policy::Policy;
 use super::transaction::{Protocol, Transaction};
+use crate::smtp::proto::dsn::{MailDsn, RcptDsn};
 use crate::smtp::proto::{
-    BareNewline, Command, DataError, DataReceiver, LineEvent, LineReader, MailFrom, Reply,
+    BareNewline, Command, DataError, DataReceiver, LineEvent, LineReader, MailFrom, RcptTo, Reply,
 };
 use crate::tls::TlsFacts;
 
@@ -108,6 +109,9 @@ struct Envelope {
     rcpt_to: Vec<String>,
     eight_bit: bool,
     smtputf8: bool,
+    dsn: MailDsn,
+    /// One entry per `rcpt_to`, in the same order.
+    rcpt_dsn: Vec<RcptDsn>,
 }
 
 /// One inbound SMTP connection.
@@ -393,7 +397,7 @@ impl Session {
         if config.auth && self.is_tls() && self.facts.authenticated.is_none() {
             lines.push("AUTH PLAIN LOGIN".to_string());
         }
-        lines.extend(["ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8"].map(String::from));
+        lines.extend(["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8"].map(String::from));
         out.reply(&Reply::bare(250, lines.join("\n")));
     }
 
@@ -423,11 +427,13 @@ impl Session {
             rcpt_to: Vec::new(),
             eight_bit: mail.eight_bit,
             smtputf8: mail.smtputf8,
+            dsn: mail.dsn,
+            rcpt_dsn: Vec::new(),
         });
         out.reply(&ok([2, 1, 0]));
     }
 
-    fn rcpt(&mut self, rcpt: String, out: &mut Out) {
+    fn rcpt(&mut self, RcptTo { address: rcpt, dsn }: RcptTo, out: &mut Out) {
         let Some(envelope) = &self.envelope else {
             return self.reject(bad_sequence("need MAIL command"), out);
         };
@@ -442,6 +448,7 @@ impl Session {
         match (verdict, &mut self.envelope) {
             (Ok(()), Some(envelope)) => {
                 envelope.rcpt_to.push(rcpt);
+                envelope.rcpt_dsn.push(dsn);
                 out.reply(&ok([2, 1, 5]));
             }
             (Ok(()), None) => {}
@@ -489,6 +496,8 @@ impl Session {
             rcpt_to: envelope.rcpt_to,
             eight_bit: envelope.eight_bit,
             smtputf8: envelope.smtputf8,
+            dsn: envelope.dsn,
+            rcpt_dsn: envelope.rcpt_dsn,
             authenticated: self.facts.authenticated.clone(),
             data,
         };
@@ -534,56 +543,4 @@ impl Session {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::policy::LocalPolicy;
-    use super::*;
-
-    fn session(starttls: bool) -> Session {
-        let config = SessionConfig {
-            hostname: "mx.contoso.test".into(),
-            starttls_available: starttls,
-            ..SessionConfig::default()
-        };
-        let policy = LocalPolicy::new(["contoso.test"], ["alice@contoso.test"]);
-        Session::new(
-            Arc::new(config),
-            Arc::new(policy),
-            ([192, 0, 2, 7], 4000).into(),
-            false,
-        )
-    }
-
-    #[test]
-    fn pipelined_replies_are_merged_into_one_send() {
-        let mut s = session(false);
-        let actions = s.feed(b"HELO a\r\nNOOP\r\nRSET\r\n");
-        let expected = b"250 mx.contoso.test\r\n250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n".to_vec();
-        assert_eq!(actions, vec![Action::Send(expected)]);
-        assert_eq!(s.facts().helo.as_deref(), Some("a"));
-    }
-
-    #[test]
-    fn tls_facts_are_recorded_only_after_a_starttls_request() {
-        let mut s = session(true);
-        let facts = TlsFacts::new("TLSv1.3", "TLS_AES_128_GCM_SHA256");
-        assert!(s.tls_established(facts.clone()).is_empty());
-        assert!(
-            !s.is_tls(),
-            "tls_established without STARTTLS must be ignored"
-        );
-        let actions = s.feed(b"STARTTLS\r\n");
-        assert_eq!(actions.last(), Some(&Action::StartTls));
-        assert!(s.tls_established(facts.clone()).is_empty());
-        assert!(s.is_tls());
-        assert_eq!(s.facts().tls, Some(facts));
-    }
-
-    #[test]
-    fn nothing_happens_after_close() {
-        let mut s = session(false);
-        assert_eq!(s.feed(b"QUIT\r\n").last(), Some(&Action::Close));
-        assert!(s.feed(b"NOOP\r\n").is_empty());
-        assert!(s.timeout().is_empty());
-        assert!(s.delivery_result(Ok("X".into())).is_empty());
-    }
-}
+mod tests;

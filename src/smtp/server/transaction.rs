@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use crate::smtp::proto::dsn::{MailDsn, RcptDsn};
 use crate::tls::TlsFacts;
 
 /// The protocol name written in the Received header (RFC 3848).
@@ -48,8 +49,23 @@ pub struct Transaction {
     pub eight_bit: bool,
     /// SMTPUTF8 was given.
     pub smtputf8: bool,
+    /// RET and ENVID (RFC 3461).
+    pub dsn: MailDsn,
+    /// NOTIFY and ORCPT of each recipient: one entry per `rcpt_to`, in the same order.
+    pub rcpt_dsn: Vec<RcptDsn>,
     /// The user who authenticated with AUTH, if any.
     pub authenticated: Option<String>,
     /// The message as received: dot-unstuffed, lines ending in CRLF, without the final `.` line.
     pub data: Vec<u8>,
+}
+
+impl Transaction {
+    /// The DSN parameters given with `address` (the first RCPT naming it).
+    pub fn rcpt_dsn(&self, address: &str) -> RcptDsn {
+        self.rcpt_to
+            .iter()
+            .position(|r| r == address)
+            .and_then(|i| self.rcpt_dsn.get(i).cloned())
+            .unwrap_or_default()
+    }
 }
