@@ -290,6 +290,18 @@ fn tenant_key_commands_rotate() {
             .any(|l| l.starts_with(&new_id) && l.contains("3072 bits") && l.ends_with("active")),
         "{list}"
     );
+    let json = sealpost(&["keys", "tenant", "list", "--dir", d, "--json"], b"");
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let active: Vec<&serde_json::Value> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["active"] == true)
+        .collect();
+    assert_eq!(json.as_array().unwrap().len(), 2, "{json}");
+    assert_eq!(active.len(), 1, "{json}");
+    assert_eq!(active[0]["id"], new_id.as_str());
+    assert_eq!(active[0]["bits"], 3072);
     let keys = TenantKeys::load_dir(dir.path()).unwrap();
     let after = rms::protect_active(MESSAGE, &keys, req(SystemTime::now())).unwrap();
     for msg in [before, after] {

@@ -42,6 +42,25 @@ fn mailbox_commands_read_through_the_store_and_report_tampering() {
         list.contains(&ids[0]) && list.contains("report cli1"),
         "{list}"
     );
+    let json = ok(&[
+        "mailbox",
+        "list",
+        "--config",
+        c,
+        "--mailbox",
+        ALICE,
+        "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let listed: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 2, "{json}");
+    assert!(ids.iter().all(|id| listed.contains(&id.as_str())), "{json}");
+    assert_eq!(json[0]["size"], 3000, "{json}");
     let read = ok(&[
         "mailbox",
         "read",

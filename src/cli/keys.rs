@@ -85,6 +85,9 @@ enum TenantCommand {
     List {
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
+        /// Print a JSON array (id, bits, created, active) instead of lines.
+        #[arg(long)]
+        json: bool,
     },
     /// Make key ID (or a unique prefix of 8+ hex digits) the one that protects new messages.
     ///
@@ -178,8 +181,13 @@ fn run_tenant(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
                 if active { " (active)" } else { "" }
             );
         }
-        TenantCommand::List { dir } => {
-            for k in rms::list_tenant_keys(&dir)? {
+        TenantCommand::List { dir, json } => {
+            let keys = rms::list_tenant_keys(&dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            for k in keys {
                 println!(
                     "{}  {} bits  created {}{}",
                     k.id,

@@ -27,6 +27,9 @@ enum MailboxCommand {
         /// The mailbox address, e.g. bob@fabrikam.test.
         #[arg(long, value_name = "ADDR")]
         mailbox: String,
+        /// Print a JSON array (id, date, from, subject, size) instead of lines.
+        #[arg(long)]
+        json: bool,
     },
     /// Print one message (RFC 5322, exactly as received) on standard output.
     ///
@@ -71,12 +74,21 @@ fn open(config: &ConfigArgs, mailbox: &str, actor: &str) -> Result<EncryptedStor
 
 pub fn run(args: MailboxArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        MailboxCommand::List { config, mailbox } => {
+        MailboxCommand::List {
+            config,
+            mailbox,
+            json,
+        } => {
             let store = match open(&config, &mailbox, "mailbox list") {
                 Ok(s) => s,
                 Err(code) => return Ok(code),
             };
-            for m in store.list(&mailbox)? {
+            let list = store.list(&mailbox)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            for m in list {
                 println!(
                     "{}  {}  {}  {}  {}",
                     m.id, m.date, m.from, m.subject, m.size

@@ -16,7 +16,7 @@ pub use maildir::{write_maildir_message, PlainMaildirStore};
 use std::path::PathBuf;
 
 /// One line of `mailbox list`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct MessageSummary {
     pub id: String,
     /// The Date header as written, or empty.

@@ -243,7 +243,7 @@ fn read_active(dir: &Path) -> Result<Option<String>, RmsError> {
 }
 
 /// A line of `keys tenant list`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TenantKeyInfo {
     pub id: String,
     pub bits: usize,
