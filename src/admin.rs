@@ -168,7 +168,7 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
-/// A small HTTP/1.1 client for the CLI (`sealpost reload`, `sealpost health --admin`): sends one
+/// A small HTTP/1.1 client for the CLI (`sealpost reload`, `sealpost demo`): sends one
 /// request to the admin endpoint and returns the status and body.
 pub async fn request(
     addr: std::net::SocketAddr,

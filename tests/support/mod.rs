@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests; each test binary uses the parts it needs.
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod dns;
 pub mod domains;
 pub mod peers;
