@@ -95,7 +95,9 @@ fn repeated_kill_9_loses_no_acknowledged_mail() {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(1)
         });
-    eprintln!("crash test: seed {seed} (SEALPOST_CRASH_SEED={seed} repeats the kill schedule)");
+    to_stderr(&format!(
+        "crash test: seed {seed} (SEALPOST_CRASH_SEED={seed} repeats the kill schedule)"
+    ));
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let started = Instant::now();
     let deadline = started + DEADLINE;
@@ -261,7 +263,7 @@ fn repeated_kill_9_loses_no_acknowledged_mail() {
         sent.as_secs_f64(),
         started.elapsed().as_secs_f64(),
     );
-    eprintln!("{summary}");
+    to_stderr(&summary);
     write_report("crash.txt", &summary);
 
     let logs = dir.path().display().to_string();
@@ -412,6 +414,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A line on standard error even when the test harness captures `eprintln!` (it captures only
+/// the print macros), so that CI logs show the figures of a passing run.
+fn to_stderr(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// Writes `text` to `target/test-reports/<name>` (for CI to show).
 fn write_report(name: &str, text: &str) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-reports");
@@ -419,5 +428,105 @@ fn write_report(name: &str, text: &str) {
         .and_then(|()| std::fs::write(dir.join(name), format!("{text}\n")));
     if let Err(e) = written {
         eprintln!("cannot write {}: {e}", dir.join(name).display());
+    }
+}
+
+/// A message for a local mailbox and for a remote domain whose server hangs: contoso stores the
+/// local copy, then waits on the remote one and is killed there. After the restart the local
+/// recipient must not get the message again: its delivery was recorded before contoso moved on
+/// to the next destination.
+#[test]
+fn kill_9_after_one_destination_does_not_deliver_it_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (peer_port, connections) = hanging_then_deferring_peer();
+    let cport = free_port();
+    let config = DomainSpec::new("contoso", &[FROM], cport)
+        .route("slow.test", peer_port)
+        .write(dir.path());
+    let data = dir.path().join("contoso-data");
+    let server = ServeProcess::start(&config, cport);
+
+    let addr: SocketAddr = format!("127.0.0.1:{cport}").parse().expect("addr");
+    let mut client = PlainClient::connect(addr, Duration::from_secs(10)).expect("connect");
+    let reply = client
+        .send_mail_to(FROM, &[FROM, "x@slow.test"], &message("two-destinations"))
+        .expect("reply");
+    assert_eq!(reply.code, 250, "{reply}");
+    client.quit();
+
+    // The runner delivered locally and now waits for slow.test's greeting.
+    let store = open_store(&data, "test");
+    wait_until("the connection to slow.test", || {
+        connections.load(Ordering::SeqCst) >= 1
+    });
+    assert_eq!(store.count(FROM).expect("count"), 1, "local copy stored");
+    server.kill9();
+
+    let _server = ServeProcess::start(&config, cport);
+    // The next attempt reaches slow.test (which defers the recipient) and ends.
+    wait_until(
+        "a second attempt at slow.test, then a deferred message",
+        || {
+            connections.load(Ordering::SeqCst) >= 2
+                && files_in(&data.join("queue/active")) == 0
+                && files_in(&data.join("queue/incoming")) == 0
+                && files_in(&data.join("queue/deferred")) == 1
+        },
+    );
+    assert_eq!(
+        store.count(FROM).expect("count"),
+        1,
+        "the local recipient got the message again after the restart; logs in {}",
+        dir.path().display()
+    );
+}
+
+/// A server whose first connection hangs (accepted, never greeted) and whose later connections
+/// defer every recipient with 451; also the count of connections accepted.
+fn hanging_then_deferring_peer() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                held.push(stream);
+                continue;
+            }
+            std::thread::spawn(move || {
+                let Ok(read) = stream.try_clone() else { return };
+                let mut lines = BufReader::new(read);
+                let _ = stream.write_all(b"220 slow.test ESMTP\r\n");
+                let mut line = String::new();
+                while lines.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                    let cmd = line.to_ascii_uppercase();
+                    let reply: &[u8] = if cmd.starts_with("RCPT") {
+                        b"451 4.3.2 try again later\r\n"
+                    } else if cmd.starts_with("QUIT") {
+                        let _ = stream.write_all(b"221 2.0.0 bye\r\n");
+                        return;
+                    } else {
+                        b"250 slow.test\r\n"
+                    };
+                    if stream.write_all(reply).is_err() {
+                        return;
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    (port, count)
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "no {what} within 30 s");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -1,7 +1,7 @@
 //! The queue runner: picks due messages, routes each recipient, delivers, records per-recipient
 //! status, and defers with backoff or finishes.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -283,7 +283,10 @@ impl Runner {
         }
     }
 
-    /// Delivers to every pending recipient, grouped by route, and records each outcome.
+    /// Delivers to every pending recipient, grouped by route, and records each outcome. When a
+    /// destination took the message and another one is still to come, the progress is written to
+    /// the queue file first: the next destination may take long (timeouts), and a crash meanwhile
+    /// must not deliver to the first one again.
     async fn attempt(&self, env: &mut Envelope, message: &Arc<Vec<u8>>) {
         let mut groups: BTreeMap<Route, Vec<usize>> = BTreeMap::new();
         for (i, r) in env.recipients.iter().enumerate() {
@@ -295,16 +298,20 @@ impl Runner {
                 groups.entry(route).or_default().push(i);
             }
         }
-        let mut outcomes: HashMap<usize, Outcome> = HashMap::new();
+        let mut last_error = None;
+        let mut remaining = groups.len();
         for (route, indexes) in groups {
-            match route {
+            remaining -= 1;
+            let outcomes: Vec<(usize, Outcome)> = match route {
                 Route::Local => {
+                    let mut outcomes = Vec::with_capacity(indexes.len());
                     for i in indexes {
                         let outcome = self
                             .deliver_local(&env.id, &env.recipients[i].address, message)
                             .await;
-                        outcomes.insert(i, outcome);
+                        outcomes.push((i, outcome));
                     }
+                    outcomes
                 }
                 Route::Remote(dest) => {
                     let rcpts: Vec<String> = indexes
@@ -312,30 +319,47 @@ impl Runner {
                         .map(|&i| env.recipients[i].address.clone())
                         .collect();
                     let results = self.deliver_remote(env, &dest, &rcpts, message).await;
-                    outcomes.extend(indexes.into_iter().zip(results));
+                    indexes.into_iter().zip(results).collect()
+                }
+            };
+            let delivered = outcomes
+                .iter()
+                .any(|(_, o)| matches!(o, Outcome::Delivered(_)));
+            for (i, outcome) in outcomes {
+                let r = &mut env.recipients[i];
+                r.attempts += 1;
+                match outcome {
+                    Outcome::Delivered(detail) => {
+                        r.status = RecipientStatus::Delivered;
+                        r.last_reply = Some(detail);
+                    }
+                    Outcome::Deferred(reason) => {
+                        last_error = Some(reason.clone());
+                        r.last_reply = Some(reason);
+                    }
+                    Outcome::Failed(reason) => {
+                        r.status = RecipientStatus::Failed;
+                        r.last_reply = Some(reason);
+                    }
                 }
             }
-        }
-        let mut last_error = None;
-        for (i, outcome) in outcomes {
-            let r = &mut env.recipients[i];
-            r.attempts += 1;
-            match outcome {
-                Outcome::Delivered(detail) => {
-                    r.status = RecipientStatus::Delivered;
-                    r.last_reply = Some(detail);
-                }
-                Outcome::Deferred(reason) => {
-                    last_error = Some(reason.clone());
-                    r.last_reply = Some(reason);
-                }
-                Outcome::Failed(reason) => {
-                    r.status = RecipientStatus::Failed;
-                    r.last_reply = Some(reason);
-                }
+            if delivered && remaining > 0 {
+                self.checkpoint(env, message).await;
             }
         }
         env.last_error = last_error;
+    }
+
+    /// Writes the envelope of a message still being delivered to its queue file.
+    async fn checkpoint(&self, env: &Envelope, message: &Arc<Vec<u8>>) {
+        let (spool, owned, message) = (self.spool.clone(), env.clone(), message.clone());
+        match tokio::task::spawn_blocking(move || spool.checkpoint(&owned, &message)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(queue_id = %env.id, error = %e, "cannot record delivery progress")
+            }
+            Err(e) => tracing::error!(queue_id = %env.id, error = %e, "progress record panicked"),
+        }
     }
 
     async fn deliver_local(&self, id: &str, rcpt: &str, message: &Arc<Vec<u8>>) -> Outcome {

@@ -89,7 +89,14 @@ impl PlainClient {
     /// MAIL, RCPT, DATA and the message (dot-stuffed here); returns the reply to the final dot.
     /// A refused MAIL, RCPT or DATA is returned as that reply (after RSET).
     pub fn send_mail(&mut self, from: &str, to: &str, data: &[u8]) -> io::Result<Reply> {
-        for cmd in [format!("MAIL FROM:<{from}>"), format!("RCPT TO:<{to}>")] {
+        self.send_mail_to(from, &[to], data)
+    }
+
+    /// Like `send_mail` with several recipients; any refused one ends the transaction.
+    pub fn send_mail_to(&mut self, from: &str, to: &[&str], data: &[u8]) -> io::Result<Reply> {
+        let mut commands = vec![format!("MAIL FROM:<{from}>")];
+        commands.extend(to.iter().map(|t| format!("RCPT TO:<{t}>")));
+        for cmd in commands {
             let r = self.command(&cmd)?;
             if r.code != 250 {
                 self.command("RSET")?;
