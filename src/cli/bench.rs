@@ -1,4 +1,5 @@
-//! `sealpost bench`: measured throughput of the real relay path (no timed unit tests).
+//! `sealpost bench`: measurements of the real server, relay throughput and a client's latency
+//! under slow clients (no timed unit tests).
 
 mod slow_clients;
 
