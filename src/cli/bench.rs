@@ -1,4 +1,7 @@
-//! `sealpost bench`: measured throughput of the real relay path (no timed unit tests).
+//! `sealpost bench`: measurements of the real server, relay throughput and a client's latency
+//! under slow clients (no timed unit tests).
+
+mod slow_clients;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +41,30 @@ enum BenchCommand {
         #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"))]
         fixtures: PathBuf,
     },
+    /// A well-behaved client's transaction times (p50, p99, max) without and then with SLOW slow
+    /// clients holding connections to contoso.
+    ///
+    /// The good client runs TRANSACTIONS transactions one after the other, each on a new
+    /// connection: EHLO, STARTTLS, MAIL, RCPT, DATA of SIZE bytes for bob@fabrikam.test, timed up
+    /// to the 250. The slow clients connect from 127.0.0.2, 127.0.0.3, ... (40 per address, under
+    /// the default per-address limit), say EHLO, and then send one byte per INTERVAL: half of them
+    /// a repeated NOOP command, half message text after DATA. Exits non-zero when a transaction
+    /// fails, a slow client gets no greeting, or a message does not arrive.
+    SlowClients {
+        #[arg(long, default_value_t = 200)]
+        slow: usize,
+        #[arg(long, default_value_t = 200)]
+        transactions: usize,
+        /// Message size in bytes.
+        #[arg(long, default_value_t = 10 * 1024)]
+        size: usize,
+        /// Time between two bytes of a slow client.
+        #[arg(long, default_value = "1s", value_parser = crate::config::parse_duration)]
+        interval: Duration,
+        /// The fixtures directory holding contoso.toml and fabrikam.toml.
+        #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"))]
+        fixtures: PathBuf,
+    },
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -50,6 +77,24 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         } => super::runtime()?.block_on(async move {
             let base = std::env::temp_dir().join(format!("sealpost-bench-{}", std::process::id()));
             let result = relay(&fixtures, &base, messages, size, connections.max(1)).await;
+            let _ = std::fs::remove_dir_all(&base);
+            result
+        }),
+        BenchCommand::SlowClients {
+            slow,
+            transactions,
+            size,
+            interval,
+            fixtures,
+        } => super::runtime()?.block_on(async move {
+            let base = std::env::temp_dir().join(format!("sealpost-bench-{}", std::process::id()));
+            let params = slow_clients::Params {
+                slow,
+                transactions: transactions.max(1),
+                size,
+                interval,
+            };
+            let result = slow_clients::run(&fixtures, &base, params).await;
             let _ = std::fs::remove_dir_all(&base);
             result
         }),

@@ -1,7 +1,7 @@
 //! The queue runner: picks due messages, routes each recipient, delivers, records per-recipient
 //! status, and defers with backoff or finishes.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -276,7 +276,10 @@ impl Runner {
         }
     }
 
-    /// Delivers to every pending recipient, grouped by route, and records each outcome.
+    /// Delivers to every pending recipient, grouped by route, and records each outcome. When a
+    /// destination took the message and another one is still to come, the progress is written to
+    /// the queue file first: the next destination may take long (timeouts), and a crash meanwhile
+    /// must not deliver to the first one again.
     async fn attempt(&self, env: &mut Envelope, message: &Arc<Vec<u8>>) {
         let config = self.config.get();
         let mut groups: BTreeMap<Route, Vec<usize>> = BTreeMap::new();
@@ -289,18 +292,23 @@ impl Runner {
                 groups.entry(route).or_default().push(i);
             }
         }
-        // Each outcome with the notice a success owes (if asked for): none when the next hop
-        // offers DSN and took the parameters over.
-        let mut outcomes: HashMap<usize, (Outcome, Option<NoticeAction>)> = HashMap::new();
+        let mut last_error = None;
+        let null_sender = env.is_null_sender();
+        let mut remaining = groups.len();
         for (route, indexes) in groups {
-            match route {
+            remaining -= 1;
+            // Each outcome with the notice a success owes (if asked for): none when the next hop
+            // offers DSN and took the parameters over.
+            let outcomes: Vec<(usize, Outcome, Option<NoticeAction>)> = match route {
                 Route::Local => {
+                    let mut outcomes = Vec::with_capacity(indexes.len());
                     for i in indexes {
                         let outcome = self
                             .deliver_local(&env.id, &env.recipients[i].address, message)
                             .await;
-                        outcomes.insert(i, (outcome, Some(NoticeAction::Delivered)));
+                        outcomes.push((i, outcome, Some(NoticeAction::Delivered)));
                     }
+                    outcomes
                 }
                 Route::Remote(dest) => {
                     let rcpts: Vec<String> = indexes
@@ -311,39 +319,55 @@ impl Runner {
                         .deliver_remote(env, &dest, &rcpts, &indexes, message)
                         .await;
                     let success = (!passed_on).then_some(NoticeAction::Relayed);
-                    outcomes.extend(
-                        indexes
-                            .into_iter()
-                            .zip(results.into_iter().map(|o| (o, success))),
-                    );
+                    indexes
+                        .into_iter()
+                        .zip(results)
+                        .map(|(i, o)| (i, o, success))
+                        .collect()
                 }
-            }
-        }
-        let mut last_error = None;
-        let null_sender = env.is_null_sender();
-        for (i, (outcome, success)) in outcomes {
-            let r = &mut env.recipients[i];
-            r.attempts += 1;
-            match outcome {
-                Outcome::Delivered(detail) => {
-                    r.status = RecipientStatus::Delivered;
-                    r.last_reply = Some(detail);
-                    if let Some(action) = success {
-                        r.reached(action, null_sender);
+            };
+            let delivered = outcomes
+                .iter()
+                .any(|(_, o, _)| matches!(o, Outcome::Delivered(_)));
+            for (i, outcome, success) in outcomes {
+                let r = &mut env.recipients[i];
+                r.attempts += 1;
+                match outcome {
+                    Outcome::Delivered(detail) => {
+                        r.status = RecipientStatus::Delivered;
+                        r.last_reply = Some(detail);
+                        if let Some(action) = success {
+                            r.reached(action, null_sender);
+                        }
+                    }
+                    Outcome::Deferred(reason) => {
+                        last_error = Some(reason.clone());
+                        r.last_reply = Some(reason);
+                    }
+                    Outcome::Failed(reason) => {
+                        r.status = RecipientStatus::Failed;
+                        r.last_reply = Some(reason);
+                        r.reached(NoticeAction::Failed, null_sender);
                     }
                 }
-                Outcome::Deferred(reason) => {
-                    last_error = Some(reason.clone());
-                    r.last_reply = Some(reason);
-                }
-                Outcome::Failed(reason) => {
-                    r.status = RecipientStatus::Failed;
-                    r.last_reply = Some(reason);
-                    r.reached(NoticeAction::Failed, null_sender);
-                }
+            }
+            if delivered && remaining > 0 {
+                self.checkpoint(env, message).await;
             }
         }
         env.last_error = last_error;
+    }
+
+    /// Writes the envelope of a message still being delivered to its queue file.
+    async fn checkpoint(&self, env: &Envelope, message: &Arc<Vec<u8>>) {
+        let (spool, owned, message) = (self.spool.clone(), env.clone(), message.clone());
+        match tokio::task::spawn_blocking(move || spool.checkpoint(&owned, &message)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(queue_id = %env.id, error = %e, "cannot record delivery progress")
+            }
+            Err(e) => tracing::error!(queue_id = %env.id, error = %e, "progress record panicked"),
+        }
     }
 
     async fn deliver_local(&self, id: &str, rcpt: &str, message: &Arc<Vec<u8>>) -> Outcome {

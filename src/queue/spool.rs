@@ -283,6 +283,28 @@ impl Spool {
         sync_dir(&self.tmp)
     }
 
+    /// Store the updated envelope of an active message that stays active: the recipients
+    /// delivered so far are on disk before the runner moves on to the next destination, so a
+    /// crash in between does not deliver to them again. `recover` requeues it as written here.
+    pub fn checkpoint(&self, envelope: &Envelope, message: &[u8]) -> Result<(), QueueError> {
+        let id = checked_id(&envelope.id)?;
+        let active = self.active.join(id);
+        if active.symlink_metadata().is_err() {
+            return Err(QueueError::NotActive {
+                id: id.to_string(),
+                path: active,
+            });
+        }
+        let tmp = self.tmp.join(format!("{id}.checkpoint"));
+        self.write_file(&tmp, envelope, message)?;
+        if let Err(e) = fs::rename(&tmp, &active) {
+            let _ = fs::remove_file(&tmp);
+            return Err(QueueError::io(&active)(e));
+        }
+        sync_dir(&self.active)?;
+        sync_dir(&self.tmp)
+    }
+
     /// Remove a message whose recipients are all done.
     pub fn complete(&self, id: &str) -> Result<(), QueueError> {
         let id = checked_id(id)?;

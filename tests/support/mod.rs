@@ -5,4 +5,5 @@ pub mod admin;
 pub mod dns;
 pub mod domains;
 pub mod peers;
+pub mod plain_smtp;
 pub mod stores;

@@ -174,6 +174,30 @@ fn defer_and_complete_require_an_active_message() {
 }
 
 #[test]
+fn checkpoint_keeps_the_message_active_and_survives_a_restart() {
+    let (dir, spool) = spool();
+    let env = enqueued(&spool);
+    assert!(matches!(
+        spool.checkpoint(&env, MESSAGE),
+        Err(QueueError::NotActive { .. })
+    ));
+    let (mut claimed, message) = spool.claim(&env.id).unwrap().unwrap();
+    claimed.recipients[0].status = RecipientStatus::Delivered;
+    claimed.recipients[0].last_reply = Some("stored as 1".into());
+    spool.checkpoint(&claimed, &message).unwrap();
+    assert_eq!(names(&spool.active), [env.id.as_str()]);
+    assert!(names(&spool.tmp).is_empty());
+
+    // A crash now: recovery requeues the message with the progress recorded.
+    let restarted = reopen(&dir, &spool);
+    assert_eq!(restarted.recover().unwrap().requeued, 1);
+    let (again, body) = restarted.claim(&env.id).unwrap().unwrap();
+    assert_eq!(again, claimed);
+    assert_eq!(body, MESSAGE);
+    assert_eq!(again.pending().count(), 1);
+}
+
+#[test]
 fn complete_removes_the_active_file() {
     let (_dir, spool) = spool();
     let env = enqueued(&spool);
