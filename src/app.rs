@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::live::Live;
+use crate::queue::retransmit::Retransmissions;
 use crate::queue::runner::Runner;
 use crate::queue::{Spool, SystemClock};
 use crate::smtp::server::listener::serve;
@@ -59,9 +60,12 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
     let config = Arc::new(config);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
-    let spool = Arc::new(Spool::open(&config.data_dir, service_key(&config)?)?);
+    let key = service_key(&config)?;
+    let spool = Arc::new(Spool::open(&config.data_dir, key.clone())?);
     let report = spool.recover()?;
     tracing::info!(?report, data_dir = %config.data_dir.display(), "queue recovered");
+    let now = chrono::Utc::now().timestamp();
+    let retransmissions = Arc::new(Retransmissions::open(&spool, key, now)?);
     let store: Arc<dyn MailStore> = crate::store::open_store(&config)?;
     let trace_path = config.operations.trace_log.as_deref();
     let telemetry = Arc::new(
@@ -93,6 +97,7 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
             config.limits.max_connections,
             config.limits.max_connections_per_ip,
         ),
+        retransmissions: retransmissions.clone(),
     };
     let parts = build::build(&config, &shared)?;
     let runner = Arc::new(
@@ -104,7 +109,8 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
             Arc::new(SystemClock),
             wake.clone(),
         )
-        .with_telemetry(telemetry.clone()),
+        .with_telemetry(telemetry.clone())
+        .with_retransmissions(retransmissions),
     );
     let slots: Vec<Arc<Live<_>>> = parts
         .contexts

@@ -27,6 +27,7 @@ pub(crate) struct Shared {
     pub wake: Arc<Notify>,
     pub telemetry: Arc<Telemetry>,
     pub limits: Arc<ConnectionLimits>,
+    pub retransmissions: Arc<crate::queue::retransmit::Retransmissions>,
 }
 
 /// The configuration-dependent parts.
@@ -76,7 +77,8 @@ pub(crate) fn build(config: &Config, shared: &Shared) -> anyhow::Result<Parts> {
         inbound.clone(),
     )
     .with_rules(config.rules.clone(), config.local_domains.clone())
-    .with_telemetry(shared.telemetry.clone());
+    .with_telemetry(shared.telemetry.clone())
+    .with_retransmissions(shared.retransmissions.clone());
     if let Some(dir) = &config.smime_certificate_dir {
         cleanup = cleanup.with_smime(Arc::new(crate::cleanup::smime::DirectorySmime::new(
             dir.clone(),

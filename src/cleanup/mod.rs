@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
+use crate::queue::retransmit::Retransmissions;
 use crate::queue::{new_queue_id, Envelope, Spool};
 use crate::rules::{evaluate, MessageFacts, RuleSet};
 use crate::smtp::proto::Reply;
@@ -32,6 +33,7 @@ pub struct Cleanup {
     smime: Option<Arc<dyn Smime>>,
     rms: Option<Arc<dyn Rms>>,
     telemetry: Arc<Telemetry>,
+    retransmissions: Option<Arc<Retransmissions>>,
 }
 
 impl Cleanup {
@@ -52,7 +54,15 @@ impl Cleanup {
             smime: None,
             rms: None,
             telemetry: Arc::new(Telemetry::default()),
+            retransmissions: None,
         }
+    }
+
+    /// Recognise messages sent again by clients that did not see our 250 (see
+    /// [`crate::queue::retransmit`]).
+    pub fn with_retransmissions(mut self, r: Arc<Retransmissions>) -> Self {
+        self.retransmissions = Some(r);
+        self
     }
 
     /// Where queued messages are counted and traced.
@@ -90,6 +100,21 @@ impl Cleanup {
     pub fn enqueue(&self, tx: &Transaction) -> Result<String, Reply> {
         let id = new_queue_id();
         let now = Utc::now();
+        let message_id = message_id_of(&tx.data);
+        let transmission = match &self.retransmissions {
+            Some(r) if message_id.is_some() || has_received(&tx.data) => {
+                Some((r, r.fingerprint(&tx.mail_from, &tx.rcpt_to, &tx.data)))
+            }
+            _ => None,
+        };
+        if let Some((r, fp)) = &transmission {
+            if let Some(ids) = r.accepted_as(fp, now.timestamp()) {
+                tracing::info!(client = %tx.peer, from = %tx.mail_from, queue_id = %ids,
+                    "the same message again (the client missed our 250): acknowledged, not queued twice");
+                self.telemetry.metrics.retransmission();
+                return Ok(ids);
+            }
+        }
         // The session already enforced the connector; this names it for the trace.
         let connector = self
             .inbound
@@ -138,7 +163,6 @@ impl Cleanup {
                 self.telemetry.metrics.rule_match(&a.rule, a.action.kind());
             }
         }
-        let message_id = message_id_of(&tx.data);
         let connector_name = connector.as_ref().map(|c| c.connector.clone());
         let mut ids: Vec<String> = Vec::with_capacity(copies.len());
         for (i, copy) in copies.into_iter().enumerate() {
@@ -153,6 +177,7 @@ impl Cleanup {
             );
             envelope.require_tls = copy.require_tls;
             envelope.route_via = copy.route_via;
+            envelope.transmission = transmission.as_ref().map(|(_, fp)| fp.clone());
             envelope.ret = tx.dsn.ret;
             envelope.envid = tx.dsn.envid.clone();
             for r in &mut envelope.recipients {
@@ -202,8 +227,12 @@ impl Cleanup {
             );
             ids.push(copy_id);
         }
+        let ids = ids.join(" ");
+        if let Some((r, fp)) = &transmission {
+            r.accepted(fp, &ids, now.timestamp());
+        }
         self.wake.notify_one();
-        Ok(ids.join(" "))
+        Ok(ids)
     }
 }
 
@@ -261,6 +290,17 @@ pub fn received_header(
 fn message_id_of(data: &[u8]) -> Option<String> {
     let parsed = mail_parser::MessageParser::new().parse_headers(data)?;
     parsed.message_id().map(str::to_string)
+}
+
+/// Whether a previous hop stamped the message (its Received header names that hop's queue id,
+/// which makes the bytes unique to one transmission source).
+fn has_received(data: &[u8]) -> bool {
+    mail_parser::MessageParser::new()
+        .parse_headers(data)
+        .is_some_and(|m| {
+            m.headers_raw()
+                .any(|(name, _)| name.eq_ignore_ascii_case("Received"))
+        })
 }
 
 /// The encryption a transport rule applied to a copy ("smime", "rms"), told by the wrapper the

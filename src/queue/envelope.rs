@@ -46,6 +46,10 @@ pub struct Envelope {
     /// ENVID (RFC 3461), decoded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envid: Option<String>,
+    /// The transmission's fingerprint (see `queue::retransmit`), to recognise the same message
+    /// sent again by a client that did not see our 250.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transmission: Option<String>,
 }
 
 /// One forward-path and what has happened to it.
@@ -158,6 +162,7 @@ impl Envelope {
             delay_notified: false,
             ret: None,
             envid: None,
+            transmission: None,
         }
     }
 

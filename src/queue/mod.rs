@@ -5,6 +5,7 @@ pub mod envelope;
 pub mod error;
 pub mod format;
 pub mod id;
+pub mod retransmit;
 pub mod runner;
 pub mod schedule;
 pub mod spool;

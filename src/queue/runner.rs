@@ -35,6 +35,7 @@ pub struct Runner {
     store: Live<dyn MailStore>,
     remote: Live<RemoteDelivery>,
     telemetry: Arc<Telemetry>,
+    retransmissions: Option<Arc<super::retransmit::Retransmissions>>,
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
     concurrency: Arc<Semaphore>,
@@ -59,6 +60,7 @@ impl Runner {
             store: Live::new(store),
             remote: Live::new(remote),
             telemetry: Arc::new(Telemetry::default()),
+            retransmissions: None,
             clock,
             wake,
             in_flight: Mutex::new(HashSet::new()),
@@ -69,6 +71,13 @@ impl Runner {
     /// Where deliveries are counted and traced.
     pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
         self.telemetry = telemetry;
+        self
+    }
+
+    /// Where the fingerprints of messages that leave the queue are kept (see
+    /// [`super::retransmit`]).
+    pub fn with_retransmissions(mut self, r: Arc<super::retransmit::Retransmissions>) -> Self {
+        self.retransmissions = Some(r);
         self
     }
 
@@ -234,6 +243,8 @@ impl Runner {
         let spool = self.spool.clone();
         let next = env.next_attempt;
         let owned_id = env.id.clone();
+        let transmission = env.transmission.clone();
+        let received_at = env.received_at;
         let failed = env.failed().count();
         let final_state = match failed {
             0 => "delivered",
@@ -251,6 +262,9 @@ impl Runner {
         match result {
             Ok(Ok(())) if finished => {
                 tracing::info!(queue_id = %owned_id, "removed");
+                if let (Some(r), Some(fp)) = (&self.retransmissions, &transmission) {
+                    r.left_queue(fp, &owned_id, received_at);
+                }
                 self.telemetry.trace(
                     &owned_id,
                     TraceEvent::State {

@@ -54,6 +54,7 @@ pub struct Metrics {
     notifications: Family<Labels, Counter>,
     queue: Family<Labels, Gauge>,
     reloads: Family<Labels, Counter>,
+    retransmissions: Counter,
 }
 
 impl Default for Metrics {
@@ -81,6 +82,7 @@ impl Metrics {
             notifications: Family::default(),
             queue: Family::default(),
             reloads: Family::default(),
+            retransmissions: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -158,6 +160,11 @@ impl Metrics {
             "config_reloads",
             "Configuration reloads, by result",
             m.reloads.clone(),
+        );
+        r.register(
+            "retransmissions",
+            "Messages received again from a client that missed our 250, acknowledged without a second copy",
+            m.retransmissions.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -248,6 +255,10 @@ impl Metrics {
         self.reloads
             .get_or_create(&vec![("result", result.to_string())])
             .inc();
+    }
+
+    pub fn retransmission(&self) {
+        self.retransmissions.inc();
     }
 
     /// Sets the queue gauge of one state (read from the spool just before rendering).

@@ -1,0 +1,219 @@
+//! Recognising a message sent again by a client that never saw our 250.
+//!
+//! Between the moment a message is safely in the queue and the moment the client has read our
+//! 250, a crash of either side (or a lost connection) leaves the client believing the message was
+//! not taken, so it sends it again later (RFC 1047). Each accepted transaction's fingerprint —
+//! an HMAC under the service key of sender, recipients and the exact message bytes — is kept in
+//! its queue file's envelope (durable with the message, before the 250) and, once the message has
+//! left the queue, in `queue/transmissions.log` for [`WINDOW`]. A transaction with a fingerprint
+//! seen in that window is answered 250 with the first copy's queue id and not queued again.
+//!
+//! Only messages with a Message-ID header or a Received header are fingerprinted: two such
+//! transmissions with the same sender, recipients and bytes (the Message-ID, or the previous hop's
+//! Received header with its queue id and time) are the same message.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use super::{QueueError, Spool};
+use crate::store::keyfile::ServiceKey;
+
+/// How long a fingerprint is remembered after the message was accepted.
+pub const WINDOW: i64 = 24 * 3600;
+
+/// The fingerprints of recently accepted transactions.
+pub struct Retransmissions {
+    key: Arc<ServiceKey>,
+    log_path: PathBuf,
+    /// Fingerprint → (queue ids, accepted at).
+    seen: Mutex<HashMap<String, (String, i64)>>,
+    log: Mutex<Option<File>>,
+}
+
+impl Retransmissions {
+    /// Loads the fingerprints of messages in the queue and of those that left it within the
+    /// window, and compacts the log. Run after `Spool::recover`.
+    pub fn open(spool: &Spool, key: Arc<ServiceKey>, now: i64) -> Result<Self, QueueError> {
+        let log_path = spool.root().join("transmissions.log");
+        let mut seen = HashMap::new();
+        let mut kept = Vec::new();
+        match File::open(&log_path) {
+            Ok(file) => {
+                for line in BufReader::new(file).lines() {
+                    let line = line.map_err(QueueError::io(&log_path))?;
+                    let mut parts = line.splitn(3, ' ');
+                    let (Some(fp), Some(at), Some(ids)) =
+                        (parts.next(), parts.next(), parts.next())
+                    else {
+                        continue; // a line cut by a crash
+                    };
+                    let Ok(at) = at.parse::<i64>() else { continue };
+                    if now - at < WINDOW && fp.len() == 64 {
+                        seen.insert(fp.to_string(), (ids.to_string(), at));
+                        kept.push(line);
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(QueueError::io(&log_path)(e)),
+        }
+        for entry in spool.list()? {
+            if let Some(fp) = entry.envelope.transmission {
+                seen.insert(fp, (entry.envelope.id, entry.envelope.received_at));
+            }
+        }
+        let tmp = log_path.with_extension("log.tmp");
+        let mut text = kept.join("\n");
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        fs::write(&tmp, text).map_err(QueueError::io(&tmp))?;
+        fs::rename(&tmp, &log_path).map_err(QueueError::io(&log_path))?;
+        let log = OpenOptions::new()
+            .append(true)
+            .open(&log_path)
+            .map_err(QueueError::io(&log_path))?;
+        Ok(Retransmissions {
+            key,
+            log_path,
+            seen: Mutex::new(seen),
+            log: Mutex::new(Some(log)),
+        })
+    }
+
+    /// The fingerprint of a transaction (hex).
+    pub fn fingerprint(&self, mail_from: &str, recipients: &[String], data: &[u8]) -> String {
+        let mut rcpts: Vec<String> = recipients.iter().map(|r| r.to_ascii_lowercase()).collect();
+        rcpts.sort();
+        let joined = rcpts.join("\0");
+        hex::encode(self.key.fingerprint(
+            "sealpost transmission v1",
+            &[
+                mail_from.to_ascii_lowercase().as_bytes(),
+                joined.as_bytes(),
+                data,
+            ],
+        ))
+    }
+
+    /// The queue ids a transmission with this fingerprint was accepted as, within the window.
+    pub fn accepted_as(&self, fingerprint: &str, now: i64) -> Option<String> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.get(fingerprint)
+            .filter(|(_, at)| now - at < WINDOW)
+            .map(|(ids, _)| ids.clone())
+    }
+
+    /// A transmission was queued (its fingerprint is in the queue files' envelopes).
+    pub fn accepted(&self, fingerprint: &str, ids: &str, now: i64) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() > 100_000 {
+            seen.retain(|_, (_, at)| now - *at < WINDOW);
+        }
+        seen.insert(fingerprint.to_string(), (ids.to_string(), now));
+    }
+
+    /// A message leaves the queue: its fingerprint moves to the log for the rest of the window.
+    /// Written without fsync: losing a line costs at most a duplicate, never a message.
+    pub fn left_queue(&self, fingerprint: &str, id: &str, accepted_at: i64) {
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(file) = log.as_mut() {
+            let line = format!("{fingerprint} {accepted_at} {id}\n");
+            if let Err(e) = file.write_all(line.as_bytes()) {
+                tracing::warn!(path = %self.log_path.display(), error = %e, "cannot record a delivered message's fingerprint");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::Envelope;
+
+    fn setup() -> (tempfile::TempDir, Spool, Arc<ServiceKey>) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Arc::new(ServiceKey::load_or_create(&dir.path().join("keys")).unwrap());
+        let spool = Spool::open(dir.path(), key.clone()).unwrap();
+        (dir, spool, key)
+    }
+
+    #[test]
+    fn fingerprints_depend_on_envelope_and_bytes_and_key() {
+        let (_d, spool, key) = setup();
+        let r = Retransmissions::open(&spool, key, 1000).unwrap();
+        let to = vec!["b@x.test".to_string(), "c@x.test".to_string()];
+        let swapped = vec!["C@x.test".to_string(), "b@x.test".to_string()];
+        let a = r.fingerprint("a@x.test", &to, b"Message-ID: <1@x>\r\n\r\nhi\r\n");
+        assert_eq!(a.len(), 64);
+        assert_eq!(
+            a,
+            r.fingerprint("A@x.test", &swapped, b"Message-ID: <1@x>\r\n\r\nhi\r\n")
+        );
+        assert_ne!(
+            a,
+            r.fingerprint("a@x.test", &to, b"Message-ID: <1@x>\r\n\r\nhi!\r\n")
+        );
+        assert_ne!(
+            a,
+            r.fingerprint("a@x.test", &to[..1], b"Message-ID: <1@x>\r\n\r\nhi\r\n")
+        );
+        let (_d2, spool2, key2) = setup();
+        let other = Retransmissions::open(&spool2, key2, 1000).unwrap();
+        assert_ne!(
+            a,
+            other.fingerprint("a@x.test", &to, b"Message-ID: <1@x>\r\n\r\nhi\r\n"),
+            "another server's key gives another fingerprint"
+        );
+    }
+
+    #[test]
+    fn queued_and_logged_fingerprints_survive_a_restart_within_the_window() {
+        let (_d, spool, key) = setup();
+        let r = Retransmissions::open(&spool, key.clone(), 1000).unwrap();
+        let queued = r.fingerprint("a@x.test", &["b@x.test".into()], b"one");
+        let left = r.fingerprint("a@x.test", &["b@x.test".into()], b"two");
+        let old = r.fingerprint("a@x.test", &["b@x.test".into()], b"three");
+        let mut env = Envelope::new(
+            "0660DE2B47832D5343F6",
+            "a@x.test",
+            vec!["b@x.test".into()],
+            "h",
+            "c",
+            1000,
+        );
+        env.transmission = Some(queued.clone());
+        spool.enqueue(&env, b"one").unwrap();
+        r.left_queue(&left, "0660DE2B47832D5343F7", 1000);
+        r.left_queue(&old, "0660DE2B47832D5343F8", 1000 - WINDOW);
+        assert_eq!(
+            r.accepted_as(&left, 1000),
+            None,
+            "not in memory until recorded"
+        );
+        r.accepted(&left, "0660DE2B47832D5343F7", 1000);
+        assert!(r.accepted_as(&left, 1000).is_some());
+        assert_eq!(r.accepted_as(&left, 1000 + WINDOW), None, "expired");
+        drop(r);
+
+        let again = Retransmissions::open(&spool, key, 1010).unwrap();
+        assert_eq!(
+            again.accepted_as(&queued, 1010).as_deref(),
+            Some("0660DE2B47832D5343F6")
+        );
+        assert_eq!(
+            again.accepted_as(&left, 1010).as_deref(),
+            Some("0660DE2B47832D5343F7")
+        );
+        assert_eq!(again.accepted_as(&old, 1010), None);
+        let log = fs::read_to_string(spool.root().join("transmissions.log")).unwrap();
+        assert_eq!(
+            log.lines().count(),
+            1,
+            "expired lines are compacted away: {log}"
+        );
+    }
+}
