@@ -17,7 +17,8 @@ use crate::queue::runner::Runner;
 use crate::queue::{Spool, SystemClock};
 use crate::smtp::client::ClientSettings;
 use crate::smtp::server::inbound::{ConnectorPolicy, InboundConnectors};
-use crate::smtp::server::listener::{serve, ServerContext};
+use crate::smtp::server::limits::ConnectionLimits;
+use crate::smtp::server::listener::{serve, ServerContext, ShutdownPhase};
 use crate::smtp::server::policy::LocalPolicy;
 use crate::smtp::server::session::SessionConfig;
 use crate::smtp::server::users::Users;
@@ -29,6 +30,10 @@ pub struct Server {
     addrs: Vec<SocketAddr>,
     cleanup: Arc<Cleanup>,
     shutdown: watch::Sender<bool>,
+    /// Tells listeners and sessions how far the shutdown has gone.
+    phase: watch::Sender<ShutdownPhase>,
+    shutdown_timeout: std::time::Duration,
+    limits: Arc<ConnectionLimits>,
     tasks: JoinSet<()>,
     store: Arc<dyn MailStore>,
     spool: Arc<Spool>,
@@ -123,7 +128,7 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         inbound,
     });
     let users = Arc::new(Users::new(config.users.clone()));
-    let limits = crate::smtp::server::limits::ConnectionLimits::new(
+    let limits = ConnectionLimits::new(
         config.limits.max_connections,
         config.limits.max_connections_per_ip,
     );
@@ -146,7 +151,8 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
                 relay_networks: config.relay_networks.clone(),
                 tls: tls.clone(),
                 cleanup: cleanup.clone(),
-                idle_timeout: config.limits.idle_timeout,
+                command_timeout: config.limits.command_timeout,
+                data_timeout: config.limits.data_timeout,
                 implicit_tls: l.protocol == ListenerProtocol::Submissions,
                 users: users.clone(),
                 limits: limits.clone(),
@@ -155,13 +161,14 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         .collect();
 
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let (phase, phase_rx) = watch::channel(ShutdownPhase::Running);
     let mut tasks = JoinSet::new();
     let mut addrs = Vec::new();
     for (listener, ctx) in listeners.into_iter().zip(contexts) {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, hostname = %config.hostname, "listening");
         addrs.push(addr);
-        tasks.spawn(serve(listener, ctx, shutdown_rx.clone()));
+        tasks.spawn(serve(listener, ctx, phase_rx.clone()));
     }
     let runner = Arc::new(Runner::new(
         spool.clone(),
@@ -176,6 +183,9 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         addrs,
         cleanup,
         shutdown,
+        phase,
+        shutdown_timeout: config.shutdown_timeout,
+        limits,
         tasks,
         store,
         spool,
@@ -215,9 +225,45 @@ impl Server {
         self.wake.notify_one();
     }
 
-    /// Stops accepting, ends sessions and deliveries in flight, and returns when all have ended.
+    /// Stops accepting at once (new connections are refused); idle sessions are told 421 4.3.2,
+    /// sessions in a transaction may finish it and deliveries in flight may end, for up to
+    /// `server.shutdown_timeout`. Then the rest is cut: a session's unfinished message is not
+    /// queued, an unfinished delivery stays in the queue and is retried after the next start.
+    /// Returns when everything has stopped.
     pub async fn shutdown(mut self) {
+        let _ = self.phase.send(ShutdownPhase::Draining);
         let _ = self.shutdown.send(true);
-        while self.tasks.join_next().await.is_some() {}
+        tracing::info!(
+            sessions = self.limits.open(),
+            grace = ?self.shutdown_timeout,
+            "shutting down: listeners closed, transactions in flight may finish"
+        );
+        let grace = self.shutdown_timeout;
+        if tokio::time::timeout(grace, join_all(&mut self.tasks))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tracing::warn!(
+            sessions = self.limits.open(),
+            "shutdown_timeout reached: closing the remaining sessions; unfinished deliveries stay queued"
+        );
+        let _ = self.phase.send(ShutdownPhase::Cut);
+        if tokio::time::timeout(CUT_WAIT, join_all(&mut self.tasks))
+            .await
+            .is_err()
+        {
+            self.tasks.abort_all();
+            join_all(&mut self.tasks).await;
+        }
     }
+}
+
+/// After the grace period, how long sessions get to say 421 and deliveries to end before
+/// their tasks are dropped.
+const CUT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+async fn join_all(tasks: &mut JoinSet<()>) {
+    while tasks.join_next().await.is_some() {}
 }

@@ -4,4 +4,5 @@
 pub mod dns;
 pub mod domains;
 pub mod peers;
+pub mod raw;
 pub mod stores;
