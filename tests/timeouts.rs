@@ -6,7 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use sealpost::app::Server;
-use support::domains::{free_port, load, DomainSpec};
+use support::domains::{free_port, load, sealpost, DomainSpec};
 use support::raw::RawClient;
 
 const ALICE: &str = "alice@contoso.test";
@@ -152,9 +152,14 @@ async fn the_old_idle_timeout_name_still_sets_the_command_timeout() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spec =
         DomainSpec::new("contoso", &[ALICE], free_port()).toml("[limits]\nidle_timeout = \"1s\"\n");
-    let server = sealpost::app::start(load(&spec.write(dir.path())))
-        .await
-        .expect("start");
+    let config = spec.write(dir.path());
+    let (code, _, stderr) = sealpost(&["check-config", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("limits.idle_timeout is deprecated"),
+        "{stderr}"
+    );
+    let server = sealpost::app::start(load(&config)).await.expect("start");
     let mut c = RawClient::connect(server.local_addrs()[0]).await;
     let (reply, waited) = c.timed_reply().await;
     assert_eq!(reply, "421 4.4.2 mx.contoso.test Error: timeout exceeded");
