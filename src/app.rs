@@ -230,7 +230,13 @@ impl Server {
     /// `server.shutdown_timeout`. Then the rest is cut: a session's unfinished message is not
     /// queued, an unfinished delivery stays in the queue and is retried after the next start.
     /// Returns when everything has stopped.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
+        self.shutdown_unless(std::future::pending()).await
+    }
+
+    /// Like `shutdown`, but the grace period also ends when `hurry` completes (a second
+    /// SIGTERM, say).
+    pub async fn shutdown_unless(mut self, hurry: impl std::future::Future<Output = ()>) {
         let _ = self.phase.send(ShutdownPhase::Draining);
         let _ = self.shutdown.send(true);
         tracing::info!(
@@ -239,15 +245,16 @@ impl Server {
             "shutting down: listeners closed, transactions in flight may finish"
         );
         let grace = self.shutdown_timeout;
-        if tokio::time::timeout(grace, join_all(&mut self.tasks))
-            .await
-            .is_ok()
-        {
-            return;
-        }
+        let why = tokio::select! {
+            done = tokio::time::timeout(grace, join_all(&mut self.tasks)) => match done {
+                Ok(()) => return,
+                Err(_) => "shutdown_timeout reached",
+            },
+            _ = hurry => "asked to hurry",
+        };
         tracing::warn!(
             sessions = self.limits.open(),
-            "shutdown_timeout reached: closing the remaining sessions; unfinished deliveries stay queued"
+            "{why}: closing the remaining sessions; unfinished deliveries stay queued"
         );
         let _ = self.phase.send(ShutdownPhase::Cut);
         if tokio::time::timeout(CUT_WAIT, join_all(&mut self.tasks))

@@ -173,3 +173,29 @@ async fn a_client_stalling_in_data_is_cut_after_the_grace_period() {
     let tmp = std::fs::read_dir(domain.data.join("queue/tmp")).map(|d| d.count());
     assert_eq!(tmp.unwrap_or(0), 0, "no half-written file");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_ends_the_grace_period_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let domain = Domain::write(dir.path(), "5m");
+    let mut server = ServeProcess::start(&domain.config, domain.port);
+
+    let mut c = RawClient::connect(domain.addr()).await;
+    c.start_data("carol@fabrikam.test", ALICE).await;
+    c.send(b"Subject: slow\r\n\r\nstill typing\r\n").await;
+    sigterm(&server);
+    assert!(refused(domain.addr()).await, "the shutdown has begun");
+    assert!(running(&mut server), "waiting for the transaction");
+    let start = Instant::now();
+    sigterm(&server);
+    assert_eq!(c.reply().await, BYE);
+    assert!(c.closed().await);
+    assert_eq!(exit_code(&mut server, Duration::from_secs(10)).await, 0);
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    let log = domain.log();
+    assert!(log.contains("second signal"), "{log}");
+}
