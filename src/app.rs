@@ -18,7 +18,8 @@ use crate::live::Live;
 use crate::queue::retransmit::Retransmissions;
 use crate::queue::runner::Runner;
 use crate::queue::{Spool, SystemClock};
-use crate::smtp::server::listener::serve;
+use crate::smtp::server::limits::ConnectionLimits;
+use crate::smtp::server::listener::{serve, ShutdownPhase};
 use crate::store::keyfile::ServiceKey;
 use crate::store::MailStore;
 use crate::telemetry::Telemetry;
@@ -30,6 +31,10 @@ pub struct Server {
     addrs: Vec<SocketAddr>,
     admin_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
+    /// Tells listeners and sessions how far the shutdown has gone.
+    phase: watch::Sender<ShutdownPhase>,
+    shutdown_timeout: std::time::Duration,
+    limits: Arc<ConnectionLimits>,
     tasks: JoinSet<()>,
     spool: Arc<Spool>,
     wake: Arc<Notify>,
@@ -93,7 +98,7 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         spool: spool.clone(),
         wake: wake.clone(),
         telemetry: telemetry.clone(),
-        limits: crate::smtp::server::limits::ConnectionLimits::new(
+        limits: ConnectionLimits::new(
             config.limits.max_connections,
             config.limits.max_connections_per_ip,
         ),
@@ -117,6 +122,7 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         .into_iter()
         .map(|ctx| Arc::new(Live::new(ctx)))
         .collect();
+    let limits = shared.limits.clone();
     let reloader = Arc::new(Reloader {
         config: Live::new(config.clone()),
         slots: slots.clone(),
@@ -128,13 +134,14 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
     });
 
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let (phase, phase_rx) = watch::channel(ShutdownPhase::Running);
     let mut tasks = JoinSet::new();
     let mut addrs = Vec::new();
     for (listener, slot) in listeners.into_iter().zip(slots) {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, hostname = %config.hostname, "listening");
         addrs.push(addr);
-        tasks.spawn(serve(listener, slot, shutdown_rx.clone()));
+        tasks.spawn(serve(listener, slot, phase_rx.clone()));
     }
     let mut admin_addr = None;
     if let Some(listener) = admin_listener {
@@ -159,6 +166,9 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         addrs,
         admin_addr,
         shutdown,
+        phase,
+        shutdown_timeout: config.shutdown_timeout,
+        limits,
         tasks,
         spool,
         wake,
@@ -224,9 +234,52 @@ impl Server {
         self.wake.notify_one();
     }
 
-    /// Stops accepting, ends sessions and deliveries in flight, and returns when all have ended.
-    pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
-        while self.tasks.join_next().await.is_some() {}
+    /// Stops accepting at once (new connections are refused); idle sessions are told 421 4.3.2,
+    /// sessions in a transaction may finish it and deliveries in flight may end, for up to
+    /// `server.shutdown_timeout`. Then the rest is cut: a session's unfinished message is not
+    /// queued, an unfinished delivery stays in the queue and is retried after the next start.
+    /// Returns when everything has stopped.
+    pub async fn shutdown(self) {
+        self.shutdown_unless(std::future::pending()).await
     }
+
+    /// Like `shutdown`, but the grace period also ends when `hurry` completes (a second
+    /// SIGTERM, say).
+    pub async fn shutdown_unless(mut self, hurry: impl std::future::Future<Output = ()>) {
+        let _ = self.phase.send(ShutdownPhase::Draining);
+        let _ = self.shutdown.send(true);
+        tracing::info!(
+            sessions = self.limits.open(),
+            grace = ?self.shutdown_timeout,
+            "shutting down: listeners closed, transactions in flight may finish"
+        );
+        let grace = self.shutdown_timeout;
+        let why = tokio::select! {
+            done = tokio::time::timeout(grace, join_all(&mut self.tasks)) => match done {
+                Ok(()) => return,
+                Err(_) => "shutdown_timeout reached",
+            },
+            _ = hurry => "asked to hurry",
+        };
+        tracing::warn!(
+            sessions = self.limits.open(),
+            "{why}: closing the remaining sessions; unfinished deliveries stay queued"
+        );
+        let _ = self.phase.send(ShutdownPhase::Cut);
+        if tokio::time::timeout(CUT_WAIT, join_all(&mut self.tasks))
+            .await
+            .is_err()
+        {
+            self.tasks.abort_all();
+            join_all(&mut self.tasks).await;
+        }
+    }
+}
+
+/// After the grace period, how long sessions get to say 421 and deliveries to end before
+/// their tasks are dropped.
+const CUT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+async fn join_all(tasks: &mut JoinSet<()>) {
+    while tasks.join_next().await.is_some() {}
 }

@@ -99,10 +99,8 @@ fuzz_target!(|input: Input| {
             }
             Op::TlsDone => {
                 let expected = model.awaiting_tls;
-                let actions = session.tls_established(TlsFacts {
-                    version: "TLSv1.3".into(),
-                    cipher: "TLS_AES_128_GCM_SHA256".into(),
-                });
+                let actions =
+                    session.tls_established(TlsFacts::new("TLSv1.3", "TLS_AES_128_GCM_SHA256"));
                 assert!(actions.is_empty());
                 if expected {
                     model.awaiting_tls = false;
@@ -140,6 +138,9 @@ fuzz_target!(|input: Input| {
         assert!(!before_closed || actions.is_empty(), "actions after close");
         check(&actions, &mut model, &config, &policy, input.relay_allowed);
         assert_eq!(session.is_tls(), model.tls);
+        // Message data is only read inside a transaction (the shutdown relies on it).
+        assert!(!session.in_data() || session.in_transaction());
+        assert!(!model.awaiting_delivery || session.in_transaction());
     }
 });
 
@@ -181,6 +182,8 @@ fn check(
                     .split(|&b| b == b'\n')
                     .all(|l| l.len() < MAX_TEXT_LINE));
             }
+            // This listener does not offer AUTH (`SessionConfig::auth` is false).
+            Action::Authenticate(_) => panic!("credentials checked though AUTH is not offered"),
             Action::Close => {
                 assert!(last);
                 model.closed = true;

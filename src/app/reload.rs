@@ -62,6 +62,9 @@ impl Reloader {
         if new.operations != current.operations {
             later.push("[admin] and [trace]");
         }
+        if new.shutdown_timeout != current.shutdown_timeout {
+            later.push("server.shutdown_timeout");
+        }
         if new.delivery.concurrency != current.delivery.concurrency {
             later.push("delivery.concurrency");
         }

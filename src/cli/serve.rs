@@ -24,7 +24,15 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        server.shutdown().await;
+        // A second SIGINT or SIGTERM ends the grace period for transactions in flight.
+        let again = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::warn!("second signal: not waiting any longer");
+        };
+        server.shutdown_unless(again).await;
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })

@@ -44,6 +44,7 @@ pub struct RawServer {
     pub data_dir: Option<String>,
     #[serde(default)]
     pub relay_networks: Vec<String>,
+    pub shutdown_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +120,9 @@ pub struct RawDelivery {
 pub struct RawLimits {
     pub max_message_size: Option<usize>,
     pub max_recipients: Option<usize>,
+    pub command_timeout: Option<String>,
+    pub data_timeout: Option<String>,
+    /// The old name of `command_timeout`, still accepted.
     pub idle_timeout: Option<String>,
     pub bare_newline: Option<crate::smtp::proto::BareNewline>,
     pub max_connections: Option<usize>,

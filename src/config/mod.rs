@@ -4,6 +4,7 @@ pub mod connectors;
 pub use operations::Operations;
 mod encryption;
 mod file;
+mod limits;
 mod operations;
 mod validate;
 
@@ -115,7 +116,11 @@ pub struct DeliverySettings {
 pub struct Limits {
     pub max_message_size: usize,
     pub max_recipients: usize,
-    pub idle_timeout: Duration,
+    /// The longest wait for the next command (RFC 5321 §4.5.3.2.7); also bounds TLS
+    /// handshakes and writes to the client.
+    pub command_timeout: Duration,
+    /// The longest wait for the next chunk of message data after 354.
+    pub data_timeout: Duration,
     /// Bare CR or LF in DATA: refuse the message (default) or convert to CRLF.
     pub bare_newline: crate::smtp::proto::BareNewline,
     /// Sessions open at once, in total and per client address (more get 421 4.7.0).
@@ -131,6 +136,9 @@ pub struct Config {
     pub hostname: String,
     pub data_dir: PathBuf,
     pub relay_networks: Vec<IpNet>,
+    /// `server.shutdown_timeout`: how long transactions in flight may take to finish after
+    /// SIGTERM before their sessions are closed.
+    pub shutdown_timeout: Duration,
     pub listeners: Vec<Listener>,
     pub tls: Option<TlsFiles>,
     pub nameservers: Vec<SocketAddr>,

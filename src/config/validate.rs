@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::file::RawConfig;
 use super::{
-    Config, ConfigError, DeliverySettings, HostPort, Limits, Listener, ListenerProtocol,
-    QueueSettings, TlsFiles, TlsMinVersion,
+    Config, ConfigError, DeliverySettings, HostPort, Listener, ListenerProtocol, QueueSettings,
+    TlsFiles, TlsMinVersion,
 };
 
 /// Parses "90s", "5m", "1h", "5d" (humantime syntax).
@@ -49,7 +49,7 @@ impl Checker<'_> {
         }
     }
 
-    fn duration(
+    pub(super) fn duration(
         &self,
         key: &str,
         value: Option<&str>,
@@ -301,18 +301,8 @@ pub fn validate(
     if delivery.concurrency == 0 {
         return Err(c.err("delivery.concurrency", "must be at least 1"));
     }
-    let limits = Limits {
-        max_message_size: raw.limits.max_message_size.unwrap_or(35_882_577),
-        max_recipients: raw.limits.max_recipients.unwrap_or(1000),
-        idle_timeout: c.duration(
-            "limits.idle_timeout",
-            raw.limits.idle_timeout.as_deref(),
-            Duration::from_secs(300),
-        )?,
-        bare_newline: raw.limits.bare_newline.unwrap_or_default(),
-        max_connections: raw.limits.max_connections.unwrap_or(1000).max(1),
-        max_connections_per_ip: raw.limits.max_connections_per_ip.unwrap_or(50).max(1),
-    };
+    let limits = super::limits::limits(&c, &raw.limits)?;
+    let shutdown_timeout = super::limits::shutdown_timeout(&c, &raw.server)?;
 
     let mut users = BTreeMap::new();
     for (i, u) in raw.user.iter().enumerate() {
@@ -419,6 +409,7 @@ pub fn validate(
         hostname,
         data_dir,
         relay_networks,
+        shutdown_timeout,
         listeners,
         tls,
         nameservers,

@@ -6,4 +6,5 @@ pub mod dns;
 pub mod domains;
 pub mod peers;
 pub mod plain_smtp;
+pub mod raw;
 pub mod stores;

@@ -237,6 +237,17 @@ impl ContentType {
     fn is_pkcs7_mime(&self) -> bool {
         self.mime == "application/pkcs7-mime" || self.mime == "application/x-pkcs7-mime"
     }
+
+    /// `application/octet-stream` named `*.p7m` and no smime-type: how some agents label
+    /// S/MIME (RFC 8551 §3.2.2); only the CMS content type inside tells what it is.
+    fn is_p7m_file(&self) -> bool {
+        self.mime == "application/octet-stream"
+            && self.param("smime-type").is_none()
+            && [self.param("name"), self.param("filename")]
+                .into_iter()
+                .flatten()
+                .any(|n| n.to_ascii_lowercase().ends_with(".p7m"))
+    }
 }
 
 fn strip_comments(s: &str) -> String {
@@ -328,6 +339,10 @@ pub fn is_encrypted(message: &[u8]) -> bool {
                     }
                 }
             }
+        } else if ct.is_p7m_file()
+            && decode_body(&parts).is_ok_and(|der| super::open::is_enveloped(&der))
+        {
+            return true;
         }
     }
     const PGP: &[u8] = b"-----BEGIN PGP MESSAGE-----";
@@ -355,14 +370,10 @@ pub(crate) fn extract_cms(message: &[u8]) -> Result<(Option<Parts<'_>>, Vec<u8>)
         return Err(DecryptError::NotEncrypted);
     };
     let smime_type = ct.param("smime-type").map(str::to_ascii_lowercase);
-    let p7m_name = [ct.param("name"), ct.param("filename")]
-        .into_iter()
-        .flatten()
-        .any(|n| n.to_ascii_lowercase().ends_with(".p7m"));
     let looks_right = match smime_type.as_deref() {
         Some("enveloped-data" | "authenveloped-data") => ct.is_pkcs7_mime(),
         Some(_) => false,
-        None => ct.is_pkcs7_mime() || (ct.mime == "application/octet-stream" && p7m_name),
+        None => ct.is_pkcs7_mime() || ct.is_p7m_file(),
     };
     if !looks_right {
         return Err(DecryptError::NotEncrypted);

@@ -133,6 +133,32 @@ fn already_encrypted_and_empty_recipients_are_refused() {
     ));
 }
 
+/// What opens as S/MIME is also seen as encrypted, so rules never encrypt it a second time;
+/// here for the `application/octet-stream` + `.p7m` labelling of RFC 8551 §3.2.2 (the fuzz
+/// target's property).
+#[test]
+fn an_octet_stream_p7m_that_opens_is_seen_as_encrypted() {
+    let sealed = String::from_utf8(encrypt(&SmimeOptions::default())).unwrap();
+    let labelled = sealed.replace(
+        "application/pkcs7-mime; smime-type=enveloped-data;",
+        "application/octet-stream;",
+    );
+    assert_ne!(labelled, sealed);
+    let labelled = labelled.into_bytes();
+    let opened = decrypt_message(&labelled, &key("bob@fabrikam.test", true)).unwrap();
+    assert_eq!(opened, MESSAGE);
+    assert!(is_encrypted(&labelled));
+    let again = encrypt_message(
+        &labelled,
+        &[cert("bob@fabrikam.test")],
+        &SmimeOptions::default(),
+    );
+    assert!(matches!(again, Err(SmimeError::AlreadyEncrypted)));
+    // An octet-stream .p7m that is not enveloped data is an ordinary attachment.
+    let other = b"Content-Type: application/octet-stream; name=x.p7m\r\n\r\nMA==\r\n";
+    assert!(!is_encrypted(other));
+}
+
 #[test]
 fn the_wrong_key_and_other_recipients_are_told_apart() {
     let sealed = encrypt(&SmimeOptions::default());

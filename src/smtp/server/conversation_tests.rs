@@ -500,3 +500,27 @@ fn random_input_in_any_state_gets_only_well_formed_replies() {
         "the random input produced almost no replies: {replies}"
     );
 }
+
+#[test]
+fn transaction_and_data_phases_are_reported_for_timeouts_and_shutdown() {
+    let mut s = Session::new(
+        Arc::new(SessionConfig::default()),
+        Arc::new(LocalPolicy::new(["contoso.test"], ["alice@contoso.test"])),
+        ([198, 51, 100, 1], 2525).into(),
+        false,
+    );
+    let phase = |s: &Session| (s.in_transaction(), s.in_data());
+    s.feed(b"EHLO x\r\n");
+    assert_eq!(phase(&s), (false, false), "idle after EHLO");
+    s.feed(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<alice@contoso.test>\r\n");
+    assert_eq!(phase(&s), (true, false), "after MAIL");
+    s.feed(b"DATA\r\nSubject: x\r\n");
+    assert_eq!(phase(&s), (true, true), "in DATA");
+    let actions = s.feed(b"\r\nbody\r\n.\r\n");
+    assert!(matches!(actions.last(), Some(Action::Deliver(_))));
+    assert_eq!(phase(&s), (true, false), "until the queue answers");
+    s.delivery_result(Ok("Q1".into()));
+    assert_eq!(phase(&s), (false, false), "after the 250");
+    s.feed(b"MAIL FROM:<a@x.test>\r\nRSET\r\n");
+    assert_eq!(phase(&s), (false, false), "RSET ends the transaction");
+}

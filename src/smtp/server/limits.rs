@@ -45,6 +45,11 @@ impl ConnectionLimits {
             ip,
         })
     }
+
+    /// Sessions open now, on every listener.
+    pub fn open(&self) -> usize {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
 }
 
 impl Drop for Admission {

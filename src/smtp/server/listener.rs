@@ -1,5 +1,5 @@
 //! The tokio accept loop: one task per connection, driving the pure session with socket I/O,
-//! STARTTLS upgrades, timeouts and the durable enqueue.
+//! STARTTLS upgrades, timeouts, the durable enqueue and a graceful shutdown.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -29,7 +29,10 @@ pub struct ServerContext {
     pub relay_networks: Vec<ipnet::IpNet>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub cleanup: Arc<Cleanup>,
-    pub idle_timeout: Duration,
+    /// The longest wait for a command, a TLS handshake or a write to the client.
+    pub command_timeout: Duration,
+    /// The longest wait for the next chunk of message data in DATA.
+    pub data_timeout: Duration,
     /// TLS from the first byte (port 465).
     pub implicit_tls: bool,
     /// Who may authenticate (submission listeners).
@@ -41,12 +44,37 @@ pub struct ServerContext {
     pub telemetry: Arc<Telemetry>,
 }
 
-/// Accepts connections until `shutdown` turns true, then waits for open sessions to end. Each
-/// connection runs under the context current when it was accepted (a reload replaces `slot`).
+/// How far a shutdown has gone. Listeners and sessions watch it; a closed channel (the server
+/// dropped) counts as `Cut`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ShutdownPhase {
+    #[default]
+    Running,
+    /// Listeners are closed; an idle session is told 421 4.3.2 at once, a session in a
+    /// transaction may finish it and is told 421 4.3.2 after its reply.
+    Draining,
+    /// The grace period is over: every open session is told 421 4.3.2 and closed; message
+    /// content not completely received is not queued.
+    Cut,
+}
+
+/// How long a session that is being cut may take to write its 421.
+const LAST_WRITE: Duration = Duration::from_secs(2);
+
+fn phase(rx: &watch::Receiver<ShutdownPhase>) -> ShutdownPhase {
+    if rx.has_changed().is_err() {
+        return ShutdownPhase::Cut;
+    }
+    *rx.borrow()
+}
+
+/// Accepts connections until the shutdown starts, then closes the listening socket (new
+/// connections are refused) and waits for open sessions to end. Each connection runs under the
+/// context current when it was accepted (a reload replaces `slot`).
 pub async fn serve(
     listener: TcpListener,
     slot: Arc<Live<ServerContext>>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<ShutdownPhase>,
 ) {
     let mut sessions = JoinSet::new();
     loop {
@@ -78,7 +106,7 @@ pub async fn serve(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = shutdown.changed() => break,
+            _ = shutdown.changed() => if phase(&shutdown) != ShutdownPhase::Running { break },
         }
         while sessions.try_join_next().is_some() {}
     }
@@ -90,7 +118,7 @@ async fn handle(
     tcp: TcpStream,
     peer: SocketAddr,
     ctx: Arc<ServerContext>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<ShutdownPhase>,
 ) {
     let _ = tcp.set_nodelay(true);
     let relay_allowed = ctx.relay_networks.iter().any(|n| n.contains(&peer.ip()));
@@ -115,14 +143,14 @@ async fn converse(
     peer: SocketAddr,
     relay_allowed: bool,
     ctx: &ServerContext,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<ShutdownPhase>,
 ) -> Result<(), String> {
     let mut session = Session::new(ctx.session.clone(), ctx.policy.clone(), peer, relay_allowed);
     if ctx.implicit_tls {
         let Some(config) = ctx.tls.clone() else {
             return Err("implicit TLS without a certificate".into());
         };
-        let (tls, facts) = tokio::time::timeout(ctx.idle_timeout, stream.accept_tls(config))
+        let (tls, facts) = tokio::time::timeout(ctx.command_timeout, stream.accept_tls(config))
             .await
             .map_err(|_| "TLS handshake timed out".to_string())?
             .map_err(|e| format!("TLS handshake failed: {e}"))?;
@@ -136,21 +164,23 @@ async fn converse(
     let mut pending: VecDeque<Action> = session.greeting().into();
     let mut out: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
+    let mut finishing = false;
     loop {
         while let Some(action) = pending.pop_front() {
             match action {
                 Action::Send(bytes) => out.extend_from_slice(&bytes),
                 Action::Close => {
-                    write_out(&mut stream, &mut out).await?;
+                    write_out(&mut stream, &mut out, ctx, &mut shutdown).await?;
                     let _ = stream.shutdown().await;
                     return Ok(());
                 }
                 Action::StartTls => {
-                    write_out(&mut stream, &mut out).await?;
+                    write_out(&mut stream, &mut out, ctx, &mut shutdown).await?;
                     let Some(config) = ctx.tls.clone() else {
                         return Err("STARTTLS without a certificate".into());
                     };
-                    let upgrade = tokio::time::timeout(ctx.idle_timeout, stream.accept_tls(config));
+                    let upgrade =
+                        tokio::time::timeout(ctx.command_timeout, stream.accept_tls(config));
                     let (tls, facts) = upgrade
                         .await
                         .map_err(|_| "TLS handshake timed out".to_string())?
@@ -191,15 +221,37 @@ async fn converse(
                 }
             }
         }
-        write_out(&mut stream, &mut out).await?;
-        let read = tokio::select! {
-            r = tokio::time::timeout(ctx.idle_timeout, stream.read(&mut buf)) => r,
-            _ = shutdown.changed() => {
-                let bye = Reply::new(421, [4, 3, 2], format!("{} Service shutting down", ctx.session.hostname));
+        write_out(&mut stream, &mut out, ctx, &mut shutdown).await?;
+        match phase(&shutdown) {
+            ShutdownPhase::Running => {}
+            ShutdownPhase::Draining if session.in_transaction() => {
+                if !finishing {
+                    finishing = true;
+                    tracing::info!(client = %peer, "shutting down: letting the transaction in progress finish");
+                }
+            }
+            ShutdownPhase::Draining | ShutdownPhase::Cut => {
+                if session.in_transaction() {
+                    tracing::warn!(client = %peer, "shutting down: transaction cut short, nothing of it queued");
+                }
+                let bye = Reply::new(
+                    421,
+                    [4, 3, 2],
+                    format!("{} Service shutting down", ctx.session.hostname),
+                );
                 pending.push_back(Action::Send(bye.to_bytes()));
                 pending.push_back(Action::Close);
                 continue;
             }
+        }
+        let wait = if session.in_data() {
+            ctx.data_timeout
+        } else {
+            ctx.command_timeout
+        };
+        let read = tokio::select! {
+            r = tokio::time::timeout(wait, stream.read(&mut buf)) => r,
+            _ = shutdown.changed() => continue,
         };
         match read {
             Err(_) => pending.extend(session.timeout()),
@@ -210,15 +262,34 @@ async fn converse(
     }
 }
 
-async fn write_out(stream: &mut SmtpStream, out: &mut Vec<u8>) -> Result<(), String> {
+/// Writes the pending replies. A client that does not read them within the command timeout,
+/// or until the shutdown's grace period ends, is dropped.
+async fn write_out(
+    stream: &mut SmtpStream,
+    out: &mut Vec<u8>,
+    ctx: &ServerContext,
+    shutdown: &mut watch::Receiver<ShutdownPhase>,
+) -> Result<(), String> {
     if out.is_empty() {
         return Ok(());
     }
-    stream
-        .write_all(out)
-        .await
-        .map_err(|e| format!("write: {e}"))?;
-    stream.flush().await.map_err(|e| format!("write: {e}"))?;
+    // Once cut, the last words (421) get a short while of their own.
+    let cut = phase(shutdown) == ShutdownPhase::Cut;
+    let limit = if cut { LAST_WRITE } else { ctx.command_timeout };
+    let write = async {
+        stream.write_all(out).await?;
+        stream.flush().await
+    };
+    tokio::select! {
+        biased;
+        r = tokio::time::timeout(limit, write) => match r {
+            Ok(r) => r.map_err(|e| format!("write: {e}"))?,
+            Err(_) => return Err("write timed out".into()),
+        },
+        _ = shutdown.wait_for(|p| *p == ShutdownPhase::Cut), if !cut => {
+            return Err("write cut short by the shutdown".into())
+        }
+    }
     out.clear();
     Ok(())
 }

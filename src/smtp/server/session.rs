@@ -270,6 +270,18 @@ impl Session {
         out.0
     }
 
+    /// True while message content is being read (after 354, before the final dot): the wait
+    /// for more input is bounded by the data timeout rather than the command timeout.
+    pub fn in_data(&self) -> bool {
+        matches!(self.state, State::Data(_))
+    }
+
+    /// True from an accepted MAIL until the transaction's reply: a shutdown lets such a
+    /// session finish; any other session can be told 421 at once.
+    pub fn in_transaction(&self) -> bool {
+        self.envelope.is_some() || matches!(self.state, State::Data(_) | State::AwaitDelivery)
+    }
+
     pub fn is_tls(&self) -> bool {
         self.facts.tls.is_some()
     }
