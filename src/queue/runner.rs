@@ -416,7 +416,10 @@ impl Runner {
         }
         let store = self.store.get();
         let (rcpt_owned, msg) = (rcpt.to_string(), message.clone());
-        let result = tokio::task::spawn_blocking(move || store.deliver(&rcpt_owned, &msg)).await;
+        let delivery = format!("{id}/{}", rcpt.to_ascii_lowercase());
+        let result =
+            tokio::task::spawn_blocking(move || store.deliver_once(&rcpt_owned, &msg, &delivery))
+                .await;
         self.telemetry
             .metrics
             .store_op("deliver", matches!(result, Ok(Ok(_))));

@@ -7,7 +7,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
 use super::audit::AuditLog;
@@ -50,6 +50,16 @@ fn sha256(data: &[u8]) -> Vec<u8> {
         .to_vec()
 }
 
+/// What the index keeps of a delivery key: HMAC-SHA256 under the mailbox key for an encrypted
+/// mailbox, SHA-256 for a plain one; labelled either way, never the key itself.
+fn delivery_tag(mkey: Option<&SecretKey>, delivery: &str) -> Vec<u8> {
+    const CONTEXT: &[u8] = b"sealpost delivery v1\0";
+    match mkey {
+        Some(k) => k.mac(CONTEXT, delivery.as_bytes()),
+        None => sha256(&[CONTEXT, delivery.as_bytes()].concat()),
+    }
+}
+
 fn integrity(row: &MessageRow, what: impl std::fmt::Display) -> StoreError {
     StoreError::Integrity(format!("message {} in {}: {what}", row.id, row.mailbox))
 }
@@ -64,6 +74,7 @@ impl EncryptedStore {
             .create(&dir)
             .map_err(|e| StoreError::io(&dir, e))?;
         let conn = index::open(&dir.join("index.sqlite"))?;
+        index::prune_deliveries(&conn, index::now() - index::DELIVERY_TAG_DAYS * 86_400)?;
         Ok(EncryptedStore {
             blobs: Blobs::new(&dir),
             dir,
@@ -255,22 +266,42 @@ impl EncryptedStore {
     }
 }
 
-impl MailStore for EncryptedStore {
-    fn deliver(&self, mailbox: &str, message: &[u8]) -> Result<String, StoreError> {
+impl EncryptedStore {
+    /// Stores a message; with a delivery key, at most once per key and mailbox (the key's tag is
+    /// committed in the message row's transaction). Returns the new or the earlier message id.
+    fn store(
+        &self,
+        mailbox: &str,
+        message: &[u8],
+        delivery: Option<&str>,
+    ) -> Result<String, StoreError> {
         let mailbox = mailbox.to_ascii_lowercase();
         let configured = self
             .mailboxes
             .get(&mailbox)
             .ok_or_else(|| StoreError::NoSuchMailbox(mailbox.clone()))?;
         let key = self.delivery_key(&*self.conn()?, &mailbox, configured)?;
+        let tag = delivery.map(|d| delivery_tag(key.as_ref().map(|(_, k)| k), d));
+        if let Some(tag) = &tag {
+            if let Some(earlier) = index::delivered(&*self.conn()?, &mailbox, tag)? {
+                return Ok(earlier);
+            }
+        }
         let id = crate::queue::new_queue_id();
         let (framed, row) =
             Self::seal_message(&id, &mailbox, message, key.as_ref().map(|(i, k)| (*i, k)))?;
         self.blobs.write(&row.blob, &framed)?;
         let stored = (|| {
-            let c = self.conn()?;
+            let mut c = self.conn()?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(tag) = &tag {
+                // Delivered meanwhile by another process: keep that one (the transaction rolls back).
+                if let Some(earlier) = index::delivered(&tx, &mailbox, tag)? {
+                    return Ok(earlier);
+                }
+            }
             if let Some((mk_id, _)) = &key {
-                let live = index::mailbox_key(&c, *mk_id)?.is_some_and(|r| r.state == "active");
+                let live = index::mailbox_key(&tx, *mk_id)?.is_some_and(|r| r.state == "active");
                 if !live {
                     return Err(StoreError::Revoked {
                         policy: configured.to_string(),
@@ -278,13 +309,33 @@ impl MailStore for EncryptedStore {
                     });
                 }
             }
-            index::insert_message(&c, &row)
+            index::insert_message(&tx, &row)?;
+            if let Some(tag) = &tag {
+                index::insert_delivery(&tx, &mailbox, tag, &id)?;
+            }
+            tx.commit()?;
+            Ok(id.clone())
         })();
-        if let Err(e) = stored {
+        if stored.as_ref().map_or(true, |stored| *stored != id) {
+            // Not committed: the blob is nobody's (an orphan if this removal fails).
             let _ = self.blobs.remove(&row.blob);
-            return Err(e);
         }
-        Ok(id)
+        stored
+    }
+}
+
+impl MailStore for EncryptedStore {
+    fn deliver(&self, mailbox: &str, message: &[u8]) -> Result<String, StoreError> {
+        self.store(mailbox, message, None)
+    }
+
+    fn deliver_once(
+        &self,
+        mailbox: &str,
+        message: &[u8],
+        delivery: &str,
+    ) -> Result<String, StoreError> {
+        self.store(mailbox, message, Some(delivery))
     }
 
     fn list(&self, mailbox: &str) -> Result<Vec<MessageSummary>, StoreError> {
@@ -411,5 +462,87 @@ mod tests {
             .unwrap();
         assert!(row.mailbox_key_id.is_some() && row.digest.is_none());
         assert_eq!(store.list("c@t.test").unwrap()[1].subject, "two");
+    }
+
+    #[test]
+    fn deliver_once_stores_one_message_per_key_and_mailbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EncryptedStore::open(&config(dir.path(), "none"), "test").unwrap();
+        let msg = b"Subject: once\r\n\r\nx\r\n";
+        for mailbox in ["a@t.test", "c@t.test"] {
+            let key = format!("0660DE4CFD9C65C1038B/{mailbox}");
+            let first = store.deliver_once(mailbox, msg, &key).unwrap();
+            let blobs = store.blobs.list().unwrap().len();
+            assert_eq!(store.deliver_once(mailbox, msg, &key).unwrap(), first);
+            assert_eq!(store.count(mailbox).unwrap(), 1);
+            assert_eq!(store.blobs.list().unwrap().len(), blobs, "no second blob");
+            assert_eq!(store.read(mailbox, &first).unwrap(), msg);
+            let other = store
+                .deliver_once(mailbox, msg, &format!("{key}x"))
+                .unwrap();
+            assert_ne!(other, first);
+            assert_eq!(store.count(mailbox).unwrap(), 2);
+        }
+        // The same key in another mailbox is another delivery.
+        let key = "0660DE4CFD9C65C1038B/a@t.test";
+        let in_b = store.deliver_once("B@t.test", msg, key).unwrap();
+        assert_eq!(store.count("b@t.test").unwrap(), 1);
+        assert_eq!(store.deliver_once("b@t.test", msg, key).unwrap(), in_b);
+        assert_eq!(store.blobs.list().unwrap().len(), 5);
+        // Plain `deliver` is not deduplicated.
+        store.deliver("b@t.test", msg).unwrap();
+        store.deliver("b@t.test", msg).unwrap();
+        assert_eq!(store.count("b@t.test").unwrap(), 3);
+    }
+
+    #[test]
+    fn delivery_keys_survive_reopening_and_are_not_kept_in_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let msg = b"Subject: once\r\n\r\nx\r\n";
+        let (a_key, c_key) = (
+            "07A1B2C3D4E5F6A7B8C9/a@t.test",
+            "07A1B2C3D4E5F6A7B8D0/c@t.test",
+        );
+        let store = EncryptedStore::open(&config(dir.path(), "none"), "test").unwrap();
+        let a = store.deliver_once("a@t.test", msg, a_key).unwrap();
+        let c = store.deliver_once("c@t.test", msg, c_key).unwrap();
+        let index_dir = store.dir().to_path_buf();
+        drop(store);
+        for name in ["index.sqlite", "index.sqlite-wal"] {
+            let bytes = std::fs::read(index_dir.join(name)).unwrap_or_default();
+            for id in ["07A1B2C3D4E5F6A7B8C9", "07A1B2C3D4E5F6A7B8D0"] {
+                assert!(
+                    !bytes.windows(id.len()).any(|w| w == id.as_bytes()),
+                    "{name}"
+                );
+            }
+        }
+        let store = EncryptedStore::open(&config(dir.path(), "none"), "test").unwrap();
+        assert_eq!(store.deliver_once("a@t.test", msg, a_key).unwrap(), a);
+        assert_eq!(store.deliver_once("c@t.test", msg, c_key).unwrap(), c);
+        assert_eq!(
+            store.count("a@t.test").unwrap() + store.count("c@t.test").unwrap(),
+            2
+        );
+        // The encrypted mailbox's tag is keyed: not the plain hash the plain mailbox gets.
+        let plain = delivery_tag(None, a_key);
+        assert!(index::delivered(&store.conn().unwrap(), "a@t.test", &plain)
+            .unwrap()
+            .is_none());
+        let c_tag = delivery_tag(None, c_key);
+        assert!(index::delivered(&store.conn().unwrap(), "c@t.test", &c_tag)
+            .unwrap()
+            .is_some());
+        // Tags older than DELIVERY_TAG_DAYS are forgotten when the store opens.
+        let old = index::now() - index::DELIVERY_TAG_DAYS * 86_400 - 60;
+        let n = store.conn().unwrap().execute(
+            "UPDATE deliveries SET created = ?1 WHERE mailbox = 'a@t.test'",
+            [old],
+        );
+        assert_eq!(n.unwrap(), 1);
+        drop(store);
+        let store = EncryptedStore::open(&config(dir.path(), "none"), "test").unwrap();
+        assert_ne!(store.deliver_once("a@t.test", msg, a_key).unwrap(), a);
+        assert_eq!(store.deliver_once("c@t.test", msg, c_key).unwrap(), c);
     }
 }

@@ -47,8 +47,19 @@ CREATE TABLE IF NOT EXISTS audit_anchor(
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seq INTEGER NOT NULL,
     hash TEXT NOT NULL);
-PRAGMA user_version = 1;
+CREATE TABLE IF NOT EXISTS deliveries(
+    mailbox TEXT NOT NULL,
+    tag BLOB NOT NULL,
+    message_id TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    PRIMARY KEY (mailbox, tag));
+CREATE INDEX IF NOT EXISTS deliveries_by_created ON deliveries(created);
+PRAGMA user_version = 2;
 "#;
+
+/// How long a delivery tag is kept: a queue file redelivered after a crash is redelivered at the
+/// next start, long before this.
+pub const DELIVERY_TAG_DAYS: i64 = 30;
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -109,6 +120,8 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "secure_delete", "ON")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Version 2 adds `deliveries` to version 1; every statement is idempotent, so this also
+    // upgrades a version 1 index in place.
     conn.execute_batch(SCHEMA)?;
     Ok(conn)
 }
@@ -369,6 +382,35 @@ pub fn insert_message(c: &Connection, m: &MessageRow) -> Result<(), StoreError> 
     Ok(())
 }
 
+/// The message already delivered to `mailbox` under a delivery tag, if any.
+pub fn delivered(c: &Connection, mailbox: &str, tag: &[u8]) -> Result<Option<String>, StoreError> {
+    Ok(c.query_row(
+        "SELECT message_id FROM deliveries WHERE mailbox = ?1 AND tag = ?2",
+        params![mailbox, tag],
+        |r| r.get(0),
+    )
+    .optional()?)
+}
+
+/// Records that a delivery tag produced a message; commit it with the message row.
+pub fn insert_delivery(
+    c: &Connection,
+    mailbox: &str,
+    tag: &[u8],
+    message_id: &str,
+) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO deliveries(mailbox, tag, message_id, created) VALUES (?1, ?2, ?3, ?4)",
+        params![mailbox, tag, message_id, now()],
+    )?;
+    Ok(())
+}
+
+/// Forgets delivery tags recorded before `before` (seconds since the epoch); returns how many.
+pub fn prune_deliveries(c: &Connection, before: i64) -> Result<usize, StoreError> {
+    Ok(c.execute("DELETE FROM deliveries WHERE created < ?1", [before])?)
+}
+
 /// Replaces a message's blob and crypto fields (reencrypt from "none").
 pub fn update_message_crypto(c: &Connection, m: &MessageRow) -> Result<(), StoreError> {
     c.execute(
@@ -449,4 +491,84 @@ pub fn set_anchor(c: &Connection, a: &Anchor) -> Result<(), StoreError> {
 pub fn checkpoint(c: &Connection) -> Result<(), StoreError> {
     c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(c: &Connection) -> i64 {
+        c.query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn plain_row(id: &str, mailbox: &str) -> MessageRow {
+        MessageRow {
+            seq: 0,
+            id: id.into(),
+            mailbox: mailbox.into(),
+            received: now(),
+            size: 1,
+            flags: 0,
+            blob: format!("blob-{id}"),
+            mailbox_key_id: None,
+            wrapped_key: None,
+            meta: b"{}".to_vec(),
+            digest: Some(vec![0; 32]),
+        }
+    }
+
+    #[test]
+    fn a_version_1_index_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite");
+        let old = Connection::open(&path).unwrap();
+        old.pragma_update(None, "journal_mode", "WAL").unwrap();
+        old.execute_batch(include_str!("../../fixtures/store/index-v1.sql"))
+            .unwrap();
+        insert_message(&old, &plain_row("M1", "a@t.test")).unwrap();
+        assert_eq!(version(&old), 1);
+        drop(old);
+
+        let c = open(&path).unwrap();
+        assert_eq!(version(&c), 2);
+        assert_eq!(messages(&c, "a@t.test").unwrap()[0].id, "M1");
+        assert_eq!(delivered(&c, "a@t.test", b"tag").unwrap(), None);
+        insert_delivery(&c, "a@t.test", b"tag", "M1").unwrap();
+        drop(c);
+        // Opening an upgraded index again changes nothing.
+        let c = open(&path).unwrap();
+        assert_eq!(version(&c), 2);
+        assert_eq!(
+            delivered(&c, "a@t.test", b"tag").unwrap().as_deref(),
+            Some("M1")
+        );
+        assert_eq!(count(&c, "a@t.test").unwrap(), 1);
+    }
+
+    #[test]
+    fn delivery_tags_are_per_mailbox_unique_and_pruned_by_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open(&dir.path().join("index.sqlite")).unwrap();
+        insert_delivery(&c, "a@t.test", b"t1", "M1").unwrap();
+        insert_delivery(&c, "b@t.test", b"t1", "M2").unwrap();
+        insert_delivery(&c, "a@t.test", b"t2", "M3").unwrap();
+        assert!(insert_delivery(&c, "a@t.test", b"t1", "M4").is_err());
+        assert_eq!(
+            delivered(&c, "b@t.test", b"t1").unwrap().as_deref(),
+            Some("M2")
+        );
+        c.execute(
+            "UPDATE deliveries SET created = 1000 WHERE message_id = 'M3'",
+            [],
+        )
+        .unwrap();
+        assert_eq!(prune_deliveries(&c, 1001).unwrap(), 1);
+        assert_eq!(delivered(&c, "a@t.test", b"t2").unwrap(), None);
+        assert_eq!(
+            delivered(&c, "a@t.test", b"t1").unwrap().as_deref(),
+            Some("M1")
+        );
+        assert_eq!(prune_deliveries(&c, now() - 60).unwrap(), 0);
+    }
 }

@@ -76,6 +76,20 @@ impl StoreError {
 pub trait MailStore: Send + Sync {
     /// Stores a message durably in a mailbox (created on first use); returns its id.
     fn deliver(&self, mailbox: &str, message: &[u8]) -> Result<String, StoreError>;
+    /// Like `deliver`, at most once per `delivery` key and mailbox: if a message was already
+    /// committed under this key, returns its id and stores nothing. The queue runner passes
+    /// `<queue id>/<recipient>`, so a queue file delivered again after a crash (between the
+    /// mailbox commit and the queue file's removal) is not stored twice. The default, for stores
+    /// that keep no keys, is a plain `deliver`.
+    fn deliver_once(
+        &self,
+        mailbox: &str,
+        message: &[u8],
+        delivery: &str,
+    ) -> Result<String, StoreError> {
+        let _ = delivery;
+        self.deliver(mailbox, message)
+    }
     /// The messages of a mailbox, oldest first.
     fn list(&self, mailbox: &str) -> Result<Vec<MessageSummary>, StoreError>;
     /// The RFC 5322 bytes of one message.
