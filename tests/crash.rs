@@ -2,14 +2,13 @@
 //! fabrikam's encrypted mailbox, while both servers are killed with SIGKILL at random moments and
 //! restarted. Every acknowledged message must arrive; duplicates are counted.
 //!
-//! Duplicates are possible by design and counted, not forbidden. Whoever receives a message
-//! makes it durable with a rename and then fsyncs the directory before it answers 250; a kill of
-//! either side between that rename and the sender's removal of its queue file (the receiver's
-//! fsync, the 250 on the wire, the sender's bookkeeping) leaves the message at both ends, and the
-//! sender sends it again (RFC 1047). Each kill therefore duplicates at most the transactions in
-//! flight at that moment; the test asserts that bound. Local delivery has no such window: the
-//! mailbox commits a tag of queue id and recipient with the message (`MailStore::deliver_once`),
-//! so a queue file delivered again after a kill is not stored twice, and the test asserts that.
+//! Duplicates are counted against the target of at most 0.1% of acknowledged messages. The
+//! classic window (RFC 1047) is closed on both sides: whoever receives a message makes it durable
+//! (rename, directory fsync) before it answers 250, so a kill of either side between that rename
+//! and the sender's removal of its queue file makes the sender send it again — and the receiver
+//! recognises the retransmission by its fingerprint (`queue::retransmit`) and answers 250 without
+//! a second copy. Local delivery commits a tag of queue id and recipient with the message
+//! (`MailStore::deliver_once`), so a queue file delivered again after a kill is not stored twice.
 //!
 //! The kill schedule is random but seeded: the seed is printed, and `SEALPOST_CRASH_SEED=<seed>`
 //! repeats it. The figures go to standard error and to `target/test-reports/crash.txt`.
@@ -34,8 +33,7 @@ const MIN_PER_CLIENT: usize = 100;
 const CLIENTS: usize = 4;
 /// SIGKILLs of each server.
 const KILLS_EACH: usize = 6;
-/// Deliveries at once in each server (`[delivery] concurrency`): a kill can duplicate at most the
-/// deliveries in flight at that moment, so this bounds the duplicates per kill.
+/// Deliveries at once in each server (`[delivery] concurrency`).
 const CONCURRENCY: usize = 4;
 /// Everything (sending under fire, then draining) must be over by then.
 const DEADLINE: Duration = Duration::from_secs(170);
@@ -295,12 +293,10 @@ fn repeated_kill_9_loses_no_acknowledged_mail() {
         stored_twice, 0,
         "a queue file was stored twice in the mailbox: {summary}"
     );
-    // Relayed duplicates cannot be ruled out (see the module comment); what a kill can duplicate
-    // is bounded by the transactions contoso had in flight to fabrikam, whichever side died.
-    let bound = CONCURRENCY * (contoso.kills + fabrikam.kills);
+    // The target: at most 0.1% of acknowledged messages delivered twice.
     assert!(
-        duplicates <= bound,
-        "more duplicates than deliveries in flight at the kills ({bound}): {summary}"
+        duplicates * 1000 <= acknowledged,
+        "more than 0.1% duplicates: {summary}"
     );
 }
 
