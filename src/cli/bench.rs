@@ -101,6 +101,21 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A progress bar on standard error; indicatif draws nothing when that is not a terminal.
+fn progress(total: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg:24} [{bar:40}] {pos}/{len} ({per_sec})")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_string());
+    bar
+}
+
 /// A message of about `size` bytes: headers and 76-character body lines.
 fn build_message(size: usize) -> Vec<u8> {
     let mut m =
@@ -133,9 +148,11 @@ async fn relay(
     };
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
+    let submitted = progress(messages as u64, "accepted by contoso");
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..connections {
         let (next, message, settings) = (next.clone(), message.clone(), settings.clone());
+        let submitted = submitted.clone();
         let (addr, name) = (addrs[0], configs[0].hostname.clone());
         clients.spawn(async move {
             let mut conn = Connection::open(addr, &name, &settings, TlsMode::Opportunistic).await?;
@@ -148,6 +165,7 @@ async fn relay(
                 if let Some(Err(r)) = replies.first() {
                     anyhow::bail!("refused: {r}");
                 }
+                submitted.inc(1);
             }
             conn.quit().await;
             anyhow::Ok(())
@@ -156,16 +174,24 @@ async fn relay(
     while let Some(r) = clients.join_next().await {
         r??;
     }
+    submitted.finish_and_clear();
     let accepted = start.elapsed();
     let store = servers[1].store();
     let deadline = Instant::now() + Duration::from_secs(600);
-    while store.count("bob@fabrikam.test")? < messages {
+    let bar = progress(messages as u64, "delivered at fabrikam");
+    loop {
+        let n = store.count("bob@fabrikam.test")?;
+        bar.set_position(n as u64);
+        if n >= messages {
+            break;
+        }
         anyhow::ensure!(
             Instant::now() < deadline,
             "not all messages arrived within 10 minutes"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    bar.finish_and_clear();
     let delivered = start.elapsed();
     for s in servers {
         s.shutdown().await;
