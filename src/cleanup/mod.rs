@@ -100,9 +100,9 @@ impl Cleanup {
     pub fn enqueue(&self, tx: &Transaction) -> Result<String, Reply> {
         let id = new_queue_id();
         let now = Utc::now();
-        let message_id = message_id_of(&tx.data);
+        let (message_id, relayed) = header_facts(&tx.data);
         let transmission = match &self.retransmissions {
-            Some(r) if message_id.is_some() || has_received(&tx.data) => {
+            Some(r) if message_id.is_some() || relayed => {
                 Some((r, r.fingerprint(&tx.mail_from, &tx.rcpt_to, &tx.data)))
             }
             _ => None,
@@ -158,9 +158,12 @@ impl Cleanup {
                 tracing::info!(client = %tx.peer, from = %tx.mail_from, rules = %applied,
                 %reply, "refused by transport rule");
             })?;
+        let mut encrypting = false;
         for g in &evaluation.groups {
             for a in &g.actions {
-                self.telemetry.metrics.rule_match(&a.rule, a.action.kind());
+                let kind = a.action.kind();
+                encrypting |= kind == "smime_encrypt" || kind == "rms_protect";
+                self.telemetry.metrics.rule_match(&a.rule, kind);
             }
         }
         let connector_name = connector.as_ref().map(|c| c.connector.clone());
@@ -202,7 +205,11 @@ impl Cleanup {
                 "queued"
             );
             self.telemetry.metrics.received(connector_name.as_deref());
-            for kind in encryption_added(&message, &copy.message) {
+            let added = match encrypting {
+                true => encryption_added(&message, &copy.message),
+                false => Vec::new(),
+            };
+            for kind in added {
                 self.telemetry.metrics.encryption(kind);
             }
             self.telemetry.trace(
@@ -286,21 +293,18 @@ pub fn received_header(
     h
 }
 
-/// The Message-ID header of a message, without angle brackets.
-fn message_id_of(data: &[u8]) -> Option<String> {
-    let parsed = mail_parser::MessageParser::new().parse_headers(data)?;
-    parsed.message_id().map(str::to_string)
-}
-
-/// Whether a previous hop stamped the message (its Received header names that hop's queue id,
-/// which makes the bytes unique to one transmission source).
-fn has_received(data: &[u8]) -> bool {
-    mail_parser::MessageParser::new()
-        .parse_headers(data)
-        .is_some_and(|m| {
+/// The Message-ID header (without angle brackets) and whether a previous hop stamped the message
+/// with a Received header (which names that hop's queue id, making the bytes unique to one
+/// transmission source). One header parse for both.
+fn header_facts(data: &[u8]) -> (Option<String>, bool) {
+    match mail_parser::MessageParser::new().parse_headers(data) {
+        Some(m) => (
+            m.message_id().map(str::to_string),
             m.headers_raw()
-                .any(|(name, _)| name.eq_ignore_ascii_case("Received"))
-        })
+                .any(|(name, _)| name.eq_ignore_ascii_case("Received")),
+        ),
+        None => (None, false),
+    }
 }
 
 /// The encryption a transport rule applied to a copy ("smime", "rms"), told by the wrapper the

@@ -262,21 +262,8 @@ impl Spool {
 
     /// Store the updated envelope of an active message and move it to `deferred/`.
     pub fn defer(&self, envelope: &Envelope, message: &[u8]) -> Result<(), QueueError> {
-        let id = checked_id(&envelope.id)?;
-        let active = self.active.join(id);
-        if active.symlink_metadata().is_err() {
-            return Err(QueueError::NotActive {
-                id: id.to_string(),
-                path: active,
-            });
-        }
-        let tmp = self.tmp.join(format!("{id}.defer"));
-        self.write_file(&tmp, envelope, message)?;
-        if let Err(e) = fs::rename(&tmp, &active) {
-            let _ = fs::remove_file(&tmp);
-            return Err(QueueError::io(&active)(e));
-        }
-        let deferred = self.deferred.join(id);
+        let active = self.rewrite_active(envelope, message)?;
+        let deferred = self.deferred.join(checked_id(&envelope.id)?);
         fs::rename(&active, &deferred).map_err(QueueError::io(&deferred))?;
         sync_dir(&self.deferred)?;
         sync_dir(&self.active)?;
@@ -287,6 +274,14 @@ impl Spool {
     /// delivered so far are on disk before the runner moves on to the next destination, so a
     /// crash in between does not deliver to them again. `recover` requeues it as written here.
     pub fn checkpoint(&self, envelope: &Envelope, message: &[u8]) -> Result<(), QueueError> {
+        self.rewrite_active(envelope, message)?;
+        sync_dir(&self.active)?;
+        sync_dir(&self.tmp)
+    }
+
+    /// Replaces `active/<id>` by a new file with `envelope` (written in tmp/ and fsynced, then
+    /// renamed over it); the caller syncs the directories. Fails when the message is not active.
+    fn rewrite_active(&self, envelope: &Envelope, message: &[u8]) -> Result<PathBuf, QueueError> {
         let id = checked_id(&envelope.id)?;
         let active = self.active.join(id);
         if active.symlink_metadata().is_err() {
@@ -295,14 +290,13 @@ impl Spool {
                 path: active,
             });
         }
-        let tmp = self.tmp.join(format!("{id}.checkpoint"));
+        let tmp = self.tmp.join(format!("{id}.update"));
         self.write_file(&tmp, envelope, message)?;
         if let Err(e) = fs::rename(&tmp, &active) {
             let _ = fs::remove_file(&tmp);
             return Err(QueueError::io(&active)(e));
         }
-        sync_dir(&self.active)?;
-        sync_dir(&self.tmp)
+        Ok(active)
     }
 
     /// Remove a message whose recipients are all done.
