@@ -70,7 +70,7 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
     let report = spool.recover()?;
     tracing::info!(?report, data_dir = %config.data_dir.display(), "queue recovered");
     let now = chrono::Utc::now().timestamp();
-    let retransmissions = Arc::new(Retransmissions::open(&spool, key, now)?);
+    let retransmissions = Arc::new(Retransmissions::open(&spool, &key, now)?);
     let store: Arc<dyn MailStore> = crate::store::open_store(&config)?;
     let trace_path = config.operations.trace_log.as_deref();
     let telemetry = Arc::new(

@@ -46,16 +46,7 @@ fn serve_with_file_limit(config: &Path, port: u16, log: &Path) -> ServeProcess {
             Ok(())
         });
     }
-    let child = command.spawn().expect("spawn sealpost serve");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "sealpost serve did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    ServeProcess { child }
+    ServeProcess::spawn(command, port)
 }
 
 fn message(marker: &str, body_len: usize) -> Vec<u8> {

@@ -326,6 +326,22 @@ fn encryption_added(original: &[u8], copy: &[u8]) -> Vec<&'static str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn encryption_is_told_by_the_wrapper_a_copy_gained() {
+        let plain = b"Content-Type: text/plain\r\n\r\nhi\r\n";
+        let smime =
+            b"Content-Type: Application/PKCS7-MIME; smime-type=enveloped-data\r\n\r\nMII\r\n";
+        let rms = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
+Content-Type: application/vnd.sealpost.rms; name=message.sealed\r\n\r\nx\r\n--b--\r\n";
+        assert_eq!(super::encryption_added(plain, smime), vec!["smime"]);
+        assert_eq!(super::encryption_added(plain, rms), vec!["rms"]);
+        assert!(super::encryption_added(plain, plain).is_empty());
+        assert!(
+            super::encryption_added(smime, smime).is_empty(),
+            "already encrypted on arrival is not counted"
+        );
+    }
+
     use super::*;
     use crate::smtp::server::Protocol;
     use crate::store::keyfile::ServiceKey;

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use super::{QueueError, Spool};
 use crate::store::keyfile::ServiceKey;
@@ -26,19 +26,35 @@ pub const WINDOW: i64 = 24 * 3600;
 
 /// The fingerprints of recently accepted transactions.
 pub struct Retransmissions {
-    key: Arc<ServiceKey>,
+    /// Derived from the service key once.
+    key: aws_lc_rs::hmac::Key,
     log_path: PathBuf,
-    /// Fingerprint → (queue ids, accepted at).
-    seen: Mutex<HashMap<String, (String, i64)>>,
+    seen: Mutex<Seen>,
     log: Mutex<Option<File>>,
+}
+
+/// Fingerprint → (queue ids, accepted at), and when expired entries are next dropped.
+struct Seen {
+    map: HashMap<[u8; 32], (String, i64)>,
+    next_prune: i64,
+}
+
+/// How often expired fingerprints are dropped from memory (seconds).
+const PRUNE_EVERY: i64 = 60;
+
+/// A fingerprint's bytes from its hex form.
+fn raw(fingerprint: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(fingerprint, &mut out).ok()?;
+    Some(out)
 }
 
 impl Retransmissions {
     /// Loads the fingerprints of messages in the queue and of those that left it within the
     /// window, and compacts the log. Run after `Spool::recover`.
-    pub fn open(spool: &Spool, key: Arc<ServiceKey>, now: i64) -> Result<Self, QueueError> {
+    pub fn open(spool: &Spool, key: &ServiceKey, now: i64) -> Result<Self, QueueError> {
         let log_path = spool.root().join("transmissions.log");
-        let mut seen = HashMap::new();
+        let mut seen: HashMap<[u8; 32], (String, i64)> = HashMap::new();
         let mut kept = Vec::new();
         match File::open(&log_path) {
             Ok(file) => {
@@ -51,8 +67,8 @@ impl Retransmissions {
                         continue; // a line cut by a crash
                     };
                     let Ok(at) = at.parse::<i64>() else { continue };
-                    if now - at < WINDOW && fp.len() == 64 {
-                        seen.insert(fp.to_string(), (ids.to_string(), at));
+                    if let (true, Some(fp)) = (now - at < WINDOW, raw(fp)) {
+                        seen.insert(fp, (ids.to_string(), at));
                         kept.push(line);
                     }
                 }
@@ -61,7 +77,7 @@ impl Retransmissions {
             Err(e) => return Err(QueueError::io(&log_path)(e)),
         }
         for entry in spool.list()? {
-            if let Some(fp) = entry.envelope.transmission {
+            if let Some(fp) = entry.envelope.transmission.as_deref().and_then(raw) {
                 seen.insert(fp, (entry.envelope.id, entry.envelope.received_at));
             }
         }
@@ -77,43 +93,54 @@ impl Retransmissions {
             .open(&log_path)
             .map_err(QueueError::io(&log_path))?;
         Ok(Retransmissions {
-            key,
+            key: key.fingerprint_key("sealpost transmission v1"),
             log_path,
-            seen: Mutex::new(seen),
+            seen: Mutex::new(Seen {
+                map: seen,
+                next_prune: now + PRUNE_EVERY,
+            }),
             log: Mutex::new(Some(log)),
         })
     }
 
-    /// The fingerprint of a transaction (hex).
+    /// The fingerprint of a transaction (hex): HMAC-SHA256 of sender, sorted recipients and the
+    /// bytes, each length-prefixed.
     pub fn fingerprint(&self, mail_from: &str, recipients: &[String], data: &[u8]) -> String {
         let mut rcpts: Vec<String> = recipients.iter().map(|r| r.to_ascii_lowercase()).collect();
         rcpts.sort();
         let joined = rcpts.join("\0");
-        hex::encode(self.key.fingerprint(
-            "sealpost transmission v1",
-            &[
-                mail_from.to_ascii_lowercase().as_bytes(),
-                joined.as_bytes(),
-                data,
-            ],
-        ))
+        let mut ctx = aws_lc_rs::hmac::Context::with_key(&self.key);
+        for part in [
+            mail_from.to_ascii_lowercase().as_bytes(),
+            joined.as_bytes(),
+            data,
+        ] {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part);
+        }
+        hex::encode(ctx.sign().as_ref())
     }
 
     /// The queue ids a transmission with this fingerprint was accepted as, within the window.
     pub fn accepted_as(&self, fingerprint: &str, now: i64) -> Option<String> {
+        let fp = raw(fingerprint)?;
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.get(fingerprint)
+        seen.map
+            .get(&fp)
             .filter(|(_, at)| now - at < WINDOW)
             .map(|(ids, _)| ids.clone())
     }
 
-    /// A transmission was queued (its fingerprint is in the queue files' envelopes).
+    /// A transmission was queued (its fingerprint is in the queue files' envelopes). Expired
+    /// entries are dropped at most once a minute, not on every insert.
     pub fn accepted(&self, fingerprint: &str, ids: &str, now: i64) {
+        let Some(fp) = raw(fingerprint) else { return };
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.len() > 100_000 {
-            seen.retain(|_, (_, at)| now - *at < WINDOW);
+        if now >= seen.next_prune {
+            seen.map.retain(|_, (_, at)| now - *at < WINDOW);
+            seen.next_prune = now + PRUNE_EVERY;
         }
-        seen.insert(fingerprint.to_string(), (ids.to_string(), now));
+        seen.map.insert(fp, (ids.to_string(), now));
     }
 
     /// A message leaves the queue: its fingerprint moves to the log for the rest of the window.
@@ -133,6 +160,7 @@ impl Retransmissions {
 mod tests {
     use super::*;
     use crate::queue::Envelope;
+    use std::sync::Arc;
 
     fn setup() -> (tempfile::TempDir, Spool, Arc<ServiceKey>) {
         let dir = tempfile::tempdir().unwrap();
@@ -144,7 +172,7 @@ mod tests {
     #[test]
     fn fingerprints_depend_on_envelope_and_bytes_and_key() {
         let (_d, spool, key) = setup();
-        let r = Retransmissions::open(&spool, key, 1000).unwrap();
+        let r = Retransmissions::open(&spool, &key, 1000).unwrap();
         let to = vec!["b@x.test".to_string(), "c@x.test".to_string()];
         let swapped = vec!["C@x.test".to_string(), "b@x.test".to_string()];
         let a = r.fingerprint("a@x.test", &to, b"Message-ID: <1@x>\r\n\r\nhi\r\n");
@@ -162,7 +190,7 @@ mod tests {
             r.fingerprint("a@x.test", &to[..1], b"Message-ID: <1@x>\r\n\r\nhi\r\n")
         );
         let (_d2, spool2, key2) = setup();
-        let other = Retransmissions::open(&spool2, key2, 1000).unwrap();
+        let other = Retransmissions::open(&spool2, &key2, 1000).unwrap();
         assert_ne!(
             a,
             other.fingerprint("a@x.test", &to, b"Message-ID: <1@x>\r\n\r\nhi\r\n"),
@@ -173,7 +201,7 @@ mod tests {
     #[test]
     fn queued_and_logged_fingerprints_survive_a_restart_within_the_window() {
         let (_d, spool, key) = setup();
-        let r = Retransmissions::open(&spool, key.clone(), 1000).unwrap();
+        let r = Retransmissions::open(&spool, &key, 1000).unwrap();
         let queued = r.fingerprint("a@x.test", &["b@x.test".into()], b"one");
         let left = r.fingerprint("a@x.test", &["b@x.test".into()], b"two");
         let old = r.fingerprint("a@x.test", &["b@x.test".into()], b"three");
@@ -197,9 +225,16 @@ mod tests {
         r.accepted(&left, "0660DE2B47832D5343F7", 1000);
         assert!(r.accepted_as(&left, 1000).is_some());
         assert_eq!(r.accepted_as(&left, 1000 + WINDOW), None, "expired");
+        let later = r.fingerprint("a@x.test", &["b@x.test".into()], b"four");
+        r.accepted(&later, "0660DE2B47832D5343F9", 1000 + WINDOW + PRUNE_EVERY);
+        assert_eq!(
+            r.seen.lock().unwrap().map.len(),
+            1,
+            "expired fingerprints are dropped from memory"
+        );
         drop(r);
 
-        let again = Retransmissions::open(&spool, key, 1010).unwrap();
+        let again = Retransmissions::open(&spool, &key, 1010).unwrap();
         assert_eq!(
             again.accepted_as(&queued, 1010).as_deref(),
             Some("0660DE2B47832D5343F6")

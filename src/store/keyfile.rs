@@ -133,22 +133,13 @@ impl ServiceKey {
         self.key.unwrap_key(wrapped)
     }
 
-    /// HMAC-SHA256 of `parts` (each length-prefixed) under a key derived from the service key for
-    /// `purpose`: a fingerprint that cannot be computed, or confirmed for a guessed input, without
-    /// the keystore.
-    pub fn fingerprint(&self, purpose: &str, parts: &[&[u8]]) -> [u8; 32] {
+    /// An HMAC-SHA256 key derived from the service key for `purpose`: fingerprints made with it
+    /// cannot be computed, or confirmed for a guessed input, without the keystore.
+    pub fn fingerprint_key(&self, purpose: &str) -> aws_lc_rs::hmac::Key {
         use aws_lc_rs::hmac;
         let derive = hmac::Key::new(hmac::HMAC_SHA256, self.key.as_bytes());
         let sub = hmac::sign(&derive, purpose.as_bytes());
-        let key = hmac::Key::new(hmac::HMAC_SHA256, sub.as_ref());
-        let mut ctx = hmac::Context::with_key(&key);
-        for part in parts {
-            ctx.update(&(part.len() as u64).to_be_bytes());
-            ctx.update(part);
-        }
-        let mut out = [0u8; 32];
-        out.copy_from_slice(ctx.sign().as_ref());
-        out
+        hmac::Key::new(hmac::HMAC_SHA256, sub.as_ref())
     }
 
     /// The public id of the service key (for logs and file headers).

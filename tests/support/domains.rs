@@ -293,13 +293,18 @@ impl ServeProcess {
             .append(true)
             .open(log)
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_sealpost"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sealpost"));
+        command
             .args(["serve", "--config"])
             .arg(config)
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn sealpost serve");
+            .stderr(log);
+        Self::spawn(command, port)
+    }
+
+    /// Spawns a prepared `sealpost serve` command and waits until `port` accepts connections.
+    pub fn spawn(mut command: Command, port: u16) -> ServeProcess {
+        let child = command.spawn().expect("spawn sealpost serve");
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
