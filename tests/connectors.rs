@@ -358,8 +358,9 @@ async fn inbound_connector_demands_tls_then_the_right_client_certificate() {
     ] {
         let settings = partner_settings(with_cert);
         let mut conn = Connection::open(addr, "mx.fabrikam.test", &settings, mode).await.unwrap();
-        let permit = conn.authorize(&TlsPolicy::opportunistic(settings.tls.clone())).unwrap();
-        let replies = conn.send(&permit, "alice@contoso.test", &to, &data).await.unwrap();
+        let policy = TlsPolicy::opportunistic(settings.tls.clone());
+        conn.authorize(&policy).unwrap();
+        let replies = conn.send(&policy, "alice@contoso.test", &to, &data).await.unwrap();
         let reply = match &replies[0] {
             Ok(r) | Err(r) => r.to_string(),
         };

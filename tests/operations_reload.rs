@@ -71,12 +71,11 @@ async fn sighup_gives_new_sessions_the_new_config_and_refuses_broken_ones() {
     );
 
     // The session opened before the reload still works, under the mailboxes it started with.
-    let permit = open
-        .authorize(&TlsPolicy::opportunistic(settings().tls))
-        .unwrap();
+    let policy = TlsPolicy::opportunistic(settings().tls);
+    open.authorize(&policy).unwrap();
     let replies = open
         .send(
-            &permit,
+            &policy,
             "alice@contoso.test",
             &to(&["alice@contoso.test", "dave@contoso.test"]),
             MESSAGE,

@@ -214,8 +214,9 @@ async fn run_domains(args: &DemoArgs, base: &Path) -> anyhow::Result<ExitCode> {
             chrono::Utc::now().to_rfc2822(),
             message_id,
         );
-        let permit = conn.authorize(&TlsPolicy::opportunistic(settings.tls.clone()))?;
-        let replies = conn.send(&permit, s.from, &to, message.as_bytes()).await?;
+        let policy = TlsPolicy::opportunistic(settings.tls.clone());
+        conn.authorize(&policy)?;
+        let replies = conn.send(&policy, s.from, &to, message.as_bytes()).await?;
         let tls = conn
             .tls()
             .map(|t| t.to_string())

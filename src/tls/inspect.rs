@@ -49,7 +49,7 @@ pub fn summarize(cert: &CertificateDer<'_>) -> Result<CertSummary, String> {
     let alg = spki.algorithm.oid.to_string();
     let spki_der = der::Encode::to_der(spki).map_err(|e| format!("unreadable key: {e}"))?;
     let rsa_bits = (alg == "1.2.840.113549.1.1.1")
-        .then(|| super::policy::modulus_bits(&spki_der))
+        .then(|| super::peer::modulus_bits(&spki_der))
         .flatten();
     let key = match alg.as_str() {
         "1.2.840.113549.1.1.1" => format!("RSA {} bits", rsa_bits.unwrap_or(0)),

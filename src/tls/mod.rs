@@ -35,6 +35,7 @@ macro_rules! handshake_signature_checks {
 
 pub mod inspect;
 mod opportunistic;
+mod peer;
 pub mod pki;
 pub mod policy;
 

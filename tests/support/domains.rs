@@ -192,11 +192,10 @@ pub async fn send(
         .await
         .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     let to: Vec<String> = to.iter().map(|s| s.to_string()).collect();
-    let permit = conn
-        .authorize(&TlsPolicy::opportunistic(settings.tls.clone()))
-        .expect("permit");
+    let policy = TlsPolicy::opportunistic(settings.tls.clone());
+    conn.authorize(&policy).expect("permit");
     let replies = conn
-        .send(&permit, from, &to, data)
+        .send(&policy, from, &to, data)
         .await
         .expect("SMTP transaction");
     let tls = conn
