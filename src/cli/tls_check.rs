@@ -68,9 +68,9 @@ pub fn run(args: TlsCheckArgs) -> anyhow::Result<ExitCode> {
     super::runtime()?.block_on(async move {
         let report = check(&args).await?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outln!("{}", serde_json::to_string_pretty(&report)?);
         } else {
-            print!("{}", text(&report));
+            out!("{}", text(&report));
         }
         Ok(if matches!(report.grade, 'A' | 'B') {
             ExitCode::SUCCESS

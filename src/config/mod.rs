@@ -196,7 +196,8 @@ impl Config {
         let raw: file::RawConfig = toml::from_str(text).map_err(|e| ConfigError {
             file: path.to_path_buf(),
             key: String::new(),
-            problem: e.to_string().trim().replace('\n', " "),
+            // The parser's own report: line, column, the line itself and a caret.
+            problem: e.to_string().trim_end().to_string(),
         })?;
         validate::validate(path, raw, data_dir)
     }
