@@ -1,7 +1,7 @@
 //! Typed configuration: the TOML file as written (`file`), validated into what the program runs on.
 
 pub mod connectors;
-pub use operations::Operations;
+pub use operations::{read_token_file, AdminToken, Operations};
 mod encryption;
 mod file;
 mod limits;
