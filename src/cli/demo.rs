@@ -338,7 +338,7 @@ async fn run_domains(args: &DemoArgs, base: &Path) -> anyhow::Result<ExitCode> {
 /// across both servers.
 async fn show_operations(servers: &[crate::app::Server], configs: &[Config], traced: Option<&str>) {
     if let Some(addr) = servers[0].admin_addr() {
-        match crate::admin::request(addr, hyper::Method::GET, "/metrics").await {
+        match crate::admin::request(addr, hyper::Method::GET, "/metrics", None).await {
             Ok((_, body)) => {
                 outln!("\nMetrics of mx.contoso.test (curl http://{addr}/metrics), a selection:");
                 for line in body.lines().filter(|l| {
