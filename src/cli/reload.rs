@@ -56,14 +56,14 @@ pub fn run(args: ReloadArgs) -> anyhow::Result<ExitCode> {
     let reason = parsed["reason"].as_str().unwrap_or(body.trim());
     if status.is_success() {
         let summary = parsed["summary"].as_str().unwrap_or(body.trim());
-        println!("reloaded: {summary}");
+        outln!("reloaded: {summary}");
         Ok(ExitCode::SUCCESS)
     } else if matches!(
         status,
         StatusCode::UNPROCESSABLE_ENTITY | StatusCode::INTERNAL_SERVER_ERROR
     ) {
-        println!("refused: {reason}");
-        println!("the running configuration stays in force");
+        outln!("refused: {reason}");
+        outln!("the running configuration stays in force");
         Ok(ExitCode::FAILURE)
     } else {
         let mut e =
