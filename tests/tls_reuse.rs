@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use sealpost::app::Server;
 use sealpost::smtp::client::{ClientError, ClientSettings, Connection, TlsMode};
-use sealpost::tls::policy::{PolicyMode, TlsLevel, TlsPolicy};
-use support::domains::{free_port, load, message, send, wait_for_mailbox_async, DomainSpec};
+use sealpost::tls::policy::{PeerCheck, PolicyMode, TlsLevel, TlsPolicy};
+use support::domains::{
+    free_port, load, message, send, wait_for_mailbox_async, wait_for_reason, DomainSpec,
+};
 use support::peers::{plaintext_peer, starttls_stripping_proxy, Seen};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -30,33 +32,6 @@ fn rules_dir(dir: &Path, name: &str, text: &str) -> String {
 async fn submit(server: &Server, to: &str, data: &[u8]) {
     let (replies, _) = send(server.local_addrs()[0], "alice@contoso.test", &[to], data).await;
     assert_eq!(replies[0].as_ref().map(|r| r.code), Ok(250), "{replies:?}");
-}
-
-/// Waits until some queued recipient's last reply contains `needle`.
-async fn wait_for_reason(server: &Server, needle: &str) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let reasons: Vec<String> = server
-            .spool()
-            .list()
-            .unwrap()
-            .iter()
-            .flat_map(|e| {
-                e.envelope
-                    .recipients
-                    .iter()
-                    .filter_map(|r| r.last_reply.clone())
-            })
-            .collect();
-        if let Some(r) = reasons.iter().find(|r| r.contains(needle)) {
-            return r.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no reason containing {needle:?}; have {reasons:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn wait_seen(seen: &Seen, needle: &str) {
@@ -220,10 +195,8 @@ async fn a_connection_refuses_a_transaction_under_a_policy_it_was_not_authorized
     // Authorized under another policy: a required one, and an opportunistic one built elsewhere.
     let required = TlsPolicy::new(
         None,
-        TlsLevel::Required,
+        PeerCheck::level(TlsLevel::Required),
         PolicyMode::Enforce,
-        Vec::new(),
-        None,
         tls.clone(),
     );
     for other in [&required, &TlsPolicy::opportunistic(tls.clone())] {

@@ -291,6 +291,10 @@ fn text(r: &Report) -> String {
             "    valid:       {} to {}\n",
             c.not_before, c.not_after
         ));
+        if i == 0 {
+            out.push_str(&format!("    pin (cert):  {}\n", c.fingerprint_certificate));
+            out.push_str(&format!("    pin (key):   {}\n", c.fingerprint_public_key));
+        }
     }
     if !r.verification.is_empty() {
         out.push_str(&format!("  verification:  {}\n", r.verification));

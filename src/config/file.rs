@@ -151,6 +151,9 @@ pub struct RawOutbound {
     pub tls: String,
     #[serde(default)]
     pub tls_names: Vec<String>,
+    /// Pins under tls = "fingerprint": "sha256:<hex>" of the certificate or its public key.
+    #[serde(default)]
+    pub tls_fingerprints: Vec<String>,
     pub ca_file: Option<String>,
     pub client_certificate: Option<String>,
     pub client_private_key: Option<String>,

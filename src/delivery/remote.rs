@@ -12,7 +12,7 @@ use crate::smtp::client::{ClientError, ClientSettings, Connection, TlsMode};
 use crate::smtp::proto::dsn::TransactionDsn;
 use crate::smtp::proto::Reply;
 use crate::tls::policy::{
-    ConnectorVerifier, PolicyId, PolicyMode, TlsFailure, TlsLevel, TlsPolicy,
+    ConnectorVerifier, PeerCheck, PolicyId, PolicyMode, TlsFailure, TlsLevel, TlsPolicy,
 };
 use crate::tls::{TlsError, TlsFacts};
 
@@ -82,10 +82,14 @@ pub fn connector_policy(c: &OutboundConnector) -> Result<TlsPolicy, TlsError> {
         .as_deref()
         .map(crate::tls::load_trust_anchors)
         .transpose()?;
+    let check = PeerCheck {
+        level: c.tls,
+        names: c.tls_names.clone(),
+        anchors,
+        fingerprints: c.tls_fingerprints.clone(),
+    };
     let verifier = Arc::new(ConnectorVerifier::new(
-        c.tls,
-        c.tls_names.clone(),
-        anchors.clone(),
+        check.clone(),
         c.mode == PolicyMode::Enforce,
     ));
     let client_key = match &c.client_certificate {
@@ -94,10 +98,8 @@ pub fn connector_policy(c: &OutboundConnector) -> Result<TlsPolicy, TlsError> {
     };
     Ok(TlsPolicy::new(
         Some(c.name.clone()),
-        c.tls,
+        check,
         c.mode,
-        c.tls_names.clone(),
-        anchors,
         crate::tls::connector_client_config(verifier, c.min_version, client_key.as_ref())?,
     ))
 }
@@ -111,9 +113,7 @@ impl RemoteDelivery {
         reuse_time: Duration,
     ) -> Self {
         let verifier = Arc::new(ConnectorVerifier::new(
-            TlsLevel::Required,
-            Vec::new(),
-            None,
+            PeerCheck::level(TlsLevel::Required),
             true,
         ));
         let required_config =
@@ -123,10 +123,8 @@ impl RemoteDelivery {
             default_policy: Arc::new(TlsPolicy::opportunistic(settings.tls.clone())),
             required_default: Arc::new(TlsPolicy::new(
                 None,
-                TlsLevel::Required,
+                PeerCheck::level(TlsLevel::Required),
                 PolicyMode::Enforce,
-                Vec::new(),
-                None,
                 required_config,
             )),
             settings,

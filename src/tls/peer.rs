@@ -10,11 +10,53 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
+use super::fingerprint::Fingerprint;
 use super::policy::{TlsLevel, TrustAnchors};
 use super::MIN_RSA_BITS;
 
-/// The one check of a peer's certificate chain: key strength for Required and above, chain to
-/// the anchors for VerifyCa, and one of the names for VerifyName. Returns what was verified.
+/// What a destination demands of its peer's certificate.
+#[derive(Clone)]
+pub struct PeerCheck {
+    pub level: TlsLevel,
+    /// Names the certificate may carry under VerifyName; empty: the host connected to.
+    pub names: Vec<String>,
+    /// Trust anchors under VerifyCa and VerifyName; None: the public roots.
+    pub anchors: Option<TrustAnchors>,
+    /// Under Fingerprint: the pins, one of which the certificate must match.
+    pub fingerprints: Vec<Fingerprint>,
+}
+
+impl fmt::Debug for PeerCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerCheck")
+            .field("level", &self.level)
+            .field("names", &self.names)
+            .field("anchors", &self.anchors.as_ref().map(|a| a.label.as_str()))
+            .field("fingerprints", &self.fingerprints)
+            .finish()
+    }
+}
+
+impl PeerCheck {
+    /// A check at `level` with no names, anchors or pins.
+    pub fn level(level: TlsLevel) -> PeerCheck {
+        PeerCheck {
+            level,
+            names: Vec::new(),
+            anchors: None,
+            fingerprints: Vec::new(),
+        }
+    }
+
+    /// The one check of a peer's certificate chain: key strength for Required and above, a pin
+    /// for Fingerprint, chain to the anchors for VerifyCa, and one of the names for
+    /// VerifyName. Returns what was verified.
+    pub fn verify(&self, chain: &[CertificateDer<'static>], host: &str) -> Result<String, String> {
+        check_chain(self, chain, host)
+    }
+}
+
+/// [`PeerCheck::verify`] for the levels that need no pins.
 pub fn check_peer(
     level: TlsLevel,
     names: &[String],
@@ -22,6 +64,21 @@ pub fn check_peer(
     chain: &[CertificateDer<'static>],
     host: &str,
 ) -> Result<String, String> {
+    let check = PeerCheck {
+        level,
+        names: names.to_vec(),
+        anchors: anchors.cloned(),
+        fingerprints: Vec::new(),
+    };
+    check.verify(chain, host)
+}
+
+fn check_chain(
+    check: &PeerCheck,
+    chain: &[CertificateDer<'static>],
+    host: &str,
+) -> Result<String, String> {
+    let (level, names) = (check.level, &check.names);
     let Some((end_entity, intermediates)) = chain.split_first() else {
         return Err("peer presented no certificate".into());
     };
@@ -31,10 +88,21 @@ pub fn check_peer(
             "peer certificate has a {bits}-bit RSA key (minimum {MIN_RSA_BITS})"
         ));
     }
+    if level == TlsLevel::Fingerprint {
+        return match check.fingerprints.iter().find(|p| p.matches(end_entity)) {
+            Some(pin) => Ok(format!("certificate matches pinned {pin}")),
+            None => Err(format!(
+                "peer certificate matches none of the pinned fingerprints (it is {}, its \
+                 public key {})",
+                Fingerprint::of_certificate(end_entity),
+                Fingerprint::of_public_key(end_entity)?
+            )),
+        };
+    }
     if level < TlsLevel::VerifyCa {
         return Ok("encrypted, certificate not verified".into());
     }
-    let anchors = anchors.cloned().unwrap_or_else(TrustAnchors::system);
+    let anchors = check.anchors.clone().unwrap_or_else(TrustAnchors::system);
     let verifier =
         WebPkiServerVerifier::builder_with_provider(anchors.roots.clone(), super::provider())
             .build()
@@ -80,13 +148,39 @@ pub fn check_peer(
                     anchors.label
                 ));
             }
-            Err(rustls::Error::InvalidCertificate(e)) => {
-                return Err(format!("peer certificate rejected: {e:?}"))
-            }
+            Err(rustls::Error::InvalidCertificate(e)) => return Err(certificate_problem(&e)),
             Err(e) => return Err(format!("peer certificate rejected: {e}")),
         }
     }
     Err(last)
+}
+
+/// A certificate problem in a sentence an admin can act on.
+pub fn certificate_problem(e: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as E;
+    let webpki_error = match e {
+        E::Other(other) => other.0.downcast_ref::<webpki::Error>(),
+        _ => None,
+    };
+    match (e, webpki_error) {
+        (_, Some(webpki::Error::CaUsedAsEndEntity)) => "the partner presents a CA certificate \
+            as its server certificate (CA:TRUE, as a plain `openssl req -x509` makes): pin its \
+            fingerprint with tls = \"fingerprint\", or ask for a certificate with CA:FALSE"
+            .into(),
+        (E::Expired | E::ExpiredContext { .. }, _) => "peer certificate has expired".into(),
+        (E::NotValidYet | E::NotValidYetContext { .. }, _) => {
+            "peer certificate is not valid yet (check both clocks)".into()
+        }
+        (E::Revoked, _) => "peer certificate has been revoked".into(),
+        (E::UnsupportedSignatureAlgorithmContext { .. }, _) => {
+            "peer certificate is signed with an algorithm that is not accepted (e.g. SHA-1)".into()
+        }
+        (_, Some(webpki::Error::UnsupportedCertVersion)) => {
+            "peer certificate is not an X.509 v3 certificate".into()
+        }
+        (_, Some(other)) => format!("peer certificate rejected: {other:?}"),
+        (other, None) => format!("peer certificate rejected: {other:?}"),
+    }
 }
 
 /// Checks a TLS client's certificate chain against an inbound connector's CA and names.
@@ -194,33 +288,15 @@ pub(crate) fn modulus_bits(spki: &[u8]) -> Option<usize> {
 /// runs again after the handshake, for the audit log.
 #[derive(Debug)]
 pub struct ConnectorVerifier {
-    level: TlsLevel,
-    names: Vec<String>,
-    anchors: Option<TrustAnchorsDebug>,
+    check: PeerCheck,
     enforce: bool,
     provider: Arc<CryptoProvider>,
 }
 
-#[derive(Clone)]
-struct TrustAnchorsDebug(TrustAnchors);
-
-impl fmt::Debug for TrustAnchorsDebug {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TrustAnchors({})", self.0.label)
-    }
-}
-
 impl ConnectorVerifier {
-    pub fn new(
-        level: TlsLevel,
-        names: Vec<String>,
-        anchors: Option<TrustAnchors>,
-        enforce: bool,
-    ) -> Self {
+    pub fn new(check: PeerCheck, enforce: bool) -> Self {
         ConnectorVerifier {
-            level,
-            names,
-            anchors: anchors.map(TrustAnchorsDebug),
+            check,
             enforce,
             provider: super::provider(),
         }
@@ -236,7 +312,7 @@ impl ServerCertVerifier for ConnectorVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if !self.enforce || self.level == TlsLevel::Opportunistic {
+        if !self.enforce || self.check.level == TlsLevel::Opportunistic {
             return Ok(ServerCertVerified::assertion());
         }
         let chain: Vec<CertificateDer<'static>> = std::iter::once(end_entity)
@@ -244,15 +320,10 @@ impl ServerCertVerifier for ConnectorVerifier {
             .map(|c| c.clone().into_owned())
             .collect();
         let host = server_name.to_str();
-        check_peer(
-            self.level,
-            &self.names,
-            self.anchors.as_ref().map(|a| &a.0),
-            &chain,
-            &host,
-        )
-        .map(|_| ServerCertVerified::assertion())
-        .map_err(rustls::Error::General)
+        self.check
+            .verify(&chain, &host)
+            .map(|_| ServerCertVerified::assertion())
+            .map_err(rustls::Error::General)
     }
 
     handshake_signature_checks!();

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use rustls::{ClientConfig, RootCertStore};
 
-pub use super::peer::{check_client, check_peer, ConnectorVerifier};
+pub use super::fingerprint::Fingerprint;
+pub use super::peer::{check_client, check_peer, ConnectorVerifier, PeerCheck};
 use super::TlsFacts;
 
 /// How much TLS a destination demands, weakest first (Postfix may < encrypt < verify < secure).
@@ -21,6 +22,9 @@ pub enum TlsLevel {
     VerifyCa,
     /// As VerifyCa, and the certificate names one of the expected hosts.
     VerifyName,
+    /// The certificate, or its public key, matches a pinned SHA-256 digest (Postfix
+    /// `fingerprint`): for partners whose certificate no CA vouches for, e.g. self-signed.
+    Fingerprint,
 }
 
 impl TlsLevel {
@@ -30,6 +34,7 @@ impl TlsLevel {
             "required" => Some(TlsLevel::Required),
             "verify-ca" => Some(TlsLevel::VerifyCa),
             "verify-name" => Some(TlsLevel::VerifyName),
+            "fingerprint" => Some(TlsLevel::Fingerprint),
             _ => None,
         }
     }
@@ -40,6 +45,7 @@ impl TlsLevel {
             TlsLevel::Required => "required",
             TlsLevel::VerifyCa => "verify-ca",
             TlsLevel::VerifyName => "verify-name",
+            TlsLevel::Fingerprint => "fingerprint",
         }
     }
 }
@@ -145,11 +151,8 @@ pub struct TlsPolicy {
     id: PolicyId,
     /// The connector's name; None for the default route.
     connector: Option<String>,
-    level: TlsLevel,
+    check: PeerCheck,
     mode: PolicyMode,
-    /// Names the peer certificate may carry under VerifyName; empty: the host connected to.
-    names: Vec<String>,
-    anchors: Option<TrustAnchors>,
     /// The handshake configuration (carries the enforcing verifier and any client certificate).
     client_config: Arc<ClientConfig>,
 }
@@ -158,19 +161,15 @@ impl TlsPolicy {
     /// A policy with a fresh identity.
     pub fn new(
         connector: Option<String>,
-        level: TlsLevel,
+        check: PeerCheck,
         mode: PolicyMode,
-        names: Vec<String>,
-        anchors: Option<TrustAnchors>,
         client_config: Arc<ClientConfig>,
     ) -> TlsPolicy {
         TlsPolicy {
             id: PolicyId::next(),
             connector,
-            level,
+            check,
             mode,
-            names,
-            anchors,
             client_config,
         }
     }
@@ -179,10 +178,8 @@ impl TlsPolicy {
     pub fn opportunistic(client_config: Arc<ClientConfig>) -> TlsPolicy {
         TlsPolicy::new(
             None,
-            TlsLevel::Opportunistic,
+            PeerCheck::level(TlsLevel::Opportunistic),
             PolicyMode::Enforce,
-            Vec::new(),
-            None,
             client_config,
         )
     }
@@ -196,7 +193,7 @@ impl TlsPolicy {
     }
 
     pub fn level(&self) -> TlsLevel {
-        self.level
+        self.check.level
     }
 
     pub fn client_config(&self) -> &Arc<ClientConfig> {
@@ -205,7 +202,7 @@ impl TlsPolicy {
 
     /// Whether a failed handshake or a missing STARTTLS may fall back to plaintext.
     pub fn allows_plaintext(&self) -> bool {
-        self.level == TlsLevel::Opportunistic || self.mode == PolicyMode::Audit
+        self.check.level == TlsLevel::Opportunistic || self.mode == PolicyMode::Audit
     }
 
     /// Prefixes a failure with the connector that demanded TLS.
@@ -239,28 +236,24 @@ impl TlsPolicy {
         host: &str,
     ) -> Result<DeliveryPermit, TlsFailure> {
         let Some(tls) = tls else {
-            return if self.level == TlsLevel::Opportunistic {
+            return if self.check.level == TlsLevel::Opportunistic {
                 Ok(self.permit(TlsLevel::Opportunistic, "no TLS".into(), host))
             } else {
                 Err(self.failure([4, 7, 4], "connection is not encrypted"))
             };
         };
-        if self.level == TlsLevel::Opportunistic {
+        if self.check.level == TlsLevel::Opportunistic {
             return Ok(self.permit(
                 TlsLevel::Opportunistic,
                 format!("{tls} (certificate not checked)"),
                 host,
             ));
         }
-        let detail = check_peer(
-            self.level,
-            &self.names,
-            self.anchors.as_ref(),
-            &tls.peer_certificates,
-            host,
-        )
-        .map_err(|reason| self.failure([4, 7, 5], reason))?;
-        Ok(self.permit(self.level, detail, host))
+        let detail = self
+            .check
+            .verify(&tls.peer_certificates, host)
+            .map_err(|reason| self.failure([4, 7, 5], reason))?;
+        Ok(self.permit(self.check.level, detail, host))
     }
 
     /// `authorize`, and in audit mode a failed check still yields a permit (achieved
@@ -290,6 +283,8 @@ mod tests {
         assert!(TlsLevel::Opportunistic < TlsLevel::Required);
         assert!(TlsLevel::Required < TlsLevel::VerifyCa);
         assert!(TlsLevel::VerifyCa < TlsLevel::VerifyName);
+        assert!(TlsLevel::VerifyName < TlsLevel::Fingerprint);
+        assert_eq!(TlsLevel::parse("fingerprint"), Some(TlsLevel::Fingerprint));
         assert_eq!(TlsLevel::parse("verify-name"), Some(TlsLevel::VerifyName));
         assert_eq!(TlsLevel::parse("secure"), None);
     }
@@ -302,10 +297,8 @@ mod tests {
         let required = |mode| {
             TlsPolicy::new(
                 Some("to-fabrikam".into()),
-                TlsLevel::Required,
+                PeerCheck::level(TlsLevel::Required),
                 mode,
-                Vec::new(),
-                None,
                 config.clone(),
             )
         };

@@ -435,3 +435,30 @@ impl Pair {
         self.fabrikam.shutdown().await;
     }
 }
+
+/// Waits until some queued recipient's last reply contains `needle` (20 s at most).
+pub async fn wait_for_reason(server: &sealpost::app::Server, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reasons: Vec<String> = server
+            .spool()
+            .list()
+            .expect("queue list")
+            .iter()
+            .flat_map(|e| {
+                e.envelope
+                    .recipients
+                    .iter()
+                    .filter_map(|r| r.last_reply.clone())
+            })
+            .collect();
+        if let Some(r) = reasons.iter().find(|r| r.contains(needle)) {
+            return r.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no reason containing {needle:?}; have {reasons:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
