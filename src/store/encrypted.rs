@@ -1,6 +1,7 @@
 //! `EncryptedStore`: the one `MailStore` for local mailboxes. Content is encrypted under the
 //! mailbox's policy (root → policy → mailbox → content key), or kept plain but checksummed for
-//! mailboxes explicitly under policy "none". Blobs, index and keystore are kept apart.
+//! mailboxes explicitly under policy "none". Blobs, index and keystore are kept apart; every
+//! encrypted message is bound to its mailbox (see `binding`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::DirBuilderExt;
@@ -11,9 +12,10 @@ use rusqlite::{Connection, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
 use super::audit::AuditLog;
+use super::binding::{self, BindError, Binding};
 use super::blobs::{self, BlobKind, Blobs, HEADER_LEN};
 use super::crypto::{open_chunks, seal_chunks, sealed_len, SecretKey};
-use super::index::{self, MessageRow};
+use super::index::{self, MailboxKeyRow, MessageRow};
 use super::keyring::Keyring;
 use super::{summarize, MailStore, MessageSummary, StoreError};
 use crate::config::{Config, PolicyRef};
@@ -39,10 +41,6 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn MailStore>, StoreError> {
     Ok(Arc::new(EncryptedStore::open(config, "serve")?))
 }
 
-fn meta_context(id: &str) -> Vec<u8> {
-    format!("sealpost meta v1\0{id}").into_bytes()
-}
-
 /// SHA-256 through aws-lc-rs (hardware-accelerated; the plain store's checksum).
 fn sha256(data: &[u8]) -> Vec<u8> {
     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data)
@@ -62,6 +60,35 @@ fn delivery_tag(mkey: Option<&SecretKey>, delivery: &str) -> Vec<u8> {
 
 fn integrity(row: &MessageRow, what: impl std::fmt::Display) -> StoreError {
     StoreError::Integrity(format!("message {} in {}: {what}", row.id, row.mailbox))
+}
+
+/// The key a message row points to must be its mailbox's: the index-level check that names a
+/// moved row plainly (the wraps' bindings catch what this check cannot: relabelled key rows).
+fn check_owner(row: &MessageRow, key: &MailboxKeyRow) -> Result<(), StoreError> {
+    if key.mailbox == row.mailbox {
+        return Ok(());
+    }
+    Err(StoreError::Integrity(format!(
+        "message {} is not bound to mailbox {}: its key belongs to {} (row moved in the index)",
+        row.id, row.mailbox, key.mailbox
+    )))
+}
+
+/// What a wrap of a message that failed to open means.
+fn not_bound(row: &MessageRow, what: &str, e: BindError) -> StoreError {
+    integrity(
+        row,
+        match e {
+            BindError::NotBound => format!(
+                "its {what} is not bound to this mailbox and message id (moved, copied or altered \
+                 in the index)"
+            ),
+            BindError::LegacyRefused => format!(
+                "its {what} is not bound to this mailbox: it has the legacy form, refused since \
+                 this store's bindings were migrated (index altered or restored from an older copy)"
+            ),
+        },
+    )
 }
 
 impl EncryptedStore {
@@ -152,11 +179,13 @@ impl EncryptedStore {
         let framed = match key {
             Some((mk_id, mkey)) => {
                 let content = SecretKey::generate()?;
-                let mut framed = Blobs::frame(BlobKind::Encrypted, sealed_len(message.len()));
-                seal_chunks(&content, id.as_bytes(), message, &mut framed)?;
+                let mut framed = Blobs::frame(BlobKind::MailboxBound, sealed_len(message.len()));
+                let chunks = binding::chunk_context(mailbox, id);
+                seal_chunks(&content, &chunks, message, &mut framed)?;
                 row.mailbox_key_id = Some(mk_id);
-                row.wrapped_key = Some(mkey.wrap(&content)?);
-                row.meta = mkey.seal_record(&meta_context(id), &row.meta)?;
+                row.wrapped_key = Some(binding::wrap_content_key(mkey, mailbox, id, &content)?);
+                let context = binding::meta_context(Binding::Mailbox, mailbox, id);
+                row.meta = mkey.seal_record(&context, &row.meta)?;
                 framed
             }
             None => {
@@ -169,7 +198,8 @@ impl EncryptedStore {
         Ok((framed, row))
     }
 
-    /// The mailbox key a stored message needs (`None` for plain messages).
+    /// The mailbox key a stored message needs (`None` for plain messages): it must be a key of
+    /// the message's own mailbox, and open for that mailbox.
     pub(super) fn message_key(
         &self,
         c: &Connection,
@@ -181,7 +211,12 @@ impl EncryptedStore {
         };
         let mk = index::mailbox_key(c, mk_id)?
             .ok_or_else(|| integrity(row, "its mailbox key is missing from the index"))?;
-        self.keyring.mailbox_key(c, &mk, reason).map(Some)
+        check_owner(row, &mk)?;
+        match self.keyring.mailbox_key(c, &mk, reason) {
+            Ok(k) => Ok(Some(k)),
+            Err(StoreError::Integrity(e)) => Err(integrity(row, e)),
+            Err(e) => Err(e),
+        }
     }
 
     /// Reads and authenticates a message's blob.
@@ -198,14 +233,24 @@ impl EncryptedStore {
             }
             Err(e) => return Err(StoreError::io(&path, e)),
         };
+        let legacy = self.keyring.accepts_legacy();
         let plain = match (blobs::kind(&data), mkey, &row.wrapped_key) {
-            (Some(BlobKind::Encrypted), Some(mkey), Some(wrapped)) => {
-                let content = mkey
-                    .unwrap_key(wrapped)
-                    .map_err(|_| integrity(row, "its content key does not unwrap"))?;
+            (Some(kind @ (BlobKind::Encrypted | BlobKind::MailboxBound)), Some(mkey), Some(w)) => {
+                let (content, bound) =
+                    binding::unwrap_content_key(mkey, &row.mailbox, &row.id, w, legacy)
+                        .map_err(|e| not_bound(row, "content key", e))?;
+                // A kind 1 blob's chunks bind the message id; its wrap, once migrated, binds the
+                // mailbox. A kind 2 blob is only ever written with a bound wrap.
+                let chunks = match (kind, bound) {
+                    (BlobKind::MailboxBound, Binding::Mailbox) => {
+                        binding::chunk_context(&row.mailbox, &row.id)
+                    }
+                    (BlobKind::Encrypted, _) => row.id.as_bytes().to_vec(),
+                    _ => return Err(integrity(row, "blob header does not match the index")),
+                };
                 let mut data = data;
                 data.drain(..HEADER_LEN);
-                open_chunks(&content, row.id.as_bytes(), data).map_err(|e| {
+                open_chunks(&content, &chunks, data).map_err(|e| {
                     integrity(row, format!("{e} (blob altered, swapped or truncated)"))
                 })?
             }
@@ -228,15 +273,27 @@ impl EncryptedStore {
         Ok(plain)
     }
 
-    /// The summary of a row from its (decrypted) metadata.
+    /// The summary of a row from its (decrypted) metadata, sealed with the binding its content
+    /// key's wrap has.
     pub(super) fn summary(
+        &self,
         row: &MessageRow,
         mkey: Option<&SecretKey>,
     ) -> Result<MessageSummary, StoreError> {
         let meta = match mkey {
-            Some(k) => k
-                .open_record(&meta_context(&row.id), &row.meta)
-                .map_err(|_| integrity(row, "its metadata failed authentication"))?,
+            Some(k) => {
+                let wrapped = row.wrapped_key.as_deref().unwrap_or_default();
+                let bound = binding::claimed(wrapped, self.keyring.accepts_legacy())
+                    .map_err(|e| not_bound(row, "content key", e))?;
+                let context = binding::meta_context(bound, &row.mailbox, &row.id);
+                k.open_record(&context, &row.meta).map_err(|_| {
+                    integrity(
+                        row,
+                        "its metadata failed authentication (not bound to this mailbox and \
+                         message id, or altered)",
+                    )
+                })?
+            }
             None => row.meta.clone(),
         };
         let meta: Meta = serde_json::from_slice(&meta)
@@ -342,6 +399,7 @@ impl MailStore for EncryptedStore {
         let mailbox = mailbox.to_ascii_lowercase();
         let c = self.conn()?;
         let reason = format!("list {mailbox}");
+        // Every row here is in `mailbox`, so a key found to be this mailbox's serves its other rows.
         let mut keys: HashMap<i64, SecretKey> = HashMap::new();
         let mut out = Vec::new();
         for row in index::messages(&c, &mailbox)? {
@@ -358,7 +416,7 @@ impl MailStore for EncryptedStore {
                     }
                 },
             };
-            out.push(Self::summary(&row, key.as_ref())?);
+            out.push(self.summary(&row, key.as_ref())?);
         }
         Ok(out)
     }
