@@ -8,7 +8,7 @@ use rusqlite::{params, Connection};
 use sealpost::store::ops::{self, NoProgress};
 use sealpost::store::{MailStore, StoreError};
 use support::domains::sealpost;
-use support::stores::{deliver, grep, message, StoreFixture, ALICE, BOSS, CAROL};
+use support::stores::{deliver, grep, message, LegacyWriter, StoreFixture, ALICE, BOSS, CAROL};
 
 const SECRET: &str = "CAROL-SECRET-4b1d";
 
@@ -232,4 +232,215 @@ fn carols_own_messages_still_read_when_nothing_was_moved() {
     assert_eq!(store.list(CAROL).expect("list")[0].id, id);
     let v = ops::verify(&store, &NoProgress).expect("verify");
     assert_eq!((v.checked, v.ok), (3, 3), "{v:?}");
+}
+
+/// The marker that makes a bound store refuse the legacy form.
+fn marker(f: &StoreFixture) -> std::path::PathBuf {
+    f.dir.path().join("data.keystore/store-bindings")
+}
+
+/// (wrap length, first byte) of every message's content key and every active mailbox key.
+fn wrap_forms(c: &Connection) -> Vec<(String, usize, u8)> {
+    let mut st = c
+        .prepare(
+            "SELECT 'message ' || id, wrapped_key FROM messages
+             UNION ALL SELECT 'key of ' || mailbox, wrapped FROM mailbox_keys WHERE state = 'active'
+             ORDER BY 1",
+        )
+        .expect("prepare");
+    let rows = st
+        .query_map([], |r| {
+            let w: Vec<u8> = r.get(1)?;
+            Ok((r.get::<_, String>(0)?, w.len(), w[0]))
+        })
+        .expect("query");
+    rows.collect::<Result<_, _>>().expect("rows")
+}
+
+fn column(c: &Connection, sql: &str, mailbox: &str) -> Vec<u8> {
+    c.query_row(sql, [mailbox], |r| r.get(0)).expect(sql)
+}
+
+/// A store holding carol's, alice's and boss's messages in the legacy form, not opened yet.
+/// Mailbox, message id and message.
+type Stored = (&'static str, String, Vec<u8>);
+
+fn legacy_store() -> (StoreFixture, LegacyWriter, [Stored; 3]) {
+    let f = StoreFixture::new();
+    let mut legacy = LegacyWriter::new(&f);
+    let msgs = [
+        (CAROL, "p1", message(SECRET, 70_000)),
+        (ALICE, "p1", message("alice-old", 300)),
+        (BOSS, "p2", message("boss-old", 300)),
+    ]
+    .map(|(m, p, msg)| (m, legacy.deliver(&f, m, p, &msg), msg));
+    (f, legacy, msgs)
+}
+
+#[test]
+fn legacy_messages_read_and_are_bound_to_their_mailbox_when_the_store_opens() {
+    let (f, _, msgs) = legacy_store();
+    let blobs = f.blob_hashes();
+    assert!(wrap_forms(&index(&f)).iter().all(|(_, len, _)| *len == 40));
+
+    let store = f.store();
+    for (m, id, msg) in &msgs {
+        assert_eq!(&store.read(m, id).expect("read"), msg, "{m}");
+        let subject = store.list(m).expect("list")[0].subject.clone();
+        assert!(subject.starts_with("report "), "{m}: {subject}");
+        assert!(
+            msg.windows(subject.len()).any(|w| w == subject.as_bytes()),
+            "{m}: {subject}"
+        );
+    }
+    drop(store);
+    // Opening bound every wrap to its mailbox, without rewriting a blob, and recorded it.
+    let forms = wrap_forms(&index(&f));
+    assert_eq!(forms.len(), 6, "{forms:?}");
+    assert!(
+        forms.iter().all(|(_, len, v)| (*len, *v) == (41, 2)),
+        "{forms:?}"
+    );
+    assert_eq!(f.blob_hashes(), blobs, "no blob rewritten");
+    assert!(marker(&f).is_file());
+    let audit = std::fs::read_to_string(f.dir.path().join("data.keystore/audit.log")).expect("log");
+    assert!(
+        audit.contains("\"event\":\"rebind\"")
+            && audit.contains("3 message(s) and 3 mailbox key(s) bound"),
+        "{audit}"
+    );
+    let store = f.store();
+    for (m, id, msg) in &msgs {
+        assert_eq!(&store.read(m, id).expect("read"), msg, "{m}");
+    }
+    let v = ops::verify(&store, &NoProgress).expect("verify");
+    assert_eq!((v.checked, v.ok), (3, 3), "{v:?}");
+}
+
+#[test]
+fn a_bound_legacy_message_moved_to_another_mailbox_does_not_read() {
+    for edit in [move_row, relabel_keys, copy_key_wrap] {
+        let (f, _, msgs) = legacy_store();
+        let carol = &msgs[0].1;
+        drop(f.store()); // binds
+        edit(&index(&f), carol, ALICE);
+        let store = f.store();
+        match store.read(ALICE, carol) {
+            Ok(b) => panic!("read {} bytes", b.len()),
+            Err(e) => assert!(wrong_error(&e, Some(carol)).is_none(), "{e}"),
+        }
+        assert!(store.list(ALICE).is_err());
+    }
+}
+
+#[test]
+fn the_legacy_form_put_back_into_a_bound_store_is_refused() {
+    let (f, mut legacy, msgs) = legacy_store();
+    let (carol, alice) = (&msgs[0].1, &msgs[1].1);
+    let c = index(&f);
+    let key_sql = "SELECT wrapped FROM mailbox_keys WHERE mailbox = ?1";
+    let old_wrap = column(&c, key_sql, CAROL);
+    drop(f.store()); // binds
+    assert_ne!(column(&c, key_sql, CAROL), old_wrap);
+
+    // A legacy row made with carol's real key after the store was bound (as a row restored from
+    // an older copy of the index would be): refused in carol's mailbox, and moved.
+    let spliced = legacy.deliver(&f, CAROL, "p1", &message("spliced", 200));
+    let store = f.store();
+    let e = store.read(CAROL, &spliced).expect_err("legacy row read");
+    assert!(wrong_error(&e, Some(&spliced)).is_none(), "{e}");
+    assert!(e.to_string().contains("legacy form"), "{e}");
+    assert!(store.list(CAROL).is_err());
+    assert_eq!(
+        store.read(CAROL, carol).expect("read"),
+        message(SECRET, 70_000)
+    );
+    let v = ops::verify(&store, &NoProgress).expect("verify");
+    assert!(v.failures.iter().any(|l| l.contains(&spliced)), "{v:?}");
+    assert_eq!(v.ok, 3, "{v:?}");
+    drop(store);
+    move_row(&c, &spliced, ALICE);
+    assert!(f.store().read(ALICE, &spliced).is_err());
+    // Reopening does not bind it: the keystore says the store is bound.
+    assert_eq!(
+        column(
+            &c,
+            "SELECT wrapped_key FROM messages WHERE id = ?1",
+            &spliced
+        )
+        .len(),
+        40
+    );
+
+    // Carol's key row given back its legacy wrap: refused too.
+    exec(
+        &c,
+        "UPDATE mailbox_keys SET wrapped = ?2 WHERE mailbox = ?1",
+        params![CAROL, old_wrap],
+    );
+    let store = f.store();
+    let e = store.read(CAROL, carol).expect_err("legacy key read");
+    assert!(matches!(e, StoreError::Integrity(_)), "{e}");
+    assert!(e.to_string().contains("legacy form"), "{e}");
+    assert!(store.read(ALICE, alice).is_ok());
+}
+
+#[test]
+fn binding_waits_for_keys_that_are_unavailable() {
+    let (f, _, msgs) = legacy_store();
+    let config = f.config();
+    let hidden = ["p2-a.key", "p2-b.key", "p2-availability.key"];
+    for k in hidden {
+        std::fs::rename(f.key(k), f.key(&format!("{k}.hidden"))).expect("hide");
+    }
+    let store = sealpost::store::EncryptedStore::open(&config, "test").expect("open");
+    let forms = wrap_forms(&index(&f));
+    let unbound: Vec<&str> = forms
+        .iter()
+        .filter(|(_, len, _)| *len == 40)
+        .map(|(what, _, _)| what.as_str())
+        .collect();
+    assert_eq!(
+        unbound,
+        [format!("key of {BOSS}"), format!("message {}", msgs[2].1)],
+        "{forms:?}"
+    );
+    assert!(
+        !marker(&f).exists(),
+        "not bound while boss's keys are missing"
+    );
+    let r = store.rebinding();
+    assert_eq!(
+        (r.messages, r.mailbox_keys, r.complete),
+        (2, 2, false),
+        "{r:?}"
+    );
+    assert_eq!(r.pending.len(), 2, "{r:?}");
+    assert!(
+        r.pending
+            .iter()
+            .all(|p| p.contains(BOSS) && p.contains("policy p2")),
+        "{r:?}"
+    );
+    assert_eq!(store.read(CAROL, &msgs[0].1).expect("read"), msgs[0].2);
+    assert!(matches!(
+        store.read(BOSS, &msgs[2].1),
+        Err(StoreError::KeyUnavailable { .. })
+    ));
+    drop(store);
+
+    for k in hidden {
+        std::fs::rename(f.key(&format!("{k}.hidden")), f.key(k)).expect("restore");
+    }
+    let store = f.store();
+    let r = store.rebinding();
+    assert_eq!(
+        (r.messages, r.mailbox_keys, r.complete),
+        (1, 1, true),
+        "{r:?}"
+    );
+    assert!(r.pending.is_empty() && r.failed.is_empty(), "{r:?}");
+    assert!(wrap_forms(&index(&f)).iter().all(|(_, len, _)| *len == 41));
+    assert!(marker(&f).is_file());
+    assert_eq!(store.read(BOSS, &msgs[2].1).expect("read"), msgs[2].2);
 }

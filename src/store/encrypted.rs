@@ -17,6 +17,7 @@ use super::blobs::{self, BlobKind, Blobs, HEADER_LEN};
 use super::crypto::{open_chunks, seal_chunks, sealed_len, SecretKey};
 use super::index::{self, MailboxKeyRow, MessageRow};
 use super::keyring::Keyring;
+use super::rebind::{self, Rebinding};
 use super::{summarize, MailStore, MessageSummary, StoreError};
 use crate::config::{Config, PolicyRef};
 
@@ -34,6 +35,7 @@ pub struct EncryptedStore {
     index: Mutex<Connection>,
     pub(super) keyring: Keyring,
     pub(super) mailboxes: BTreeMap<String, PolicyRef>,
+    rebinding: Rebinding,
 }
 
 /// The store the server delivers through: an `EncryptedStore` acting as `serve`.
@@ -102,7 +104,7 @@ impl EncryptedStore {
             .map_err(|e| StoreError::io(&dir, e))?;
         let conn = index::open(&dir.join("index.sqlite"))?;
         index::prune_deliveries(&conn, index::now() - index::DELIVERY_TAG_DAYS * 86_400)?;
-        Ok(EncryptedStore {
+        let mut store = EncryptedStore {
             blobs: Blobs::new(&dir),
             dir,
             index: Mutex::new(conn),
@@ -112,7 +114,15 @@ impl EncryptedStore {
                 actor,
             ),
             mailboxes: config.mailbox_policies.clone(),
-        })
+            rebinding: Rebinding::default(),
+        };
+        store.rebinding = rebind::rebind(&store, &config.store.keystore_dir)?;
+        Ok(store)
+    }
+
+    /// What opening did to messages and keys stored before they were bound to their mailbox.
+    pub fn rebinding(&self) -> &Rebinding {
+        &self.rebinding
     }
 
     /// `<data_dir>/store`.

@@ -59,6 +59,11 @@ impl Keyring {
         self.legacy.load(Ordering::SeqCst)
     }
 
+    /// From now on, refuses every wrap of the legacy form.
+    pub fn refuse_legacy(&self) {
+        self.legacy.store(false, Ordering::SeqCst);
+    }
+
     pub fn audit_log(&self) -> &AuditLog {
         &self.audit
     }
