@@ -1,6 +1,7 @@
 //! Messages are bound to their mailbox: a row moved to another mailbox in the index (within its
 //! policy, across policies, onto a relabelled key row or a copied key wrap) fails as an integrity
-//! error, never as plaintext, through the store and through the binary.
+//! error, never as plaintext, through the store and through the binary. Messages stored in the
+//! legacy form still read, are bound when the store opens, and the legacy form is refused after.
 
 mod support;
 
