@@ -445,3 +445,30 @@ fn binding_waits_for_keys_that_are_unavailable() {
     assert!(marker(&f).is_file());
     assert_eq!(store.read(BOSS, &msgs[2].1).expect("read"), msgs[2].2);
 }
+
+#[test]
+fn verify_names_each_moved_message_in_its_own_failure() {
+    let f = StoreFixture::new();
+    let ids = setup_two(&f);
+    let c = index(&f);
+    for id in &ids {
+        move_row(&c, id, ALICE);
+    }
+    let v = ops::verify(&f.store(), &NoProgress).expect("verify");
+    assert_eq!(v.failures.len(), 2, "{v:?}");
+    for (line, (mine, other)) in v.failures.iter().zip([(0, 1), (1, 0)]) {
+        let (mine, other) = (&ids[mine], &ids[other]);
+        assert!(
+            line.starts_with(&format!("{ALICE} {mine}: ")) && !line.contains(other.as_str()),
+            "{line}"
+        );
+        assert!(line.contains("not bound to mailbox"), "{line}");
+    }
+}
+
+/// Two messages of carol's, and one of alice's.
+fn setup_two(f: &StoreFixture) -> [String; 2] {
+    let store = f.store();
+    deliver(&store, ALICE, &message("alice-own", 300));
+    [1, 2].map(|i| deliver(&store, CAROL, &message(&format!("{SECRET}-{i}"), 300)))
+}
