@@ -40,7 +40,8 @@ enum StoreCommand {
     /// touched); messages stored under "none" are encrypted into new blobs and the plain blobs
     /// removed. This is the only store command that rewrites content.
     Reencrypt(ConfigArgs),
-    /// Authenticate every message; report failures, unreadable messages and orphan blobs.
+    /// Authenticate every message; report failures, unreadable messages and orphan blobs, and
+    /// legacy messages not yet bound to their mailbox.
     ///
     /// Exits 1 when any message fails authentication or its blob is missing.
     Verify(ConfigArgs),
@@ -284,6 +285,16 @@ pub fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
             }
             for o in &r.orphans {
                 outln!("ORPHAN  blob {o} (no index entry)");
+            }
+            let bound = store.rebinding();
+            for p in &bound.pending {
+                outln!("UNBOUND  {p}");
+            }
+            if !bound.complete {
+                outln!(
+                    "legacy messages not yet bound to their mailbox are still accepted; they are \
+                     bound when the store opens with their keys available"
+                );
             }
             outln!(
                 "{} message(s) checked: {} ok, {} failed, {} unreadable; {} orphan blob(s)",
