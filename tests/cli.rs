@@ -195,3 +195,53 @@ fn a_toml_syntax_error_keeps_its_lines_and_caret() {
     );
     assert!(lines.iter().any(|l| l.trim_end().ends_with('^')), "{err}");
 }
+
+#[test]
+fn a_rule_that_needs_a_missing_section_is_refused_naming_the_rule() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/contoso");
+    for (file, needs) in [
+        (
+            "20-protect-subject-rms.toml",
+            "protects messages (rms_protect), but there is no [rms] tenant_key_dir",
+        ),
+        (
+            "10-secure-subject-smime.toml",
+            "S/MIME-encrypts (smime_encrypt), but there is no [smime] certificate_dir",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules");
+        std::fs::create_dir(&rules).unwrap();
+        std::fs::copy(root.join(file), rules.join(file)).unwrap();
+        let spec = DomainSpec::new("contoso", &["alice@contoso.test"], free_port())
+            .toml(&format!("[rules]\ndir = \"{}\"\n", rules.display()));
+        let path = spec.write(dir.path());
+        let p = path.to_str().unwrap();
+        let (code, out, err) = sealpost(&["check-config", "--config", p]);
+        assert_eq!(code, 2, "{file}: {out}{err}");
+        assert!(
+            err.contains(&format!(
+                "{p}: rules.dir: {}: rule ",
+                rules.join(file).display()
+            )) && err.contains(needs),
+            "{err}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(
+        rules.join("via.toml"),
+        "name = \"via\"\npriority = 1\n[conditions]\nrecipient_domain = \"x.test\"\n[[actions]]\ntype = \"route_via\"\nconnector = \"nowhere\"\n",
+    )
+    .unwrap();
+    let spec = DomainSpec::new("contoso", &["alice@contoso.test"], free_port())
+        .toml(&format!("[rules]\ndir = \"{}\"\n", rules.display()));
+    let path = spec.write(dir.path());
+    let (code, _, err) = sealpost(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("rule \"via\" routes via connector \"nowhere\", but no [[connector.outbound]] has that name"),
+        "{err}"
+    );
+}

@@ -6,6 +6,7 @@ mod encryption;
 mod file;
 mod limits;
 mod operations;
+mod rule_needs;
 mod users;
 mod validate;
 

@@ -334,6 +334,15 @@ pub fn validate(
         }
         None => None,
     };
+    super::rule_needs::check(
+        &c,
+        &rules,
+        &super::rule_needs::Available {
+            smime_certificate_dir: smime_certificate_dir.as_deref(),
+            rms_tenant_key_dir: rms_tenant_key_dir.as_deref(),
+            outbound_connectors: &outbound_connectors,
+        },
+    )?;
     let mut rms_templates = BTreeMap::new();
     for (i, t) in raw.rms.iter().flat_map(|r| r.template.iter()).enumerate() {
         let key = format!("rms.template[{i}].name");

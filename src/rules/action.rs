@@ -14,7 +14,7 @@ use super::values::{Address, ConnectorName, HeaderName, HeaderText, List};
 pub enum Action {
     /// S/MIME-encrypt the message for the recipient (DESIGN.md §5).
     SmimeEncrypt(SmimeEncrypt),
-    /// RMS-style protection. Accepted in rule files; cleanup refuses it until RMS exists.
+    /// RMS-style protection under the tenant key (DESIGN.md §5).
     RmsProtect(RmsProtect),
     /// Add a header field (after any existing ones of that name).
     AddHeader(HeaderField),
