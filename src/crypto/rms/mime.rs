@@ -118,11 +118,19 @@ pub fn outer_message(original: &[u8], container: &[u8], license: &License) -> Ve
         "Content-Type: text/plain; charset=utf-8".into(),
         "Content-Transfer-Encoding: 8bit".into(),
         String::new(),
-        "This message is protected (template \"".to_string()
-            + &license.template.replace(['"', '\\'], "")
-            + "\").",
-        "Its content is in the attachment message.sealed, encrypted for your organisation.".into(),
-        "Open it with: sealpost decrypt --tenant-key <tenant key directory> <this message>".into(),
+        format!(
+            "{issuer} sent you a protected message (template \"{template}\").",
+            issuer = sanitize(&license.issuer),
+            template = sanitize(&license.template)
+        ),
+        "Its content is encrypted in the attachment message.sealed; it opens only with the".into(),
+        format!(
+            "tenant key of the sender's organisation ({domain}). To read it, ask {issuer}",
+            domain = sanitize(license.issuer.rsplit('@').next().unwrap_or("")),
+            issuer = sanitize(&license.issuer)
+        ),
+        "or their mail administrator, who opens it with:".into(),
+        "  sealpost decrypt --tenant-key <tenant key directory> <this message>".into(),
         String::new(),
         format!("--{boundary}"),
         "Content-Type: application/vnd.sealpost.rms; name=\"message.sealed\"".into(),
@@ -141,6 +149,13 @@ pub fn outer_message(original: &[u8], container: &[u8], license: &License) -> Ve
     }
     out.extend_from_slice(format!("--{boundary}--{eol_s}").as_bytes());
     out
+}
+
+/// Text from the license for the notice: no quotes, backslashes or line breaks.
+fn sanitize(text: &str) -> String {
+    text.chars()
+        .filter(|c| !matches!(c, '"' | '\\') && !c.is_control())
+        .collect()
 }
 
 /// Finds the container: the input itself if it starts with the magic, else the decoded

@@ -70,6 +70,15 @@ fn round_trip_is_byte_exact_and_outer_keeps_routing_fields() {
     }
     assert!(!text.contains("X-Secret"));
     assert!(!text.contains("Q3 numbers"));
+    // The notice tells any recipient, inside or outside, who sent it and how it opens.
+    for line in [
+        "alice@contoso.test sent you a protected message (template \"do-not-forward\").\r\n",
+        "tenant key of the sender's organisation (contoso.test). To read it, ask alice@contoso.test\r\n",
+        "  sealpost decrypt --tenant-key <tenant key directory> <this message>\r\n",
+    ] {
+        assert!(text.contains(line), "{line} missing in\n{text}");
+    }
+    assert!(!text.contains("your organisation"));
     assert!(is_protected(&outer));
     let (license, plain) = unprotect(&outer, &keys, now(), false).unwrap();
     assert_eq!(plain, MSG);

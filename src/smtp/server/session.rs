@@ -371,11 +371,7 @@ impl Session {
                 [2, 5, 2],
                 "Cannot VRFY user, but will accept message and attempt delivery",
             )),
-            Command::Help => out.reply(&Reply::new(
-                214,
-                [2, 0, 0],
-                "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS",
-            )),
+            Command::Help => out.reply(&self.help()),
             Command::StartTls => self.starttls(out),
             Command::Auth { mechanism, initial } => self.auth(mechanism, initial, out),
             Command::NotImplemented => self.reject(
@@ -411,6 +407,18 @@ impl Session {
         }
         lines.extend(["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8"].map(String::from));
         out.reply(&Reply::bare(250, lines.join("\n")));
+    }
+
+    /// HELP: the commands this listener offers (STARTTLS and AUTH only where they are).
+    fn help(&self) -> Reply {
+        let mut commands = "EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP".to_string();
+        if self.config.starttls_available {
+            commands.push_str(" STARTTLS");
+        }
+        if self.config.auth {
+            commands.push_str(" AUTH");
+        }
+        Reply::new(214, [2, 0, 0], format!("Commands: {commands}"))
     }
 
     fn mail(&mut self, mail: MailFrom, out: &mut Out) {
