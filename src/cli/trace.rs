@@ -23,9 +23,10 @@ pub struct TraceArgs {
     /// Configuration file(s) whose trace logs to read; repeat to follow messages across servers.
     #[arg(long, short = 'c', value_name = "FILE", required = true)]
     pub config: Vec<PathBuf>,
-    /// Overrides server.data_dir (only with a single --config).
+    /// Overrides server.data_dir: none, or one per --config, paired in the order given
+    /// (`--config A --data-dir DA --config B --data-dir DB`).
     #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    pub data_dir: Vec<PathBuf>,
     /// A queue id or a Message-ID (with or without angle brackets).
     #[arg(long, value_name = "ID")]
     pub message_id: Option<String>,
@@ -62,8 +63,12 @@ struct Traced {
 }
 
 pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
-    if args.data_dir.is_some() && args.config.len() > 1 {
-        eprintln!("sealpost: --data-dir goes with a single --config");
+    if !args.data_dir.is_empty() && args.data_dir.len() != args.config.len() {
+        eprintln!(
+            "sealpost: give one --data-dir per --config, or none ({} --config, {} --data-dir)",
+            args.config.len(),
+            args.data_dir.len()
+        );
         return Ok(ExitCode::from(2));
     }
     let since = match args.since.as_deref().map(parse_since).transpose() {
@@ -74,8 +79,8 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let mut records = Vec::new();
-    for path in &args.config {
-        let config = match Config::load(path, args.data_dir.as_deref()) {
+    for (i, path) in args.config.iter().enumerate() {
+        let config = match Config::load(path, args.data_dir.get(i).map(PathBuf::as_path)) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("sealpost: {e}");
@@ -127,7 +132,7 @@ pub(super) fn print_for(logs: &[PathBuf], message_id: &str) {
     }
     let args = TraceArgs {
         config: Vec::new(),
-        data_dir: None,
+        data_dir: Vec::new(),
         message_id: Some(message_id.to_string()),
         sender: None,
         recipient: None,
