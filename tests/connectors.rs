@@ -14,7 +14,7 @@ use sealpost::config::TlsMinVersion;
 use sealpost::smtp::client::{ClientSettings, Connection, TlsMode};
 use sealpost::tls::policy::{ConnectorVerifier, PeerCheck, TlsLevel, TlsPolicy};
 use support::domains::{
-    free_port, load, message, openssl_self_signed, pki, send, wait_for_mailbox_async,
+    free_port, load, message, openssl_self_signed, pki, send, submit, wait_for_mailbox_async,
     wait_for_reason, DomainSpec, ServeProcess,
 };
 use support::peers::{plaintext_peer, starttls_stripping_proxy};
@@ -31,17 +31,6 @@ fn outbound(name: &str, domain: &str, port: u16, tls: &str, extra: &str) -> Stri
 
 const FROM_CONTOSO: &str = "[[connector.inbound]]\nname = \"from-contoso\"\nsender_domains = [\"contoso.test\"]\n\
     require_tls = true\nclient_certificate_names = [\"mx.contoso.test\"]\nca_file = \"{pki}/ca.crt\"\n";
-
-async fn submit(server: &Server, to: &str, marker: &str) {
-    let (replies, _) = send(
-        server.local_addrs()[0],
-        "alice@contoso.test",
-        &[to],
-        &message("alice@contoso.test", to, marker),
-    )
-    .await;
-    assert_eq!(replies[0].as_ref().map(|r| r.code), Ok(250), "{replies:?}");
-}
 
 async fn contoso_with(dir: &Path, connector: &str) -> Server {
     let spec = DomainSpec::new("contoso", &["alice@contoso.test"], free_port()).toml(connector);

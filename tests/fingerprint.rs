@@ -11,11 +11,12 @@ use std::time::Duration;
 use sealpost::app::Server;
 use sealpost::tls::policy::Fingerprint;
 use support::domains::{
-    free_port, load, message, openssl_self_signed, sealpost, send, wait_for_mailbox_async,
+    free_port, load, openssl_self_signed, sealpost, submit, wait_for_mailbox_async,
     wait_for_reason, DomainSpec,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
+const BOB: &str = "bob@fabrikam.test";
 
 /// fabrikam serving STARTTLS with an openssl-made self-signed certificate.
 async fn self_signed_fabrikam(dir: &Path, port: u16) -> (Server, std::path::PathBuf, String) {
@@ -46,18 +47,6 @@ async fn contoso_with(dir: &Path, name: &str, port: u16, tls: &str) -> Server {
          smart_hosts = [\"127.0.0.1:{port}\"]\n{tls}\n"
     ));
     sealpost::app::start(load(&spec.write(&sub))).await.unwrap()
-}
-
-async fn submit(server: &Server, marker: &str) {
-    let to = "bob@fabrikam.test";
-    let (replies, _) = send(
-        server.local_addrs()[0],
-        "alice@contoso.test",
-        &[to],
-        &message("alice@contoso.test", to, marker),
-    )
-    .await;
-    assert_eq!(replies[0].as_ref().map(|r| r.code), Ok(250), "{replies:?}");
 }
 
 /// The value after `label` on the line of `sealpost tls-check` that carries it.
@@ -96,7 +85,7 @@ async fn a_self_signed_partner_is_reached_by_its_pinned_fingerprint() {
     let ca =
         format!("tls = \"verify-name\"\ntls_names = [\"mx.fabrikam.test\"]\nca_file = \"{crt}\"");
     let verify = contoso_with(dir.path(), "verify", port, &ca).await;
-    submit(&verify, "M-verify").await;
+    submit(&verify, BOB, "M-verify").await;
     let reason = wait_for_reason(&verify, "CA certificate").await;
     assert!(
         reason.starts_with("451 4.7.5 TLS required by connector verify: the partner presents a CA certificate as its server certificate")
@@ -110,7 +99,7 @@ async fn a_self_signed_partner_is_reached_by_its_pinned_fingerprint() {
         "00".repeat(32)
     );
     let pinned_wrong = contoso_with(dir.path(), "wrong", port, &wrong).await;
-    submit(&pinned_wrong, "M-wrong").await;
+    submit(&pinned_wrong, BOB, "M-wrong").await;
     let reason = wait_for_reason(&pinned_wrong, "matches none of the pinned").await;
     assert!(
         reason.starts_with("451 4.7.5") && reason.contains(&cert_pin),
@@ -120,7 +109,7 @@ async fn a_self_signed_partner_is_reached_by_its_pinned_fingerprint() {
     // Pinned by public key: delivered, and the trace says by which pin.
     let pin = format!("tls = \"fingerprint\"\ntls_fingerprints = [\"{key_pin}\"]");
     let pinned = contoso_with(dir.path(), "pinned", port, &pin).await;
-    submit(&pinned, "M-pinned").await;
+    submit(&pinned, BOB, "M-pinned").await;
     let got = wait_for_mailbox_async(&fab_data, "bob@fabrikam.test", 1, WAIT).await;
     assert!(String::from_utf8_lossy(&got[0]).contains("body M-pinned"));
     assert_eq!(got.len(), 1, "only the pinned connector delivered");

@@ -14,9 +14,10 @@ async fn protect_subject_is_sealed_and_opens_with_the_tenant_key() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
     let extra = format!(
-        "[rules]\ndir = \"{}\"\n[rms]\ntenant_key_dir = \"{}\"\n",
+        "[rules]\ndir = \"{}\"\n[rms]\ntenant_key_dir = \"{}\"\n[smime]\ncertificate_dir = \"{}\"\n",
         root.join("rules/contoso").display(),
-        root.join("fixtures/keys/tenant").display()
+        root.join("fixtures/keys/tenant").display(),
+        root.join("fixtures/pki/smime").display()
     );
     let pair = start_pair(dir.path(), &extra, "").await;
     let f_data = pair.fabrikam_data.clone();

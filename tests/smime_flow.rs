@@ -16,9 +16,10 @@ async fn secure_subject_is_encrypted_for_the_recipient_and_opens_with_his_key() 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
     let extra = format!(
-        "[rules]\ndir = \"{}\"\n[smime]\ncertificate_dir = \"{}\"\n",
+        "[rules]\ndir = \"{}\"\n[smime]\ncertificate_dir = \"{}\"\n[rms]\ntenant_key_dir = \"{}\"\n",
         root.join("rules/contoso").display(),
-        root.join("fixtures/pki/smime").display()
+        root.join("fixtures/pki/smime").display(),
+        root.join("fixtures/keys/tenant").display()
     );
     let pair = start_pair(dir.path(), &extra, "").await;
     let f_data = pair.fabrikam_data.clone();

@@ -2,7 +2,6 @@
 //! assignment, and `[store] keystore_dir`, validated so that no mailbox is silently stored in clear.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -67,9 +66,6 @@ pub(super) struct Encryption {
     pub mailboxes: BTreeMap<String, PolicyRef>,
     pub store: StoreSettings,
 }
-
-/// Key files must not be readable or writable by anyone but their owner.
-const GROUP_OTHER_BITS: u32 = 0o077;
 
 fn is_policy_name(name: &str) -> bool {
     !name.is_empty()
@@ -244,27 +240,7 @@ pub(super) fn validate(
 
 /// A key file: present, well-formed, private to its owner, not inside data_dir. Returns its key id.
 fn check_key_file(path: &Path, value: &str, data_dir: &Path) -> Result<String, String> {
-    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => format!("file not found: {value}"),
-        _ => format!("cannot read {value}: {e}"),
-    })?;
-    if !meta.is_file() {
-        return Err(format!("not a file: {value}"));
-    }
-    let mode = meta.permissions().mode();
-    if mode & 0o022 != 0 {
-        return Err(format!(
-            "{value} is writable by group or others (mode {:o}): chmod 600 {value}",
-            mode & 0o777
-        ));
-    }
-    if mode & GROUP_OTHER_BITS != 0 {
-        tracing::warn!(
-            file = %path.display(),
-            mode = format!("{:o}", mode & 0o777),
-            "root key file is readable by group or others; chmod 600 it"
-        );
-    }
+    super::secret_file::check(path, value, "root key")?;
     if let (Ok(k), Ok(d)) = (path.canonicalize(), data_dir.canonicalize()) {
         if k.starts_with(&d) {
             return Err(format!(

@@ -7,6 +7,7 @@ mod file;
 mod limits;
 mod operations;
 mod rule_needs;
+mod secret_file;
 mod users;
 mod validate;
 

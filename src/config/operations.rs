@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -81,20 +80,7 @@ const SHORT_TOKEN: usize = 16;
 /// one readable by them gets a warning. The problem never quotes the content.
 pub fn read_token_file(path: &Path) -> Result<Zeroizing<String>, String> {
     let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => format!("file not found: {shown}"),
-        _ => format!("cannot read {shown}: {e}"),
-    })?;
-    if !meta.is_file() {
-        return Err(format!("not a file: {shown}"));
-    }
-    let mode = meta.permissions().mode();
-    if mode & 0o022 != 0 {
-        return Err(format!(
-            "{shown} is writable by group or others (mode {:o}): chmod 600 {shown}",
-            mode & 0o777
-        ));
-    }
+    super::secret_file::check(path, &shown.to_string(), "admin token")?;
     let bytes =
         Zeroizing::new(std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?);
     let text = std::str::from_utf8(&bytes)
@@ -109,13 +95,6 @@ pub fn read_token_file(path: &Path) -> Result<Zeroizing<String>, String> {
         return Err(format!(
             "{shown}: the token must be printable ASCII without spaces"
         ));
-    }
-    if mode & 0o077 != 0 {
-        tracing::warn!(
-            file = %shown,
-            mode = format!("{:o}", mode & 0o777),
-            "admin token file is readable by group or others; chmod 600 it"
-        );
     }
     if token.len() < SHORT_TOKEN {
         tracing::warn!(file = %shown, "admin token is shorter than {SHORT_TOKEN} characters: use a random one, e.g. `openssl rand -hex 32`");
@@ -191,6 +170,7 @@ pub(super) fn validate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn admin(dir: &Path, token_file: &str) -> Result<Operations, ConfigError> {
         let raw = RawAdmin {

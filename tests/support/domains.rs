@@ -462,3 +462,15 @@ pub async fn wait_for_reason(server: &sealpost::app::Server, needle: &str) -> St
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Sends a `message` with `marker` from alice@contoso.test to `to` and asserts the 250.
+pub async fn submit(server: &sealpost::app::Server, to: &str, marker: &str) {
+    let (replies, _) = send(
+        server.local_addrs()[0],
+        "alice@contoso.test",
+        &[to],
+        &message("alice@contoso.test", to, marker),
+    )
+    .await;
+    assert_eq!(replies[0].as_ref().map(|r| r.code), Ok(250), "{replies:?}");
+}
