@@ -1,0 +1,178 @@
+//! Message content streamed to disk over real sockets: it is sealed while it arrives, a partly
+//! received message leaves nothing behind, and the global in-flight budget answers 452 4.3.1
+//! before a transfer and 451 4.3.1 after one that crossed it.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sealpost::app::Server;
+use support::domains::{files_containing, free_port, load, wait_for_mailbox_async, DomainSpec};
+use support::raw::RawClient;
+
+const WAIT: Duration = Duration::from_secs(20);
+const ALICE: &str = "alice@contoso.test";
+
+/// contoso.test (no TLS, loopback may relay) with `extra` TOML appended; returns the server and
+/// its data directory.
+async fn start(dir: &Path, extra: &str) -> (Server, PathBuf) {
+    let mut spec = DomainSpec::new("contoso", &[ALICE], free_port()).toml(extra);
+    spec.tls = false;
+    let config = load(&spec.write(dir));
+    let data = config.data_dir.clone();
+    let server = sealpost::app::start(config).await;
+    (server.unwrap_or_else(|e| panic!("start: {e}")), data)
+}
+
+/// Files in `queue/tmp/` and their sizes.
+fn staged(data: &Path) -> Vec<(String, u64)> {
+    std::fs::read_dir(data.join("queue/tmp"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                    (e.file_name().to_string_lossy().into_owned(), len)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A message of about `len` bytes: a marker in the subject and on every body line.
+fn big_message(marker: &str, len: usize) -> Vec<u8> {
+    let mut m =
+        format!("From: <carol@fabrikam.test>\r\nTo: <{ALICE}>\r\nSubject: {marker}\r\n\r\n")
+            .into_bytes();
+    let mut n = 0u64;
+    while m.len() < len {
+        m.extend_from_slice(format!("{marker} line {n:08} {}\r\n", "x".repeat(60)).as_bytes());
+        n += 1;
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_is_sealed_on_disk_as_it_arrives_and_a_dropped_connection_leaves_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, data) = start(dir.path(), "").await;
+    let addr = server.local_addrs()[0];
+    let marker = "STREAM-MARKER-5e0c";
+    let message = big_message(marker, 600_000);
+
+    let mut c = RawClient::connect(addr).await;
+    c.start_data("carol@fabrikam.test", ALICE).await;
+    c.send(&message[..400_000]).await;
+    // The content is on disk before the end of data, and nowhere in clear.
+    wait_until("the content so far is written", || {
+        staged(&data).iter().any(|(_, len)| *len >= 256 * 1024)
+    })
+    .await;
+    assert_eq!(
+        files_containing(&data, marker.as_bytes()),
+        Vec::<PathBuf>::new()
+    );
+    // The connection drops in the middle of the data: nothing of it stays.
+    drop(c);
+    wait_until("the partial content is removed", || {
+        staged(&data).is_empty()
+    })
+    .await;
+    assert!(server.spool().list().expect("list").is_empty());
+
+    // The whole message, sent again, arrives intact.
+    let mut c = RawClient::connect(addr).await;
+    c.start_data("carol@fabrikam.test", ALICE).await;
+    c.send(&message).await;
+    c.send(b".\r\n").await;
+    let reply = c.reply().await;
+    assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
+    let got = wait_for_mailbox_async(&data, ALICE, 1, WAIT).await;
+    assert_eq!(got.len(), 1);
+    assert!(got[0].ends_with(&message), "the message changed on the way");
+    assert!(got[0].starts_with(b"Received: from client.test"));
+    assert!(staged(&data).is_empty(), "{:?}", staged(&data));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_flight_budget_refuses_with_452_before_and_451_after_a_transfer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 196 KiB of budget: three transactions in DATA hold 64 KiB each at the start.
+    let limits = "[limits]\nmax_message_size = 100000\nmax_in_flight_size = 200000\n";
+    let (server, data) = start(dir.path(), limits).await;
+    let addr = server.local_addrs()[0];
+    let mut a = RawClient::connect(addr).await;
+    let mut b = RawClient::connect(addr).await;
+    let mut c = RawClient::connect(addr).await;
+    for client in [&mut a, &mut b, &mut c] {
+        client.start_data("carol@fabrikam.test", ALICE).await;
+    }
+
+    // No room left: a declared SIZE is refused at MAIL, a transaction without one at DATA.
+    let mut d = RawClient::connect(addr).await;
+    assert!(d.command("EHLO client.test").await.starts_with("250"));
+    let full = "452 4.3.1 Insufficient system storage";
+    assert_eq!(
+        d.command("MAIL FROM:<carol@fabrikam.test> SIZE=5000").await,
+        full
+    );
+    assert_eq!(
+        d.command("MAIL FROM:<carol@fabrikam.test>").await,
+        "250 2.1.0 Ok"
+    );
+    assert_eq!(
+        d.command(&format!("RCPT TO:<{ALICE}>")).await,
+        "250 2.1.5 Ok"
+    );
+    assert_eq!(d.command("DATA").await, full);
+
+    // A transfer that goes past its share is read to the end and refused, nothing queued.
+    a.send(&big_message("CROSSED-THE-CAP", 90_000)).await;
+    a.send(b".\r\n").await;
+    assert_eq!(a.reply().await, "451 4.3.1 Insufficient system storage");
+    // One that stays within it is queued.
+    b.send(&big_message("WITHIN-THE-SHARE", 1000)).await;
+    b.send(b".\r\n").await;
+    assert!(b.reply().await.starts_with("250 2.0.0 Ok: queued as "));
+    drop(c);
+    // The budget came back: the refused client goes on with a message of the largest size.
+    assert_eq!(a.command("RSET").await, "250 2.0.0 Ok");
+    a.start_data("carol@fabrikam.test", ALICE).await;
+    let largest = big_message("THE-LARGEST", 99_000);
+    a.send(&largest).await;
+    a.send(b".\r\n").await;
+    assert!(a.reply().await.starts_with("250 2.0.0 Ok: queued as "));
+    // Over max_message_size: read to the end, 552, the session goes on.
+    a.start_data("carol@fabrikam.test", ALICE).await;
+    a.send(&big_message("TOO-LARGE", 120_000)).await;
+    a.send(b".\r\n").await;
+    assert_eq!(
+        a.reply().await,
+        "552 5.3.4 Message size exceeds fixed limit"
+    );
+    assert_eq!(a.command("NOOP").await, "250 2.0.0 Ok");
+
+    let got = wait_for_mailbox_async(&data, ALICE, 2, WAIT).await;
+    let texts: Vec<String> = got
+        .iter()
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .collect();
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(texts.iter().any(|t| t.contains("WITHIN-THE-SHARE")));
+    assert!(texts.iter().any(|t| t.contains("THE-LARGEST")));
+    assert!(!texts
+        .iter()
+        .any(|t| t.contains("CROSSED-THE-CAP") || t.contains("TOO-LARGE")));
+    drop((a, b, d));
+    wait_until("nothing staged", || staged(&data).is_empty()).await;
+    server.shutdown().await;
+}
