@@ -176,3 +176,52 @@ async fn the_in_flight_budget_refuses_with_452_before_and_451_after_a_transfer()
     wait_until("nothing staged", || staged(&data).is_empty()).await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bdat_chunks_pipelined_in_one_write_arrive_byte_for_byte() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, data) = start(dir.path(), "").await;
+    let mut c = RawClient::connect(server.local_addrs()[0]).await;
+    let ehlo = c.command("EHLO client.test").await;
+    assert!(ehlo.contains("CHUNKING"), "{ehlo}");
+    // A chunk without a transaction is read to its end and refused; its bytes are no command.
+    c.send(b"BDAT 6\r\nQUIT\r\n").await;
+    assert_eq!(c.reply().await, "503 5.5.1 Error: need MAIL command");
+
+    // Dot lines, stuffed-looking dots and a command inside chunks are content; the message ends
+    // without CRLF; one chunk is large enough to be staged in several pieces.
+    let chunks: Vec<Vec<u8>> = vec![
+        format!("From: <carol@fabrikam.test>\r\nTo: <{ALICE}>\r\nSubject: BDAT-MARKER\r\n\r\n")
+            .into_bytes(),
+        b".\r\n..two\r\nQUIT\r\n.\r\n".to_vec(),
+        big_message("BDAT-BODY", 300_000),
+        b"the end, without a line break".to_vec(),
+    ];
+    let mut write =
+        format!("MAIL FROM:<carol@fabrikam.test>\r\nRCPT TO:<{ALICE}>\r\n").into_bytes();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let last = if i + 1 == chunks.len() { " LAST" } else { "" };
+        write.extend_from_slice(format!("BDAT {}{last}\r\n", chunk.len()).as_bytes());
+        write.extend_from_slice(chunk);
+    }
+    write.extend_from_slice(b"NOOP\r\n");
+    c.send(&write).await;
+    assert_eq!(c.reply().await, "250 2.1.0 Ok");
+    assert_eq!(c.reply().await, "250 2.1.5 Ok");
+    let mut sent = 0;
+    for chunk in &chunks[..chunks.len() - 1] {
+        sent += chunk.len();
+        assert_eq!(c.reply().await, format!("250 2.0.0 Ok: {sent} bytes"));
+    }
+    let queued = c.reply().await;
+    assert!(queued.starts_with("250 2.0.0 Ok: queued as "), "{queued}");
+    assert_eq!(c.reply().await, "250 2.0.0 Ok");
+
+    let whole = chunks.concat();
+    let got = wait_for_mailbox_async(&data, ALICE, 1, WAIT).await;
+    assert!(got[0].ends_with(&whole), "the message changed on the way");
+    assert!(got[0].starts_with(b"Received: from client.test"));
+    drop(c);
+    wait_until("nothing staged", || staged(&data).is_empty()).await;
+    server.shutdown().await;
+}

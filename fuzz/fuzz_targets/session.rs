@@ -45,6 +45,10 @@ const CANNED: &[&[u8]] = &[
     b"RSET\r\n",
     b"QUIT\r\n",
     b"EHLO c\r\nMAIL FROM:<c@f.test>\r\nRCPT TO:<alice@contoso.test>\r\nDATA\r\n",
+    b"BDAT 5\r\nhello",
+    b"BDAT 7 LAST\r\n.\r\nQUIT",
+    b"BDAT 0 LAST\r\n",
+    b"BDAT 300\r\n",
 ];
 
 /// What the session asked for and not yet got.

@@ -62,6 +62,8 @@ conversations!(
     bare_newline_normalize,
     too_many_errors,
     in_flight,
+    chunking,
+    chunking_limits,
 );
 
 /// What the delivered transaction must look like (unset fields are not checked).

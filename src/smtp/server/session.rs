@@ -97,6 +97,10 @@ enum State {
     Command,
     /// Reading message content after 354 (into the envelope's content).
     Data,
+    /// Reading a BDAT chunk into the envelope's content; `last` ends the message.
+    Chunk { remaining: u64, last: bool },
+    /// Reading a refused BDAT chunk, to throw it away; then `reply`.
+    Skip { remaining: u64, reply: Reply },
     /// `Deliver` was emitted; input is buffered until `delivery_result`.
     AwaitDelivery,
     /// `StartTls` was emitted; input is discarded until `tls_established`.
@@ -221,9 +225,11 @@ impl Session {
                 self.input.extend_from_slice(input);
                 return Vec::new();
             }
-            State::Command | State::Data | State::AuthLine(_) => {
-                self.input.extend_from_slice(input)
-            }
+            State::Command
+            | State::Data
+            | State::Chunk { .. }
+            | State::Skip { .. }
+            | State::AuthLine(_) => self.input.extend_from_slice(input),
         }
         let mut out = Out::default();
         self.process(&mut out);
@@ -280,16 +286,24 @@ impl Session {
         out.0
     }
 
-    /// True while message content is being read (after 354, before the final dot): the wait
-    /// for more input is bounded by the data timeout rather than the command timeout.
+    /// True while message content is being read (after 354, before the final dot; inside a
+    /// BDAT chunk): the wait for more input is bounded by the data timeout rather than the
+    /// command timeout.
     pub fn in_data(&self) -> bool {
-        matches!(self.state, State::Data)
+        matches!(
+            self.state,
+            State::Data | State::Chunk { .. } | State::Skip { .. }
+        )
     }
 
-    /// True from an accepted MAIL until the transaction's reply: a shutdown lets such a
-    /// session finish; any other session can be told 421 at once.
+    /// True from an accepted MAIL until the transaction's reply (and while a BDAT chunk is
+    /// read): a shutdown lets such a session finish; any other session can be told 421 at once.
     pub fn in_transaction(&self) -> bool {
-        self.envelope.is_some() || matches!(self.state, State::Data | State::AwaitDelivery)
+        self.envelope.is_some()
+            || matches!(
+                self.state,
+                State::Data | State::Chunk { .. } | State::Skip { .. } | State::AwaitDelivery
+            )
     }
 
     pub fn is_tls(&self) -> bool {
@@ -324,6 +338,7 @@ impl Session {
                     }
                 }
                 State::Data => pos += self.data_bytes(rest, out),
+                State::Chunk { .. } | State::Skip { .. } => pos += self.chunk_bytes(rest, out),
                 State::AuthLine(step) => {
                     let step = step.clone();
                     let (event, used) = self.lines.next(rest);
@@ -364,6 +379,7 @@ impl Session {
             Command::Mail(mail) => self.mail(mail, out),
             Command::Rcpt(rcpt) => self.rcpt(rcpt, out),
             Command::Data => self.data(out),
+            Command::Bdat { size, last } => self.bdat(size, last, out),
             Command::Rset => {
                 self.drop_transaction(out);
                 out.reply(&ok([2, 0, 0]));
@@ -378,7 +394,7 @@ impl Session {
             Command::Help => out.reply(&Reply::new(
                 214,
                 [2, 0, 0],
-                "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS",
+                "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS",
             )),
             Command::StartTls => self.starttls(out),
             Command::Auth { mechanism, initial } => self.auth(mechanism, initial, out),
@@ -413,7 +429,16 @@ impl Session {
         if config.auth && self.is_tls() && self.facts.authenticated.is_none() {
             lines.push("AUTH PLAIN LOGIN".to_string());
         }
-        lines.extend(["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8"].map(String::from));
+        lines.extend(
+            [
+                "ENHANCEDSTATUSCODES",
+                "8BITMIME",
+                "DSN",
+                "SMTPUTF8",
+                "CHUNKING",
+            ]
+            .map(String::from),
+        );
         out.reply(&Reply::bare(250, lines.join("\n")));
     }
 

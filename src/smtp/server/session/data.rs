@@ -1,5 +1,11 @@
-//! Message content inside the session: DATA, passed on in pieces as it arrives
-//! (`Action::Data`), the size limit, and the in-flight budget every transaction reserves from.
+//! Message content inside the session: DATA and BDAT chunks (RFC 3030), passed on in pieces as
+//! they arrive (`Action::Data`), the size limit, and the in-flight budget every transaction
+//! reserves from.
+//!
+//! A BDAT chunk is always read to its end before it is answered, also when it is refused (no
+//! transaction, a limit, the budget): its bytes are never taken for commands. Any refusal of a
+//! chunk ends the transaction, so that chunks pipelined after it cannot make a message with a
+//! hole in it; they get `503 5.5.1` in turn.
 
 use super::{bad_sequence, Action, Out, Session, State};
 use crate::queue::Reservation;
@@ -12,6 +18,10 @@ pub const RESERVE_AT_START: u64 = 64 * 1024;
 /// The content of the transaction in progress.
 #[derive(Debug)]
 pub(super) struct Content {
+    /// BDAT chunks rather than DATA.
+    chunked: bool,
+    /// Octets of BDAT chunks read so far.
+    chunk_octets: u64,
     receiver: DataReceiver,
     reservation: Reservation,
     /// `Action::Discard` was emitted: the content is refused and no longer passed on.
@@ -79,20 +89,127 @@ impl Session {
         let Some(envelope) = self.envelope.as_mut().filter(|e| !e.rcpt_to.is_empty()) else {
             return self.reject(bad_sequence("need RCPT command"), out);
         };
-        let wanted = envelope.declared_size.unwrap_or(0).max(RESERVE_AT_START);
-        let Some(reservation) = self.in_flight.try_reserve(wanted) else {
-            return self.reject(no_room(452), out);
-        };
+        if envelope.content.is_some() {
+            return self.reject(bad_sequence("DATA after BDAT"), out);
+        }
         let receiver =
             DataReceiver::with_bare_newline(self.config.max_message_size, self.config.bare_newline);
+        if let Err(reply) = self.start_content(receiver, false) {
+            return self.reject(reply, out);
+        }
+        out.reply(&Reply::bare(354, "End data with <CR><LF>.<CR><LF>"));
+        self.state = State::Data;
+    }
+
+    /// Reserves the transaction's start in the in-flight budget and sets up its content.
+    fn start_content(&mut self, receiver: DataReceiver, chunked: bool) -> Result<(), Reply> {
+        let Some(envelope) = self.envelope.as_mut() else {
+            return Err(bad_sequence("need MAIL command"));
+        };
+        let wanted = envelope.declared_size.unwrap_or(0).max(RESERVE_AT_START);
+        let reservation = self
+            .in_flight
+            .try_reserve(wanted)
+            .ok_or_else(|| no_room(452))?;
         envelope.content = Some(Content {
+            chunked,
+            chunk_octets: 0,
             receiver,
             reservation,
             dropped: false,
             over_cap: false,
         });
-        out.reply(&Reply::bare(354, "End data with <CR><LF>.<CR><LF>"));
-        self.state = State::Data;
+        Ok(())
+    }
+
+    /// BDAT: the chunk of `size` octets that follows is content (or, when refused, read and
+    /// thrown away); `last` ends the message.
+    pub(super) fn bdat(&mut self, size: u64, last: bool, out: &mut Out) {
+        // Ok(true): the first chunk, the content starts.
+        let status = match &self.envelope {
+            None => Err(bad_sequence("need MAIL command")),
+            Some(e) if e.rcpt_to.is_empty() => Err(bad_sequence("need RCPT command")),
+            Some(e) => match &e.content {
+                None => Ok(true),
+                Some(content) if !content.chunked => Err(bad_sequence("BDAT after DATA")),
+                Some(_) => Ok(false),
+            },
+        };
+        let refusal = match status {
+            Ok(true) => {
+                let max = self.config.max_message_size;
+                let receiver = DataReceiver::chunked(max, self.config.bare_newline);
+                self.start_content(receiver, true).err()
+            }
+            Ok(false) => None,
+            Err(reply) => Some(reply),
+        };
+        match refusal {
+            Some(reply) => {
+                self.drop_transaction(out);
+                self.state = State::Skip {
+                    remaining: size,
+                    reply,
+                };
+            }
+            None => {
+                self.state = State::Chunk {
+                    remaining: size,
+                    last,
+                }
+            }
+        }
+        // An empty chunk is complete at once.
+        self.chunk_bytes(&[], out);
+    }
+
+    /// Takes BDAT chunk bytes from `input` (content, or thrown away after a refusal); returns
+    /// the bytes used.
+    pub(super) fn chunk_bytes(&mut self, input: &[u8], out: &mut Out) -> usize {
+        let (remaining, last) = match &mut self.state {
+            State::Chunk { remaining, last } => (remaining, Some(*last)),
+            State::Skip { remaining, .. } => (remaining, None),
+            _ => return 0,
+        };
+        let take = usize::try_from(*remaining).map_or(input.len(), |r| r.min(input.len()));
+        *remaining -= take as u64;
+        let done = *remaining == 0;
+        if let (Some(_), Some(content)) = (
+            last,
+            self.envelope.as_mut().and_then(|e| e.content.as_mut()),
+        ) {
+            let mut piece = Vec::new();
+            content.chunk_octets += take as u64;
+            content.receiver.chunk_into(&input[..take], &mut piece);
+            content.pass_on(piece, out);
+        }
+        if done {
+            match std::mem::replace(&mut self.state, State::Command) {
+                State::Skip { reply, .. } => self.reject(reply, out),
+                State::Chunk { last, .. } => self.end_of_chunk(last, out),
+                _ => {}
+            }
+        }
+        take
+    }
+
+    /// A BDAT chunk was read completely.
+    fn end_of_chunk(&mut self, last: bool, out: &mut Out) {
+        let Some(content) = self.envelope.as_mut().and_then(|e| e.content.as_mut()) else {
+            return;
+        };
+        if let Some(reply) = content.refusal() {
+            self.drop_transaction(out);
+            return self.reject(reply, out);
+        }
+        if last {
+            let mut piece = Vec::new();
+            content.receiver.end_chunks(&mut piece);
+            content.pass_on(piece, out);
+            return self.end_of_data(out);
+        }
+        let octets = content.chunk_octets;
+        out.reply(&Reply::new(250, [2, 0, 0], format!("Ok: {octets} bytes")));
     }
 
     /// Takes message content from `input` (after 354); returns the bytes used.

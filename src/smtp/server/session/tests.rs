@@ -150,3 +150,54 @@ fn sessions_share_the_budget_and_give_it_back_on_every_path() {
     drop(second);
     assert_eq!(budget.used(), 0);
 }
+
+const START_BDAT: &[u8] = b"EHLO a\r\nMAIL FROM:<c@f.test>\r\nRCPT TO:<alice@contoso.test>\r\n";
+
+fn bdat(n: usize, last: bool) -> Vec<u8> {
+    let mut b = format!("BDAT {n}{}\r\n", if last { " LAST" } else { "" }).into_bytes();
+    b.extend_from_slice(&lines(n / 100 + 1)[..n]);
+    b
+}
+
+#[test]
+fn a_chunk_past_the_budget_gets_451_after_it_and_ends_the_transaction() {
+    let budget = InFlight::new(100 * 1024);
+    let mut s = session_with(&budget);
+    s.feed(START_BDAT);
+    let (data, discarded) = content(&s.feed(&bdat(60_000, false)));
+    assert_eq!((data.len(), discarded), (60_000, false));
+    // A chunk crossing the budget is dropped as it comes and refused once read.
+    let actions = s.feed(&[bdat(50_000, false), bdat(10, true)].concat());
+    assert_eq!(content(&actions), (Vec::new(), true));
+    let Some(Action::Send(bytes)) = actions.last() else {
+        panic!("{actions:?}");
+    };
+    assert_eq!(
+        bytes.as_slice(),
+        b"451 4.3.1 Insufficient system storage\r\n503 5.5.1 Error: need MAIL command\r\n"
+    );
+    assert_eq!(budget.used(), 0);
+    assert!(!s.in_transaction());
+}
+
+#[test]
+fn rset_and_ehlo_drop_the_chunks_received_and_their_share() {
+    let budget = InFlight::new(1 << 20);
+    let mut s = session_with(&budget);
+    for reset in [&b"RSET\r\n"[..], b"EHLO again\r\n"] {
+        s.feed(START_BDAT);
+        let (data, discarded) = content(&s.feed(&bdat(1000, false)));
+        assert_eq!((data.len(), discarded), (1000, false));
+        assert_eq!(budget.used(), 64 * 1024);
+        let actions = s.feed(reset);
+        assert_eq!(content(&actions), (Vec::new(), true), "{reset:?}");
+        assert_eq!(budget.used(), 0);
+    }
+    // A chunk split over many reads is waited for with the data timeout.
+    s.feed(START_BDAT);
+    s.feed(b"BDAT 10 LAST\r\nabc");
+    assert!(s.in_data() && s.in_transaction());
+    let actions = s.feed(b"defghij");
+    assert!(matches!(actions.last(), Some(Action::Deliver(_))));
+    assert!(!s.in_data());
+}
