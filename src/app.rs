@@ -150,7 +150,11 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "admin endpoint listening (/metrics, /healthz, /reload)");
         admin_addr = Some(addr);
+        if config.operations.admin_token.is_none() {
+            tracing::info!("POST /reload is refused: no [admin] token_file");
+        }
         let for_admin = reloader.clone();
+        let for_token = reloader.clone();
         let state = Arc::new(crate::admin::AdminState {
             hostname: config.hostname.clone(),
             telemetry: telemetry.clone(),
@@ -160,6 +164,8 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
                 log_reload("admin /reload", &result);
                 result
             }),
+            // The token of the configuration in force: a reload applies a new token file.
+            token: Arc::new(move || for_token.config().operations.admin_token.clone()),
         });
         tasks.spawn(crate::admin::serve(listener, state, shutdown_rx.clone()));
     }

@@ -66,7 +66,15 @@ fn assert_server_certificate_refused(newkey: &str, extra: &[&str], stem: &str, e
 
 #[test]
 fn rsa_1024_server_key_is_refused_naming_the_file() {
-    assert_server_certificate_refused("rsa:1024", &[], "weak", &["weak.key", "2048"]);
+    assert_server_certificate_refused(
+        "rsa:1024",
+        &[],
+        "weak",
+        &[
+            "weak.key",
+            "1024-bit RSA key; at least 2048 bits are required",
+        ],
+    );
 }
 
 #[test]
@@ -131,4 +139,59 @@ fn keys_root_new_writes_a_private_key_file() {
         hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
         "{text}"
     );
+}
+
+#[test]
+fn reading_commands_refuse_a_data_dir_without_data_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("typo");
+    let (t, c) = (
+        typo.to_str().unwrap(),
+        format!("{}/fixtures/contoso.toml", env!("CARGO_MANIFEST_DIR")),
+    );
+    let store =
+        format!("{t} holds no mailbox store ({t}/store/index.sqlite is missing): check --data-dir");
+    let queue = format!("{t} holds no queue ({t}/queue is missing): check --data-dir");
+    let mailbox = ["--mailbox", "alice@contoso.test"];
+    for (args, expected) in [
+        (vec!["mailbox", "list"], &store),
+        (vec!["mailbox", "read", "--id", "x"], &store),
+        (vec!["store", "verify"], &store),
+        (vec!["queue", "list"], &queue),
+        (vec!["queue", "flush"], &queue),
+    ] {
+        let mut full = args.clone();
+        full.extend(["--config", &c, "--data-dir", t]);
+        if args[0] == "mailbox" {
+            full.extend(mailbox);
+        }
+        let (code, out, err) = sealpost(&full);
+        assert_eq!(code, 2, "{full:?}: {out}{err}");
+        assert!(err.contains(expected.as_str()), "{full:?}: {err}");
+        assert!(!typo.exists(), "{full:?} created {t}");
+    }
+}
+
+#[test]
+fn a_toml_syntax_error_keeps_its_lines_and_caret() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(&path, "[server]\nhostname = mx.a.test\n").unwrap();
+    let (code, _, err) = sealpost(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(
+        lines[0].starts_with(&format!(
+            "sealpost: {}: TOML parse error at line 2",
+            path.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.trim_start().starts_with("2 | hostname = mx.a.test")),
+        "{err}"
+    );
+    assert!(lines.iter().any(|l| l.trim_end().ends_with('^')), "{err}");
 }

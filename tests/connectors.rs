@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use sealpost::app::Server;
 use sealpost::config::TlsMinVersion;
 use sealpost::smtp::client::{ClientSettings, Connection, TlsMode};
-use sealpost::tls::policy::{ConnectorVerifier, TlsLevel, TlsPolicy};
+use sealpost::tls::policy::{ConnectorVerifier, PeerCheck, TlsLevel, TlsPolicy};
 use support::domains::{
-    free_port, load, message, openssl_self_signed, pki, send, wait_for_mailbox_async, DomainSpec,
-    ServeProcess,
+    free_port, load, message, openssl_self_signed, pki, send, wait_for_mailbox_async,
+    wait_for_reason, DomainSpec, ServeProcess,
 };
 use support::peers::{plaintext_peer, starttls_stripping_proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,33 +31,6 @@ fn outbound(name: &str, domain: &str, port: u16, tls: &str, extra: &str) -> Stri
 
 const FROM_CONTOSO: &str = "[[connector.inbound]]\nname = \"from-contoso\"\nsender_domains = [\"contoso.test\"]\n\
     require_tls = true\nclient_certificate_names = [\"mx.contoso.test\"]\nca_file = \"{pki}/ca.crt\"\n";
-
-/// Waits until the only queued message's recipient has a last reply containing `needle`.
-async fn wait_for_reason(server: &Server, needle: &str) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let reasons: Vec<String> = server
-            .spool()
-            .list()
-            .unwrap()
-            .iter()
-            .flat_map(|e| {
-                e.envelope
-                    .recipients
-                    .iter()
-                    .filter_map(|r| r.last_reply.clone())
-            })
-            .collect();
-        if let Some(r) = reasons.iter().find(|r| r.contains(needle)) {
-            return r.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no reason containing {needle:?}; have {reasons:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn submit(server: &Server, to: &str, marker: &str) {
     let (replies, _) = send(
@@ -323,9 +296,7 @@ async fn good_partner_is_verified_both_ways_and_traced() {
 
 fn partner_settings(with_cert: bool) -> ClientSettings {
     let verifier = Arc::new(ConnectorVerifier::new(
-        TlsLevel::Opportunistic,
-        vec![],
-        None,
+        PeerCheck::level(TlsLevel::Opportunistic),
         false,
     ));
     let key = with_cert.then(|| {
@@ -358,8 +329,9 @@ async fn inbound_connector_demands_tls_then_the_right_client_certificate() {
     ] {
         let settings = partner_settings(with_cert);
         let mut conn = Connection::open(addr, "mx.fabrikam.test", &settings, mode).await.unwrap();
-        let permit = conn.authorize(&TlsPolicy::opportunistic(settings.tls.clone())).unwrap();
-        let replies = conn.send(&permit, "alice@contoso.test", &to, &data).await.unwrap();
+        let policy = TlsPolicy::opportunistic(settings.tls.clone());
+        conn.authorize(&policy).unwrap();
+        let replies = conn.send(&policy, "alice@contoso.test", &to, &data).await.unwrap();
         let reply = match &replies[0] {
             Ok(r) | Err(r) => r.to_string(),
         };

@@ -1,7 +1,8 @@
 //! Hot reload end to end: SIGHUP gives new sessions the new mailboxes while an open session keeps
 //! the configuration it started with, a broken configuration is refused with its reason and the
 //! old one keeps serving, a replaced certificate is presented after a reload, and `sealpost
-//! reload` reports applied / refused / unreachable through the admin endpoint.
+//! reload` reports applied / refused / unreachable through the admin endpoint, sending the token
+//! of `[admin] token_file`.
 
 mod support;
 
@@ -13,7 +14,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use sealpost::smtp::client::{ClientSettings, Connection, TlsMode};
 use sealpost::tls::policy::TlsPolicy;
-use support::admin::{http, hup, metric, serve_log, wait_listening, wait_log};
+use support::admin::{http, hup, metric, serve_log, wait_listening, wait_log, write_token};
 use support::domains::{
     free_port, load, openssl_self_signed, pki, sealpost, send, DomainSpec, ServeProcess,
 };
@@ -71,12 +72,11 @@ async fn sighup_gives_new_sessions_the_new_config_and_refuses_broken_ones() {
     );
 
     // The session opened before the reload still works, under the mailboxes it started with.
-    let permit = open
-        .authorize(&TlsPolicy::opportunistic(settings().tls))
-        .unwrap();
+    let policy = TlsPolicy::opportunistic(settings().tls);
+    open.authorize(&policy).unwrap();
     let replies = open
         .send(
-            &permit,
+            &policy,
             "alice@contoso.test",
             &to(&["alice@contoso.test", "dave@contoso.test"]),
             MESSAGE,
@@ -231,8 +231,13 @@ async fn reload_command_reports_applied_refused_and_unreachable() {
     let dir = tempfile::tempdir().unwrap();
     let (port, admin_port) = (free_port(), free_port());
     let admin = loopback(admin_port);
-    let mut spec = DomainSpec::new("contoso", &["alice@contoso.test"], port)
-        .toml(&format!("[admin]\nlisten = \"{admin}\"\n"));
+    let token = write_token(
+        &dir.path().join("admin.token"),
+        "reload-command-token-0123456789",
+    );
+    let mut spec = DomainSpec::new("contoso", &["alice@contoso.test"], port).toml(&format!(
+        "[admin]\nlisten = \"{admin}\"\ntoken_file = \"admin.token\"\n"
+    ));
     let config = spec.write(dir.path());
     let cfg = config.to_str().unwrap();
     let _server = ServeProcess::start(&config, port);
@@ -290,6 +295,57 @@ async fn reload_command_reports_applied_refused_and_unreachable() {
     assert_eq!(reloads("applied"), Some(1.0), "{metrics}");
     assert_eq!(reloads("refused"), Some(2.0), "{metrics}");
 
+    // A token the server does not hold: exit 2, nothing applied. The file changed since the
+    // server loaded it, so the message says to send SIGHUP.
+    std::fs::write(&config, &good).unwrap();
+    write_token(&token, "another-token-0123456789abcdef");
+    let (code, out, err) = sealpost(&["reload", "--config", cfg]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("did not accept the request (401 Unauthorized)")
+            && err.contains("does not match [admin] token_file")
+            && err.contains("send SIGHUP"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("another-token"),
+        "the token is never printed: {err}"
+    );
+    let log = std::fs::read_to_string(serve_log(&config)).unwrap();
+    assert!(log.contains("admin /reload refused"), "{log}");
+    for token in ["reload-command-token", "another-token"] {
+        assert!(!log.contains(token), "the server logged a token: {log}");
+    }
+    // No token file where the configuration says: exit 2 before asking.
+    std::fs::remove_file(&token).unwrap();
+    let (code, out, err) = sealpost(&["reload", "--config", cfg]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("admin.token_file: file not found") && err.contains("admin.token"),
+        "{err}"
+    );
+    let metrics = http(admin, "GET", "/metrics").body;
+    assert_eq!(
+        metric(
+            &metrics,
+            "sealpost_config_reloads_total",
+            &[("result", "applied")]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    // A configuration without token_file: the CLI says to configure one or use SIGHUP.
+    let tokenless = DomainSpec::new("woodgrove", &["ann@woodgrove.test"], free_port())
+        .toml(&format!("[admin]\nlisten = \"{admin}\"\n"))
+        .write(dir.path());
+    let (code, out, err) = sealpost(&["reload", "--config", tokenless.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("no [admin] token_file") && err.contains("SIGHUP"),
+        "{err}"
+    );
+
     // No [admin] listen: use SIGHUP. An endpoint nobody answers on: exit 2 as well.
     let plain = DomainSpec::new("fabrikam", &["bob@fabrikam.test"], free_port()).write(dir.path());
     let (code, out, err) = sealpost(&["reload", "--config", plain.to_str().unwrap()]);
@@ -298,9 +354,10 @@ async fn reload_command_reports_applied_refused_and_unreachable() {
         err.contains("no [admin] listen") && err.contains("SIGHUP"),
         "{err}"
     );
+    write_token(&token, "reload-command-token-0123456789");
     let nobody = DomainSpec::new("northwind", &["eve@northwind.test"], free_port())
         .toml(&format!(
-            "[admin]\nlisten = \"127.0.0.1:{}\"\n",
+            "[admin]\nlisten = \"127.0.0.1:{}\"\ntoken_file = \"admin.token\"\n",
             free_port()
         ))
         .write(dir.path());

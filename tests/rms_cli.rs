@@ -413,3 +413,19 @@ fn openssl_reads_the_documented_format() {
 fn hex_of(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+#[test]
+fn a_truncated_protected_message_says_it_looks_truncated() {
+    let eml = protected(None, SystemTime::now());
+    let cut = &eml[..eml.len() * 6 / 10];
+    let dir = fixture_dir();
+    let run = sealpost(&["decrypt", "--tenant-key", dir.to_str().unwrap()], cut);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr
+            .contains("the message looks truncated or damaged"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty());
+}

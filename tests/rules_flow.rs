@@ -197,14 +197,11 @@ async fn sighup_reloads_rules_and_keeps_the_old_ones_when_the_new_are_broken() {
     std::fs::write(dir.path().join("rules/05-reject.toml"), REJECT_SECRET).unwrap();
     hup(server.child.id());
     wait_log("SIGHUP: configuration reloaded", 1);
-    let permit = open
-        .authorize(&sealpost::tls::policy::TlsPolicy::opportunistic(
-            settings.tls.clone(),
-        ))
-        .unwrap();
+    let policy = sealpost::tls::policy::TlsPolicy::opportunistic(settings.tls.clone());
+    open.authorize(&policy).unwrap();
     let to = vec!["alice@contoso.test".to_string()];
     let replies = open
-        .send(&permit, "alice@contoso.test", &to, secret)
+        .send(&policy, "alice@contoso.test", &to, secret)
         .await
         .expect("session still open");
     assert!(

@@ -7,7 +7,7 @@ use anyhow::Context;
 use tokio::sync::Notify;
 
 use crate::cleanup::Cleanup;
-use crate::config::{Config, ListenerProtocol};
+use crate::config::{Config, ListenerProtocol, SenderLoginMismatch};
 use crate::delivery::remote::RemoteDelivery;
 use crate::dns::Resolver;
 use crate::queue::Spool;
@@ -17,7 +17,7 @@ use crate::smtp::server::limits::ConnectionLimits;
 use crate::smtp::server::listener::ServerContext;
 use crate::smtp::server::policy::LocalPolicy;
 use crate::smtp::server::session::SessionConfig;
-use crate::smtp::server::users::Users;
+use crate::smtp::server::users::{SenderLogins, Users};
 use crate::telemetry::Telemetry;
 
 /// What every version of the configuration shares: the queue, the runner's wake-up, the
@@ -99,6 +99,10 @@ pub(crate) fn build(config: &Config, shared: &Shared) -> anyhow::Result<Parts> {
         local: LocalPolicy {
             local_domains: config.local_domains.iter().cloned().collect(),
             mailboxes: config.mailboxes.iter().cloned().collect(),
+            senders: match config.sender_login_mismatch {
+                SenderLoginMismatch::Reject => SenderLogins::Owned(config.user_addresses.clone()),
+                SenderLoginMismatch::Allow => SenderLogins::Any,
+            },
         },
         inbound,
     });

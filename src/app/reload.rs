@@ -59,8 +59,11 @@ impl Reloader {
         if new.listeners != current.listeners {
             later.push("listener addresses");
         }
-        if new.operations != current.operations {
-            later.push("[admin] and [trace]");
+        if new.operations.admin_listen != current.operations.admin_listen {
+            later.push("admin.listen");
+        }
+        if new.operations.trace_log != current.operations.trace_log {
+            later.push("[trace]");
         }
         if new.shutdown_timeout != current.shutdown_timeout {
             later.push("server.shutdown_timeout");

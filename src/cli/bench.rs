@@ -206,11 +206,12 @@ async fn relay(
         let (addr, name) = (addrs[0], configs[0].hostname.clone());
         clients.spawn(async move {
             let mut conn = Connection::open(addr, &name, &settings, TlsMode::Opportunistic).await?;
-            let permit = conn.authorize(&TlsPolicy::opportunistic(settings.tls.clone()))?;
+            let policy = TlsPolicy::opportunistic(settings.tls.clone());
+            conn.authorize(&policy)?;
             let to = ["bob@fabrikam.test".to_string()];
             while next.fetch_add(1, Ordering::Relaxed) < messages {
                 let replies = conn
-                    .send(&permit, "alice@contoso.test", &to, &message)
+                    .send(&policy, "alice@contoso.test", &to, &message)
                     .await?;
                 if let Some(Err(r)) = replies.first() {
                     anyhow::bail!("refused: {r}");

@@ -9,7 +9,7 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    println!(
+    outln!(
         "{}: ok ({} as {}; {} listener(s), {} local domain(s), {} mailbox(es), {} static route(s), TLS {}, {} rule(s))",
         config.path.display(),
         config.hostname,

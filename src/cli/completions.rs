@@ -19,6 +19,9 @@ pub struct CompletionsArgs {
 
 pub fn run(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
     let mut command = super::Cli::command();
-    clap_complete::generate(args.shell, &mut command, "sealpost", &mut std::io::stdout());
+    // Generated into memory first: clap_complete panics when its writer fails.
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, "sealpost", &mut script);
+    super::out::write_bytes(&script);
     Ok(ExitCode::SUCCESS)
 }

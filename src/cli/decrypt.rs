@@ -74,7 +74,7 @@ EXAMPLES
 /// Arguments of `sealpost decrypt`.
 #[derive(Args, Debug)]
 #[command(
-    about = "Decrypt an S/MIME encrypted message with a private key (no server configuration needed)",
+    about = "Decrypt an S/MIME or RMS-protected message with a private or tenant key (no server configuration needed)",
     long_about = LONG_ABOUT,
     after_long_help = AFTER_LONG_HELP
 )]

@@ -116,6 +116,7 @@ pub(super) async fn start_fixture_pair_with(
     admin: Option<SocketAddr>,
 ) -> anyhow::Result<FixturePair> {
     let names = ["contoso", "fabrikam"];
+    let fixtures = stage_fixtures(fixtures, base)?;
     let mut configs = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let path = fixtures.join(format!("{name}.toml"));
@@ -171,6 +172,41 @@ pub(super) async fn start_fixture_pair_with(
     })
 }
 
+/// Copies the fixtures (and the rules beside them, which the configs name as `../rules`) under
+/// `base`, with private keys made 0600: git does not keep file modes, and the servers rightly
+/// warn about a key that others can read. Returns the copy of `fixtures`.
+fn stage_fixtures(fixtures: &Path, base: &Path) -> anyhow::Result<PathBuf> {
+    let staged = base.join("fixtures");
+    copy_tree(fixtures, &staged)?;
+    if let Some(rules) = fixtures.parent().map(|p| p.join("rules")) {
+        if rules.is_dir() {
+            copy_tree(&rules, &base.join("rules"))?;
+        }
+    }
+    Ok(staged)
+}
+
+fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type()?.is_dir() {
+            copy_tree(&src, &dst)?;
+            continue;
+        }
+        std::fs::copy(&src, &dst).with_context(|| format!("copying {}", src.display()))?;
+        let private = matches!(
+            dst.extension().and_then(|e| e.to_str()),
+            Some("key" | "pem" | "p12" | "token")
+        );
+        let mode = if private { 0o600 } else { 0o644 };
+        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
 async fn run_domains(args: &DemoArgs, base: &Path) -> anyhow::Result<ExitCode> {
     let FixturePair {
         configs,
@@ -182,13 +218,13 @@ async fn run_domains(args: &DemoArgs, base: &Path) -> anyhow::Result<ExitCode> {
             .admin_addr()
             .map(|a| format!(", metrics at http://{a}/metrics"))
             .unwrap_or_default();
-        println!(
+        outln!(
             "{:<14} mx.{name}.test   listening on {}{admin}",
             format!("{name}.test"),
             addrs[i]
         );
     }
-    println!();
+    outln!();
     let mut traced_id = None;
 
     let settings = ClientSettings {
@@ -214,8 +250,9 @@ async fn run_domains(args: &DemoArgs, base: &Path) -> anyhow::Result<ExitCode> {
             chrono::Utc::now().to_rfc2822(),
             message_id,
         );
-        let permit = conn.authorize(&TlsPolicy::opportunistic(settings.tls.clone()))?;
-        let replies = conn.send(&permit, s.from, &to, message.as_bytes()).await?;
+        let policy = TlsPolicy::opportunistic(settings.tls.clone());
+        conn.authorize(&policy)?;
+        let replies = conn.send(&policy, s.from, &to, message.as_bytes()).await?;
         let tls = conn
             .tls()
             .map(|t| t.to_string())
@@ -223,7 +260,7 @@ async fn run_domains(args: &DemoArgs, base: &Path) -> anyhow::Result<ExitCode> {
         conn.quit().await;
         for (rcpt, reply) in to.iter().zip(&replies) {
             match reply {
-                Ok(r) => println!("submitted to {name} ({tls}): {} -> {rcpt}: {r}", s.from),
+                Ok(r) => outln!("submitted to {name} ({tls}): {} -> {rcpt}: {r}", s.from),
                 Err(r) => anyhow::bail!("{name} refused {rcpt}: {r}"),
             }
         }
@@ -251,7 +288,7 @@ async fn run_domains(args: &DemoArgs, base: &Path) -> anyhow::Result<ExitCode> {
             break;
         }
         if Instant::now() > deadline {
-            println!(
+            outln!(
                 "\n{missing} mailbox(es) did not receive everything within {:?}",
                 args.timeout
             );
@@ -261,33 +298,35 @@ async fn run_domains(args: &DemoArgs, base: &Path) -> anyhow::Result<ExitCode> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    println!("\nDelivered messages:");
+    outln!("\nDelivered messages:");
     for (server, addr) in unique(&expected) {
         let store = servers[server].store();
         for summary in store.list(addr)? {
             let bytes = store.read(addr, &summary.id)?;
-            println!(
+            outln!(
                 "\n  {addr}  [{}]  \"{}\" from {}",
-                summary.id, summary.subject, summary.from
+                summary.id,
+                summary.subject,
+                summary.from
             );
             for hop in hops(&bytes) {
-                println!("    hop: {hop}");
+                outln!("    hop: {hop}");
             }
             if let Some(opened) = open_protected(&args.fixtures, addr, &bytes) {
-                println!("    {opened}");
+                outln!("    {opened}");
             }
         }
     }
     show_operations(&servers, &configs, traced_id.as_deref()).await;
     if args.keep_running {
-        println!("\nBoth servers keep running; Ctrl-C stops them.");
+        outln!("\nBoth servers keep running; Ctrl-C stops them.");
         tokio::signal::ctrl_c().await?;
     }
     for s in servers {
         s.shutdown().await;
     }
     if code == ExitCode::SUCCESS {
-        println!(
+        outln!(
             "\nAll {} deliveries arrived; every hop above shows its TLS version and cipher.",
             expected.len()
         );
@@ -299,22 +338,22 @@ async fn run_domains(args: &DemoArgs, base: &Path) -> anyhow::Result<ExitCode> {
 /// across both servers.
 async fn show_operations(servers: &[crate::app::Server], configs: &[Config], traced: Option<&str>) {
     if let Some(addr) = servers[0].admin_addr() {
-        match crate::admin::request(addr, hyper::Method::GET, "/metrics").await {
+        match crate::admin::request(addr, hyper::Method::GET, "/metrics", None).await {
             Ok((_, body)) => {
-                println!("\nMetrics of mx.contoso.test (curl http://{addr}/metrics), a selection:");
+                outln!("\nMetrics of mx.contoso.test (curl http://{addr}/metrics), a selection:");
                 for line in body.lines().filter(|l| {
                     l.starts_with("sealpost_messages_")
                         || l.starts_with("sealpost_tls_handshakes_total")
                         || l.starts_with("sealpost_encryption_operations_total")
                 }) {
-                    println!("  {line}");
+                    outln!("  {line}");
                 }
             }
-            Err(e) => println!("\nmetrics not available: {e:#}"),
+            Err(e) => outln!("\nmetrics not available: {e:#}"),
         }
     }
     if let Some(id) = traced {
-        println!("\nMessage trace (sealpost trace --config contoso.toml --config fabrikam.toml --message-id '<{id}>'):\n");
+        outln!("\nMessage trace (sealpost trace --config contoso.toml --config fabrikam.toml --message-id '<{id}>'):\n");
         let logs: Vec<_> = configs
             .iter()
             .filter_map(|c| c.operations.trace_log.clone())

@@ -29,13 +29,13 @@ pub fn run(args: HealthArgs) -> anyhow::Result<ExitCode> {
     match check(&args.target, args.timeout) {
         Ok(greeting) => {
             if !args.quiet {
-                println!("{}: ok: {greeting}", args.target);
+                outln!("{}: ok: {greeting}", args.target);
             }
             Ok(ExitCode::SUCCESS)
         }
         Err(reason) => {
             if !args.quiet {
-                println!("{}: unhealthy: {reason}", args.target);
+                outln!("{}: unhealthy: {reason}", args.target);
             }
             Ok(ExitCode::FAILURE)
         }

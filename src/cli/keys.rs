@@ -118,7 +118,7 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
         } => {
             let id = crate::store::keyfile::generate_key_file(&out)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
-            println!("wrote {} (key id {id}, mode 0600)", out.display());
+            outln!("wrote {} (key id {id}, mode 0600)", out.display());
             Ok(ExitCode::SUCCESS)
         }
         KeysCommand::HashPassword => {
@@ -128,13 +128,13 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
             anyhow::ensure!(!password.is_empty(), "no password on standard input");
             let hash =
                 crate::smtp::server::users::hash_password(password).map_err(anyhow::Error::msg)?;
-            println!("{hash}");
+            outln!("{hash}");
             Ok(ExitCode::SUCCESS)
         }
         KeysCommand::Pki { out, hosts } => {
             let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
             crate::tls::pki::generate(&out, &hosts)?;
-            println!(
+            outln!(
                 "wrote ca.crt, ca.key and certificates for {} into {}",
                 hosts.join(", "),
                 out.display()
@@ -156,7 +156,7 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
                 &ca_dir.join("ca.key"),
                 &addresses,
             )?;
-            println!(
+            outln!(
                 "wrote S/MIME certificates and keys for {} into {}",
                 addresses.join(", "),
                 out.display()
@@ -175,7 +175,7 @@ fn run_tenant(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             let active = rms::list_tenant_keys(&dir)?
                 .into_iter()
                 .any(|k| k.id == id && k.active);
-            println!(
+            outln!(
                 "wrote tenant key {id} ({bits} bits) to {}{}",
                 dir.join(format!("{id}.pem")).display(),
                 if active { " (active)" } else { "" }
@@ -184,11 +184,11 @@ fn run_tenant(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
         TenantCommand::List { dir, json } => {
             let keys = rms::list_tenant_keys(&dir)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&keys)?);
+                outln!("{}", serde_json::to_string_pretty(&keys)?);
                 return Ok(ExitCode::SUCCESS);
             }
             for k in keys {
-                println!(
+                outln!(
                     "{}  {} bits  created {}{}",
                     k.id,
                     k.bits,
@@ -199,7 +199,7 @@ fn run_tenant(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
         }
         TenantCommand::Activate { id, dir } => {
             let full = rms::activate_tenant_key(&dir, &id)?;
-            println!("tenant key {full} is now active in {}", dir.display());
+            outln!("tenant key {full} is now active in {}", dir.display());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -38,6 +38,7 @@ enum MailboxCommand {
     Read {
         #[command(flatten)]
         config: ConfigArgs,
+        /// The mailbox address, e.g. bob@fabrikam.test.
         #[arg(long, value_name = "ADDR")]
         mailbox: String,
         /// The message id from `mailbox list`.
@@ -49,6 +50,7 @@ enum MailboxCommand {
     Export {
         #[command(flatten)]
         config: ConfigArgs,
+        /// The mailbox address, e.g. bob@fabrikam.test.
         #[arg(long, value_name = "ADDR")]
         mailbox: String,
         /// The Maildir to write (created if missing).
@@ -58,7 +60,7 @@ enum MailboxCommand {
 }
 
 fn open(config: &ConfigArgs, mailbox: &str, actor: &str) -> Result<EncryptedStore, ExitCode> {
-    let config = config.load()?;
+    let config = config.load_existing(super::DataPart::Store)?;
     if !config.is_local_mailbox(mailbox) {
         eprintln!(
             "sealpost: {mailbox} is not a mailbox of {}",
@@ -85,13 +87,17 @@ pub fn run(args: MailboxArgs) -> anyhow::Result<ExitCode> {
             };
             let list = store.list(&mailbox)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                outln!("{}", serde_json::to_string_pretty(&list)?);
                 return Ok(ExitCode::SUCCESS);
             }
             for m in list {
-                println!(
+                outln!(
                     "{}  {}  {}  {}  {}",
-                    m.id, m.date, m.from, m.subject, m.size
+                    m.id,
+                    m.date,
+                    m.from,
+                    m.subject,
+                    m.size
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -122,7 +128,7 @@ pub fn run(args: MailboxArgs) -> anyhow::Result<ExitCode> {
             for p in &problems {
                 eprintln!("sealpost: not exported: {p}");
             }
-            println!(
+            outln!(
                 "{written} message(s) of {mailbox} written to {}",
                 maildir.display()
             );

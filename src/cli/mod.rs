@@ -1,5 +1,8 @@
 //! The command line: one module per subcommand, all parsed here with clap.
 
+#[macro_use]
+mod out;
+
 mod bench;
 mod check_config;
 mod completions;
@@ -99,6 +102,15 @@ pub struct ConfigArgs {
     pub data_dir: Option<PathBuf>,
 }
 
+/// What a command that works on existing data expects to find in the data directory.
+#[derive(Debug, Clone, Copy)]
+pub enum DataPart {
+    /// The mailbox store (`store/index.sqlite`).
+    Store,
+    /// The queue (`queue/`).
+    Queue,
+}
+
 impl ConfigArgs {
     /// Loads and validates the configuration, or prints why not.
     pub fn load(&self) -> Result<Config, ExitCode> {
@@ -106,6 +118,30 @@ impl ConfigArgs {
             eprintln!("sealpost: {e}");
             ExitCode::from(2)
         })
+    }
+
+    /// Loads the configuration of a command that reads or changes existing data: a data
+    /// directory that does not hold `part` (a typo in `--data-dir`, a server never started) is
+    /// refused, naming the path, instead of silently getting an empty store or queue.
+    pub fn load_existing(&self, part: DataPart) -> Result<Config, ExitCode> {
+        let config = self.load()?;
+        let (path, what) = match part {
+            DataPart::Store => (config.data_dir.join("store/index.sqlite"), "mailbox store"),
+            DataPart::Queue => (config.data_dir.join("queue"), "queue"),
+        };
+        if !path.exists() {
+            let source = match &self.data_dir {
+                Some(_) => "--data-dir".to_string(),
+                None => format!("server.data_dir of {}", self.config.display()),
+            };
+            eprintln!(
+                "sealpost: {} holds no {what} ({} is missing): check {source}",
+                config.data_dir.display(),
+                path.display()
+            );
+            return Err(ExitCode::from(2));
+        }
+        Ok(config)
     }
 }
 
@@ -136,6 +172,7 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(e) if out::is_closed_pipe(&e) => ExitCode::from(out::CLOSED_PIPE),
         Err(e) => {
             eprintln!("sealpost: {e:#}");
             ExitCode::FAILURE

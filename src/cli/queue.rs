@@ -41,7 +41,7 @@ enum QueueCommand {
 /// The spool with the service key, as the server opens it (listing, flush and delete never
 /// decrypt, but anything this process writes is sealed like the server's files).
 fn open(config: &ConfigArgs) -> Result<Spool, ExitCode> {
-    let config = config.load()?;
+    let config = config.load_existing(super::DataPart::Queue)?;
     let fail = |e: &dyn std::fmt::Display| {
         eprintln!("sealpost: {e}");
         ExitCode::FAILURE
@@ -61,10 +61,10 @@ pub fn run(args: QueueArgs) -> anyhow::Result<ExitCode> {
             if json {
                 for e in &listing.entries {
                     let value = serde_json::json!({ "state": e.state.as_str(), "size": e.size, "envelope": e.envelope });
-                    println!("{value}");
+                    outln!("{value}");
                 }
             } else {
-                print!("{}", format_list(&listing.entries));
+                out!("{}", format_list(&listing.entries));
             }
             for u in &listing.unreadable {
                 eprintln!("sealpost: {} ({}): {}", u.id, u.state.as_str(), u.error);
@@ -77,7 +77,7 @@ pub fn run(args: QueueArgs) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             let n = spool.flush()?;
-            println!("{n} deferred message(s) made due");
+            outln!("{n} deferred message(s) made due");
             Ok(ExitCode::SUCCESS)
         }
         QueueCommand::Delete { config, id } => {
@@ -86,7 +86,7 @@ pub fn run(args: QueueArgs) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             if spool.delete(&id)? {
-                println!("{id}: deleted");
+                outln!("{id}: deleted");
                 Ok(ExitCode::SUCCESS)
             } else {
                 eprintln!("sealpost: {id}: no such message in the queue");

@@ -68,9 +68,9 @@ fn check(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    print!("{}", heading(&config));
+    out!("{}", heading(&config));
     for rule in config.rules.rules() {
-        print!("{}", describe(rule));
+        out!("{}", describe(rule));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -138,7 +138,7 @@ fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
     };
     let explanation = explain(&config.rules, &facts);
     let evaluation = evaluate(&config.rules, &facts);
-    println!(
+    outln!(
         "message {}: {} bytes, from <{}>, {}, {}",
         args.eml.display(),
         message.len(),
@@ -153,11 +153,11 @@ fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
             None => "no inbound connector".to_string(),
         }
     );
-    print!("{}", heading(&config));
-    println!();
-    print!("{explanation}");
-    println!();
-    print!("{}", outcome(&evaluation));
+    out!("{}", heading(&config));
+    outln!();
+    out!("{explanation}");
+    outln!();
+    out!("{}", outcome(&evaluation));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -40,7 +40,8 @@ enum StoreCommand {
     /// touched); messages stored under "none" are encrypted into new blobs and the plain blobs
     /// removed. This is the only store command that rewrites content.
     Reencrypt(ConfigArgs),
-    /// Authenticate every message; report failures, unreadable messages and orphan blobs.
+    /// Authenticate every message; report failures, unreadable messages and orphan blobs, and
+    /// legacy messages not yet bound to their mailbox.
     ///
     /// Exits 1 when any message fails authentication or its blob is missing.
     Verify(ConfigArgs),
@@ -161,7 +162,7 @@ impl Progress for Bar {
 
 /// Opens the store of a configuration, acting as `actor` in the audit log.
 pub(super) fn open(config: &ConfigArgs, actor: &str) -> Result<EncryptedStore, ExitCode> {
-    let config = config.load()?;
+    let config = config.load_existing(super::DataPart::Store)?;
     EncryptedStore::open(&config, actor).map_err(|e| {
         eprintln!("sealpost: {e}");
         ExitCode::FAILURE
@@ -184,7 +185,7 @@ pub fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
         } => {
             let store = open_or_return!(config, "store policy rotate");
             let r = ops::rotate_policy(&store, &name, &Bar::new())?;
-            println!(
+            outln!(
                 "policy {name}: generation {} -> {}; {} mailbox key(s) re-wrapped, no message rewritten",
                 r.old_generation, r.new_generation, r.mailbox_keys
             );
@@ -207,7 +208,7 @@ pub fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::from(2));
             }
-            println!(
+            outln!(
                 "policy {name} revoked: {} policy key generation(s) and {} mailbox key(s) destroyed; \
                  {} message(s) became unreadable",
                 r.generations, r.mailbox_keys, r.messages
@@ -224,7 +225,7 @@ pub fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
         } => {
             let store = open_or_return!(config, "store root rotate");
             let r = ops::rotate_root(&store, &name, &old, &new)?;
-            println!(
+            outln!(
                 "policy {name}: policy key generation {} re-wrapped under root key {} (was {}); \
                  now name {} in root_keys",
                 r.generation,
@@ -243,15 +244,15 @@ pub fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
         } => {
             let store = open_or_return!(config, "store mailbox set-policy");
             let r = ops::set_policy(&store, &address, &name)?;
-            println!("{address}: {} -> {}; no message rewritten", r.from, r.to);
+            outln!("{address}: {} -> {}; no message rewritten", r.from, r.to);
             if r.plain_messages > 0 {
-                println!(
+                outln!(
                     "{} message(s) are still stored in clear: run `sealpost store reencrypt`",
                     r.plain_messages
                 );
             }
             if store.configured_policy(&address).map(|p| p.to_string()) != Some(name.clone()) {
-                println!(
+                outln!(
                     "note: the configuration still assigns another policy to {address}; change it, \
                      or `store reencrypt` moves the mailbox back"
                 );
@@ -261,9 +262,9 @@ pub fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
             let store = open_or_return!(config, "store reencrypt");
             let r = ops::reencrypt(&store, &Bar::new())?;
             for s in &r.skipped {
-                println!("SKIPPED  {s}");
+                outln!("SKIPPED  {s}");
             }
-            println!(
+            outln!(
                 "{} mailbox(es) moved onto their configured policy; {} message(s) encrypted; {} skipped",
                 r.mailboxes_moved,
                 r.messages_encrypted,
@@ -277,15 +278,25 @@ pub fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
             let store = open_or_return!(config, "store verify");
             let r = ops::verify(&store, &Bar::new())?;
             for f in &r.failures {
-                println!("FAILED  {f}");
+                outln!("FAILED  {f}");
             }
             for u in &r.unreadable {
-                println!("UNREADABLE  {u}");
+                outln!("UNREADABLE  {u}");
             }
             for o in &r.orphans {
-                println!("ORPHAN  blob {o} (no index entry)");
+                outln!("ORPHAN  blob {o} (no index entry)");
             }
-            println!(
+            let bound = store.rebinding();
+            for p in &bound.pending {
+                outln!("UNBOUND  {p}");
+            }
+            if !bound.complete {
+                outln!(
+                    "legacy messages not yet bound to their mailbox are still accepted; they are \
+                     bound when the store opens with their keys available"
+                );
+            }
+            outln!(
                 "{} message(s) checked: {} ok, {} failed, {} unreadable; {} orphan blob(s)",
                 r.checked,
                 r.ok,
@@ -303,9 +314,9 @@ pub fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
             let store = open_or_return!(config, "store audit verify");
             let r = ops::verify_audit(&store)?;
             for p in &r.problems {
-                println!("PROBLEM  {p}");
+                outln!("PROBLEM  {p}");
             }
-            println!(
+            outln!(
                 "{}: {} line(s), {}",
                 store.audit_path().display(),
                 r.lines,
@@ -324,7 +335,7 @@ pub fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
         } => {
             let id = crate::store::keyfile::generate_key_file(&out)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
-            println!("wrote {} (key id {id}, mode 0600)", out.display());
+            outln!("wrote {} (key id {id}, mode 0600)", out.display());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -68,9 +68,9 @@ pub fn run(args: TlsCheckArgs) -> anyhow::Result<ExitCode> {
     super::runtime()?.block_on(async move {
         let report = check(&args).await?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outln!("{}", serde_json::to_string_pretty(&report)?);
         } else {
-            print!("{}", text(&report));
+            out!("{}", text(&report));
         }
         Ok(if matches!(report.grade, 'A' | 'B') {
             ExitCode::SUCCESS
@@ -291,6 +291,10 @@ fn text(r: &Report) -> String {
             "    valid:       {} to {}\n",
             c.not_before, c.not_after
         ));
+        if i == 0 {
+            out.push_str(&format!("    pin (cert):  {}\n", c.fingerprint_certificate));
+            out.push_str(&format!("    pin (key):   {}\n", c.fingerprint_public_key));
+        }
     }
     if !r.verification.is_empty() {
         out.push_str(&format!("  verification:  {}\n", r.verification));

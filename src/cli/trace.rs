@@ -102,9 +102,9 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     }
     let messages = select(group(records), &args, since);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&messages)?);
+        outln!("{}", serde_json::to_string_pretty(&messages)?);
     } else if messages.is_empty() {
-        println!("no traced message matches");
+        outln!("no traced message matches");
     } else {
         for m in &messages {
             print_message(m);
@@ -241,21 +241,21 @@ fn select(all: Vec<Traced>, args: &TraceArgs, since: Option<DateTime<Utc>>) -> V
 
 fn print_message(m: &Traced) {
     match (&m.message_id, &m.message_id_sha256) {
-        (Some(id), _) => println!("Message-ID <{id}>"),
-        (None, Some(hash)) => println!("Message-ID sha256:{}…", &hash[..hash.len().min(16)]),
-        (None, None) => println!("Message without Message-ID"),
+        (Some(id), _) => outln!("Message-ID <{id}>"),
+        (None, Some(hash)) => outln!("Message-ID sha256:{}…", &hash[..hash.len().min(16)]),
+        (None, None) => outln!("Message without Message-ID"),
     }
     for hop in &m.hops {
-        println!("  {}  queue id {}", hop.server, hop.queue_id);
+        outln!("  {}  queue id {}", hop.server, hop.queue_id);
         for r in &hop.records {
-            println!(
+            outln!(
                 "    {}  {}",
                 r.time.format("%Y-%m-%d %H:%M:%S%.3f"),
                 describe(&r.event)
             );
         }
     }
-    println!();
+    outln!();
 }
 
 fn describe(event: &TraceEvent) -> String {

@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use super::file::{RawInbound, RawOutbound};
 use super::validate::{is_domain, parse_host_port, Checker};
 use super::{ConfigError, HostPort, TlsMinVersion};
-use crate::tls::policy::{PolicyMode, TlsLevel};
+use crate::tls::policy::{Fingerprint, PolicyMode, TlsLevel};
 
 /// A recipient or sender domain pattern: `example.test`, or `*.example.test` for its subdomains.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +59,8 @@ pub struct OutboundConnector {
     pub tls: TlsLevel,
     /// Names accepted under verify-name; empty: the host connected to.
     pub tls_names: Vec<String>,
+    /// Pins under fingerprint: the peer's certificate or public key must match one.
+    pub tls_fingerprints: Vec<Fingerprint>,
     /// Trust anchors for verify-ca/verify-name; None: the public roots.
     pub ca_file: Option<PathBuf>,
     /// Certificate and key presented to the partner (mutual TLS).
@@ -157,7 +159,7 @@ pub(super) fn outbound(
             c.err(
                 key("tls"),
                 format!(
-                    "must be opportunistic, required, verify-ca or verify-name, not {:?}",
+                    "must be opportunistic, required, verify-ca, verify-name or fingerprint, not {:?}",
                     r.tls
                 ),
             )
@@ -172,6 +174,30 @@ pub(super) fn outbound(
         }
         if !r.tls_names.is_empty() && tls != TlsLevel::VerifyName {
             return Err(c.err(key("tls_names"), "only used with tls = \"verify-name\""));
+        }
+        let tls_fingerprints = r
+            .tls_fingerprints
+            .iter()
+            .enumerate()
+            .map(|(j, f)| {
+                Fingerprint::parse(f)
+                    .map_err(|e| c.err(format!("{}[{j}]", key("tls_fingerprints")), e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        match (tls == TlsLevel::Fingerprint, tls_fingerprints.is_empty()) {
+            (true, true) => {
+                return Err(c.err(
+                    key("tls_fingerprints"),
+                    "tls = \"fingerprint\" needs at least one pin (sealpost tls-check prints them)",
+                ))
+            }
+            (false, false) => {
+                return Err(c.err(
+                    key("tls_fingerprints"),
+                    "only used with tls = \"fingerprint\"",
+                ))
+            }
+            _ => {}
         }
         let ca_file = ca_file(c, &key("ca_file"), r.ca_file.as_deref())?;
         let client_certificate = match (&r.client_certificate, &r.client_private_key) {
@@ -211,6 +237,7 @@ pub(super) fn outbound(
             smart_hosts,
             tls,
             tls_names: r.tls_names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+            tls_fingerprints,
             ca_file,
             client_certificate,
             min_version,

@@ -45,6 +45,8 @@ pub struct RawServer {
     #[serde(default)]
     pub relay_networks: Vec<String>,
     pub shutdown_timeout: Option<String>,
+    /// "reject" (default) or "allow": may an authenticated user send as addresses it does not own.
+    pub sender_login_mismatch: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,6 +152,9 @@ pub struct RawOutbound {
     pub tls: String,
     #[serde(default)]
     pub tls_names: Vec<String>,
+    /// Pins under tls = "fingerprint": "sha256:<hex>" of the certificate or its public key.
+    #[serde(default)]
+    pub tls_fingerprints: Vec<String>,
     pub ca_file: Option<String>,
     pub client_certificate: Option<String>,
     pub client_private_key: Option<String>,
@@ -196,12 +201,14 @@ pub struct RawSmime {
     pub certificate_dir: String,
 }
 
-/// `[[user]]`: a submission user and the argon2 hash of its password.
+/// `[[user]]`: a submission user, the argon2 hash of its password and the envelope senders it
+/// may use (default: its name).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUser {
     pub name: String,
     pub password_hash: String,
+    pub addresses: Option<Vec<String>>,
 }
 
 /// `[rms] tenant_key_dir = "keys/tenant"`: tenant keys for `rms_protect` (one marked active).

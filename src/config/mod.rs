@@ -1,11 +1,12 @@
 //! Typed configuration: the TOML file as written (`file`), validated into what the program runs on.
 
 pub mod connectors;
-pub use operations::Operations;
+pub use operations::{read_token_file, AdminToken, Operations};
 mod encryption;
 mod file;
 mod limits;
 mod operations;
+mod users;
 mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -55,6 +56,17 @@ pub enum ListenerProtocol {
 pub struct Listener {
     pub address: SocketAddr,
     pub protocol: ListenerProtocol,
+}
+
+/// `server.sender_login_mismatch`: what MAIL FROM an authenticated user may give (Postfix's
+/// `reject_sender_login_mismatch`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SenderLoginMismatch {
+    /// Only the addresses of its `[[user]]` entry, or the null sender (default).
+    #[default]
+    Reject,
+    /// Any sender.
+    Allow,
 }
 
 /// The server's own certificate and key (already checked to load, RSA keys ≥ 2048 bits).
@@ -169,6 +181,10 @@ pub struct Config {
     pub rms_templates: BTreeMap<String, BTreeMap<String, Vec<crate::rules::Right>>>,
     /// `[[user]]`: lowercase name → argon2 PHC hash, for AUTH on submission listeners.
     pub users: BTreeMap<String, String>,
+    /// `[[user]] addresses`: lowercase name → the lowercase envelope senders it owns.
+    pub user_addresses: BTreeMap<String, BTreeSet<String>>,
+    /// `server.sender_login_mismatch`: whether authenticated users may use other senders.
+    pub sender_login_mismatch: SenderLoginMismatch,
     /// `[[encryption_policy]]` by name.
     pub encryption_policies: BTreeMap<String, EncryptionPolicy>,
     /// Lowercase mailbox address → the policy it is stored under (resolved from its own
@@ -199,7 +215,8 @@ impl Config {
         let raw: file::RawConfig = toml::from_str(text).map_err(|e| ConfigError {
             file: path.to_path_buf(),
             key: String::new(),
-            problem: e.to_string().trim().replace('\n', " "),
+            // The parser's own report: line, column, the line itself and a caret.
+            problem: e.to_string().trim_end().to_string(),
         })?;
         validate::validate(path, raw, data_dir)
     }

@@ -304,24 +304,7 @@ pub fn validate(
     let limits = super::limits::limits(&c, &raw.limits)?;
     let shutdown_timeout = super::limits::shutdown_timeout(&c, &raw.server)?;
 
-    let mut users = BTreeMap::new();
-    for (i, u) in raw.user.iter().enumerate() {
-        let name = u.name.trim().to_ascii_lowercase();
-        if name.is_empty() || name.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
-            return Err(c.err(
-                format!("user[{i}].name"),
-                format!("not a user name: {:?}", u.name),
-            ));
-        }
-        crate::smtp::server::users::check_hash(&u.password_hash)
-            .map_err(|p| c.err(format!("user[{i}].password_hash"), p))?;
-        if users
-            .insert(name.clone(), u.password_hash.clone())
-            .is_some()
-        {
-            return Err(c.err(format!("user[{i}].name"), format!("{name} is listed twice")));
-        }
-    }
+    let users = super::users::validate(&c, &raw.user, &raw.server)?;
     let outbound_connectors = super::connectors::outbound(&c, &raw.connector.outbound)?;
     let inbound_connectors = super::connectors::inbound(&c, &raw.connector.inbound)?;
     let (rules_dir, rules) = load_rules(&c, raw.rules.as_ref())?;
@@ -426,7 +409,9 @@ pub fn validate(
         smime_certificate_dir,
         rms_tenant_key_dir,
         rms_templates,
-        users,
+        users: users.hashes,
+        user_addresses: users.addresses,
+        sender_login_mismatch: users.mismatch,
         encryption_policies: encryption.policies,
         mailbox_policies: encryption.mailboxes,
         store: encryption.store,

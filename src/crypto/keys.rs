@@ -125,9 +125,40 @@ impl DecryptKey {
 }
 
 fn load_rsa(pkcs8: &[u8]) -> Result<PrivateDecryptingKey, String> {
-    PrivateDecryptingKey::from_pkcs8(pkcs8).map_err(|e| {
-        format!("not a usable RSA private key ({e}); RSA keys of 2048 to 8192 bits are accepted")
-    })
+    PrivateDecryptingKey::from_pkcs8(pkcs8).map_err(|e| rsa_refusal(rsa_pkcs8_bits(pkcs8), &e))
+}
+
+/// Why an RSA key of `bits` (when known) was refused, in words: its size when that is the
+/// reason ("1024-bit RSA key; at least 2048 bits are required"), else the library's reason.
+pub fn rsa_refusal(bits: Option<usize>, reason: &dyn std::fmt::Display) -> String {
+    match bits {
+        Some(bits) if bits < 2048 => {
+            format!("{bits}-bit RSA key; at least 2048 bits are required")
+        }
+        Some(bits) if bits > 8192 => {
+            format!("{bits}-bit RSA key; at most 8192 bits are accepted")
+        }
+        _ => format!(
+            "not a usable RSA private key ({reason}); RSA keys of 2048 to 8192 bits are accepted"
+        ),
+    }
+}
+
+/// The modulus size of an RSA key in PKCS#8 DER, None when it is not one.
+pub fn rsa_pkcs8_bits(pkcs8: &[u8]) -> Option<usize> {
+    let info = PrivateKeyInfo::from_der(pkcs8).ok()?;
+    if info.algorithm.oid != pkcs1::ALGORITHM_OID {
+        return None;
+    }
+    rsa_pkcs1_bits(info.private_key.as_bytes())
+}
+
+/// The modulus size of a PKCS#1 `RSAPrivateKey` in DER.
+pub fn rsa_pkcs1_bits(pkcs1: &[u8]) -> Option<usize> {
+    let key = pkcs1::RsaPrivateKeyRef::from_der(pkcs1).ok()?;
+    let n = key.modulus.as_bytes();
+    let first = n.iter().position(|&b| b != 0)?;
+    Some((n.len() - first) * 8 - n[first].leading_zeros() as usize)
 }
 
 fn public_der(rsa: &PrivateDecryptingKey) -> Result<Vec<u8>, String> {

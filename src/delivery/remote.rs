@@ -12,7 +12,7 @@ use crate::smtp::client::{ClientError, ClientSettings, Connection, TlsMode};
 use crate::smtp::proto::dsn::TransactionDsn;
 use crate::smtp::proto::Reply;
 use crate::tls::policy::{
-    ConnectorVerifier, DeliveryPermit, PolicyMode, TlsFailure, TlsLevel, TlsPolicy,
+    ConnectorVerifier, PeerCheck, PolicyId, PolicyMode, TlsFailure, TlsLevel, TlsPolicy,
 };
 use crate::tls::{TlsError, TlsFacts};
 
@@ -40,12 +40,13 @@ pub struct AttemptInfo {
     pub dsn: bool,
 }
 
-/// Idle connections are kept per peer address and connector: a connection opened under one
-/// TLS policy never carries mail for another.
-type PoolKey = (SocketAddr, Option<String>);
+/// Idle connections are kept per peer address, host name and TLS policy: a connection opened
+/// under one policy is never offered to a delivery under another (and `Connection::send`
+/// refuses one whose permit does not satisfy the delivery's policy, whatever the pool does).
+type PoolKey = (SocketAddr, String, PolicyId);
 
-/// A kept connection, the permit it earned when opened, and since when it is idle.
-type Idle = (Connection, DeliveryPermit, Instant);
+/// A kept connection (holding the permit it earned when opened) and since when it is idle.
+type Idle = (Connection, Instant);
 
 /// Delivers to other servers; connections are kept for a short while and reused.
 pub struct RemoteDelivery {
@@ -57,7 +58,7 @@ pub struct RemoteDelivery {
     resolver: Option<Resolver>,
     smtp_port: u16,
     reuse_time: Duration,
-    /// Idle connections with the permit they earned when opened (the key fixes the policy).
+    /// Idle connections, keyed by the policy they were authorized under.
     idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
     telemetry: Arc<crate::telemetry::Telemetry>,
 }
@@ -81,28 +82,26 @@ pub fn connector_policy(c: &OutboundConnector) -> Result<TlsPolicy, TlsError> {
         .as_deref()
         .map(crate::tls::load_trust_anchors)
         .transpose()?;
+    let check = PeerCheck {
+        level: c.tls,
+        names: c.tls_names.clone(),
+        anchors,
+        fingerprints: c.tls_fingerprints.clone(),
+    };
     let verifier = Arc::new(ConnectorVerifier::new(
-        c.tls,
-        c.tls_names.clone(),
-        anchors.clone(),
+        check.clone(),
         c.mode == PolicyMode::Enforce,
     ));
     let client_key = match &c.client_certificate {
         Some((cert, key)) => Some(crate::tls::load_certified_key(cert, key)?),
         None => None,
     };
-    Ok(TlsPolicy {
-        connector: Some(c.name.clone()),
-        level: c.tls,
-        mode: c.mode,
-        names: c.tls_names.clone(),
-        anchors,
-        client_config: crate::tls::connector_client_config(
-            verifier,
-            c.min_version,
-            client_key.as_ref(),
-        )?,
-    })
+    Ok(TlsPolicy::new(
+        Some(c.name.clone()),
+        check,
+        c.mode,
+        crate::tls::connector_client_config(verifier, c.min_version, client_key.as_ref())?,
+    ))
 }
 
 impl RemoteDelivery {
@@ -114,9 +113,7 @@ impl RemoteDelivery {
         reuse_time: Duration,
     ) -> Self {
         let verifier = Arc::new(ConnectorVerifier::new(
-            TlsLevel::Required,
-            Vec::new(),
-            None,
+            PeerCheck::level(TlsLevel::Required),
             true,
         ));
         let required_config =
@@ -124,14 +121,12 @@ impl RemoteDelivery {
                 .unwrap_or_else(|_| settings.tls.clone());
         RemoteDelivery {
             default_policy: Arc::new(TlsPolicy::opportunistic(settings.tls.clone())),
-            required_default: Arc::new(TlsPolicy {
-                connector: None,
-                level: TlsLevel::Required,
-                mode: PolicyMode::Enforce,
-                names: Vec::new(),
-                anchors: None,
-                client_config: required_config,
-            }),
+            required_default: Arc::new(TlsPolicy::new(
+                None,
+                PeerCheck::level(TlsLevel::Required),
+                PolicyMode::Enforce,
+                required_config,
+            )),
             settings,
             policies: HashMap::new(),
             resolver,
@@ -176,7 +171,7 @@ impl RemoteDelivery {
             .and_then(|name| self.policies.get(name))
             .unwrap_or(&self.default_policy)
             .clone();
-        let policy = if require_tls && policy.level < TlsLevel::Required {
+        let policy = if require_tls && policy.level() < TlsLevel::Required {
             self.required_default.clone()
         } else {
             policy
@@ -200,11 +195,11 @@ impl RemoteDelivery {
         };
         let mut last_error = String::new();
         for target in &targets {
-            let key = (target.addr, dest.connector.clone());
-            let (mut conn, mut permit, reused) = match self.take_idle(&key) {
-                Some((c, p)) => (c, p, true),
+            let key = (target.addr, target.name.clone(), policy.id());
+            let (mut conn, reused) = match self.take_idle(&key) {
+                Some(c) => (c, true),
                 None => match self.open(&policy, target).await {
-                    Ok((c, p)) => (c, p, false),
+                    Ok(c) => (c, false),
                     Err(e) => {
                         last_error = self.describe(target, &e);
                         continue;
@@ -212,15 +207,15 @@ impl RemoteDelivery {
                 },
             };
             let mut result = conn
-                .send_dsn(&permit, mail_from, recipients, &dsn.mail, &dsn.rcpts, data)
+                .send_dsn(&policy, mail_from, recipients, &dsn.mail, &dsn.rcpts, data)
                 .await;
             if reused && result.is_err() {
                 // The cached connection had died; nothing was accepted, so a fresh one may try.
                 match self.open(&policy, target).await {
-                    Ok((fresh, fresh_permit)) => {
-                        (conn, permit) = (fresh, fresh_permit);
+                    Ok(fresh) => {
+                        conn = fresh;
                         result = conn
-                            .send_dsn(&permit, mail_from, recipients, &dsn.mail, &dsn.rcpts, data)
+                            .send_dsn(&policy, mail_from, recipients, &dsn.mail, &dsn.rcpts, data)
                             .await;
                     }
                     Err(e) => {
@@ -234,7 +229,7 @@ impl RemoteDelivery {
                 relay_name: Some(target.name.clone()),
                 tls: conn.tls().cloned(),
                 reused,
-                verification: Some(permit.detail().to_string()),
+                verification: conn.permit().map(|p| p.detail().to_string()),
                 dsn: conn.offers_dsn(),
                 ..base_info.clone()
             };
@@ -244,7 +239,7 @@ impl RemoteDelivery {
                         .into_iter()
                         .map(|r| outcome_of(&target.name, r))
                         .collect();
-                    self.put_idle(key, conn, permit);
+                    self.put_idle(key, conn);
                     return (outcomes, info);
                 }
                 Err(e) => {
@@ -283,13 +278,9 @@ impl RemoteDelivery {
     /// Opens a connection under `policy` and checks it. Opportunistic (and audit-mode) delivery
     /// retries in plaintext when the handshake fails, like Postfix `may`; required and above
     /// never do: a missing STARTTLS or a failed check ends the attempt before MAIL FROM.
-    async fn open(
-        &self,
-        policy: &TlsPolicy,
-        target: &Target,
-    ) -> Result<(Connection, DeliveryPermit), TargetError> {
+    async fn open(&self, policy: &TlsPolicy, target: &Target) -> Result<Connection, TargetError> {
         let settings = ClientSettings {
-            tls: policy.client_config.clone(),
+            tls: policy.client_config().clone(),
             ..self.settings.clone()
         };
         let conn = if policy.allows_plaintext() {
@@ -325,21 +316,21 @@ impl RemoteDelivery {
     async fn authorize(
         &self,
         policy: &TlsPolicy,
-        conn: Connection,
-    ) -> Result<(Connection, DeliveryPermit), TargetError> {
+        mut conn: Connection,
+    ) -> Result<Connection, TargetError> {
+        let peer = conn.peer();
         match conn.authorize(policy) {
-            Ok(permit) => Ok((conn, permit)),
-            Err(failure) => match policy.audit_override(&failure) {
-                Some(permit) => {
-                    tracing::warn!(connector = policy.connector.as_deref().unwrap_or(""), relay = %conn.peer(),
+            Ok(permit) => {
+                if let Some(failure) = permit.overlooked() {
+                    tracing::warn!(connector = policy.connector().unwrap_or(""), relay = %peer,
                         reason = %failure, "audit mode: delivering although the TLS policy is not met");
-                    Ok((conn, permit))
                 }
-                None => {
-                    conn.quit().await;
-                    Err(TargetError::Tls(failure))
-                }
-            },
+                Ok(conn)
+            }
+            Err(failure) => {
+                conn.quit().await;
+                Err(TargetError::Tls(failure))
+            }
         }
     }
 
@@ -404,27 +395,25 @@ impl RemoteDelivery {
             .ok_or_else(|| DnsError::Temporary("no DNS resolver configured".into()))
     }
 
-    /// A kept connection for this peer and connector, with the permit it was opened under:
-    /// the pool key fixes the policy and a connection's TLS does not change, so the check that
-    /// earned the permit is not run again per message.
-    fn take_idle(&self, key: &PoolKey) -> Option<(Connection, DeliveryPermit)> {
+    /// A kept connection for this peer, host and policy. The connection holds the permit it
+    /// earned when opened and its TLS does not change, so the check is not run again; the
+    /// permit is still compared with the policy on every transaction (`Connection::send`).
+    fn take_idle(&self, key: &PoolKey) -> Option<Connection> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.get_mut(key)?;
-        while let Some((conn, permit, since)) = list.pop() {
+        while let Some((conn, since)) = list.pop() {
             if since.elapsed() < self.reuse_time {
-                return Some((conn, permit));
+                return Some(conn);
             }
             drop(conn);
         }
         None
     }
 
-    fn put_idle(&self, key: PoolKey, conn: Connection, permit: DeliveryPermit) {
+    fn put_idle(&self, key: PoolKey, conn: Connection) {
         if conn.reusable() && !self.reuse_time.is_zero() {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            idle.entry(key)
-                .or_default()
-                .push((conn, permit, Instant::now()));
+            idle.entry(key).or_default().push((conn, Instant::now()));
         } else {
             tokio::spawn(conn.quit());
         }
@@ -438,9 +427,9 @@ impl RemoteDelivery {
             for list in idle.values_mut() {
                 let (old, keep): (Vec<_>, Vec<_>) = list
                     .drain(..)
-                    .partition(|(_, _, since)| all || since.elapsed() >= self.reuse_time);
+                    .partition(|(_, since)| all || since.elapsed() >= self.reuse_time);
                 *list = keep;
-                out.extend(old.into_iter().map(|(c, _, _)| c));
+                out.extend(old.into_iter().map(|(c, _)| c));
             }
             idle.retain(|_, l| !l.is_empty());
             out

@@ -1,7 +1,8 @@
 //! The blob store: one file per message under `store/blobs/xx/<opaque name>`, holding ciphertext
 //! (or, for mailboxes under policy "none", the checksummed message), written durably.
 //!
-//! A blob file is `"SPB1"`, one kind byte (1: AES-256-GCM chunks, 0: plain), then the body.
+//! A blob file is `"SPB1"`, one kind byte, then the body: kind 0 the plain message, kind 1
+//! AES-256-GCM chunks bound to the message id, kind 2 chunks bound to mailbox and message id.
 //! Names are 128 random bits in hex, unrelated to message ids; only the index maps one to the other.
 
 use std::fs::{self, File, OpenOptions};
@@ -18,7 +19,10 @@ pub const HEADER_LEN: usize = 5;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlobKind {
     Plain = 0,
+    /// Chunks whose AAD binds the message id (written before messages were bound to mailboxes).
     Encrypted = 1,
+    /// Chunks whose AAD binds the mailbox and the message id.
+    MailboxBound = 2,
 }
 
 pub struct Blobs {
@@ -30,6 +34,7 @@ pub fn kind(data: &[u8]) -> Option<BlobKind> {
     match (data.get(..4), data.get(4)) {
         (Some(m), Some(0)) if m == MAGIC => Some(BlobKind::Plain),
         (Some(m), Some(1)) if m == MAGIC => Some(BlobKind::Encrypted),
+        (Some(m), Some(2)) if m == MAGIC => Some(BlobKind::MailboxBound),
         _ => None,
     }
 }
@@ -160,11 +165,13 @@ mod tests {
         let blobs = Blobs::new(dir.path());
         let name = Blobs::new_name().unwrap();
         assert!(valid_name(&name));
-        let mut framed = Blobs::frame(BlobKind::Encrypted, 3);
+        let mut framed = Blobs::frame(BlobKind::MailboxBound, 3);
         framed.extend_from_slice(b"abc");
         blobs.write(&name, &framed).unwrap();
         let data = blobs.read(&name).unwrap();
-        assert_eq!(kind(&data), Some(BlobKind::Encrypted));
+        assert_eq!(kind(&data), Some(BlobKind::MailboxBound));
+        assert_eq!(kind(b"SPB1\x01"), Some(BlobKind::Encrypted));
+        assert_eq!(kind(b"SPB1\x03"), None);
         assert_eq!(&data[HEADER_LEN..], b"abc");
         assert_eq!(blobs.list().unwrap(), vec![name.clone()]);
         assert!(blobs.write(&name, &framed).is_err(), "never overwrites");

@@ -134,6 +134,21 @@ impl SecretKey {
         Ok(buf)
     }
 
+    /// A subkey: HMAC-SHA256 of `label ‖ data` under this key. Gives a key that belongs to one
+    /// context (a wrap key that opens only for one mailbox and message); labels keep uses apart.
+    pub fn derive(&self, label: &[u8], data: &[u8]) -> SecretKey {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.0[..]);
+        let mut ctx = aws_lc_rs::hmac::Context::with_key(&key);
+        ctx.update(label);
+        ctx.update(data);
+        let tag = ctx.sign();
+        let mut out = Zeroizing::new([0u8; 32]);
+        for (o, t) in out.iter_mut().zip(tag.as_ref()) {
+            *o = *t;
+        }
+        SecretKey(out)
+    }
+
     /// HMAC-SHA256 of `context ‖ data` under this key: a tag that says nothing about `data` to
     /// whoever lacks the key, and is the same each time (a lookup key).
     pub fn mac(&self, context: &[u8], data: &[u8]) -> Vec<u8> {
@@ -279,6 +294,21 @@ mod tests {
         assert_ne!(tag, k2.mac(b"ctx\0", b"data"));
         assert_ne!(tag, k1.mac(b"ctx\0", b"date"));
         assert_ne!(tag, k1.mac(b"other\0", b"data"));
+    }
+
+    #[test]
+    fn derived_keys_depend_on_key_label_and_data() {
+        let (k1, k2) = (key(), key());
+        let d = k1.derive(b"label\0", b"data");
+        assert_eq!(d.as_bytes(), k1.derive(b"label\0", b"data").as_bytes());
+        assert_eq!(&d.as_bytes()[..], &k1.mac(b"label\0", b"data")[..]);
+        for other in [
+            k2.derive(b"label\0", b"data"),
+            k1.derive(b"other\0", b"data"),
+            k1.derive(b"label\0", b"date"),
+        ] {
+            assert_ne!(d.as_bytes(), other.as_bytes());
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `EncryptedStore`: the one `MailStore` for local mailboxes. Content is encrypted under the
 //! mailbox's policy (root → policy → mailbox → content key), or kept plain but checksummed for
-//! mailboxes explicitly under policy "none". Blobs, index and keystore are kept apart.
+//! mailboxes explicitly under policy "none". Blobs, index and keystore are kept apart; every
+//! encrypted message is bound to its mailbox (see `binding`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::DirBuilderExt;
@@ -11,10 +12,12 @@ use rusqlite::{Connection, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
 use super::audit::AuditLog;
+use super::binding::{self, BindError, Binding};
 use super::blobs::{self, BlobKind, Blobs, HEADER_LEN};
 use super::crypto::{open_chunks, seal_chunks, sealed_len, SecretKey};
-use super::index::{self, MessageRow};
+use super::index::{self, MailboxKeyRow, MessageRow};
 use super::keyring::Keyring;
+use super::rebind::{self, Rebinding};
 use super::{summarize, MailStore, MessageSummary, StoreError};
 use crate::config::{Config, PolicyRef};
 
@@ -32,15 +35,12 @@ pub struct EncryptedStore {
     index: Mutex<Connection>,
     pub(super) keyring: Keyring,
     pub(super) mailboxes: BTreeMap<String, PolicyRef>,
+    rebinding: Rebinding,
 }
 
 /// The store the server delivers through: an `EncryptedStore` acting as `serve`.
 pub fn open_store(config: &Config) -> Result<Arc<dyn MailStore>, StoreError> {
     Ok(Arc::new(EncryptedStore::open(config, "serve")?))
-}
-
-fn meta_context(id: &str) -> Vec<u8> {
-    format!("sealpost meta v1\0{id}").into_bytes()
 }
 
 /// SHA-256 through aws-lc-rs (hardware-accelerated; the plain store's checksum).
@@ -64,6 +64,35 @@ fn integrity(row: &MessageRow, what: impl std::fmt::Display) -> StoreError {
     StoreError::Integrity(format!("message {} in {}: {what}", row.id, row.mailbox))
 }
 
+/// The key a message row points to must be its mailbox's: the index-level check that names a
+/// moved row plainly (the wraps' bindings catch what this check cannot: relabelled key rows).
+fn check_owner(row: &MessageRow, key: &MailboxKeyRow) -> Result<(), StoreError> {
+    if key.mailbox == row.mailbox {
+        return Ok(());
+    }
+    Err(StoreError::Integrity(format!(
+        "message {} is not bound to mailbox {}: its key belongs to {} (row moved in the index)",
+        row.id, row.mailbox, key.mailbox
+    )))
+}
+
+/// What a wrap of a message that failed to open means.
+fn not_bound(row: &MessageRow, what: &str, e: BindError) -> StoreError {
+    integrity(
+        row,
+        match e {
+            BindError::NotBound => format!(
+                "its {what} is not bound to this mailbox and message id (moved, copied or altered \
+                 in the index)"
+            ),
+            BindError::LegacyRefused => format!(
+                "its {what} is not bound to this mailbox: it has the legacy form, refused since \
+                 this store's bindings were migrated (index altered or restored from an older copy)"
+            ),
+        },
+    )
+}
+
 impl EncryptedStore {
     /// Opens (creating) `<data_dir>/store`; `actor` names the command in the audit log.
     pub fn open(config: &Config, actor: &str) -> Result<EncryptedStore, StoreError> {
@@ -75,7 +104,7 @@ impl EncryptedStore {
             .map_err(|e| StoreError::io(&dir, e))?;
         let conn = index::open(&dir.join("index.sqlite"))?;
         index::prune_deliveries(&conn, index::now() - index::DELIVERY_TAG_DAYS * 86_400)?;
-        Ok(EncryptedStore {
+        let mut store = EncryptedStore {
             blobs: Blobs::new(&dir),
             dir,
             index: Mutex::new(conn),
@@ -85,7 +114,15 @@ impl EncryptedStore {
                 actor,
             ),
             mailboxes: config.mailbox_policies.clone(),
-        })
+            rebinding: Rebinding::default(),
+        };
+        store.rebinding = rebind::rebind(&store, &config.store.keystore_dir)?;
+        Ok(store)
+    }
+
+    /// What opening did to messages and keys stored before they were bound to their mailbox.
+    pub fn rebinding(&self) -> &Rebinding {
+        &self.rebinding
     }
 
     /// `<data_dir>/store`.
@@ -152,11 +189,13 @@ impl EncryptedStore {
         let framed = match key {
             Some((mk_id, mkey)) => {
                 let content = SecretKey::generate()?;
-                let mut framed = Blobs::frame(BlobKind::Encrypted, sealed_len(message.len()));
-                seal_chunks(&content, id.as_bytes(), message, &mut framed)?;
+                let mut framed = Blobs::frame(BlobKind::MailboxBound, sealed_len(message.len()));
+                let chunks = binding::chunk_context(mailbox, id);
+                seal_chunks(&content, &chunks, message, &mut framed)?;
                 row.mailbox_key_id = Some(mk_id);
-                row.wrapped_key = Some(mkey.wrap(&content)?);
-                row.meta = mkey.seal_record(&meta_context(id), &row.meta)?;
+                row.wrapped_key = Some(binding::wrap_content_key(mkey, mailbox, id, &content)?);
+                let context = binding::meta_context(Binding::Mailbox, mailbox, id);
+                row.meta = mkey.seal_record(&context, &row.meta)?;
                 framed
             }
             None => {
@@ -169,7 +208,8 @@ impl EncryptedStore {
         Ok((framed, row))
     }
 
-    /// The mailbox key a stored message needs (`None` for plain messages).
+    /// The mailbox key a stored message needs (`None` for plain messages): it must be a key of
+    /// the message's own mailbox, and open for that mailbox.
     pub(super) fn message_key(
         &self,
         c: &Connection,
@@ -181,7 +221,12 @@ impl EncryptedStore {
         };
         let mk = index::mailbox_key(c, mk_id)?
             .ok_or_else(|| integrity(row, "its mailbox key is missing from the index"))?;
-        self.keyring.mailbox_key(c, &mk, reason).map(Some)
+        check_owner(row, &mk)?;
+        match self.keyring.mailbox_key(c, &mk, reason) {
+            Ok(k) => Ok(Some(k)),
+            Err(StoreError::Integrity(e)) => Err(integrity(row, e)),
+            Err(e) => Err(e),
+        }
     }
 
     /// Reads and authenticates a message's blob.
@@ -198,14 +243,24 @@ impl EncryptedStore {
             }
             Err(e) => return Err(StoreError::io(&path, e)),
         };
+        let legacy = self.keyring.accepts_legacy();
         let plain = match (blobs::kind(&data), mkey, &row.wrapped_key) {
-            (Some(BlobKind::Encrypted), Some(mkey), Some(wrapped)) => {
-                let content = mkey
-                    .unwrap_key(wrapped)
-                    .map_err(|_| integrity(row, "its content key does not unwrap"))?;
+            (Some(kind @ (BlobKind::Encrypted | BlobKind::MailboxBound)), Some(mkey), Some(w)) => {
+                let (content, bound) =
+                    binding::unwrap_content_key(mkey, &row.mailbox, &row.id, w, legacy)
+                        .map_err(|e| not_bound(row, "content key", e))?;
+                // A kind 1 blob's chunks bind the message id; its wrap, once migrated, binds the
+                // mailbox. A kind 2 blob is only ever written with a bound wrap.
+                let chunks = match (kind, bound) {
+                    (BlobKind::MailboxBound, Binding::Mailbox) => {
+                        binding::chunk_context(&row.mailbox, &row.id)
+                    }
+                    (BlobKind::Encrypted, _) => row.id.as_bytes().to_vec(),
+                    _ => return Err(integrity(row, "blob header does not match the index")),
+                };
                 let mut data = data;
                 data.drain(..HEADER_LEN);
-                open_chunks(&content, row.id.as_bytes(), data).map_err(|e| {
+                open_chunks(&content, &chunks, data).map_err(|e| {
                     integrity(row, format!("{e} (blob altered, swapped or truncated)"))
                 })?
             }
@@ -228,15 +283,27 @@ impl EncryptedStore {
         Ok(plain)
     }
 
-    /// The summary of a row from its (decrypted) metadata.
+    /// The summary of a row from its (decrypted) metadata, sealed with the binding its content
+    /// key's wrap has.
     pub(super) fn summary(
+        &self,
         row: &MessageRow,
         mkey: Option<&SecretKey>,
     ) -> Result<MessageSummary, StoreError> {
         let meta = match mkey {
-            Some(k) => k
-                .open_record(&meta_context(&row.id), &row.meta)
-                .map_err(|_| integrity(row, "its metadata failed authentication"))?,
+            Some(k) => {
+                let wrapped = row.wrapped_key.as_deref().unwrap_or_default();
+                let bound = binding::claimed(wrapped, self.keyring.accepts_legacy())
+                    .map_err(|e| not_bound(row, "content key", e))?;
+                let context = binding::meta_context(bound, &row.mailbox, &row.id);
+                k.open_record(&context, &row.meta).map_err(|_| {
+                    integrity(
+                        row,
+                        "its metadata failed authentication (not bound to this mailbox and \
+                         message id, or altered)",
+                    )
+                })?
+            }
             None => row.meta.clone(),
         };
         let meta: Meta = serde_json::from_slice(&meta)
@@ -342,6 +409,7 @@ impl MailStore for EncryptedStore {
         let mailbox = mailbox.to_ascii_lowercase();
         let c = self.conn()?;
         let reason = format!("list {mailbox}");
+        // Every row here is in `mailbox`, so a key found to be this mailbox's serves its other rows.
         let mut keys: HashMap<i64, SecretKey> = HashMap::new();
         let mut out = Vec::new();
         for row in index::messages(&c, &mailbox)? {
@@ -358,7 +426,7 @@ impl MailStore for EncryptedStore {
                     }
                 },
             };
-            out.push(Self::summary(&row, key.as_ref())?);
+            out.push(self.summary(&row, key.as_ref())?);
         }
         Ok(out)
     }
@@ -384,165 +452,4 @@ impl MailStore for EncryptedStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(dir: &Path, plain_policy: &str) -> Config {
-        let keys = dir.join("keys");
-        std::fs::create_dir_all(&keys).unwrap();
-        for k in ["a", "b", "c"] {
-            let f = keys.join(format!("{k}.key"));
-            if !f.exists() {
-                crate::store::keyfile::generate_key_file(&f).unwrap();
-            }
-        }
-        let text = format!(
-            "[server]\nhostname = \"mx.t.test\"\ndata_dir = \"data\"\n\
-             [[domain]]\nname = \"t.test\"\nencryption_policy = \"p\"\n\
-             [[mailbox]]\naddress = \"a@t.test\"\n[[mailbox]]\naddress = \"b@t.test\"\n\
-             [[mailbox]]\naddress = \"c@t.test\"\nencryption_policy = \"{plain_policy}\"\n\
-             [[encryption_policy]]\nname = \"p\"\nroot_keys = [\"keys/a.key\", \"keys/b.key\"]\n\
-             availability_key = \"keys/c.key\"\n"
-        );
-        let path = dir.join("t.toml");
-        std::fs::write(&path, text).unwrap();
-        Config::load(&path, None).unwrap()
-    }
-
-    #[test]
-    fn concurrent_deliveries_share_one_policy_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(EncryptedStore::open(&config(dir.path(), "none"), "test").unwrap());
-        let threads: Vec<_> = (0..4)
-            .map(|t| {
-                let store = store.clone();
-                std::thread::spawn(move || {
-                    (0..5)
-                        .map(|i| {
-                            let mailbox = if t % 2 == 0 { "a@t.test" } else { "B@t.test" };
-                            let msg = format!("Subject: {t}-{i}\r\n\r\nbody\r\n");
-                            (
-                                mailbox,
-                                store.deliver(mailbox, msg.as_bytes()).unwrap(),
-                                msg,
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        for t in threads {
-            for (mailbox, id, msg) in t.join().unwrap() {
-                assert_eq!(store.read(mailbox, &id).unwrap(), msg.as_bytes());
-            }
-        }
-        assert_eq!(store.count("a@t.test").unwrap(), 10);
-        assert_eq!(store.list("b@t.test").unwrap().len(), 10);
-        let audit = std::fs::read_to_string(store.audit_path()).unwrap();
-        assert_eq!(audit.matches("policy-key-create").count(), 1, "{audit}");
-        let keys = index::current_mailbox_key(&store.conn().unwrap(), "b@t.test").unwrap();
-        assert!(keys.is_some_and(|k| k.state == "active"));
-    }
-
-    #[test]
-    fn delivery_never_downgrades_an_encrypted_mailbox() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EncryptedStore::open(&config(dir.path(), "p"), "test").unwrap();
-        store
-            .deliver("c@t.test", b"Subject: one\r\n\r\nx\r\n")
-            .unwrap();
-        drop(store);
-        // The configuration now says "none": the mailbox keeps its key.
-        let store = EncryptedStore::open(&config(dir.path(), "none"), "test").unwrap();
-        let id = store
-            .deliver("c@t.test", b"Subject: two\r\n\r\nx\r\n")
-            .unwrap();
-        let row = index::message(&store.conn().unwrap(), "c@t.test", &id)
-            .unwrap()
-            .unwrap();
-        assert!(row.mailbox_key_id.is_some() && row.digest.is_none());
-        assert_eq!(store.list("c@t.test").unwrap()[1].subject, "two");
-    }
-
-    #[test]
-    fn deliver_once_stores_one_message_per_key_and_mailbox() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EncryptedStore::open(&config(dir.path(), "none"), "test").unwrap();
-        let msg = b"Subject: once\r\n\r\nx\r\n";
-        for mailbox in ["a@t.test", "c@t.test"] {
-            let key = format!("0660DE4CFD9C65C1038B/{mailbox}");
-            let first = store.deliver_once(mailbox, msg, &key).unwrap();
-            let blobs = store.blobs.list().unwrap().len();
-            assert_eq!(store.deliver_once(mailbox, msg, &key).unwrap(), first);
-            assert_eq!(store.count(mailbox).unwrap(), 1);
-            assert_eq!(store.blobs.list().unwrap().len(), blobs, "no second blob");
-            assert_eq!(store.read(mailbox, &first).unwrap(), msg);
-            let other = store
-                .deliver_once(mailbox, msg, &format!("{key}x"))
-                .unwrap();
-            assert_ne!(other, first);
-            assert_eq!(store.count(mailbox).unwrap(), 2);
-        }
-        // The same key in another mailbox is another delivery.
-        let key = "0660DE4CFD9C65C1038B/a@t.test";
-        let in_b = store.deliver_once("B@t.test", msg, key).unwrap();
-        assert_eq!(store.count("b@t.test").unwrap(), 1);
-        assert_eq!(store.deliver_once("b@t.test", msg, key).unwrap(), in_b);
-        assert_eq!(store.blobs.list().unwrap().len(), 5);
-        // Plain `deliver` is not deduplicated.
-        store.deliver("b@t.test", msg).unwrap();
-        store.deliver("b@t.test", msg).unwrap();
-        assert_eq!(store.count("b@t.test").unwrap(), 3);
-    }
-
-    #[test]
-    fn delivery_keys_survive_reopening_and_are_not_kept_in_clear() {
-        let dir = tempfile::tempdir().unwrap();
-        let msg = b"Subject: once\r\n\r\nx\r\n";
-        let (a_key, c_key) = (
-            "07A1B2C3D4E5F6A7B8C9/a@t.test",
-            "07A1B2C3D4E5F6A7B8D0/c@t.test",
-        );
-        let store = EncryptedStore::open(&config(dir.path(), "none"), "test").unwrap();
-        let a = store.deliver_once("a@t.test", msg, a_key).unwrap();
-        let c = store.deliver_once("c@t.test", msg, c_key).unwrap();
-        let index_dir = store.dir().to_path_buf();
-        drop(store);
-        for name in ["index.sqlite", "index.sqlite-wal"] {
-            let bytes = std::fs::read(index_dir.join(name)).unwrap_or_default();
-            for id in ["07A1B2C3D4E5F6A7B8C9", "07A1B2C3D4E5F6A7B8D0"] {
-                assert!(
-                    !bytes.windows(id.len()).any(|w| w == id.as_bytes()),
-                    "{name}"
-                );
-            }
-        }
-        let store = EncryptedStore::open(&config(dir.path(), "none"), "test").unwrap();
-        assert_eq!(store.deliver_once("a@t.test", msg, a_key).unwrap(), a);
-        assert_eq!(store.deliver_once("c@t.test", msg, c_key).unwrap(), c);
-        assert_eq!(
-            store.count("a@t.test").unwrap() + store.count("c@t.test").unwrap(),
-            2
-        );
-        // The encrypted mailbox's tag is keyed: not the plain hash the plain mailbox gets.
-        let plain = delivery_tag(None, a_key);
-        assert!(index::delivered(&store.conn().unwrap(), "a@t.test", &plain)
-            .unwrap()
-            .is_none());
-        let c_tag = delivery_tag(None, c_key);
-        assert!(index::delivered(&store.conn().unwrap(), "c@t.test", &c_tag)
-            .unwrap()
-            .is_some());
-        // Tags older than DELIVERY_TAG_DAYS are forgotten when the store opens.
-        let old = index::now() - index::DELIVERY_TAG_DAYS * 86_400 - 60;
-        let n = store.conn().unwrap().execute(
-            "UPDATE deliveries SET created = ?1 WHERE mailbox = 'a@t.test'",
-            [old],
-        );
-        assert_eq!(n.unwrap(), 1);
-        drop(store);
-        let store = EncryptedStore::open(&config(dir.path(), "none"), "test").unwrap();
-        assert_ne!(store.deliver_once("a@t.test", msg, a_key).unwrap(), a);
-        assert_eq!(store.deliver_once("c@t.test", msg, c_key).unwrap(), c);
-    }
-}
+mod tests;

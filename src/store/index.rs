@@ -140,7 +140,7 @@ fn policy_key_row(r: &Row<'_>) -> rusqlite::Result<PolicyKeyRow> {
     })
 }
 
-fn mailbox_key_row(r: &Row<'_>) -> rusqlite::Result<MailboxKeyRow> {
+pub(super) fn mailbox_key_row(r: &Row<'_>) -> rusqlite::Result<MailboxKeyRow> {
     Ok(MailboxKeyRow {
         id: r.get(0)?,
         mailbox: r.get(1)?,
@@ -150,10 +150,10 @@ fn mailbox_key_row(r: &Row<'_>) -> rusqlite::Result<MailboxKeyRow> {
     })
 }
 
-const MESSAGE_COLUMNS: &str =
+pub(super) const MESSAGE_COLUMNS: &str =
     "seq, id, mailbox, received, size, flags, blob, mailbox_key_id, wrapped_key, meta, digest";
 
-fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRow> {
+pub(super) fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRow> {
     Ok(MessageRow {
         seq: r.get(0)?,
         id: r.get(1)?,

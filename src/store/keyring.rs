@@ -1,14 +1,17 @@
 //! The key hierarchy at work: unwrapping a policy key with either root key (the availability key
 //! only when both are unavailable for a system reason), creating policy and mailbox keys, caching
-//! unwrapped keys in memory (zeroized on drop), and auditing every policy-key unwrap.
+//! unwrapped keys in memory (zeroized on drop), auditing every policy-key unwrap, and opening a
+//! mailbox key only for the mailbox it is bound to.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use rusqlite::Connection;
 
 use super::audit::AuditLog;
+use super::binding::{self, BindError};
 use super::crypto::SecretKey;
 use super::index::{self, MailboxKeyRow, PolicyKeyRow, WrapRow};
 use super::keyfile::{read_key_file, KeyFileError};
@@ -20,7 +23,10 @@ pub struct Keyring {
     audit: AuditLog,
     actor: String,
     policy_keys: Mutex<HashMap<i64, SecretKey>>,
-    mailbox_keys: Mutex<HashMap<i64, SecretKey>>,
+    /// By key row id: the mailbox the key was opened for, and the key.
+    mailbox_keys: Mutex<HashMap<i64, (String, SecretKey)>>,
+    /// Whether wraps of the legacy (unbound) form are still accepted.
+    legacy: AtomicBool,
 }
 
 /// How a key file was tried.
@@ -43,7 +49,19 @@ impl Keyring {
             actor: actor.to_string(),
             policy_keys: Mutex::new(HashMap::new()),
             mailbox_keys: Mutex::new(HashMap::new()),
+            legacy: AtomicBool::new(true),
         }
+    }
+
+    /// Whether keys and messages wrapped in the legacy form (not bound to their mailbox) are
+    /// still accepted: only until the store's bindings are migrated.
+    pub fn accepts_legacy(&self) -> bool {
+        self.legacy.load(Ordering::SeqCst)
+    }
+
+    /// From now on, refuses every wrap of the legacy form.
+    pub fn refuse_legacy(&self) {
+        self.legacy.store(false, Ordering::SeqCst);
     }
 
     pub fn audit_log(&self) -> &AuditLog {
@@ -286,28 +304,49 @@ impl Keyring {
                 what: format!("the key of mailbox {} was destroyed", row.mailbox),
             });
         };
-        if let Some(k) = self
-            .mailbox_keys
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&row.id).cloned())
-        {
+        let cached = self.mailbox_keys.lock().ok().and_then(|m| {
+            m.get(&row.id)
+                .filter(|(owner, _)| *owner == row.mailbox)
+                .map(|(_, k)| k.clone())
+        });
+        if let Some(k) = cached {
             return Ok(k);
         }
         let pk = index::policy_key(c, pk_id)?.ok_or_else(|| {
             StoreError::Index(format!("mailbox key {} has no policy key", row.id))
         })?;
         let pkey = self.policy_key(c, &pk, reason)?;
-        let key = pkey.unwrap_key(wrapped).map_err(|_| {
-            StoreError::Integrity(format!(
-                "the key of mailbox {} does not unwrap under policy {} (index altered?)",
-                row.mailbox, pk.policy
-            ))
-        })?;
+        let key = self.open_mailbox_wrap(&pkey, &pk.policy, &row.mailbox, wrapped)?;
         if let Ok(mut m) = self.mailbox_keys.lock() {
-            m.insert(row.id, key.clone());
+            m.insert(row.id, (row.mailbox.clone(), key.clone()));
         }
         Ok(key)
+    }
+
+    /// Opens the wrap of `mailbox`'s key under a policy key of `policy`; a wrap that is not bound
+    /// to that mailbox (moved or copied in the index) or altered is an integrity error.
+    pub fn open_mailbox_wrap(
+        &self,
+        policy_key: &SecretKey,
+        policy: &str,
+        mailbox: &str,
+        wrapped: &[u8],
+    ) -> Result<SecretKey, StoreError> {
+        binding::unwrap_mailbox_key(policy_key, mailbox, wrapped, self.accepts_legacy())
+            .map(|(k, _)| k)
+            .map_err(|e| {
+                StoreError::Integrity(match e {
+                    BindError::NotBound => format!(
+                        "the key of mailbox {mailbox} is not bound to {mailbox} under policy \
+                         {policy} (key row moved, copied or altered in the index)"
+                    ),
+                    BindError::LegacyRefused => format!(
+                        "the key of mailbox {mailbox} is not bound to {mailbox}: it has the \
+                         legacy form, refused since this store's bindings were migrated (index \
+                         altered or restored from an older copy)"
+                    ),
+                })
+            })
     }
 
     /// A new mailbox key under `policy`; returns its row id and the key.
@@ -320,9 +359,10 @@ impl Keyring {
     ) -> Result<(i64, SecretKey), StoreError> {
         let (pk, pkey) = self.current_policy_key(c, policy, reason)?;
         let key = SecretKey::generate()?;
-        let id = index::insert_mailbox_key(c, mailbox, pk.id, &pkey.wrap(&key)?)?;
+        let wrapped = binding::wrap_mailbox_key(&pkey, mailbox, &key)?;
+        let id = index::insert_mailbox_key(c, mailbox, pk.id, &wrapped)?;
         if let Ok(mut m) = self.mailbox_keys.lock() {
-            m.insert(id, key.clone());
+            m.insert(id, (mailbox.to_string(), key.clone()));
         }
         Ok((id, key))
     }

@@ -1,6 +1,7 @@
 //! Local mailboxes: the store trait delivery writes through, and its implementations.
 
 pub mod audit;
+mod binding;
 pub mod blobs;
 pub mod crypto;
 mod encrypted;
@@ -9,9 +10,11 @@ pub mod keyfile;
 mod keyring;
 mod maildir;
 pub mod ops;
+mod rebind;
 
 pub use encrypted::{open_store, EncryptedStore};
 pub use maildir::{write_maildir_message, PlainMaildirStore};
+pub use rebind::Rebinding;
 
 use std::path::PathBuf;
 

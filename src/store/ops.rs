@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use super::audit::AuditReport;
+use super::binding;
 use super::crypto::SecretKey;
 use super::encrypted::EncryptedStore;
 use super::index::{self, MailboxKeyRow};
@@ -110,13 +111,11 @@ pub fn rotate_policy(
     progress.begin("re-wrapping mailbox keys", rows.len() as u64);
     for row in &rows {
         let wrapped = row.wrapped.as_deref().unwrap_or_default();
-        let mkey = old_key.unwrap_key(wrapped).map_err(|_| {
-            StoreError::Integrity(format!(
-                "the key of mailbox {} does not unwrap",
-                row.mailbox
-            ))
-        })?;
-        index::rewrap_mailbox_key(&tx, row.id, new.id, &new_key.wrap(&mkey)?)?;
+        let mkey = store
+            .keyring
+            .open_mailbox_wrap(&old_key, name, &row.mailbox, wrapped)?;
+        let wrapped = binding::wrap_mailbox_key(&new_key, &row.mailbox, &mkey)?;
+        index::rewrap_mailbox_key(&tx, row.id, new.id, &wrapped)?;
         progress.step();
     }
     index::retire_policy_key(&tx, old.id)?;
@@ -221,7 +220,8 @@ fn move_mailbox(
             let mkey = store.keyring.mailbox_key(tx, &row, reason)?;
             let (pk, pkey) = store.keyring.current_policy_key(tx, policy, reason)?;
             if row.policy_key_id != Some(pk.id) {
-                index::rewrap_mailbox_key(tx, row.id, pk.id, &pkey.wrap(&mkey)?)?;
+                let wrapped = binding::wrap_mailbox_key(&pkey, mailbox, &mkey)?;
+                index::rewrap_mailbox_key(tx, row.id, pk.id, &wrapped)?;
             }
             Ok((from, row.id, mkey))
         }
@@ -392,26 +392,36 @@ pub fn revoke_policy(
 pub fn verify(store: &EncryptedStore, progress: &dyn Progress) -> Result<Verification, StoreError> {
     let rows = index::all_messages(&*store.conn()?)?;
     let mut report = Verification::default();
-    let mut keys: HashMap<i64, Result<SecretKey, String>> = HashMap::new();
+    // By key row and the mailbox of the rows using it: a key is checked against each mailbox.
+    type Found = Result<SecretKey, (bool, String)>;
+    let mut keys: HashMap<(i64, &str), Found> = HashMap::new();
     progress.begin("verifying messages", rows.len() as u64);
     for row in &rows {
         report.checked += 1;
         let key = match row.mailbox_key_id {
             None => Ok(None),
-            Some(id) => match keys.get(&id) {
+            Some(id) => match keys.get(&(id, row.mailbox.as_str())) {
                 Some(k) => k.clone().map(Some),
                 None => {
-                    let k = store
-                        .message_key(&*store.conn()?, row, "store verify")
-                        .map_err(|e| e.to_string());
-                    let k = k.and_then(|k| k.ok_or_else(|| "no key".to_string()));
-                    keys.insert(id, k.clone());
+                    let k = match store.message_key(&*store.conn()?, row, "store verify") {
+                        Ok(Some(k)) => Ok(k),
+                        Ok(None) => Err((false, "no key".to_string())),
+                        // Tampering is a failure; revoked or unavailable keys make it unreadable.
+                        Err(e) => Err((matches!(e, StoreError::Integrity(_)), e.to_string())),
+                    };
+                    // A failure names its message: kept for the next rows only when it does not.
+                    if !matches!(k, Err((true, _))) {
+                        keys.insert((id, row.mailbox.as_str()), k.clone());
+                    }
                     k.map(Some)
                 }
             },
         };
         match key {
-            Err(e) => report
+            Err((true, e)) => report
+                .failures
+                .push(format!("{} {}: {e}", row.mailbox, row.id)),
+            Err((false, e)) => report
                 .unreadable
                 .push(format!("{} {}: {e}", row.mailbox, row.id)),
             Ok(k) => match store.open_message(row, k.as_ref()) {

@@ -4,9 +4,12 @@
 use der::Decode;
 use rustls_pki_types::CertificateDer;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::Certificate;
+
+use super::fingerprint::Fingerprint;
 
 /// What `tls-check` shows of each certificate in a chain.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -27,6 +30,10 @@ pub struct CertSummary {
     /// Unix seconds.
     pub not_after_unix: u64,
     pub not_before_unix: u64,
+    /// The pins a `tls = "fingerprint"` connector accepts: of the whole certificate, and of its
+    /// public key (stable across renewals with the same key).
+    pub fingerprint_certificate: String,
+    pub fingerprint_public_key: String,
 }
 
 /// Summarises one DER certificate.
@@ -49,7 +56,7 @@ pub fn summarize(cert: &CertificateDer<'_>) -> Result<CertSummary, String> {
     let alg = spki.algorithm.oid.to_string();
     let spki_der = der::Encode::to_der(spki).map_err(|e| format!("unreadable key: {e}"))?;
     let rsa_bits = (alg == "1.2.840.113549.1.1.1")
-        .then(|| super::policy::modulus_bits(&spki_der))
+        .then(|| super::peer::modulus_bits(&spki_der))
         .flatten();
     let key = match alg.as_str() {
         "1.2.840.113549.1.1.1" => format!("RSA {} bits", rsa_bits.unwrap_or(0)),
@@ -103,6 +110,8 @@ pub fn summarize(cert: &CertificateDer<'_>) -> Result<CertSummary, String> {
         not_after: validity.not_after.to_string(),
         not_before_unix: validity.not_before.to_unix_duration().as_secs(),
         not_after_unix: validity.not_after.to_unix_duration().as_secs(),
+        fingerprint_certificate: Fingerprint::of_certificate(cert).to_string(),
+        fingerprint_public_key: Fingerprint(Sha256::digest(&spki_der).into()).to_string(),
     })
 }
 

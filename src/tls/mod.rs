@@ -33,8 +33,10 @@ macro_rules! handshake_signature_checks {
     };
 }
 
+pub mod fingerprint;
 pub mod inspect;
 mod opportunistic;
+mod peer;
 pub mod pki;
 pub mod policy;
 
@@ -186,32 +188,26 @@ pub fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<Certified
 
 /// Refuses RSA keys under `MIN_RSA_BITS`. Other key types (ECDSA P-256/P-384, Ed25519) pass.
 fn check_key_strength(key: &PrivateKeyDer<'_>) -> Result<(), String> {
+    use crate::crypto::keys::{rsa_pkcs1_bits, rsa_pkcs8_bits, rsa_refusal};
     use aws_lc_rs::rsa::KeyPair;
-    let parsed = match key {
-        PrivateKeyDer::Pkcs1(k) => Some(KeyPair::from_der(k.secret_pkcs1_der())),
-        PrivateKeyDer::Pkcs8(k) => {
+    let (parsed, bits) = match key {
+        PrivateKeyDer::Pkcs1(k) => {
+            let der = k.secret_pkcs1_der();
+            (KeyPair::from_der(der), rsa_pkcs1_bits(der))
+        }
+        // Only RSA PKCS#8 keys are measured here; others are not RSA.
+        PrivateKeyDer::Pkcs8(k) if is_rsa_pkcs8(k.secret_pkcs8_der()) => {
             let der = k.secret_pkcs8_der();
-            // Only RSA PKCS#8 keys are measured here; others are not RSA.
-            is_rsa_pkcs8(der).then(|| KeyPair::from_pkcs8(der))
+            (KeyPair::from_pkcs8(der), rsa_pkcs8_bits(der))
         }
-        _ => None,
+        _ => return Ok(()),
     };
-    match parsed {
-        None => Ok(()),
-        Some(Ok(kp)) => {
-            let modulus_bits = kp.public_modulus_len() * 8;
-            if modulus_bits < MIN_RSA_BITS {
-                Err(format!(
-                    "RSA key of {modulus_bits} bits is below the {MIN_RSA_BITS}-bit minimum"
-                ))
-            } else {
-                Ok(())
-            }
-        }
-        Some(Err(e)) => Err(format!(
-            "RSA key refused ({e}); keys under {MIN_RSA_BITS} bits are not accepted"
-        )),
+    let kp = parsed.map_err(|e| rsa_refusal(bits, &e))?;
+    let modulus_bits = kp.public_modulus_len() * 8;
+    if modulus_bits < MIN_RSA_BITS {
+        return Err(rsa_refusal(Some(modulus_bits), &"too small"));
     }
+    Ok(())
 }
 
 /// rsaEncryption OID 1.2.840.113549.1.1.1 appears in the AlgorithmIdentifier of an RSA PKCS#8 key.

@@ -1,16 +1,15 @@
-//! Outbound TLS policy: the ordered level of a destination, the one peer check used both inside
-//! the handshake and after it, and the `DeliveryPermit` without which no message is sent.
+//! Outbound TLS policy: the ordered level of a destination and the `DeliveryPermit` without which
+//! no message is sent; a permit names the one policy it was earned under.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, RootCertStore};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use super::{TlsFacts, MIN_RSA_BITS};
+pub use super::fingerprint::Fingerprint;
+pub use super::peer::{check_client, check_peer, ConnectorVerifier, PeerCheck};
+use super::TlsFacts;
 
 /// How much TLS a destination demands, weakest first (Postfix may < encrypt < verify < secure).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -23,6 +22,9 @@ pub enum TlsLevel {
     VerifyCa,
     /// As VerifyCa, and the certificate names one of the expected hosts.
     VerifyName,
+    /// The certificate, or its public key, matches a pinned SHA-256 digest (Postfix
+    /// `fingerprint`): for partners whose certificate no CA vouches for, e.g. self-signed.
+    Fingerprint,
 }
 
 impl TlsLevel {
@@ -32,6 +34,7 @@ impl TlsLevel {
             "required" => Some(TlsLevel::Required),
             "verify-ca" => Some(TlsLevel::VerifyCa),
             "verify-name" => Some(TlsLevel::VerifyName),
+            "fingerprint" => Some(TlsLevel::Fingerprint),
             _ => None,
         }
     }
@@ -42,6 +45,7 @@ impl TlsLevel {
             TlsLevel::Required => "required",
             TlsLevel::VerifyCa => "verify-ca",
             TlsLevel::VerifyName => "verify-name",
+            TlsLevel::Fingerprint => "fingerprint",
         }
     }
 }
@@ -88,12 +92,29 @@ impl fmt::Display for TlsFailure {
 
 impl std::error::Error for TlsFailure {}
 
-/// Proof that a connection meets its destination's TLS policy. Only `TlsPolicy::authorize` and
-/// `TlsPolicy::audit_override` make one, and the client sends no transaction without one.
+/// Identifies one `TlsPolicy` value for its whole life: each construction draws a new one, and
+/// a clone keeps it. Two policies with different identities are never assumed to be equivalent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PolicyId(u64);
+
+impl PolicyId {
+    fn next() -> PolicyId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        PolicyId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Proof that a connection meets one policy. Only `TlsPolicy::authorize` and
+/// `TlsPolicy::admit` make one; it names the policy that issued it and the host it was checked
+/// for, and satisfies that policy alone (see `satisfies`), so a connection opened under a
+/// weaker policy can never carry mail for a stronger one.
 #[derive(Debug, Clone)]
 pub struct DeliveryPermit {
     achieved: TlsLevel,
     detail: String,
+    policy: PolicyId,
+    host: String,
+    overlooked: Option<TlsFailure>,
     _seal: Seal,
 }
 
@@ -110,38 +131,78 @@ impl DeliveryPermit {
     pub fn detail(&self) -> &str {
         &self.detail
     }
+
+    /// Whether this permit allows sending to `host` under `policy`: only the policy that issued
+    /// it, for the host it was checked against. The single test every transaction passes.
+    pub fn satisfies(&self, policy: &TlsPolicy, host: &str) -> bool {
+        self.policy == policy.id && self.host == host
+    }
+
+    /// In audit mode: the failure the policy let pass (to be logged); None when the policy was met.
+    pub fn overlooked(&self) -> Option<&TlsFailure> {
+        self.overlooked.as_ref()
+    }
 }
 
-/// The TLS policy of one destination (a connector, or the opportunistic default).
+/// The TLS policy of one destination (a connector, the opportunistic default, or the `required`
+/// default a transport rule asks for). Immutable once built: its identity stands for its content.
 #[derive(Clone)]
 pub struct TlsPolicy {
+    id: PolicyId,
     /// The connector's name; None for the default route.
-    pub connector: Option<String>,
-    pub level: TlsLevel,
-    pub mode: PolicyMode,
-    /// Names the peer certificate may carry under VerifyName; empty: the host connected to.
-    pub names: Vec<String>,
-    pub anchors: Option<TrustAnchors>,
+    connector: Option<String>,
+    check: PeerCheck,
+    mode: PolicyMode,
     /// The handshake configuration (carries the enforcing verifier and any client certificate).
-    pub client_config: Arc<ClientConfig>,
+    client_config: Arc<ClientConfig>,
 }
 
 impl TlsPolicy {
-    /// The opportunistic default (Postfix `may`).
-    pub fn opportunistic(client_config: Arc<ClientConfig>) -> TlsPolicy {
+    /// A policy with a fresh identity.
+    pub fn new(
+        connector: Option<String>,
+        check: PeerCheck,
+        mode: PolicyMode,
+        client_config: Arc<ClientConfig>,
+    ) -> TlsPolicy {
         TlsPolicy {
-            connector: None,
-            level: TlsLevel::Opportunistic,
-            mode: PolicyMode::Enforce,
-            names: Vec::new(),
-            anchors: None,
+            id: PolicyId::next(),
+            connector,
+            check,
+            mode,
             client_config,
         }
     }
 
+    /// The opportunistic default (Postfix `may`).
+    pub fn opportunistic(client_config: Arc<ClientConfig>) -> TlsPolicy {
+        TlsPolicy::new(
+            None,
+            PeerCheck::level(TlsLevel::Opportunistic),
+            PolicyMode::Enforce,
+            client_config,
+        )
+    }
+
+    pub fn id(&self) -> PolicyId {
+        self.id
+    }
+
+    pub fn connector(&self) -> Option<&str> {
+        self.connector.as_deref()
+    }
+
+    pub fn level(&self) -> TlsLevel {
+        self.check.level
+    }
+
+    pub fn client_config(&self) -> &Arc<ClientConfig> {
+        &self.client_config
+    }
+
     /// Whether a failed handshake or a missing STARTTLS may fall back to plaintext.
     pub fn allows_plaintext(&self) -> bool {
-        self.level == TlsLevel::Opportunistic || self.mode == PolicyMode::Audit
+        self.check.level == TlsLevel::Opportunistic || self.mode == PolicyMode::Audit
     }
 
     /// Prefixes a failure with the connector that demanded TLS.
@@ -156,6 +217,17 @@ impl TlsPolicy {
         }
     }
 
+    fn permit(&self, achieved: TlsLevel, detail: String, host: &str) -> DeliveryPermit {
+        DeliveryPermit {
+            achieved,
+            detail,
+            policy: self.id,
+            host: host.to_string(),
+            overlooked: None,
+            _seal: Seal,
+        }
+    }
+
     /// Checks an established connection against the policy. `tls` is None for plaintext;
     /// `host` is the name the connection was made to.
     pub fn authorize(
@@ -163,400 +235,105 @@ impl TlsPolicy {
         tls: Option<&TlsFacts>,
         host: &str,
     ) -> Result<DeliveryPermit, TlsFailure> {
-        let permit = |achieved, detail: String| DeliveryPermit {
-            achieved,
-            detail,
-            _seal: Seal,
-        };
         let Some(tls) = tls else {
-            return if self.level == TlsLevel::Opportunistic {
-                Ok(permit(TlsLevel::Opportunistic, "no TLS".into()))
+            return if self.check.level == TlsLevel::Opportunistic {
+                Ok(self.permit(TlsLevel::Opportunistic, "no TLS".into(), host))
             } else {
                 Err(self.failure([4, 7, 4], "connection is not encrypted"))
             };
         };
-        if self.level == TlsLevel::Opportunistic {
-            return Ok(permit(
+        if self.check.level == TlsLevel::Opportunistic {
+            return Ok(self.permit(
                 TlsLevel::Opportunistic,
                 format!("{tls} (certificate not checked)"),
+                host,
             ));
         }
-        let detail = check_peer(
-            self.level,
-            &self.names,
-            self.anchors.as_ref(),
-            &tls.peer_certificates,
-            host,
-        )
-        .map_err(|reason| self.failure([4, 7, 5], reason))?;
-        Ok(permit(self.level, detail))
+        let detail = self
+            .check
+            .verify(&tls.peer_certificates, host)
+            .map_err(|reason| self.failure([4, 7, 5], reason))?;
+        Ok(self.permit(self.check.level, detail, host))
     }
 
-    /// In audit mode a failed check is logged by the caller and the delivery goes on as
-    /// opportunistic; in enforce mode there is no override.
-    pub fn audit_override(&self, failure: &TlsFailure) -> Option<DeliveryPermit> {
-        (self.mode == PolicyMode::Audit).then(|| DeliveryPermit {
-            achieved: TlsLevel::Opportunistic,
-            detail: format!("audit only, would have deferred: {failure}"),
-            _seal: Seal,
-        })
-    }
-}
-
-/// The one check of a peer's certificate chain: key strength for Required and above, chain to
-/// the anchors for VerifyCa, and one of the names for VerifyName. Returns what was verified.
-pub fn check_peer(
-    level: TlsLevel,
-    names: &[String],
-    anchors: Option<&TrustAnchors>,
-    chain: &[CertificateDer<'static>],
-    host: &str,
-) -> Result<String, String> {
-    let Some((end_entity, intermediates)) = chain.split_first() else {
-        return Err("peer presented no certificate".into());
-    };
-    let bits = rsa_bits(end_entity)?;
-    if let Some(bits) = bits.filter(|&b| b < MIN_RSA_BITS) {
-        return Err(format!(
-            "peer certificate has a {bits}-bit RSA key (minimum {MIN_RSA_BITS})"
-        ));
-    }
-    if level < TlsLevel::VerifyCa {
-        return Ok("encrypted, certificate not verified".into());
-    }
-    let anchors = anchors.cloned().unwrap_or_else(TrustAnchors::system);
-    let verifier =
-        WebPkiServerVerifier::builder_with_provider(anchors.roots.clone(), super::provider())
-            .build()
-            .map_err(|e| format!("no usable trust anchors: {e}"))?;
-    let wanted: Vec<String> = if names.is_empty() {
-        vec![host.to_string()]
-    } else {
-        names.to_vec()
-    };
-    let mut last = String::new();
-    for name in &wanted {
-        let Ok(server_name) = ServerName::try_from(name.clone()) else {
-            last = format!("invalid name {name:?}");
-            continue;
-        };
-        match verifier.verify_server_cert(
-            end_entity,
-            intermediates,
-            &server_name,
-            &[],
-            UnixTime::now(),
-        ) {
-            Ok(_) => return Ok(format!("verified {name} via {}", anchors.label)),
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
-            | Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::NotValidForNameContext { .. },
-            )) if level == TlsLevel::VerifyCa => {
-                return Ok(format!(
-                    "verified chain via {} (name not checked)",
-                    anchors.label
-                ));
+    /// `authorize`, and in audit mode a failed check still yields a permit (achieved
+    /// opportunistic) that carries the failure it overlooked, for the caller to log.
+    pub fn admit(&self, tls: Option<&TlsFacts>, host: &str) -> Result<DeliveryPermit, TlsFailure> {
+        match self.authorize(tls, host) {
+            Err(failure) if self.mode == PolicyMode::Audit => {
+                let mut permit = self.permit(
+                    TlsLevel::Opportunistic,
+                    format!("audit only, would have deferred: {failure}"),
+                    host,
+                );
+                permit.overlooked = Some(failure);
+                Ok(permit)
             }
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::NotValidForName
-                | rustls::CertificateError::NotValidForNameContext { .. },
-            )) => last = format!("peer certificate does not name {}", wanted.join(" or ")),
-            // An issuer of the same name but another key shows as a bad signature.
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::UnknownIssuer | rustls::CertificateError::BadSignature,
-            )) => {
-                return Err(format!(
-                    "peer certificate does not chain to {}",
-                    anchors.label
-                ));
-            }
-            Err(rustls::Error::InvalidCertificate(e)) => {
-                return Err(format!("peer certificate rejected: {e:?}"))
-            }
-            Err(e) => return Err(format!("peer certificate rejected: {e}")),
+            other => other,
         }
     }
-    Err(last)
-}
-
-/// Checks a TLS client's certificate chain against an inbound connector's CA and names.
-pub fn check_client(
-    chain: &[CertificateDer<'static>],
-    anchors: &TrustAnchors,
-    names: &[String],
-) -> Result<String, String> {
-    let Some((end_entity, intermediates)) = chain.split_first() else {
-        return Err("no client certificate presented".into());
-    };
-    if let Some(bits) = rsa_bits(end_entity)?.filter(|&b| b < MIN_RSA_BITS) {
-        return Err(format!(
-            "client certificate has a {bits}-bit RSA key (minimum {MIN_RSA_BITS})"
-        ));
-    }
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        anchors.roots.clone(),
-        super::provider(),
-    )
-    .build()
-    .map_err(|e| format!("no usable trust anchors: {e}"))?;
-    verifier
-        .verify_client_cert(end_entity, intermediates, UnixTime::now())
-        .map_err(|e| match e {
-            rustls::Error::InvalidCertificate(
-                rustls::CertificateError::UnknownIssuer | rustls::CertificateError::BadSignature,
-            ) => {
-                format!("client certificate does not chain to {}", anchors.label)
-            }
-            other => format!("client certificate rejected: {other}"),
-        })?;
-    let ee = webpki::EndEntityCert::try_from(end_entity)
-        .map_err(|e| format!("unreadable client certificate: {e:?}"))?;
-    for name in names {
-        if let Ok(server_name) = ServerName::try_from(name.clone()) {
-            if ee.verify_is_valid_for_subject_name(&server_name).is_ok() {
-                return Ok(format!(
-                    "client certificate verified {name} via {}",
-                    anchors.label
-                ));
-            }
-        }
-    }
-    Err(format!(
-        "client certificate does not name {}",
-        names.join(" or ")
-    ))
-}
-
-/// The RSA modulus size of a certificate's key, None for other key types.
-fn rsa_bits(cert: &CertificateDer<'_>) -> Result<Option<usize>, String> {
-    let ee = webpki::EndEntityCert::try_from(cert)
-        .map_err(|e| format!("unreadable peer certificate: {e:?}"))?;
-    let spki = ee.subject_public_key_info();
-    const RSA_OID: &[u8] = &[
-        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01,
-    ];
-    if !spki.as_ref().windows(RSA_OID.len()).any(|w| w == RSA_OID) {
-        return Ok(None);
-    }
-    // SubjectPublicKeyInfo ::= SEQUENCE { algorithm, BIT STRING { RSAPublicKey ::= SEQUENCE { n, e } } }
-    modulus_bits(spki.as_ref())
-        .map(Some)
-        .ok_or_else(|| "malformed RSA public key in peer certificate".into())
-}
-
-/// Reads one DER header at `pos`: (tag, content start, content length).
-fn der_header(der: &[u8], pos: usize) -> Option<(u8, usize, usize)> {
-    let tag = *der.get(pos)?;
-    let first = *der.get(pos + 1)? as usize;
-    if first < 0x80 {
-        return Some((tag, pos + 2, first));
-    }
-    let n = first & 0x7f;
-    if n == 0 || n > 4 {
-        return None;
-    }
-    let len = der
-        .get(pos + 2..pos + 2 + n)?
-        .iter()
-        .fold(0usize, |a, &b| (a << 8) | b as usize);
-    Some((tag, pos + 2 + n, len))
-}
-
-pub(crate) fn modulus_bits(spki: &[u8]) -> Option<usize> {
-    let (_, body, _) = der_header(spki, 0)?; // SubjectPublicKeyInfo
-    let (_, alg_start, alg_len) = der_header(spki, body)?; // AlgorithmIdentifier
-    let (tag, bits_start, _) = der_header(spki, alg_start + alg_len)?; // BIT STRING
-    if tag != 0x03 {
-        return None;
-    }
-    let (_, rsa_start, _) = der_header(spki, bits_start + 1)?; // RSAPublicKey (after unused-bits byte)
-    let (tag, n_start, n_len) = der_header(spki, rsa_start)?; // modulus INTEGER
-    if tag != 0x02 {
-        return None;
-    }
-    let n = spki.get(n_start..n_start + n_len)?;
-    let significant = n.iter().position(|&b| b != 0).map(|i| &n[i..])?;
-    Some(significant.len() * 8 - significant[0].leading_zeros() as usize)
-}
-
-/// The handshake verifier of a connector: in enforce mode it fails the handshake when
-/// `check_peer` fails (nothing is sent after a failed check); otherwise it accepts and the check
-/// runs again after the handshake, for the audit log.
-#[derive(Debug)]
-pub struct ConnectorVerifier {
-    level: TlsLevel,
-    names: Vec<String>,
-    anchors: Option<TrustAnchorsDebug>,
-    enforce: bool,
-    provider: Arc<CryptoProvider>,
-}
-
-#[derive(Clone)]
-struct TrustAnchorsDebug(TrustAnchors);
-
-impl fmt::Debug for TrustAnchorsDebug {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TrustAnchors({})", self.0.label)
-    }
-}
-
-impl ConnectorVerifier {
-    pub fn new(
-        level: TlsLevel,
-        names: Vec<String>,
-        anchors: Option<TrustAnchors>,
-        enforce: bool,
-    ) -> Self {
-        ConnectorVerifier {
-            level,
-            names,
-            anchors: anchors.map(TrustAnchorsDebug),
-            enforce,
-            provider: super::provider(),
-        }
-    }
-}
-
-impl ServerCertVerifier for ConnectorVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if !self.enforce || self.level == TlsLevel::Opportunistic {
-            return Ok(ServerCertVerified::assertion());
-        }
-        let chain: Vec<CertificateDer<'static>> = std::iter::once(end_entity)
-            .chain(intermediates)
-            .map(|c| c.clone().into_owned())
-            .collect();
-        let host = server_name.to_str();
-        check_peer(
-            self.level,
-            &self.names,
-            self.anchors.as_ref().map(|a| &a.0),
-            &chain,
-            &host,
-        )
-        .map(|_| ServerCertVerified::assertion())
-        .map_err(rustls::Error::General)
-    }
-
-    handshake_signature_checks!();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures/pki")
-            .join(name)
-    }
-
-    fn chain(host: &str) -> Vec<CertificateDer<'static>> {
-        crate::tls::load_certified_key(
-            &fixture(&format!("{host}.crt")),
-            &fixture(&format!("{host}.key")),
-        )
-        .unwrap()
-        .chain
-    }
-
-    fn anchors() -> TrustAnchors {
-        crate::tls::load_trust_anchors(&fixture("ca.crt")).unwrap()
-    }
-
     #[test]
     fn levels_are_ordered_like_postfix() {
         assert!(TlsLevel::Opportunistic < TlsLevel::Required);
         assert!(TlsLevel::Required < TlsLevel::VerifyCa);
         assert!(TlsLevel::VerifyCa < TlsLevel::VerifyName);
+        assert!(TlsLevel::VerifyName < TlsLevel::Fingerprint);
+        assert_eq!(TlsLevel::parse("fingerprint"), Some(TlsLevel::Fingerprint));
         assert_eq!(TlsLevel::parse("verify-name"), Some(TlsLevel::VerifyName));
         assert_eq!(TlsLevel::parse("secure"), None);
     }
 
     #[test]
-    fn check_peer_verifies_chain_and_names() {
-        let fab = chain("mx.fabrikam.test");
-        let a = Some(anchors());
-        let ok = check_peer(
-            TlsLevel::VerifyName,
-            &[],
-            a.as_ref(),
-            &fab,
-            "mx.fabrikam.test",
-        )
-        .unwrap();
-        assert_eq!(ok, "verified mx.fabrikam.test via ca.crt");
-        let names = vec!["other.test".to_string(), "mx.fabrikam.test".to_string()];
-        assert!(check_peer(TlsLevel::VerifyName, &names, a.as_ref(), &fab, "127.0.0.1").is_ok());
-        let e = check_peer(
-            TlsLevel::VerifyName,
-            &[],
-            a.as_ref(),
-            &fab,
-            "mx.contoso.test",
-        )
-        .unwrap_err();
-        assert_eq!(e, "peer certificate does not name mx.contoso.test");
-        // verify-ca ignores the name.
-        assert!(check_peer(TlsLevel::VerifyCa, &[], a.as_ref(), &fab, "mx.contoso.test").is_ok());
-        // Unknown CA: the public roots do not know the test CA.
-        let e = check_peer(TlsLevel::VerifyCa, &[], None, &fab, "mx.fabrikam.test").unwrap_err();
-        assert_eq!(e, "peer certificate does not chain to system roots");
-        assert!(check_peer(TlsLevel::Required, &[], None, &fab, "x").is_ok());
-        assert!(check_peer(TlsLevel::Required, &[], None, &[], "x").is_err());
-    }
-
-    #[test]
-    fn client_certificates_are_checked_against_ca_and_names() {
-        let contoso = chain("mx.contoso.test");
-        let a = anchors();
-        let names = vec!["mx.contoso.test".to_string()];
-        assert_eq!(
-            check_client(&contoso, &a, &names).unwrap(),
-            "client certificate verified mx.contoso.test via ca.crt"
-        );
-        let e = check_client(&chain("mx.fabrikam.test"), &a, &names).unwrap_err();
-        assert_eq!(e, "client certificate does not name mx.contoso.test");
-        assert_eq!(
-            check_client(&[], &a, &names).unwrap_err(),
-            "no client certificate presented"
-        );
-        let e = check_client(&contoso, &TrustAnchors::system(), &names).unwrap_err();
-        assert_eq!(e, "client certificate does not chain to system roots");
-    }
-
-    #[test]
-    fn modulus_size_is_read_from_the_certificate() {
-        assert_eq!(rsa_bits(&chain("mx.fabrikam.test")[0]).unwrap(), Some(2048));
-    }
-
-    #[test]
     fn permits_follow_the_level() {
         let config = crate::tls::opportunistic_client_config();
-        let mut policy = TlsPolicy::opportunistic(config);
+        let policy = TlsPolicy::opportunistic(config.clone());
         assert!(policy.authorize(None, "h").is_ok());
-        policy.level = TlsLevel::Required;
-        policy.connector = Some("to-fabrikam".into());
-        let e = policy.authorize(None, "h").unwrap_err();
+        let required = |mode| {
+            TlsPolicy::new(
+                Some("to-fabrikam".into()),
+                PeerCheck::level(TlsLevel::Required),
+                mode,
+                config.clone(),
+            )
+        };
+        let enforce = required(PolicyMode::Enforce);
+        let e = enforce.authorize(None, "h").unwrap_err();
         assert_eq!(
             e.reason,
             "TLS required by connector to-fabrikam: connection is not encrypted"
         );
-        assert!(
-            policy.audit_override(&e).is_none(),
+        assert_eq!(
+            enforce.admit(None, "h").unwrap_err(),
+            e,
             "enforce mode has no override"
         );
-        policy.mode = PolicyMode::Audit;
-        assert_eq!(
-            policy.audit_override(&e).map(|p| p.achieved()),
-            Some(TlsLevel::Opportunistic)
+        let audit = required(PolicyMode::Audit);
+        let permit = audit.admit(None, "h").unwrap();
+        assert_eq!(permit.achieved(), TlsLevel::Opportunistic);
+        assert_eq!(permit.overlooked(), Some(&e));
+    }
+
+    #[test]
+    fn a_permit_satisfies_only_the_policy_and_host_it_was_issued_for() {
+        let config = crate::tls::opportunistic_client_config();
+        let a = TlsPolicy::opportunistic(config.clone());
+        let b = TlsPolicy::opportunistic(config);
+        let permit = a.authorize(None, "mx.example.test").unwrap();
+        assert!(permit.satisfies(&a, "mx.example.test"));
+        assert!(
+            permit.satisfies(&a.clone(), "mx.example.test"),
+            "a clone is the same policy"
         );
+        assert!(
+            !permit.satisfies(&b, "mx.example.test"),
+            "an equal-looking policy built elsewhere is another policy"
+        );
+        assert!(!permit.satisfies(&a, "other.example.test"));
     }
 }

@@ -27,12 +27,32 @@ impl HttpAnswer {
 
 /// Sends `method path` (no body) with `Connection: close` and reads the whole answer.
 pub fn http(addr: SocketAddr, method: &str, path: &str) -> HttpAnswer {
+    http_with(addr, method, path, &[], "")
+}
+
+/// Like [`http`], with extra header lines (a `Host` among them replaces the default one,
+/// `host:port` of `addr`) and a body.
+pub fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpAnswer {
     let mut tcp = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     tcp.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("read timeout");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
+    let mut request = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        request.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
     tcp.write_all(request.as_bytes()).expect("send request");
     let mut raw = Vec::new();
     tcp.read_to_end(&mut raw).expect("read answer");
@@ -141,6 +161,14 @@ pub fn metrics_until(admin: SocketAddr, timeout: Duration, check: impl Fn(&str) 
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Writes an admin token file (mode 0600) and returns its path.
+pub fn write_token(path: &Path, token: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("{token}\n")).expect("write token file");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+    path.to_path_buf()
 }
 
 /// Sends SIGHUP to a process.

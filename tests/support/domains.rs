@@ -192,11 +192,10 @@ pub async fn send(
         .await
         .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     let to: Vec<String> = to.iter().map(|s| s.to_string()).collect();
-    let permit = conn
-        .authorize(&TlsPolicy::opportunistic(settings.tls.clone()))
-        .expect("permit");
+    let policy = TlsPolicy::opportunistic(settings.tls.clone());
+    conn.authorize(&policy).expect("permit");
     let replies = conn
-        .send(&permit, from, &to, data)
+        .send(&policy, from, &to, data)
         .await
         .expect("SMTP transaction");
     let tls = conn
@@ -434,5 +433,32 @@ impl Pair {
     pub async fn shutdown(self) {
         self.contoso.shutdown().await;
         self.fabrikam.shutdown().await;
+    }
+}
+
+/// Waits until some queued recipient's last reply contains `needle` (20 s at most).
+pub async fn wait_for_reason(server: &sealpost::app::Server, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reasons: Vec<String> = server
+            .spool()
+            .list()
+            .expect("queue list")
+            .iter()
+            .flat_map(|e| {
+                e.envelope
+                    .recipients
+                    .iter()
+                    .filter_map(|r| r.last_reply.clone())
+            })
+            .collect();
+        if let Some(r) = reasons.iter().find(|r| r.contains(needle)) {
+            return r.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no reason containing {needle:?}; have {reasons:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use sealpost::config::Config;
+use sealpost::store::crypto::{self, SecretKey};
+use sealpost::store::index::{self, MessageRow, WrapRow};
+use sealpost::store::keyfile::read_key_file;
 use sealpost::store::{EncryptedStore, MailStore};
 use sha2::{Digest, Sha256};
 
@@ -176,4 +179,110 @@ pub fn deliver(store: &EncryptedStore, mailbox: &str, message: &[u8]) -> String 
     store
         .deliver(mailbox, message)
         .unwrap_or_else(|e| panic!("deliver to {mailbox}: {e}"))
+}
+
+/// Writes messages exactly as sealpost stored them before messages were bound to their mailbox,
+/// from the public primitives: the policy key wrapped under the policy's three key files, the
+/// mailbox key as plain AES-KW (40 bytes) under the policy key, the content key likewise under the
+/// mailbox key, the metadata sealed with AAD `"sealpost meta v1\0" ‖ id`, and a kind 1 blob whose
+/// chunks bind the message id alone. Start it on a data_dir no store has opened yet; it keeps the
+/// keys it made, so it can also put a legacy row into a store that was bound since.
+pub struct LegacyWriter {
+    conn: rusqlite::Connection,
+    blobs: sealpost::store::blobs::Blobs,
+    policies: BTreeMap<String, (i64, SecretKey)>,
+    mailbox_keys: BTreeMap<String, (i64, SecretKey)>,
+}
+
+impl LegacyWriter {
+    pub fn new(f: &StoreFixture) -> LegacyWriter {
+        let dir = f.data_dir.join("store");
+        std::fs::create_dir_all(&dir).expect("store dir");
+        LegacyWriter {
+            conn: index::open(&dir.join("index.sqlite")).expect("index"),
+            blobs: sealpost::store::blobs::Blobs::new(&dir),
+            policies: BTreeMap::new(),
+            mailbox_keys: BTreeMap::new(),
+        }
+    }
+
+    fn policy_key(&mut self, f: &StoreFixture, policy: &str) -> (i64, SecretKey) {
+        if let Some(k) = self.policies.get(policy) {
+            return k.clone();
+        }
+        let key = SecretKey::generate().expect("key");
+        let wraps: Vec<WrapRow> = [
+            ("root", "a"),
+            ("root", "b"),
+            ("availability", "availability"),
+        ]
+        .iter()
+        .map(|(kind, file)| {
+            let kek = read_key_file(&f.key(&format!("{policy}-{file}.key"))).expect("key file");
+            WrapRow {
+                kind: kind.to_string(),
+                key_id: kek.id(),
+                wrapped: kek.wrap(&key).expect("wrap"),
+            }
+        })
+        .collect();
+        let row = index::insert_policy_key(&self.conn, policy, &wraps).expect("policy key");
+        self.policies.insert(policy.into(), (row.id, key.clone()));
+        (row.id, key)
+    }
+
+    /// The row id and key of `mailbox`'s key under `policy`, made on first use.
+    pub fn mailbox_key(
+        &mut self,
+        f: &StoreFixture,
+        mailbox: &str,
+        policy: &str,
+    ) -> (i64, SecretKey) {
+        if let Some(k) = self.mailbox_keys.get(mailbox) {
+            return k.clone();
+        }
+        let (pk_id, pkey) = self.policy_key(f, policy);
+        let key = SecretKey::generate().expect("key");
+        let wrapped = pkey.wrap(&key).expect("wrap");
+        let id = index::insert_mailbox_key(&self.conn, mailbox, pk_id, &wrapped).expect("insert");
+        self.mailbox_keys.insert(mailbox.into(), (id, key.clone()));
+        (id, key)
+    }
+
+    /// Stores `message` in `mailbox` (under `policy`) in the legacy form; returns its id.
+    pub fn deliver(
+        &mut self,
+        f: &StoreFixture,
+        mailbox: &str,
+        policy: &str,
+        message: &[u8],
+    ) -> String {
+        let (mk_id, mkey) = self.mailbox_key(f, mailbox, policy);
+        let id = sealpost::queue::new_queue_id();
+        let content = SecretKey::generate().expect("key");
+        let mut framed = b"SPB1\x01".to_vec();
+        crypto::seal_chunks(&content, id.as_bytes(), message, &mut framed).expect("seal");
+        let blob = sealpost::store::blobs::Blobs::new_name().expect("name");
+        self.blobs.write(&blob, &framed).expect("blob");
+        let s = sealpost::store::summarize(&id, message);
+        let meta = serde_json::json!({"date": s.date, "from": s.from, "subject": s.subject});
+        let context = [&b"sealpost meta v1\0"[..], id.as_bytes()].concat();
+        let row = MessageRow {
+            seq: 0,
+            id: id.clone(),
+            mailbox: mailbox.into(),
+            received: index::now(),
+            size: message.len() as i64,
+            flags: 0,
+            blob,
+            mailbox_key_id: Some(mk_id),
+            wrapped_key: Some(mkey.wrap(&content).expect("wrap")),
+            meta: mkey
+                .seal_record(&context, meta.to_string().as_bytes())
+                .expect("seal meta"),
+            digest: None,
+        };
+        index::insert_message(&self.conn, &row).expect("insert message");
+        id
+    }
 }

@@ -171,8 +171,9 @@ async fn send(
         let mut conn = Connection::open(addr, "mx.contoso.test", settings, TlsMode::Opportunistic)
             .await
             .context("connect to contoso")?;
-        let permit = conn.authorize(&TlsPolicy::opportunistic(settings.tls.clone()))?;
-        let outcome = conn.send(&permit, FROM, &to, message).await;
+        let policy = TlsPolicy::opportunistic(settings.tls.clone());
+        conn.authorize(&policy)?;
+        let outcome = conn.send(&policy, FROM, &to, message).await;
         conn.quit().await;
         let refusal = match outcome {
             Ok(replies) => match replies.into_iter().next() {

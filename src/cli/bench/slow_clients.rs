@@ -164,9 +164,10 @@ async fn good_client(
     for _ in 0..transactions {
         let start = Instant::now();
         let mut conn = Connection::open(addr, name, &settings, TlsMode::Opportunistic).await?;
-        let permit = conn.authorize(&TlsPolicy::opportunistic(settings.tls.clone()))?;
+        let policy = TlsPolicy::opportunistic(settings.tls.clone());
+        conn.authorize(&policy)?;
         let replies = conn
-            .send(&permit, "alice@contoso.test", &to, message)
+            .send(&policy, "alice@contoso.test", &to, message)
             .await?;
         times.push(start.elapsed());
         if let Some(Err(r)) = replies.first() {

@@ -162,7 +162,9 @@ pub fn extract_container(input: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, Rms
     let bytes = part.contents();
     if !bytes.starts_with(MAGIC) {
         return Err(RmsError::Corrupted(
-            "message.sealed does not start with the container magic".into(),
+            "message.sealed is not a complete protected container: the message looks \
+             truncated or damaged (was it saved or copied in full?)"
+                .into(),
         ));
     }
     Ok(std::borrow::Cow::Owned(bytes.to_vec()))

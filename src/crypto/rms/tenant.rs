@@ -40,9 +40,8 @@ impl TenantKey {
     /// Builds a key from PKCS#8 DER (RSA, 2048 to 8192 bits).
     pub fn from_pkcs8(pkcs8: &[u8]) -> Result<TenantKey, RmsError> {
         let bad = |e: &dyn std::fmt::Display| {
-            RmsError::Key(format!(
-                "not a usable RSA private key ({e}); RSA keys of 2048 to 8192 bits are accepted"
-            ))
+            let bits = crate::crypto::keys::rsa_pkcs8_bits(pkcs8);
+            RmsError::Key(crate::crypto::keys::rsa_refusal(bits, e))
         };
         let signing = KeyPair::from_pkcs8(pkcs8).map_err(|e| bad(&e))?;
         let decrypting = PrivateDecryptingKey::from_pkcs8(pkcs8).map_err(|e| bad(&e))?;

@@ -54,6 +54,10 @@ pub enum ClientError {
     /// The server broke the protocol.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The connection holds no permit for the policy the transaction was asked to go under:
+    /// nothing was sent.
+    #[error("{0}")]
+    NotPermitted(String),
 }
 
 impl ClientError {
@@ -75,6 +79,8 @@ pub struct Connection {
     caps: Capabilities,
     tls: Option<TlsFacts>,
     timeout: Duration,
+    /// What `authorize` established; every transaction checks it against its own policy.
+    permit: Option<DeliveryPermit>,
     /// A transaction failed halfway (I/O error): the connection must not be reused.
     broken: bool,
     transactions: u32,
@@ -102,6 +108,7 @@ impl Connection {
             caps: Capabilities::default(),
             tls: None,
             timeout: settings.timeout,
+            permit: None,
             broken: false,
             transactions: 0,
         };
@@ -186,27 +193,44 @@ impl Connection {
             stream,
             buf: Vec::new(),
             tls: Some(facts),
+            permit: None,
             ..self
         })
     }
 
-    /// Checks this connection against a destination's TLS policy; the permit is what `send` needs.
-    pub fn authorize(&self, policy: &TlsPolicy) -> Result<DeliveryPermit, TlsFailure> {
-        policy.authorize(self.tls.as_ref(), &self.name)
+    /// Checks this connection against a destination's TLS policy (`TlsPolicy::admit`: an
+    /// audit-mode policy admits a failing connection, and the permit says what it overlooked)
+    /// and keeps the permit. Replaces any permit held before.
+    pub fn authorize(&mut self, policy: &TlsPolicy) -> Result<&DeliveryPermit, TlsFailure> {
+        let permit = policy.admit(self.tls.as_ref(), &self.name)?;
+        Ok(self.permit.insert(permit))
     }
 
-    /// Sends one message to several recipients. Per-recipient results come back in order; an
-    /// `Err` means the connection itself failed and no recipient's fate is known. The permit
-    /// proves the connection meets its destination's TLS policy.
+    /// The permit this connection holds, if it was authorized.
+    pub fn permit(&self) -> Option<&DeliveryPermit> {
+        self.permit.as_ref()
+    }
+
+    /// Whether this connection may carry mail under `policy`: it was authorized under that very
+    /// policy, for the host it is connected to.
+    pub fn permits(&self, policy: &TlsPolicy) -> bool {
+        self.permit
+            .as_ref()
+            .is_some_and(|p| p.satisfies(policy, &self.name))
+    }
+
+    /// Sends one message to several recipients under `policy`. Per-recipient results come back
+    /// in order; an `Err` means the connection itself failed and no recipient's fate is known.
+    /// Nothing is sent unless the connection was authorized under `policy` (`permits`).
     pub async fn send(
         &mut self,
-        permit: &DeliveryPermit,
+        policy: &TlsPolicy,
         mail_from: &str,
         recipients: &[String],
         data: &[u8],
     ) -> Result<Vec<RcptResult>, ClientError> {
         self.send_dsn(
-            permit,
+            policy,
             mail_from,
             recipients,
             &MailDsn::default(),
@@ -220,13 +244,19 @@ impl Connection {
     /// ones mean none). They go on MAIL and RCPT only when the peer offered DSN in its EHLO.
     pub async fn send_dsn(
         &mut self,
-        _permit: &DeliveryPermit,
+        policy: &TlsPolicy,
         mail_from: &str,
         recipients: &[String],
         mail_dsn: &MailDsn,
         rcpt_dsn: &[RcptDsn],
         data: &[u8],
     ) -> Result<Vec<RcptResult>, ClientError> {
+        if !self.permits(policy) {
+            return Err(ClientError::NotPermitted(format!(
+                "connection to {} [{}] was not authorized under this TLS policy; nothing sent",
+                self.name, self.peer
+            )));
+        }
         let result = self
             .transaction(mail_from, recipients, mail_dsn, rcpt_dsn, data)
             .await;

@@ -3,12 +3,15 @@
 //! Format, one directive per line (blank lines and `#` comments are ignored):
 //! - `! key = value` — setup: hostname, relay_allowed, starttls_available, max_message_size,
 //!   max_recipients, bare_newline (reject|normalize), local_domains, mailboxes (comma-separated),
-//!   peer, in_flight (the in-flight budget in bytes, shared by the script's sessions).
+//!   peer, auth (a submission listener), `user = NAME: ADDRESS, ...` (the senders a user owns),
+//!   sender_login_mismatch (reject|allow), in_flight (the in-flight budget in bytes, shared by
+//!   the script's sessions).
 //! - `C: text` — client bytes, `text` + CRLF; `C| text` — the same without CRLF. Consecutive
 //!   `C` lines are one `feed` call. Escapes: `\r \n \t \\ \xHH`, and `\{N}c` = N times `c`.
 //! - `S: text` — one expected server line; `[STARTTLS]`, `[DELIVER]`, `[CLOSE]` are the actions.
 //!   Output so far must match the expectations so far before each feed and each `@` action.
-//! - `@tls VERSION CIPHER` (handshake done), `@timeout`, `@queued ID` / `@failed CODE X.Y.Z text`
+//! - `@tls VERSION CIPHER` (handshake done), `@timeout`, `@authenticated NAME` (the credentials of
+//!   the pending `[AUTH NAME]` are good), `@queued ID` / `@failed CODE X.Y.Z text`
 //!   (answer the oldest `Deliver`, first checking `@from <a>`, `@rcpt <a> <b>`, `@protocol P`,
 //!   `@flags 8BITMIME SMTPUTF8|-`, `@size N`, `@dsn` (RET/ENVID, then `<rcpt>` NOTIFY/ORCPT each,
 //!   in wire form) and the `D:`/`D|` data lines given since the last answer). The content comes
@@ -23,6 +26,7 @@ use super::policy::LocalPolicy;
 use super::session::{Action, Session, SessionConfig};
 use super::transaction::Transaction;
 use crate::queue::InFlight;
+use super::users::SenderLogins;
 use crate::smtp::proto::{BareNewline, Reply};
 use crate::tls::TlsFacts;
 
@@ -64,6 +68,8 @@ conversations!(
     in_flight,
     chunking,
     chunking_limits,
+    sender_login,
+    sender_login_allow,
 );
 
 /// What the delivered transaction must look like (unset fields are not checked).
@@ -83,6 +89,7 @@ enum Step {
     Server(String),
     Tls(TlsFacts),
     Timeout,
+    Authenticated(String),
     Answer(Result<String, Reply>, Box<Expect>),
 }
 
@@ -181,6 +188,7 @@ fn parse_script(name: &str) -> Script {
                 script.steps.push((n, Step::Tls(facts)));
             }
             "@timeout" => script.steps.push((n, Step::Timeout)),
+            "@authenticated" => script.steps.push((n, Step::Authenticated(arg.to_string()))),
             "@from" => {
                 let path = arg
                     .trim()
@@ -231,6 +239,23 @@ fn set(script: &mut Script, arg: &str) -> Option<()> {
         "mailboxes" => script.policy.mailboxes = LocalPolicy::new(list(), list()).mailboxes,
         "peer" => script.peer = value.parse().ok()?,
         "in_flight" => script.in_flight = Some(value.parse().ok()?),
+        "auth" => script.config.auth = value.parse().ok()?,
+        "user" => {
+            let (name, addresses) = value.split_once(':')?;
+            let SenderLogins::Owned(owners) = &mut script.policy.senders else {
+                return None;
+            };
+            owners.insert(
+                name.trim().to_string(),
+                addresses.split(',').map(|a| a.trim().to_string()).collect(),
+            );
+        }
+        "sender_login_mismatch" => {
+            if value != "allow" {
+                return None;
+            }
+            script.policy.senders = SenderLogins::Any;
+        }
         _ => return None,
     }
     Some(())
@@ -318,6 +343,10 @@ fn run(script: &Script, mode: Mode) -> Vec<String> {
                 ));
             }
             Step::Timeout => actual.extend(transcript(session.timeout(), &mut delivered)),
+            Step::Authenticated(user) => {
+                let actions = session.auth_result(Ok(user.clone()));
+                actual.extend(transcript(actions, &mut delivered));
+            }
             Step::Answer(result, expect) => {
                 let Some((tx, data)) = delivered.delivered.pop_front() else {
                     panic!("{at}: nothing was delivered");

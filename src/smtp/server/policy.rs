@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use super::session::SessionFacts;
+use super::users::SenderLogins;
 use crate::smtp::proto::address::domain_of;
 use crate::smtp::proto::Reply;
 
@@ -19,7 +20,8 @@ pub trait Policy: Send + Sync {
     fn check_recipient(&self, facts: &SessionFacts, sender: &str, rcpt: &str) -> Result<(), Reply>;
 }
 
-/// Accept mail for known mailboxes in local domains; relay elsewhere only for trusted clients.
+/// Accept mail for known mailboxes in local domains; relay elsewhere only for trusted clients;
+/// authenticated users send only as the addresses they own.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LocalPolicy {
     /// Local domain names, ASCII-lowercase.
@@ -27,6 +29,8 @@ pub struct LocalPolicy {
     /// Local mailbox addresses, ASCII-lowercase. Case is folded for ASCII only, as delivery
     /// does: Unicode folding would let `K` (U+212A KELVIN SIGN) match `k` here and not there.
     pub mailboxes: HashSet<String>,
+    /// The senders each authenticated user may use.
+    pub senders: SenderLogins,
 }
 
 impl LocalPolicy {
@@ -47,11 +51,29 @@ impl LocalPolicy {
                 .into_iter()
                 .map(|m| m.as_ref().to_ascii_lowercase())
                 .collect(),
+            senders: SenderLogins::default(),
         }
+    }
+
+    /// The same, with the senders authenticated users may use.
+    pub fn with_senders(mut self, senders: SenderLogins) -> Self {
+        self.senders = senders;
+        self
     }
 }
 
 impl Policy for LocalPolicy {
+    /// An authenticated user's sender must be one it owns (see [`SenderLogins`]); other
+    /// sessions' senders are not checked here.
+    fn check_sender(&self, facts: &SessionFacts, sender: &str) -> Result<(), Reply> {
+        let Some(user) = &facts.authenticated else {
+            return Ok(());
+        };
+        self.senders.check(user, sender).inspect_err(|_| {
+            tracing::warn!(client = %facts.peer, %user, %sender, "sender address rejected: not owned by the authenticated user");
+        })
+    }
+
     fn check_recipient(
         &self,
         facts: &SessionFacts,

@@ -1,6 +1,7 @@
-//! Submission users: names with argon2 password hashes (PHC strings) from the configuration.
+//! Submission users: names with argon2 password hashes (PHC strings) from the configuration,
+//! and the envelope senders each may use once authenticated.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -65,6 +66,51 @@ impl Users {
     }
 }
 
+/// Which envelope senders (MAIL FROM) an authenticated user may use: Postfix's
+/// `reject_sender_login_mismatch`. Unauthenticated sessions are not concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SenderLogins {
+    /// Only the addresses a user owns: lowercase user name → lowercase addresses.
+    Owned(BTreeMap<String, BTreeSet<String>>),
+    /// Any sender (`server.sender_login_mismatch = "allow"`).
+    Any,
+}
+
+/// Nobody owns anything until told: every authenticated non-null sender is refused.
+impl Default for SenderLogins {
+    fn default() -> Self {
+        SenderLogins::Owned(BTreeMap::new())
+    }
+}
+
+impl SenderLogins {
+    /// Whether `user` may give `sender` in MAIL FROM: an address it owns (ASCII case ignored, as
+    /// everywhere addresses are compared) or the null sender (which claims no address; mail
+    /// clients send read receipts with it, and Postfix lets it pass too). Otherwise
+    /// `553 5.7.1 <sender>: Sender address rejected: not owned by user <user>`.
+    pub fn check(&self, user: &str, sender: &str) -> Result<(), Reply> {
+        let owners = match self {
+            SenderLogins::Any => return Ok(()),
+            SenderLogins::Owned(owners) => owners,
+        };
+        if sender.is_empty() {
+            return Ok(());
+        }
+        let owned = owners
+            .get(&user.to_ascii_lowercase())
+            .is_some_and(|addresses| addresses.contains(&sender.to_ascii_lowercase()));
+        if owned {
+            Ok(())
+        } else {
+            Err(Reply::new(
+                553,
+                [5, 7, 1],
+                format!("<{sender}>: Sender address rejected: not owned by user {user}"),
+            ))
+        }
+    }
+}
+
 fn dummy_hash() -> String {
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     DUMMY
@@ -99,5 +145,50 @@ mod tests {
             .unwrap_err();
         assert_eq!(wrong, unknown);
         assert_eq!(wrong.to_string(), "535 5.7.8 Error: authentication failed");
+    }
+
+    #[test]
+    fn users_may_send_only_as_the_addresses_they_own() {
+        let owners = BTreeMap::from([(
+            "alice@contoso.test".to_string(),
+            BTreeSet::from([
+                "alice@contoso.test".to_string(),
+                "sales@contoso.test".to_string(),
+            ]),
+        )]);
+        let logins = SenderLogins::Owned(owners);
+        let check =
+            |user: &str, sender: &str| logins.check(user, sender).map_err(|r| r.to_string());
+        for sender in [
+            "alice@contoso.test",
+            "ALICE@Contoso.TEST",
+            "sales@contoso.test",
+            "",
+        ] {
+            assert_eq!(check("alice@contoso.test", sender), Ok(()), "{sender}");
+        }
+        assert_eq!(
+            check("alice@contoso.test", "bob@contoso.test"),
+            Err("553 5.7.1 <bob@contoso.test>: Sender address rejected: not owned by user alice@contoso.test".into())
+        );
+        // Near misses: another domain, a subdomain, a quoted form, a look-alike (no Unicode folding).
+        for sender in [
+            "alice@fabrikam.test",
+            "alice@sub.contoso.test",
+            "\"alice\"@contoso.test",
+            "\u{430}lice@contoso.test",
+        ] {
+            assert!(check("alice@contoso.test", sender).is_err(), "{sender}");
+        }
+        // A user without an entry owns nothing but the null sender.
+        assert!(check("carol@contoso.test", "carol@contoso.test").is_err());
+        assert_eq!(check("carol@contoso.test", ""), Ok(()));
+        assert!(SenderLogins::default()
+            .check("a@b.test", "a@b.test")
+            .is_err());
+        assert_eq!(
+            SenderLogins::Any.check("alice@contoso.test", "bob@x.test"),
+            Ok(())
+        );
     }
 }

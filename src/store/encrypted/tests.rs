@@ -1,0 +1,197 @@
+//! Unit tests of `EncryptedStore`: concurrency, no downgrade, delivery keys.
+
+use super::*;
+
+fn config(dir: &Path, plain_policy: &str) -> Config {
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    for k in ["a", "b", "c"] {
+        let f = keys.join(format!("{k}.key"));
+        if !f.exists() {
+            crate::store::keyfile::generate_key_file(&f).unwrap();
+        }
+    }
+    let text = format!(
+        "[server]\nhostname = \"mx.t.test\"\ndata_dir = \"data\"\n\
+         [[domain]]\nname = \"t.test\"\nencryption_policy = \"p\"\n\
+         [[mailbox]]\naddress = \"a@t.test\"\n[[mailbox]]\naddress = \"b@t.test\"\n\
+         [[mailbox]]\naddress = \"c@t.test\"\nencryption_policy = \"{plain_policy}\"\n\
+         [[encryption_policy]]\nname = \"p\"\nroot_keys = [\"keys/a.key\", \"keys/b.key\"]\n\
+         availability_key = \"keys/c.key\"\n"
+    );
+    let path = dir.join("t.toml");
+    std::fs::write(&path, text).unwrap();
+    Config::load(&path, None).unwrap()
+}
+
+#[test]
+fn concurrent_deliveries_share_one_policy_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EncryptedStore::open(&config(dir.path(), "none"), "test").unwrap());
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                (0..5)
+                    .map(|i| {
+                        let mailbox = if t % 2 == 0 { "a@t.test" } else { "B@t.test" };
+                        let msg = format!("Subject: {t}-{i}\r\n\r\nbody\r\n");
+                        (
+                            mailbox,
+                            store.deliver(mailbox, msg.as_bytes()).unwrap(),
+                            msg,
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for t in threads {
+        for (mailbox, id, msg) in t.join().unwrap() {
+            assert_eq!(store.read(mailbox, &id).unwrap(), msg.as_bytes());
+        }
+    }
+    assert_eq!(store.count("a@t.test").unwrap(), 10);
+    assert_eq!(store.list("b@t.test").unwrap().len(), 10);
+    let audit = std::fs::read_to_string(store.audit_path()).unwrap();
+    assert_eq!(audit.matches("policy-key-create").count(), 1, "{audit}");
+    let keys = index::current_mailbox_key(&store.conn().unwrap(), "b@t.test").unwrap();
+    assert!(keys.is_some_and(|k| k.state == "active"));
+}
+
+#[test]
+fn delivery_never_downgrades_an_encrypted_mailbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EncryptedStore::open(&config(dir.path(), "p"), "test").unwrap();
+    store
+        .deliver("c@t.test", b"Subject: one\r\n\r\nx\r\n")
+        .unwrap();
+    drop(store);
+    // The configuration now says "none": the mailbox keeps its key.
+    let store = EncryptedStore::open(&config(dir.path(), "none"), "test").unwrap();
+    let id = store
+        .deliver("c@t.test", b"Subject: two\r\n\r\nx\r\n")
+        .unwrap();
+    let row = index::message(&store.conn().unwrap(), "c@t.test", &id)
+        .unwrap()
+        .unwrap();
+    assert!(row.mailbox_key_id.is_some() && row.digest.is_none());
+    assert_eq!(store.list("c@t.test").unwrap()[1].subject, "two");
+}
+
+#[test]
+fn deliver_once_stores_one_message_per_key_and_mailbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EncryptedStore::open(&config(dir.path(), "none"), "test").unwrap();
+    let msg = b"Subject: once\r\n\r\nx\r\n";
+    for mailbox in ["a@t.test", "c@t.test"] {
+        let key = format!("0660DE4CFD9C65C1038B/{mailbox}");
+        let first = store.deliver_once(mailbox, msg, &key).unwrap();
+        let blobs = store.blobs.list().unwrap().len();
+        assert_eq!(store.deliver_once(mailbox, msg, &key).unwrap(), first);
+        assert_eq!(store.count(mailbox).unwrap(), 1);
+        assert_eq!(store.blobs.list().unwrap().len(), blobs, "no second blob");
+        assert_eq!(store.read(mailbox, &first).unwrap(), msg);
+        let other = store
+            .deliver_once(mailbox, msg, &format!("{key}x"))
+            .unwrap();
+        assert_ne!(other, first);
+        assert_eq!(store.count(mailbox).unwrap(), 2);
+    }
+    // The same key in another mailbox is another delivery.
+    let key = "0660DE4CFD9C65C1038B/a@t.test";
+    let in_b = store.deliver_once("B@t.test", msg, key).unwrap();
+    assert_eq!(store.count("b@t.test").unwrap(), 1);
+    assert_eq!(store.deliver_once("b@t.test", msg, key).unwrap(), in_b);
+    assert_eq!(store.blobs.list().unwrap().len(), 5);
+    // Plain `deliver` is not deduplicated.
+    store.deliver("b@t.test", msg).unwrap();
+    store.deliver("b@t.test", msg).unwrap();
+    assert_eq!(store.count("b@t.test").unwrap(), 3);
+}
+
+#[test]
+fn delivery_keys_survive_reopening_and_are_not_kept_in_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let msg = b"Subject: once\r\n\r\nx\r\n";
+    let (a_key, c_key) = (
+        "07A1B2C3D4E5F6A7B8C9/a@t.test",
+        "07A1B2C3D4E5F6A7B8D0/c@t.test",
+    );
+    let store = EncryptedStore::open(&config(dir.path(), "none"), "test").unwrap();
+    let a = store.deliver_once("a@t.test", msg, a_key).unwrap();
+    let c = store.deliver_once("c@t.test", msg, c_key).unwrap();
+    let index_dir = store.dir().to_path_buf();
+    drop(store);
+    for name in ["index.sqlite", "index.sqlite-wal"] {
+        let bytes = std::fs::read(index_dir.join(name)).unwrap_or_default();
+        for id in ["07A1B2C3D4E5F6A7B8C9", "07A1B2C3D4E5F6A7B8D0"] {
+            assert!(
+                !bytes.windows(id.len()).any(|w| w == id.as_bytes()),
+                "{name}"
+            );
+        }
+    }
+    let store = EncryptedStore::open(&config(dir.path(), "none"), "test").unwrap();
+    assert_eq!(store.deliver_once("a@t.test", msg, a_key).unwrap(), a);
+    assert_eq!(store.deliver_once("c@t.test", msg, c_key).unwrap(), c);
+    assert_eq!(
+        store.count("a@t.test").unwrap() + store.count("c@t.test").unwrap(),
+        2
+    );
+    // The encrypted mailbox's tag is keyed: not the plain hash the plain mailbox gets.
+    let plain = delivery_tag(None, a_key);
+    assert!(index::delivered(&store.conn().unwrap(), "a@t.test", &plain)
+        .unwrap()
+        .is_none());
+    let c_tag = delivery_tag(None, c_key);
+    assert!(index::delivered(&store.conn().unwrap(), "c@t.test", &c_tag)
+        .unwrap()
+        .is_some());
+    // Tags older than DELIVERY_TAG_DAYS are forgotten when the store opens.
+    let old = index::now() - index::DELIVERY_TAG_DAYS * 86_400 - 60;
+    let n = store.conn().unwrap().execute(
+        "UPDATE deliveries SET created = ?1 WHERE mailbox = 'a@t.test'",
+        [old],
+    );
+    assert_eq!(n.unwrap(), 1);
+    drop(store);
+    let store = EncryptedStore::open(&config(dir.path(), "none"), "test").unwrap();
+    assert_ne!(store.deliver_once("a@t.test", msg, a_key).unwrap(), a);
+    assert_eq!(store.deliver_once("c@t.test", msg, c_key).unwrap(), c);
+}
+
+#[test]
+fn new_messages_are_written_in_the_bound_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EncryptedStore::open(&config(dir.path(), "none"), "test").unwrap();
+    assert!(store.rebinding().complete && !store.keyring.accepts_legacy());
+    let id = store
+        .deliver("a@t.test", b"Subject: s\r\n\r\nx\r\n")
+        .unwrap();
+    let row = index::message(&store.conn().unwrap(), "a@t.test", &id)
+        .unwrap()
+        .unwrap();
+    let wrapped = row.wrapped_key.as_deref().unwrap();
+    assert_eq!((wrapped.len(), wrapped[0]), (41, 2));
+    let key = index::mailbox_key(&store.conn().unwrap(), row.mailbox_key_id.unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(key.wrapped.map(|w| (w.len(), w[0])), Some((41, 2)));
+    let blob = store.blobs.read(&row.blob).unwrap();
+    assert_eq!(blobs::kind(&blob), Some(BlobKind::MailboxBound));
+    // The chunks bind the mailbox: opened with a content key, the id alone does not do.
+    let mkey = store
+        .message_key(&store.conn().unwrap(), &row, "test")
+        .unwrap()
+        .unwrap();
+    let (content, _) = binding::unwrap_content_key(&mkey, "a@t.test", &id, wrapped, false).unwrap();
+    let body = blob[HEADER_LEN..].to_vec();
+    assert!(open_chunks(&content, id.as_bytes(), body.clone()).is_err());
+    let context = binding::chunk_context("a@t.test", &id);
+    assert_eq!(
+        open_chunks(&content, &context, body).unwrap(),
+        b"Subject: s\r\n\r\nx\r\n"
+    );
+    assert_eq!(store.list("a@t.test").unwrap()[0].subject, "s");
+}
