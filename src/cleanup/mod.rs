@@ -254,6 +254,7 @@ impl Cleanup {
                     authenticated: tx.authenticated.clone(),
                     rules: rules_applied.clone(),
                     size: usize::try_from(size).unwrap_or(usize::MAX),
+                    chunking: tx.chunking,
                 },
             );
             ids.push(copy_id);
@@ -389,6 +390,7 @@ Content-Type: application/vnd.sealpost.rms; name=message.sealed\r\n\r\nx\r\n--b-
             rcpt_dsn: rcpts.iter().map(|_| Default::default()).collect(),
             authenticated: None,
             size: 0,
+            chunking: false,
             in_flight: crate::queue::Reservation::unlimited(),
         }
     }

@@ -25,8 +25,8 @@ use std::sync::Arc;
 use super::policy::LocalPolicy;
 use super::session::{Action, Session, SessionConfig};
 use super::transaction::Transaction;
-use crate::queue::InFlight;
 use super::users::SenderLogins;
+use crate::queue::InFlight;
 use crate::smtp::proto::{BareNewline, Reply};
 use crate::tls::TlsFacts;
 

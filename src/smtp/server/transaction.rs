@@ -59,6 +59,8 @@ pub struct Transaction {
     pub authenticated: Option<String>,
     /// Bytes of the message as received (dot-unstuffed, without the final `.` line).
     pub size: u64,
+    /// It came in BDAT chunks (RFC 3030) rather than after DATA.
+    pub chunking: bool,
     /// The message's share of the server's in-flight budget, held until it is queued.
     pub in_flight: Reservation,
 }

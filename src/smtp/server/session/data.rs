@@ -267,6 +267,7 @@ impl Session {
             rcpt_dsn: envelope.rcpt_dsn,
             authenticated: self.facts.authenticated.clone(),
             size: content.receiver.size() as u64,
+            chunking: content.chunked,
             in_flight: content.reservation,
         };
         self.state = State::AwaitDelivery;
