@@ -106,23 +106,25 @@ async fn content_is_sealed_on_disk_as_it_arrives_and_a_dropped_connection_leaves
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_in_flight_budget_refuses_with_452_before_and_451_after_a_transfer() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // 196 KiB of budget: three transactions in DATA hold 64 KiB each at the start.
-    let limits = "[limits]\nmax_message_size = 100000\nmax_in_flight_size = 200000\n";
+    // 293 KiB of budget: four transactions in DATA hold 64 KiB each at the start.
+    let limits = "[limits]\nmax_message_size = 100000\nmax_in_flight_size = 300000\n";
     let (server, data) = start(dir.path(), limits).await;
     let addr = server.local_addrs()[0];
-    let mut a = RawClient::connect(addr).await;
-    let mut b = RawClient::connect(addr).await;
-    let mut c = RawClient::connect(addr).await;
-    for client in [&mut a, &mut b, &mut c] {
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let mut client = RawClient::connect(addr).await;
         client.start_data("carol@fabrikam.test", ALICE).await;
+        clients.push(client);
     }
+    let [mut a, mut b, mut c, e] = <[RawClient; 4]>::try_from(clients).ok().expect("four");
 
-    // No room left: a declared SIZE is refused at MAIL, a transaction without one at DATA.
+    // 37 KiB left: a declared SIZE that does not fit is refused at MAIL, DATA without one too.
     let mut d = RawClient::connect(addr).await;
     assert!(d.command("EHLO client.test").await.starts_with("250"));
     let full = "452 4.3.1 Insufficient system storage";
     assert_eq!(
-        d.command("MAIL FROM:<carol@fabrikam.test> SIZE=5000").await,
+        d.command("MAIL FROM:<carol@fabrikam.test> SIZE=50000")
+            .await,
         full
     );
     assert_eq!(
@@ -134,45 +136,60 @@ async fn the_in_flight_budget_refuses_with_452_before_and_451_after_a_transfer()
         "250 2.1.5 Ok"
     );
     assert_eq!(d.command("DATA").await, full);
+    assert_eq!(d.command("RSET").await, "250 2.0.0 Ok");
 
-    // A transfer that goes past its share is read to the end and refused, nothing queued.
-    a.send(&big_message("CROSSED-THE-CAP", 90_000)).await;
-    a.send(b".\r\n").await;
-    assert_eq!(a.reply().await, "451 4.3.1 Insufficient system storage");
-    // One that stays within it is queued.
-    b.send(&big_message("WITHIN-THE-SHARE", 1000)).await;
+    // a's transfer grows past its start: 13 KiB left (d probes until a 30 KB SIZE no longer fits).
+    let within = big_message("WITHIN-THE-BUDGET", 90_000);
+    a.send(&within).await;
+    let deadline = Instant::now() + WAIT;
+    while d
+        .command("MAIL FROM:<carol@fabrikam.test> SIZE=30000")
+        .await
+        != full
+    {
+        assert_eq!(d.command("RSET").await, "250 2.0.0 Ok");
+        assert!(Instant::now() < deadline, "a's content was not taken");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // b's would too, but there is no room: read to the end and refused, nothing queued.
+    b.send(&big_message("CROSSED-THE-BUDGET", 90_000)).await;
     b.send(b".\r\n").await;
-    assert!(b.reply().await.starts_with("250 2.0.0 Ok: queued as "));
-    drop(c);
-    // The budget came back: the refused client goes on with a message of the largest size.
-    assert_eq!(a.command("RSET").await, "250 2.0.0 Ok");
-    a.start_data("carol@fabrikam.test", ALICE).await;
-    let largest = big_message("THE-LARGEST", 99_000);
-    a.send(&largest).await;
+    assert_eq!(b.reply().await, "451 4.3.1 Insufficient system storage");
     a.send(b".\r\n").await;
     assert!(a.reply().await.starts_with("250 2.0.0 Ok: queued as "));
+    c.send(&big_message("SMALL-ONE", 1000)).await;
+    c.send(b".\r\n").await;
+    assert!(c.reply().await.starts_with("250 2.0.0 Ok: queued as "));
+    drop(e);
+    // The budget came back: the refused client goes on with a message of the largest size.
+    assert_eq!(b.command("RSET").await, "250 2.0.0 Ok");
+    b.start_data("carol@fabrikam.test", ALICE).await;
+    b.send(&big_message("THE-LARGEST", 99_000)).await;
+    b.send(b".\r\n").await;
+    assert!(b.reply().await.starts_with("250 2.0.0 Ok: queued as "));
     // Over max_message_size: read to the end, 552, the session goes on.
-    a.start_data("carol@fabrikam.test", ALICE).await;
-    a.send(&big_message("TOO-LARGE", 120_000)).await;
-    a.send(b".\r\n").await;
+    b.start_data("carol@fabrikam.test", ALICE).await;
+    b.send(&big_message("TOO-LARGE", 120_000)).await;
+    b.send(b".\r\n").await;
     assert_eq!(
-        a.reply().await,
+        b.reply().await,
         "552 5.3.4 Message size exceeds fixed limit"
     );
-    assert_eq!(a.command("NOOP").await, "250 2.0.0 Ok");
+    assert_eq!(b.command("NOOP").await, "250 2.0.0 Ok");
 
-    let got = wait_for_mailbox_async(&data, ALICE, 2, WAIT).await;
+    let got = wait_for_mailbox_async(&data, ALICE, 3, WAIT).await;
     let texts: Vec<String> = got
         .iter()
         .map(|m| String::from_utf8_lossy(m).into_owned())
         .collect();
-    assert_eq!(texts.len(), 2, "{texts:?}");
-    assert!(texts.iter().any(|t| t.contains("WITHIN-THE-SHARE")));
-    assert!(texts.iter().any(|t| t.contains("THE-LARGEST")));
+    assert_eq!(texts.len(), 3, "{texts:?}");
+    for kept in ["WITHIN-THE-BUDGET", "SMALL-ONE", "THE-LARGEST"] {
+        assert!(texts.iter().any(|t| t.contains(kept)), "{kept} missing");
+    }
     assert!(!texts
         .iter()
-        .any(|t| t.contains("CROSSED-THE-CAP") || t.contains("TOO-LARGE")));
-    drop((a, b, d));
+        .any(|t| t.contains("CROSSED-THE-BUDGET") || t.contains("TOO-LARGE")));
+    drop((a, b, c, d));
     wait_until("nothing staged", || staged(&data).is_empty()).await;
     server.shutdown().await;
 }

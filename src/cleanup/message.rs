@@ -51,12 +51,13 @@ impl Message {
         self.received_len as u64 + self.content_len
     }
 
-    /// Reads all of the staged content into memory (once), after reserving its size.
+    /// Reads all of the staged content into memory (once), after reserving twice its size: the
+    /// copy, and as much again for what the rules make of it (decoded parts, an encrypted copy).
     pub(super) fn load(&mut self, tx: &Transaction, staged: &Staged) -> Result<(), Reply> {
         if self.whole.is_some() {
             return Ok(());
         }
-        if !tx.in_flight.try_grow_by(self.len()) {
+        if !tx.in_flight.try_grow_by(self.len().saturating_mul(2)) {
             tracing::warn!(client = %tx.peer, from = %tx.mail_from, size = self.len(),
                 "no room in the in-flight budget to hold the message for the transport rules; refused with 451");
             return Err(Reply::new(451, [4, 3, 1], "Insufficient system storage"));

@@ -49,16 +49,17 @@ pub(super) fn limits(c: &Checker, raw: &RawLimits) -> Result<Limits, ConfigError
         (new, None) => ("limits.command_timeout", new.as_deref()),
     };
     let max_message_size = raw.max_message_size.unwrap_or(35_882_577);
-    // A message counts once as it arrives and once more while a transport rule reads all of it.
-    let least_in_flight = (max_message_size as u64).saturating_mul(2);
+    // A message counts once as it arrives and twice more while a transport rule reads all of it
+    // (its copy in memory, and what the rule makes of it).
+    let least_in_flight = (max_message_size as u64).saturating_mul(3);
     let max_in_flight_size = match raw.max_in_flight_size {
         None => IN_FLIGHT_SIZE.max(least_in_flight),
         Some(n) if n < least_in_flight => {
             return Err(c.err(
                 "limits.max_in_flight_size",
                 format!(
-                    "must be at least twice limits.max_message_size ({least_in_flight}): a \
-                     message counts once as it arrives and once more while transport rules \
+                    "must be at least three times limits.max_message_size ({least_in_flight}): \
+                     a message counts once as it arrives and twice more while transport rules \
                      read it"
                 ),
             ))
@@ -112,24 +113,27 @@ mod tests {
     }
 
     #[test]
-    fn the_in_flight_budget_is_at_least_twice_the_largest_message() {
+    fn the_in_flight_budget_is_at_least_three_times_the_largest_message() {
         let c = load("", "").unwrap();
         assert_eq!(c.limits.max_in_flight_size, 512 << 20);
         let big = load("", "max_message_size = 400000000").unwrap();
-        assert_eq!(big.limits.max_in_flight_size, 800_000_000);
+        assert_eq!(big.limits.max_in_flight_size, 1_200_000_000);
         let set = load(
             "",
-            "max_in_flight_size = 100000000\nmax_message_size = 50000000",
+            "max_in_flight_size = 150000000\nmax_message_size = 50000000",
         )
         .unwrap();
-        assert_eq!(set.limits.max_in_flight_size, 100_000_000);
+        assert_eq!(set.limits.max_in_flight_size, 150_000_000);
         let e = load(
             "",
-            "max_in_flight_size = 99999999\nmax_message_size = 50000000",
+            "max_in_flight_size = 149999999\nmax_message_size = 50000000",
         )
         .unwrap_err();
         assert_eq!(e.key, "limits.max_in_flight_size");
-        assert!(e.problem.contains("twice limits.max_message_size"), "{e}");
+        assert!(
+            e.problem.contains("three times limits.max_message_size"),
+            "{e}"
+        );
     }
 
     #[test]
