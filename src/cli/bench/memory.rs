@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
 
-use crate::config::Config;
 use crate::smtp::client::{ClientSettings, Connection, TlsMode};
 use crate::tls::policy::TlsPolicy;
 
@@ -145,9 +144,13 @@ async fn scenario(
     while let Some(sent) = senders.join_next().await {
         sent??;
     }
-    let store_config = Config::load(&fabrikam.config, Some(&fabrikam.data))?;
+    let mailbox = Mailbox {
+        binary: binary.to_path_buf(),
+        config: fabrikam.config.clone(),
+        data: fabrikam.data.clone(),
+    };
     let (received, elapsed) =
-        tokio::task::spawn_blocking(move || wait_for(&store_config, bodies, start)).await??;
+        tokio::task::spawn_blocking(move || wait_for(&mailbox, bodies, start)).await??;
     let peaks = Peaks {
         contoso: peak_rss(&contoso)?,
         fabrikam: peak_rss(&fabrikam)?,
@@ -192,28 +195,67 @@ async fn send(
     }
 }
 
+/// bob@fabrikam.test's mailbox, read through the servers' own binary (`mailbox list|read`), so
+/// that a build with another store format can be measured too.
+struct Mailbox {
+    binary: PathBuf,
+    config: PathBuf,
+    data: PathBuf,
+}
+
+impl Mailbox {
+    fn run(&self, args: &[&str]) -> anyhow::Result<Vec<u8>> {
+        let out = Command::new(&self.binary)
+            .arg("mailbox")
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--data-dir")
+            .arg(&self.data)
+            .args(["--mailbox", TO])
+            .stderr(Stdio::null())
+            .output()?;
+        anyhow::ensure!(out.status.success(), "mailbox {args:?} failed");
+        Ok(out.stdout)
+    }
+
+    /// The ids of the messages in the mailbox.
+    fn ids(&self) -> anyhow::Result<Vec<String>> {
+        let list: Vec<serde_json::Value> = serde_json::from_slice(&self.run(&["list", "--json"])?)?;
+        Ok(list
+            .iter()
+            .filter_map(|m| m.get("id").and_then(|id| id.as_str()).map(str::to_string))
+            .collect())
+    }
+
+    fn read(&self, id: &str) -> anyhow::Result<Vec<u8>> {
+        self.run(&["read", "--id", id])
+    }
+}
+
 /// Waits until every marker's message is in bob's mailbox, then checks that each attachment is
 /// intact; returns how many are, and how long after `start` the last one arrived.
 fn wait_for(
-    config: &Config,
+    mailbox: &Mailbox,
     bodies: Vec<(String, [u8; 32])>,
     start: Instant,
 ) -> anyhow::Result<(usize, Duration)> {
-    let store = crate::store::open_store(config)?;
     let deadline = Instant::now() + DELIVERY_TIMEOUT;
-    while store.count(TO)? < bodies.len() {
+    let mut ids = mailbox.ids()?;
+    while ids.len() < bodies.len() {
         anyhow::ensure!(
             Instant::now() < deadline,
             "{} of {} messages arrived within {DELIVERY_TIMEOUT:?}",
-            store.count(TO)?,
+            ids.len(),
             bodies.len()
         );
         std::thread::sleep(Duration::from_millis(100));
+        ids = mailbox.ids()?;
     }
     let arrived = start.elapsed();
     let mut intact = 0;
-    for summary in store.list(TO)? {
-        let message = store.read(TO, &summary.id)?;
+    for id in ids {
+        let message = mailbox.read(&id)?;
         let head = &message[..message.len().min(64 * 1024)];
         let Some((marker, digest)) = bodies
             .iter()
