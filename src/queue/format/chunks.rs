@@ -66,7 +66,7 @@ impl ChunkSealer {
             aead: aead(key)?,
             context: context.to_vec(),
             index: 0,
-            buf: Vec::with_capacity(CHUNK_SIZE),
+            buf: Vec::with_capacity(CHUNK_SIZE + TAG_LEN),
         })
     }
 
@@ -97,8 +97,9 @@ impl ChunkSealer {
                 &mut self.buf,
             )
             .map_err(|_| io::Error::other(CryptoError::Internal))?;
+        // One write per chunk: an unbuffered file gets one system call.
+        self.buf.extend_from_slice(tag.as_ref());
         out.write_all(&self.buf)?;
-        out.write_all(tag.as_ref())?;
         self.buf.clear();
         self.index += 1;
         Ok(())

@@ -4,7 +4,7 @@
 //! `Spool::recover` deletes.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
@@ -25,7 +25,8 @@ const CONTEXT: &[u8] = b"sealpost staged message v1";
 /// A staged message being written.
 pub struct Staging {
     path: PathBuf,
-    file: Option<BufWriter<File>>,
+    /// Written a sealed chunk at a time, so not buffered.
+    file: Option<File>,
     key: SecretKey,
     sealer: Option<ChunkSealer>,
     len: u64,
@@ -78,7 +79,7 @@ impl Spool {
         let sealer = ChunkSealer::new(&key, CONTEXT)
             .map_err(|e| QueueError::io(&path)(io::Error::other(e)))?;
         Ok(Staging {
-            file: Some(BufWriter::with_capacity(CHUNK_SIZE, file)),
+            file: Some(file),
             path,
             key,
             sealer: Some(sealer),
@@ -147,7 +148,6 @@ impl Staging {
             return Err(io::Error::other("staged message already finished"));
         };
         sealer.finish(&mut file)?;
-        file.flush()?;
         let head = std::mem::take(&mut self.head.bytes);
         // A message whose header section has no end is all header (RFC 5322 §2.1).
         let header_len = match self.head.end {
