@@ -102,6 +102,7 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
             config.limits.max_connections,
             config.limits.max_connections_per_ip,
         ),
+        in_flight: crate::queue::InFlight::new(config.limits.max_in_flight_size),
         retransmissions: retransmissions.clone(),
     };
     let parts = build::build(&config, &shared)?;
@@ -115,7 +116,8 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
             wake.clone(),
         )
         .with_telemetry(telemetry.clone())
-        .with_retransmissions(retransmissions),
+        .with_retransmissions(retransmissions)
+        .with_in_flight(shared.in_flight.clone()),
     );
     let slots: Vec<Arc<Live<_>>> = parts
         .contexts

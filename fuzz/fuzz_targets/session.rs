@@ -45,6 +45,10 @@ const CANNED: &[&[u8]] = &[
     b"RSET\r\n",
     b"QUIT\r\n",
     b"EHLO c\r\nMAIL FROM:<c@f.test>\r\nRCPT TO:<alice@contoso.test>\r\nDATA\r\n",
+    b"BDAT 5\r\nhello",
+    b"BDAT 7 LAST\r\n.\r\nQUIT",
+    b"BDAT 0 LAST\r\n",
+    b"BDAT 300\r\n",
 ];
 
 /// What the session asked for and not yet got.
@@ -54,6 +58,8 @@ struct Model {
     awaiting_tls: bool,
     awaiting_delivery: bool,
     tls: bool,
+    /// Content passed on with `Data` since the last `Deliver` or `Discard`.
+    content: Vec<u8>,
 }
 
 fuzz_target!(|input: Input| {
@@ -160,27 +166,32 @@ fn check(
                 assert!(last && config.starttls_available && !model.tls);
                 model.awaiting_tls = true;
             }
+            Action::Data(piece) => {
+                assert!(!piece.is_empty() && !model.awaiting_delivery);
+                model.content.extend_from_slice(piece);
+                assert!(model.content.len() <= config.max_message_size);
+            }
+            Action::Discard => model.content.clear(),
             Action::Deliver(tx) => {
                 assert!(last && !model.awaiting_delivery);
                 model.awaiting_delivery = true;
+                let data = std::mem::take(&mut model.content);
+                assert_eq!(tx.size, data.len() as u64);
                 assert!(!tx.rcpt_to.is_empty() && tx.rcpt_to.len() <= config.max_recipients);
                 for rcpt in &tx.rcpt_to {
                     let local = policy.mailboxes.contains(&rcpt.to_ascii_lowercase());
                     assert!(local || relay_allowed, "relayed to {rcpt}");
                 }
-                assert!(tx.data.len() <= config.max_message_size);
+                assert!(data.len() <= config.max_message_size);
                 assert_eq!(tx.tls.is_some(), model.tls);
-                for (j, &b) in tx.data.iter().enumerate() {
+                for (j, &b) in data.iter().enumerate() {
                     match b {
-                        b'\r' => assert_eq!(tx.data.get(j + 1), Some(&b'\n'), "bare CR"),
-                        b'\n' => assert!(j > 0 && tx.data[j - 1] == b'\r', "bare LF"),
+                        b'\r' => assert_eq!(data.get(j + 1), Some(&b'\n'), "bare CR"),
+                        b'\n' => assert!(j > 0 && data[j - 1] == b'\r', "bare LF"),
                         _ => {}
                     }
                 }
-                assert!(tx
-                    .data
-                    .split(|&b| b == b'\n')
-                    .all(|l| l.len() < MAX_TEXT_LINE));
+                assert!(data.split(|&b| b == b'\n').all(|l| l.len() < MAX_TEXT_LINE));
             }
             // This listener does not offer AUTH (`SessionConfig::auth` is false).
             Action::Authenticate(_) => panic!("credentials checked though AUTH is not offered"),
@@ -189,6 +200,7 @@ fn check(
                 model.closed = true;
                 model.awaiting_tls = false;
                 model.awaiting_delivery = false;
+                model.content.clear();
             }
         }
     }

@@ -27,6 +27,7 @@ pub(crate) struct Shared {
     pub wake: Arc<Notify>,
     pub telemetry: Arc<Telemetry>,
     pub limits: Arc<ConnectionLimits>,
+    pub in_flight: Arc<crate::queue::InFlight>,
     pub retransmissions: Arc<crate::queue::retransmit::Retransmissions>,
 }
 
@@ -130,6 +131,7 @@ pub(crate) fn build(config: &Config, shared: &Shared) -> anyhow::Result<Parts> {
                 implicit_tls: l.protocol == ListenerProtocol::Submissions,
                 users: users.clone(),
                 limits: shared.limits.clone(),
+                in_flight: shared.in_flight.clone(),
                 listener_name: match l.protocol {
                     ListenerProtocol::Smtp => "smtp",
                     ListenerProtocol::Submission => "submission",

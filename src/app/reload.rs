@@ -76,6 +76,9 @@ impl Reloader {
         {
             later.push("connection limits");
         }
+        if new.limits.max_in_flight_size != current.limits.max_in_flight_size {
+            later.push("limits.max_in_flight_size");
+        }
         if parts.contexts.len() != self.slots.len() {
             return Err("the number of [[listener]] entries changed: restart to apply".into());
         }

@@ -1,14 +1,37 @@
 //! Applies the transport rules' actions to a message, per recipient group, before it is queued.
 
+use std::borrow::Cow;
+
 use super::headers;
 use crate::rules::{Action, Evaluation, OnMissingCertificate, RmsProtect, SmimeEncrypt};
 use crate::smtp::proto::Reply;
+
+/// The message as it arrived (with our Received header in front).
+#[derive(Clone, Copy, Debug)]
+pub struct Original<'a> {
+    /// Its header section, with the empty line after it.
+    pub head: &'a [u8],
+    /// The whole message, when it is in memory (it must be, for the actions that encrypt);
+    /// it starts with `head`.
+    pub whole: Option<&'a [u8]>,
+}
+
+/// A copy's message, told relative to the original so that header changes never copy the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// The original, unchanged.
+    Original,
+    /// A new header section (with its empty line), followed by the original's body.
+    Head(Vec<u8>),
+    /// A message of its own (encrypted).
+    Whole(Vec<u8>),
+}
 
 /// One queue file to write: the (possibly changed) message for some recipients.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Copy {
     pub recipients: Vec<String>,
-    pub message: Vec<u8>,
+    pub content: Content,
     /// The message leaves only over TLS.
     pub require_tls: bool,
     /// Send through this outbound connector.
@@ -56,6 +79,60 @@ pub trait Smime: Send + Sync {
     ) -> Result<Vec<u8>, SmimeFailure>;
 }
 
+impl Content {
+    /// Applies a change of the header section.
+    fn edit_header(&mut self, original: &Original, edit: impl Fn(&[u8]) -> Vec<u8>) {
+        match self {
+            Content::Original => *self = Content::Head(edit(original.head)),
+            Content::Head(head) | Content::Whole(head) => *head = edit(head),
+        }
+    }
+
+    /// The whole message, for actions that work on all of it.
+    pub fn bytes<'a>(&'a self, original: &Original<'a>) -> Result<Cow<'a, [u8]>, Reply> {
+        let whole = || {
+            original
+                .whole
+                .ok_or_else(|| Reply::new(451, [4, 3, 0], "Error: internal error"))
+        };
+        Ok(match self {
+            Content::Original => Cow::Borrowed(whole()?),
+            Content::Head(head) => {
+                let body = whole()?.get(original.head.len()..).unwrap_or_default();
+                Cow::Owned([head.as_slice(), body].concat())
+            }
+            Content::Whole(bytes) => Cow::Borrowed(bytes),
+        })
+    }
+
+    /// The first bytes of the message: its header section, or the start of a whole one.
+    pub fn head<'a>(&'a self, original: &Original<'a>) -> &'a [u8] {
+        match self {
+            Content::Original => original.head,
+            Content::Head(head) => head,
+            Content::Whole(bytes) => &bytes[..bytes.len().min(64 * 1024)],
+        }
+    }
+
+    /// Bytes of the message, given the original's length.
+    pub fn len(&self, head_len: u64, original_len: u64) -> u64 {
+        match self {
+            Content::Original => original_len,
+            Content::Head(head) => original_len - head_len + head.len() as u64,
+            Content::Whole(bytes) => bytes.len() as u64,
+        }
+    }
+
+    /// Whether encrypting actions need the whole message in memory.
+    pub fn needed_by(evaluation: &Evaluation) -> bool {
+        evaluation.groups.iter().any(|g| {
+            g.actions
+                .iter()
+                .any(|a| matches!(a.action, Action::SmimeEncrypt(_) | Action::RmsProtect(_)))
+        })
+    }
+}
+
 struct Work {
     copy: Copy,
     actions: Vec<Action>,
@@ -68,7 +145,7 @@ struct Work {
 pub fn apply(
     evaluation: &Evaluation,
     sender: &str,
-    message: &[u8],
+    original: &Original,
     protectors: Protectors,
 ) -> Result<Vec<Copy>, Reply> {
     let mut work: Vec<Work> = evaluation
@@ -77,7 +154,7 @@ pub fn apply(
         .map(|g| Work {
             copy: Copy {
                 recipients: g.recipients.clone(),
-                message: message.to_vec(),
+                content: Content::Original,
                 require_tls: false,
                 route_via: None,
             },
@@ -96,15 +173,15 @@ pub fn apply(
         w.next += 1;
         let c = &mut w.copy;
         match action {
-            Action::AddHeader(h) => {
-                c.message = headers::add(&c.message, h.name.as_str(), h.value.as_str())
-            }
-            Action::SetHeader(h) => {
-                c.message = headers::set(&c.message, h.name.as_str(), h.value.as_str())
-            }
-            Action::PrependSubject(p) => {
-                c.message = headers::prepend_subject(&c.message, p.text.as_str())
-            }
+            Action::AddHeader(h) => c.content.edit_header(original, |m| {
+                headers::add(m, h.name.as_str(), h.value.as_str())
+            }),
+            Action::SetHeader(h) => c.content.edit_header(original, |m| {
+                headers::set(m, h.name.as_str(), h.value.as_str())
+            }),
+            Action::PrependSubject(p) => c
+                .content
+                .edit_header(original, |m| headers::prepend_subject(m, p.text.as_str())),
             Action::RedirectTo(r) => {
                 c.recipients = r.addresses.iter().map(|a| a.as_str().to_string()).collect()
             }
@@ -112,7 +189,9 @@ pub fn apply(
             Action::RouteVia(r) => c.route_via = Some(r.connector.as_str().to_string()),
             Action::RequireTls(_) => c.require_tls = true,
             Action::RmsProtect(rms) => {
-                c.message = rms_protect(protectors.rms, &c.message, sender, &c.recipients, &rms)?
+                let message = c.content.bytes(original)?;
+                let protected = rms_protect(protectors.rms, &message, sender, &c.recipients, &rms)?;
+                c.content = Content::Whole(protected);
             }
             Action::SmimeEncrypt(opts) => {
                 let Some(smime) = protectors.smime else {
@@ -122,8 +201,9 @@ pub fn apply(
                         "S/MIME encryption is not configured ([smime] certificate_dir)",
                     ));
                 };
-                match smime.encrypt(&c.message, &c.recipients, &opts) {
-                    Ok(encrypted) => c.message = encrypted,
+                let encrypted = smime.encrypt(&c.content.bytes(original)?, &c.recipients, &opts);
+                match encrypted {
+                    Ok(encrypted) => c.content = Content::Whole(encrypted),
                     Err(SmimeFailure::AlreadyEncrypted) => {}
                     Err(SmimeFailure::Other(e)) => {
                         return Err(Reply::new(
@@ -169,13 +249,14 @@ pub fn apply(
                                 expires_after: None,
                             };
                             let p = &mut plain.copy;
-                            p.message = rms_protect(
+                            let protected = rms_protect(
                                 protectors.rms,
-                                &p.message,
+                                &p.content.bytes(original)?,
                                 sender,
                                 &p.recipients,
                                 &template,
                             )?;
+                            p.content = Content::Whole(protected);
                         }
                         c.recipients = with;
                         if !c.recipients.is_empty() {
@@ -224,11 +305,21 @@ mod tests {
         )
     }
 
+    /// A copy with its message spelt out.
+    #[derive(Debug)]
+    struct Made {
+        recipients: Vec<String>,
+        message: Vec<u8>,
+        require_tls: bool,
+    }
+
+    const MESSAGE: &[u8] = b"From: a@contoso.test\r\nSubject: [secure] hi\r\n\r\nbody\r\n";
+
     fn run(
         rule_texts: &[&str],
         rcpts: &[&str],
         smime: Option<&dyn Smime>,
-    ) -> Result<Vec<Copy>, Reply> {
+    ) -> Result<Vec<Made>, Reply> {
         run_with(rule_texts, rcpts, Protectors { smime, rms: None })
     }
 
@@ -237,24 +328,67 @@ mod tests {
         rule_texts: &[&str],
         rcpts: &[&str],
         protectors: Protectors,
+    ) -> Result<Vec<Made>, Reply> {
+        let original = Original {
+            head: &MESSAGE[..MESSAGE.len() - 6],
+            whole: Some(MESSAGE),
+        };
+        let copies = apply_to(rule_texts, rcpts, protectors, &original)?;
+        Ok(copies
+            .into_iter()
+            .map(|c| Made {
+                message: c.content.bytes(&original).unwrap().to_vec(),
+                recipients: c.recipients,
+                require_tls: c.require_tls,
+            })
+            .collect())
+    }
+
+    fn apply_to(
+        rule_texts: &[&str],
+        rcpts: &[&str],
+        protectors: Protectors,
+        original: &Original,
     ) -> Result<Vec<Copy>, Reply> {
-        let message = b"From: a@contoso.test\r\nSubject: [secure] hi\r\n\r\nbody\r\n";
         let recipients: Vec<String> = rcpts.iter().map(|s| s.to_string()).collect();
         let local: BTreeSet<String> = ["contoso.test".to_string()].into();
         let facts = MessageFacts {
             mail_from: "a@contoso.test",
             recipients: &recipients,
-            message,
+            message: MESSAGE,
+            size: MESSAGE.len() as u64,
             local_domains: &local,
             authenticated: false,
             inbound_connector: None,
         };
-        apply(
-            &evaluate(&rules(rule_texts), &facts),
-            "a@contoso.test",
-            message,
-            protectors,
-        )
+        let evaluation = evaluate(&rules(rule_texts), &facts);
+        apply(&evaluation, "a@contoso.test", original, protectors)
+    }
+
+    #[test]
+    fn header_changes_need_only_the_header_section() {
+        let head = &MESSAGE[..MESSAGE.len() - 6];
+        let header_only = Original { head, whole: None };
+        let rcpts = ["b@fabrikam.test", "c@contoso.test"];
+        let copies =
+            apply_to(&[TAG_EXTERNAL], &rcpts, Protectors::default(), &header_only).unwrap();
+        let of = |r: &str| &copies.iter().find(|c| c.recipients == [r]).unwrap().content;
+        assert_eq!(of("c@contoso.test"), &Content::Original);
+        let Content::Head(new) = of("b@fabrikam.test") else {
+            panic!("{:?}", of("b@fabrikam.test"));
+        };
+        assert!(new.ends_with(b"X-External: yes\r\n\r\n"), "{new:?}");
+        let len = of("b@fabrikam.test").len(head.len() as u64, MESSAGE.len() as u64);
+        assert_eq!(len, new.len() as u64 + 6);
+        // An encrypting action without the whole message in memory is an internal error, not a
+        // message without its body.
+        let rule = "name = \"s\"\npriority = 1\n[[actions]]\ntype = \"smime_encrypt\"\n";
+        let smime = Protectors {
+            smime: Some(&FakeSmime),
+            rms: None,
+        };
+        let e = apply_to(&[rule], &rcpts, smime, &header_only).unwrap_err();
+        assert_eq!(e.code, 451);
     }
 
     const TAG_EXTERNAL: &str = "name = \"t\"\npriority = 1\n[conditions]\nrecipient_scope = \"external\"\n\

@@ -19,6 +19,17 @@ fn header_end(message: &[u8]) -> usize {
     message.len()
 }
 
+/// Length of the header section with the empty line after it; the whole message when there is
+/// no empty line (then it is all header).
+pub fn section_len(message: &[u8]) -> usize {
+    let end = header_end(message);
+    match message.get(end..) {
+        Some([b'\r', b'\n', ..]) => end + 2,
+        Some([b'\n', ..]) => end + 1,
+        _ => message.len(),
+    }
+}
+
 /// The byte ranges of every header field named `name` (any case), continuation lines included.
 fn fields(message: &[u8], name: &str) -> Vec<(usize, usize)> {
     let end = header_end(message);

@@ -3,6 +3,7 @@
 
 pub mod apply;
 mod headers;
+mod message;
 pub mod rms;
 pub mod smime;
 
@@ -13,14 +14,15 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 use crate::queue::retransmit::Retransmissions;
-use crate::queue::{new_queue_id, Envelope, Spool};
+use crate::queue::{new_queue_id, Envelope, QueueError, Spool, Staged, Staging};
 use crate::rules::{evaluate, MessageFacts, RuleSet};
 use crate::smtp::proto::Reply;
 use crate::smtp::server::inbound::{InboundConnectors, InboundVerdict};
 use crate::smtp::server::Transaction;
 use crate::telemetry::trace::{message_id_hash, TraceTls};
 use crate::telemetry::{Telemetry, TraceEvent};
-use apply::{apply, Protectors, Rms, Smime};
+use apply::{apply, Content, Protectors, Rms, Smime};
+use message::Message;
 
 /// Turns finished transactions into queue files.
 pub struct Cleanup {
@@ -95,15 +97,26 @@ impl Cleanup {
         *self.rules.write().unwrap_or_else(|p| p.into_inner()) = rules;
     }
 
-    /// Writes the message (with our Received header in front) and its envelope to stable storage.
-    /// Blocking: call it off the async reactor. On error nothing is queued and the client gets 451.
-    pub fn enqueue(&self, tx: &Transaction) -> Result<String, Reply> {
+    /// Starts staging the content of a new message (see [`Spool::stage`]); it is fingerprinted
+    /// on the way when retransmissions are recognised.
+    pub fn stage(&self) -> Result<Staging, QueueError> {
+        let fingerprinter = self.retransmissions.as_ref().map(|r| r.fingerprinter());
+        self.spool.stage(fingerprinter)
+    }
+
+    /// Applies the transport rules to the staged message and writes each resulting copy (with
+    /// our Received header in front) and its envelope to stable storage. Blocking: call it off
+    /// the async reactor. On error nothing is queued and the client gets the reply.
+    ///
+    /// Only the header section is held in memory, unless a rule looks at the body or encrypts:
+    /// then the whole message is, once, and it counts against the in-flight budget.
+    pub fn enqueue(&self, tx: &Transaction, mut staged: Staged) -> Result<String, Reply> {
         let id = new_queue_id();
         let now = Utc::now();
-        let (message_id, relayed) = header_facts(&tx.data);
-        let transmission = match &self.retransmissions {
-            Some(r) if message_id.is_some() || relayed => {
-                Some((r, r.fingerprint(&tx.mail_from, &tx.rcpt_to, &tx.data)))
+        let (message_id, relayed) = header_facts(staged.head());
+        let transmission = match (&self.retransmissions, staged.take_fingerprinter()) {
+            (Some(r), Some(f)) if message_id.is_some() || relayed => {
+                Some((r, f.finish(&tx.mail_from, &tx.rcpt_to)))
             }
             _ => None,
         };
@@ -121,16 +134,17 @@ impl Cleanup {
             .check(tx.peer.ip(), &tx.mail_from, tx.tls.as_ref())
             .ok()
             .flatten();
-        let header = received_header(&self.hostname, tx, connector.as_ref(), &id, now);
-        let mut message = Vec::with_capacity(header.len() + tx.data.len());
-        message.extend_from_slice(header.as_bytes());
-        message.extend_from_slice(&tx.data);
-
+        let received = received_header(&self.hostname, tx, connector.as_ref(), &id, now);
         let rules = self.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut message = Message::new(received, &staged);
+        if rules.needs_body() || message.header_unknown() {
+            message.load(tx, &staged)?;
+        }
         let facts = MessageFacts {
             mail_from: &tx.mail_from,
             recipients: &tx.rcpt_to,
-            message: &message,
+            message: message.for_rules(),
+            size: message.len(),
             local_domains: &self.local_domains,
             authenticated: tx.authenticated.is_some(),
             inbound_connector: connector.as_ref().map(|c| c.connector.as_str()),
@@ -149,12 +163,16 @@ impl Cleanup {
         applied.dedup();
         let rules_applied = applied.clone();
         let applied = applied.join(",");
+        if Content::needed_by(&evaluation) {
+            message.load(tx, &staged)?;
+        }
         let protectors = Protectors {
             smime: self.smime.as_deref(),
             rms: self.rms.as_deref(),
         };
+        let original = message.original();
         let copies =
-            apply(&evaluation, &tx.mail_from, &message, protectors).inspect_err(|reply| {
+            apply(&evaluation, &tx.mail_from, &original, protectors).inspect_err(|reply| {
                 tracing::info!(client = %tx.peer, from = %tx.mail_from, rules = %applied,
                 %reply, "refused by transport rule");
             })?;
@@ -187,18 +205,21 @@ impl Cleanup {
                 let dsn = tx.rcpt_dsn(&r.address);
                 (r.notify, r.orcpt) = (dsn.notify, dsn.orcpt);
             }
-            if let Err(e) = self.spool.enqueue(&envelope, &copy.message) {
+            let tail = message.tail(&staged);
+            let parts = message.parts(&copy.content, &tail);
+            if let Err(e) = self.spool.enqueue_parts(&envelope, &parts) {
                 tracing::error!(error = %e, client = %tx.peer, "queue write failed; message refused with 451");
                 for written in &ids {
                     let _ = self.spool.delete(written);
                 }
                 return Err(Reply::new(451, [4, 3, 0], "Error: queue file write error"));
             }
+            let size = parts.iter().map(|p| p.len()).sum::<u64>();
             tracing::info!(
                 queue_id = %copy_id,
                 from = %tx.mail_from,
                 nrcpt = envelope.recipients.len(),
-                size = copy.message.len(),
+                size,
                 client = %tx.peer,
                 connector = connector.as_ref().map(|c| c.connector.as_str()).unwrap_or(""),
                 rules = %applied,
@@ -206,7 +227,10 @@ impl Cleanup {
             );
             self.telemetry.metrics.received(connector_name.as_deref());
             let added = match encrypting {
-                true => encryption_added(&message, &copy.message),
+                true => encryption_added(
+                    original.whole.unwrap_or(original.head),
+                    copy.content.head(&original),
+                ),
                 false => Vec::new(),
             };
             for kind in added {
@@ -229,7 +253,8 @@ impl Cleanup {
                     connector: connector_name.clone(),
                     authenticated: tx.authenticated.clone(),
                     rules: rules_applied.clone(),
-                    size: copy.message.len(),
+                    size: usize::try_from(size).unwrap_or(usize::MAX),
+                    chunking: tx.chunking,
                 },
             );
             ids.push(copy_id);
@@ -364,7 +389,9 @@ Content-Type: application/vnd.sealpost.rms; name=message.sealed\r\n\r\nx\r\n--b-
             dsn: Default::default(),
             rcpt_dsn: rcpts.iter().map(|_| Default::default()).collect(),
             authenticated: None,
-            data: b"Subject: x\r\n\r\nbody\r\n".to_vec(),
+            size: 0,
+            chunking: false,
+            in_flight: crate::queue::Reservation::unlimited(),
         }
     }
 
@@ -405,7 +432,11 @@ Content-Type: application/vnd.sealpost.rms; name=message.sealed\r\n\r\nx\r\n--b-
             Arc::new(Notify::new()),
             Arc::default(),
         );
-        let id = cleanup.enqueue(&tx(true, &["bob@b.test"])).unwrap();
+        let mut staging = cleanup.stage().unwrap();
+        staging.write(b"Subject: x\r\n\r\nbody\r\n").unwrap();
+        let id = cleanup
+            .enqueue(&tx(true, &["bob@b.test"]), staging.finish().unwrap())
+            .unwrap();
         let file = std::fs::read(spool.path(crate::queue::QueueState::Incoming, &id)).unwrap();
         let clear = |needle: &[u8]| file.windows(needle.len()).any(|w| w == needle);
         assert!(clear(b"SEALPOST-QUEUE 2\n") && !clear(b"Received: from client.test"));

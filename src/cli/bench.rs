@@ -1,6 +1,7 @@
-//! `sealpost bench`: measurements of the real server, relay throughput and a client's latency
-//! under slow clients (no timed unit tests).
+//! `sealpost bench`: measurements of the real server, relay throughput, a client's latency
+//! under slow clients and peak memory with large messages (no timed unit tests).
 
+mod memory;
 mod slow_clients;
 
 use std::path::PathBuf;
@@ -65,6 +66,35 @@ enum BenchCommand {
         #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"))]
         fixtures: PathBuf,
     },
+    /// Peak resident memory (VmHWM) of contoso and fabrikam, each a `serve` child process, with
+    /// large messages.
+    ///
+    /// (a) CLIENTS clients at once each send one message of SIZE bytes to contoso for
+    /// bob@fabrikam.test (a client answered 4xx tries again after half a second, as an MTA
+    /// would); (b) one message of RELAY_SIZE bytes is relayed contoso → fabrikam (both servers
+    /// then accept messages that large). Messages are multipart with a base64 attachment; every
+    /// one must arrive in bob's mailbox with the attachment's SHA-256 unchanged, or the bench
+    /// fails. Each scenario starts both servers afresh, with the fixture configuration on free
+    /// ports and without admin endpoints.
+    Memory {
+        #[arg(long, default_value_t = 50)]
+        clients: usize,
+        /// Message size in bytes for (a).
+        #[arg(long, default_value_t = 30_000_000)]
+        size: usize,
+        /// Message size in bytes for (b).
+        #[arg(long, default_value_t = 50_000_000)]
+        relay_size: usize,
+        #[arg(long, value_enum, default_value = "both")]
+        scenario: memory::Scenario,
+        /// The sealpost binary to run as the servers (e.g. an older build to compare with);
+        /// default: this one.
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+        /// The fixtures directory holding contoso.toml and fabrikam.toml.
+        #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"))]
+        fixtures: PathBuf,
+    },
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -95,6 +125,26 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 interval,
             };
             let result = slow_clients::run(&fixtures, &base, params).await;
+            let _ = std::fs::remove_dir_all(&base);
+            result
+        }),
+        BenchCommand::Memory {
+            clients,
+            size,
+            relay_size,
+            scenario,
+            binary,
+            fixtures,
+        } => super::runtime()?.block_on(async move {
+            let base = std::env::temp_dir().join(format!("sealpost-bench-{}", std::process::id()));
+            let params = memory::Params {
+                binary,
+                clients: clients.max(1),
+                size,
+                relay_size,
+                scenario,
+            };
+            let result = memory::run(&fixtures, &base, params).await;
             let _ = std::fs::remove_dir_all(&base);
             result
         }),

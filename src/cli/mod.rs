@@ -73,7 +73,7 @@ pub enum Command {
     Store(store::StoreArgs),
     // about / long_about live on DecryptArgs (src/cli/decrypt.rs).
     Decrypt(decrypt::DecryptArgs),
-    /// Measure throughput and latency (`sealpost bench relay|slow-clients --help`).
+    /// Measure throughput, latency and memory (`sealpost bench relay|slow-clients|memory --help`).
     Bench(bench::BenchArgs),
     /// Check the transport rules, or show what they would do to a message (nothing is sent).
     ///

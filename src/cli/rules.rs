@@ -131,6 +131,7 @@ fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
         mail_from: &args.from,
         recipients: &args.to,
         message: &message,
+        size: message.len() as u64,
         local_domains: &config.local_domains,
         authenticated: args.authenticated,
         inbound_connector: args.connector.as_deref(),

@@ -280,6 +280,7 @@ fn describe(event: &TraceEvent) -> String {
             authenticated,
             rules,
             size,
+            chunking,
             ..
         } => {
             let mut s = format!(
@@ -292,6 +293,9 @@ fn describe(event: &TraceEvent) -> String {
             }
             if let Some(u) = authenticated {
                 s.push_str(&format!("; authenticated as {u}"));
+            }
+            if *chunking {
+                s.push_str("; in BDAT chunks");
             }
             s.push_str(&match rules.is_empty() {
                 true => "; no transport rule applied".to_string(),

@@ -129,6 +129,7 @@ pub struct RawLimits {
     pub bare_newline: Option<crate::smtp::proto::BareNewline>,
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: Option<usize>,
+    pub max_in_flight_size: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

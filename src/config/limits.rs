@@ -13,6 +13,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 const DATA_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long transactions in flight may take to finish after SIGTERM.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The least default for the in-flight budget: about 14 messages of the default maximum size.
+const IN_FLIGHT_SIZE: u64 = 512 << 20;
 
 impl Checker<'_> {
     /// A duration that must be above zero.
@@ -46,8 +48,27 @@ pub(super) fn limits(c: &Checker, raw: &RawLimits) -> Result<Limits, ConfigError
         }
         (new, None) => ("limits.command_timeout", new.as_deref()),
     };
+    let max_message_size = raw.max_message_size.unwrap_or(35_882_577);
+    // A message counts once as it arrives and twice more while a transport rule reads all of it
+    // (its copy in memory, and what the rule makes of it).
+    let least_in_flight = (max_message_size as u64).saturating_mul(3);
+    let max_in_flight_size = match raw.max_in_flight_size {
+        None => IN_FLIGHT_SIZE.max(least_in_flight),
+        Some(n) if n < least_in_flight => {
+            return Err(c.err(
+                "limits.max_in_flight_size",
+                format!(
+                    "must be at least three times limits.max_message_size ({least_in_flight}): \
+                     a message counts once as it arrives and twice more while transport rules \
+                     read it"
+                ),
+            ))
+        }
+        Some(n) => n,
+    };
     Ok(Limits {
-        max_message_size: raw.max_message_size.unwrap_or(35_882_577),
+        max_message_size,
+        max_in_flight_size,
         max_recipients: raw.max_recipients.unwrap_or(1000),
         command_timeout: c.positive_duration(key, value, COMMAND_TIMEOUT)?,
         data_timeout: c.positive_duration(
@@ -89,6 +110,30 @@ mod tests {
         assert_eq!(c.limits.command_timeout, Duration::from_secs(300));
         assert_eq!(c.limits.data_timeout, Duration::from_secs(180));
         assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_in_flight_budget_is_at_least_three_times_the_largest_message() {
+        let c = load("", "").unwrap();
+        assert_eq!(c.limits.max_in_flight_size, 512 << 20);
+        let big = load("", "max_message_size = 400000000").unwrap();
+        assert_eq!(big.limits.max_in_flight_size, 1_200_000_000);
+        let set = load(
+            "",
+            "max_in_flight_size = 150000000\nmax_message_size = 50000000",
+        )
+        .unwrap();
+        assert_eq!(set.limits.max_in_flight_size, 150_000_000);
+        let e = load(
+            "",
+            "max_in_flight_size = 149999999\nmax_message_size = 50000000",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "limits.max_in_flight_size");
+        assert!(
+            e.problem.contains("three times limits.max_message_size"),
+            "{e}"
+        );
     }
 
     #[test]

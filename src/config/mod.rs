@@ -140,6 +140,9 @@ pub struct Limits {
     /// Sessions open at once, in total and per client address (more get 421 4.7.0).
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// Message bytes held outside the queue files at once, by every session, the transport rules
+    /// and the queue runner together (see `queue::in_flight`).
+    pub max_in_flight_size: u64,
 }
 
 /// A validated configuration. Paths are absolute or relative to the working directory.

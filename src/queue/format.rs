@@ -29,14 +29,18 @@
 //! delivered. [`read_header`] reads only up to the message (for listings) and checks the file size
 //! against the lengths, but neither the checksum nor the ciphertext.
 
-use std::io::{self, BufRead, Read, Write};
+pub mod chunks;
+mod encode;
+
+use std::io::{self, BufRead, Read};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::envelope::{Envelope, ENVELOPE_VERSION};
-use crate::store::crypto::{self, CryptoError, SecretKey, WRAPPED_LEN};
+use crate::store::crypto::{self, CryptoError, WRAPPED_LEN};
 use crate::store::keyfile::ServiceKey;
+pub use encode::{encode, encode_parts_to, encode_to, Part, StreamPart};
 
 /// The first line of every encrypted queue file (format version 2).
 pub const MAGIC: &[u8] = b"SEALPOST-QUEUE 2\n";
@@ -125,55 +129,6 @@ struct Layout {
     stored_len: u64,
 }
 
-/// Write a complete queue file to `out`: version 2, the message sealed under a fresh content key
-/// wrapped by `key`; or version 1 in clear when `key` is `None` (tests of the plain format only).
-pub fn encode_to<W: Write>(
-    out: &mut W,
-    envelope: &Envelope,
-    message: &[u8],
-    key: Option<&ServiceKey>,
-) -> io::Result<()> {
-    let json = serde_json::to_vec(envelope)?;
-    let sealed = match key {
-        Some(service) => Some(seal(service, &json, envelope, message).map_err(io::Error::other)?),
-        None => None,
-    };
-    let mut hasher = Sha256::new();
-    let mut put = |bytes: &[u8]| -> io::Result<()> {
-        hasher.update(bytes);
-        out.write_all(bytes)
-    };
-    put(if sealed.is_some() { MAGIC } else { MAGIC_V1 })?;
-    put(format!("E {}\n", json.len()).as_bytes())?;
-    put(&json)?;
-    put(b"\n")?;
-    let body = match &sealed {
-        Some((key_line, ciphertext)) => {
-            put(key_line.as_bytes())?;
-            ciphertext.as_slice()
-        }
-        None => message,
-    };
-    put(format!("M {}\n", body.len()).as_bytes())?;
-    put(body)?;
-    put(b"\n")?;
-    let digest = hex::encode(hasher.finalize());
-    out.write_all(b"END ")?;
-    out.write_all(digest.as_bytes())?;
-    out.write_all(b"\n")
-}
-
-/// A complete queue file in memory (see [`encode_to`]).
-pub fn encode(
-    envelope: &Envelope,
-    message: &[u8],
-    key: Option<&ServiceKey>,
-) -> io::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(crypto::sealed_len(message.len()) + 1024);
-    encode_to(&mut out, envelope, message, key)?;
-    Ok(out)
-}
-
 /// The AAD context of a queue file's chunks: a label, the queue id, and the SHA-256 of the exact
 /// envelope bytes stored in the file.
 pub fn seal_context(queue_id: &str, envelope_json: &[u8]) -> Vec<u8> {
@@ -182,26 +137,6 @@ pub fn seal_context(queue_id: &str, envelope_json: &[u8]) -> Vec<u8> {
     context.push(0);
     context.extend_from_slice(&Sha256::digest(envelope_json));
     context
-}
-
-/// A fresh content key seals the message; returns the `K` line and the sealed bytes.
-fn seal(
-    service: &ServiceKey,
-    json: &[u8],
-    envelope: &Envelope,
-    message: &[u8],
-) -> Result<(String, Vec<u8>), CryptoError> {
-    let content = SecretKey::generate()?;
-    let wrapped = service.wrap(&content)?;
-    let mut sealed = Vec::new();
-    crypto::seal_chunks(
-        &content,
-        &seal_context(&envelope.id, json),
-        message,
-        &mut sealed,
-    )?;
-    let key_line = format!("K {} {}\n", service.id(), hex::encode(wrapped));
-    Ok((key_line, sealed))
 }
 
 /// Verify a whole queue file and split it into envelope and message, decrypting a version 2 file

@@ -5,6 +5,7 @@ pub mod envelope;
 pub mod error;
 pub mod format;
 pub mod id;
+pub mod in_flight;
 pub mod retransmit;
 pub mod runner;
 pub mod schedule;
@@ -14,5 +15,8 @@ pub use envelope::{Envelope, NoticeAction, Recipient, RecipientStatus, ENVELOPE_
 pub use error::QueueError;
 pub use format::FormatError;
 pub use id::{is_valid_queue_id, new_queue_id};
+pub use in_flight::{InFlight, Reservation};
 pub use schedule::{after_failure, Clock, Decision, ManualClock, RetryPolicy, SystemClock};
-pub use spool::{Listing, QueueEntry, QueueState, RecoveryReport, Spool, Unreadable};
+pub use spool::{
+    Listing, QueueEntry, QueueState, RecoveryReport, Spool, Staged, Staging, Unreadable,
+};

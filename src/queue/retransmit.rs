@@ -33,6 +33,37 @@ pub struct Retransmissions {
     log: Mutex<Option<File>>,
 }
 
+/// A transaction's fingerprint, computed as its bytes arrive: HMAC-SHA256 of the bytes, then
+/// the sender and the sorted recipients (lowercased), then the three lengths, so that no two
+/// different transactions share an input.
+#[derive(Clone)]
+pub struct Fingerprinter {
+    ctx: aws_lc_rs::hmac::Context,
+    len: u64,
+}
+
+impl Fingerprinter {
+    /// More of the message's bytes.
+    pub fn update(&mut self, data: &[u8]) {
+        self.ctx.update(data);
+        self.len = self.len.saturating_add(data.len() as u64);
+    }
+
+    /// The fingerprint (hex) of the bytes seen with this envelope.
+    pub fn finish(mut self, mail_from: &str, recipients: &[String]) -> String {
+        let mut rcpts: Vec<String> = recipients.iter().map(|r| r.to_ascii_lowercase()).collect();
+        rcpts.sort();
+        let joined = rcpts.join("\0");
+        let from = mail_from.to_ascii_lowercase();
+        self.ctx.update(from.as_bytes());
+        self.ctx.update(joined.as_bytes());
+        for len in [self.len, from.len() as u64, joined.len() as u64] {
+            self.ctx.update(&len.to_be_bytes());
+        }
+        hex::encode(self.ctx.sign().as_ref())
+    }
+}
+
 /// Fingerprint → (queue ids, accepted at), and when expired entries are next dropped.
 struct Seen {
     map: HashMap<[u8; 32], (String, i64)>,
@@ -93,7 +124,7 @@ impl Retransmissions {
             .open(&log_path)
             .map_err(QueueError::io(&log_path))?;
         Ok(Retransmissions {
-            key: key.fingerprint_key("sealpost transmission v1"),
+            key: key.fingerprint_key("sealpost transmission v2"),
             log_path,
             seen: Mutex::new(Seen {
                 map: seen,
@@ -103,22 +134,19 @@ impl Retransmissions {
         })
     }
 
-    /// The fingerprint of a transaction (hex): HMAC-SHA256 of sender, sorted recipients and the
-    /// bytes, each length-prefixed.
+    /// The fingerprint of a transaction (hex); see [`Fingerprinter`].
     pub fn fingerprint(&self, mail_from: &str, recipients: &[String], data: &[u8]) -> String {
-        let mut rcpts: Vec<String> = recipients.iter().map(|r| r.to_ascii_lowercase()).collect();
-        rcpts.sort();
-        let joined = rcpts.join("\0");
-        let mut ctx = aws_lc_rs::hmac::Context::with_key(&self.key);
-        for part in [
-            mail_from.to_ascii_lowercase().as_bytes(),
-            joined.as_bytes(),
-            data,
-        ] {
-            ctx.update(&(part.len() as u64).to_be_bytes());
-            ctx.update(part);
+        let mut f = self.fingerprinter();
+        f.update(data);
+        f.finish(mail_from, recipients)
+    }
+
+    /// A fingerprint computed while the message arrives.
+    pub fn fingerprinter(&self) -> Fingerprinter {
+        Fingerprinter {
+            ctx: aws_lc_rs::hmac::Context::with_key(&self.key),
+            len: 0,
         }
-        hex::encode(ctx.sign().as_ref())
     }
 
     /// The queue ids a transmission with this fingerprint was accepted as, within the window.
@@ -195,6 +223,27 @@ mod tests {
             a,
             other.fingerprint("a@x.test", &to, b"Message-ID: <1@x>\r\n\r\nhi\r\n"),
             "another server's key gives another fingerprint"
+        );
+    }
+
+    #[test]
+    fn a_fingerprint_made_piece_by_piece_is_the_whole_ones() {
+        let (_d, spool, key) = setup();
+        let r = Retransmissions::open(&spool, &key, 1000).unwrap();
+        let to = vec!["b@x.test".to_string()];
+        let data = b"Message-ID: <1@x>\r\n\r\nhello there\r\n";
+        let mut f = r.fingerprinter();
+        for piece in data.chunks(5) {
+            f.update(piece);
+        }
+        assert_eq!(
+            f.finish("a@x.test", &to),
+            r.fingerprint("a@x.test", &to, data)
+        );
+        // Where the bytes end and the envelope starts is part of the input.
+        assert_ne!(
+            r.fingerprint("a@x.test", &to, b"x"),
+            r.fingerprint("xa@x.test", &to, b"")
         );
     }
 

@@ -9,7 +9,8 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use super::{
-    after_failure, Clock, Decision, Envelope, NoticeAction, RecipientStatus, RetryPolicy, Spool,
+    after_failure, Clock, Decision, Envelope, InFlight, NoticeAction, RecipientStatus, RetryPolicy,
+    Spool,
 };
 use crate::config::Config;
 use crate::delivery::remote::{Outcome, RemoteDelivery};
@@ -36,6 +37,8 @@ pub struct Runner {
     remote: Live<RemoteDelivery>,
     telemetry: Arc<Telemetry>,
     retransmissions: Option<Arc<super::retransmit::Retransmissions>>,
+    /// A message is read into memory for delivery only once it fits in this budget.
+    budget: Arc<InFlight>,
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
     concurrency: Arc<Semaphore>,
@@ -61,6 +64,7 @@ impl Runner {
             remote: Live::new(remote),
             telemetry: Arc::new(Telemetry::default()),
             retransmissions: None,
+            budget: InFlight::unlimited(),
             clock,
             wake,
             in_flight: Mutex::new(HashSet::new()),
@@ -78,6 +82,12 @@ impl Runner {
     /// [`super::retransmit`]).
     pub fn with_retransmissions(mut self, r: Arc<super::retransmit::Retransmissions>) -> Self {
         self.retransmissions = Some(r);
+        self
+    }
+
+    /// The budget of message bytes in memory that deliveries share with the sessions.
+    pub fn with_in_flight(mut self, in_flight: Arc<InFlight>) -> Self {
+        self.budget = in_flight;
         self
     }
 
@@ -180,6 +190,15 @@ impl Runner {
 
     /// One delivery attempt for one message.
     async fn process(&self, id: &str) {
+        // The message is held in memory until the attempt ends; wait for room for it.
+        let spool = self.spool.clone();
+        let owned = id.to_string();
+        let size = tokio::task::spawn_blocking(move || spool.waiting_size(&owned))
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        let _room = self.budget.reserve(size).await;
         let spool = self.spool.clone();
         let owned = id.to_string();
         let (mut env, message) =

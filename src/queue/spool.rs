@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::envelope::Envelope;
 use super::error::QueueError;
-use super::format::{self, FormatError, HeaderError};
+use super::format::{self, FormatError, HeaderError, Part};
 use super::id::is_valid_queue_id;
 use crate::store::keyfile::ServiceKey;
 
@@ -199,6 +199,12 @@ impl Spool {
     /// Write a new message durably into `incoming/<id>`. When this returns Ok, the message is on
     /// disk and may be acknowledged.
     pub fn enqueue(&self, envelope: &Envelope, message: &[u8]) -> Result<(), QueueError> {
+        self.enqueue_parts(envelope, &[Part::Bytes(message)])
+    }
+
+    /// Like [`Spool::enqueue`] for a message made of `parts` (e.g. a new header in front of
+    /// staged content), streamed into the queue file.
+    pub fn enqueue_parts(&self, envelope: &Envelope, parts: &[Part]) -> Result<(), QueueError> {
         let id = checked_id(&envelope.id)?;
         for state in QueueState::ALL {
             let path = self.path(state, id);
@@ -210,7 +216,7 @@ impl Spool {
             }
         }
         let tmp = self.tmp.join(format!("{id}.new"));
-        self.write_file(&tmp, envelope, message)?;
+        self.write_file(&tmp, envelope, parts)?;
         let target = self.incoming.join(id);
         if let Err(e) = fs::rename(&tmp, &target) {
             let _ = fs::remove_file(&tmp);
@@ -291,7 +297,7 @@ impl Spool {
             });
         }
         let tmp = self.tmp.join(format!("{id}.update"));
-        self.write_file(&tmp, envelope, message)?;
+        self.write_file(&tmp, envelope, &[Part::Bytes(message)])?;
         if let Err(e) = fs::rename(&tmp, &active) {
             let _ = fs::remove_file(&tmp);
             return Err(QueueError::io(&active)(e));
@@ -371,6 +377,16 @@ impl Spool {
             }
         }
         Ok(false)
+    }
+
+    /// The size of a message waiting in incoming/ or deferred/ (what a claim would read), or
+    /// `None` when it is in neither or its header is unreadable (a claim then quarantines it).
+    pub fn waiting_size(&self, id: &str) -> Option<u64> {
+        let id = checked_id(id).ok()?;
+        [QueueState::Incoming, QueueState::Deferred]
+            .into_iter()
+            .find_map(|state| self.read_header(state, id).ok().flatten())
+            .map(|(_, size)| size)
     }
 
     /// Ids in incoming/, oldest first (ids sort by time).
@@ -465,7 +481,7 @@ impl Spool {
         &self,
         path: &Path,
         envelope: &Envelope,
-        message: &[u8],
+        parts: &[Part],
     ) -> Result<(), QueueError> {
         let written = (|| -> io::Result<()> {
             let file = OpenOptions::new()
@@ -475,7 +491,7 @@ impl Spool {
                 .mode(FILE_MODE)
                 .open(path)?;
             let mut out = BufWriter::with_capacity(64 * 1024, file);
-            format::encode_to(&mut out, envelope, message, self.key.as_deref())?;
+            format::encode_parts_to(&mut out, envelope, parts, self.key.as_deref())?;
             out.flush()?;
             let file = out.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()
@@ -563,5 +579,8 @@ fn dir_names(dir: &Path) -> Result<Vec<String>, QueueError> {
 mod sealed_tests;
 
 mod health;
+mod staging;
 #[cfg(test)]
 mod tests;
+
+pub use staging::{Staged, Staging, Tail, HEAD_LIMIT};

@@ -21,8 +21,11 @@ pub struct MessageFacts<'a> {
     /// The envelope sender (empty for the null sender `<>`).
     pub mail_from: &'a str,
     pub recipients: &'a [String],
-    /// The full RFC 5322 message.
+    /// The RFC 5322 message: all of it, or only its header section when no rule looks further
+    /// (see [`RuleSet::needs_body`]).
     pub message: &'a [u8],
+    /// Bytes of the whole message.
+    pub size: u64,
     /// Lowercase local domains (`recipient_scope = "internal"`).
     pub local_domains: &'a BTreeSet<String>,
     /// The client authenticated (SMTP AUTH) before sending.
@@ -253,7 +256,7 @@ impl<'a> Context<'a> {
                 .facts
                 .inbound_connector
                 .is_some_and(|name| list.iter().any(|c| c.as_str() == name)),
-            Condition::SizeOver(limit) => self.facts.message.len() as u64 > *limit,
+            Condition::SizeOver(limit) => self.facts.size > *limit,
             Condition::SubjectContains(needles) => {
                 let subject = self.subject();
                 needles.iter().any(|n| subject.contains(n.as_str()))

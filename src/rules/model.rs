@@ -74,6 +74,21 @@ impl RuleSet {
         self.rules.iter().find(|r| r.name == name)
     }
 
+    /// Whether evaluating needs the message's body, not only its header section: an enabled
+    /// rule asks about the body text or the attachments.
+    pub fn needs_body(&self) -> bool {
+        self.rules.iter().filter(|r| r.enabled).any(|r| {
+            r.conditions.iter().chain(&r.exceptions).any(|c| {
+                matches!(
+                    c,
+                    Condition::BodyContains(_)
+                        | Condition::HasAttachment(_)
+                        | Condition::AttachmentNameMatches(_)
+                )
+            })
+        })
+    }
+
     /// Connector names the rules refer to (`route_via`, `inbound_connector`), so the
     /// configuration can check that they exist.
     pub fn connectors(&self) -> BTreeSet<&str> {

@@ -63,6 +63,9 @@ pub enum TraceEvent {
         /// "rule:action" for each transport rule action applied.
         rules: Vec<String>,
         size: usize,
+        /// The message came in BDAT chunks (RFC 3030) rather than after DATA.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        chunking: bool,
     },
     /// One delivery attempt for one recipient.
     Delivery {
@@ -207,6 +210,7 @@ mod tests {
                 authenticated: None,
                 rules: vec!["secure:smime_encrypt".into()],
                 size: 10,
+                chunking: true,
             },
         };
         let state = TraceRecord {

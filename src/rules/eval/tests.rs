@@ -53,6 +53,7 @@ impl Msg {
             mail_from: &self.from,
             recipients: &self.to,
             message: &self.bytes,
+            size: self.bytes.len() as u64,
             local_domains: &self.local,
             authenticated: self.authenticated,
             inbound_connector: self.connector.as_deref(),

@@ -8,7 +8,7 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::wire::{dot_stuff, parse_reply, Capabilities};
+use super::wire::{parse_reply, Capabilities, DotStuffer};
 use crate::smtp::proto::dsn::{self, MailDsn, RcptDsn};
 use crate::smtp::proto::Reply;
 use crate::smtp::stream::SmtpStream;
@@ -26,6 +26,9 @@ pub enum TlsMode {
     /// Do not attempt TLS (the retry after a failed opportunistic handshake).
     Plaintext,
 }
+
+/// How much of a message is written at a time.
+const PIECE: usize = 64 * 1024;
 
 /// Settings shared by all outbound connections.
 #[derive(Clone)]
@@ -304,19 +307,28 @@ impl Connection {
             })
             .collect();
 
+        // With CHUNKING the message goes in one BDAT chunk once a recipient is accepted, so DATA
+        // is not part of the pipelined batch.
+        let chunking = self.caps.chunking;
         let (mail_reply, rcpt_replies, data_reply) = if self.caps.pipelining {
             let mut batch = mail.into_bytes();
             rcpts
                 .iter()
                 .for_each(|r| batch.extend_from_slice(r.as_bytes()));
-            batch.extend_from_slice(b"DATA\r\n");
+            if !chunking {
+                batch.extend_from_slice(b"DATA\r\n");
+            }
             self.write(&batch).await?;
             let mail_reply = self.read_reply().await?;
             let mut rcpt_replies = Vec::with_capacity(rcpts.len());
             for _ in &rcpts {
                 rcpt_replies.push(self.read_reply().await?);
             }
-            (mail_reply, rcpt_replies, Some(self.read_reply().await?))
+            let data_reply = match chunking {
+                true => None,
+                false => Some(self.read_reply().await?),
+            };
+            (mail_reply, rcpt_replies, data_reply)
         } else {
             self.write(mail.as_bytes()).await?;
             let mail_reply = self.read_reply().await?;
@@ -337,24 +349,16 @@ impl Connection {
             return Ok(recipients.iter().map(|_| Err(mail_reply.clone())).collect());
         }
         let any_accepted = rcpt_replies.iter().any(|r| r.is_positive());
-        let data_reply = match data_reply {
-            Some(r) => r,
-            None if any_accepted => {
-                self.write(b"DATA\r\n").await?;
-                self.read_reply().await?
-            }
-            None => Reply::new(554, [5, 5, 1], "no valid recipients"),
-        };
-        let final_reply = if data_reply.code == 354 {
-            if any_accepted {
-                self.write(&dot_stuff(data)).await?;
-                self.read_reply().await?
-            } else {
-                self.finish_empty_data().await?;
-                data_reply
+        let final_reply = if chunking {
+            match any_accepted {
+                true => {
+                    self.send_chunk(data).await?;
+                    self.read_reply().await?
+                }
+                false => Reply::new(554, [5, 5, 1], "no valid recipients"),
             }
         } else {
-            data_reply
+            self.data(data_reply, any_accepted, data).await?
         };
         Ok(rcpt_replies
             .into_iter()
@@ -368,6 +372,53 @@ impl Connection {
                 }
             })
             .collect())
+    }
+
+    /// DATA (unless its reply came with the pipelined batch), then the message dot-stuffed piece
+    /// by piece; returns the final reply.
+    async fn data(
+        &mut self,
+        data_reply: Option<Reply>,
+        any_accepted: bool,
+        data: &[u8],
+    ) -> Result<Reply, ClientError> {
+        let data_reply = match data_reply {
+            Some(r) => r,
+            None if any_accepted => {
+                self.write(b"DATA\r\n").await?;
+                self.read_reply().await?
+            }
+            None => Reply::new(554, [5, 5, 1], "no valid recipients"),
+        };
+        if data_reply.code != 354 {
+            return Ok(data_reply);
+        }
+        if !any_accepted {
+            self.finish_empty_data().await?;
+            return Ok(data_reply);
+        }
+        let mut stuffer = DotStuffer::new();
+        let mut wire = Vec::with_capacity(PIECE + PIECE / 32);
+        for piece in data.chunks(PIECE) {
+            stuffer.push(piece, &mut wire);
+            self.write(&wire).await?;
+            wire.clear();
+        }
+        stuffer.finish(&mut wire);
+        self.write(&wire).await?;
+        self.read_reply().await
+    }
+
+    /// The whole message as one BDAT chunk (RFC 3030): as it is, without dot-stuffing.
+    async fn send_chunk(&mut self, data: &[u8]) -> Result<(), ClientError> {
+        let mut first = format!("BDAT {} LAST\r\n", data.len()).into_bytes();
+        let (head, rest) = data.split_at(data.len().min(PIECE));
+        first.extend_from_slice(head);
+        self.write(&first).await?;
+        for piece in rest.chunks(PIECE) {
+            self.write(piece).await?;
+        }
+        Ok(())
     }
 
     /// A server that said 354 although no recipient was accepted gets an empty message, which it

@@ -93,6 +93,8 @@ pub struct Capabilities {
     pub smtputf8: bool,
     /// RFC 3461 DSN: NOTIFY/ORCPT/RET/ENVID may be passed on.
     pub dsn: bool,
+    /// RFC 3030 CHUNKING: the message may go in BDAT chunks, as it is.
+    pub chunking: bool,
     pub size: Option<u64>,
 }
 
@@ -108,6 +110,7 @@ impl Capabilities {
                 "8BITMIME" => caps.eight_bit_mime = true,
                 "SMTPUTF8" => caps.smtputf8 = true,
                 "DSN" => caps.dsn = true,
+                "CHUNKING" => caps.chunking = true,
                 "SIZE" => caps.size = words.next().and_then(|s| s.parse().ok()).filter(|&s| s > 0),
                 _ => {}
             }
@@ -123,31 +126,81 @@ impl Capabilities {
 /// line of NULs then "." is stuffed too), so a message can never smuggle another one downstream.
 pub fn dot_stuff(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + data.len() / 64 + 5);
-    let mut line_start = true;
-    let mut bytes = data.iter().copied().enumerate().peekable();
-    while let Some((i, byte)) = bytes.next() {
-        match byte {
-            b'\r' | b'\n' => {
-                if byte == b'\r' && bytes.peek().is_some_and(|&(_, next)| next == b'\n') {
-                    bytes.next();
-                }
-                out.extend_from_slice(b"\r\n");
-                line_start = true;
+    let mut stuffer = DotStuffer::new();
+    stuffer.push(data, &mut out);
+    stuffer.finish(&mut out);
+    out
+}
+
+/// [`dot_stuff`] piece by piece, so a large message never needs a stuffed copy of its own: the
+/// output of the pieces, then of `finish`, is `dot_stuff` of the pieces joined.
+#[derive(Debug)]
+pub struct DotStuffer {
+    line_start: bool,
+    /// The last byte was a CR (written as CRLF): an LF right after it belongs to it.
+    after_cr: bool,
+    /// NULs at the start of a line, held until it is known whether a "." follows them.
+    nuls: usize,
+}
+
+impl Default for DotStuffer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DotStuffer {
+    pub fn new() -> DotStuffer {
+        DotStuffer {
+            line_start: true,
+            after_cr: false,
+            nuls: 0,
+        }
+    }
+
+    /// Appends the wire form of `data` to `out`.
+    pub fn push(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        out.reserve(data.len() + data.len() / 64 + 2);
+        for &byte in data {
+            if std::mem::take(&mut self.after_cr) && byte == b'\n' {
+                continue;
             }
-            _ => {
-                if line_start && data[i..].iter().find(|&&b| b != 0) == Some(&b'.') {
-                    out.push(b'.');
+            match byte {
+                b'\r' | b'\n' => {
+                    self.release_nuls(out);
+                    out.extend_from_slice(b"\r\n");
+                    self.line_start = true;
+                    self.after_cr = byte == b'\r';
                 }
-                out.push(byte);
-                line_start = false;
+                0 if self.line_start => self.nuls += 1,
+                _ => {
+                    if self.line_start && byte == b'.' {
+                        out.push(b'.');
+                    }
+                    self.release_nuls(out);
+                    out.push(byte);
+                    self.line_start = false;
+                }
             }
         }
     }
-    if !line_start {
-        out.extend_from_slice(b"\r\n");
+
+    /// Ends the last line if it is open and appends the end-of-data line.
+    pub fn finish(mut self, out: &mut Vec<u8>) {
+        self.release_nuls(out);
+        if !self.line_start {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
     }
-    out.extend_from_slice(b".\r\n");
-    out
+
+    fn release_nuls(&mut self, out: &mut Vec<u8>) {
+        if self.nuls > 0 {
+            out.extend(std::iter::repeat_n(0u8, self.nuls));
+            self.nuls = 0;
+            self.line_start = false;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -220,6 +273,31 @@ mod tests {
             Capabilities::from_ehlo(&Reply::bare(250, "mx\nSTARTTLS-ish")),
             Capabilities::default()
         );
+    }
+
+    #[test]
+    fn stuffing_piece_by_piece_is_stuffing_the_whole() {
+        let alphabet = b"\r\n.\x00a";
+        let mut rng = 0x853c_49e6_748f_ea9b_u64;
+        for _ in 0..3000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let len = (rng % 24) as usize;
+            let data: Vec<u8> = (0..len)
+                .map(|i| alphabet[((rng >> (i % 50)) as usize + i) % alphabet.len()])
+                .collect();
+            let whole = dot_stuff(&data);
+            for split in 0..=data.len() {
+                let mut stuffer = DotStuffer::new();
+                let mut out = Vec::new();
+                for piece in [&data[..split], &data[split..]] {
+                    stuffer.push(piece, &mut out);
+                }
+                stuffer.finish(&mut out);
+                assert_eq!(out, whole, "{data:?} split at {split}");
+            }
+        }
     }
 
     #[test]

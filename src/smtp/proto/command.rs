@@ -18,6 +18,12 @@ pub enum Command {
     Mail(MailFrom),
     Rcpt(RcptTo),
     Data,
+    /// BDAT (RFC 3030): a chunk of `size` octets follows the command line; `last` ends the
+    /// message.
+    Bdat {
+        size: u64,
+        last: bool,
+    },
     Rset,
     Noop,
     Quit,
@@ -29,7 +35,7 @@ pub enum Command {
         mechanism: String,
         initial: Option<String>,
     },
-    /// A known SMTP command this server does not offer (EXPN, BDAT, ETRN, TURN, ...).
+    /// A known SMTP command this server does not offer (EXPN, ETRN, TURN, ...).
     NotImplemented,
     /// Not SMTP at all (HTTP `GET`/`POST`, proxy `CONNECT`): a cross-protocol attempt.
     Forbidden,
@@ -61,7 +67,7 @@ pub struct RcptTo {
 
 /// Commands recognised but not implemented: answered 502 rather than "not recognized".
 const NOT_IMPLEMENTED: &[&str] = &[
-    "EXPN", "BDAT", "ETRN", "TURN", "ATRN", "BURL", "VERB", "SEND", "SOML", "SAML", "LHLO",
+    "EXPN", "ETRN", "TURN", "ATRN", "BURL", "VERB", "SEND", "SOML", "SAML", "LHLO",
 ];
 /// Postfix's smtpd_forbidden_commands: a web browser or proxy client talking to port 25.
 const FORBIDDEN: &[&str] = &["CONNECT", "GET", "POST"];
@@ -88,6 +94,7 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
         "MAIL" => Command::Mail(mail(args)?),
         "RCPT" => Command::Rcpt(rcpt(args)?),
         "DATA" => no_args(args, "DATA", Command::Data)?,
+        "BDAT" => bdat(args)?,
         "RSET" => no_args(args, "RSET", Command::Rset)?,
         "QUIT" => no_args(args, "QUIT", Command::Quit)?,
         "STARTTLS" => no_args(args, "STARTTLS", Command::StartTls)?,
@@ -112,6 +119,26 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
         _ => return Err(not_recognized()),
     };
     Ok(command)
+}
+
+/// `chunk-size [SP "LAST"]` (RFC 3030 §2).
+fn bdat(args: &str) -> Result<Command, Reply> {
+    let bad = || syntax("BDAT chunk-size [LAST]");
+    let mut words = args.split(' ');
+    let size = words.next().unwrap_or_default();
+    if size.is_empty() || !size.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let size = size.parse::<u64>().map_err(|_| bad())?;
+    let last = match words.next() {
+        None => false,
+        Some(word) if word.eq_ignore_ascii_case("LAST") => true,
+        Some(_) => return Err(bad()),
+    };
+    if words.next().is_some() {
+        return Err(bad());
+    }
+    Ok(Command::Bdat { size, last })
 }
 
 fn not_recognized() -> Reply {
@@ -288,8 +315,33 @@ mod tests {
         assert_eq!(ok("HELP"), Command::Help);
         assert_eq!(ok("StartTLS"), Command::StartTls);
         assert_eq!(ok("EXPN staff"), Command::NotImplemented);
-        assert_eq!(ok("BDAT 10 LAST"), Command::NotImplemented);
         assert_eq!(ok("GET / HTTP/1.1"), Command::Forbidden);
+    }
+
+    #[test]
+    fn parses_bdat() {
+        let bdat = |size, last| Command::Bdat { size, last };
+        assert_eq!(ok("BDAT 10 LAST"), bdat(10, true));
+        assert_eq!(ok("bdat 0 last"), bdat(0, true));
+        assert_eq!(ok("BDAT 65536"), bdat(65536, false));
+        assert_eq!(ok("BDAT 007"), bdat(7, false));
+        for bad in [
+            "BDAT",
+            "BDAT x",
+            "BDAT -1",
+            "BDAT +5",
+            "BDAT 5 FIRST",
+            "BDAT 5 LAST more",
+            "BDAT 5  LAST",
+            "BDAT 99999999999999999999999",
+        ] {
+            let reply = parse(bad.as_bytes()).unwrap_err();
+            assert_eq!(
+                reply.to_string(),
+                "501 5.5.4 Syntax: BDAT chunk-size [LAST]",
+                "{bad}"
+            );
+        }
     }
 
     #[test]

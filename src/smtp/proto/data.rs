@@ -57,13 +57,21 @@ enum State {
     Done,
 }
 
-/// Receives the message content after `354`. Feed it input with [`DataReceiver::ingest`] until it
-/// reports the end, then take the message with [`DataReceiver::finish`].
+/// Receives message content: after `354` up to the end-of-data line (dot-unstuffed), or the
+/// chunks of BDAT commands (taken as they are; [`DataReceiver::chunked`]). Either way bare
+/// newlines, line lengths and the size limit are checked as the content goes by.
+///
+/// [`DataReceiver::ingest_into`] and [`DataReceiver::chunk_into`] append the accepted content to
+/// a buffer of the caller's, so that it can be passed on in pieces; once a problem is found
+/// ([`DataReceiver::is_failed`]) nothing more is appended and the content must be dropped.
+/// [`DataReceiver::ingest`] and [`DataReceiver::finish`] keep the content here instead.
 #[derive(Clone, Debug)]
 pub struct DataReceiver {
     data: Vec<u8>,
     max_size: usize,
     bare_newline: BareNewline,
+    /// DATA: dot-stuffing and the end-of-data line. BDAT: neither.
+    dots: bool,
     /// Bytes of content seen (after unstuffing), counting those not kept.
     size: usize,
     /// Octets of the current stored line so far, without its CRLF.
@@ -85,6 +93,7 @@ impl DataReceiver {
             data: Vec::new(),
             max_size,
             bare_newline: mode,
+            dots: true,
             size: 0,
             line: 0,
             error: None,
@@ -92,14 +101,35 @@ impl DataReceiver {
         }
     }
 
-    /// Consumes content from `input`. Returns `Some(n)` when the end-of-data line was read, `n`
-    /// being the bytes of `input` used (what follows belongs to the next command), or `None`
-    /// when all of `input` was used and more is needed.
+    /// A receiver for BDAT chunks (RFC 3030): no dot-stuffing and no end-of-data line; the
+    /// content ends where the caller says ([`DataReceiver::end_chunks`]), and may end without
+    /// CRLF.
+    pub fn chunked(max_size: usize, mode: BareNewline) -> Self {
+        DataReceiver {
+            dots: false,
+            ..Self::with_bare_newline(max_size, mode)
+        }
+    }
+
+    /// Consumes content from `input`, keeping it here. Returns `Some(n)` when the end-of-data
+    /// line was read, `n` being the bytes of `input` used (what follows belongs to the next
+    /// command), or `None` when all of `input` was used and more is needed.
     pub fn ingest(&mut self, input: &[u8]) -> Option<usize> {
+        let mut data = std::mem::take(&mut self.data);
+        let used = self.ingest_into(input, &mut data);
+        if self.is_failed() {
+            data = Vec::new();
+        }
+        self.data = data;
+        used
+    }
+
+    /// Like [`DataReceiver::ingest`], appending the accepted content to `out`.
+    pub fn ingest_into(&mut self, input: &[u8], out: &mut Vec<u8>) -> Option<usize> {
         for (i, &byte) in input.iter().enumerate() {
             match (self.state, byte) {
                 (State::Done, _) => return Some(i),
-                (State::LineStart, b'.') => self.state = State::Dot,
+                (State::LineStart, b'.') if self.dots => self.state = State::Dot,
                 (State::Dot, b'\r') => self.state = State::DotCr,
                 (State::DotCr, b'\n') => {
                     self.state = State::Done;
@@ -107,22 +137,36 @@ impl DataReceiver {
                 }
                 // ".<CR>x": the dot was stuffing, the CR is a bare one.
                 (State::DotCr, _) => {
-                    self.bare(DataError::BareCr);
-                    self.text(byte);
+                    self.bare(DataError::BareCr, out);
+                    self.text(byte, out);
                 }
                 (State::TextCr, b'\n') => {
-                    self.push_crlf();
+                    self.push_crlf(out);
                     self.state = State::LineStart;
                 }
                 (State::TextCr, _) => {
-                    self.bare(DataError::BareCr);
-                    self.text(byte);
+                    self.bare(DataError::BareCr, out);
+                    self.text(byte, out);
                 }
                 // The leading dot of any other line is stuffing: drop it, keep the rest.
-                (State::Dot | State::LineStart | State::Text, _) => self.text(byte),
+                (State::Dot | State::LineStart | State::Text, _) => self.text(byte, out),
             }
         }
         (self.state == State::Done).then_some(input.len())
+    }
+
+    /// Takes all of `input` as BDAT content, appending what is accepted to `out`.
+    pub fn chunk_into(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        let used = self.ingest_into(input, out);
+        debug_assert!(used.is_none() || !self.dots);
+    }
+
+    /// The last BDAT chunk ended: a CR left pending is a bare one.
+    pub fn end_chunks(&mut self, out: &mut Vec<u8>) {
+        if self.state == State::TextCr {
+            self.bare(DataError::BareCr, out);
+        }
+        self.state = State::Done;
     }
 
     /// True once the content has gone over the maximum size.
@@ -130,49 +174,67 @@ impl DataReceiver {
         self.size > self.max_size
     }
 
-    /// True once the end-of-data line was read.
+    /// True once the content cannot be accepted (too large, or a problem found): what was
+    /// passed on so far must be dropped.
+    pub fn is_failed(&self) -> bool {
+        self.is_too_large() || self.error.is_some()
+    }
+
+    /// True once the end-of-data line was read (or the last chunk ended).
     pub fn is_done(&self) -> bool {
         self.state == State::Done
     }
 
-    /// The message: dot-unstuffed, every line ending in CRLF, without the end-of-data line.
-    /// Too large wins over the other problems; otherwise the first one found is reported.
-    pub fn finish(self) -> Result<Vec<u8>, DataError> {
+    /// Bytes of content seen so far.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The outcome for content passed on with `ingest_into` or `chunk_into`: its size, or why it
+    /// cannot be accepted. Too large wins over the other problems; otherwise the first one found
+    /// is reported.
+    pub fn outcome(&self) -> Result<usize, DataError> {
         if self.is_too_large() {
             return Err(DataError::TooLarge);
         }
         match self.error {
             Some(error) => Err(error),
-            None => Ok(self.data),
+            None => Ok(self.size),
         }
     }
 
+    /// The message kept by `ingest`: dot-unstuffed, every line ending in CRLF, without the
+    /// end-of-data line; or why it cannot be accepted, as [`DataReceiver::outcome`] says.
+    pub fn finish(self) -> Result<Vec<u8>, DataError> {
+        self.outcome().map(|_| self.data)
+    }
+
     /// One byte inside a line, with no CR pending before it.
-    fn text(&mut self, byte: u8) {
+    fn text(&mut self, byte: u8, out: &mut Vec<u8>) {
         self.state = State::Text;
         match byte {
             b'\r' => self.state = State::TextCr,
-            b'\n' => self.bare(DataError::BareLf),
-            _ => self.push(byte),
+            b'\n' => self.bare(DataError::BareLf, out),
+            _ => self.push(byte, out),
         }
     }
 
     /// A bare CR or LF: refused, or stored as CRLF (which does not start a new line).
-    fn bare(&mut self, error: DataError) {
+    fn bare(&mut self, error: DataError, out: &mut Vec<u8>) {
         self.state = State::Text;
         match self.bare_newline {
             BareNewline::Reject => self.fail(error),
-            BareNewline::Normalize => self.push_crlf(),
+            BareNewline::Normalize => self.push_crlf(out),
         }
     }
 
-    fn push_crlf(&mut self) {
-        self.push(b'\r');
-        self.push(b'\n');
+    fn push_crlf(&mut self, out: &mut Vec<u8>) {
+        self.push(b'\r', out);
+        self.push(b'\n', out);
         self.line = 0;
     }
 
-    fn push(&mut self, byte: u8) {
+    fn push(&mut self, byte: u8, out: &mut Vec<u8>) {
         self.size = self.size.saturating_add(1);
         if byte != b'\r' && byte != b'\n' {
             self.line = self.line.saturating_add(1);
@@ -180,19 +242,14 @@ impl DataReceiver {
                 self.fail(DataError::LineTooLong);
             }
         }
-        if self.size > self.max_size || self.error.is_some() {
-            if !self.data.is_empty() {
-                self.data = Vec::new();
-            }
-        } else {
-            self.data.push(byte);
+        if !self.is_failed() {
+            out.push(byte);
         }
     }
 
     /// Records the first problem; the rest of the data is only read, not kept.
     fn fail(&mut self, error: DataError) {
         self.error.get_or_insert(error);
-        self.data = Vec::new();
     }
 }
 
@@ -393,6 +450,56 @@ mod tests {
         assert!(rx.is_done());
         assert_eq!(rx.ingest(b"more"), Some(0));
         assert_eq!(rx.finish(), Ok(b"hi\r\n".to_vec()));
+    }
+
+    /// BDAT content split at every point into two chunks; all splits must agree.
+    fn chunked(input: &[u8], max: usize, mode: BareNewline) -> Result<Vec<u8>, DataError> {
+        let mut results = Vec::new();
+        for split in 0..=input.len() {
+            let (a, b) = input.split_at(split);
+            let mut rx = DataReceiver::chunked(max, mode);
+            let mut out = Vec::new();
+            rx.chunk_into(a, &mut out);
+            rx.chunk_into(b, &mut out);
+            rx.end_chunks(&mut out);
+            assert!(rx.is_done());
+            results.push(rx.outcome().map(|size| {
+                assert_eq!(size, out.len());
+                out
+            }));
+        }
+        let first = results[0].clone();
+        assert!(results.iter().all(|r| *r == first), "{results:?}");
+        first
+    }
+
+    #[test]
+    fn bdat_chunks_are_taken_as_they_are_with_the_same_line_checks() {
+        let reject = |input: &[u8]| chunked(input, 1000, BareNewline::Reject);
+        // No unstuffing and no end-of-data line: dots are content, ".\r\n" too.
+        assert_eq!(
+            reject(b"a\r\n..b\r\n.\r\nc"),
+            Ok(b"a\r\n..b\r\n.\r\nc".to_vec())
+        );
+        assert_eq!(reject(b""), Ok(Vec::new()));
+        assert_eq!(reject(b"x\ny\r\n"), Err(DataError::BareLf));
+        assert_eq!(
+            reject(b"x\r"),
+            Err(DataError::BareCr),
+            "a CR at the very end"
+        );
+        let normalize = chunked(b"x\ny\r", 1000, BareNewline::Normalize);
+        assert_eq!(normalize, Ok(b"x\r\ny\r\n".to_vec()));
+        assert_eq!(
+            chunked(b"0123456789", 9, BareNewline::Reject),
+            Err(DataError::TooLarge)
+        );
+        assert_eq!(
+            chunked(b"012345678", 9, BareNewline::Reject).map(|d| d.len()),
+            Ok(9)
+        );
+        let long = vec![b'a'; MAX_TEXT_LINE - 1];
+        assert_eq!(reject(&long), Err(DataError::LineTooLong));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! - `! key = value` — setup: hostname, relay_allowed, starttls_available, max_message_size,
 //!   max_recipients, bare_newline (reject|normalize), local_domains, mailboxes (comma-separated),
 //!   peer, auth (a submission listener), `user = NAME: ADDRESS, ...` (the senders a user owns),
-//!   sender_login_mismatch (reject|allow).
+//!   sender_login_mismatch (reject|allow), in_flight (the in-flight budget in bytes, shared by
+//!   the script's sessions).
 //! - `C: text` — client bytes, `text` + CRLF; `C| text` — the same without CRLF. Consecutive
 //!   `C` lines are one `feed` call. Escapes: `\r \n \t \\ \xHH`, and `\{N}c` = N times `c`.
 //! - `S: text` — one expected server line; `[STARTTLS]`, `[DELIVER]`, `[CLOSE]` are the actions.
@@ -13,7 +14,8 @@
 //!   the pending `[AUTH NAME]` are good), `@queued ID` / `@failed CODE X.Y.Z text`
 //!   (answer the oldest `Deliver`, first checking `@from <a>`, `@rcpt <a> <b>`, `@protocol P`,
 //!   `@flags 8BITMIME SMTPUTF8|-`, `@size N`, `@dsn` (RET/ENVID, then `<rcpt>` NOTIFY/ORCPT each,
-//!   in wire form) and the `D:`/`D|` data lines given since the last answer).
+//!   in wire form) and the `D:`/`D|` data lines given since the last answer). The content comes
+//!   in `Data` actions before `Deliver`; a `Discard` drops what came so far.
 //!
 //! Each script runs fed as written, byte by byte, and in pseudo-random chunks: same transcript.
 
@@ -24,6 +26,7 @@ use super::policy::LocalPolicy;
 use super::session::{Action, Session, SessionConfig};
 use super::transaction::Transaction;
 use super::users::SenderLogins;
+use crate::queue::InFlight;
 use crate::smtp::proto::{BareNewline, Reply};
 use crate::tls::TlsFacts;
 
@@ -62,6 +65,9 @@ conversations!(
     bare_newline_reject,
     bare_newline_normalize,
     too_many_errors,
+    in_flight,
+    chunking,
+    chunking_limits,
     sender_login,
     sender_login_allow,
 );
@@ -93,6 +99,7 @@ struct Script {
     relay_allowed: bool,
     peer: std::net::SocketAddr,
     policy: LocalPolicy,
+    in_flight: Option<u64>,
     /// Steps with the fixture line number they came from.
     steps: Vec<(usize, Step)>,
 }
@@ -136,6 +143,7 @@ fn parse_script(name: &str) -> Script {
         relay_allowed: false,
         peer: ([192, 0, 2, 10], 41000).into(),
         policy: LocalPolicy::new(["contoso.test"], ["alice@contoso.test", "bob@contoso.test"]),
+        in_flight: None,
         steps: Vec::new(),
     };
     let mut expect = Expect::default();
@@ -230,6 +238,7 @@ fn set(script: &mut Script, arg: &str) -> Option<()> {
         }
         "mailboxes" => script.policy.mailboxes = LocalPolicy::new(list(), list()).mailboxes,
         "peer" => script.peer = value.parse().ok()?,
+        "in_flight" => script.in_flight = Some(value.parse().ok()?),
         "auth" => script.config.auth = value.parse().ok()?,
         "user" => {
             let (name, addresses) = value.split_once(':')?;
@@ -298,13 +307,17 @@ fn unescape(text: &str) -> Vec<u8> {
 
 /// Runs the script in one feeding mode and returns the whole transcript.
 fn run(script: &Script, mode: Mode) -> Vec<String> {
+    let budget = script.in_flight.map(InFlight::new);
     let mut session = Session::new(
         Arc::new(script.config.clone()),
         Arc::new(script.policy.clone()),
         script.peer,
         script.relay_allowed,
     );
-    let mut delivered = VecDeque::new();
+    if let Some(budget) = &budget {
+        session = session.with_in_flight(budget.clone());
+    }
+    let mut delivered = Sink::default();
     let mut actual = transcript(session.greeting(), &mut delivered);
     let mut expected = Vec::new();
     let mut rng = match mode {
@@ -335,10 +348,11 @@ fn run(script: &Script, mode: Mode) -> Vec<String> {
                 actual.extend(transcript(actions, &mut delivered));
             }
             Step::Answer(result, expect) => {
-                let Some(tx) = delivered.pop_front() else {
+                let Some((tx, data)) = delivered.delivered.pop_front() else {
                     panic!("{at}: nothing was delivered");
                 };
-                check_transaction(&tx, expect, &at);
+                check_transaction(&tx, &data, expect, &at);
+                drop(tx);
                 let actions = session.delivery_result(result.clone());
                 actual.extend(transcript(actions, &mut delivered));
             }
@@ -349,7 +363,25 @@ fn run(script: &Script, mode: Mode) -> Vec<String> {
         &expected,
         &format!("{}.txt: end ({mode:?})", script.name),
     );
+    drop(session);
+    drop(delivered);
+    if let Some(budget) = budget {
+        assert_eq!(
+            budget.used(),
+            0,
+            "{}: in-flight bytes left reserved",
+            script.name
+        );
+    }
     actual
+}
+
+/// What the actions delivered: the content passed on so far, and the transactions handed over
+/// with theirs.
+#[derive(Default)]
+struct Sink {
+    content: Vec<u8>,
+    delivered: VecDeque<(Box<Transaction>, Vec<u8>)>,
 }
 
 fn split<'a>(bytes: &'a [u8], mode: Mode, rng: &mut u64) -> Vec<&'a [u8]> {
@@ -374,8 +406,9 @@ fn split<'a>(bytes: &'a [u8], mode: Mode, rng: &mut u64) -> Vec<&'a [u8]> {
     }
 }
 
-/// Actions as transcript lines; every `Send` must be whole CRLF lines of valid replies.
-fn transcript(actions: Vec<Action>, delivered: &mut VecDeque<Box<Transaction>>) -> Vec<String> {
+/// Actions as transcript lines; every `Send` must be whole CRLF lines of valid replies. `Data`
+/// and `Discard` are not lines (how content is cut into pieces depends on the feeding).
+fn transcript(actions: Vec<Action>, sink: &mut Sink) -> Vec<String> {
     let mut lines = Vec::new();
     for action in actions {
         match action {
@@ -397,12 +430,21 @@ fn transcript(actions: Vec<Action>, delivered: &mut VecDeque<Box<Transaction>>) 
                 }
             }
             Action::StartTls => lines.push("[STARTTLS]".into()),
+            Action::Data(piece) => {
+                assert!(!piece.is_empty(), "empty Data action");
+                sink.content.extend_from_slice(&piece);
+            }
+            Action::Discard => sink.content.clear(),
             Action::Deliver(tx) => {
-                delivered.push_back(tx);
+                sink.delivered
+                    .push_back((tx, std::mem::take(&mut sink.content)));
                 lines.push("[DELIVER]".into());
             }
             Action::Authenticate(creds) => lines.push(format!("[AUTH {}]", creds.username)),
-            Action::Close => lines.push("[CLOSE]".into()),
+            Action::Close => {
+                sink.content.clear();
+                lines.push("[CLOSE]".into())
+            }
         }
     }
     lines
@@ -422,7 +464,12 @@ fn compare(actual: &[String], expected: &[String], at: &str) {
     }
 }
 
-fn check_transaction(tx: &Transaction, expect: &Expect, at: &str) {
+fn check_transaction(tx: &Transaction, data: &[u8], expect: &Expect, at: &str) {
+    assert_eq!(
+        tx.size,
+        data.len() as u64,
+        "{at}: size and content disagree"
+    );
     let flags = [(tx.eight_bit, "8BITMIME"), (tx.smtputf8, "SMTPUTF8")]
         .iter()
         .filter(|(set, _)| *set)
@@ -456,7 +503,7 @@ fn check_transaction(tx: &Transaction, expect: &Expect, at: &str) {
     check(
         "size",
         expect.size.map(|s| s.to_string()),
-        tx.data.len().to_string(),
+        data.len().to_string(),
     );
     let mut dsn = crate::smtp::proto::dsn::mail_params(tx.dsn.ret, tx.dsn.envid.as_deref());
     for (rcpt, params) in tx.rcpt_to.iter().zip(&tx.rcpt_dsn) {
@@ -464,7 +511,7 @@ fn check_transaction(tx: &Transaction, expect: &Expect, at: &str) {
         dsn.push_str(&format!(" <{rcpt}>{params}"));
     }
     check("dsn", expect.dsn.clone(), dsn.trim_start().to_string());
-    check("data", expect.data.as_deref().map(show), show(&tx.data));
+    check("data", expect.data.as_deref().map(show), show(data));
     assert!(
         diffs.is_empty(),
         "{at}: delivered transaction differs\n{}",
@@ -510,14 +557,14 @@ fn random_input_in_any_state_gets_only_well_formed_replies() {
             ([198, 51, 100, 1], 2525).into(),
             round % 2 == 0,
         );
-        let mut delivered = VecDeque::new();
+        let mut delivered = Sink::default();
         let mut input = prefixes[round % prefixes.len()].to_vec();
         let len = next() % 3000;
         input.extend((0..len).map(|_| alphabet[next() % alphabet.len()]));
         let mut seed = round as u64 + 1;
         for chunk in split(&input, Mode::Chunks(seed), &mut seed) {
             replies += transcript(session.feed(chunk), &mut delivered).len();
-            if delivered.pop_front().is_some() {
+            if delivered.delivered.pop_front().is_some() {
                 replies +=
                     transcript(session.delivery_result(Ok("Q".into())), &mut delivered).len();
             }

@@ -13,10 +13,12 @@ use tokio::task::JoinSet;
 
 use super::limits::ConnectionLimits;
 use super::policy::Policy;
+use super::receiving::Receiving;
 use super::session::{Action, Session, SessionConfig};
 use super::users::Users;
 use crate::cleanup::Cleanup;
 use crate::live::Live;
+use crate::queue::InFlight;
 use crate::smtp::proto::Reply;
 use crate::smtp::stream::SmtpStream;
 use crate::telemetry::metrics::{tls_failure_class, Direction};
@@ -39,6 +41,8 @@ pub struct ServerContext {
     pub users: Arc<Users>,
     /// Shared by all listeners of the server.
     pub limits: Arc<ConnectionLimits>,
+    /// Message bytes in flight, shared by all listeners (and the queue runner) of the server.
+    pub in_flight: Arc<InFlight>,
     /// "smtp", "submission" or "submissions" (the metrics label).
     pub listener_name: &'static str,
     pub telemetry: Arc<Telemetry>,
@@ -145,7 +149,10 @@ async fn converse(
     ctx: &ServerContext,
     mut shutdown: watch::Receiver<ShutdownPhase>,
 ) -> Result<(), String> {
-    let mut session = Session::new(ctx.session.clone(), ctx.policy.clone(), peer, relay_allowed);
+    let mut session = Session::new(ctx.session.clone(), ctx.policy.clone(), peer, relay_allowed)
+        .with_in_flight(ctx.in_flight.clone());
+    // Dropped with the connection, however it ends: a partly received message is removed.
+    let mut receiving = Receiving::new(ctx.cleanup.clone());
     if ctx.implicit_tls {
         let Some(config) = ctx.tls.clone() else {
             return Err("implicit TLS without a certificate".into());
@@ -210,13 +217,20 @@ async fn converse(
                     }
                     pending.extend(session.auth_result(result));
                 }
+                Action::Data(piece) => receiving.data(&piece).await,
+                Action::Discard => receiving.discard().await,
                 Action::Deliver(tx) => {
-                    let cleanup = ctx.cleanup.clone();
-                    let result = tokio::task::spawn_blocking(move || cleanup.enqueue(&tx))
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(Reply::new(451, [4, 3, 0], "Error: internal error"))
-                        });
+                    let result = match receiving.finish().await {
+                        Ok(staged) => {
+                            let cleanup = ctx.cleanup.clone();
+                            tokio::task::spawn_blocking(move || cleanup.enqueue(&tx, staged))
+                                .await
+                                .unwrap_or_else(|_| {
+                                    Err(Reply::new(451, [4, 3, 0], "Error: internal error"))
+                                })
+                        }
+                        Err(reply) => Err(reply),
+                    };
                     pending.extend(session.delivery_result(result));
                 }
             }

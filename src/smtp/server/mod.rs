@@ -4,6 +4,7 @@ pub mod inbound;
 pub mod limits;
 pub mod listener;
 pub mod policy;
+pub mod receiving;
 pub mod session;
 pub mod transaction;
 pub mod users;

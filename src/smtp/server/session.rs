@@ -8,17 +8,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::policy::Policy;
-use super::transaction::{Protocol, Transaction};
+use super::transaction::Transaction;
+use crate::queue::InFlight;
 use crate::smtp::proto::dsn::{MailDsn, RcptDsn};
-use crate::smtp::proto::{
-    BareNewline, Command, DataError, DataReceiver, LineEvent, LineReader, MailFrom, RcptTo, Reply,
-};
+use crate::smtp::proto::{BareNewline, Command, LineEvent, LineReader, MailFrom, RcptTo, Reply};
 use crate::tls::TlsFacts;
 
 mod auth;
+mod data;
 
 use auth::AuthStep;
 pub use auth::Credentials;
+pub use data::RESERVE_AT_START;
+use data::{no_room, Content};
 
 /// After this many 5xx replies the session says 421 and closes (Postfix smtpd_hard_error_limit).
 pub const MAX_ERRORS: usize = 20;
@@ -75,7 +77,12 @@ pub enum Action {
     Send(Vec<u8>),
     /// Write everything sent so far, run the TLS handshake, then call `tls_established`.
     StartTls,
-    /// Write the message durably, then call `delivery_result`.
+    /// Message content of the transaction in progress, in order: store it as it comes.
+    Data(Vec<u8>),
+    /// The content passed on with `Data` so far is refused or abandoned: drop it.
+    Discard,
+    /// The content is complete (everything was passed on with `Data`): write the message
+    /// durably, then call `delivery_result`.
     Deliver(Box<Transaction>),
     /// Check these credentials (off the reactor), then call `auth_result`.
     Authenticate(Credentials),
@@ -88,8 +95,12 @@ pub enum Action {
 enum State {
     /// Reading command lines.
     Command,
-    /// Reading message content after 354.
-    Data(DataReceiver),
+    /// Reading message content after 354 (into the envelope's content).
+    Data,
+    /// Reading a BDAT chunk into the envelope's content; `last` ends the message.
+    Chunk { remaining: u64, last: bool },
+    /// Reading a refused BDAT chunk, to throw it away; then `reply`.
+    Skip { remaining: u64, reply: Reply },
     /// `Deliver` was emitted; input is buffered until `delivery_result`.
     AwaitDelivery,
     /// `StartTls` was emitted; input is discarded until `tls_established`.
@@ -112,6 +123,10 @@ struct Envelope {
     dsn: MailDsn,
     /// One entry per `rcpt_to`, in the same order.
     rcpt_dsn: Vec<RcptDsn>,
+    /// SIZE= given with MAIL.
+    declared_size: Option<u64>,
+    /// Once DATA started.
+    content: Option<Content>,
 }
 
 /// One inbound SMTP connection.
@@ -127,6 +142,8 @@ pub struct Session {
     input: Vec<u8>,
     lines: LineReader,
     errors: usize,
+    /// Message bytes in flight, shared by every session of the server.
+    in_flight: Arc<InFlight>,
 }
 
 /// Collects actions, merging consecutive replies into one `Send`.
@@ -149,17 +166,6 @@ fn ok(enhanced: [u16; 3]) -> Reply {
 
 fn bad_sequence(text: &str) -> Reply {
     Reply::new(503, [5, 5, 1], format!("Error: {text}"))
-}
-
-/// The reply after the end of data for content that cannot be accepted. A line over 1000 octets
-/// gets RFC 5321 §4.5.3.1.10's "500 Line too long", worded like the command-line case.
-fn data_error(error: DataError) -> Reply {
-    match error {
-        DataError::TooLarge => Reply::new(552, [5, 3, 4], "Message size exceeds fixed limit"),
-        DataError::BareLf => Reply::new(550, [5, 5, 2], "Error: bare <LF> received"),
-        DataError::BareCr => Reply::new(550, [5, 5, 2], "Error: bare <CR> received"),
-        DataError::LineTooLong => Reply::new(500, [5, 5, 2], "Error: line too long"),
-    }
 }
 
 fn unicode_not_declared() -> Reply {
@@ -193,7 +199,15 @@ impl Session {
             input: Vec::new(),
             lines: LineReader::new(),
             errors: 0,
+            in_flight: InFlight::unlimited(),
         }
+    }
+
+    /// Reserve message content from `budget` (shared by the server's sessions) rather than from
+    /// a budget of this session's own that nothing limits.
+    pub fn with_in_flight(mut self, budget: Arc<InFlight>) -> Session {
+        self.in_flight = budget;
+        self
     }
 
     /// The 220 greeting, to send when the connection opens.
@@ -211,9 +225,11 @@ impl Session {
                 self.input.extend_from_slice(input);
                 return Vec::new();
             }
-            State::Command | State::Data(_) | State::AuthLine(_) => {
-                self.input.extend_from_slice(input)
-            }
+            State::Command
+            | State::Data
+            | State::Chunk { .. }
+            | State::Skip { .. }
+            | State::AuthLine(_) => self.input.extend_from_slice(input),
         }
         let mut out = Out::default();
         self.process(&mut out);
@@ -270,16 +286,24 @@ impl Session {
         out.0
     }
 
-    /// True while message content is being read (after 354, before the final dot): the wait
-    /// for more input is bounded by the data timeout rather than the command timeout.
+    /// True while message content is being read (after 354, before the final dot; inside a
+    /// BDAT chunk): the wait for more input is bounded by the data timeout rather than the
+    /// command timeout.
     pub fn in_data(&self) -> bool {
-        matches!(self.state, State::Data(_))
+        matches!(
+            self.state,
+            State::Data | State::Chunk { .. } | State::Skip { .. }
+        )
     }
 
-    /// True from an accepted MAIL until the transaction's reply: a shutdown lets such a
-    /// session finish; any other session can be told 421 at once.
+    /// True from an accepted MAIL until the transaction's reply (and while a BDAT chunk is
+    /// read): a shutdown lets such a session finish; any other session can be told 421 at once.
     pub fn in_transaction(&self) -> bool {
-        self.envelope.is_some() || matches!(self.state, State::Data(_) | State::AwaitDelivery)
+        self.envelope.is_some()
+            || matches!(
+                self.state,
+                State::Data | State::Chunk { .. } | State::Skip { .. } | State::AwaitDelivery
+            )
     }
 
     pub fn is_tls(&self) -> bool {
@@ -313,13 +337,8 @@ impl Session {
                         None => {}
                     }
                 }
-                State::Data(receiver) => match receiver.ingest(rest) {
-                    Some(used) => {
-                        pos += used;
-                        self.end_of_data(out);
-                    }
-                    None => pos = input.len(),
-                },
+                State::Data => pos += self.data_bytes(rest, out),
+                State::Chunk { .. } | State::Skip { .. } => pos += self.chunk_bytes(rest, out),
                 State::AuthLine(step) => {
                     let step = step.clone();
                     let (event, used) = self.lines.next(rest);
@@ -360,8 +379,9 @@ impl Session {
             Command::Mail(mail) => self.mail(mail, out),
             Command::Rcpt(rcpt) => self.rcpt(rcpt, out),
             Command::Data => self.data(out),
+            Command::Bdat { size, last } => self.bdat(size, last, out),
             Command::Rset => {
-                self.envelope = None;
+                self.drop_transaction(out);
                 out.reply(&ok([2, 0, 0]));
             }
             Command::Noop => out.reply(&ok([2, 0, 0])),
@@ -389,7 +409,7 @@ impl Session {
     fn hello(&mut self, name: String, esmtp: bool, out: &mut Out) {
         self.facts.helo = Some(name);
         self.esmtp = esmtp;
-        self.envelope = None;
+        self.drop_transaction(out);
         let config = &self.config;
         if !esmtp {
             return out.reply(&Reply::bare(250, config.hostname.as_str()));
@@ -405,13 +425,22 @@ impl Session {
         if config.auth && self.is_tls() && self.facts.authenticated.is_none() {
             lines.push("AUTH PLAIN LOGIN".to_string());
         }
-        lines.extend(["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8"].map(String::from));
+        lines.extend(
+            [
+                "ENHANCEDSTATUSCODES",
+                "8BITMIME",
+                "DSN",
+                "SMTPUTF8",
+                "CHUNKING",
+            ]
+            .map(String::from),
+        );
         out.reply(&Reply::bare(250, lines.join("\n")));
     }
 
     /// HELP: the commands this listener offers (STARTTLS and AUTH only where they are).
     fn help(&self) -> Reply {
-        let mut commands = "EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP".to_string();
+        let mut commands = "EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP".to_string();
         if self.config.starttls_available {
             commands.push_str(" STARTTLS");
         }
@@ -436,6 +465,9 @@ impl Session {
             let reply = Reply::new(552, [5, 3, 4], "Message size exceeds fixed limit");
             return self.reject(reply, out);
         }
+        if mail.size.is_some_and(|size| !self.in_flight.fits(size)) {
+            return self.reject(no_room(452), out);
+        }
         if !mail.smtputf8 && !mail.address.is_ascii() {
             return self.reject(unicode_not_declared(), out);
         }
@@ -449,6 +481,8 @@ impl Session {
             smtputf8: mail.smtputf8,
             dsn: mail.dsn,
             rcpt_dsn: Vec::new(),
+            declared_size: mail.size,
+            content: None,
         });
         out.reply(&ok([2, 1, 0]));
     }
@@ -474,55 +508,6 @@ impl Session {
             (Ok(()), None) => {}
             (Err(reply), _) => self.reject(reply, out),
         }
-    }
-
-    fn data(&mut self, out: &mut Out) {
-        if self.envelope.as_ref().is_none_or(|e| e.rcpt_to.is_empty()) {
-            return self.reject(bad_sequence("need RCPT command"), out);
-        }
-        out.reply(&Reply::bare(354, "End data with <CR><LF>.<CR><LF>"));
-        let receiver =
-            DataReceiver::with_bare_newline(self.config.max_message_size, self.config.bare_newline);
-        self.state = State::Data(receiver);
-    }
-
-    /// The end-of-data line was read: hand the transaction over, or refuse it.
-    fn end_of_data(&mut self, out: &mut Out) {
-        let state = std::mem::replace(&mut self.state, State::Command);
-        let (State::Data(receiver), Some(envelope)) = (state, self.envelope.take()) else {
-            return;
-        };
-        let data = match receiver.finish() {
-            Ok(data) => data,
-            Err(error) => return self.reject(data_error(error), out),
-        };
-        let protocol = match (
-            self.esmtp,
-            self.is_tls(),
-            self.facts.authenticated.is_some(),
-        ) {
-            (false, _, _) => Protocol::Smtp,
-            (true, false, false) => Protocol::Esmtp,
-            (true, true, false) => Protocol::Esmtps,
-            (true, false, true) => Protocol::Esmtpa,
-            (true, true, true) => Protocol::Esmtpsa,
-        };
-        let transaction = Transaction {
-            helo: self.facts.helo.clone().unwrap_or_default(),
-            protocol,
-            peer: self.facts.peer,
-            tls: self.facts.tls.clone(),
-            mail_from: envelope.mail_from,
-            rcpt_to: envelope.rcpt_to,
-            eight_bit: envelope.eight_bit,
-            smtputf8: envelope.smtputf8,
-            dsn: envelope.dsn,
-            rcpt_dsn: envelope.rcpt_dsn,
-            authenticated: self.facts.authenticated.clone(),
-            data,
-        };
-        self.state = State::AwaitDelivery;
-        out.0.push(Action::Deliver(Box::new(transaction)));
     }
 
     fn starttls(&mut self, out: &mut Out) {

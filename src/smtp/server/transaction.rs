@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use crate::queue::Reservation;
 use crate::smtp::proto::dsn::{MailDsn, RcptDsn};
 use crate::tls::TlsFacts;
 
@@ -32,7 +33,8 @@ impl Protocol {
     }
 }
 
-/// Everything the session learnt about one message: who sent it, for whom, over what, and the bytes.
+/// Everything the session learnt about one message: who sent it, for whom, over what. The bytes
+/// went to the caller piece by piece (`Action::Data`) before it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transaction {
     /// The name the client gave in HELO/EHLO.
@@ -55,8 +57,12 @@ pub struct Transaction {
     pub rcpt_dsn: Vec<RcptDsn>,
     /// The user who authenticated with AUTH, if any.
     pub authenticated: Option<String>,
-    /// The message as received: dot-unstuffed, lines ending in CRLF, without the final `.` line.
-    pub data: Vec<u8>,
+    /// Bytes of the message as received (dot-unstuffed, without the final `.` line).
+    pub size: u64,
+    /// It came in BDAT chunks (RFC 3030) rather than after DATA.
+    pub chunking: bool,
+    /// The message's share of the server's in-flight budget, held until it is queued.
+    pub in_flight: Reservation,
 }
 
 impl Transaction {

@@ -1,0 +1,123 @@
+//! Message content on its way from a session to the spool: gathered into 64 KiB pieces and
+//! written to a sealed staging file off the async reactor, so a session holds a bounded amount
+//! of it in memory whatever the message size.
+
+use std::sync::Arc;
+
+use crate::cleanup::Cleanup;
+use crate::queue::{Staged, Staging};
+use crate::smtp::proto::Reply;
+
+/// Content gathered before it is written.
+const PIECE: usize = 64 * 1024;
+
+/// The content of the transaction in progress on one connection.
+pub struct Receiving {
+    cleanup: Arc<Cleanup>,
+    staging: Option<Staging>,
+    buf: Vec<u8>,
+    /// A write failed: the rest is dropped and the transaction refused.
+    failed: bool,
+}
+
+/// What a failed staging write is answered with (the same as a failed queue file write).
+fn write_error() -> Reply {
+    Reply::new(451, [4, 3, 0], "Error: queue file write error")
+}
+
+impl Receiving {
+    pub fn new(cleanup: Arc<Cleanup>) -> Receiving {
+        Receiving {
+            cleanup,
+            staging: None,
+            buf: Vec::new(),
+            failed: false,
+        }
+    }
+
+    /// More content of the transaction in progress.
+    pub async fn data(&mut self, piece: &[u8]) {
+        if self.failed {
+            return;
+        }
+        self.buf.extend_from_slice(piece);
+        if self.buf.len() >= PIECE {
+            self.flush().await;
+        }
+    }
+
+    /// The content so far is refused or abandoned: its staging file is removed.
+    pub async fn discard(&mut self) {
+        self.buf.clear();
+        self.failed = false;
+        if let Some(staging) = self.staging.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(staging)).await;
+        }
+    }
+
+    /// The content is complete: the staged message, or the reply when it could not be written.
+    pub async fn finish(&mut self) -> Result<Staged, Reply> {
+        self.flush().await;
+        let failed = std::mem::take(&mut self.failed);
+        let staging = self.staging.take();
+        if failed {
+            return Err(write_error());
+        }
+        let cleanup = self.cleanup.clone();
+        let finished = tokio::task::spawn_blocking(move || {
+            let staging = match staging {
+                Some(staging) => staging,
+                None => cleanup.stage().map_err(|e| e.to_string())?,
+            };
+            staging.finish().map_err(|e| e.to_string())
+        })
+        .await;
+        match finished {
+            Ok(Ok(staged)) => Ok(staged),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "queue write failed; message refused with 451");
+                Err(write_error())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "queue write panicked; message refused with 451");
+                Err(write_error())
+            }
+        }
+    }
+
+    /// Writes what is gathered (creating the staging file first if needed).
+    async fn flush(&mut self) {
+        if self.failed || self.buf.is_empty() {
+            return;
+        }
+        let cleanup = self.cleanup.clone();
+        let staging = self.staging.take();
+        let buf = std::mem::take(&mut self.buf);
+        let written = tokio::task::spawn_blocking(move || {
+            let mut staging = match staging {
+                Some(staging) => staging,
+                None => cleanup.stage().map_err(|e| (e.to_string(), Vec::new()))?,
+            };
+            match staging.write(&buf) {
+                Ok(()) => Ok((staging, buf)),
+                Err(e) => Err((e.to_string(), buf)),
+            }
+        })
+        .await;
+        match written {
+            Ok(Ok((staging, mut buf))) => {
+                self.staging = Some(staging);
+                buf.clear();
+                self.buf = buf;
+            }
+            Ok(Err((e, _))) => {
+                tracing::error!(error = %e, "queue write failed; message refused with 451");
+                self.failed = true;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "queue write panicked; message refused with 451");
+                self.failed = true;
+            }
+        }
+    }
+}
