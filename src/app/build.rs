@@ -79,7 +79,8 @@ pub(crate) fn build(config: &Config, shared: &Shared) -> anyhow::Result<Parts> {
     )
     .with_rules(config.rules.clone(), config.local_domains.clone())
     .with_telemetry(shared.telemetry.clone())
-    .with_retransmissions(shared.retransmissions.clone());
+    .with_retransmissions(shared.retransmissions.clone())
+    .with_always_add_missing_headers(config.always_add_missing_headers);
     if let Some(dir) = &config.smime_certificate_dir {
         cleanup = cleanup.with_smime(Arc::new(crate::cleanup::smime::DirectorySmime::new(
             dir.clone(),

@@ -59,6 +59,11 @@ fn fields(message: &[u8], name: &str) -> Vec<(usize, usize)> {
     out
 }
 
+/// Whether the header section has a field named `name` (any case).
+pub fn has(message: &[u8], name: &str) -> bool {
+    !fields(message, name).is_empty()
+}
+
 /// Adds `Name: value` at the end of the header section.
 pub fn add(message: &[u8], name: &str, value: &str) -> Vec<u8> {
     let end = header_end(message);

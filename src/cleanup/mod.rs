@@ -36,6 +36,8 @@ pub struct Cleanup {
     rms: Option<Arc<dyn Rms>>,
     telemetry: Arc<Telemetry>,
     retransmissions: Option<Arc<Retransmissions>>,
+    /// Add a missing Date and Message-ID to every message, not only to submitted ones.
+    always_add_missing_headers: bool,
 }
 
 impl Cleanup {
@@ -57,6 +59,7 @@ impl Cleanup {
             rms: None,
             telemetry: Arc::new(Telemetry::default()),
             retransmissions: None,
+            always_add_missing_headers: false,
         }
     }
 
@@ -68,6 +71,13 @@ impl Cleanup {
     }
 
     /// Where queued messages are counted and traced.
+    /// Adds a missing Date or Message-ID to every message (Postfix
+    /// `always_add_missing_headers`); without it only submitted (authenticated) mail gets them.
+    pub fn with_always_add_missing_headers(mut self, always: bool) -> Self {
+        self.always_add_missing_headers = always;
+        self
+    }
+
     pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
         self.telemetry = telemetry;
         self
@@ -134,7 +144,10 @@ impl Cleanup {
             .check(tx.peer.ip(), &tx.mail_from, tx.tls.as_ref())
             .ok()
             .flatten();
-        let received = received_header(&self.hostname, tx, connector.as_ref(), &id, now);
+        let mut received = received_header(&self.hostname, tx, connector.as_ref(), &id, now);
+        if tx.authenticated.is_some() || self.always_add_missing_headers {
+            received.push_str(&missing_headers(staged.header(), &self.hostname, &id, now));
+        }
         let rules = self.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
         let mut message = Message::new(received, &staged);
         if rules.needs_body() || message.header_unknown() {
@@ -280,6 +293,29 @@ fn sanitize(text: &str) -> String {
         })
         .take(255)
         .collect()
+}
+
+/// The Date and Message-ID fields a message lacks (RFC 5322 §3.6 requires Date and
+/// recommends Message-ID), as Postfix's cleanup adds them: written after our Received header.
+/// Nothing when the header section was too long to be kept while it arrived.
+fn missing_headers(header: Option<&[u8]>, hostname: &str, id: &str, now: DateTime<Utc>) -> String {
+    let Some(header) = header else {
+        return String::new();
+    };
+    let mut out = String::new();
+    if !headers::has(header, "Date") {
+        out.push_str(&format!(
+            "Date: {}\r\n",
+            now.format("%a, %d %b %Y %H:%M:%S +0000")
+        ));
+    }
+    if !headers::has(header, "Message-ID") {
+        out.push_str(&format!(
+            "Message-ID: <{}.{id}@{hostname}>\r\n",
+            now.format("%Y%m%d%H%M%S")
+        ));
+    }
+    out
 }
 
 /// A Postfix-style Received header (RFC 5321 §4.4) naming the protocol (RFC 3848) and, over TLS,

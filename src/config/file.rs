@@ -47,6 +47,9 @@ pub struct RawServer {
     pub shutdown_timeout: Option<String>,
     /// "reject" (default) or "allow": may an authenticated user send as addresses it does not own.
     pub sender_login_mismatch: Option<String>,
+    /// Add a missing Date and Message-ID to relayed mail too (submitted mail always gets them).
+    #[serde(default)]
+    pub always_add_missing_headers: bool,
 }
 
 #[derive(Debug, Deserialize)]

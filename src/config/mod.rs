@@ -187,6 +187,9 @@ pub struct Config {
     pub user_addresses: BTreeMap<String, BTreeSet<String>>,
     /// `server.sender_login_mismatch`: whether authenticated users may use other senders.
     pub sender_login_mismatch: SenderLoginMismatch,
+    /// `server.always_add_missing_headers`: Date and Message-ID are added to every message that
+    /// lacks them, not only to submitted ones (Postfix `always_add_missing_headers`).
+    pub always_add_missing_headers: bool,
     /// `[[encryption_policy]]` by name.
     pub encryption_policies: BTreeMap<String, EncryptionPolicy>,
     /// Lowercase mailbox address → the policy it is stored under (resolved from its own

@@ -421,6 +421,7 @@ pub fn validate(
         users: users.hashes,
         user_addresses: users.addresses,
         sender_login_mismatch: users.mismatch,
+        always_add_missing_headers: raw.server.always_add_missing_headers,
         encryption_policies: encryption.policies,
         mailbox_policies: encryption.mailboxes,
         store: encryption.store,
