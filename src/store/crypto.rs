@@ -162,7 +162,7 @@ impl SecretKey {
 
 /// The AAD of one chunk: a label, the length-prefixed context (the message id), the chunk index
 /// and the final-chunk flag.
-fn chunk_aad(context: &[u8], index: u64, last: bool) -> Vec<u8> {
+pub(crate) fn chunk_aad(context: &[u8], index: u64, last: bool) -> Vec<u8> {
     let mut aad = Vec::with_capacity(32 + context.len());
     aad.extend_from_slice(b"sealpost chunk v1\0");
     aad.extend_from_slice(&(context.len() as u32).to_be_bytes());
@@ -174,7 +174,7 @@ fn chunk_aad(context: &[u8], index: u64, last: bool) -> Vec<u8> {
 
 /// The nonce of chunk `index`: a counter. Safe because every content key is fresh and used for
 /// exactly one message, and content is never re-encrypted under the same key.
-fn chunk_nonce(index: u64) -> Nonce {
+pub(crate) fn chunk_nonce(index: u64) -> Nonce {
     let mut n = [0u8; NONCE_LEN];
     n[4..].copy_from_slice(&index.to_be_bytes());
     Nonce::assume_unique_for_key(n)

@@ -6,9 +6,11 @@
 
 use std::io::{self, Read, Write};
 
-use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use aws_lc_rs::aead::{Aad, LessSafeKey, UnboundKey, AES_256_GCM};
 
-use crate::store::crypto::{self, CryptoError, SecretKey, CHUNK_SIZE, TAG_LEN};
+use crate::store::crypto::{
+    self, chunk_aad, chunk_nonce, CryptoError, SecretKey, CHUNK_SIZE, TAG_LEN,
+};
 
 /// Bytes of one full sealed chunk.
 pub const STRIDE: u64 = (CHUNK_SIZE + TAG_LEN) as u64;
@@ -33,25 +35,6 @@ fn aead(key: &SecretKey) -> Result<LessSafeKey, CryptoError> {
     UnboundKey::new(&AES_256_GCM, key.as_bytes())
         .map(LessSafeKey::new)
         .map_err(|_| CryptoError::Internal)
-}
-
-/// The AAD of one chunk, as `store::crypto` makes it: a label, the length-prefixed context, the
-/// chunk index and the final-chunk flag.
-fn chunk_aad(context: &[u8], index: u64, last: bool) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(32 + context.len());
-    aad.extend_from_slice(b"sealpost chunk v1\0");
-    aad.extend_from_slice(&(context.len() as u32).to_be_bytes());
-    aad.extend_from_slice(context);
-    aad.extend_from_slice(&index.to_be_bytes());
-    aad.push(u8::from(last));
-    aad
-}
-
-/// The nonce of chunk `index`: a counter (every content key seals one message only).
-fn chunk_nonce(index: u64) -> Nonce {
-    let mut n = [0u8; NONCE_LEN];
-    n[4..].copy_from_slice(&index.to_be_bytes());
-    Nonce::assume_unique_for_key(n)
 }
 
 /// The sealed length of `len` bytes of plaintext (see [`crypto::sealed_len`]).
