@@ -1,10 +1,10 @@
-//! Message content on its way in: written to `queue/tmp/` as it arrives, sealed chunk by chunk
-//! under a key that exists only in memory, and removed when dropped. The cleanup stage reads it
-//! back to write the queue file; a crash leaves only ciphertext nobody can open, which
-//! `Spool::recover` deletes.
+//! Message content on its way in: sealed chunk by chunk under a key that exists only in memory,
+//! kept in memory while it is one chunk or less and written to `queue/tmp/` past that, and
+//! removed when dropped. The cleanup stage reads it back to write the queue file; a crash leaves
+//! only ciphertext nobody can open, which `Spool::recover` deletes.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, SeekFrom};
+use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
@@ -22,11 +22,33 @@ pub const HEAD_LIMIT: usize = 128 * 1024;
 /// The AAD context of staged chunks (the key is fresh per message and never stored).
 const CONTEXT: &[u8] = b"sealpost staged message v1";
 
+/// Where sealed chunks go: memory while the message is one chunk or less (most mail), then a
+/// file in `tmp/`, written a sealed chunk at a time (so not buffered).
+enum Sink {
+    Memory(Vec<u8>),
+    File(File),
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Memory(m) => m.write(buf),
+            Sink::File(f) => f.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Memory(_) => Ok(()),
+            Sink::File(f) => f.flush(),
+        }
+    }
+}
+
 /// A staged message being written.
 pub struct Staging {
     path: PathBuf,
-    /// Written a sealed chunk at a time, so not buffered.
-    file: Option<File>,
+    sink: Option<Sink>,
     key: SecretKey,
     sealer: Option<ChunkSealer>,
     len: u64,
@@ -37,6 +59,8 @@ pub struct Staging {
 /// A staged message completely written; read it with [`Staged::tail`] or [`Staged::load`].
 pub struct Staged {
     path: PathBuf,
+    /// The sealed content when it never left memory.
+    memory: Option<Vec<u8>>,
     key: SecretKey,
     len: u64,
     sealed_len: u64,
@@ -61,25 +85,19 @@ pub struct Tail<'a> {
 }
 
 impl Spool {
-    /// Starts staging a new message in `tmp/` (mode 0600). `fingerprint`, when given, sees every
-    /// byte written.
+    /// Starts staging a new message (in `tmp/`, mode 0600, once it is larger than a chunk).
+    /// `fingerprint`, when given, sees every byte written.
     pub fn stage(&self, fingerprint: Option<Fingerprinter>) -> Result<Staging, QueueError> {
         let path = self.tmp.join(format!(
             "{:016x}{:016x}.stage",
             rand::random::<u64>(),
             rand::random::<u64>()
         ));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(FILE_MODE)
-            .open(&path)
-            .map_err(QueueError::io(&path))?;
         let key = SecretKey::generate().map_err(|e| QueueError::io(&path)(io::Error::other(e)))?;
         let sealer = ChunkSealer::new(&key, CONTEXT)
             .map_err(|e| QueueError::io(&path)(io::Error::other(e)))?;
         Ok(Staging {
-            file: Some(file),
+            sink: Some(Sink::Memory(Vec::new())),
             path,
             key,
             sealer: Some(sealer),
@@ -121,10 +139,22 @@ impl Head {
 impl Staging {
     /// Appends content; full chunks are sealed and written.
     pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        let (Some(file), Some(sealer)) = (self.file.as_mut(), self.sealer.as_mut()) else {
+        let (Some(sink), Some(sealer)) = (self.sink.as_mut(), self.sealer.as_mut()) else {
             return Err(io::Error::other("staged message already finished"));
         };
-        sealer.push(data, file)?;
+        sealer.push(data, sink)?;
+        if let Sink::Memory(sealed) = sink {
+            if !sealed.is_empty() {
+                // A whole chunk was sealed: the message is larger than one; spill to tmp/.
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(FILE_MODE)
+                    .open(&self.path)?;
+                file.write_all(sealed)?;
+                *sink = Sink::File(file);
+            }
+        }
         self.head.push(data);
         if let Some(f) = self.fingerprint.as_mut() {
             f.update(data);
@@ -144,10 +174,14 @@ impl Staging {
 
     /// Seals the last chunk and flushes the file (not fsynced: the queue file written from it is).
     pub fn finish(mut self) -> io::Result<Staged> {
-        let (Some(mut file), Some(sealer)) = (self.file.take(), self.sealer.take()) else {
+        let (Some(mut sink), Some(sealer)) = (self.sink.take(), self.sealer.take()) else {
             return Err(io::Error::other("staged message already finished"));
         };
-        sealer.finish(&mut file)?;
+        sealer.finish(&mut sink)?;
+        let memory = match sink {
+            Sink::Memory(sealed) => Some(sealed),
+            Sink::File(_) => None,
+        };
         let head = std::mem::take(&mut self.head.bytes);
         // A message whose header section has no end is all header (RFC 5322 §2.1).
         let header_len = match self.head.end {
@@ -157,6 +191,7 @@ impl Staging {
         };
         Ok(Staged {
             path: std::mem::take(&mut self.path),
+            memory,
             key: self.key.clone(),
             len: self.len,
             sealed_len: sealed_len(self.len),
@@ -170,7 +205,8 @@ impl Staging {
 impl Drop for Staging {
     fn drop(&mut self) {
         if !self.path.as_os_str().is_empty() {
-            self.file = None;
+            // Also after a spill that failed halfway; a message kept in memory has no file.
+            self.sink = None;
             let _ = fs::remove_file(&self.path);
         }
     }
@@ -226,16 +262,27 @@ impl Staged {
         from: u64,
         f: &mut dyn FnMut(&[u8]) -> io::Result<()>,
     ) -> io::Result<()> {
+        match &self.memory {
+            Some(sealed) => self.read_from(Cursor::new(sealed.as_slice()), from, f),
+            None => self.read_from(File::open(&self.path)?, from, f),
+        }
+    }
+
+    fn read_from<R: Read + Seek>(
+        &self,
+        mut reader: R,
+        from: u64,
+        f: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
         let opener =
             ChunkOpener::new(&self.key, CONTEXT, self.sealed_len).map_err(io::Error::other)?;
         let chunk = CHUNK_SIZE as u64;
         let first = from / chunk;
         let mut skip = (from % chunk) as usize;
-        let mut file = File::open(&self.path)?;
-        file.seek(SeekFrom::Start(first * STRIDE))?;
+        reader.seek(SeekFrom::Start(first * STRIDE))?;
         let mut buf = Vec::with_capacity(STRIDE as usize);
         for index in first..opener.count() {
-            let plain = opener.read_chunk(index, &mut file, &mut buf)?;
+            let plain = opener.read_chunk(index, &mut reader, &mut buf)?;
             let piece = plain.get(skip..).unwrap_or_default();
             skip = 0;
             if !piece.is_empty() {
@@ -248,7 +295,9 @@ impl Staged {
 
 impl Drop for Staged {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        if self.memory.is_none() {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -283,6 +332,25 @@ mod tests {
     }
 
     #[test]
+    fn a_message_of_one_chunk_or_less_never_touches_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), service_key()).unwrap();
+        for len in [0, 1, 10_000, CHUNK_SIZE] {
+            let data: Vec<u8> = (0..len).map(|i| b"abcdefgh\r\n"[i % 10]).collect();
+            let s = staged(&spool, &data, 4096);
+            assert!(tmp_names(&spool).is_empty(), "{len} bytes");
+            assert_eq!(s.load().unwrap(), data);
+            assert_eq!(s.len(), len as u64);
+        }
+        let data = vec![b'x'; CHUNK_SIZE + 1];
+        let s = staged(&spool, &data, 4096);
+        assert_eq!(tmp_names(&spool).len(), 1, "one byte past a chunk spills");
+        assert_eq!(s.load().unwrap(), data);
+        drop(s);
+        assert!(tmp_names(&spool).is_empty());
+    }
+
+    #[test]
     fn staged_content_is_sealed_reads_back_from_any_offset_and_is_removed() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path(), service_key()).unwrap();
@@ -314,7 +382,7 @@ mod tests {
         );
         let unfinished = {
             let mut w = spool.stage(None).unwrap();
-            w.write(b"half").unwrap();
+            w.write(&data[..CHUNK_SIZE + 10]).unwrap();
             w
         };
         assert_eq!(tmp_names(&spool).len(), 1);
