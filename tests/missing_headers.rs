@@ -4,10 +4,9 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
-use support::domains::{free_port, load, send, wait_for_mailbox_async, DomainSpec};
+use support::domains::{free_port, load, python, send, wait_for_mailbox_async, DomainSpec};
 
 const WAIT: Duration = Duration::from_secs(20);
 const BARE: &str =
@@ -62,16 +61,7 @@ s.sendmail("alice@contoso.test", ["alice@contoso.test"], {DATED:?})
 s.quit()
 "#
         );
-        let out = Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        python(&script);
         let (replies, _) = send(
             format!("127.0.0.1:{smtp}").parse().unwrap(),
             "alice@contoso.test",

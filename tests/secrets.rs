@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
-use support::domains::{free_port, DomainSpec, ServeProcess};
+use support::domains::{free_port, python, DomainSpec, ServeProcess};
 
 fn key_body_lines() -> Vec<String> {
     // A line from the middle of each fixture private key: any leak of key material shows it.
@@ -76,16 +76,7 @@ s.login("alice@contoso.test", "{password}")
 s.quit()
 "#
     );
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python(&script);
     std::thread::sleep(Duration::from_millis(200));
     drop(server);
     let log = std::fs::read_to_string(config.with_extension(format!("{}.log", std::process::id())))

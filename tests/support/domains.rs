@@ -474,3 +474,18 @@ pub async fn submit(server: &sealpost::app::Server, to: &str, marker: &str) {
     .await;
     assert_eq!(replies[0].as_ref().map(|r| r.code), Ok(250), "{replies:?}");
 }
+
+/// Runs a Python 3 script (`python3 -c`), asserts it succeeded and returns its standard output.
+pub fn python(script: &str) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
