@@ -71,16 +71,11 @@ pub(crate) fn build(config: &Config, shared: &Shared) -> anyhow::Result<Parts> {
         .with_connectors(config)?
         .with_telemetry(shared.telemetry.clone()),
     );
-    let mut cleanup = Cleanup::new(
-        &config.hostname,
-        shared.spool.clone(),
-        shared.wake.clone(),
-        inbound.clone(),
-    )
-    .with_rules(config.rules.clone(), config.local_domains.clone())
-    .with_telemetry(shared.telemetry.clone())
-    .with_retransmissions(shared.retransmissions.clone())
-    .with_always_add_missing_headers(config.always_add_missing_headers);
+    let mut cleanup = Cleanup::new(&config.hostname, shared.spool.clone(), shared.wake.clone())
+        .with_rules(config.rules.clone(), config.local_domains.clone())
+        .with_telemetry(shared.telemetry.clone())
+        .with_retransmissions(shared.retransmissions.clone())
+        .with_always_add_missing_headers(config.always_add_missing_headers);
     if let Some(dir) = &config.smime_certificate_dir {
         cleanup = cleanup.with_smime(Arc::new(crate::cleanup::smime::DirectorySmime::new(
             dir.clone(),

@@ -17,7 +17,7 @@ use crate::queue::retransmit::Retransmissions;
 use crate::queue::{new_queue_id, Envelope, QueueError, Spool, Staged, Staging};
 use crate::rules::{evaluate, MessageFacts, RuleSet};
 use crate::smtp::proto::Reply;
-use crate::smtp::server::inbound::{InboundConnectors, InboundVerdict};
+use crate::smtp::server::inbound::InboundVerdict;
 use crate::smtp::server::Transaction;
 use crate::telemetry::trace::{message_id_hash, TraceTls};
 use crate::telemetry::{Telemetry, TraceEvent};
@@ -29,7 +29,6 @@ pub struct Cleanup {
     hostname: String,
     spool: Arc<Spool>,
     wake: Arc<Notify>,
-    inbound: Arc<InboundConnectors>,
     rules: RwLock<RuleSet>,
     local_domains: BTreeSet<String>,
     smime: Option<Arc<dyn Smime>>,
@@ -42,17 +41,11 @@ pub struct Cleanup {
 
 impl Cleanup {
     /// `wake` is notified after each message is queued so the runner starts on it at once.
-    pub fn new(
-        hostname: &str,
-        spool: Arc<Spool>,
-        wake: Arc<Notify>,
-        inbound: Arc<InboundConnectors>,
-    ) -> Self {
+    pub fn new(hostname: &str, spool: Arc<Spool>, wake: Arc<Notify>) -> Self {
         Cleanup {
             hostname: hostname.to_string(),
             spool,
             wake,
-            inbound,
             rules: RwLock::default(),
             local_domains: BTreeSet::new(),
             smime: None,
@@ -138,13 +131,9 @@ impl Cleanup {
                 return Ok(ids);
             }
         }
-        // The session already enforced the connector; this names it for the trace.
-        let connector = self
-            .inbound
-            .check(tx.peer.ip(), &tx.mail_from, tx.tls.as_ref())
-            .ok()
-            .flatten();
-        let mut received = received_header(&self.hostname, tx, connector.as_ref(), &id, now);
+        // The session decided the connector at MAIL FROM; it names it for the trace and rules.
+        let connector = tx.inbound.as_ref();
+        let mut received = received_header(&self.hostname, tx, connector, &id, now);
         if tx.authenticated.is_some() || self.always_add_missing_headers {
             received.push_str(&missing_headers(staged.header(), &self.hostname, &id, now));
         }
@@ -160,7 +149,7 @@ impl Cleanup {
             size: message.len(),
             local_domains: &self.local_domains,
             authenticated: tx.authenticated.is_some(),
-            inbound_connector: connector.as_ref().map(|c| c.connector.as_str()),
+            inbound_connector: connector.map(|c| c.connector.as_str()),
         };
         let evaluation = evaluate(&rules, &facts);
         // "rule:action" for every action applied, for the log line of each message.
@@ -197,7 +186,7 @@ impl Cleanup {
                 self.telemetry.metrics.rule_match(&a.rule, kind);
             }
         }
-        let connector_name = connector.as_ref().map(|c| c.connector.clone());
+        let connector_name = connector.map(|c| c.connector.clone());
         let mut ids: Vec<String> = Vec::with_capacity(copies.len());
         for (i, copy) in copies.into_iter().enumerate() {
             let copy_id = if i == 0 { id.clone() } else { new_queue_id() };
@@ -234,7 +223,7 @@ impl Cleanup {
                 nrcpt = envelope.recipients.len(),
                 size,
                 client = %tx.peer,
-                connector = connector.as_ref().map(|c| c.connector.as_str()).unwrap_or(""),
+                connector = connector.map(|c| c.connector.as_str()).unwrap_or(""),
                 rules = %applied,
                 "queued"
             );
@@ -425,6 +414,7 @@ Content-Type: application/vnd.sealpost.rms; name=message.sealed\r\n\r\nx\r\n--b-
             dsn: Default::default(),
             rcpt_dsn: rcpts.iter().map(|_| Default::default()).collect(),
             authenticated: None,
+            inbound: None,
             size: 0,
             chunking: false,
             in_flight: crate::queue::Reservation::unlimited(),
@@ -462,12 +452,7 @@ Content-Type: application/vnd.sealpost.rms; name=message.sealed\r\n\r\nx\r\n--b-
         let keys = tempfile::tempdir().unwrap();
         let key = ServiceKey::load_or_create(keys.path()).unwrap();
         let spool = Arc::new(Spool::open(dir.path(), Arc::new(key)).unwrap());
-        let cleanup = Cleanup::new(
-            "mx.b.test",
-            spool.clone(),
-            Arc::new(Notify::new()),
-            Arc::default(),
-        );
+        let cleanup = Cleanup::new("mx.b.test", spool.clone(), Arc::new(Notify::new()));
         let mut staging = cleanup.stage().unwrap();
         staging.write(b"Subject: x\r\n\r\nbody\r\n").unwrap();
         let id = cleanup

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::policy::{LocalPolicy, Policy};
 use super::session::SessionFacts;
+pub use super::transaction::InboundVerdict;
 use crate::config::{Config, InboundConnector};
 use crate::delivery::domain_of;
 use crate::smtp::proto::Reply;
@@ -16,14 +17,6 @@ use crate::tls::{TlsError, TlsFacts};
 #[derive(Clone, Default)]
 pub struct InboundConnectors {
     list: Vec<(InboundConnector, Option<TrustAnchors>)>,
-}
-
-/// Which connector a message arrived through and what was verified.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InboundVerdict {
-    pub connector: String,
-    /// e.g. "client certificate verified mx.contoso.test via ca.crt", or "TLS".
-    pub detail: String,
 }
 
 impl InboundConnectors {
@@ -103,11 +96,14 @@ pub struct ConnectorPolicy {
 }
 
 impl Policy for ConnectorPolicy {
-    fn check_sender(&self, facts: &SessionFacts, sender: &str) -> Result<(), Reply> {
+    fn check_sender(
+        &self,
+        facts: &SessionFacts,
+        sender: &str,
+    ) -> Result<Option<InboundVerdict>, Reply> {
         self.local.check_sender(facts, sender)?;
         self.inbound
             .check(facts.peer.ip(), sender, facts.tls.as_ref())
-            .map(drop)
     }
 
     fn check_recipient(&self, facts: &SessionFacts, sender: &str, rcpt: &str) -> Result<(), Reply> {

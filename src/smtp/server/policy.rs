@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use super::session::SessionFacts;
+use super::transaction::InboundVerdict;
 use super::users::SenderLogins;
 use crate::smtp::proto::address::domain_of;
 use crate::smtp::proto::Reply;
@@ -11,9 +12,15 @@ use crate::smtp::proto::Reply;
 /// A rejection is the exact reply to send.
 pub trait Policy: Send + Sync {
     /// Called for MAIL FROM (`sender` is empty for the null sender). Accepts everything by default.
-    fn check_sender(&self, facts: &SessionFacts, sender: &str) -> Result<(), Reply> {
+    /// An accepted sender may come with the inbound connector it matched; the session carries
+    /// that verdict with the transaction, so nothing downstream decides it again.
+    fn check_sender(
+        &self,
+        facts: &SessionFacts,
+        sender: &str,
+    ) -> Result<Option<InboundVerdict>, Reply> {
         let _ = (facts, sender);
-        Ok(())
+        Ok(None)
     }
 
     /// Called for each RCPT TO, after the syntax and recipient-count checks.
@@ -65,13 +72,18 @@ impl LocalPolicy {
 impl Policy for LocalPolicy {
     /// An authenticated user's sender must be one it owns (see [`SenderLogins`]); other
     /// sessions' senders are not checked here.
-    fn check_sender(&self, facts: &SessionFacts, sender: &str) -> Result<(), Reply> {
+    fn check_sender(
+        &self,
+        facts: &SessionFacts,
+        sender: &str,
+    ) -> Result<Option<InboundVerdict>, Reply> {
         let Some(user) = &facts.authenticated else {
-            return Ok(());
+            return Ok(None);
         };
         self.senders.check(user, sender).inspect_err(|_| {
             tracing::warn!(client = %facts.peer, %user, %sender, "sender address rejected: not owned by the authenticated user");
-        })
+        })?;
+        Ok(None)
     }
 
     fn check_recipient(
@@ -161,7 +173,7 @@ mod tests {
 
     #[test]
     fn senders_are_accepted_by_default() {
-        assert_eq!(policy().check_sender(&facts(false), ""), Ok(()));
+        assert_eq!(policy().check_sender(&facts(false), ""), Ok(None));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::policy::Policy;
-use super::transaction::Transaction;
+use super::transaction::{InboundVerdict, Transaction};
 use crate::queue::InFlight;
 use crate::smtp::proto::dsn::{MailDsn, RcptDsn};
 use crate::smtp::proto::{BareNewline, Command, LineEvent, LineReader, MailFrom, RcptTo, Reply};
@@ -125,6 +125,8 @@ struct Envelope {
     rcpt_dsn: Vec<RcptDsn>,
     /// SIZE= given with MAIL.
     declared_size: Option<u64>,
+    /// The inbound connector the policy matched at MAIL FROM.
+    inbound: Option<InboundVerdict>,
     /// Once DATA started.
     content: Option<Content>,
 }
@@ -471,9 +473,10 @@ impl Session {
         if !mail.smtputf8 && !mail.address.is_ascii() {
             return self.reject(unicode_not_declared(), out);
         }
-        if let Err(reply) = self.policy.check_sender(&self.facts, &mail.address) {
-            return self.reject(reply, out);
-        }
+        let inbound = match self.policy.check_sender(&self.facts, &mail.address) {
+            Ok(verdict) => verdict,
+            Err(reply) => return self.reject(reply, out),
+        };
         self.envelope = Some(Envelope {
             mail_from: mail.address,
             rcpt_to: Vec::new(),
@@ -482,6 +485,7 @@ impl Session {
             dsn: mail.dsn,
             rcpt_dsn: Vec::new(),
             declared_size: mail.size,
+            inbound,
             content: None,
         });
         out.reply(&ok([2, 1, 0]));

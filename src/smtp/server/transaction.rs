@@ -33,6 +33,16 @@ impl Protocol {
     }
 }
 
+/// Which inbound connector a message arrived through and what it verified: decided once, at MAIL
+/// FROM, by the session's policy, and carried with the transaction to the Received header, the
+/// rules and the metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundVerdict {
+    pub connector: String,
+    /// e.g. "client certificate verified mx.contoso.test via ca.crt", or "TLS".
+    pub detail: String,
+}
+
 /// Everything the session learnt about one message: who sent it, for whom, over what. The bytes
 /// went to the caller piece by piece (`Action::Data`) before it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +67,8 @@ pub struct Transaction {
     pub rcpt_dsn: Vec<RcptDsn>,
     /// The user who authenticated with AUTH, if any.
     pub authenticated: Option<String>,
+    /// The inbound connector the sender matched at MAIL FROM, if any.
+    pub inbound: Option<InboundVerdict>,
     /// Bytes of the message as received (dot-unstuffed, without the final `.` line).
     pub size: u64,
     /// It came in BDAT chunks (RFC 3030) rather than after DATA.

@@ -266,6 +266,7 @@ impl Session {
             dsn: envelope.dsn,
             rcpt_dsn: envelope.rcpt_dsn,
             authenticated: self.facts.authenticated.clone(),
+            inbound: envelope.inbound,
             size: content.receiver.size() as u64,
             chunking: content.chunked,
             in_flight: content.reservation,
