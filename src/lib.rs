@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod cleanup;
 pub mod cli;
 pub mod config;
@@ -10,9 +11,11 @@ pub mod crypto;
 pub mod delivery;
 pub mod dns;
 pub mod live;
+pub mod mail;
 pub mod queue;
 pub mod rules;
 pub mod smtp;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod units;

@@ -33,7 +33,7 @@ async fn submitted_mail_gets_a_date_and_message_id_relayed_mail_only_when_config
     for always in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let (smtp, sub) = (free_port(), free_port());
-        let hash = sealpost::smtp::server::users::hash_password("s3cret").unwrap();
+        let hash = sealpost::auth::hash_password("s3cret").unwrap();
         let spec = DomainSpec::new("contoso", &["alice@contoso.test"], smtp).toml(&format!(
             "[[listener]]\naddress = \"127.0.0.1:{sub}\"\nprotocol = \"submission\"\n\
              [[user]]\nname = \"alice@contoso.test\"\npassword_hash = \"{hash}\"\n"

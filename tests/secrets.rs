@@ -59,7 +59,7 @@ fn submission_logins_do_not_log_the_password() {
     let dir = tempfile::tempdir().unwrap();
     let (smtp, sub) = (free_port(), free_port());
     let password = "Tr0ub4dor-and-3";
-    let hash = sealpost::smtp::server::users::hash_password(password).unwrap();
+    let hash = sealpost::auth::hash_password(password).unwrap();
     let spec = DomainSpec::new("contoso", &["alice@contoso.test"], smtp).toml(&format!(
         "[[listener]]\naddress = \"127.0.0.1:{sub}\"\nprotocol = \"submission\"\n[[user]]\nname = \"alice@contoso.test\"\npassword_hash = \"{hash}\"\n"
     ));

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::sync::Notify;
 
+use crate::auth::{SenderLogins, Users};
 use crate::cleanup::Cleanup;
 use crate::config::{Config, ListenerProtocol, SenderLoginMismatch};
 use crate::delivery::remote::RemoteDelivery;
@@ -17,7 +18,6 @@ use crate::smtp::server::limits::ConnectionLimits;
 use crate::smtp::server::listener::ServerContext;
 use crate::smtp::server::policy::LocalPolicy;
 use crate::smtp::server::session::SessionConfig;
-use crate::smtp::server::users::{SenderLogins, Users};
 use crate::telemetry::Telemetry;
 
 /// What every version of the configuration shares: the queue, the runner's wake-up, the

@@ -3,8 +3,8 @@
 use std::borrow::Cow;
 
 use super::headers;
+use crate::mail::Reply;
 use crate::rules::{Action, Evaluation, OnMissingCertificate, RmsProtect, SmimeEncrypt};
-use crate::smtp::proto::Reply;
 
 /// The message as it arrived (with our Received header in front).
 #[derive(Clone, Copy, Debug)]

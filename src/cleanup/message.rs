@@ -4,9 +4,9 @@
 
 use super::apply::{Content, Original};
 use super::headers;
+use crate::mail::Reply;
 use crate::queue::format::Part;
 use crate::queue::spool::{Staged, Tail};
-use crate::smtp::proto::Reply;
 use crate::smtp::server::Transaction;
 
 pub(super) struct Message {

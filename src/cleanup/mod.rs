@@ -13,10 +13,10 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
+use crate::mail::Reply;
 use crate::queue::retransmit::Retransmissions;
 use crate::queue::{new_queue_id, Envelope, QueueError, Spool, Staged, Staging};
 use crate::rules::{evaluate, MessageFacts, RuleSet};
-use crate::smtp::proto::Reply;
 use crate::smtp::server::inbound::InboundVerdict;
 use crate::smtp::server::Transaction;
 use crate::telemetry::trace::{message_id_hash, TraceTls};

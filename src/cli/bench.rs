@@ -60,7 +60,7 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10 * 1024)]
         size: usize,
         /// Time between two bytes of a slow client.
-        #[arg(long, default_value = "1s", value_parser = crate::config::parse_duration)]
+        #[arg(long, default_value = "1s", value_parser = crate::units::parse_duration)]
         interval: Duration,
         /// The fixtures directory holding contoso.toml and fabrikam.toml.
         #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"))]

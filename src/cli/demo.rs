@@ -18,7 +18,7 @@ pub struct DemoArgs {
     #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"))]
     fixtures: PathBuf,
     /// How long to wait for every message to arrive.
-    #[arg(long, default_value = "30s", value_parser = crate::config::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::units::parse_duration)]
     timeout: Duration,
     /// contoso's admin endpoint (/metrics, /healthz); fabrikam's takes the next port. A busy
     /// port falls back to a free one.
@@ -238,7 +238,7 @@ async fn run_domains(args: &DemoArgs, base: &Path) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("connecting to {name}"))?;
         let to: Vec<String> = s.to.iter().map(|t| t.to_string()).collect();
-        let message_id = crate::queue::new_queue_id();
+        let message_id = crate::mail::new_queue_id();
         if s.subject == "Quarterly numbers" {
             traced_id = Some(format!("{message_id}@demo-client.test"));
         }

@@ -126,8 +126,7 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
             std::io::stdin().read_line(&mut line)?;
             let password = line.trim_end_matches(['\r', '\n']);
             anyhow::ensure!(!password.is_empty(), "no password on standard input");
-            let hash =
-                crate::smtp::server::users::hash_password(password).map_err(anyhow::Error::msg)?;
+            let hash = crate::auth::hash_password(password).map_err(anyhow::Error::msg)?;
             outln!("{hash}");
             Ok(ExitCode::SUCCESS)
         }

@@ -43,7 +43,7 @@ pub struct TlsCheckArgs {
     #[arg(long)]
     json: bool,
     /// Timeout for each connection and reply.
-    #[arg(long, default_value = "10s", value_parser = crate::config::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::units::parse_duration)]
     timeout: Duration,
 }
 

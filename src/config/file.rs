@@ -129,7 +129,7 @@ pub struct RawLimits {
     pub data_timeout: Option<String>,
     /// The old name of `command_timeout`, still accepted.
     pub idle_timeout: Option<String>,
-    pub bare_newline: Option<crate::smtp::proto::BareNewline>,
+    pub bare_newline: Option<crate::mail::BareNewline>,
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: Option<usize>,
     pub max_in_flight_size: Option<u64>,

@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use crate::units::parse_duration;
 pub use connectors::{DomainPattern, InboundConnector, OutboundConnector};
 pub use encryption::{EncryptionPolicy, PolicyRef, StoreSettings};
-pub use validate::parse_duration;
 
 /// A configuration problem: the file, the key and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,7 +136,7 @@ pub struct Limits {
     /// The longest wait for the next chunk of message data after 354.
     pub data_timeout: Duration,
     /// Bare CR or LF in DATA: refuse the message (default) or convert to CRLF.
-    pub bare_newline: crate::smtp::proto::BareNewline,
+    pub bare_newline: crate::mail::BareNewline,
     /// Sessions open at once, in total and per client address (more get 421 4.7.0).
     pub max_connections: usize,
     pub max_connections_per_ip: usize,

@@ -41,7 +41,7 @@ pub(super) fn validate(
                 format!("not a user name: {:?}", u.name),
             ));
         }
-        crate::smtp::server::users::check_hash(&u.password_hash)
+        crate::auth::check_hash(&u.password_hash)
             .map_err(|p| c.err(format!("user[{i}].password_hash"), p))?;
         if hashes
             .insert(name.clone(), u.password_hash.clone())
@@ -101,7 +101,7 @@ mod tests {
     const SERVER: &str = "[server]\nhostname = \"mx.example.test\"\ndata_dir = \"d\"\n";
 
     fn load(server_extra: &str, users: &str) -> Result<Config, ConfigError> {
-        let hash = crate::smtp::server::users::hash_password("pw").unwrap();
+        let hash = crate::auth::hash_password("pw").unwrap();
         let text = format!("{SERVER}{server_extra}\n{}", users.replace("HASH", &hash));
         Config::from_toml(Path::new("/etc/sealpost/u.toml"), &text, None)
     }

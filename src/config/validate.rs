@@ -10,11 +10,7 @@ use super::{
     Config, ConfigError, DeliverySettings, HostPort, Listener, ListenerProtocol, QueueSettings,
     TlsFiles, TlsMinVersion,
 };
-
-/// Parses "90s", "5m", "1h", "5d" (humantime syntax).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| format!("not a duration ({e}): {text:?}"))
-}
+use crate::units::parse_duration;
 
 pub(super) struct Checker<'a> {
     file: &'a Path,

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use super::{Destination, NextHop};
 use crate::config::{Config, HostPort, OutboundConnector, TlsMinVersion};
 use crate::dns::{DnsError, Resolver};
+use crate::mail::dsn::TransactionDsn;
+use crate::mail::Reply;
 use crate::smtp::client::{ClientError, ClientSettings, Connection, TlsMode};
-use crate::smtp::proto::dsn::TransactionDsn;
-use crate::smtp::proto::Reply;
 use crate::tls::policy::{
     ConnectorVerifier, PeerCheck, PolicyId, PolicyMode, TlsFailure, TlsLevel, TlsPolicy,
 };

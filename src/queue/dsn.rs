@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{Envelope, NoticeAction};
-use crate::smtp::proto::dsn::{Orcpt, Ret};
+use crate::mail::dsn::{Orcpt, Ret};
 
 /// Why the notice is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

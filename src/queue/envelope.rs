@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::smtp::proto::dsn::{MailDsn, Notify, Orcpt, RcptDsn, Ret, TransactionDsn};
+use crate::mail::dsn::{MailDsn, Notify, Orcpt, RcptDsn, Ret, TransactionDsn};
 
 /// The envelope schema version written by this build; files with another version are refused.
 pub const ENVELOPE_VERSION: u32 = 1;

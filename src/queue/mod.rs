@@ -4,17 +4,16 @@ pub mod dsn;
 pub mod envelope;
 pub mod error;
 pub mod format;
-pub mod id;
 pub mod in_flight;
 pub mod retransmit;
 pub mod runner;
 pub mod schedule;
 pub mod spool;
 
+pub use crate::mail::{is_valid_queue_id, new_queue_id};
 pub use envelope::{Envelope, NoticeAction, Recipient, RecipientStatus, ENVELOPE_VERSION};
 pub use error::QueueError;
 pub use format::FormatError;
-pub use id::{is_valid_queue_id, new_queue_id};
 pub use in_flight::{InFlight, Reservation};
 pub use schedule::{after_failure, Clock, Decision, ManualClock, RetryPolicy, SystemClock};
 pub use spool::{

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use super::envelope::Envelope;
 use super::error::QueueError;
 use super::format::{self, FormatError, HeaderError, Part};
-use super::id::is_valid_queue_id;
+use crate::mail::is_valid_queue_id;
 use crate::store::keyfile::ServiceKey;
 
 const DIR_MODE: u32 = 0o700;

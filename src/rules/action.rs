@@ -130,7 +130,7 @@ impl TryFrom<RawRmsProtect> for RmsProtect {
         let expires_after = match raw.expires_after.as_deref() {
             None => None,
             Some(text) => {
-                let d = crate::config::parse_duration(text)?;
+                let d = crate::units::parse_duration(text)?;
                 if d.is_zero() {
                     return Err("expires_after must be above zero".into());
                 }
@@ -219,8 +219,8 @@ const DEFAULT_REJECT_TEXT: &str = "Delivery not authorized, message refused";
 
 impl Reject {
     /// The SMTP reply for the client (or the DSN).
-    pub fn reply(&self) -> crate::smtp::proto::Reply {
-        crate::smtp::proto::Reply::new(self.code, self.enhanced, self.text.clone())
+    pub fn reply(&self) -> crate::mail::Reply {
+        crate::mail::Reply::new(self.code, self.enhanced, self.text.clone())
     }
 
     pub fn is_temporary(&self) -> bool {

@@ -107,7 +107,7 @@ pub struct Address {
 impl Address {
     pub fn new(text: &str) -> Result<Address, String> {
         let wrapped = format!("<{text}>");
-        match crate::smtp::proto::address::parse_path(&wrapped) {
+        match crate::mail::address::parse_path(&wrapped) {
             Some((mailbox, "")) if mailbox == text && !text.is_empty() => Ok(Address {
                 text: text.to_string(),
                 lower: text.to_lowercase(),

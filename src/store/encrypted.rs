@@ -354,7 +354,7 @@ impl EncryptedStore {
                 return Ok(earlier);
             }
         }
-        let id = crate::queue::new_queue_id();
+        let id = crate::mail::new_queue_id();
         let (framed, row) =
             Self::seal_message(&id, &mailbox, message, key.as_ref().map(|(i, k)| (*i, k)))?;
         self.blobs.write(&row.blob, &framed)?;

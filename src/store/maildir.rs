@@ -8,7 +8,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::{summarize, MailStore, MessageSummary, StoreError};
-use crate::queue::new_queue_id;
+use crate::mail::new_queue_id;
 
 /// Messages stored as files in standard Maildirs (`tmp/`, `new/`, `cur/`), readable by any Maildir
 /// reader. Delivery writes to `tmp/`, fsyncs, renames into `new/` and fsyncs `new/`.

@@ -3,7 +3,7 @@
 
 use super::tests::service_key;
 use super::*;
-use crate::queue::id::new_queue_id;
+use crate::mail::id::new_queue_id;
 use crate::store::crypto::CryptoError;
 use sha2::{Digest, Sha256};
 

@@ -1,8 +1,8 @@
 //! Spool tests over real files in temporary directories.
 
 use super::*;
+use crate::mail::id::new_queue_id;
 use crate::queue::envelope::RecipientStatus;
-use crate::queue::id::new_queue_id;
 use std::os::unix::fs::PermissionsExt;
 use tempfile::TempDir;
 

@@ -9,8 +9,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::wire::{parse_reply, Capabilities, DotStuffer};
-use crate::smtp::proto::dsn::{self, MailDsn, RcptDsn};
-use crate::smtp::proto::Reply;
+use crate::mail::dsn::{self, MailDsn, RcptDsn};
+use crate::mail::Reply;
 use crate::smtp::stream::SmtpStream;
 use crate::tls::policy::{DeliveryPermit, TlsFailure, TlsPolicy};
 use crate::tls::TlsFacts;

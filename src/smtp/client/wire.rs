@@ -1,6 +1,6 @@
 //! Pure pieces of the outbound client: reply parsing, EHLO capabilities, dot-stuffing.
 
-use crate::smtp::proto::Reply;
+use crate::mail::Reply;
 
 /// The longest reply we read before calling the peer broken.
 pub const MAX_REPLY: usize = 64 * 1024;

@@ -13,19 +13,10 @@
 //! Every line of the stored message, CRLF included, must fit in [`MAX_TEXT_LINE`] octets
 //! (RFC 5321 §4.5.3.1.6, RFC 5322 §2.1.1), measured after unstuffing and normalisation.
 
+use crate::mail::BareNewline;
+
 /// The longest text line of a message, CRLF included (RFC 5321 §4.5.3.1.6).
 pub const MAX_TEXT_LINE: usize = 1000;
-
-/// What to do with a bare CR or LF in message content (`bare_newline` in the config).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BareNewline {
-    /// Read to the real end of data, then refuse the message (550 5.5.2). The default.
-    #[default]
-    Reject,
-    /// Store each bare CR or LF as CRLF and accept the message.
-    Normalize,
-}
 
 /// Why the received data cannot be accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

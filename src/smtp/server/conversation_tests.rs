@@ -25,7 +25,7 @@ use std::sync::Arc;
 use super::policy::LocalPolicy;
 use super::session::{Action, Session, SessionConfig};
 use super::transaction::Transaction;
-use super::users::SenderLogins;
+use crate::auth::SenderLogins;
 use crate::queue::InFlight;
 use crate::smtp::proto::{BareNewline, Reply};
 use crate::tls::TlsFacts;
@@ -505,9 +505,9 @@ fn check_transaction(tx: &Transaction, data: &[u8], expect: &Expect, at: &str) {
         expect.size.map(|s| s.to_string()),
         data.len().to_string(),
     );
-    let mut dsn = crate::smtp::proto::dsn::mail_params(tx.dsn.ret, tx.dsn.envid.as_deref());
+    let mut dsn = crate::mail::dsn::mail_params(tx.dsn.ret, tx.dsn.envid.as_deref());
     for (rcpt, params) in tx.rcpt_to.iter().zip(&tx.rcpt_dsn) {
-        let params = crate::smtp::proto::dsn::rcpt_params(params);
+        let params = crate::mail::dsn::rcpt_params(params);
         dsn.push_str(&format!(" <{rcpt}>{params}"));
     }
     check("dsn", expect.dsn.clone(), dsn.trim_start().to_string());

@@ -9,7 +9,7 @@ use super::session::SessionFacts;
 pub use super::transaction::InboundVerdict;
 use crate::config::{Config, InboundConnector};
 use crate::delivery::domain_of;
-use crate::smtp::proto::Reply;
+use crate::mail::Reply;
 use crate::tls::policy::{check_client, TrustAnchors};
 use crate::tls::{TlsError, TlsFacts};
 

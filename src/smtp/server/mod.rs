@@ -7,7 +7,6 @@ pub mod policy;
 pub mod receiving;
 pub mod session;
 pub mod transaction;
-pub mod users;
 
 pub use policy::{LocalPolicy, Policy};
 pub use session::{Action, Session, SessionConfig, SessionFacts};

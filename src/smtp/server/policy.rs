@@ -4,9 +4,9 @@ use std::collections::HashSet;
 
 use super::session::SessionFacts;
 use super::transaction::InboundVerdict;
-use super::users::SenderLogins;
-use crate::smtp::proto::address::domain_of;
-use crate::smtp::proto::Reply;
+use crate::auth::SenderLogins;
+use crate::mail::address::domain_of;
+use crate::mail::Reply;
 
 /// Decides, while the client waits, whether a sender or recipient is accepted.
 /// A rejection is the exact reply to send.

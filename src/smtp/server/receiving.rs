@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use crate::cleanup::Cleanup;
+use crate::mail::Reply;
 use crate::queue::{Staged, Staging};
-use crate::smtp::proto::Reply;
 
 /// Content gathered before it is written.
 const PIECE: usize = 64 * 1024;

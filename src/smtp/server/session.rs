@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use super::policy::Policy;
 use super::transaction::{InboundVerdict, Transaction};
+use crate::mail::dsn::{MailDsn, RcptDsn};
 use crate::queue::InFlight;
-use crate::smtp::proto::dsn::{MailDsn, RcptDsn};
 use crate::smtp::proto::{BareNewline, Command, LineEvent, LineReader, MailFrom, RcptTo, Reply};
 use crate::tls::TlsFacts;
 

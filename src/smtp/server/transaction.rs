@@ -2,8 +2,8 @@
 
 use std::net::SocketAddr;
 
+use crate::mail::dsn::{MailDsn, RcptDsn};
 use crate::queue::Reservation;
-use crate::smtp::proto::dsn::{MailDsn, RcptDsn};
 use crate::tls::TlsFacts;
 
 /// The protocol name written in the Received header (RFC 3848).

@@ -1,28 +1,11 @@
 //! SMTP AUTH (RFC 4954, PLAIN RFC 4616, LOGIN) inside the session: the dialogue and decoding.
 //! Checking the password is the caller's job (`Action::Authenticate`), off the async reactor.
 
-use std::fmt;
-
 use base64::Engine;
 
 use super::{Action, Out, Session, State};
-use crate::smtp::proto::Reply;
-
-/// A username and password from AUTH. Debug output never shows the password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub username: String,
-    pub password: String,
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
-    }
-}
+pub use crate::auth::Credentials;
+use crate::mail::Reply;
 
 /// Which base64 line the session waits for after a 334.
 #[derive(Debug, Clone, PartialEq, Eq)]

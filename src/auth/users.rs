@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 
-use super::session::Credentials;
-use crate::smtp::proto::Reply;
+use super::Credentials;
+use crate::mail::Reply;
 
 /// Hashes a password for `[[user]] password_hash` (Argon2id, the crate's default parameters).
 pub fn hash_password(password: &str) -> Result<String, String> {

@@ -178,7 +178,7 @@ pub fn rcpt_params(rcpt: &RcptDsn) -> String {
     out
 }
 
-pub(super) fn bad(param: &str, expected: &str) -> Reply {
+pub(crate) fn bad(param: &str, expected: &str) -> Reply {
     Reply::new(
         501,
         [5, 5, 4],
@@ -186,7 +186,7 @@ pub(super) fn bad(param: &str, expected: &str) -> Reply {
     )
 }
 
-pub(super) fn ret(value: Option<&str>) -> Result<Ret, Reply> {
+pub(crate) fn ret(value: Option<&str>) -> Result<Ret, Reply> {
     match value {
         Some(v) if v.eq_ignore_ascii_case("FULL") => Ok(Ret::Full),
         Some(v) if v.eq_ignore_ascii_case("HDRS") => Ok(Ret::Hdrs),
@@ -194,7 +194,7 @@ pub(super) fn ret(value: Option<&str>) -> Result<Ret, Reply> {
     }
 }
 
-pub(super) fn envid(value: Option<&str>) -> Result<String, Reply> {
+pub(crate) fn envid(value: Option<&str>) -> Result<String, Reply> {
     let expected = "xtext of at most 100 printable characters";
     let decoded = value
         .and_then(xtext_decode)
@@ -205,13 +205,13 @@ pub(super) fn envid(value: Option<&str>) -> Result<String, Reply> {
     Ok(decoded)
 }
 
-pub(super) fn notify(value: Option<&str>) -> Result<Notify, Reply> {
+pub(crate) fn notify(value: Option<&str>) -> Result<Notify, Reply> {
     value
         .and_then(Notify::parse)
         .ok_or_else(|| bad("NOTIFY", "NEVER or a list of SUCCESS, FAILURE, DELAY"))
 }
 
-pub(super) fn orcpt(value: Option<&str>) -> Result<Orcpt, Reply> {
+pub(crate) fn orcpt(value: Option<&str>) -> Result<Orcpt, Reply> {
     value
         .and_then(Orcpt::parse)
         .ok_or_else(|| bad("ORCPT", "addr-type;xtext, e.g. rfc822;user@example.com"))
