@@ -6,28 +6,44 @@
 //!   peer, auth (a submission listener), `user = NAME: ADDRESS, ...` (the senders a user owns),
 //!   sender_login_mismatch (reject|allow), in_flight (the in-flight budget in bytes, shared by
 //!   the script's sessions).
+//! - `! connector = NAME: key=value; key=value; ...` — an inbound connector
+//!   (`[[connector.inbound]]`): `sender_domains`, `client_networks` and
+//!   `client_certificate_names` are comma-separated lists, `require_tls` a boolean, `ca_file` a
+//!   path under `fixtures/` (e.g. `pki/ca.crt`). The connectors go through the configuration
+//!   like `sealpost.toml`'s, and the script's policy is then a `ConnectorPolicy` around the
+//!   `LocalPolicy` of the other settings.
 //! - `C: text` — client bytes, `text` + CRLF; `C| text` — the same without CRLF. Consecutive
 //!   `C` lines are one `feed` call. Escapes: `\r \n \t \\ \xHH`, and `\{N}c` = N times `c`.
-//! - `S: text` — one expected server line; `[STARTTLS]`, `[DELIVER]`, `[CLOSE]` are the actions.
-//!   Output so far must match the expectations so far before each feed and each `@` action.
-//! - `@tls VERSION CIPHER` (handshake done), `@timeout`, `@authenticated NAME` (the credentials of
-//!   the pending `[AUTH NAME]` are good), `@queued ID` / `@failed CODE X.Y.Z text`
-//!   (answer the oldest `Deliver`, first checking `@from <a>`, `@rcpt <a> <b>`, `@protocol P`,
-//!   `@flags 8BITMIME SMTPUTF8|-`, `@size N`, `@dsn` (RET/ENVID, then `<rcpt>` NOTIFY/ORCPT each,
-//!   in wire form) and the `D:`/`D|` data lines given since the last answer). The content comes
-//!   in `Data` actions before `Deliver`; a `Discard` drops what came so far.
+//! - `S: text` — one expected server line; `[STARTTLS]`, `[DELIVER]`, `[CLOSE]`, `[AUTH NAME]`
+//!   are the actions. Output so far must match the expectations so far before each feed and each
+//!   `@` action.
+//! - `@connect [ADDRESS:PORT]` — a new connection (from `peer`, or the address given) replaces
+//!   the current one, whose deliveries must all have been answered; its greeting follows.
+//! - `@tls VERSION CIPHER [cert=HOST]` (handshake done; with `cert=`, the client presented
+//!   `fixtures/pki/HOST.crt`), `@timeout`, `@authenticated NAME` (the credentials of the pending
+//!   `[AUTH NAME]` are good), `@auth-failed [CODE X.Y.Z text]` (they are not: by default the
+//!   user check's `535 5.7.8 Error: authentication failed`), `@queued ID` /
+//!   `@failed CODE X.Y.Z text` (answer the oldest `Deliver`, first checking `@from <a>`,
+//!   `@rcpt <a> <b>`, `@protocol P`, `@flags 8BITMIME SMTPUTF8|-`, `@size N`, `@dsn` (RET/ENVID,
+//!   then `<rcpt>` NOTIFY/ORCPT each, in wire form), `@user NAME|-` (who authenticated),
+//!   `@connector NAME|-` and `@connector-detail TEXT` (the inbound connector verdict made at
+//!   MAIL FROM) and the `D:`/`D|` data lines given since the last answer). The content comes in
+//!   `Data` actions before `Deliver`; a `Discard` drops what came so far.
 //!
 //! Each script runs fed as written, byte by byte, and in pseudo-random chunks: same transcript.
 
+mod parse;
+
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::policy::LocalPolicy;
+use super::inbound::{ConnectorPolicy, InboundConnectors};
+use super::policy::{LocalPolicy, Policy};
 use super::session::{Action, Session, SessionConfig};
 use super::transaction::Transaction;
-use crate::auth::SenderLogins;
+use crate::mail::Reply;
 use crate::queue::InFlight;
-use crate::smtp::proto::{BareNewline, Reply};
 use crate::tls::TlsFacts;
 
 macro_rules! conversations {
@@ -70,6 +86,12 @@ conversations!(
     chunking_limits,
     sender_login,
     sender_login_allow,
+    auth_plain,
+    auth_login,
+    connector_require_tls,
+    connector_client_certificate,
+    connector_network,
+    auth_and_connector,
 );
 
 /// What the delivered transaction must look like (unset fields are not checked).
@@ -82,14 +104,21 @@ struct Expect {
     size: Option<usize>,
     dsn: Option<String>,
     data: Option<Vec<u8>>,
+    /// The authenticated user, `-` for none.
+    user: Option<String>,
+    /// The inbound connector's name, `-` for none.
+    connector: Option<String>,
+    connector_detail: Option<String>,
 }
 
 enum Step {
     Feed(Vec<u8>),
     Server(String),
-    Tls(TlsFacts),
+    Connect(Option<SocketAddr>),
+    Tls(Box<TlsFacts>),
     Timeout,
     Authenticated(String),
+    AuthFailed(Reply),
     Answer(Result<String, Reply>, Box<Expect>),
 }
 
@@ -97,8 +126,11 @@ struct Script {
     name: String,
     config: SessionConfig,
     relay_allowed: bool,
-    peer: std::net::SocketAddr,
+    peer: SocketAddr,
     policy: LocalPolicy,
+    /// `[[connector.inbound]]` tables from `! connector` lines, and what they give.
+    connectors: Vec<String>,
+    inbound: Option<Arc<InboundConnectors>>,
     in_flight: Option<u64>,
     /// Steps with the fixture line number they came from.
     steps: Vec<(usize, Step)>,
@@ -112,7 +144,7 @@ enum Mode {
 }
 
 fn run_fixture(name: &str) {
-    let script = parse_script(name);
+    let script = parse::parse_script(name);
     let whole = run(&script, Mode::Whole);
     for mode in [
         Mode::Bytes,
@@ -128,195 +160,29 @@ fn run_fixture(name: &str) {
     }
 }
 
-fn parse_script(name: &str) -> Script {
-    let path = format!(
-        "{}/fixtures/conversations/{name}.txt",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let mut script = Script {
-        name: name.to_string(),
-        config: SessionConfig {
-            hostname: "mx.contoso.test".into(),
-            ..SessionConfig::default()
-        },
-        relay_allowed: false,
-        peer: ([192, 0, 2, 10], 41000).into(),
-        policy: LocalPolicy::new(["contoso.test"], ["alice@contoso.test", "bob@contoso.test"]),
-        in_flight: None,
-        steps: Vec::new(),
-    };
-    let mut expect = Expect::default();
-    let mut feeding = false;
-    for (index, line) in text.lines().enumerate() {
-        let n = index + 1;
-        let fail = |why: &str| -> ! { panic!("{path}:{n}: {why}: {line:?}") };
-        let client = line.strip_prefix("C:").map(|t| (t, true));
-        if let Some((rest, crlf)) = client.or_else(|| line.strip_prefix("C|").map(|t| (t, false))) {
-            let mut bytes = unescape(rest.strip_prefix(' ').unwrap_or(rest));
-            if crlf {
-                bytes.extend_from_slice(b"\r\n");
-            }
-            match script.steps.last_mut() {
-                Some((_, Step::Feed(pending))) if feeding => pending.extend(bytes),
-                _ => script.steps.push((n, Step::Feed(bytes))),
-            }
-            feeding = true;
-            continue;
-        }
-        feeding = false;
-        let (head, arg) = line.split_once(' ').unwrap_or((line, ""));
-        let words = || {
-            arg.split_whitespace()
-                .map(|w| w.trim_matches(['<', '>']).to_string())
-        };
-        match head {
-            "" => {}
-            _ if head.starts_with('#') => {}
-            "S:" => script.steps.push((n, Step::Server(arg.to_string()))),
-            "D:" | "D|" => {
-                let data = expect.data.get_or_insert_with(Vec::new);
-                data.extend(unescape(arg));
-                if head == "D:" {
-                    data.extend_from_slice(b"\r\n");
-                }
-            }
-            "!" => set(&mut script, arg).unwrap_or_else(|| fail("bad setting")),
-            "@tls" => {
-                let (version, cipher) = arg.split_once(' ').unwrap_or_else(|| fail("@tls V C"));
-                let facts = TlsFacts::new(version, cipher);
-                script.steps.push((n, Step::Tls(facts)));
-            }
-            "@timeout" => script.steps.push((n, Step::Timeout)),
-            "@authenticated" => script.steps.push((n, Step::Authenticated(arg.to_string()))),
-            "@from" => {
-                let path = arg
-                    .trim()
-                    .strip_prefix('<')
-                    .and_then(|a| a.strip_suffix('>'));
-                expect.from = Some(path.unwrap_or_else(|| fail("@from <address>")).to_string());
-            }
-            "@rcpt" => expect.rcpt = Some(words().collect()),
-            "@protocol" => expect.protocol = Some(arg.to_string()),
-            "@flags" => expect.flags = Some(words().filter(|w| w != "-").collect()),
-            "@dsn" => expect.dsn = Some(arg.to_string()),
-            "@size" => expect.size = Some(arg.parse().unwrap_or_else(|_| fail("@size N"))),
-            "@queued" | "@failed" => {
-                let result = if head == "@queued" {
-                    Ok(arg.to_string())
-                } else {
-                    Err(parse_reply(arg).unwrap_or_else(|| fail("@failed CODE X.Y.Z text")))
-                };
-                let expect = Box::new(std::mem::take(&mut expect));
-                script.steps.push((n, Step::Answer(result, expect)));
-            }
-            _ => fail("unknown directive"),
-        }
-    }
-    script
-}
-
-fn set(script: &mut Script, arg: &str) -> Option<()> {
-    let (key, value) = arg.split_once('=')?;
-    let value = value.trim();
-    let list = || value.split(',').map(str::trim).filter(|s| !s.is_empty());
-    match key.trim() {
-        "hostname" => script.config.hostname = value.to_string(),
-        "relay_allowed" => script.relay_allowed = value.parse().ok()?,
-        "starttls_available" => script.config.starttls_available = value.parse().ok()?,
-        "max_message_size" => script.config.max_message_size = value.parse().ok()?,
-        "max_recipients" => script.config.max_recipients = value.parse().ok()?,
-        "bare_newline" => {
-            script.config.bare_newline = match value {
-                "reject" => BareNewline::Reject,
-                "normalize" => BareNewline::Normalize,
-                _ => return None,
-            }
-        }
-        "local_domains" => {
-            script.policy = LocalPolicy::new(list(), script.policy.mailboxes.clone())
-        }
-        "mailboxes" => script.policy.mailboxes = LocalPolicy::new(list(), list()).mailboxes,
-        "peer" => script.peer = value.parse().ok()?,
-        "in_flight" => script.in_flight = Some(value.parse().ok()?),
-        "auth" => script.config.auth = value.parse().ok()?,
-        "user" => {
-            let (name, addresses) = value.split_once(':')?;
-            let SenderLogins::Owned(owners) = &mut script.policy.senders else {
-                return None;
-            };
-            owners.insert(
-                name.trim().to_string(),
-                addresses.split(',').map(|a| a.trim().to_string()).collect(),
-            );
-        }
-        "sender_login_mismatch" => {
-            if value != "allow" {
-                return None;
-            }
-            script.policy.senders = SenderLogins::Any;
-        }
-        _ => return None,
-    }
-    Some(())
-}
-
-fn parse_reply(text: &str) -> Option<Reply> {
-    let (code, rest) = text.split_once(' ')?;
-    let (enhanced, text) = rest.split_once(' ')?;
-    let parts: Vec<u16> = enhanced
-        .split('.')
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
-    Some(Reply::new(code.parse().ok()?, parts.try_into().ok()?, text))
-}
-
-/// `\r \n \t \\ \xHH` and `\{N}c` (the character `c`, N times).
-fn unescape(text: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
-            continue;
-        }
-        match chars.next() {
-            Some('r') => out.push(b'\r'),
-            Some('n') => out.push(b'\n'),
-            Some('t') => out.push(b'\t'),
-            Some('\\') => out.push(b'\\'),
-            Some('x') => {
-                let hex: String = chars.by_ref().take(2).collect();
-                out.push(u8::from_str_radix(&hex, 16).unwrap_or_else(|_| panic!("bad \\x{hex}")));
-            }
-            Some('{') => {
-                let count: String = chars.by_ref().take_while(|&c| c != '}').collect();
-                let count: usize = count
-                    .parse()
-                    .unwrap_or_else(|_| panic!("bad \\{{{count}}}"));
-                let what = chars
-                    .next()
-                    .unwrap_or_else(|| panic!("\\{{N}} needs a character"));
-                out.extend(what.to_string().repeat(count).into_bytes());
-            }
-            other => panic!("unknown escape \\{other:?} in {text:?}"),
-        }
-    }
-    out
-}
-
 /// Runs the script in one feeding mode and returns the whole transcript.
 fn run(script: &Script, mode: Mode) -> Vec<String> {
     let budget = script.in_flight.map(InFlight::new);
-    let mut session = Session::new(
-        Arc::new(script.config.clone()),
-        Arc::new(script.policy.clone()),
-        script.peer,
-        script.relay_allowed,
-    );
-    if let Some(budget) = &budget {
-        session = session.with_in_flight(budget.clone());
-    }
+    let policy: Arc<dyn Policy> = match &script.inbound {
+        Some(inbound) => Arc::new(ConnectorPolicy {
+            local: script.policy.clone(),
+            inbound: inbound.clone(),
+        }),
+        None => Arc::new(script.policy.clone()),
+    };
+    let connect = |peer: SocketAddr| {
+        let session = Session::new(
+            Arc::new(script.config.clone()),
+            policy.clone(),
+            peer,
+            script.relay_allowed,
+        );
+        match &budget {
+            Some(budget) => session.with_in_flight(budget.clone()),
+            None => session,
+        }
+    };
+    let mut session = connect(script.peer);
     let mut delivered = Sink::default();
     let mut actual = transcript(session.greeting(), &mut delivered);
     let mut expected = Vec::new();
@@ -336,15 +202,26 @@ fn run(script: &Script, mode: Mode) -> Vec<String> {
                     actual.extend(transcript(session.feed(chunk), &mut delivered));
                 }
             }
+            Step::Connect(peer) => {
+                assert!(
+                    delivered.delivered.is_empty(),
+                    "{at}: a delivery of the previous connection was not answered"
+                );
+                session = connect(peer.unwrap_or(script.peer));
+                delivered.content.clear();
+                actual.extend(transcript(session.greeting(), &mut delivered));
+            }
             Step::Tls(facts) => {
-                actual.extend(transcript(
-                    session.tls_established(facts.clone()),
-                    &mut delivered,
-                ));
+                let facts = TlsFacts::clone(facts);
+                actual.extend(transcript(session.tls_established(facts), &mut delivered));
             }
             Step::Timeout => actual.extend(transcript(session.timeout(), &mut delivered)),
             Step::Authenticated(user) => {
                 let actions = session.auth_result(Ok(user.clone()));
+                actual.extend(transcript(actions, &mut delivered));
+            }
+            Step::AuthFailed(reply) => {
+                let actions = session.auth_result(Err(reply.clone()));
                 actual.extend(transcript(actions, &mut delivered));
             }
             Step::Answer(result, expect) => {
@@ -512,6 +389,23 @@ fn check_transaction(tx: &Transaction, data: &[u8], expect: &Expect, at: &str) {
     }
     check("dsn", expect.dsn.clone(), dsn.trim_start().to_string());
     check("data", expect.data.as_deref().map(show), show(data));
+    let or_none = |v: Option<&str>| v.unwrap_or("-").to_string();
+    check(
+        "user",
+        expect.user.clone(),
+        or_none(tx.authenticated.as_deref()),
+    );
+    let inbound = tx.inbound.as_ref();
+    check(
+        "connector",
+        expect.connector.clone(),
+        or_none(inbound.map(|v| v.connector.as_str())),
+    );
+    check(
+        "connector detail",
+        expect.connector_detail.clone(),
+        or_none(inbound.map(|v| v.detail.as_str())),
+    );
     assert!(
         diffs.is_empty(),
         "{at}: delivered transaction differs\n{}",
