@@ -13,7 +13,7 @@ fn config(dir: &Path) -> Config {
     let keys = dir.join("keys");
     std::fs::create_dir_all(&keys).expect("keys dir");
     for k in ["a", "b", "availability"] {
-        sealpost::store::keyfile::generate_key_file(&keys.join(format!("{k}.key"))).expect("key");
+        sealpost::crypto::keyfile::generate_key_file(&keys.join(format!("{k}.key"))).expect("key");
     }
     let text = r#"
 [server]

@@ -14,13 +14,13 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::config::Config;
+use crate::crypto::keyfile::ServiceKey;
 use crate::live::Live;
 use crate::queue::retransmit::Retransmissions;
 use crate::queue::runner::Runner;
 use crate::queue::{Spool, SystemClock};
 use crate::smtp::server::limits::ConnectionLimits;
 use crate::smtp::server::listener::{serve, ShutdownPhase};
-use crate::store::keyfile::ServiceKey;
 use crate::store::MailStore;
 use crate::telemetry::Telemetry;
 use build::Shared;

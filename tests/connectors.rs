@@ -124,7 +124,7 @@ async fn certificate_problems_defer_each_with_its_own_reason() {
     let fport = free_port();
     let (fab, _) = fabrikam(dir.path(), fport, "").await;
     let other_ca = dir.path().join("other-pki");
-    sealpost::tls::pki::generate(&other_ca, &[]).unwrap();
+    sealpost::crypto::pki::generate(&other_ca, &[]).unwrap();
     let cases = [
         (
             "verify-name",

@@ -185,7 +185,7 @@ fn rotations_and_moves_keep_every_message_and_rewrite_no_blob() {
     check("policy rotate", &f.config());
 
     let new_root = f.key("p1-a2.key");
-    sealpost::store::keyfile::generate_key_file(&new_root).unwrap();
+    sealpost::crypto::keyfile::generate_key_file(&new_root).unwrap();
     ops::rotate_root(&store, "p1", &f.key("p1-a.key"), &new_root).unwrap();
     f.write_config("keys/p1-a2.key", "none");
     std::fs::remove_file(f.key("p1-a.key")).unwrap();
@@ -293,7 +293,7 @@ fn availability_key_only_when_both_root_keys_are_unavailable() {
     assert!(line.contains("both root keys unavailable"), "{line}");
 
     // A wrong key where a root key should be is an integrity alarm: no fallback.
-    sealpost::store::keyfile::generate_key_file(&f.key("p1-a.key")).unwrap();
+    sealpost::crypto::keyfile::generate_key_file(&f.key("p1-a.key")).unwrap();
     let store = open();
     let e = store.read(ALICE, &id).unwrap_err();
     let text = e.to_string();

@@ -24,7 +24,7 @@ fn keys_root_new_writes_a_0600_key_file_and_refuses_to_overwrite() {
     assert!(text.contains("key id"), "{text}");
     let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    assert!(sealpost::store::keyfile::read_key_file(&out).is_ok());
+    assert!(sealpost::crypto::keyfile::read_key_file(&out).is_ok());
     let (code, _, err) = sealpost(&["store", "keys", "root-new", "--out", p]);
     assert_ne!(code, 0, "{err}");
 }

@@ -393,8 +393,8 @@ Content-Type: application/vnd.sealpost.rms; name=message.sealed\r\n\r\nx\r\n--b-
     }
 
     use super::*;
+    use crate::crypto::keyfile::ServiceKey;
     use crate::smtp::server::Protocol;
-    use crate::store::keyfile::ServiceKey;
     use crate::tls::TlsFacts;
 
     fn tx(tls: bool, rcpts: &[&str]) -> Transaction {

@@ -116,7 +116,7 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
         KeysCommand::Root {
             command: RootCommand::New { out },
         } => {
-            let id = crate::store::keyfile::generate_key_file(&out)
+            let id = crate::crypto::keyfile::generate_key_file(&out)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
             outln!("wrote {} (key id {id}, mode 0600)", out.display());
             Ok(ExitCode::SUCCESS)
@@ -132,7 +132,7 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
         }
         KeysCommand::Pki { out, hosts } => {
             let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
-            crate::tls::pki::generate(&out, &hosts)?;
+            crate::crypto::pki::generate(&out, &hosts)?;
             outln!(
                 "wrote ca.crt, ca.key and certificates for {} into {}",
                 hosts.join(", "),

@@ -333,7 +333,7 @@ pub fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
         StoreCommand::Keys {
             command: KeysCommand::RootNew { out },
         } => {
-            let id = crate::store::keyfile::generate_key_file(&out)
+            let id = crate::crypto::keyfile::generate_key_file(&out)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
             outln!("wrote {} (key id {id}, mode 0600)", out.display());
         }

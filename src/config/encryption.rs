@@ -249,7 +249,7 @@ fn check_key_file(path: &Path, value: &str, data_dir: &Path) -> Result<String, S
             ));
         }
     }
-    let key = crate::store::keyfile::read_key_file(path).map_err(|e| format!("{value}: {e}"))?;
+    let key = crate::crypto::keyfile::read_key_file(path).map_err(|e| format!("{value}: {e}"))?;
     Ok(key.id())
 }
 

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use crate::tls::TlsMinVersion;
 pub use crate::units::parse_duration;
 pub use connectors::{DomainPattern, InboundConnector, OutboundConnector};
 pub use encryption::{EncryptionPolicy, PolicyRef, StoreSettings};
@@ -77,12 +78,6 @@ pub struct TlsFiles {
     pub certificate: PathBuf,
     pub private_key: PathBuf,
     pub min_version: TlsMinVersion,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum TlsMinVersion {
-    Tls12,
-    Tls13,
 }
 
 /// Where a static route sends a domain's mail: a host (name or IP) and a port.

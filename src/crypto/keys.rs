@@ -13,6 +13,9 @@ use zeroize::Zeroizing;
 
 use super::smime::{DecryptError, RecipientCert};
 
+/// The smallest RSA key we load or accept, for TLS and message cryptography alike.
+pub const MIN_RSA_BITS: usize = 2048;
+
 pub use super::smime_pki::generate_smime;
 
 /// An RSA private key to decrypt with, and the certificate that names it (if known).

@@ -160,7 +160,7 @@ pub fn load_ca(ca_cert: &Path, ca_key: &Path) -> Result<Issuer<'static, KeyPair>
 }
 
 fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SmimePkiError> {
-    crate::tls::pki::write_file(path, bytes, mode).map_err(|e| io_err(path, e))
+    crate::crypto::pki::write_file(path, bytes, mode).map_err(|e| io_err(path, e))
 }
 
 #[cfg(test)]
@@ -173,7 +173,7 @@ mod tests {
     #[test]
     fn issued_certificates_are_usable_smime_certificates() {
         let dir = tempfile::tempdir().unwrap();
-        crate::tls::pki::generate(dir.path(), &[]).unwrap();
+        crate::crypto::pki::generate(dir.path(), &[]).unwrap();
         let out = dir.path().join("smime");
         generate_smime(
             &out,
@@ -202,7 +202,7 @@ mod tests {
     #[test]
     fn a_key_that_is_not_the_cas_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        crate::tls::pki::generate(dir.path(), &["h.test"]).unwrap();
+        crate::crypto::pki::generate(dir.path(), &["h.test"]).unwrap();
         let e = load_ca(&dir.path().join("ca.crt"), &dir.path().join("h.test.key"));
         assert!(matches!(e, Err(SmimePkiError::Ca { .. })));
     }

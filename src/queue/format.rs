@@ -38,8 +38,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::envelope::{Envelope, ENVELOPE_VERSION};
-use crate::store::crypto::{self, CryptoError, WRAPPED_LEN};
-use crate::store::keyfile::ServiceKey;
+use crate::crypto::keyfile::ServiceKey;
+use crate::crypto::sealing::{self, CryptoError, WRAPPED_LEN};
 pub use encode::{encode, encode_parts_to, encode_to, Part, StreamPart};
 
 /// The first line of every encrypted queue file (format version 2).
@@ -220,7 +220,7 @@ fn open(
     let content = service
         .unwrap(&line.wrapped)
         .map_err(|_| FormatError::KeyUnwrap)?;
-    crypto::open_chunks(&content, &seal_context(&envelope.id, json), sealed)
+    sealing::open_chunks(&content, &seal_context(&envelope.id, json), sealed)
         .map_err(FormatError::Decrypt)
 }
 
@@ -265,7 +265,7 @@ pub fn read_header<R: BufRead>(mut reader: R, file_len: u64) -> Result<Header, H
     let (message_len, version) = match layout.key {
         None => (layout.stored_len, 1),
         Some(_) => (
-            crypto::opened_len(layout.stored_len)
+            sealing::opened_len(layout.stored_len)
                 .ok_or(FormatError::BadLength { field: "message" })?,
             2,
         ),

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use super::{QueueError, Spool};
-use crate::store::keyfile::ServiceKey;
+use crate::crypto::keyfile::ServiceKey;
 
 /// How long a fingerprint is remembered after the message was accepted.
 pub const WINDOW: i64 = 24 * 3600;

@@ -31,8 +31,8 @@ use serde::{Deserialize, Serialize};
 use super::envelope::Envelope;
 use super::error::QueueError;
 use super::format::{self, FormatError, HeaderError, Part};
+use crate::crypto::keyfile::ServiceKey;
 use crate::mail::is_valid_queue_id;
-use crate::store::keyfile::ServiceKey;
 
 const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;

@@ -7,7 +7,7 @@
 //! A *legacy* wrap is the plain 40-byte AES-KW that sealpost wrote before messages were bound to
 //! their mailbox; it is accepted only where the caller says legacy wraps still are.
 
-use super::crypto::{CryptoError, SecretKey, WRAPPED_LEN};
+use crate::crypto::sealing::{CryptoError, SecretKey, WRAPPED_LEN};
 
 /// The first byte of a bound wrap.
 const BOUND: u8 = 2;

@@ -14,12 +14,12 @@ use serde::{Deserialize, Serialize};
 use super::audit::AuditLog;
 use super::binding::{self, BindError, Binding};
 use super::blobs::{self, BlobKind, Blobs, HEADER_LEN};
-use super::crypto::{open_chunks, seal_chunks, sealed_len, SecretKey};
 use super::index::{self, MailboxKeyRow, MessageRow};
 use super::keyring::Keyring;
 use super::rebind::{self, Rebinding};
 use super::{summarize, MailStore, MessageSummary, StoreError};
 use crate::config::{Config, PolicyRef};
+use crate::crypto::sealing::{open_chunks, seal_chunks, sealed_len, SecretKey};
 
 /// The summary fields kept in the index (sealed under the mailbox key when encrypted).
 #[derive(Serialize, Deserialize)]

@@ -12,11 +12,11 @@ use rusqlite::Connection;
 
 use super::audit::AuditLog;
 use super::binding::{self, BindError};
-use super::crypto::SecretKey;
 use super::index::{self, MailboxKeyRow, PolicyKeyRow, WrapRow};
-use super::keyfile::{read_key_file, KeyFileError};
 use super::StoreError;
 use crate::config::EncryptionPolicy;
+use crate::crypto::keyfile::{read_key_file, KeyFileError};
+use crate::crypto::sealing::SecretKey;
 
 pub struct Keyring {
     policies: BTreeMap<String, EncryptionPolicy>,

@@ -3,10 +3,8 @@
 pub mod audit;
 mod binding;
 pub mod blobs;
-pub mod crypto;
 mod encrypted;
 pub mod index;
-pub mod keyfile;
 mod keyring;
 mod maildir;
 pub mod ops;
@@ -59,8 +57,8 @@ pub enum StoreError {
     Internal(String),
 }
 
-impl From<crypto::CryptoError> for StoreError {
-    fn from(e: crypto::CryptoError) -> Self {
+impl From<crate::crypto::sealing::CryptoError> for StoreError {
+    fn from(e: crate::crypto::sealing::CryptoError) -> Self {
         StoreError::Internal(e.to_string())
     }
 }

@@ -6,12 +6,12 @@ use std::path::Path;
 
 use super::audit::AuditReport;
 use super::binding;
-use super::crypto::SecretKey;
 use super::encrypted::EncryptedStore;
 use super::index::{self, MailboxKeyRow};
-use super::keyfile::read_key_file;
 use super::{write_maildir_message, MailStore, StoreError};
 use crate::config::PolicyRef;
+use crate::crypto::keyfile::read_key_file;
+use crate::crypto::sealing::SecretKey;
 
 /// Progress of a long operation (the CLI draws a bar; tests pass `NoProgress`).
 pub trait Progress {

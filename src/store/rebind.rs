@@ -12,10 +12,10 @@ use std::path::Path;
 use rusqlite::{params, Connection, TransactionBehavior};
 
 use super::binding::{self, Binding};
-use super::crypto::{SecretKey, WRAPPED_LEN};
 use super::encrypted::EncryptedStore;
 use super::index::{self, MailboxKeyRow, MessageRow};
 use super::StoreError;
+use crate::crypto::sealing::{SecretKey, WRAPPED_LEN};
 
 /// The marker's file name in the keystore directory, and its contents.
 const MARKER: &str = "store-bindings";

@@ -37,7 +37,6 @@ pub mod fingerprint;
 pub mod inspect;
 mod opportunistic;
 mod peer;
-pub mod pki;
 pub mod policy;
 
 use std::path::{Path, PathBuf};
@@ -49,10 +48,14 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 
-use crate::config::TlsMinVersion;
+pub use crate::crypto::keys::MIN_RSA_BITS;
 
-/// The smallest RSA key we load or accept.
-pub const MIN_RSA_BITS: usize = 2048;
+/// The lowest TLS version a listener or connector accepts (`min_tls_version`): 1.2 or 1.3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsMinVersion {
+    Tls12,
+    Tls13,
+}
 
 /// What a TLS session negotiated, as written in Received headers and logs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -330,6 +333,35 @@ pub fn connector_client_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn generated_pki_loads_and_keys_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::crypto::pki::generate(dir.path(), &["mx.one.test"]).unwrap();
+        let key = load_certified_key(
+            &dir.path().join("mx.one.test.crt"),
+            &dir.path().join("mx.one.test.key"),
+        )
+        .unwrap();
+        assert_eq!(key.chain.len(), 1);
+        let mode = std::fs::metadata(dir.path().join("mx.one.test.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let mode = std::fs::metadata(dir.path().join("ca.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A certificate paired with another host's key is refused.
+        let e = load_certified_key(
+            &dir.path().join("ca.crt"),
+            &dir.path().join("mx.one.test.key"),
+        );
+        assert!(e.is_err());
+    }
 
     #[test]
     fn tls13_suite_names_are_iana_names() {

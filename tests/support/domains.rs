@@ -128,7 +128,7 @@ impl DomainSpec {
             for k in ["a", "b", "availability"] {
                 let f = keys.join(format!("{k}.key"));
                 if !f.exists() {
-                    sealpost::store::keyfile::generate_key_file(&f).expect("root key");
+                    sealpost::crypto::keyfile::generate_key_file(&f).expect("root key");
                 }
                 files.push(f.display().to_string());
             }

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use sealpost::config::Config;
-use sealpost::store::crypto::{self, SecretKey};
+use sealpost::crypto::keyfile::read_key_file;
+use sealpost::crypto::sealing::{self, SecretKey};
 use sealpost::store::index::{self, MessageRow, WrapRow};
-use sealpost::store::keyfile::read_key_file;
 use sealpost::store::{EncryptedStore, MailStore};
 use sha2::{Digest, Sha256};
 
@@ -32,7 +32,7 @@ impl StoreFixture {
         std::fs::create_dir_all(&keys).expect("keys dir");
         for p in ["p1", "p2"] {
             for k in ["a", "b", "availability"] {
-                sealpost::store::keyfile::generate_key_file(&keys.join(format!("{p}-{k}.key")))
+                sealpost::crypto::keyfile::generate_key_file(&keys.join(format!("{p}-{k}.key")))
                     .expect("key file");
             }
         }
@@ -261,7 +261,7 @@ impl LegacyWriter {
         let id = sealpost::queue::new_queue_id();
         let content = SecretKey::generate().expect("key");
         let mut framed = b"SPB1\x01".to_vec();
-        crypto::seal_chunks(&content, id.as_bytes(), message, &mut framed).expect("seal");
+        sealing::seal_chunks(&content, id.as_bytes(), message, &mut framed).expect("seal");
         let blob = sealpost::store::blobs::Blobs::new_name().expect("name");
         self.blobs.write(&blob, &framed).expect("blob");
         let s = sealpost::store::summarize(&id, message);

@@ -296,7 +296,7 @@ pub fn generate_tenant_key(dir: &Path, bits: usize, now: SystemTime) -> Result<S
     ));
     std::fs::create_dir_all(dir).map_err(|e| key_err(dir, e))?;
     let path = dir.join(format!("{}.pem", key.id_hex()));
-    crate::tls::pki::write_file(&path, text.as_bytes(), 0o600).map_err(|e| key_err(&path, e))?;
+    crate::crypto::pki::write_file(&path, text.as_bytes(), 0o600).map_err(|e| key_err(&path, e))?;
     if read_active(dir)?.is_none() {
         activate_tenant_key(dir, &key.id_hex())?;
     }
@@ -328,7 +328,7 @@ pub fn activate_tenant_key(dir: &Path, id: &str) -> Result<String, RmsError> {
     let full = key.id_hex();
     let tmp = dir.join(format!(".{ACTIVE_FILE}.{}.tmp", std::process::id()));
     let active = dir.join(ACTIVE_FILE);
-    crate::tls::pki::write_file(&tmp, format!("{full}\n").as_bytes(), 0o644)
+    crate::crypto::pki::write_file(&tmp, format!("{full}\n").as_bytes(), 0o644)
         .and_then(|_| std::fs::rename(&tmp, &active))
         .map_err(|e| {
             let _ = std::fs::remove_file(&tmp);

@@ -15,7 +15,7 @@ use x509_cert::Certificate;
 
 use super::alg::RSA_ENCRYPTION;
 use super::SmimeError;
-use crate::tls::MIN_RSA_BITS;
+use crate::crypto::keys::MIN_RSA_BITS;
 
 const EMAIL_ADDRESS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.1");
 const EMAIL_PROTECTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.4");

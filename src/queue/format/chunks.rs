@@ -1,4 +1,4 @@
-//! Streaming AES-256-GCM chunks, byte for byte the format of [`crypto::seal_chunks`]: sealed as
+//! Streaming AES-256-GCM chunks, byte for byte the format of [`sealing::seal_chunks`]: sealed as
 //! the bytes arrive and opened one chunk at a time, so a message is never whole in memory.
 //!
 //! A chunk is sealed only once it is known whether it is the last one (its AAD carries that
@@ -8,7 +8,7 @@ use std::io::{self, Read, Write};
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, UnboundKey, AES_256_GCM};
 
-use crate::store::crypto::{
+use crate::crypto::sealing::{
     self, chunk_aad, chunk_nonce, CryptoError, SecretKey, CHUNK_SIZE, TAG_LEN,
 };
 
@@ -37,7 +37,7 @@ fn aead(key: &SecretKey) -> Result<LessSafeKey, CryptoError> {
         .map_err(|_| CryptoError::Internal)
 }
 
-/// The sealed length of `len` bytes of plaintext (see [`crypto::sealed_len`]).
+/// The sealed length of `len` bytes of plaintext (see [`sealing::sealed_len`]).
 pub fn sealed_len(len: u64) -> u64 {
     let chunks = len.div_ceil(CHUNK_SIZE as u64).max(1);
     len.saturating_add(chunks * TAG_LEN as u64)
@@ -97,7 +97,7 @@ impl ChunkOpener {
         context: &[u8],
         sealed_len: u64,
     ) -> Result<ChunkOpener, CryptoError> {
-        crypto::opened_len(sealed_len).ok_or(CryptoError::Malformed)?;
+        sealing::opened_len(sealed_len).ok_or(CryptoError::Malformed)?;
         Ok(ChunkOpener {
             aead: aead(key)?,
             context: context.to_vec(),
@@ -173,7 +173,7 @@ mod tests {
         ] {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
             let mut whole = Vec::new();
-            crypto::seal_chunks(&key, b"ctx", &data, &mut whole).unwrap();
+            sealing::seal_chunks(&key, b"ctx", &data, &mut whole).unwrap();
             for piece in [1000, 4096, CHUNK_SIZE, 100_000] {
                 assert_eq!(
                     stream_seal(&key, &data, piece),

@@ -8,9 +8,9 @@ use sha2::{Digest, Sha256};
 
 use super::chunks::{sealed_len, ChunkSealer};
 use super::{MAGIC, MAGIC_V1};
+use crate::crypto::keyfile::ServiceKey;
+use crate::crypto::sealing::SecretKey;
 use crate::queue::envelope::Envelope;
-use crate::store::crypto::SecretKey;
-use crate::store::keyfile::ServiceKey;
 
 /// Content read piece by piece rather than held in memory.
 pub trait StreamPart {

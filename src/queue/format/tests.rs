@@ -204,7 +204,7 @@ fn encrypted_round_trip_keeps_envelope_in_clear_and_message_sealed() {
 #[test]
 fn encrypted_sizes_round_trip_across_chunk_boundaries() {
     let key = service();
-    for len in [0, 1, crypto::CHUNK_SIZE, crypto::CHUNK_SIZE + 1, 200_000] {
+    for len in [0, 1, sealing::CHUNK_SIZE, sealing::CHUNK_SIZE + 1, 200_000] {
         let message: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
         let bytes = encode(&envelope(), &message, Some(&key)).unwrap();
         let header = read_header(bytes.as_slice(), bytes.len() as u64).unwrap();

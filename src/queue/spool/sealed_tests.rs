@@ -3,8 +3,8 @@
 
 use super::tests::service_key;
 use super::*;
+use crate::crypto::sealing::CryptoError;
 use crate::mail::id::new_queue_id;
-use crate::store::crypto::CryptoError;
 use sha2::{Digest, Sha256};
 
 const MARKER: &[u8] = b"QENC-MARKER-41c9";

@@ -9,11 +9,11 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use super::{Spool, FILE_MODE};
+use crate::crypto::sealing::{SecretKey, CHUNK_SIZE};
 use crate::queue::error::QueueError;
 use crate::queue::format::chunks::{sealed_len, ChunkOpener, ChunkSealer, STRIDE};
 use crate::queue::format::StreamPart;
 use crate::queue::retransmit::Fingerprinter;
-use crate::store::crypto::{SecretKey, CHUNK_SIZE};
 
 /// The longest header section kept in memory while a message arrives (Postfix's
 /// `header_size_limit` is 100 KiB). Past it the cleanup stage reads the whole message.

@@ -8,7 +8,7 @@ fn config(dir: &Path, plain_policy: &str) -> Config {
     for k in ["a", "b", "c"] {
         let f = keys.join(format!("{k}.key"));
         if !f.exists() {
-            crate::store::keyfile::generate_key_file(&f).unwrap();
+            crate::crypto::keyfile::generate_key_file(&f).unwrap();
         }
     }
     let text = format!(

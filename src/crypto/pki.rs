@@ -98,37 +98,3 @@ pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Resul
         .open(path)?;
     f.write_all(bytes).and_then(|_| f.sync_all())
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn generated_pki_loads_and_keys_are_private() {
-        let dir = tempfile::tempdir().unwrap();
-        generate(dir.path(), &["mx.one.test"]).unwrap();
-        let key = crate::tls::load_certified_key(
-            &dir.path().join("mx.one.test.crt"),
-            &dir.path().join("mx.one.test.key"),
-        )
-        .unwrap();
-        assert_eq!(key.chain.len(), 1);
-        let mode = std::fs::metadata(dir.path().join("mx.one.test.key"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let mode = std::fs::metadata(dir.path().join("ca.key"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-        // A certificate paired with another host's key is refused.
-        let e = crate::tls::load_certified_key(
-            &dir.path().join("ca.crt"),
-            &dir.path().join("mx.one.test.key"),
-        );
-        assert!(e.is_err());
-    }
-}

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use super::crypto::{CryptoError, SecretKey};
+use super::sealing::{CryptoError, SecretKey};
 
 /// The first line of every key file.
 pub const KEY_FILE_HEADER: &str = "sealpost-key-v1";
