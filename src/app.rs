@@ -15,9 +15,9 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::crypto::keyfile::ServiceKey;
+use crate::delivery::runner::Runner;
 use crate::live::Live;
 use crate::queue::retransmit::Retransmissions;
-use crate::queue::runner::Runner;
 use crate::queue::{Spool, SystemClock};
 use crate::smtp::server::limits::ConnectionLimits;
 use crate::smtp::server::listener::{serve, ShutdownPhase};

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use super::build::{build, Shared};
 use crate::config::Config;
+use crate::delivery::runner::Runner;
 use crate::live::Live;
-use crate::queue::runner::Runner;
 use crate::smtp::server::listener::ServerContext;
 use crate::store::MailStore;
 

@@ -18,7 +18,7 @@ use crate::queue::retransmit::Retransmissions;
 use crate::queue::{new_queue_id, Envelope, QueueError, Spool, Staged, Staging};
 use crate::rules::{evaluate, MessageFacts, RuleSet};
 use crate::smtp::server::inbound::InboundVerdict;
-use crate::smtp::server::Transaction;
+use crate::smtp::server::{Receiver, Transaction};
 use crate::telemetry::trace::{message_id_hash, TraceTls};
 use crate::telemetry::{Telemetry, TraceEvent};
 use apply::{apply, Content, Protectors, Rms, Smime};
@@ -267,6 +267,16 @@ impl Cleanup {
         }
         self.wake.notify_one();
         Ok(ids)
+    }
+}
+
+impl Receiver for Cleanup {
+    fn stage(&self) -> Result<Staging, QueueError> {
+        Cleanup::stage(self)
+    }
+
+    fn enqueue(&self, tx: &Transaction, staged: Staged) -> Result<String, Reply> {
+        Cleanup::enqueue(self, tx, staged)
     }
 }
 

@@ -6,6 +6,7 @@ mod encryption;
 mod file;
 mod limits;
 mod operations;
+pub mod routing;
 mod rule_needs;
 mod secret_file;
 mod users;

@@ -6,7 +6,6 @@ pub mod error;
 pub mod format;
 pub mod in_flight;
 pub mod retransmit;
-pub mod runner;
 pub mod schedule;
 pub mod spool;
 

@@ -8,7 +8,7 @@ use super::policy::{LocalPolicy, Policy};
 use super::session::SessionFacts;
 pub use super::transaction::InboundVerdict;
 use crate::config::{Config, InboundConnector};
-use crate::delivery::domain_of;
+use crate::mail::domain_of;
 use crate::mail::Reply;
 use crate::tls::policy::{check_client, TrustAnchors};
 use crate::tls::{TlsError, TlsFacts};
@@ -47,7 +47,7 @@ impl InboundConnectors {
         sender: &str,
         tls: Option<&TlsFacts>,
     ) -> Result<Option<InboundVerdict>, Reply> {
-        let domain = domain_of(sender);
+        let domain = domain_of(sender).to_ascii_lowercase();
         let mut verdict = None;
         for (c, anchors) in self.list.iter().filter(|(c, _)| c.matches(client, &domain)) {
             if c.require_tls && tls.is_none() {

@@ -15,8 +15,8 @@ use super::limits::ConnectionLimits;
 use super::policy::Policy;
 use super::receiving::Receiving;
 use super::session::{Action, Session, SessionConfig};
+use super::Receiver;
 use crate::auth::Users;
-use crate::cleanup::Cleanup;
 use crate::live::Live;
 use crate::mail::Reply;
 use crate::queue::InFlight;
@@ -30,7 +30,8 @@ pub struct ServerContext {
     pub policy: Arc<dyn Policy>,
     pub relay_networks: Vec<ipnet::IpNet>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    pub cleanup: Arc<Cleanup>,
+    /// The cleanup stage: rules, then the durable queue write.
+    pub cleanup: Arc<dyn Receiver>,
     /// The longest wait for a command, a TLS handshake or a write to the client.
     pub command_timeout: Duration,
     /// The longest wait for the next chunk of message data in DATA.

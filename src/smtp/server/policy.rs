@@ -257,7 +257,7 @@ mod tests {
     #[test]
     fn open_relay_tricks_are_refused_or_stay_local() {
         use super::super::session::{Action, Session, SessionConfig};
-        use crate::delivery::{route, Route};
+        use crate::config::routing::{route, Route};
         use std::sync::Arc;
 
         let config = config();

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::cleanup::Cleanup;
+use super::Receiver;
 use crate::mail::Reply;
 use crate::queue::{Staged, Staging};
 
@@ -13,7 +13,7 @@ const PIECE: usize = 64 * 1024;
 
 /// The content of the transaction in progress on one connection.
 pub struct Receiving {
-    cleanup: Arc<Cleanup>,
+    cleanup: Arc<dyn Receiver>,
     staging: Option<Staging>,
     buf: Vec<u8>,
     /// A write failed: the rest is dropped and the transaction refused.
@@ -26,7 +26,7 @@ fn write_error() -> Reply {
 }
 
 impl Receiving {
-    pub fn new(cleanup: Arc<Cleanup>) -> Receiving {
+    pub fn new(cleanup: Arc<dyn Receiver>) -> Receiving {
         Receiving {
             cleanup,
             staging: None,

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use super::Runner;
-use crate::queue::{dsn, new_queue_id, Envelope, NoticeAction, Recipient};
+use crate::mail::new_queue_id;
+use crate::queue::{dsn, Envelope, NoticeAction, Recipient};
 use crate::telemetry::TraceEvent;
 
 impl Runner {

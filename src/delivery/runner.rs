@@ -8,14 +8,14 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
-use super::{
+use super::remote::{Outcome, RemoteDelivery};
+use super::{route, route_via, Destination, Route};
+use crate::config::Config;
+use crate::live::Live;
+use crate::queue::{
     after_failure, Clock, Decision, Envelope, InFlight, NoticeAction, RecipientStatus, RetryPolicy,
     Spool,
 };
-use crate::config::Config;
-use crate::delivery::remote::{Outcome, RemoteDelivery};
-use crate::delivery::{route, route_via, Destination, Route};
-use crate::live::Live;
 use crate::store::MailStore;
 use crate::telemetry::metrics::{DeliveryResult, Direction};
 use crate::telemetry::trace::TraceTls;
@@ -36,7 +36,7 @@ pub struct Runner {
     store: Live<dyn MailStore>,
     remote: Live<RemoteDelivery>,
     telemetry: Arc<Telemetry>,
-    retransmissions: Option<Arc<super::retransmit::Retransmissions>>,
+    retransmissions: Option<Arc<crate::queue::retransmit::Retransmissions>>,
     /// A message is read into memory for delivery only once it fits in this budget.
     budget: Arc<InFlight>,
     clock: Arc<dyn Clock>,
@@ -79,8 +79,11 @@ impl Runner {
     }
 
     /// Where the fingerprints of messages that leave the queue are kept (see
-    /// [`super::retransmit`]).
-    pub fn with_retransmissions(mut self, r: Arc<super::retransmit::Retransmissions>) -> Self {
+    /// [`crate::queue::retransmit`]).
+    pub fn with_retransmissions(
+        mut self,
+        r: Arc<crate::queue::retransmit::Retransmissions>,
+    ) -> Self {
         self.retransmissions = Some(r);
         self
     }
