@@ -12,6 +12,7 @@ pub mod delivery;
 pub mod dns;
 pub mod live;
 pub mod mail;
+pub mod net;
 pub mod queue;
 pub mod rules;
 pub mod smtp;

@@ -8,10 +8,10 @@ use std::time::{Duration, SystemTime};
 use clap::Args;
 use serde::Serialize;
 
+use crate::net::Stream;
 use crate::smtp::client::{ClientError, ClientSettings, Connection, TlsMode};
-use crate::smtp::stream::SmtpStream;
 use crate::tls::inspect::{summarize, CertSummary};
-use crate::tls::policy::{check_peer, TlsLevel, TrustAnchors};
+use crate::tls::policy::{check_peer, CertificateFailure, TlsFailure, TlsLevel, TrustAnchors};
 use crate::tls::TlsFacts;
 
 /// Check a server's TLS: STARTTLS, versions, cipher, certificate chain, verification, a grade.
@@ -103,14 +103,12 @@ async fn handshake(
         .map_err(|_| ClientError::Network(format!("connect to {addr}: timed out")))?
         .map_err(|e| ClientError::Network(format!("connect to {addr}: {e}")))?;
     let server_name = rustls_pki_types::ServerName::try_from(name.to_string())
-        .map_err(|_| ClientError::Tls(format!("invalid name {name:?}")))?;
-    let (_, facts) = tokio::time::timeout(
-        timeout,
-        SmtpStream::Plain(tcp).connect_tls(config, server_name),
-    )
-    .await
-    .map_err(|_| ClientError::Tls("handshake timed out".into()))?
-    .map_err(|e| ClientError::Tls(e.to_string()))?;
+        .map_err(|_| ClientError::Tls(CertificateFailure::InvalidName(name.to_string()).into()))?;
+    let (_, facts) =
+        tokio::time::timeout(timeout, Stream::Plain(tcp).connect_tls(config, server_name))
+            .await
+            .map_err(|_| ClientError::Tls(TlsFailure::Timeout))?
+            .map_err(|e| ClientError::Tls(TlsFailure::Handshake(e.to_string())))?;
     Ok(facts)
 }
 

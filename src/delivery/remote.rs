@@ -12,7 +12,8 @@ use crate::mail::dsn::TransactionDsn;
 use crate::mail::Reply;
 use crate::smtp::client::{ClientError, ClientSettings, Connection, TlsMode};
 use crate::tls::policy::{
-    ConnectorVerifier, PeerCheck, PolicyId, PolicyMode, TlsFailure, TlsLevel, TlsPolicy,
+    ConnectorVerifier, PeerCheck, PolicyFailure, PolicyId, PolicyMode, TlsFailure, TlsLevel,
+    TlsPolicy,
 };
 use crate::tls::{TlsError, TlsFacts};
 
@@ -71,7 +72,7 @@ struct Target {
 /// Why a target could not be used.
 enum TargetError {
     /// The TLS policy was not met; nothing but EHLO/STARTTLS was sent.
-    Tls(TlsFailure),
+    Tls(PolicyFailure),
     Client(ClientError),
 }
 
@@ -256,16 +257,11 @@ impl RemoteDelivery {
     fn describe(&self, target: &Target, e: &TargetError) -> String {
         match e {
             TargetError::Tls(f) => {
-                let [a, b, c] = f.enhanced;
+                let [a, b, c] = f.enhanced();
                 tracing::warn!(relay = %target.addr, name = %target.name, reason = %f, "TLS policy not met; nothing sent");
-                let class = if f.reason.contains("STARTTLS") {
-                    "no_starttls"
-                } else {
-                    crate::telemetry::metrics::tls_failure_class(&f.reason)
-                };
                 self.telemetry
                     .metrics
-                    .tls_failure(crate::telemetry::metrics::Direction::Outbound, class);
+                    .tls_failure(crate::telemetry::metrics::Direction::Outbound, &f.failure);
                 format!("451 {a}.{b}.{c} {f} ({} [{}])", target.name, target.addr)
             }
             TargetError::Client(e) => {
@@ -299,12 +295,10 @@ impl RemoteDelivery {
             match Connection::open(target.addr, &target.name, &settings, TlsMode::Required).await {
                 Ok(c) => c,
                 Err(ClientError::NoStartTls) => {
-                    return Err(TargetError::Tls(
-                        policy.failure([4, 7, 4], "peer did not offer STARTTLS"),
-                    ));
+                    return Err(TargetError::Tls(policy.failure(TlsFailure::NoStartTls)));
                 }
                 Err(ClientError::Tls(reason)) => {
-                    return Err(TargetError::Tls(policy.failure([4, 7, 5], reason)))
+                    return Err(TargetError::Tls(policy.failure(reason)))
                 }
                 Err(e) => return Err(TargetError::Client(e)),
             }

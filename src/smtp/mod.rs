@@ -3,4 +3,3 @@
 pub mod client;
 pub mod proto;
 pub mod server;
-pub mod stream;

@@ -210,11 +210,12 @@ impl Metrics {
             .inc();
     }
 
-    pub fn tls_failure(&self, direction: Direction, reason: &str) {
+    /// Counts a failed handshake or unmet TLS policy under the failure's bounded class.
+    pub fn tls_failure(&self, direction: Direction, failure: &crate::tls::policy::TlsFailure) {
         self.tls_failures
             .get_or_create(&vec![
                 ("direction", direction.as_str().to_string()),
-                ("reason", reason.to_string()),
+                ("reason", failure.metric_class().to_string()),
             ])
             .inc();
     }
@@ -281,24 +282,6 @@ fn connector_label(connector: Option<&str>) -> Labels {
     vec![("connector", connector.unwrap_or("none").to_string())]
 }
 
-/// A short, bounded class for a TLS error text (the label must not carry free text).
-pub fn tls_failure_class(error: &str) -> &'static str {
-    let e = error.to_ascii_lowercase();
-    if e.contains("timed out") || e.contains("timeout") {
-        "timeout"
-    } else if e.contains("certificate") || e.contains("unknownissuer") || e.contains("name") {
-        "certificate"
-    } else if e.contains("incompatible") || e.contains("protocol version") || e.contains("cipher") {
-        "incompatible"
-    } else if e.contains("alert") {
-        "alert"
-    } else if e.contains("eof") || e.contains("reset") || e.contains("broken pipe") {
-        "connection_closed"
-    } else {
-        "other"
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,24 +311,5 @@ mod tests {
         assert!(text.ends_with("# EOF\n"));
         m.session_closed();
         assert!(m.render().contains("sealpost_smtp_sessions_active 0"));
-    }
-
-    #[test]
-    fn tls_errors_fall_into_bounded_classes() {
-        assert_eq!(tls_failure_class("TLS handshake timed out"), "timeout");
-        assert_eq!(
-            tls_failure_class("invalid peer certificate: UnknownIssuer"),
-            "certificate"
-        );
-        assert_eq!(
-            tls_failure_class("peer is incompatible: Tls12NotOffered"),
-            "incompatible"
-        );
-        assert_eq!(
-            tls_failure_class("received fatal alert: HandshakeFailure"),
-            "alert"
-        );
-        assert_eq!(tls_failure_class("tls handshake eof"), "connection_closed");
-        assert_eq!(tls_failure_class("something else"), "other");
     }
 }

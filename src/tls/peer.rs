@@ -10,6 +10,7 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
+use super::failure::CertificateFailure;
 use super::fingerprint::Fingerprint;
 use super::policy::{TlsLevel, TrustAnchors};
 use super::MIN_RSA_BITS;
@@ -51,7 +52,11 @@ impl PeerCheck {
     /// The one check of a peer's certificate chain: key strength for Required and above, a pin
     /// for Fingerprint, chain to the anchors for VerifyCa, and one of the names for
     /// VerifyName. Returns what was verified.
-    pub fn verify(&self, chain: &[CertificateDer<'static>], host: &str) -> Result<String, String> {
+    pub fn verify(
+        &self,
+        chain: &[CertificateDer<'static>],
+        host: &str,
+    ) -> Result<String, CertificateFailure> {
         check_chain(self, chain, host)
     }
 }
@@ -63,7 +68,7 @@ pub fn check_peer(
     anchors: Option<&TrustAnchors>,
     chain: &[CertificateDer<'static>],
     host: &str,
-) -> Result<String, String> {
+) -> Result<String, CertificateFailure> {
     let check = PeerCheck {
         level,
         names: names.to_vec(),
@@ -77,26 +82,24 @@ fn check_chain(
     check: &PeerCheck,
     chain: &[CertificateDer<'static>],
     host: &str,
-) -> Result<String, String> {
+) -> Result<String, CertificateFailure> {
     let (level, names) = (check.level, &check.names);
     let Some((end_entity, intermediates)) = chain.split_first() else {
-        return Err("peer presented no certificate".into());
+        return Err(CertificateFailure::Missing);
     };
     let bits = rsa_bits(end_entity)?;
     if let Some(bits) = bits.filter(|&b| b < MIN_RSA_BITS) {
-        return Err(format!(
-            "peer certificate has a {bits}-bit RSA key (minimum {MIN_RSA_BITS})"
-        ));
+        return Err(CertificateFailure::WeakKey { bits });
     }
     if level == TlsLevel::Fingerprint {
         return match check.fingerprints.iter().find(|p| p.matches(end_entity)) {
             Some(pin) => Ok(format!("certificate matches pinned {pin}")),
-            None => Err(format!(
-                "peer certificate matches none of the pinned fingerprints (it is {}, its \
-                 public key {})",
-                Fingerprint::of_certificate(end_entity),
-                Fingerprint::of_public_key(end_entity)?
-            )),
+            None => Err(CertificateFailure::PinMismatch {
+                certificate: Fingerprint::of_certificate(end_entity).to_string(),
+                public_key: Fingerprint::of_public_key(end_entity)
+                    .map_err(CertificateFailure::Malformed)?
+                    .to_string(),
+            }),
         };
     }
     if level < TlsLevel::VerifyCa {
@@ -106,16 +109,16 @@ fn check_chain(
     let verifier =
         WebPkiServerVerifier::builder_with_provider(anchors.roots.clone(), super::provider())
             .build()
-            .map_err(|e| format!("no usable trust anchors: {e}"))?;
+            .map_err(|e| CertificateFailure::NoUsableAnchors(e.to_string()))?;
     let wanted: Vec<String> = if names.is_empty() {
         vec![host.to_string()]
     } else {
         names.to_vec()
     };
-    let mut last = String::new();
+    let mut last = CertificateFailure::Missing;
     for name in &wanted {
         let Ok(server_name) = ServerName::try_from(name.clone()) else {
-            last = format!("invalid name {name:?}");
+            last = CertificateFailure::InvalidName(name.clone());
             continue;
         };
         match verifier.verify_server_cert(
@@ -138,49 +141,26 @@ fn check_chain(
             Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::NotValidForName
                 | rustls::CertificateError::NotValidForNameContext { .. },
-            )) => last = format!("peer certificate does not name {}", wanted.join(" or ")),
+            )) => {
+                last = CertificateFailure::NameMismatch {
+                    wanted: wanted.join(" or "),
+                }
+            }
             // An issuer of the same name but another key shows as a bad signature.
             Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::UnknownIssuer | rustls::CertificateError::BadSignature,
             )) => {
-                return Err(format!(
-                    "peer certificate does not chain to {}",
-                    anchors.label
-                ));
+                return Err(CertificateFailure::Untrusted {
+                    anchors: anchors.label.clone(),
+                });
             }
-            Err(rustls::Error::InvalidCertificate(e)) => return Err(certificate_problem(&e)),
-            Err(e) => return Err(format!("peer certificate rejected: {e}")),
+            Err(rustls::Error::InvalidCertificate(e)) => {
+                return Err(CertificateFailure::from_rustls(&e))
+            }
+            Err(e) => return Err(CertificateFailure::Rejected(e.to_string())),
         }
     }
     Err(last)
-}
-
-/// A certificate problem in a sentence an admin can act on.
-pub fn certificate_problem(e: &rustls::CertificateError) -> String {
-    use rustls::CertificateError as E;
-    let webpki_error = match e {
-        E::Other(other) => other.0.downcast_ref::<webpki::Error>(),
-        _ => None,
-    };
-    match (e, webpki_error) {
-        (_, Some(webpki::Error::CaUsedAsEndEntity)) => "the partner presents a CA certificate \
-            as its server certificate (CA:TRUE, as a plain `openssl req -x509` makes): pin its \
-            fingerprint with tls = \"fingerprint\", or ask for a certificate with CA:FALSE"
-            .into(),
-        (E::Expired | E::ExpiredContext { .. }, _) => "peer certificate has expired".into(),
-        (E::NotValidYet | E::NotValidYetContext { .. }, _) => {
-            "peer certificate is not valid yet (check both clocks)".into()
-        }
-        (E::Revoked, _) => "peer certificate has been revoked".into(),
-        (E::UnsupportedSignatureAlgorithmContext { .. }, _) => {
-            "peer certificate is signed with an algorithm that is not accepted (e.g. SHA-1)".into()
-        }
-        (_, Some(webpki::Error::UnsupportedCertVersion)) => {
-            "peer certificate is not an X.509 v3 certificate".into()
-        }
-        (_, Some(other)) => format!("peer certificate rejected: {other:?}"),
-        (other, None) => format!("peer certificate rejected: {other:?}"),
-    }
 }
 
 /// Checks a TLS client's certificate chain against an inbound connector's CA and names.
@@ -192,7 +172,8 @@ pub fn check_client(
     let Some((end_entity, intermediates)) = chain.split_first() else {
         return Err("no client certificate presented".into());
     };
-    if let Some(bits) = rsa_bits(end_entity)?.filter(|&b| b < MIN_RSA_BITS) {
+    let bits = rsa_bits(end_entity).map_err(|e| e.to_string())?;
+    if let Some(bits) = bits.filter(|&b| b < MIN_RSA_BITS) {
         return Err(format!(
             "client certificate has a {bits}-bit RSA key (minimum {MIN_RSA_BITS})"
         ));
@@ -232,9 +213,10 @@ pub fn check_client(
 }
 
 /// The RSA modulus size of a certificate's key, None for other key types.
-fn rsa_bits(cert: &CertificateDer<'_>) -> Result<Option<usize>, String> {
-    let ee = webpki::EndEntityCert::try_from(cert)
-        .map_err(|e| format!("unreadable peer certificate: {e:?}"))?;
+fn rsa_bits(cert: &CertificateDer<'_>) -> Result<Option<usize>, CertificateFailure> {
+    let ee = webpki::EndEntityCert::try_from(cert).map_err(|e| {
+        CertificateFailure::Malformed(format!("unreadable peer certificate: {e:?}"))
+    })?;
     let spki = ee.subject_public_key_info();
     const RSA_OID: &[u8] = &[
         0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01,
@@ -243,9 +225,9 @@ fn rsa_bits(cert: &CertificateDer<'_>) -> Result<Option<usize>, String> {
         return Ok(None);
     }
     // SubjectPublicKeyInfo ::= SEQUENCE { algorithm, BIT STRING { RSAPublicKey ::= SEQUENCE { n, e } } }
-    modulus_bits(spki.as_ref())
-        .map(Some)
-        .ok_or_else(|| "malformed RSA public key in peer certificate".into())
+    modulus_bits(spki.as_ref()).map(Some).ok_or_else(|| {
+        CertificateFailure::Malformed("malformed RSA public key in peer certificate".into())
+    })
 }
 
 /// Reads one DER header at `pos`: (tag, content start, content length).
@@ -323,7 +305,7 @@ impl ServerCertVerifier for ConnectorVerifier {
         self.check
             .verify(&chain, &host)
             .map(|_| ServerCertVerified::assertion())
-            .map_err(rustls::Error::General)
+            .map_err(CertificateFailure::into_rustls)
     }
 
     handshake_signature_checks!();
@@ -375,12 +357,18 @@ mod tests {
             "mx.contoso.test",
         )
         .unwrap_err();
-        assert_eq!(e, "peer certificate does not name mx.contoso.test");
+        assert_eq!(
+            e.to_string(),
+            "peer certificate does not name mx.contoso.test"
+        );
         // verify-ca ignores the name.
         assert!(check_peer(TlsLevel::VerifyCa, &[], a.as_ref(), &fab, "mx.contoso.test").is_ok());
         // Unknown CA: the public roots do not know the test CA.
         let e = check_peer(TlsLevel::VerifyCa, &[], None, &fab, "mx.fabrikam.test").unwrap_err();
-        assert_eq!(e, "peer certificate does not chain to system roots");
+        assert_eq!(
+            e.to_string(),
+            "peer certificate does not chain to system roots"
+        );
         assert!(check_peer(TlsLevel::Required, &[], None, &fab, "x").is_ok());
         assert!(check_peer(TlsLevel::Required, &[], None, &[], "x").is_err());
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use rustls::{ClientConfig, RootCertStore};
 
+pub use super::failure::{CertificateFailure, TlsFailure};
 pub use super::fingerprint::Fingerprint;
 pub use super::peer::{check_client, check_peer, ConnectorVerifier, PeerCheck};
 use super::TlsFacts;
@@ -77,20 +78,32 @@ impl TrustAnchors {
     }
 }
 
-/// Why a destination's TLS demand was not met. Always temporary (4.7.x): the message waits.
+/// Why a destination's TLS demand was not met, and whose demand it was. Always temporary
+/// (4.7.x): the message waits.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFailure {
-    pub enhanced: [u16; 3],
-    pub reason: String,
+pub struct PolicyFailure {
+    /// The connector that demanded TLS; None for the default route (or a rule's demand).
+    pub connector: Option<String>,
+    pub failure: TlsFailure,
 }
 
-impl fmt::Display for TlsFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.reason)
+impl PolicyFailure {
+    /// The enhanced status code of the deferral.
+    pub fn enhanced(&self) -> [u16; 3] {
+        self.failure.enhanced()
     }
 }
 
-impl std::error::Error for TlsFailure {}
+impl fmt::Display for PolicyFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.connector {
+            Some(name) => write!(f, "TLS required by connector {name}: {}", self.failure),
+            None => write!(f, "TLS required: {}", self.failure),
+        }
+    }
+}
+
+impl std::error::Error for PolicyFailure {}
 
 /// Identifies one `TlsPolicy` value for its whole life: each construction draws a new one, and
 /// a clone keeps it. Two policies with different identities are never assumed to be equivalent.
@@ -114,7 +127,7 @@ pub struct DeliveryPermit {
     detail: String,
     policy: PolicyId,
     host: String,
-    overlooked: Option<TlsFailure>,
+    overlooked: Option<PolicyFailure>,
     _seal: Seal,
 }
 
@@ -139,7 +152,7 @@ impl DeliveryPermit {
     }
 
     /// In audit mode: the failure the policy let pass (to be logged); None when the policy was met.
-    pub fn overlooked(&self) -> Option<&TlsFailure> {
+    pub fn overlooked(&self) -> Option<&PolicyFailure> {
         self.overlooked.as_ref()
     }
 }
@@ -205,15 +218,11 @@ impl TlsPolicy {
         self.check.level == TlsLevel::Opportunistic || self.mode == PolicyMode::Audit
     }
 
-    /// Prefixes a failure with the connector that demanded TLS.
-    pub fn failure(&self, enhanced: [u16; 3], reason: impl fmt::Display) -> TlsFailure {
-        let who = match &self.connector {
-            Some(name) => format!("TLS required by connector {name}"),
-            None => "TLS required".to_string(),
-        };
-        TlsFailure {
-            enhanced,
-            reason: format!("{who}: {reason}"),
+    /// A failure to meet this policy (it names the connector that demanded TLS).
+    pub fn failure(&self, failure: impl Into<TlsFailure>) -> PolicyFailure {
+        PolicyFailure {
+            connector: self.connector.clone(),
+            failure: failure.into(),
         }
     }
 
@@ -234,12 +243,12 @@ impl TlsPolicy {
         &self,
         tls: Option<&TlsFacts>,
         host: &str,
-    ) -> Result<DeliveryPermit, TlsFailure> {
+    ) -> Result<DeliveryPermit, PolicyFailure> {
         let Some(tls) = tls else {
             return if self.check.level == TlsLevel::Opportunistic {
                 Ok(self.permit(TlsLevel::Opportunistic, "no TLS".into(), host))
             } else {
-                Err(self.failure([4, 7, 4], "connection is not encrypted"))
+                Err(self.failure(TlsFailure::NotEncrypted))
             };
         };
         if self.check.level == TlsLevel::Opportunistic {
@@ -252,13 +261,17 @@ impl TlsPolicy {
         let detail = self
             .check
             .verify(&tls.peer_certificates, host)
-            .map_err(|reason| self.failure([4, 7, 5], reason))?;
+            .map_err(|reason| self.failure(reason))?;
         Ok(self.permit(self.check.level, detail, host))
     }
 
     /// `authorize`, and in audit mode a failed check still yields a permit (achieved
     /// opportunistic) that carries the failure it overlooked, for the caller to log.
-    pub fn admit(&self, tls: Option<&TlsFacts>, host: &str) -> Result<DeliveryPermit, TlsFailure> {
+    pub fn admit(
+        &self,
+        tls: Option<&TlsFacts>,
+        host: &str,
+    ) -> Result<DeliveryPermit, PolicyFailure> {
         match self.authorize(tls, host) {
             Err(failure) if self.mode == PolicyMode::Audit => {
                 let mut permit = self.permit(
@@ -305,7 +318,7 @@ mod tests {
         let enforce = required(PolicyMode::Enforce);
         let e = enforce.authorize(None, "h").unwrap_err();
         assert_eq!(
-            e.reason,
+            e.to_string(),
             "TLS required by connector to-fabrikam: connection is not encrypted"
         );
         assert_eq!(

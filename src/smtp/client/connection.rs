@@ -11,8 +11,8 @@ use tokio::net::TcpStream;
 use super::wire::{parse_reply, Capabilities, DotStuffer};
 use crate::mail::dsn::{self, MailDsn, RcptDsn};
 use crate::mail::Reply;
-use crate::smtp::stream::SmtpStream;
-use crate::tls::policy::{DeliveryPermit, TlsFailure, TlsPolicy};
+use crate::net::Stream;
+use crate::tls::policy::{DeliveryPermit, PolicyFailure, TlsFailure, TlsPolicy};
 use crate::tls::TlsFacts;
 
 /// How this connection treats STARTTLS.
@@ -50,7 +50,7 @@ pub enum ClientError {
     Rejected { stage: &'static str, reply: Reply },
     /// The TLS handshake after STARTTLS failed (or STARTTLS was refused).
     #[error("TLS handshake failed: {0}")]
-    Tls(String),
+    Tls(TlsFailure),
     /// TLS was required and the peer did not offer STARTTLS.
     #[error("peer did not offer STARTTLS")]
     NoStartTls,
@@ -74,7 +74,7 @@ impl ClientError {
 pub type RcptResult = Result<Reply, Reply>;
 
 pub struct Connection {
-    stream: SmtpStream,
+    stream: Stream,
     buf: Vec<u8>,
     peer: SocketAddr,
     /// The host name connected to (SNI, name checks, logs).
@@ -104,7 +104,7 @@ impl Connection {
             .map_err(|e| ClientError::Network(format!("connect to {addr}: {e}")))?;
         let _ = tcp.set_nodelay(true);
         let mut conn = Connection {
-            stream: SmtpStream::Plain(tcp),
+            stream: Stream::Plain(tcp),
             buf: Vec::new(),
             peer: addr,
             name: name.to_string(),
@@ -174,24 +174,24 @@ impl Connection {
         self.write(b"STARTTLS\r\n").await?;
         let reply = self.read_reply().await?;
         if reply.code != 220 {
-            return Err(ClientError::Tls(format!("STARTTLS refused: {reply}")));
+            return Err(ClientError::Tls(TlsFailure::StartTlsRefused(
+                reply.to_string(),
+            )));
         }
         // Anything the server sent after its 220 arrived in clear: it must not be read as if it
         // came over TLS (STARTTLS response injection).
         if !self.buf.is_empty() {
-            return Err(ClientError::Tls(
-                "server sent plaintext after its STARTTLS reply (discarded)".into(),
-            ));
+            return Err(ClientError::Tls(TlsFailure::PlaintextAfterStartTls));
         }
         let server_name = ServerName::try_from(name.to_string())
-            .map_err(|_| ClientError::Tls(format!("invalid server name {name:?}")))?;
+            .map_err(|_| ClientError::Tls(TlsFailure::InvalidServerName(name.to_string())))?;
         let (stream, facts) = tokio::time::timeout(
             self.timeout,
             self.stream.connect_tls(settings.tls.clone(), server_name),
         )
         .await
-        .map_err(|_| ClientError::Tls("handshake timed out".into()))?
-        .map_err(|e| ClientError::Tls(handshake_error(&e)))?;
+        .map_err(|_| ClientError::Tls(TlsFailure::Timeout))?
+        .map_err(|e| ClientError::Tls(TlsFailure::from_handshake(&e)))?;
         Ok(Connection {
             stream,
             buf: Vec::new(),
@@ -204,7 +204,7 @@ impl Connection {
     /// Checks this connection against a destination's TLS policy (`TlsPolicy::admit`: an
     /// audit-mode policy admits a failing connection, and the permit says what it overlooked)
     /// and keeps the permit. Replaces any permit held before.
-    pub fn authorize(&mut self, policy: &TlsPolicy) -> Result<&DeliveryPermit, TlsFailure> {
+    pub fn authorize(&mut self, policy: &TlsPolicy) -> Result<&DeliveryPermit, PolicyFailure> {
         let permit = policy.admit(self.tls.as_ref(), &self.name)?;
         Ok(self.permit.insert(permit))
     }
@@ -497,17 +497,5 @@ impl Connection {
             }
             self.buf.extend_from_slice(&chunk[..n]);
         }
-    }
-}
-
-/// The reason a handshake failed: our verifier's own words where it refused the peer.
-fn handshake_error(e: &std::io::Error) -> String {
-    match e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
-        Some(rustls::Error::General(reason)) => reason.clone(),
-        Some(other) => other.to_string(),
-        None => e.to_string(),
     }
 }

@@ -11,7 +11,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::limits::ConnectionLimits;
 use super::policy::Policy;
 use super::receiving::Receiving;
 use super::session::{Action, Session, SessionConfig};
@@ -19,10 +18,13 @@ use super::Receiver;
 use crate::auth::Users;
 use crate::live::Live;
 use crate::mail::Reply;
+use crate::net::limits::ConnectionLimits;
+use crate::net::shutdown::{phase, ShutdownPhase};
+use crate::net::{accept_tls, Stream};
 use crate::queue::InFlight;
-use crate::smtp::stream::SmtpStream;
-use crate::telemetry::metrics::{tls_failure_class, Direction};
+use crate::telemetry::metrics::Direction;
 use crate::telemetry::Telemetry;
+use crate::tls::policy::TlsFailure;
 
 /// What every connection of a listener shares.
 pub struct ServerContext {
@@ -49,29 +51,8 @@ pub struct ServerContext {
     pub telemetry: Arc<Telemetry>,
 }
 
-/// How far a shutdown has gone. Listeners and sessions watch it; a closed channel (the server
-/// dropped) counts as `Cut`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub enum ShutdownPhase {
-    #[default]
-    Running,
-    /// Listeners are closed; an idle session is told 421 4.3.2 at once, a session in a
-    /// transaction may finish it and is told 421 4.3.2 after its reply.
-    Draining,
-    /// The grace period is over: every open session is told 421 4.3.2 and closed; message
-    /// content not completely received is not queued.
-    Cut,
-}
-
 /// How long a session that is being cut may take to write its 421.
 const LAST_WRITE: Duration = Duration::from_secs(2);
-
-fn phase(rx: &watch::Receiver<ShutdownPhase>) -> ShutdownPhase {
-    if rx.has_changed().is_err() {
-        return ShutdownPhase::Cut;
-    }
-    *rx.borrow()
-}
 
 /// Accepts connections until the shutdown starts, then closes the listening socket (new
 /// connections are refused) and waits for open sessions to end. Each connection runs under the
@@ -129,22 +110,16 @@ async fn handle(
     let relay_allowed = ctx.relay_networks.iter().any(|n| n.contains(&peer.ip()));
     tracing::info!(client = %peer, relay_allowed, "connect");
     ctx.telemetry.metrics.session_opened(ctx.listener_name);
-    match converse(SmtpStream::Plain(tcp), peer, relay_allowed, &ctx, shutdown).await {
+    match converse(Stream::Plain(tcp), peer, relay_allowed, &ctx, shutdown).await {
         Ok(()) => tracing::info!(client = %peer, "disconnect"),
-        Err(e) => {
-            if let Some(tls_error) = e.strip_prefix("TLS handshake ") {
-                let class = tls_failure_class(tls_error);
-                ctx.telemetry.metrics.tls_failure(Direction::Inbound, class);
-            }
-            tracing::info!(client = %peer, error = %e, "disconnect")
-        }
+        Err(e) => tracing::info!(client = %peer, error = %e, "disconnect"),
     }
     ctx.telemetry.metrics.session_closed();
 }
 
 /// Runs one SMTP session to its end. The stream is owned here because STARTTLS replaces it.
 async fn converse(
-    mut stream: SmtpStream,
+    mut stream: Stream,
     peer: SocketAddr,
     relay_allowed: bool,
     ctx: &ServerContext,
@@ -158,10 +133,7 @@ async fn converse(
         let Some(config) = ctx.tls.clone() else {
             return Err("implicit TLS without a certificate".into());
         };
-        let (tls, facts) = tokio::time::timeout(ctx.command_timeout, stream.accept_tls(config))
-            .await
-            .map_err(|_| "TLS handshake timed out".to_string())?
-            .map_err(|e| format!("TLS handshake failed: {e}"))?;
+        let (tls, facts) = upgrade(stream, config, ctx).await?;
         tracing::info!(client = %peer, version = %facts.version, cipher = %facts.cipher, "TLS established (implicit)");
         ctx.telemetry
             .metrics
@@ -187,12 +159,7 @@ async fn converse(
                     let Some(config) = ctx.tls.clone() else {
                         return Err("STARTTLS without a certificate".into());
                     };
-                    let upgrade =
-                        tokio::time::timeout(ctx.command_timeout, stream.accept_tls(config));
-                    let (tls, facts) = upgrade
-                        .await
-                        .map_err(|_| "TLS handshake timed out".to_string())?
-                        .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                    let (tls, facts) = upgrade(stream, config, ctx).await?;
                     tracing::info!(client = %peer, version = %facts.version, cipher = %facts.cipher, "STARTTLS established");
                     ctx.telemetry
                         .metrics
@@ -280,7 +247,7 @@ async fn converse(
 /// Writes the pending replies. A client that does not read them within the command timeout,
 /// or until the shutdown's grace period ends, is dropped.
 async fn write_out(
-    stream: &mut SmtpStream,
+    stream: &mut Stream,
     out: &mut Vec<u8>,
     ctx: &ServerContext,
     shutdown: &mut watch::Receiver<ShutdownPhase>,
@@ -307,4 +274,24 @@ async fn write_out(
     }
     out.clear();
     Ok(())
+}
+
+/// The server side of a TLS handshake (STARTTLS or implicit TLS) within the command timeout;
+/// a failure is counted by its kind and ends the connection.
+async fn upgrade(
+    stream: Stream,
+    config: Arc<rustls::ServerConfig>,
+    ctx: &ServerContext,
+) -> Result<(Stream, crate::tls::TlsFacts), String> {
+    accept_tls(stream, config, ctx.command_timeout)
+        .await
+        .map_err(|failure| {
+            ctx.telemetry
+                .metrics
+                .tls_failure(Direction::Inbound, &failure);
+            match failure {
+                TlsFailure::Timeout => "TLS handshake timed out".to_string(),
+                other => format!("TLS handshake failed: {other}"),
+            }
+        })
 }

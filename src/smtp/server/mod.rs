@@ -1,7 +1,6 @@
 //! The inbound SMTP server: a pure session state machine and the socket listener that drives it.
 
 pub mod inbound;
-pub mod limits;
 pub mod listener;
 pub mod policy;
 pub mod receiving;

@@ -12,25 +12,25 @@ use tokio::net::TcpStream;
 use crate::tls::TlsFacts;
 
 /// An SMTP connection's byte stream, in whichever state it is.
-pub enum SmtpStream {
+pub enum Stream {
     Plain(TcpStream),
     ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
-impl SmtpStream {
+impl Stream {
     /// Runs the server side of a TLS handshake (STARTTLS or implicit TLS). Consumes the plaintext
     /// stream: on failure the connection is gone, never silently left in clear.
     pub async fn accept_tls(
         self,
         config: Arc<rustls::ServerConfig>,
-    ) -> io::Result<(SmtpStream, TlsFacts)> {
-        let SmtpStream::Plain(tcp) = self else {
+    ) -> io::Result<(Stream, TlsFacts)> {
+        let Stream::Plain(tcp) = self else {
             return Err(io::Error::other("TLS is already active"));
         };
         let tls = tokio_rustls::TlsAcceptor::from(config).accept(tcp).await?;
         let facts = TlsFacts::from_connection(tls.get_ref().1);
-        Ok((SmtpStream::ServerTls(Box::new(tls)), facts))
+        Ok((Stream::ServerTls(Box::new(tls)), facts))
     }
 
     /// Runs the client side of a TLS handshake.
@@ -38,62 +38,62 @@ impl SmtpStream {
         self,
         config: Arc<rustls::ClientConfig>,
         name: ServerName<'static>,
-    ) -> io::Result<(SmtpStream, TlsFacts)> {
-        let SmtpStream::Plain(tcp) = self else {
+    ) -> io::Result<(Stream, TlsFacts)> {
+        let Stream::Plain(tcp) = self else {
             return Err(io::Error::other("TLS is already active"));
         };
         let tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await?;
         let facts = TlsFacts::from_connection(tls.get_ref().1);
-        Ok((SmtpStream::ClientTls(Box::new(tls)), facts))
+        Ok((Stream::ClientTls(Box::new(tls)), facts))
     }
 
     pub fn is_tls(&self) -> bool {
-        !matches!(self, SmtpStream::Plain(_))
+        !matches!(self, Stream::Plain(_))
     }
 }
 
-impl AsyncRead for SmtpStream {
+impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            SmtpStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            SmtpStream::ServerTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            SmtpStream::ClientTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::ServerTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::ClientTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
 
-impl AsyncWrite for SmtpStream {
+impl AsyncWrite for Stream {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            SmtpStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            SmtpStream::ServerTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            SmtpStream::ClientTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::ServerTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::ClientTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            SmtpStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            SmtpStream::ServerTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            SmtpStream::ClientTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::ServerTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::ClientTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            SmtpStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            SmtpStream::ServerTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            SmtpStream::ClientTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::ServerTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::ClientTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
