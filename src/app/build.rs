@@ -93,7 +93,7 @@ pub(crate) fn build(config: &Config, shared: &Shared) -> anyhow::Result<Parts> {
     let cleanup = Arc::new(cleanup);
     let policy: Arc<dyn crate::smtp::server::policy::Policy> = Arc::new(ConnectorPolicy {
         local: LocalPolicy {
-            local_domains: config.local_domains.iter().cloned().collect(),
+            local_domains: config.local_domains.clone(),
             mailboxes: config.mailboxes.iter().cloned().collect(),
             senders: match config.sender_login_mismatch {
                 SenderLoginMismatch::Reject => SenderLogins::Owned(config.user_addresses.clone()),

@@ -292,7 +292,6 @@ fn rms_protect(
 mod tests {
     use super::*;
     use crate::rules::{evaluate, parse_rule_file, MessageFacts, RuleSet};
-    use std::collections::BTreeSet;
     use std::path::Path;
 
     fn rules(texts: &[&str]) -> RuleSet {
@@ -351,7 +350,7 @@ mod tests {
         original: &Original,
     ) -> Result<Vec<Copy>, Reply> {
         let recipients: Vec<String> = rcpts.iter().map(|s| s.to_string()).collect();
-        let local: BTreeSet<String> = ["contoso.test".to_string()].into();
+        let local = crate::mail::DomainSet::new(["contoso.test"]);
         let facts = MessageFacts {
             mail_from: "a@contoso.test",
             recipients: &recipients,

@@ -7,7 +7,7 @@ mod message;
 pub mod rms;
 pub mod smime;
 
-use std::collections::BTreeSet;
+use crate::mail::DomainSet;
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -30,7 +30,7 @@ pub struct Cleanup {
     spool: Arc<Spool>,
     wake: Arc<Notify>,
     rules: RwLock<RuleSet>,
-    local_domains: BTreeSet<String>,
+    local_domains: DomainSet,
     smime: Option<Arc<dyn Smime>>,
     rms: Option<Arc<dyn Rms>>,
     telemetry: Arc<Telemetry>,
@@ -47,7 +47,7 @@ impl Cleanup {
             spool,
             wake,
             rules: RwLock::default(),
-            local_domains: BTreeSet::new(),
+            local_domains: DomainSet::default(),
             smime: None,
             rms: None,
             telemetry: Arc::new(Telemetry::default()),
@@ -77,7 +77,7 @@ impl Cleanup {
     }
 
     /// The transport rules to apply, and the local domains they call internal.
-    pub fn with_rules(mut self, rules: RuleSet, local_domains: BTreeSet<String>) -> Self {
+    pub fn with_rules(mut self, rules: RuleSet, local_domains: DomainSet) -> Self {
         self.rules = RwLock::new(rules);
         self.local_domains = local_domains;
         self

@@ -157,8 +157,9 @@ pub struct Config {
     pub nameservers: Vec<SocketAddr>,
     /// Lowercase domain → where to deliver it instead of looking up MX.
     pub static_routes: BTreeMap<String, HostPort>,
-    /// Lowercase domains delivered to local mailboxes.
-    pub local_domains: BTreeSet<String>,
+    /// The domains delivered to local mailboxes. Ask it through [`Config::is_local_domain`] (or
+    /// hand it on): it is the one answer to "is this domain local?".
+    pub local_domains: crate::mail::DomainSet,
     /// Lowercase addresses of local mailboxes.
     pub mailboxes: BTreeSet<String>,
     pub queue: QueueSettings,
@@ -236,7 +237,7 @@ impl Config {
 
     /// True when `domain` (any case) is delivered locally.
     pub fn is_local_domain(&self, domain: &str) -> bool {
-        self.local_domains.contains(&domain.to_ascii_lowercase())
+        self.local_domains.contains(domain)
     }
 
     /// The outbound connector for a recipient domain (any case), if one claims it.

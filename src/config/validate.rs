@@ -207,7 +207,7 @@ pub fn validate(
         static_routes.insert(d, hp);
     }
 
-    let mut local_domains = BTreeSet::new();
+    let mut local_domains = crate::mail::DomainSet::default();
     for (i, d) in raw.domain.iter().enumerate() {
         let name = d.name.to_ascii_lowercase();
         if !is_domain(&name) {
@@ -222,7 +222,7 @@ pub fn validate(
                 format!("{name} is local and also has a static route"),
             ));
         }
-        if !local_domains.insert(name.clone()) {
+        if !local_domains.insert(&name) {
             return Err(c.err(
                 format!("domain[{i}].name"),
                 format!("{name} is listed twice"),

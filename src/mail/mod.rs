@@ -3,11 +3,13 @@
 //! rules, the queue, the store and the protocols can all use it without importing each other.
 
 pub mod address;
+pub mod domains;
 pub mod dsn;
 pub mod id;
 pub mod reply;
 
 pub use address::domain_of;
+pub use domains::DomainSet;
 pub use id::{is_valid_queue_id, new_queue_id};
 pub use reply::Reply;
 

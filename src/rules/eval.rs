@@ -3,14 +3,13 @@
 //! asks about its content.
 
 use std::cell::OnceCell;
-use std::collections::BTreeSet;
 
 use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
 
 use super::action::Action;
-use super::matchers::domain_of;
 use super::model::{Condition, RuleSet, Scope};
 use super::values::normalize_text;
+use crate::mail::{domain_of, DomainSet};
 
 /// How deep attachment names are looked for inside attached messages.
 const MAX_NESTING: usize = 8;
@@ -27,7 +26,7 @@ pub struct MessageFacts<'a> {
     /// Bytes of the whole message.
     pub size: u64,
     /// Lowercase local domains (`recipient_scope = "internal"`).
-    pub local_domains: &'a BTreeSet<String>,
+    pub local_domains: &'a DomainSet,
     /// The client authenticated (SMTP AUTH) before sending.
     pub authenticated: bool,
     /// The inbound connector the message arrived through, if any.
@@ -181,10 +180,10 @@ struct Recipient {
 }
 
 impl Recipient {
-    fn new(address: &str, local_domains: &BTreeSet<String>) -> Recipient {
+    fn new(address: &str, local_domains: &DomainSet) -> Recipient {
         let lower = address.to_lowercase();
-        let domain = domain_of(&lower).map(str::to_string);
-        let internal = domain.as_ref().is_some_and(|d| local_domains.contains(d));
+        let domain = domain_in(&lower).map(str::to_string);
+        let internal = local_domains.contains_address(address);
         Recipient {
             lower,
             domain,
@@ -207,7 +206,7 @@ struct Context<'a> {
 impl<'a> Context<'a> {
     fn new(facts: &'a MessageFacts<'a>) -> Context<'a> {
         let sender = facts.mail_from.to_lowercase();
-        let sender_domain = domain_of(&sender).map(str::to_string);
+        let sender_domain = domain_in(&sender).map(str::to_string);
         Context {
             facts,
             sender,
@@ -379,6 +378,11 @@ fn collect_names(m: &Message, depth: usize, out: &mut Vec<String>) {
 /// A raw header value on one line: folding line breaks removed, ends trimmed.
 fn unfold(raw: &str) -> String {
     raw.replace("\r\n", "").replace('\n', "").trim().to_string()
+}
+
+/// The domain of an address (see [`domain_of`]), if it has a non-empty one.
+fn domain_in(address: &str) -> Option<&str> {
+    Some(domain_of(address)).filter(|d| !d.is_empty())
 }
 
 #[cfg(test)]

@@ -186,14 +186,6 @@ pub(crate) fn is_domain(name: &str) -> bool {
         })
 }
 
-/// The lowercase domain of an address (text after the last `@`), if it has one.
-pub(crate) fn domain_of(address: &str) -> Option<&str> {
-    address
-        .rsplit_once('@')
-        .map(|(_, d)| d)
-        .filter(|d| !d.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,13 +240,5 @@ mod tests {
         for bad in ["", "*", "*.", "a..b", "fab*.test", "-a.test", "a b.test"] {
             assert!(DomainPattern::new(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn domain_of_takes_the_text_after_the_last_at() {
-        assert_eq!(domain_of("a@b.test"), Some("b.test"));
-        assert_eq!(domain_of("\"x@y\"@b.test"), Some("b.test"));
-        assert_eq!(domain_of(""), None);
-        assert_eq!(domain_of("a@"), None);
     }
 }

@@ -1,7 +1,6 @@
 //! Tests of evaluation and explanation: order, stop, exceptions, grouping, and each condition
 //! against real MIME messages.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
 use crate::rules::{explain, parse_rule_file, Outcome, Rule};
@@ -23,15 +22,15 @@ fn tagger(name: &str, priority: u32, extra: &str) -> Rule {
     )
 }
 
-fn local() -> BTreeSet<String> {
-    ["contoso.test".to_string()].into()
+fn local() -> crate::mail::DomainSet {
+    crate::mail::DomainSet::new(["contoso.test"])
 }
 
 struct Msg {
     from: String,
     to: Vec<String>,
     bytes: Vec<u8>,
-    local: BTreeSet<String>,
+    local: crate::mail::DomainSet,
     authenticated: bool,
     connector: Option<String>,
 }
@@ -415,4 +414,12 @@ fn explain_says_why_each_rule_did_or_did_not_match() {
         ["ext", "stop", "last"],
         "explain and evaluate agree"
     );
+}
+
+#[test]
+fn domain_of_takes_the_text_after_the_last_at() {
+    assert_eq!(super::domain_in("a@b.test"), Some("b.test"));
+    assert_eq!(super::domain_in("\"x@y\"@b.test"), Some("b.test"));
+    assert_eq!(super::domain_in(""), None);
+    assert_eq!(super::domain_in("a@"), None);
 }

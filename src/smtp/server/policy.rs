@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use super::session::SessionFacts;
 use super::transaction::InboundVerdict;
 use crate::auth::SenderLogins;
-use crate::mail::address::domain_of;
+use crate::mail::DomainSet;
 use crate::mail::Reply;
 
 /// Decides, while the client waits, whether a sender or recipient is accepted.
@@ -31,8 +31,8 @@ pub trait Policy: Send + Sync {
 /// authenticated users send only as the addresses they own.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LocalPolicy {
-    /// Local domain names, ASCII-lowercase.
-    pub local_domains: HashSet<String>,
+    /// The local domains (the configuration's set: one answer to "is this domain local?").
+    pub local_domains: DomainSet,
     /// Local mailbox addresses, ASCII-lowercase. Case is folded for ASCII only, as delivery
     /// does: Unicode folding would let `K` (U+212A KELVIN SIGN) match `k` here and not there.
     pub mailboxes: HashSet<String>,
@@ -50,10 +50,7 @@ impl LocalPolicy {
         M::Item: AsRef<str>,
     {
         LocalPolicy {
-            local_domains: local_domains
-                .into_iter()
-                .map(|d| d.as_ref().to_ascii_lowercase())
-                .collect(),
+            local_domains: DomainSet::new(local_domains),
             mailboxes: mailboxes
                 .into_iter()
                 .map(|m| m.as_ref().to_ascii_lowercase())
@@ -92,10 +89,7 @@ impl Policy for LocalPolicy {
         _sender: &str,
         rcpt: &str,
     ) -> Result<(), Reply> {
-        if self
-            .local_domains
-            .contains(&domain_of(rcpt).to_ascii_lowercase())
-        {
+        if self.local_domains.contains_address(rcpt) {
             if self.mailboxes.contains(&rcpt.to_ascii_lowercase()) {
                 Ok(())
             } else {
