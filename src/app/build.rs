@@ -40,12 +40,15 @@ pub(crate) struct Parts {
 }
 
 pub(crate) fn build(config: &Config, shared: &Shared) -> anyhow::Result<Parts> {
-    let inbound = Arc::new(InboundConnectors::from_config(config)?);
+    let inbound = Arc::new(InboundConnectors::from_config(config));
     let tls = match &config.tls {
         Some(files) => {
-            let key = crate::tls::load_certified_key(&files.certificate, &files.private_key)?;
             let ask = inbound.wants_client_certificates();
-            Some(crate::tls::server_config(&key, files.min_version, ask)?)
+            Some(crate::tls::server_config(
+                &files.key,
+                files.min_version,
+                ask,
+            )?)
         }
         None => None,
     };

@@ -1,14 +1,15 @@
 //! Partner connectors in the configuration: `[[connector.outbound]]` and `[[connector.inbound]]`.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
 use super::file::{RawInbound, RawOutbound};
 use super::validate::{is_domain, parse_host_port, Checker};
 use super::{ConfigError, HostPort, TlsMinVersion};
-use crate::tls::policy::{Fingerprint, PolicyMode, TlsLevel};
+use crate::tls::policy::{Fingerprint, PolicyMode, TlsLevel, TrustAnchors};
+use crate::tls::CertifiedKey;
 
 /// A recipient or sender domain pattern: `example.test`, or `*.example.test` for its subdomains.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,10 +62,10 @@ pub struct OutboundConnector {
     pub tls_names: Vec<String>,
     /// Pins under fingerprint: the peer's certificate or public key must match one.
     pub tls_fingerprints: Vec<Fingerprint>,
-    /// Trust anchors for verify-ca/verify-name; None: the public roots.
-    pub ca_file: Option<PathBuf>,
-    /// Certificate and key presented to the partner (mutual TLS).
-    pub client_certificate: Option<(PathBuf, PathBuf)>,
+    /// Trust anchors for verify-ca/verify-name (`ca_file`, loaded); None: the public roots.
+    pub anchors: Option<TrustAnchors>,
+    /// Certificate and key presented to the partner (mutual TLS), loaded and checked.
+    pub client_certificate: Option<Arc<CertifiedKey>>,
     pub min_version: TlsMinVersion,
     pub mode: PolicyMode,
 }
@@ -76,9 +77,10 @@ pub struct InboundConnector {
     pub sender_domains: Vec<DomainPattern>,
     pub client_networks: Vec<IpNet>,
     pub require_tls: bool,
-    /// The client must present a certificate chaining to `ca_file` and naming one of these.
+    /// The client must present a certificate chaining to `anchors` and naming one of these.
     pub client_certificate_names: Vec<String>,
-    pub ca_file: Option<PathBuf>,
+    /// The connector's `ca_file`, loaded.
+    pub anchors: Option<TrustAnchors>,
 }
 
 impl InboundConnector {
@@ -106,12 +108,16 @@ fn domains(c: &Checker, key: &str, list: &[String]) -> Result<Vec<DomainPattern>
         .collect()
 }
 
-/// A CA file that exists and holds usable certificates.
-fn ca_file(c: &Checker, key: &str, value: Option<&str>) -> Result<Option<PathBuf>, ConfigError> {
+/// A CA file that exists and holds usable certificates, loaded.
+fn ca_file(
+    c: &Checker,
+    key: &str,
+    value: Option<&str>,
+) -> Result<Option<TrustAnchors>, ConfigError> {
     let Some(value) = value else { return Ok(None) };
     let path = c.existing_file(key, value)?;
-    crate::tls::load_trust_anchors(&path).map_err(|e| c.err(key, e.to_string()))?;
-    Ok(Some(path))
+    let anchors = crate::tls::load_trust_anchors(&path).map_err(|e| c.err(key, e.to_string()))?;
+    Ok(Some(anchors))
 }
 
 pub(super) fn outbound(
@@ -205,9 +211,9 @@ pub(super) fn outbound(
             (Some(cert), Some(k)) => {
                 let cert = c.existing_file(&key("client_certificate"), cert)?;
                 let k = c.existing_file(&key("client_private_key"), k)?;
-                crate::tls::load_certified_key(&cert, &k)
+                let loaded = crate::tls::load_certified_key(&cert, &k)
                     .map_err(|e| c.err(key("client_certificate"), e.to_string()))?;
-                Some((cert, k))
+                Some(Arc::new(loaded))
             }
             _ => {
                 return Err(c.err(
@@ -238,7 +244,7 @@ pub(super) fn outbound(
             tls,
             tls_names: r.tls_names.iter().map(|n| n.to_ascii_lowercase()).collect(),
             tls_fingerprints,
-            ca_file,
+            anchors: ca_file,
             client_certificate,
             min_version,
             mode,
@@ -307,7 +313,7 @@ pub(super) fn inbound(
                 .iter()
                 .map(|n| n.to_ascii_lowercase())
                 .collect(),
-            ca_file,
+            anchors: ca_file,
         });
     }
     Ok(out)

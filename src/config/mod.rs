@@ -73,12 +73,14 @@ pub enum SenderLoginMismatch {
     Allow,
 }
 
-/// The server's own certificate and key (already checked to load, RSA keys ≥ 2048 bits).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The server's own certificate and key: loaded and checked once, at validation (RSA keys
+/// ≥ 2048 bits), and served as loaded; the paths are kept for logs. A reload validates anew.
+#[derive(Debug, Clone)]
 pub struct TlsFiles {
     pub certificate: PathBuf,
     pub private_key: PathBuf,
     pub min_version: TlsMinVersion,
+    pub key: std::sync::Arc<crate::tls::CertifiedKey>,
 }
 
 /// Where a static route sends a domain's mail: a host (name or IP) and a port.

@@ -169,12 +169,13 @@ pub fn validate(
                     ))
                 }
             };
-            crate::tls::load_certified_key(&certificate, &private_key)
+            let key = crate::tls::load_certified_key(&certificate, &private_key)
                 .map_err(|e| c.err("tls", e.to_string()))?;
             Some(TlsFiles {
                 certificate,
                 private_key,
                 min_version,
+                key: std::sync::Arc::new(key),
             })
         }
     };

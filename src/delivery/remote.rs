@@ -76,32 +76,28 @@ enum TargetError {
     Client(ClientError),
 }
 
-/// Builds the TLS policy of an outbound connector (trust anchors, verifier, client certificate).
+/// Builds the TLS policy of an outbound connector from what its validation loaded (trust
+/// anchors, pins, client certificate): no file is read again.
 pub fn connector_policy(c: &OutboundConnector) -> Result<TlsPolicy, TlsError> {
-    let anchors = c
-        .ca_file
-        .as_deref()
-        .map(crate::tls::load_trust_anchors)
-        .transpose()?;
     let check = PeerCheck {
         level: c.tls,
         names: c.tls_names.clone(),
-        anchors,
+        anchors: c.anchors.clone(),
         fingerprints: c.tls_fingerprints.clone(),
     };
     let verifier = Arc::new(ConnectorVerifier::new(
         check.clone(),
         c.mode == PolicyMode::Enforce,
     ));
-    let client_key = match &c.client_certificate {
-        Some((cert, key)) => Some(crate::tls::load_certified_key(cert, key)?),
-        None => None,
-    };
     Ok(TlsPolicy::new(
         Some(c.name.clone()),
         check,
         c.mode,
-        crate::tls::connector_client_config(verifier, c.min_version, client_key.as_ref())?,
+        crate::tls::connector_client_config(
+            verifier,
+            c.min_version,
+            c.client_certificate.as_deref(),
+        )?,
     ))
 }
 

@@ -152,6 +152,15 @@ pub struct CertifiedKey {
     pub key: PrivateKeyDer<'static>,
 }
 
+impl std::fmt::Debug for CertifiedKey {
+    /// The chain's length only: key bytes never reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertifiedKey")
+            .field("chain", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Loads a PEM certificate chain and private key; RSA keys under 2048 bits are refused.
 pub fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
     let chain = CertificateDer::pem_file_iter(cert_path)

@@ -65,6 +65,15 @@ pub struct TrustAnchors {
     pub label: String,
 }
 
+impl fmt::Debug for TrustAnchors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrustAnchors")
+            .field("label", &self.label)
+            .field("roots", &self.roots.len())
+            .finish()
+    }
+}
+
 impl TrustAnchors {
     /// The public web roots (webpki-roots), for partners with publicly trusted certificates.
     pub fn system() -> TrustAnchors {

@@ -10,34 +10,27 @@ pub use super::transaction::InboundVerdict;
 use crate::config::{Config, InboundConnector};
 use crate::mail::domain_of;
 use crate::mail::Reply;
-use crate::tls::policy::{check_client, TrustAnchors};
-use crate::tls::{TlsError, TlsFacts};
+use crate::tls::policy::check_client;
+use crate::tls::TlsFacts;
 
-/// The inbound connectors of a configuration, with their trust anchors loaded.
+/// The inbound connectors of a configuration (their trust anchors were loaded by validation).
 #[derive(Clone, Default)]
 pub struct InboundConnectors {
-    list: Vec<(InboundConnector, Option<TrustAnchors>)>,
+    list: Vec<InboundConnector>,
 }
 
 impl InboundConnectors {
-    pub fn from_config(config: &Config) -> Result<Self, TlsError> {
-        let mut list = Vec::new();
-        for c in &config.inbound_connectors {
-            let anchors = c
-                .ca_file
-                .as_deref()
-                .map(crate::tls::load_trust_anchors)
-                .transpose()?;
-            list.push((c.clone(), anchors));
+    pub fn from_config(config: &Config) -> Self {
+        InboundConnectors {
+            list: config.inbound_connectors.clone(),
         }
-        Ok(InboundConnectors { list })
     }
 
     /// Whether any connector checks client certificates (the listener then asks for one).
     pub fn wants_client_certificates(&self) -> bool {
         self.list
             .iter()
-            .any(|(c, _)| !c.client_certificate_names.is_empty())
+            .any(|c| !c.client_certificate_names.is_empty())
     }
 
     /// Applies every connector matching the client and sender. Ok(None): no connector applies.
@@ -49,7 +42,7 @@ impl InboundConnectors {
     ) -> Result<Option<InboundVerdict>, Reply> {
         let domain = domain_of(sender).to_ascii_lowercase();
         let mut verdict = None;
-        for (c, anchors) in self.list.iter().filter(|(c, _)| c.matches(client, &domain)) {
+        for c in self.list.iter().filter(|c| c.matches(client, &domain)) {
             if c.require_tls && tls.is_none() {
                 return Err(Reply::new(
                     530,
@@ -57,7 +50,7 @@ impl InboundConnectors {
                     "Must issue a STARTTLS command first",
                 ));
             }
-            let detail = match (&c.client_certificate_names[..], anchors, tls) {
+            let detail = match (&c.client_certificate_names[..], &c.anchors, tls) {
                 ([], _, Some(t)) => format!("TLS ({})", t.version),
                 ([], _, None) => "no TLS".to_string(),
                 (names, Some(anchors), Some(t)) => {
@@ -133,7 +126,7 @@ client_networks = ["10.0.0.0/8"]
 require_tls = true
 "#;
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/x.toml");
-        InboundConnectors::from_config(&Config::from_toml(&path, text, None).unwrap()).unwrap()
+        InboundConnectors::from_config(&Config::from_toml(&path, text, None).unwrap())
     }
 
     fn facts_with_cert(host: &str) -> TlsFacts {

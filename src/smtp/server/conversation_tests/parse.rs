@@ -212,7 +212,6 @@ fn inbound_connectors(script: &Script) -> InboundConnectors {
     let config = Config::from_toml(&path, &text, None)
         .unwrap_or_else(|e| panic!("{}: connectors: {e}\n{text}", script.name));
     InboundConnectors::from_config(&config)
-        .unwrap_or_else(|e| panic!("{}: connectors: {e}", script.name))
 }
 
 /// `VERSION CIPHER [cert=HOST]`: the handshake's facts, with the client certificate chain of
