@@ -18,7 +18,7 @@ use crate::crypto::keyfile::ServiceKey;
 use crate::delivery::runner::Runner;
 use crate::live::Live;
 use crate::queue::retransmit::Retransmissions;
-use crate::queue::{Spool, SystemClock};
+use crate::queue::{QueueStore, Spool, SystemClock};
 use crate::smtp::server::limits::ConnectionLimits;
 use crate::smtp::server::listener::{serve, ShutdownPhase};
 use crate::store::MailStore;
@@ -36,6 +36,8 @@ pub struct Server {
     shutdown_timeout: std::time::Duration,
     limits: Arc<ConnectionLimits>,
     tasks: JoinSet<()>,
+    /// The queue as everything else in the server uses it, and the spool behind it.
+    queue: Arc<dyn QueueStore>,
     spool: Arc<Spool>,
     wake: Arc<Notify>,
     reloader: Arc<Reloader>,
@@ -67,7 +69,8 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let key = service_key(&config)?;
     let spool = Arc::new(Spool::open(&config.data_dir, key.clone())?);
-    let report = spool.recover()?;
+    let queue: Arc<dyn QueueStore> = spool.clone();
+    let report = queue.recover()?;
     tracing::info!(?report, data_dir = %config.data_dir.display(), "queue recovered");
     let now = chrono::Utc::now().timestamp();
     let retransmissions = Arc::new(Retransmissions::open(&spool, &key, now)?);
@@ -95,7 +98,7 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
     };
     let wake = Arc::new(Notify::new());
     let shared = Shared {
-        spool: spool.clone(),
+        queue: queue.clone(),
         wake: wake.clone(),
         telemetry: telemetry.clone(),
         limits: ConnectionLimits::new(
@@ -108,7 +111,7 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
     let parts = build::build(&config, &shared)?;
     let runner = Arc::new(
         Runner::new(
-            spool.clone(),
+            queue.clone(),
             config.clone(),
             store.clone(),
             parts.remote,
@@ -158,7 +161,7 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         let state = Arc::new(crate::admin::AdminState {
             hostname: config.hostname.clone(),
             telemetry: telemetry.clone(),
-            spool: spool.clone(),
+            queue: queue.clone(),
             reload: Arc::new(move || {
                 let result = for_admin.reload_from_disk();
                 log_reload("admin /reload", &result);
@@ -178,6 +181,7 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         shutdown_timeout: config.shutdown_timeout,
         limits,
         tasks,
+        queue,
         spool,
         wake,
         reloader,
@@ -219,6 +223,12 @@ impl Server {
         self.reloader.store.get()
     }
 
+    /// The queue, through the contract every backend keeps.
+    pub fn queue(&self) -> Arc<dyn QueueStore> {
+        self.queue.clone()
+    }
+
+    /// The filesystem spool behind [`Server::queue`], for looking at its files.
     pub fn spool(&self) -> Arc<Spool> {
         self.spool.clone()
     }
