@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::AdminToken;
-use crate::queue::Spool;
+use crate::queue::QueueStore;
 use crate::telemetry::Telemetry;
 
 /// Applies the configuration file again; `Ok` says what changed, `Err` why it was refused.
@@ -34,7 +34,7 @@ pub struct AdminState {
     /// `server.hostname`: `Host: <hostname>:<port>` is accepted besides the address itself.
     pub hostname: String,
     pub telemetry: Arc<Telemetry>,
-    pub spool: Arc<Spool>,
+    pub queue: Arc<dyn QueueStore>,
     pub reload: Arc<ReloadFn>,
     pub token: Arc<TokenFn>,
 }
@@ -220,8 +220,8 @@ async fn route(
 }
 
 async fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
-    let spool = state.spool.clone();
-    match tokio::task::spawn_blocking(move || spool.counts()).await {
+    let queue = state.queue.clone();
+    match tokio::task::spawn_blocking(move || queue.counts()).await {
         Ok(Ok(counts)) => {
             for (name, n) in counts {
                 state.telemetry.metrics.set_queue(name, n);
@@ -241,10 +241,10 @@ async fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
 }
 
 async fn health(state: &AdminState) -> Response<Full<Bytes>> {
-    let spool = state.spool.clone();
+    let queue = state.queue.clone();
     let probe = tokio::task::spawn_blocking(move || {
-        spool.probe_write()?;
-        spool.counts()
+        queue.probe_write()?;
+        queue.counts()
     })
     .await;
     let (status, body) = match probe {

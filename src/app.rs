@@ -20,7 +20,7 @@ use crate::live::Live;
 use crate::net::limits::ConnectionLimits;
 use crate::net::ShutdownPhase;
 use crate::queue::retransmit::Retransmissions;
-use crate::queue::{Spool, SystemClock};
+use crate::queue::{QueueStore, Spool, SystemClock};
 use crate::smtp::server::listener::serve;
 use crate::store::MailStore;
 use crate::telemetry::Telemetry;
@@ -37,6 +37,8 @@ pub struct Server {
     shutdown_timeout: std::time::Duration,
     limits: Arc<ConnectionLimits>,
     tasks: JoinSet<()>,
+    /// The queue as everything else in the server uses it, and the spool behind it.
+    queue: Arc<dyn QueueStore>,
     spool: Arc<Spool>,
     wake: Arc<Notify>,
     reloader: Arc<Reloader>,
@@ -68,7 +70,8 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let key = service_key(&config)?;
     let spool = Arc::new(Spool::open(&config.data_dir, key.clone())?);
-    let report = spool.recover()?;
+    let queue: Arc<dyn QueueStore> = spool.clone();
+    let report = queue.recover()?;
     tracing::info!(?report, data_dir = %config.data_dir.display(), "queue recovered");
     let now = chrono::Utc::now().timestamp();
     let retransmissions = Arc::new(Retransmissions::open(&spool, &key, now)?);
@@ -96,7 +99,7 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
     };
     let wake = Arc::new(Notify::new());
     let shared = Shared {
-        spool: spool.clone(),
+        queue: queue.clone(),
         wake: wake.clone(),
         telemetry: telemetry.clone(),
         limits: ConnectionLimits::new(
@@ -109,7 +112,7 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
     let parts = build::build(&config, &shared)?;
     let runner = Arc::new(
         Runner::new(
-            spool.clone(),
+            queue.clone(),
             config.clone(),
             store.clone(),
             parts.remote,
@@ -159,7 +162,7 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         let state = Arc::new(crate::admin::AdminState {
             hostname: config.hostname.clone(),
             telemetry: telemetry.clone(),
-            spool: spool.clone(),
+            queue: queue.clone(),
             reload: Arc::new(move || {
                 let result = for_admin.reload_from_disk();
                 log_reload("admin /reload", &result);
@@ -179,6 +182,7 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         shutdown_timeout: config.shutdown_timeout,
         limits,
         tasks,
+        queue,
         spool,
         wake,
         reloader,
@@ -220,6 +224,12 @@ impl Server {
         self.reloader.store.get()
     }
 
+    /// The queue, through the contract every backend keeps.
+    pub fn queue(&self) -> Arc<dyn QueueStore> {
+        self.queue.clone()
+    }
+
+    /// The filesystem spool behind [`Server::queue`], for looking at its files.
     pub fn spool(&self) -> Arc<Spool> {
         self.spool.clone()
     }

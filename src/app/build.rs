@@ -12,7 +12,7 @@ use crate::config::{Config, ListenerProtocol, SenderLoginMismatch};
 use crate::delivery::remote::RemoteDelivery;
 use crate::dns::Resolver;
 use crate::net::limits::ConnectionLimits;
-use crate::queue::Spool;
+use crate::queue::QueueStore;
 use crate::smtp::client::ClientSettings;
 use crate::smtp::server::inbound::{ConnectorPolicy, InboundConnectors};
 use crate::smtp::server::listener::ServerContext;
@@ -23,7 +23,7 @@ use crate::telemetry::Telemetry;
 /// What every version of the configuration shares: the queue, the runner's wake-up, the
 /// telemetry and the connection counts.
 pub(crate) struct Shared {
-    pub spool: Arc<Spool>,
+    pub queue: Arc<dyn QueueStore>,
     pub wake: Arc<Notify>,
     pub telemetry: Arc<Telemetry>,
     pub limits: Arc<ConnectionLimits>,
@@ -74,7 +74,7 @@ pub(crate) fn build(config: &Config, shared: &Shared) -> anyhow::Result<Parts> {
         .with_connectors(config)?
         .with_telemetry(shared.telemetry.clone()),
     );
-    let mut cleanup = Cleanup::new(&config.hostname, shared.spool.clone(), shared.wake.clone())
+    let mut cleanup = Cleanup::new(&config.hostname, shared.queue.clone(), shared.wake.clone())
         .with_rules(config.rules.clone(), config.local_domains.clone())
         .with_telemetry(shared.telemetry.clone())
         .with_retransmissions(shared.retransmissions.clone())

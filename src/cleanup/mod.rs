@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use crate::mail::Reply;
 use crate::queue::retransmit::Retransmissions;
-use crate::queue::{new_queue_id, Envelope, QueueError, Spool, Staged, Staging};
+use crate::queue::{new_queue_id, Envelope, QueueError, QueueStore, Staged, Staging};
 use crate::rules::{evaluate, MessageFacts, RuleSet};
 use crate::smtp::server::inbound::InboundVerdict;
 use crate::smtp::server::{Receiver, Transaction};
@@ -27,7 +27,7 @@ use message::Message;
 /// Turns finished transactions into queue files.
 pub struct Cleanup {
     hostname: String,
-    spool: Arc<Spool>,
+    queue: Arc<dyn QueueStore>,
     wake: Arc<Notify>,
     rules: RwLock<RuleSet>,
     local_domains: DomainSet,
@@ -41,10 +41,10 @@ pub struct Cleanup {
 
 impl Cleanup {
     /// `wake` is notified after each message is queued so the runner starts on it at once.
-    pub fn new(hostname: &str, spool: Arc<Spool>, wake: Arc<Notify>) -> Self {
+    pub fn new(hostname: &str, queue: Arc<dyn QueueStore>, wake: Arc<Notify>) -> Self {
         Cleanup {
             hostname: hostname.to_string(),
-            spool,
+            queue,
             wake,
             rules: RwLock::default(),
             local_domains: DomainSet::default(),
@@ -100,11 +100,11 @@ impl Cleanup {
         *self.rules.write().unwrap_or_else(|p| p.into_inner()) = rules;
     }
 
-    /// Starts staging the content of a new message (see [`Spool::stage`]); it is fingerprinted
+    /// Starts staging the content of a new message (see [`QueueStore::stage`]); it is fingerprinted
     /// on the way when retransmissions are recognised.
     pub fn stage(&self) -> Result<Staging, QueueError> {
         let fingerprinter = self.retransmissions.as_ref().map(|r| r.fingerprinter());
-        self.spool.stage(fingerprinter)
+        self.queue.stage(fingerprinter)
     }
 
     /// Applies the transport rules to the staged message and writes each resulting copy (with
@@ -209,10 +209,10 @@ impl Cleanup {
             }
             let tail = message.tail(&staged);
             let parts = message.parts(&copy.content, &tail);
-            if let Err(e) = self.spool.enqueue_parts(&envelope, &parts) {
+            if let Err(e) = self.queue.enqueue_parts(&envelope, &parts) {
                 tracing::error!(error = %e, client = %tx.peer, "queue write failed; message refused with 451");
                 for written in &ids {
-                    let _ = self.spool.delete(written);
+                    let _ = self.queue.delete(written);
                 }
                 return Err(Reply::new(451, [4, 3, 0], "Error: queue file write error"));
             }
@@ -404,6 +404,7 @@ Content-Type: application/vnd.sealpost.rms; name=message.sealed\r\n\r\nx\r\n--b-
 
     use super::*;
     use crate::crypto::keyfile::ServiceKey;
+    use crate::queue::Spool;
     use crate::smtp::server::Protocol;
     use crate::tls::TlsFacts;
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use super::ConfigArgs;
-use crate::queue::{QueueEntry, RecipientStatus, Spool};
+use crate::queue::{QueueEntry, QueueStore, RecipientStatus, Spool};
 
 #[derive(Args, Debug)]
 pub struct QueueArgs {
@@ -38,26 +38,29 @@ enum QueueCommand {
     },
 }
 
-/// The spool with the service key, as the server opens it (listing, flush and delete never
+/// The queue with the service key, as the server opens it (listing, flush and delete never
 /// decrypt, but anything this process writes is sealed like the server's files).
-fn open(config: &ConfigArgs) -> Result<Spool, ExitCode> {
+fn open(config: &ConfigArgs) -> Result<Box<dyn QueueStore>, ExitCode> {
     let config = config.load_existing(super::DataPart::Queue)?;
     let fail = |e: &dyn std::fmt::Display| {
         eprintln!("sealpost: {e}");
         ExitCode::FAILURE
     };
     let key = crate::app::service_key(&config).map_err(|e| fail(&format!("{e:#}")))?;
-    Spool::open(&config.data_dir, key).map_err(|e| fail(&e))
+    match Spool::open(&config.data_dir, key) {
+        Ok(spool) => Ok(Box::new(spool)),
+        Err(e) => Err(fail(&e)),
+    }
 }
 
 pub fn run(args: QueueArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         QueueCommand::List { config, json } => {
-            let spool = match open(&config) {
-                Ok(s) => s,
+            let queue = match open(&config) {
+                Ok(q) => q,
                 Err(code) => return Ok(code),
             };
-            let listing = spool.scan()?;
+            let listing = queue.scan()?;
             if json {
                 for e in &listing.entries {
                     let value = serde_json::json!({ "state": e.state.as_str(), "size": e.size, "envelope": e.envelope });
@@ -72,20 +75,20 @@ pub fn run(args: QueueArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         QueueCommand::Flush { config } => {
-            let spool = match open(&config) {
-                Ok(s) => s,
+            let queue = match open(&config) {
+                Ok(q) => q,
                 Err(code) => return Ok(code),
             };
-            let n = spool.flush()?;
+            let n = queue.flush()?;
             outln!("{n} deferred message(s) made due");
             Ok(ExitCode::SUCCESS)
         }
         QueueCommand::Delete { config, id } => {
-            let spool = match open(&config) {
-                Ok(s) => s,
+            let queue = match open(&config) {
+                Ok(q) => q,
                 Err(code) => return Ok(code),
             };
-            if spool.delete(&id)? {
+            if queue.delete(&id)? {
                 outln!("{id}: deleted");
                 Ok(ExitCode::SUCCESS)
             } else {

@@ -13,8 +13,8 @@ use super::{route, route_via, Destination, Route};
 use crate::config::Config;
 use crate::live::Live;
 use crate::queue::{
-    after_failure, Clock, Decision, Envelope, InFlight, NoticeAction, RecipientStatus, RetryPolicy,
-    Spool,
+    after_failure, Clock, Decision, Envelope, InFlight, NoticeAction, QueueStore, RecipientStatus,
+    RetryPolicy,
 };
 use crate::store::MailStore;
 use crate::telemetry::metrics::{DeliveryResult, Direction};
@@ -23,13 +23,13 @@ use crate::telemetry::{Telemetry, TraceEvent};
 
 mod notices;
 
-/// How often the runner looks at the queue directories without being woken.
+/// How often the runner looks at the queue without being woken.
 const SCAN_INTERVAL: Duration = Duration::from_millis(1000);
-/// How often the deferred directory is read again in full (it can change under `queue flush`).
+/// How often the deferred messages are listed again in full (`queue flush` can change them).
 const DEFERRED_RESCAN: Duration = Duration::from_secs(30);
 
 pub struct Runner {
-    spool: Arc<Spool>,
+    queue: Arc<dyn QueueStore>,
     /// The configuration, store and remote delivery are replaced by a reload; each delivery
     /// attempt works with the versions it started with.
     config: Live<Config>,
@@ -49,7 +49,7 @@ pub struct Runner {
 
 impl Runner {
     pub fn new(
-        spool: Arc<Spool>,
+        queue: Arc<dyn QueueStore>,
         config: Arc<Config>,
         store: Arc<dyn MailStore>,
         remote: Arc<RemoteDelivery>,
@@ -58,7 +58,7 @@ impl Runner {
     ) -> Self {
         Runner {
             concurrency: Arc::new(Semaphore::new(config.delivery.concurrency)),
-            spool,
+            queue,
             config: Live::new(config),
             store: Live::new(store),
             remote: Live::new(remote),
@@ -158,8 +158,8 @@ impl Runner {
     }
 
     async fn rescan_deferred(&self) {
-        let spool = self.spool.clone();
-        match tokio::task::spawn_blocking(move || spool.deferred()).await {
+        let queue = self.queue.clone();
+        match tokio::task::spawn_blocking(move || queue.deferred()).await {
             Ok(Ok(list)) => *lock(&self.deferred) = list.into_iter().collect(),
             Ok(Err(e)) => tracing::error!(error = %e, "cannot read the deferred queue"),
             Err(e) => tracing::error!(error = %e, "deferred queue scan panicked"),
@@ -168,8 +168,8 @@ impl Runner {
 
     /// New messages first (oldest first), then deferred ones whose time has come.
     async fn due_ids(&self) -> Vec<String> {
-        let spool = self.spool.clone();
-        let mut ids = match tokio::task::spawn_blocking(move || spool.incoming_ids()).await {
+        let queue = self.queue.clone();
+        let mut ids = match tokio::task::spawn_blocking(move || queue.incoming_ids()).await {
             Ok(Ok(ids)) => ids,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "cannot read the incoming queue");
@@ -194,18 +194,18 @@ impl Runner {
     /// One delivery attempt for one message.
     async fn process(&self, id: &str) {
         // The message is held in memory until the attempt ends; wait for room for it.
-        let spool = self.spool.clone();
+        let queue = self.queue.clone();
         let owned = id.to_string();
-        let size = tokio::task::spawn_blocking(move || spool.waiting_size(&owned))
+        let size = tokio::task::spawn_blocking(move || queue.waiting_size(&owned))
             .await
             .ok()
             .flatten()
             .unwrap_or(0);
         let _room = self.budget.reserve(size).await;
-        let spool = self.spool.clone();
+        let queue = self.queue.clone();
         let owned = id.to_string();
         let (mut env, message) =
-            match tokio::task::spawn_blocking(move || spool.claim(&owned)).await {
+            match tokio::task::spawn_blocking(move || queue.claim(&owned)).await {
                 Ok(Ok(Some(claimed))) => claimed,
                 Ok(Ok(None)) => return, // delivered, deleted or flushed meanwhile
                 Ok(Err(e)) => {
@@ -262,7 +262,7 @@ impl Runner {
             finished = false;
             env.next_attempt = now.saturating_add(self.retry().initial.as_secs().max(1) as i64);
         }
-        let spool = self.spool.clone();
+        let queue = self.queue.clone();
         let next = env.next_attempt;
         let owned_id = env.id.clone();
         let transmission = env.transmission.clone();
@@ -275,9 +275,9 @@ impl Runner {
         };
         let result = tokio::task::spawn_blocking(move || {
             if finished {
-                spool.complete(&env.id)
+                queue.complete(&env.id)
             } else {
-                spool.defer(&env, &message)
+                queue.defer(&env, &message)
             }
         })
         .await;
@@ -396,8 +396,8 @@ impl Runner {
 
     /// Writes the envelope of a message still being delivered to its queue file.
     async fn checkpoint(&self, env: &Envelope, message: &Arc<Vec<u8>>) {
-        let (spool, owned, message) = (self.spool.clone(), env.clone(), message.clone());
-        match tokio::task::spawn_blocking(move || spool.checkpoint(&owned, &message)).await {
+        let (queue, owned, message) = (self.queue.clone(), env.clone(), message.clone());
+        match tokio::task::spawn_blocking(move || queue.checkpoint(&owned, &message)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::error!(queue_id = %env.id, error = %e, "cannot record delivery progress")

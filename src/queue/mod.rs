@@ -1,5 +1,7 @@
-//! Durable mail queue: envelope, queue file format, spool directories and retry schedule.
+//! Durable mail queue: envelope, queue file format, the queue store contract and its spool
+//! backend, and the retry schedule.
 
+pub mod backend;
 pub mod dsn;
 pub mod envelope;
 pub mod error;
@@ -10,11 +12,10 @@ pub mod schedule;
 pub mod spool;
 
 pub use crate::mail::{is_valid_queue_id, new_queue_id};
+pub use backend::{Listing, QueueEntry, QueueState, QueueStore, RecoveryReport, Unreadable};
 pub use envelope::{Envelope, NoticeAction, Recipient, RecipientStatus, ENVELOPE_VERSION};
 pub use error::QueueError;
 pub use format::FormatError;
 pub use in_flight::{InFlight, Reservation};
 pub use schedule::{after_failure, Clock, Decision, ManualClock, RetryPolicy, SystemClock};
-pub use spool::{
-    Listing, QueueEntry, QueueState, RecoveryReport, Spool, Staged, Staging, Unreadable,
-};
+pub use spool::{Spool, Staged, Staging};

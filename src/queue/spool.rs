@@ -14,20 +14,23 @@
 //! `spawn_blocking`. Several processes may share one spool: a message has one name in one
 //! directory at a time, and `rename` decides who claimed it.
 //!
+//! The spool is the filesystem backend of [`QueueStore`](super::QueueStore) (implemented in
+//! `backend/spool.rs`): the trait states the guarantees, this module how files keep them. The
+//! inherent methods below are what the trait calls; file-level helpers ([`Spool::path`],
+//! [`Spool::root`], [`Spool::corrupt_ids`]) are for tools and tests that look at the files.
+//!
 //! A spool opened with the service key ([`Spool::open`], what the server does) writes every file
 //! encrypted (format version 2) and reads version 1 and 2; one opened with [`Spool::open_plain`]
 //! writes version 1 in clear and quarantines version 2 files it cannot open — for tests of the
 //! plain format only.
 
-use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
+use super::backend::{Listing, QueueEntry, QueueState, RecoveryReport, Unreadable};
 use super::envelope::Envelope;
 use super::error::QueueError;
 use super::format::{self, FormatError, HeaderError, Part};
@@ -36,15 +39,6 @@ use crate::mail::is_valid_queue_id;
 
 const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
-
-/// The durable states a message can be in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum QueueState {
-    Incoming,
-    Active,
-    Deferred,
-}
 
 /// The queue directories.
 #[derive(Clone, Debug)]
@@ -57,62 +51,6 @@ pub struct Spool {
     corrupt: PathBuf,
     /// Seals every file written; `None` only for [`Spool::open_plain`].
     key: Option<Arc<ServiceKey>>,
-}
-
-/// What `recover` did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RecoveryReport {
-    /// Partly written files deleted from `tmp/`.
-    pub removed_tmp: usize,
-    /// Messages moved from `active/` back to `incoming/`.
-    pub requeued: usize,
-}
-
-/// One message as listed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QueueEntry {
-    pub state: QueueState,
-    pub envelope: Envelope,
-    /// Size of the message in bytes (not of the queue file).
-    pub size: u64,
-}
-
-/// A queue file that `scan` could not read.
-#[derive(Debug)]
-pub struct Unreadable {
-    pub state: QueueState,
-    pub id: String,
-    pub error: QueueError,
-}
-
-/// Everything in the queue: readable entries and the files whose header failed.
-#[derive(Debug, Default)]
-pub struct Listing {
-    pub entries: Vec<QueueEntry>,
-    pub unreadable: Vec<Unreadable>,
-}
-
-impl QueueState {
-    pub const ALL: [QueueState; 3] = [
-        QueueState::Incoming,
-        QueueState::Active,
-        QueueState::Deferred,
-    ];
-
-    /// The directory name, also the Display form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            QueueState::Incoming => "incoming",
-            QueueState::Active => "active",
-            QueueState::Deferred => "deferred",
-        }
-    }
-}
-
-impl fmt::Display for QueueState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 impl Spool {
@@ -211,7 +149,7 @@ impl Spool {
             if path.symlink_metadata().is_ok() {
                 return Err(QueueError::Exists {
                     id: id.to_string(),
-                    path,
+                    location: path.display().to_string(),
                 });
             }
         }
@@ -261,7 +199,7 @@ impl Spool {
             Err(reason) => {
                 let path = self.quarantine(id)?;
                 tracing::error!(id, path = %path.display(), %reason, "queue file quarantined");
-                Err(QueueError::Corrupt { path, reason })
+                Err(corrupt(&path, reason))
             }
         }
     }
@@ -293,7 +231,7 @@ impl Spool {
         if active.symlink_metadata().is_err() {
             return Err(QueueError::NotActive {
                 id: id.to_string(),
-                path: active,
+                location: active.display().to_string(),
             });
         }
         let tmp = self.tmp.join(format!("{id}.update"));
@@ -313,7 +251,7 @@ impl Spool {
             Ok(()) => sync_dir(&self.active),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(QueueError::NotActive {
                 id: id.to_string(),
-                path: active,
+                location: active.display().to_string(),
             }),
             Err(e) => Err(QueueError::io(&active)(e)),
         }
@@ -468,10 +406,10 @@ impl Spool {
         let header = match format::read_header(BufReader::new(file), len) {
             Ok(header) => header,
             Err(HeaderError::Io(e)) => return Err(QueueError::io(&path)(e)),
-            Err(HeaderError::Format(reason)) => return Err(QueueError::Corrupt { path, reason }),
+            Err(HeaderError::Format(reason)) => return Err(corrupt(&path, reason)),
         };
         if let Err(reason) = check_envelope_id(id, &header.envelope) {
-            return Err(QueueError::Corrupt { path, reason });
+            return Err(corrupt(&path, reason));
         }
         Ok(Some((header.envelope, header.message_len)))
     }
@@ -523,6 +461,13 @@ fn checked_id(id: &str) -> Result<&str, QueueError> {
         Ok(id)
     } else {
         Err(QueueError::InvalidId { id: id.to_string() })
+    }
+}
+
+fn corrupt(path: &Path, reason: FormatError) -> QueueError {
+    QueueError::Corrupt {
+        location: path.display().to_string(),
+        reason,
     }
 }
 

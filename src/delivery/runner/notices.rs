@@ -78,8 +78,8 @@ impl Runner {
             "localhost",
             now.timestamp(),
         );
-        let spool = self.spool.clone();
-        match tokio::task::spawn_blocking(move || spool.enqueue(&envelope, &notice)).await {
+        let queue = self.queue.clone();
+        match tokio::task::spawn_blocking(move || queue.enqueue(&envelope, &notice)).await {
             Ok(Ok(())) => {
                 tracing::info!(queue_id = %env.id, notice_id = %id, to = %env.mail_from, ?kind, "delivery status notification queued");
                 let kind = format!("{kind:?}").to_ascii_lowercase();

@@ -91,9 +91,9 @@ fn queued_and_deferred_messages_never_rest_in_clear() {
 /// Claim must quarantine `id` with a reason matching `expected`.
 fn assert_quarantined(spool: &Spool, id: &str, expected: impl Fn(&FormatError) -> bool) {
     match spool.claim(id) {
-        Err(QueueError::Corrupt { path, reason }) => {
+        Err(QueueError::Corrupt { location, reason }) => {
             assert!(expected(&reason), "unexpected reason {reason:?}");
-            assert_eq!(path, spool.corrupt.join(id));
+            assert_eq!(location, spool.corrupt.join(id).display().to_string());
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }

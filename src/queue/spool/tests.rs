@@ -308,9 +308,10 @@ fn concurrent_claims_hand_each_message_to_exactly_one_claimer() {
 /// Claim a damaged file: Corrupt, moved to corrupt/, never returned again.
 fn assert_quarantined(spool: &Spool, id: &str, expected: impl Fn(&FormatError) -> bool) {
     match spool.claim(id) {
-        Err(QueueError::Corrupt { path, reason }) => {
+        Err(QueueError::Corrupt { location, reason }) => {
             assert!(expected(&reason), "unexpected reason {reason:?}");
-            assert_eq!(path, spool.corrupt.join(id));
+            let path = spool.corrupt.join(id);
+            assert_eq!(location, path.display().to_string());
             assert!(path.is_file());
         }
         other => panic!("expected Corrupt, got {other:?}"),

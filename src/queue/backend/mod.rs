@@ -1,0 +1,204 @@
+//! The durable queue as a contract: [`QueueStore`] says what every queue backend guarantees, and
+//! the callers (cleanup, the queue runner, the admin endpoint, `sealpost queue`) reach the queue
+//! only through it. The filesystem spool ([`crate::queue::Spool`], see [`spool`]) is the first
+//! backend; `tests/queue_store_suite/` is the suite every backend must pass.
+//!
+//! A message is in one of three states, and moves between them only as follows:
+//!
+//! ```text
+//! enqueue ──▶ incoming ──claim──▶ active ──defer──▶ deferred
+//!                ▲                 │  ▲                │
+//!                │                 │  └─────claim──────┤
+//!                ├────recover──────┘                   │
+//!                └────────────────flush────────────────┘
+//!             active ──complete──▶ (gone)       any ──delete──▶ (gone)
+//! ```
+//!
+//! Staged content (a message still arriving) and half-written entries belong to no state: they
+//! are never listed or claimed, and `recover` removes them. A stored message that fails
+//! verification when claimed is set apart (quarantined) and is never returned again.
+//!
+//! Every method is blocking; async callers use `spawn_blocking`. Several instances (processes)
+//! may share one backend's storage: a message is in one state at a time, and of concurrent
+//! claims of one message exactly one succeeds.
+
+pub mod spool;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::envelope::Envelope;
+use super::error::QueueError;
+use super::format::Part;
+use super::retransmit::Fingerprinter;
+use super::spool::Staging;
+
+/// The durable states a message can be in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueState {
+    Incoming,
+    Active,
+    Deferred,
+}
+
+impl QueueState {
+    pub const ALL: [QueueState; 3] = [
+        QueueState::Incoming,
+        QueueState::Active,
+        QueueState::Deferred,
+    ];
+
+    /// The name of the state (also the spool's directory), and the Display form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueState::Incoming => "incoming",
+            QueueState::Active => "active",
+            QueueState::Deferred => "deferred",
+        }
+    }
+}
+
+impl fmt::Display for QueueState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What `recover` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Staged or partly written entries removed (for the spool, files in `tmp/`).
+    pub removed_tmp: usize,
+    /// Messages moved from active back to incoming.
+    pub requeued: usize,
+}
+
+/// One message as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueEntry {
+    pub state: QueueState,
+    pub envelope: Envelope,
+    /// Size of the message in bytes (not of what the backend stores).
+    pub size: u64,
+}
+
+/// A queued message that `scan` could not read.
+#[derive(Debug)]
+pub struct Unreadable {
+    pub state: QueueState,
+    pub id: String,
+    pub error: QueueError,
+}
+
+/// Everything in the queue: readable entries and the messages whose envelope could not be read.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub entries: Vec<QueueEntry>,
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// A durable mail queue. "Durable" means on stable storage: it survives a crash of the process
+/// or the machine the moment the method returns `Ok`.
+///
+/// Every method that takes an id refuses one that is not a valid queue id
+/// (`is_valid_queue_id`) with [`QueueError::InvalidId`]. A call that fails with `InvalidId`,
+/// `Exists` or `NotActive` changed nothing. After another error the call may be partly done (a
+/// `defer` may have stored the envelope without moving the message, a `flush` may have moved
+/// some messages), but no message is lost, none is in two states, and each envelope is one that
+/// was stored. There are no default methods: each backend states how it keeps every guarantee.
+pub trait QueueStore: Send + Sync {
+    /// Where the queue lives, for logs and messages (the spool: its directory).
+    fn location(&self) -> String;
+
+    /// Whether every message is stored encrypted: nothing this backend writes (staged content
+    /// included) holds a message or its content key in clear. Envelopes stay readable.
+    fn is_encrypted(&self) -> bool;
+
+    /// Startup, before any runner of this queue starts: removes what was staged or half written
+    /// when the previous process stopped (never acknowledged), and moves every active message
+    /// back to incoming with the envelope its last `defer` or `checkpoint` stored. Durable when
+    /// it returns.
+    fn recover(&self) -> Result<RecoveryReport, QueueError>;
+
+    /// Starts staging the content of a message being received. The content is sealed chunk by
+    /// chunk under a key that exists only in memory, so whatever a crash leaves behind cannot be
+    /// read; it is removed when the [`Staging`] (or the `Staged` it becomes) is dropped, and by
+    /// `recover`. `fingerprint`, when given, sees every byte written.
+    fn stage(&self, fingerprint: Option<Fingerprinter>) -> Result<Staging, QueueError>;
+
+    /// Queues a new message in incoming. Returns `Ok` only after the envelope and the message
+    /// are on stable storage: the caller may then acknowledge it (answer 250). On error nothing
+    /// is queued. [`QueueError::Exists`] when a message with this id is incoming, active or
+    /// deferred.
+    fn enqueue(&self, envelope: &Envelope, message: &[u8]) -> Result<(), QueueError>;
+
+    /// Like [`QueueStore::enqueue`] for a message made of `parts` in order (e.g. a new header in
+    /// front of staged content), streamed rather than held in memory. Same guarantees.
+    fn enqueue_parts(&self, envelope: &Envelope, parts: &[Part]) -> Result<(), QueueError>;
+
+    /// Takes a waiting message (incoming or deferred, whatever its `next_attempt`) for delivery:
+    /// it becomes active and its envelope and message are returned exactly as last stored.
+    ///
+    /// Of concurrent claims of one id, in this process or another sharing the storage, exactly
+    /// one gets it. `Ok(None)` when it is not waiting: unknown, already active (claimed), or
+    /// deleted. A stored message that fails verification or decryption is quarantined (counted
+    /// as "corrupt", never listed, claimed or returned again) and reported as
+    /// [`QueueError::Corrupt`].
+    fn claim(&self, id: &str) -> Result<Option<(Envelope, Vec<u8>)>, QueueError>;
+
+    /// Stores the updated `envelope` of an active message, with its `message` as claimed, and
+    /// moves it to deferred. Returns only after both are on stable storage.
+    /// [`QueueError::NotActive`] (and nothing changes) when the message is not active.
+    fn defer(&self, envelope: &Envelope, message: &[u8]) -> Result<(), QueueError>;
+
+    /// Stores the updated `envelope` of an active message that stays active (progress made in
+    /// the middle of a delivery). Returns only after it is on stable storage; a `recover` after
+    /// a crash requeues the message with this envelope. [`QueueError::NotActive`] (and nothing
+    /// changes) when the message is not active.
+    fn checkpoint(&self, envelope: &Envelope, message: &[u8]) -> Result<(), QueueError>;
+
+    /// Removes an active message whose recipients are all done; the removal is durable when it
+    /// returns. [`QueueError::NotActive`] when it is not active (completed already, deleted, or
+    /// never claimed).
+    fn complete(&self, id: &str) -> Result<(), QueueError>;
+
+    /// Every incoming, active and deferred message (ordered by state as in
+    /// [`QueueState::ALL`], then by id), from the envelopes only; messages whose envelope cannot
+    /// be read are reported apart. Quarantined messages are not listed.
+    fn scan(&self) -> Result<Listing, QueueError>;
+
+    /// The readable entries of [`QueueStore::scan`].
+    fn list(&self) -> Result<Vec<QueueEntry>, QueueError>;
+
+    /// Ids of incoming messages, oldest first (ids sort by time).
+    fn incoming_ids(&self) -> Result<Vec<String>, QueueError>;
+
+    /// Deferred ids with their `next_attempt` (unix seconds), in id order. One whose envelope
+    /// cannot be read is reported as due at 0, so that a claim quarantines it promptly.
+    fn deferred(&self) -> Result<Vec<(String, i64)>, QueueError>;
+
+    /// The size of a waiting (incoming or deferred) message, what a claim would load into
+    /// memory; `None` when there is none with this id (or the id is invalid) or its envelope is
+    /// unreadable.
+    fn waiting_size(&self, id: &str) -> Option<u64>;
+
+    /// Moves every deferred message to incoming so that it is tried now (`postqueue -f`);
+    /// returns how many moved. Durable when it returns.
+    fn flush(&self) -> Result<usize, QueueError>;
+
+    /// Deletes a message in any state (`postsuper -d`); `false` when there is none with this
+    /// id. Durable when it returns. Deleting an active message does not stop a delivery in
+    /// progress; its later `defer`, `checkpoint` or `complete` fails with
+    /// [`QueueError::NotActive`].
+    fn delete(&self, id: &str) -> Result<bool, QueueError>;
+
+    /// How many messages are in each state, in this order: "incoming", "active", "deferred",
+    /// and "corrupt" (quarantined).
+    fn counts(&self) -> Result<Vec<(&'static str, usize)>, QueueError>;
+
+    /// Writes something small to stable storage and removes it again: `Ok` means an `enqueue`
+    /// could succeed right now (what `/healthz` reports). Changes nothing in the queue.
+    fn probe_write(&self) -> Result<(), QueueError>;
+}
