@@ -1,6 +1,7 @@
 //! Local mailboxes: the store trait delivery writes through, and its implementations.
 
 pub mod audit;
+pub mod backend;
 mod binding;
 pub mod blobs;
 mod encrypted;
@@ -49,12 +50,30 @@ pub enum StoreError {
     Revoked { policy: String, what: String },
     #[error("{0}")]
     Policy(String),
-    #[error("index: {0}")]
-    Index(String),
+    /// The index failed: `message` is the backend's text, `kind` what policy may read of it.
+    #[error("index: {message}")]
+    Index {
+        kind: IndexErrorKind,
+        message: String,
+    },
     #[error("audit log: {0}")]
     Audit(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// What an index failure means, whichever backend reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexErrorKind {
+    /// A row the operation needs is not there.
+    NotFound,
+    /// A uniqueness or reference constraint refused the change (a duplicate, a dangling id).
+    Conflict,
+    /// The index cannot be reached or used now (busy, locked, cannot be opened, I/O error, disk
+    /// full): worth trying again later, so a delivery failing this way is deferred, not bounced.
+    Unavailable,
+    /// Anything else (corruption, a schema mismatch, a bug).
+    Other,
 }
 
 impl From<crate::crypto::sealing::CryptoError> for StoreError {
@@ -68,6 +87,21 @@ impl StoreError {
         StoreError::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    pub fn index(kind: IndexErrorKind, message: impl Into<String>) -> Self {
+        StoreError::Index {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// The kind of an index failure (`None` for other errors).
+    pub fn index_kind(&self) -> Option<IndexErrorKind> {
+        match self {
+            StoreError::Index { kind, .. } => Some(*kind),
+            _ => None,
         }
     }
 }
