@@ -114,17 +114,19 @@ pub trait MailStore: Send + Sync {
     /// Like `deliver`, at most once per `delivery` key and mailbox: if a message was already
     /// committed under this key, returns its id and stores nothing. The queue runner passes
     /// `<queue id>/<recipient>`, so a queue file delivered again after a crash (between the
-    /// mailbox commit and the queue file's removal) is not stored twice. The default, for stores
-    /// that keep no keys, is a plain `deliver`.
+    /// mailbox commit and the queue file's removal) is not stored twice. Every store must keep
+    /// this promise itself (there is no default falling back to `deliver`), for at least
+    /// `index::DELIVERY_TAG_DAYS` days:
+    /// - `EncryptedStore` commits the key's tag in the message row's transaction, so the tag and
+    ///   the message exist together or not at all, across processes;
+    /// - `PlainMaildirStore` records the key in a tag file before writing the message under the
+    ///   id the tag names, and marks it done after; see its `deliver_once`.
     fn deliver_once(
         &self,
         mailbox: &str,
         message: &[u8],
         delivery: &str,
-    ) -> Result<String, StoreError> {
-        let _ = delivery;
-        self.deliver(mailbox, message)
-    }
+    ) -> Result<String, StoreError>;
     /// The messages of a mailbox, oldest first.
     fn list(&self, mailbox: &str) -> Result<Vec<MessageSummary>, StoreError>;
     /// The RFC 5322 bytes of one message.
