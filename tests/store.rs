@@ -7,6 +7,8 @@ mod support;
 use std::path::Path;
 
 use sealpost::config::Config;
+use sealpost::store::backend::sqlite::SqliteKeyIndex;
+use sealpost::store::backend::KeyIndex;
 use sealpost::store::ops::{self, NoProgress};
 use sealpost::store::{index, MailStore, StoreError};
 use support::stores::{deliver, grep, message, StoreFixture, ALICE, BOSS, CAROL, PLAIN};
@@ -228,14 +230,16 @@ fn revoking_a_policy_shreds_its_keys_and_spares_the_others() {
     let index_path = f.data_dir.join("store/index.sqlite");
     let wraps: Vec<Vec<u8>> = {
         let c = index::open(&index_path).unwrap();
-        let pk = index::active_policy_key(&c, "p1").unwrap().unwrap();
-        let mut w: Vec<Vec<u8>> = index::wraps(&c, pk.id)
+        let c = SqliteKeyIndex::new(&c);
+        let pk = c.active_policy_key("p1").unwrap().unwrap();
+        let mut w: Vec<Vec<u8>> = c
+            .wraps(pk.id)
             .unwrap()
             .into_iter()
             .map(|w| w.wrapped)
             .collect();
         w.push(
-            index::current_mailbox_key(&c, ALICE)
+            c.current_mailbox_key(ALICE)
                 .unwrap()
                 .unwrap()
                 .wrapped

@@ -12,9 +12,11 @@ use rusqlite::{Connection, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
 use super::audit::AuditLog;
+use super::backend::sqlite::SqliteKeyIndex;
+use super::backend::{KeyIndex, MailboxKeyRow};
 use super::binding::{self, BindError, Binding};
 use super::blobs::{self, BlobKind, Blobs, HEADER_LEN};
-use super::index::{self, MailboxKeyRow, MessageRow};
+use super::index::{self, MessageRow};
 use super::keyring::Keyring;
 use super::rebind::{self, Rebinding};
 use super::{summarize, MailStore, MessageSummary, StoreError};
@@ -141,18 +143,18 @@ impl EncryptedStore {
     /// (delivery never downgrades an encrypted mailbox to plain).
     fn delivery_key(
         &self,
-        c: &Connection,
+        ix: &dyn KeyIndex,
         mailbox: &str,
         configured: &PolicyRef,
     ) -> Result<Option<(i64, SecretKey)>, StoreError> {
         let reason = format!("deliver to {mailbox}");
-        match index::current_mailbox_key(c, mailbox)? {
+        match ix.current_mailbox_key(mailbox)? {
             Some(row) if row.state == "active" => {
-                Ok(Some((row.id, self.keyring.mailbox_key(c, &row, &reason)?)))
+                Ok(Some((row.id, self.keyring.mailbox_key(ix, &row, &reason)?)))
             }
             _ => match configured {
                 PolicyRef::Named(p) => {
-                    Ok(Some(self.keyring.new_mailbox_key(c, mailbox, p, &reason)?))
+                    Ok(Some(self.keyring.new_mailbox_key(ix, mailbox, p, &reason)?))
                 }
                 PolicyRef::None => Ok(None),
             },
@@ -212,17 +214,18 @@ impl EncryptedStore {
     /// the message's own mailbox, and open for that mailbox.
     pub(super) fn message_key(
         &self,
-        c: &Connection,
+        ix: &dyn KeyIndex,
         row: &MessageRow,
         reason: &str,
     ) -> Result<Option<SecretKey>, StoreError> {
         let Some(mk_id) = row.mailbox_key_id else {
             return Ok(None);
         };
-        let mk = index::mailbox_key(c, mk_id)?
+        let mk = ix
+            .mailbox_key(mk_id)?
             .ok_or_else(|| integrity(row, "its mailbox key is missing from the index"))?;
         check_owner(row, &mk)?;
-        match self.keyring.mailbox_key(c, &mk, reason) {
+        match self.keyring.mailbox_key(ix, &mk, reason) {
             Ok(k) => Ok(Some(k)),
             Err(StoreError::Integrity(e)) => Err(integrity(row, e)),
             Err(e) => Err(e),
@@ -347,7 +350,7 @@ impl EncryptedStore {
             .mailboxes
             .get(&mailbox)
             .ok_or_else(|| StoreError::NoSuchMailbox(mailbox.clone()))?;
-        let key = self.delivery_key(&*self.conn()?, &mailbox, configured)?;
+        let key = self.delivery_key(&SqliteKeyIndex::new(&*self.conn()?), &mailbox, configured)?;
         let tag = delivery.map(|d| delivery_tag(key.as_ref().map(|(_, k)| k), d));
         if let Some(tag) = &tag {
             if let Some(earlier) = index::delivered(&*self.conn()?, &mailbox, tag)? {
@@ -368,7 +371,9 @@ impl EncryptedStore {
                 }
             }
             if let Some((mk_id, _)) = &key {
-                let live = index::mailbox_key(&tx, *mk_id)?.is_some_and(|r| r.state == "active");
+                let live = SqliteKeyIndex::new(&tx)
+                    .mailbox_key(*mk_id)?
+                    .is_some_and(|r| r.state == "active");
                 if !live {
                     return Err(StoreError::Revoked {
                         policy: configured.to_string(),
@@ -408,6 +413,7 @@ impl MailStore for EncryptedStore {
     fn list(&self, mailbox: &str) -> Result<Vec<MessageSummary>, StoreError> {
         let mailbox = mailbox.to_ascii_lowercase();
         let c = self.conn()?;
+        let ix = SqliteKeyIndex::new(&c);
         let reason = format!("list {mailbox}");
         // Every row here is in `mailbox`, so a key found to be this mailbox's serves its other rows.
         let mut keys: HashMap<i64, SecretKey> = HashMap::new();
@@ -418,7 +424,7 @@ impl MailStore for EncryptedStore {
                 Some(id) => match keys.get(&id) {
                     Some(k) => Some(k.clone()),
                     None => {
-                        let k = self.message_key(&c, &row, &reason)?;
+                        let k = self.message_key(&ix, &row, &reason)?;
                         if let Some(k) = &k {
                             keys.insert(id, k.clone());
                         }
@@ -440,7 +446,11 @@ impl MailStore for EncryptedStore {
                     mailbox: mailbox.clone(),
                     id: id.to_string(),
                 })?;
-            let key = self.message_key(&c, &row, &format!("read {mailbox} {id}"))?;
+            let key = self.message_key(
+                &SqliteKeyIndex::new(&c),
+                &row,
+                &format!("read {mailbox} {id}"),
+            )?;
             (row, key)
         };
         self.open_message(&row, key.as_ref())

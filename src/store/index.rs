@@ -1,11 +1,12 @@
 //! The index: an SQLite database (`store/index.sqlite`) mapping mailboxes and message ids to blob
-//! names, wrapped keys and encrypted metadata. Holds no key that opens anything by itself.
+//! names, wrapped keys and encrypted metadata. Holds no key that opens anything by itself. Its
+//! schema and the message and delivery rows are here; the key hierarchy in it is reached through
+//! `backend::sqlite::SqliteKeyIndex`.
 
 use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::audit::Anchor;
 use super::StoreError;
 
 const SCHEMA: &str = r#"
@@ -61,39 +62,6 @@ PRAGMA user_version = 2;
 /// next start, long before this.
 pub const DELIVERY_TAG_DAYS: i64 = 30;
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Index(e.to_string())
-    }
-}
-
-/// A policy key generation.
-#[derive(Debug, Clone)]
-pub struct PolicyKeyRow {
-    pub id: i64,
-    pub policy: String,
-    pub generation: i64,
-    pub state: String,
-}
-
-/// One wrap of a policy key under a root or availability key.
-#[derive(Debug, Clone)]
-pub struct WrapRow {
-    pub kind: String,
-    pub key_id: String,
-    pub wrapped: Vec<u8>,
-}
-
-/// A mailbox key; `wrapped` under its policy key, both gone once revoked.
-#[derive(Debug, Clone)]
-pub struct MailboxKeyRow {
-    pub id: i64,
-    pub mailbox: String,
-    pub policy_key_id: Option<i64>,
-    pub wrapped: Option<Vec<u8>>,
-    pub state: String,
-}
-
 /// One message. Encrypted: `mailbox_key_id`, `wrapped_key` (content key under the mailbox key),
 /// `meta` sealed under the mailbox key, no digest. Plain: `meta` in clear and a SHA-256 digest.
 #[derive(Debug, Clone)]
@@ -131,25 +99,6 @@ pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-fn policy_key_row(r: &Row<'_>) -> rusqlite::Result<PolicyKeyRow> {
-    Ok(PolicyKeyRow {
-        id: r.get(0)?,
-        policy: r.get(1)?,
-        generation: r.get(2)?,
-        state: r.get(3)?,
-    })
-}
-
-pub(super) fn mailbox_key_row(r: &Row<'_>) -> rusqlite::Result<MailboxKeyRow> {
-    Ok(MailboxKeyRow {
-        id: r.get(0)?,
-        mailbox: r.get(1)?,
-        policy_key_id: r.get(2)?,
-        wrapped: r.get(3)?,
-        state: r.get(4)?,
-    })
-}
-
 pub(super) const MESSAGE_COLUMNS: &str =
     "seq, id, mailbox, received, size, flags, blob, mailbox_key_id, wrapped_key, meta, digest";
 
@@ -167,199 +116,6 @@ pub(super) fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRow> {
         meta: r.get(9)?,
         digest: r.get(10)?,
     })
-}
-
-/// The active policy key of a policy, if it has one.
-pub fn active_policy_key(c: &Connection, policy: &str) -> Result<Option<PolicyKeyRow>, StoreError> {
-    Ok(c.query_row(
-        "SELECT id, policy, generation, state FROM policy_keys
-         WHERE policy = ?1 AND state = 'active' ORDER BY generation DESC LIMIT 1",
-        [policy],
-        policy_key_row,
-    )
-    .optional()?)
-}
-
-/// Whether a policy was revoked (crypto-shredded).
-pub fn policy_revoked(c: &Connection, policy: &str) -> Result<bool, StoreError> {
-    Ok(c.query_row(
-        "SELECT COUNT(*) FROM policy_keys WHERE policy = ?1 AND state = 'revoked'",
-        [policy],
-        |r| r.get::<_, i64>(0),
-    )? > 0)
-}
-
-pub fn policy_key(c: &Connection, id: i64) -> Result<Option<PolicyKeyRow>, StoreError> {
-    Ok(c.query_row(
-        "SELECT id, policy, generation, state FROM policy_keys WHERE id = ?1",
-        [id],
-        policy_key_row,
-    )
-    .optional()?)
-}
-
-/// Records a new active generation of a policy key with its wraps; returns its id.
-pub fn insert_policy_key(
-    c: &Connection,
-    policy: &str,
-    wraps: &[WrapRow],
-) -> Result<PolicyKeyRow, StoreError> {
-    let generation: i64 = c.query_row(
-        "SELECT COALESCE(MAX(generation), 0) + 1 FROM policy_keys WHERE policy = ?1",
-        [policy],
-        |r| r.get(0),
-    )?;
-    c.execute(
-        "INSERT INTO policy_keys(policy, generation, state, created) VALUES (?1, ?2, 'active', ?3)",
-        params![policy, generation, now()],
-    )?;
-    let id = c.last_insert_rowid();
-    for w in wraps {
-        c.execute(
-            "INSERT INTO policy_key_wraps(policy_key_id, kind, key_id, wrapped) VALUES (?1, ?2, ?3, ?4)",
-            params![id, w.kind, w.key_id, w.wrapped],
-        )?;
-    }
-    Ok(PolicyKeyRow {
-        id,
-        policy: policy.to_string(),
-        generation,
-        state: "active".into(),
-    })
-}
-
-pub fn wraps(c: &Connection, policy_key_id: i64) -> Result<Vec<WrapRow>, StoreError> {
-    let mut st = c.prepare(
-        "SELECT kind, key_id, wrapped FROM policy_key_wraps WHERE policy_key_id = ?1 ORDER BY kind DESC, key_id",
-    )?;
-    let rows = st.query_map([policy_key_id], |r| {
-        Ok(WrapRow {
-            kind: r.get(0)?,
-            key_id: r.get(1)?,
-            wrapped: r.get(2)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// Replaces the wrap made with root key `old_key_id` by one made with `new_key_id`.
-pub fn replace_root_wrap(
-    c: &Connection,
-    policy_key_id: i64,
-    old_key_id: &str,
-    new_key_id: &str,
-    wrapped: &[u8],
-) -> Result<bool, StoreError> {
-    let n = c.execute(
-        "UPDATE policy_key_wraps SET key_id = ?3, wrapped = ?4
-         WHERE policy_key_id = ?1 AND key_id = ?2 AND kind = 'root'",
-        params![policy_key_id, old_key_id, new_key_id, wrapped],
-    )?;
-    Ok(n == 1)
-}
-
-/// Marks a policy key generation retired and destroys its wraps.
-pub fn retire_policy_key(c: &Connection, id: i64) -> Result<(), StoreError> {
-    c.execute(
-        "DELETE FROM policy_key_wraps WHERE policy_key_id = ?1",
-        [id],
-    )?;
-    c.execute(
-        "UPDATE policy_keys SET state = 'retired' WHERE id = ?1",
-        [id],
-    )?;
-    Ok(())
-}
-
-/// The newest mailbox key of a mailbox (active or revoked).
-pub fn current_mailbox_key(
-    c: &Connection,
-    mailbox: &str,
-) -> Result<Option<MailboxKeyRow>, StoreError> {
-    Ok(c.query_row(
-        "SELECT id, mailbox, policy_key_id, wrapped, state FROM mailbox_keys
-         WHERE mailbox = ?1 ORDER BY id DESC LIMIT 1",
-        [mailbox],
-        mailbox_key_row,
-    )
-    .optional()?)
-}
-
-pub fn mailbox_key(c: &Connection, id: i64) -> Result<Option<MailboxKeyRow>, StoreError> {
-    Ok(c.query_row(
-        "SELECT id, mailbox, policy_key_id, wrapped, state FROM mailbox_keys WHERE id = ?1",
-        [id],
-        mailbox_key_row,
-    )
-    .optional()?)
-}
-
-pub fn insert_mailbox_key(
-    c: &Connection,
-    mailbox: &str,
-    policy_key_id: i64,
-    wrapped: &[u8],
-) -> Result<i64, StoreError> {
-    c.execute(
-        "INSERT INTO mailbox_keys(mailbox, policy_key_id, wrapped, state, created)
-         VALUES (?1, ?2, ?3, 'active', ?4)",
-        params![mailbox, policy_key_id, wrapped, now()],
-    )?;
-    Ok(c.last_insert_rowid())
-}
-
-/// Points a mailbox key at another policy key with a new wrap (rotation, set-policy).
-pub fn rewrap_mailbox_key(
-    c: &Connection,
-    id: i64,
-    policy_key_id: i64,
-    wrapped: &[u8],
-) -> Result<(), StoreError> {
-    c.execute(
-        "UPDATE mailbox_keys SET policy_key_id = ?2, wrapped = ?3 WHERE id = ?1 AND state = 'active'",
-        params![id, policy_key_id, wrapped],
-    )?;
-    Ok(())
-}
-
-/// Active mailbox keys wrapped under a policy key.
-pub fn mailbox_keys_under(
-    c: &Connection,
-    policy_key_id: i64,
-) -> Result<Vec<MailboxKeyRow>, StoreError> {
-    let mut st = c.prepare(
-        "SELECT id, mailbox, policy_key_id, wrapped, state FROM mailbox_keys
-         WHERE policy_key_id = ?1 AND state = 'active' ORDER BY id",
-    )?;
-    let rows = st.query_map([policy_key_id], mailbox_key_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// Crypto-shreds a policy: destroys every wrap of its policy keys and of the mailbox keys under
-/// them. Returns (policy key generations, mailbox keys, messages made unreadable).
-pub fn revoke_policy(c: &Connection, policy: &str) -> Result<(u64, u64, u64), StoreError> {
-    let messages: i64 = c.query_row(
-        "SELECT COUNT(*) FROM messages WHERE mailbox_key_id IN
-           (SELECT mk.id FROM mailbox_keys mk JOIN policy_keys pk ON mk.policy_key_id = pk.id
-            WHERE pk.policy = ?1 AND mk.state = 'active')",
-        [policy],
-        |r| r.get(0),
-    )?;
-    let mailbox_keys = c.execute(
-        "UPDATE mailbox_keys SET wrapped = NULL, state = 'revoked' WHERE state = 'active' AND
-           policy_key_id IN (SELECT id FROM policy_keys WHERE policy = ?1)",
-        [policy],
-    )?;
-    c.execute(
-        "DELETE FROM policy_key_wraps WHERE policy_key_id IN
-           (SELECT id FROM policy_keys WHERE policy = ?1)",
-        [policy],
-    )?;
-    let generations = c.execute(
-        "UPDATE policy_keys SET state = 'revoked' WHERE policy = ?1 AND state != 'revoked'",
-        [policy],
-    )?;
-    Ok((generations as u64, mailbox_keys as u64, messages as u64))
 }
 
 pub fn insert_message(c: &Connection, m: &MessageRow) -> Result<(), StoreError> {
@@ -466,27 +222,6 @@ pub fn mailboxes(c: &Connection) -> Result<Vec<String>, StoreError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-pub fn anchor(c: &Connection) -> Result<Option<Anchor>, StoreError> {
-    Ok(
-        c.query_row("SELECT seq, hash FROM audit_anchor WHERE id = 1", [], |r| {
-            Ok(Anchor {
-                seq: r.get::<_, i64>(0)? as u64,
-                hash: r.get(1)?,
-            })
-        })
-        .optional()?,
-    )
-}
-
-pub fn set_anchor(c: &Connection, a: &Anchor) -> Result<(), StoreError> {
-    c.execute(
-        "INSERT INTO audit_anchor(id, seq, hash) VALUES (1, ?1, ?2)
-         ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-        params![a.seq as i64, a.hash],
-    )?;
-    Ok(())
-}
-
 /// Forces the WAL into the main file and truncates it, so destroyed wraps do not linger there.
 pub fn checkpoint(c: &Connection) -> Result<(), StoreError> {
     c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
@@ -553,7 +288,11 @@ mod tests {
         insert_delivery(&c, "a@t.test", b"t1", "M1").unwrap();
         insert_delivery(&c, "b@t.test", b"t1", "M2").unwrap();
         insert_delivery(&c, "a@t.test", b"t2", "M3").unwrap();
-        assert!(insert_delivery(&c, "a@t.test", b"t1", "M4").is_err());
+        let dup = insert_delivery(&c, "a@t.test", b"t1", "M4").unwrap_err();
+        assert_eq!(
+            dup.index_kind(),
+            Some(super::super::IndexErrorKind::Conflict)
+        );
         assert_eq!(
             delivered(&c, "b@t.test", b"t1").unwrap().as_deref(),
             Some("M2")

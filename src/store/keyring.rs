@@ -8,12 +8,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use rusqlite::Connection;
-
 use super::audit::AuditLog;
+use super::backend::{KeyIndex, MailboxKeyRow, PolicyKeyRow, WrapRow};
 use super::binding::{self, BindError};
-use super::index::{self, MailboxKeyRow, PolicyKeyRow, WrapRow};
-use super::StoreError;
+use super::{IndexErrorKind, StoreError};
 use crate::config::EncryptionPolicy;
 use crate::crypto::keyfile::{read_key_file, KeyFileError};
 use crate::crypto::sealing::SecretKey;
@@ -80,14 +78,14 @@ impl Keyring {
     /// Appends an audit record and anchors it in the index.
     pub fn record(
         &self,
-        c: &Connection,
+        ix: &dyn KeyIndex,
         event: &str,
         policy: &str,
         key: &str,
         reason: &str,
     ) -> Result<(), StoreError> {
         let anchor = self.audit.append(event, policy, key, &self.actor, reason)?;
-        index::set_anchor(c, &anchor)
+        ix.set_audit_anchor(&anchor)
     }
 
     /// Forgets every unwrapped key (after a revocation).
@@ -103,7 +101,7 @@ impl Keyring {
     /// The plaintext policy key of generation `pk`, from the cache or unwrapped (and audited).
     pub fn policy_key(
         &self,
-        c: &Connection,
+        ix: &dyn KeyIndex,
         pk: &PolicyKeyRow,
         reason: &str,
     ) -> Result<SecretKey, StoreError> {
@@ -115,7 +113,7 @@ impl Keyring {
         {
             return Ok(k);
         }
-        let key = self.unwrap_policy_key(c, pk, reason)?;
+        let key = self.unwrap_policy_key(ix, pk, reason)?;
         if let Ok(mut m) = self.policy_keys.lock() {
             m.insert(pk.id, key.clone());
         }
@@ -126,12 +124,12 @@ impl Keyring {
     /// unavailable for a system reason. Every success is audited; availability use is warned.
     fn unwrap_policy_key(
         &self,
-        c: &Connection,
+        ix: &dyn KeyIndex,
         pk: &PolicyKeyRow,
         reason: &str,
     ) -> Result<SecretKey, StoreError> {
         let policy = self.policy(&pk.policy)?;
-        let wraps = index::wraps(c, pk.id)?;
+        let wraps = ix.wraps(pk.id)?;
         let mut tried = Vec::new();
         for path in &policy.root_keys {
             match self.try_key(path, "root", &wraps) {
@@ -140,7 +138,7 @@ impl Keyring {
                         tracing::warn!(policy = %pk.policy, "a root key does not open its policy key: integrity alarm");
                     }
                     self.record(
-                        c,
+                        ix,
                         "policy-key-unwrap",
                         &pk.policy,
                         &describe("root", path, &key),
@@ -162,7 +160,7 @@ impl Keyring {
                         "both root keys unavailable: policy key unwrapped with the availability key"
                     );
                     self.record(
-                        c,
+                        ix,
                         "policy-key-unwrap",
                         &pk.policy,
                         &describe("availability", path, &key),
@@ -244,35 +242,35 @@ impl Keyring {
     /// The active policy key of `policy`, created on first use; refused once revoked.
     pub fn current_policy_key(
         &self,
-        c: &Connection,
+        ix: &dyn KeyIndex,
         policy: &str,
         reason: &str,
     ) -> Result<(PolicyKeyRow, SecretKey), StoreError> {
-        if let Some(pk) = index::active_policy_key(c, policy)? {
-            let key = self.policy_key(c, &pk, reason)?;
+        if let Some(pk) = ix.active_policy_key(policy)? {
+            let key = self.policy_key(ix, &pk, reason)?;
             return Ok((pk, key));
         }
-        if index::policy_revoked(c, policy)? {
+        if ix.policy_revoked(policy)? {
             return Err(StoreError::Revoked {
                 policy: policy.to_string(),
                 what: "new mail cannot be stored under it; assign another policy".into(),
             });
         }
-        self.create_policy_key(c, policy, reason)
+        self.create_policy_key(ix, policy, reason)
     }
 
     /// Makes a new generation of a policy key (first use or rotation).
     pub fn create_policy_key(
         &self,
-        c: &Connection,
+        ix: &dyn KeyIndex,
         policy: &str,
         reason: &str,
     ) -> Result<(PolicyKeyRow, SecretKey), StoreError> {
         let key = SecretKey::generate()?;
         let wraps = self.wrap_policy_key(self.policy(policy)?, &key)?;
-        let pk = index::insert_policy_key(c, policy, &wraps)?;
+        let pk = ix.insert_policy_key(policy, &wraps)?;
         self.record(
-            c,
+            ix,
             "policy-key-create",
             policy,
             "",
@@ -287,7 +285,7 @@ impl Keyring {
     /// The plaintext key of a mailbox key row (cached); a revoked row is a clear error.
     pub fn mailbox_key(
         &self,
-        c: &Connection,
+        ix: &dyn KeyIndex,
         row: &MailboxKeyRow,
         reason: &str,
     ) -> Result<SecretKey, StoreError> {
@@ -296,7 +294,7 @@ impl Keyring {
         else {
             let policy = row
                 .policy_key_id
-                .and_then(|id| index::policy_key(c, id).ok().flatten())
+                .and_then(|id| ix.policy_key(id).ok().flatten())
                 .map(|pk| pk.policy)
                 .unwrap_or_default();
             return Err(StoreError::Revoked {
@@ -312,10 +310,13 @@ impl Keyring {
         if let Some(k) = cached {
             return Ok(k);
         }
-        let pk = index::policy_key(c, pk_id)?.ok_or_else(|| {
-            StoreError::Index(format!("mailbox key {} has no policy key", row.id))
+        let pk = ix.policy_key(pk_id)?.ok_or_else(|| {
+            StoreError::index(
+                IndexErrorKind::NotFound,
+                format!("mailbox key {} has no policy key", row.id),
+            )
         })?;
-        let pkey = self.policy_key(c, &pk, reason)?;
+        let pkey = self.policy_key(ix, &pk, reason)?;
         let key = self.open_mailbox_wrap(&pkey, &pk.policy, &row.mailbox, wrapped)?;
         if let Ok(mut m) = self.mailbox_keys.lock() {
             m.insert(row.id, (row.mailbox.clone(), key.clone()));
@@ -352,15 +353,15 @@ impl Keyring {
     /// A new mailbox key under `policy`; returns its row id and the key.
     pub fn new_mailbox_key(
         &self,
-        c: &Connection,
+        ix: &dyn KeyIndex,
         mailbox: &str,
         policy: &str,
         reason: &str,
     ) -> Result<(i64, SecretKey), StoreError> {
-        let (pk, pkey) = self.current_policy_key(c, policy, reason)?;
+        let (pk, pkey) = self.current_policy_key(ix, policy, reason)?;
         let key = SecretKey::generate()?;
         let wrapped = binding::wrap_mailbox_key(&pkey, mailbox, &key)?;
-        let id = index::insert_mailbox_key(c, mailbox, pk.id, &wrapped)?;
+        let id = ix.insert_mailbox_key(mailbox, pk.id, &wrapped)?;
         if let Ok(mut m) = self.mailbox_keys.lock() {
             m.insert(id, (mailbox.to_string(), key.clone()));
         }

@@ -1,6 +1,7 @@
 //! Local mailboxes: the store trait delivery writes through, and its implementations.
 
 pub mod audit;
+pub mod backend;
 mod binding;
 pub mod blobs;
 mod encrypted;
@@ -49,12 +50,30 @@ pub enum StoreError {
     Revoked { policy: String, what: String },
     #[error("{0}")]
     Policy(String),
-    #[error("index: {0}")]
-    Index(String),
+    /// The index failed: `message` is the backend's text, `kind` what policy may read of it.
+    #[error("index: {message}")]
+    Index {
+        kind: IndexErrorKind,
+        message: String,
+    },
     #[error("audit log: {0}")]
     Audit(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// What an index failure means, whichever backend reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexErrorKind {
+    /// A row the operation needs is not there.
+    NotFound,
+    /// A uniqueness or reference constraint refused the change (a duplicate, a dangling id).
+    Conflict,
+    /// The index cannot be reached or used now (busy, locked, cannot be opened, I/O error, disk
+    /// full): worth trying again later, so a delivery failing this way is deferred, not bounced.
+    Unavailable,
+    /// Anything else (corruption, a schema mismatch, a bug).
+    Other,
 }
 
 impl From<crate::crypto::sealing::CryptoError> for StoreError {
@@ -70,6 +89,21 @@ impl StoreError {
             source,
         }
     }
+
+    pub fn index(kind: IndexErrorKind, message: impl Into<String>) -> Self {
+        StoreError::Index {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// The kind of an index failure (`None` for other errors).
+    pub fn index_kind(&self) -> Option<IndexErrorKind> {
+        match self {
+            StoreError::Index { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
 }
 
 /// Where local delivery writes and where `mailbox list|read` reads. Calls block (run them off the
@@ -80,17 +114,19 @@ pub trait MailStore: Send + Sync {
     /// Like `deliver`, at most once per `delivery` key and mailbox: if a message was already
     /// committed under this key, returns its id and stores nothing. The queue runner passes
     /// `<queue id>/<recipient>`, so a queue file delivered again after a crash (between the
-    /// mailbox commit and the queue file's removal) is not stored twice. The default, for stores
-    /// that keep no keys, is a plain `deliver`.
+    /// mailbox commit and the queue file's removal) is not stored twice. Every store must keep
+    /// this promise itself (there is no default falling back to `deliver`), for at least
+    /// `index::DELIVERY_TAG_DAYS` days:
+    /// - `EncryptedStore` commits the key's tag in the message row's transaction, so the tag and
+    ///   the message exist together or not at all, across processes;
+    /// - `PlainMaildirStore` records the key in a tag file before writing the message under the
+    ///   id the tag names, and marks it done after; see its `deliver_once`.
     fn deliver_once(
         &self,
         mailbox: &str,
         message: &[u8],
         delivery: &str,
-    ) -> Result<String, StoreError> {
-        let _ = delivery;
-        self.deliver(mailbox, message)
-    }
+    ) -> Result<String, StoreError>;
     /// The messages of a mailbox, oldest first.
     fn list(&self, mailbox: &str) -> Result<Vec<MessageSummary>, StoreError>;
     /// The RFC 5322 bytes of one message.

@@ -5,9 +5,11 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use super::audit::AuditReport;
+use super::backend::sqlite::SqliteKeyIndex;
+use super::backend::{KeyIndex, MailboxKeyRow, Shredded};
 use super::binding;
 use super::encrypted::EncryptedStore;
-use super::index::{self, MailboxKeyRow};
+use super::index;
 use super::{write_maildir_message, MailStore, StoreError};
 use crate::config::PolicyRef;
 use crate::crypto::keyfile::read_key_file;
@@ -80,11 +82,9 @@ pub struct Verification {
     pub orphans: Vec<String>,
 }
 
-fn policy_of(c: &rusqlite::Connection, row: &MailboxKeyRow) -> Result<String, StoreError> {
+fn policy_of(ix: &dyn KeyIndex, row: &MailboxKeyRow) -> Result<String, StoreError> {
     Ok(match row.policy_key_id {
-        Some(id) => index::policy_key(c, id)?
-            .map(|pk| pk.policy)
-            .unwrap_or_default(),
+        Some(id) => ix.policy_key(id)?.map(|pk| pk.policy).unwrap_or_default(),
         None => "none".into(),
     })
 }
@@ -98,16 +98,17 @@ pub fn rotate_policy(
 ) -> Result<PolicyRotation, StoreError> {
     let mut c = store.conn()?;
     let tx = c.transaction()?;
-    let old = index::active_policy_key(&tx, name)?.ok_or_else(|| {
+    let ix = SqliteKeyIndex::new(&tx);
+    let old = ix.active_policy_key(name)?.ok_or_else(|| {
         StoreError::Policy(format!(
             "policy {name} has no key yet (no mailbox was stored under it)"
         ))
     })?;
-    let old_key = store.keyring.policy_key(&tx, &old, "store policy rotate")?;
+    let old_key = store.keyring.policy_key(&ix, &old, "store policy rotate")?;
     let (new, new_key) = store
         .keyring
-        .create_policy_key(&tx, name, "store policy rotate")?;
-    let rows = index::mailbox_keys_under(&tx, old.id)?;
+        .create_policy_key(&ix, name, "store policy rotate")?;
+    let rows = ix.mailbox_keys_under(old.id)?;
     progress.begin("re-wrapping mailbox keys", rows.len() as u64);
     for row in &rows {
         let wrapped = row.wrapped.as_deref().unwrap_or_default();
@@ -115,12 +116,12 @@ pub fn rotate_policy(
             .keyring
             .open_mailbox_wrap(&old_key, name, &row.mailbox, wrapped)?;
         let wrapped = binding::wrap_mailbox_key(&new_key, &row.mailbox, &mkey)?;
-        index::rewrap_mailbox_key(&tx, row.id, new.id, &wrapped)?;
+        ix.rewrap_mailbox_key(row.id, new.id, &wrapped)?;
         progress.step();
     }
-    index::retire_policy_key(&tx, old.id)?;
+    ix.retire_policy_key(old.id)?;
     store.keyring.record(
-        &tx,
+        &ix,
         "policy-rotate",
         name,
         "",
@@ -154,9 +155,11 @@ pub fn rotate_root(
     let (old_key, new_key) = (load(old)?, load(new)?);
     let mut c = store.conn()?;
     let tx = c.transaction()?;
-    let pk = index::active_policy_key(&tx, name)?
+    let ix = SqliteKeyIndex::new(&tx);
+    let pk = ix
+        .active_policy_key(name)?
         .ok_or_else(|| StoreError::Policy(format!("policy {name} has no key yet")))?;
-    let wraps = index::wraps(&tx, pk.id)?;
+    let wraps = ix.wraps(pk.id)?;
     let ids: Vec<&str> = wraps.iter().map(|w| w.key_id.as_str()).collect();
     if ids.contains(&new_key.id().as_str()) {
         return Err(StoreError::Policy(format!(
@@ -183,15 +186,15 @@ pub fn rotate_root(
     })?;
     let (old_id, new_id) = (old_key.id(), new_key.id());
     store.keyring.record(
-        &tx,
+        &ix,
         "policy-key-unwrap",
         name,
         &format!("root {} {old_id}", old.display()),
         "store root rotate",
     )?;
-    index::replace_root_wrap(&tx, pk.id, &old_id, &new_id, &new_key.wrap(&pkey)?)?;
+    ix.replace_root_wrap(pk.id, &old_id, &new_id, &new_key.wrap(&pkey)?)?;
     store.keyring.record(
-        &tx,
+        &ix,
         "root-rotate",
         name,
         &format!("root {} {new_id}", new.display()),
@@ -205,28 +208,29 @@ pub fn rotate_root(
     })
 }
 
-/// Puts a mailbox's key under `policy` (re-wrap, or a new key when it has none). Inside `tx`.
+/// Puts a mailbox's key under `policy` (re-wrap, or a new key when it has none). Inside the
+/// caller's transaction.
 fn move_mailbox(
     store: &EncryptedStore,
-    tx: &rusqlite::Connection,
+    ix: &dyn KeyIndex,
     mailbox: &str,
     policy: &str,
     reason: &str,
 ) -> Result<(String, i64, SecretKey), StoreError> {
     store.keyring.policy(policy)?;
-    match index::current_mailbox_key(tx, mailbox)? {
+    match ix.current_mailbox_key(mailbox)? {
         Some(row) if row.state == "active" => {
-            let from = policy_of(tx, &row)?;
-            let mkey = store.keyring.mailbox_key(tx, &row, reason)?;
-            let (pk, pkey) = store.keyring.current_policy_key(tx, policy, reason)?;
+            let from = policy_of(ix, &row)?;
+            let mkey = store.keyring.mailbox_key(ix, &row, reason)?;
+            let (pk, pkey) = store.keyring.current_policy_key(ix, policy, reason)?;
             if row.policy_key_id != Some(pk.id) {
                 let wrapped = binding::wrap_mailbox_key(&pkey, mailbox, &mkey)?;
-                index::rewrap_mailbox_key(tx, row.id, pk.id, &wrapped)?;
+                ix.rewrap_mailbox_key(row.id, pk.id, &wrapped)?;
             }
             Ok((from, row.id, mkey))
         }
         _ => {
-            let (id, key) = store.keyring.new_mailbox_key(tx, mailbox, policy, reason)?;
+            let (id, key) = store.keyring.new_mailbox_key(ix, mailbox, policy, reason)?;
             Ok(("none".into(), id, key))
         }
     }
@@ -246,20 +250,21 @@ pub fn set_policy(
     let mailbox = mailbox.to_ascii_lowercase();
     let mut c = store.conn()?;
     let tx = c.transaction()?;
+    let ix = SqliteKeyIndex::new(&tx);
     if store.configured_policy(&mailbox).is_none()
-        && index::current_mailbox_key(&tx, &mailbox)?.is_none()
+        && ix.current_mailbox_key(&mailbox)?.is_none()
         && index::count(&tx, &mailbox)? == 0
     {
         return Err(StoreError::NoSuchMailbox(mailbox));
     }
     let reason = format!("store mailbox set-policy {mailbox} {policy}");
-    let (from, _, _) = move_mailbox(store, &tx, &mailbox, policy, &reason)?;
+    let (from, _, _) = move_mailbox(store, &ix, &mailbox, policy, &reason)?;
     let plain = index::messages(&tx, &mailbox)?
         .iter()
         .filter(|m| m.mailbox_key_id.is_none())
         .count() as u64;
     store.keyring.record(
-        &tx,
+        &ix,
         "set-policy",
         policy,
         "",
@@ -288,20 +293,21 @@ pub fn reencrypt(
         let (mk_id, mkey, plain) = {
             let mut c = store.conn()?;
             let tx = c.transaction()?;
-            let before = index::current_mailbox_key(&tx, mailbox)?;
+            let ix = SqliteKeyIndex::new(&tx);
+            let before = ix.current_mailbox_key(mailbox)?;
             let plain: Vec<_> = index::messages(&tx, mailbox)?
                 .into_iter()
                 .filter(|m| m.mailbox_key_id.is_none())
                 .collect();
             let current = match &before {
-                Some(row) if row.state == "active" => Some(policy_of(&tx, row)?),
+                Some(row) if row.state == "active" => Some(policy_of(&ix, row)?),
                 _ => None,
             };
             let aligned = current.as_deref().is_none_or(|c| c == policy.as_str());
             if aligned && plain.is_empty() {
                 continue; // nothing stored in clear, nothing under another policy
             }
-            let (from, mk_id, mkey) = match move_mailbox(store, &tx, mailbox, policy, &reason) {
+            let (from, mk_id, mkey) = match move_mailbox(store, &ix, mailbox, policy, &reason) {
                 Ok(moved) => moved,
                 Err(
                     e @ (StoreError::Revoked { .. }
@@ -316,7 +322,7 @@ pub fn reencrypt(
             if from != *policy {
                 report.mailboxes_moved += 1;
                 store.keyring.record(
-                    &tx,
+                    &ix,
                     "reencrypt",
                     policy,
                     "",
@@ -361,7 +367,12 @@ pub fn revoke_policy(
 ) -> Result<Revocation, StoreError> {
     let mut c = store.conn()?;
     let tx = c.transaction()?;
-    let (generations, mailbox_keys, messages) = index::revoke_policy(&tx, name)?;
+    let ix = SqliteKeyIndex::new(&tx);
+    let Shredded {
+        generations,
+        mailbox_keys,
+        messages,
+    } = ix.revoke_policy(name)?;
     if generations == 0 {
         return Err(StoreError::Policy(format!(
             "policy {name} has no live key in this store (never used, or already revoked)"
@@ -376,7 +387,7 @@ pub fn revoke_policy(
         return Ok(report); // dropping the transaction rolls it back
     }
     store.keyring.record(
-        &tx,
+        &ix,
         "policy-revoke",
         name,
         "",
@@ -403,7 +414,8 @@ pub fn verify(store: &EncryptedStore, progress: &dyn Progress) -> Result<Verific
             Some(id) => match keys.get(&(id, row.mailbox.as_str())) {
                 Some(k) => k.clone().map(Some),
                 None => {
-                    let k = match store.message_key(&*store.conn()?, row, "store verify") {
+                    let c = store.conn()?;
+                    let k = match store.message_key(&SqliteKeyIndex::new(&c), row, "store verify") {
                         Ok(Some(k)) => Ok(k),
                         Ok(None) => Err((false, "no key".to_string())),
                         // Tampering is a failure; revoked or unavailable keys make it unreadable.
@@ -446,7 +458,7 @@ pub fn verify(store: &EncryptedStore, progress: &dyn Progress) -> Result<Verific
 
 /// `store audit verify`: the hash chain, and its newest line against the index's anchor.
 pub fn verify_audit(store: &EncryptedStore) -> Result<AuditReport, StoreError> {
-    let anchor = index::anchor(&*store.conn()?)?;
+    let anchor = SqliteKeyIndex::new(&*store.conn()?).audit_anchor()?;
     store.keyring.audit_log().verify(anchor.as_ref())
 }
 

@@ -11,9 +11,11 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, TransactionBehavior};
 
+use super::backend::sqlite::{mailbox_key_row, SqliteKeyIndex};
+use super::backend::{KeyIndex, MailboxKeyRow};
 use super::binding::{self, Binding};
 use super::encrypted::EncryptedStore;
-use super::index::{self, MailboxKeyRow, MessageRow};
+use super::index::{self, MessageRow};
 use super::StoreError;
 use crate::crypto::sealing::{SecretKey, WRAPPED_LEN};
 
@@ -69,9 +71,13 @@ pub(super) fn rebind(store: &EncryptedStore, keystore_dir: &Path) -> Result<Rebi
             report.failed.len()
         );
         tracing::info!("{summary}");
-        let recorded = store
-            .keyring
-            .record(&*store.conn()?, "rebind", "", "", &summary);
+        let recorded = store.keyring.record(
+            &SqliteKeyIndex::new(&*store.conn()?),
+            "rebind",
+            "",
+            "",
+            &summary,
+        );
         if let Err(e) = recorded {
             tracing::warn!("rebind not recorded in the audit log: {e}");
         }
@@ -132,7 +138,7 @@ fn rebind_messages(store: &EncryptedStore, report: &mut Rebinding) -> Result<(),
     for (key_id, rows) in by_key {
         let mut c = store.conn()?;
         let what = |r: &MessageRow| format!("message {} in {}", r.id, r.mailbox);
-        let Some(mk) = index::mailbox_key(&c, key_id)? else {
+        let Some(mk) = SqliteKeyIndex::new(&c).mailbox_key(key_id)? else {
             for r in &rows {
                 report
                     .failed
@@ -140,7 +146,10 @@ fn rebind_messages(store: &EncryptedStore, report: &mut Rebinding) -> Result<(),
             }
             continue;
         };
-        let mkey = match store.keyring.mailbox_key(&c, &mk, REASON) {
+        let mkey = match store
+            .keyring
+            .mailbox_key(&SqliteKeyIndex::new(&c), &mk, REASON)
+        {
             Ok(k) => k,
             Err(e) => {
                 let n = rows.len();
@@ -196,12 +205,13 @@ fn rebound(mkey: &SecretKey, row: &MessageRow) -> Option<(Vec<u8>, Vec<u8>)> {
 /// mailbox.
 fn rebind_mailbox_keys(store: &EncryptedStore, report: &mut Rebinding) -> Result<(), StoreError> {
     let c = store.conn()?;
+    let ix = SqliteKeyIndex::new(&c);
     let rows: Vec<MailboxKeyRow> = {
         let mut st = c.prepare(
             "SELECT id, mailbox, policy_key_id, wrapped, state FROM mailbox_keys
              WHERE state = 'active' AND length(wrapped) = ?1 ORDER BY id",
         )?;
-        let rows = st.query_map([WRAPPED_LEN as i64], index::mailbox_key_row)?;
+        let rows = st.query_map([WRAPPED_LEN as i64], mailbox_key_row)?;
         rows.collect::<Result<_, _>>()?
     };
     for row in rows {
@@ -209,13 +219,13 @@ fn rebind_mailbox_keys(store: &EncryptedStore, report: &mut Rebinding) -> Result
         let (Some(pk_id), Some(wrapped)) = (row.policy_key_id, row.wrapped.as_deref()) else {
             continue;
         };
-        let Some(pk) = index::policy_key(&c, pk_id)? else {
+        let Some(pk) = ix.policy_key(pk_id)? else {
             report
                 .failed
                 .push(format!("{what}: its policy key is missing"));
             continue;
         };
-        let pkey = match store.keyring.policy_key(&c, &pk, REASON) {
+        let pkey = match store.keyring.policy_key(&ix, &pk, REASON) {
             Ok(k) => k,
             Err(e) => {
                 triage(report, what, e)?;

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use sealpost::config::Config;
 use sealpost::crypto::keyfile::read_key_file;
 use sealpost::crypto::sealing::{self, SecretKey};
-use sealpost::store::index::{self, MessageRow, WrapRow};
+use sealpost::store::backend::sqlite::SqliteKeyIndex;
+use sealpost::store::backend::{KeyIndex, WrapRow};
+use sealpost::store::index::{self, MessageRow};
 use sealpost::store::{EncryptedStore, MailStore};
 use sha2::{Digest, Sha256};
 
@@ -226,7 +228,9 @@ impl LegacyWriter {
             }
         })
         .collect();
-        let row = index::insert_policy_key(&self.conn, policy, &wraps).expect("policy key");
+        let row = SqliteKeyIndex::new(&self.conn)
+            .insert_policy_key(policy, &wraps)
+            .expect("policy key");
         self.policies.insert(policy.into(), (row.id, key.clone()));
         (row.id, key)
     }
@@ -244,7 +248,9 @@ impl LegacyWriter {
         let (pk_id, pkey) = self.policy_key(f, policy);
         let key = SecretKey::generate().expect("key");
         let wrapped = pkey.wrap(&key).expect("wrap");
-        let id = index::insert_mailbox_key(&self.conn, mailbox, pk_id, &wrapped).expect("insert");
+        let id = SqliteKeyIndex::new(&self.conn)
+            .insert_mailbox_key(mailbox, pk_id, &wrapped)
+            .expect("insert");
         self.mailbox_keys.insert(mailbox.into(), (id, key.clone()));
         (id, key)
     }

@@ -55,7 +55,9 @@ fn concurrent_deliveries_share_one_policy_key() {
     assert_eq!(store.list("b@t.test").unwrap().len(), 10);
     let audit = std::fs::read_to_string(store.audit_path()).unwrap();
     assert_eq!(audit.matches("policy-key-create").count(), 1, "{audit}");
-    let keys = index::current_mailbox_key(&store.conn().unwrap(), "b@t.test").unwrap();
+    let keys = SqliteKeyIndex::new(&store.conn().unwrap())
+        .current_mailbox_key("b@t.test")
+        .unwrap();
     assert!(keys.is_some_and(|k| k.state == "active"));
 }
 
@@ -174,7 +176,8 @@ fn new_messages_are_written_in_the_bound_form() {
         .unwrap();
     let wrapped = row.wrapped_key.as_deref().unwrap();
     assert_eq!((wrapped.len(), wrapped[0]), (41, 2));
-    let key = index::mailbox_key(&store.conn().unwrap(), row.mailbox_key_id.unwrap())
+    let key = SqliteKeyIndex::new(&store.conn().unwrap())
+        .mailbox_key(row.mailbox_key_id.unwrap())
         .unwrap()
         .unwrap();
     assert_eq!(key.wrapped.map(|w| (w.len(), w[0])), Some((41, 2)));
@@ -182,7 +185,7 @@ fn new_messages_are_written_in_the_bound_form() {
     assert_eq!(blobs::kind(&blob), Some(BlobKind::MailboxBound));
     // The chunks bind the mailbox: opened with a content key, the id alone does not do.
     let mkey = store
-        .message_key(&store.conn().unwrap(), &row, "test")
+        .message_key(&SqliteKeyIndex::new(&store.conn().unwrap()), &row, "test")
         .unwrap()
         .unwrap();
     let (content, _) = binding::unwrap_content_key(&mkey, "a@t.test", &id, wrapped, false).unwrap();
