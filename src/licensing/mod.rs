@@ -1,0 +1,8 @@
+//! The licensing service (DESIGN.md §7): a reader who authenticated presents a protected
+//! message's publishing license and a certificate, and gets a use license holding the content
+//! key wrapped to that certificate's key. The decision is a pure function (`decision::decide`);
+//! the network side only gathers its inputs and sends its answer.
+
+pub mod decision;
+
+pub use decision::{decide, Policy, Refusal, Request, RevocationList, Revocations};
