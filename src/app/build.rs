@@ -88,10 +88,11 @@ pub(crate) fn build(config: &Config, shared: &Shared) -> anyhow::Result<Parts> {
         let keys = crate::crypto::rms::TenantKeys::load_dir(dir)
             .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))
             .context("rms.tenant_key_dir")?;
-        cleanup = cleanup.with_rms(Arc::new(crate::cleanup::rms::TenantRms::new(
-            keys,
-            config.rms_templates.clone(),
-        )));
+        let url = config.rms_licensing.as_ref().map(|l| l.url.clone());
+        cleanup = cleanup.with_rms(Arc::new(
+            crate::cleanup::rms::TenantRms::new(keys, config.rms_templates.clone())
+                .with_licensing_url(url),
+        ));
     }
     let cleanup = Arc::new(cleanup);
     let policy: Arc<dyn crate::smtp::server::policy::Policy> = Arc::new(ConnectorPolicy {

@@ -14,11 +14,23 @@ pub type Templates = BTreeMap<String, BTreeMap<String, Vec<Right>>>;
 pub struct TenantRms {
     keys: TenantKeys,
     templates: Templates,
+    /// `[rms.licensing] url`: named in every publishing license (version 2) when set.
+    licensing_url: Option<String>,
 }
 
 impl TenantRms {
     pub fn new(keys: TenantKeys, templates: Templates) -> Self {
-        TenantRms { keys, templates }
+        TenantRms {
+            keys,
+            templates,
+            licensing_url: None,
+        }
+    }
+
+    /// Names the licensing service in the licenses written from now on.
+    pub fn with_licensing_url(mut self, url: Option<String>) -> Self {
+        self.licensing_url = url;
+        self
     }
 
     /// A configured template's rights, under the rule's own (the rule's win per principal).
@@ -54,7 +66,8 @@ impl Rms for TenantRms {
             recipients,
             message_id.as_deref(),
             SystemTime::now(),
-        );
+        )
+        .with_licensing_url(self.licensing_url.clone());
         protect_active(message, &self.keys, license).map_err(|e| e.to_string())
     }
 }
@@ -114,6 +127,36 @@ mod tests {
             license.rights_of("x@elsewhere.test").to_string(),
             "VIEW",
             "the rule's ANYONE wins over the template's"
+        );
+        assert_eq!(license.licensing_url, None);
+    }
+
+    #[test]
+    fn a_configured_licensing_url_is_written_into_the_license() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/keys/tenant");
+        let url = "https://127.0.0.1:8443";
+        let rms = TenantRms::new(TenantKeys::load_dir(&dir).unwrap(), Templates::new())
+            .with_licensing_url(Some(url.into()));
+        let action = RmsProtect {
+            template: "encrypt-only".into(),
+            rights: Default::default(),
+            expires_after: None,
+        };
+        let msg = b"From: a@contoso.test\r\nSubject: s\r\n\r\nbody\r\n";
+        let sealed = rms
+            .protect(
+                msg,
+                "a@contoso.test",
+                &["bob@fabrikam.test".into()],
+                &action,
+            )
+            .unwrap();
+        let keys = TenantKeys::load_dir(&dir).unwrap();
+        let (license, original) = unprotect(&sealed, &keys, SystemTime::now(), false).unwrap();
+        assert_eq!(original, msg);
+        assert_eq!(
+            (license.version(), license.licensing_url.as_deref()),
+            (2, Some(url))
         );
     }
 }

@@ -222,6 +222,16 @@ pub struct RawRms {
     /// `[[rms.template]]`: named rights sets that rules can use as `template = "<name>"`.
     #[serde(default)]
     pub template: Vec<RawRmsTemplate>,
+    /// `[rms.licensing]`: the licensing service named in publishing licenses.
+    pub licensing: Option<RawRmsLicensing>,
+}
+
+/// `[rms.licensing] url = "https://..."`, `use_license_validity = "30d"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRmsLicensing {
+    pub url: String,
+    pub use_license_validity: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,6 +4,7 @@ pub mod connectors;
 pub use operations::{read_token_file, AdminToken, Operations};
 mod encryption;
 mod file;
+mod licensing;
 mod limits;
 mod operations;
 pub mod routing;
@@ -24,6 +25,7 @@ pub use crate::tls::TlsMinVersion;
 pub use crate::units::parse_duration;
 pub use connectors::{DomainPattern, InboundConnector, OutboundConnector};
 pub use encryption::{EncryptionPolicy, PolicyRef, StoreSettings};
+pub use licensing::Licensing;
 
 /// A configuration problem: the file, the key and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,6 +182,8 @@ pub struct Config {
     pub rms_tenant_key_dir: Option<PathBuf>,
     /// `[[rms.template]]`: template name → principal → rights.
     pub rms_templates: BTreeMap<String, BTreeMap<String, Vec<crate::rules::Right>>>,
+    /// `[rms.licensing]`: the licensing service URL and use-license validity.
+    pub rms_licensing: Option<Licensing>,
     /// `[[user]]`: lowercase name → argon2 PHC hash, for AUTH on submission listeners.
     pub users: BTreeMap<String, String>,
     /// `[[user]] addresses`: lowercase name → the lowercase envelope senders it owns.

@@ -357,6 +357,8 @@ pub fn validate(
             ));
         }
     }
+    let rms_licensing =
+        super::licensing::validate(&c, raw.rms.as_ref().and_then(|r| r.licensing.as_ref()))?;
     let domains: Vec<(usize, String, Option<String>)> = raw
         .domain
         .iter()
@@ -415,6 +417,7 @@ pub fn validate(
         smime_certificate_dir,
         rms_tenant_key_dir,
         rms_templates,
+        rms_licensing,
         users: users.hashes,
         user_addresses: users.addresses,
         sender_login_mismatch: users.mismatch,

@@ -1,6 +1,6 @@
 //! The binary container (`message.sealed`): framing, sealing and the verify-then-decrypt reader.
 //!
-//! Layout (all integers big endian): magic `SEALRMS\0` (8) | version 1 (1) | tenant key id (32)
+//! Layout (all integers big endian): magic `SEALRMS\0` (8) | version 1 or 2 (1) | tenant key id (32)
 //! | license length (4) | license | signature length (2) | signature | ciphertext length (8) |
 //! ciphertext. Nothing may follow.
 
@@ -22,8 +22,10 @@ use super::{LicenseRequest, RmsError};
 
 /// The container's first bytes.
 pub const MAGIC: &[u8; 8] = b"SEALRMS\0";
-/// The container version written and read.
+/// The container version written for licenses without a licensing URL (and read).
 pub const VERSION: u8 = 1;
+/// The container version written for licenses with a licensing URL (and read).
+pub const VERSION_2: u8 = 2;
 const HEADER: usize = 8 + 1 + 32;
 
 fn crypto(what: &str) -> RmsError {
@@ -33,6 +35,8 @@ fn crypto(what: &str) -> RmsError {
 /// The container split into its parts (no cryptography yet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Framed<'a> {
+    /// `VERSION` or `VERSION_2`; the license inside must be of the same version.
+    pub version: u8,
     pub key_id: [u8; 32],
     pub license: &'a [u8],
     pub signature: &'a [u8],
@@ -61,9 +65,9 @@ pub fn parse(bytes: &[u8]) -> Result<Framed<'_>, RmsError> {
     }
     let mut rest = &bytes[MAGIC.len()..];
     let version = take(&mut rest, 1, "version")?[0];
-    if version != VERSION {
+    if version != VERSION && version != VERSION_2 {
         return Err(RmsError::Unsupported(format!(
-            "container version {version} (this reader knows {VERSION})"
+            "container version {version} (this reader knows {VERSION} and {VERSION_2})"
         )));
     }
     let mut key_id = [0u8; 32];
@@ -91,6 +95,7 @@ pub fn parse(bytes: &[u8]) -> Result<Framed<'_>, RmsError> {
         ));
     }
     Ok(Framed {
+        version,
         key_id,
         license,
         signature,
@@ -148,7 +153,15 @@ pub fn seal(
         expires: req.expires.map(super::unix_seconds),
         template: req.template.clone(),
         message_id: req.message_id.clone(),
+        licensing_url: req.licensing_url.clone(),
     };
+    if let Some(problem) = license
+        .licensing_url
+        .as_deref()
+        .and_then(super::license::licensing_url_problem)
+    {
+        return Err(RmsError::Unsupported(format!("licensing URL {problem}")));
+    }
     let license_bytes = license.encode();
     let signing = tenant.signing();
     let mut signature = vec![0u8; signing.public_modulus_len()];
@@ -164,7 +177,7 @@ pub fn seal(
     let mut out =
         Vec::with_capacity(HEADER + 14 + license_bytes.len() + signature.len() + ciphertext.len());
     out.extend_from_slice(MAGIC);
-    out.push(VERSION);
+    out.push(license.version());
     out.extend_from_slice(tenant.id());
     out.extend_from_slice(&(license_bytes.len() as u32).to_be_bytes());
     out.extend_from_slice(&license_bytes);
@@ -203,14 +216,7 @@ pub fn open(
     if !signature_ok(key, &framed) {
         return Err(RmsError::Integrity);
     }
-    let license = License::decode(framed.license)?;
-    if license.tenant_key_id != framed.key_id {
-        return Err(RmsError::Integrity);
-    }
-    let digest = digest::digest(&digest::SHA256, framed.ciphertext);
-    if digest.as_ref() != license.ciphertext_sha256 {
-        return Err(RmsError::Integrity);
-    }
+    let license = checked_license(&framed)?;
     if let Some(at) = license.expires_at() {
         if now >= at && !ignore_expiry {
             return Err(RmsError::Expired { at });
@@ -229,18 +235,49 @@ pub fn open(
         .map_err(|_| RmsError::Corrupted("the content key does not unwrap".into()))?
         .len();
     cek.truncate(n);
+    let plain = decrypt(&license, framed.ciphertext, &cek)?;
+    Ok((license, plain))
+}
+
+/// Decodes the (signature-checked) license and checks it against the framing: same version,
+/// same key id, and the ciphertext digest.
+pub(crate) fn checked_license(framed: &Framed<'_>) -> Result<License, RmsError> {
+    let license = License::decode(framed.license)?;
+    if license.version() != framed.version {
+        return Err(RmsError::Unsupported(format!(
+            "container version {} holding a version {} license",
+            framed.version,
+            license.version()
+        )));
+    }
+    if license.tenant_key_id != framed.key_id {
+        return Err(RmsError::Integrity);
+    }
+    let digest = digest::digest(&digest::SHA256, framed.ciphertext);
+    if digest.as_ref() != license.ciphertext_sha256 {
+        return Err(RmsError::Integrity);
+    }
+    Ok(license)
+}
+
+/// Decrypts checked ciphertext with the content key `cek` (of the license's algorithm).
+pub(crate) fn decrypt(
+    license: &License,
+    ciphertext: &[u8],
+    cek: &[u8],
+) -> Result<Vec<u8>, RmsError> {
     if cek.len() != license.algorithm.key_len() {
         return Err(RmsError::Corrupted(
             "content key of the wrong length".into(),
         ));
     }
-    let key = PaddedBlockDecryptingKey::cbc_pkcs7(aes_key(license.algorithm, &cek)?)
+    let key = PaddedBlockDecryptingKey::cbc_pkcs7(aes_key(license.algorithm, cek)?)
         .map_err(|_| crypto("AES-CBC key"))?;
-    let mut plain = framed.ciphertext.to_vec();
+    let mut plain = ciphertext.to_vec();
     let n = key
         .decrypt(&mut plain, DecryptionContext::Iv128(license.iv.into()))
         .map_err(|_| RmsError::Corrupted("the content does not decrypt".into()))?
         .len();
     plain.truncate(n);
-    Ok((license, plain))
+    Ok(plain)
 }

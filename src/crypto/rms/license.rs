@@ -188,6 +188,8 @@ pub struct License {
     pub template: String,
     /// The original message's Message-ID, as written in its header (angle brackets included).
     pub message_id: Option<String>,
+    /// Where readers ask for a use license (`https://...`); present only in version 2.
+    pub licensing_url: Option<String>,
 }
 
 // Field tags, in the order they must appear.
@@ -202,6 +204,33 @@ const T_ISSUED: u8 = 0x08;
 const T_EXPIRES: u8 = 0x09;
 const T_TEMPLATE: u8 = 0x0a;
 const T_MESSAGE_ID: u8 = 0x0b;
+const T_LICENSING_URL: u8 = 0x0c;
+
+/// Longest licensing URL, in bytes.
+pub const MAX_URL: usize = 2048;
+
+/// Whether `url` may be written as a licensing URL: `https://` followed by a host, at most
+/// `MAX_URL` bytes, no spaces or control characters. `None` if it may, else the problem.
+pub fn licensing_url_problem(url: &str) -> Option<&'static str> {
+    let Some(rest) = url.strip_prefix("https://") else {
+        return Some("must start with https://");
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    if url.len() > MAX_URL {
+        Some("longer than 2048 bytes")
+    } else if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("contains spaces or control characters")
+    } else if host.is_empty() {
+        Some("has no host")
+    } else {
+        None
+    }
+}
 
 /// Longest text field (issuer, template, message id), in bytes.
 const MAX_TEXT: usize = 998;
@@ -225,6 +254,16 @@ fn text_ok(s: &str) -> bool {
 }
 
 impl License {
+    /// The format version: 2 when the license carries a licensing URL, else 1 (the container
+    /// version that carries it).
+    pub fn version(&self) -> u8 {
+        if self.licensing_url.is_some() {
+            2
+        } else {
+            1
+        }
+    }
+
     /// The key id in hex (lower case), as the key file is named.
     pub fn tenant_key_hex(&self) -> String {
         hex::encode(self.tenant_key_id)
@@ -280,6 +319,9 @@ impl License {
         if let Some(m) = &self.message_id {
             put(&mut out, T_MESSAGE_ID, m.as_bytes());
         }
+        if let Some(u) = &self.licensing_url {
+            put(&mut out, T_LICENSING_URL, u.as_bytes());
+        }
         out
     }
 
@@ -303,7 +345,7 @@ impl License {
             if *tag <= last {
                 return Err(corrupted(format!("field {tag:#04x} out of order")));
             }
-            if *tag > T_MESSAGE_ID {
+            if *tag > T_LICENSING_URL {
                 return Err(RmsError::Unsupported(format!("license field {tag:#04x}")));
             }
             last = *tag;
@@ -362,6 +404,13 @@ impl License {
         };
         let template = text(T_TEMPLATE, "template")?.ok_or_else(|| corrupted("no template"))?;
         let message_id = text(T_MESSAGE_ID, "message id")?;
+        let licensing_url = match fields.get(&T_LICENSING_URL) {
+            None => None,
+            Some(v) => match std::str::from_utf8(v) {
+                Ok(u) if licensing_url_problem(u).is_none() => Some(u.to_string()),
+                _ => return Err(corrupted("bad licensing URL")),
+            },
+        };
         Ok(License {
             issuer,
             tenant_key_id,
@@ -374,6 +423,7 @@ impl License {
             expires,
             template,
             message_id,
+            licensing_url,
         })
     }
 
@@ -393,6 +443,9 @@ impl License {
         }
         if let Some(m) = &self.message_id {
             s.push_str(&format!("original Message-ID {m}\n"));
+        }
+        if let Some(u) = &self.licensing_url {
+            s.push_str(&format!("licensing service {u}\n"));
         }
         s.push_str("rights:\n");
         for (p, r) in &self.rights {

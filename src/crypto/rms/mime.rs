@@ -107,7 +107,8 @@ pub fn outer_message(original: &[u8], container: &[u8], license: &License) -> Ve
     let head = [
         "MIME-Version: 1.0".to_string(),
         format!(
-            "{MARKER}: rms; version=1; template=\"{}\"",
+            "{MARKER}: rms; version={}; template=\"{}\"",
+            license.version(),
             license.template.replace(['"', '\\'], "")
         ),
         format!("Content-Type: multipart/mixed; boundary=\"{boundary}\""),

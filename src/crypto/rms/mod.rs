@@ -10,17 +10,24 @@ mod license;
 mod mime;
 mod template;
 mod tenant;
+mod use_license;
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use container::{parse as parse_container, Framed, MAGIC, VERSION};
-pub use license::{normalize_principal, License, Rights, RmsAlgorithm, ANYONE};
+pub use container::{parse as parse_container, Framed, MAGIC, VERSION, VERSION_2};
+pub use license::{
+    licensing_url_problem, normalize_principal, License, Rights, RmsAlgorithm, ANYONE, MAX_URL,
+};
 pub use mime::{extract_container, is_protected, MARKER};
 pub use template::{builtin as builtin_template, license_for};
 pub use tenant::{
     activate_tenant_key, generate_tenant_key, list_tenant_keys, TenantKey, TenantKeyInfo,
-    TenantKeys, ACTIVE_FILE,
+    TenantKeys, TenantPublicKey, ACTIVE_FILE,
+};
+pub use use_license::{
+    license_sha256, unwrap_content_key, Grant, ReaderKey, UseLicense, USE_LICENSE_MAGIC,
+    USE_LICENSE_VERSION,
 };
 
 /// What to put in the license of a message about to be protected.
@@ -35,6 +42,17 @@ pub struct LicenseRequest {
     pub expires: Option<SystemTime>,
     pub message_id: Option<String>,
     pub algorithm: RmsAlgorithm,
+    /// The licensing service readers ask for a use license (`[rms.licensing] url`); when set
+    /// the license is written as version 2.
+    pub licensing_url: Option<String>,
+}
+
+impl LicenseRequest {
+    /// The same request naming a licensing service (or none).
+    pub fn with_licensing_url(mut self, url: Option<String>) -> Self {
+        self.licensing_url = url;
+        self
+    }
 }
 
 /// Why a message could not be protected or opened. Each kind has an exit code (`exit_code`).
@@ -64,6 +82,10 @@ pub enum RmsError {
     /// A tenant key file or directory that cannot be used.
     #[error("tenant key: {0}")]
     Key(String),
+    /// A reader's certificate or key that cannot be used for a use license (not RSA, under
+    /// 2048 bits, outside its validity), or a use license that does not open with the key.
+    #[error("reader key: {0}")]
+    ReaderKey(String),
     /// `--as ADDR`: the address does not hold VIEW.
     #[error("{address} may not view this message (its rights: {rights})")]
     NotPermitted { address: String, rights: Rights },
@@ -87,7 +109,7 @@ impl RmsError {
     /// | 3 | not protected |
     /// | 7 | corrupted |
     /// | 8 | unsupported |
-    /// | 9 | tenant key unusable |
+    /// | 9 | tenant key or reader key unusable |
     /// | 10 | integrity check failed |
     /// | 11 | wrong tenant key |
     /// | 12 | expired |
@@ -97,7 +119,7 @@ impl RmsError {
             RmsError::NotProtected => 3,
             RmsError::Corrupted(_) => 7,
             RmsError::Unsupported(_) => 8,
-            RmsError::Key(_) => 9,
+            RmsError::Key(_) | RmsError::ReaderKey(_) => 9,
             RmsError::Integrity => 10,
             RmsError::WrongTenantKey { .. } => 11,
             RmsError::Expired { .. } => 12,
@@ -165,6 +187,57 @@ pub fn unprotect(
     container::open(&container, keys, now, ignore_expiry)
 }
 
+/// Opens a protected message (or a bare container) as its reader, with a use license instead of
+/// the tenant key: the use license must be signed by `tenant`, still valid at `now`, grant VIEW
+/// and name this message's publishing license; the container is then checked exactly as
+/// `unprotect` checks it (signature, key id, ciphertext digest, expiry) before the content key,
+/// unwrapped with `reader`, decrypts it. The result is what `unprotect` returns.
+pub fn unprotect_with_use_license(
+    message_or_container: &[u8],
+    use_license: &UseLicense,
+    reader: &crate::crypto::keys::DecryptKey,
+    tenant: &TenantPublicKey,
+    now: SystemTime,
+) -> Result<(License, Vec<u8>), RmsError> {
+    use_license.verify(tenant)?;
+    if now >= use_license.valid_until_at() {
+        return Err(RmsError::Expired {
+            at: use_license.valid_until_at(),
+        });
+    }
+    if !use_license.rights.contains(Rights::VIEW) {
+        return Err(RmsError::NotPermitted {
+            address: use_license.principal.clone(),
+            rights: use_license.rights,
+        });
+    }
+    let bytes = extract_container(message_or_container)?;
+    let framed = container::parse(&bytes)?;
+    if &framed.key_id != tenant.id() {
+        return Err(RmsError::WrongTenantKey {
+            protected_with: hex::encode(framed.key_id),
+            given: vec![tenant.id_hex()],
+        });
+    }
+    if !tenant.verifies(framed.license, framed.signature) {
+        return Err(RmsError::Integrity);
+    }
+    if license_sha256(framed.license) != use_license.license_sha256 {
+        return Err(RmsError::Key(
+            "the use license is for another message".into(),
+        ));
+    }
+    let license = container::checked_license(&framed)?;
+    if let Some(at) = license.expires_at() {
+        if now >= at {
+            return Err(RmsError::Expired { at });
+        }
+    }
+    let cek = use_license.unwrap_key(reader)?;
+    let plain = container::decrypt(&license, framed.ciphertext, &cek)?;
+    Ok((license, plain))
+}
+
 /// Seals a message into a bare container (no outer message), for tests, fuzzing and tools.
 pub fn seal_container(
     message: &[u8],
@@ -181,3 +254,5 @@ pub fn format_expiry(t: SystemTime) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_use_license;

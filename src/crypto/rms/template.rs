@@ -72,5 +72,6 @@ pub fn license_for(
             .filter(|m| !m.is_empty() && m.len() <= 998 && !m.chars().any(char::is_control))
             .map(str::to_string),
         algorithm: RmsAlgorithm::default(),
+        licensing_url: None,
     }
 }

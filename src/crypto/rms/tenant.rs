@@ -113,6 +113,119 @@ impl TenantKey {
     pub(crate) fn public_pkcs1(&self) -> &[u8] {
         &self.public_pkcs1
     }
+
+    /// The public half, for readers that verify licenses.
+    pub fn public(&self) -> TenantPublicKey {
+        TenantPublicKey {
+            id: self.id,
+            spki_der: self
+                .encrypting
+                .as_der()
+                .map(|d| d.as_ref().to_vec())
+                .unwrap_or_default(),
+            pkcs1: self.public_pkcs1.clone(),
+        }
+    }
+
+    /// Whether `signature` is this key's RSASSA-PSS-SHA256 signature of `bytes`.
+    pub fn verifies(&self, bytes: &[u8], signature: &[u8]) -> bool {
+        verify_pss(&self.public_pkcs1, bytes, signature)
+    }
+
+    /// Signs `bytes` with RSASSA-PSS (SHA-256, MGF1-SHA-256, salt 32): the license signature.
+    pub(crate) fn sign_pss(&self, bytes: &[u8]) -> Result<Vec<u8>, RmsError> {
+        let mut signature = vec![0u8; self.signing.public_modulus_len()];
+        self.signing
+            .sign(
+                &aws_lc_rs::signature::RSA_PSS_SHA256,
+                &aws_lc_rs::rand::SystemRandom::new(),
+                bytes,
+                &mut signature,
+            )
+            .map_err(|_| RmsError::Crypto("RSA-PSS signature".into()))?;
+        Ok(signature)
+    }
+}
+
+/// Whether `signature` is a valid RSASSA-PSS-SHA256 signature of `bytes` by the RSA public key
+/// `pkcs1` (an `RSAPublicKey` DER, 2048 to 8192 bits).
+pub(crate) fn verify_pss(pkcs1: &[u8], bytes: &[u8], signature: &[u8]) -> bool {
+    use aws_lc_rs::signature::{UnparsedPublicKey, RSA_PSS_2048_8192_SHA256};
+    UnparsedPublicKey::new(&RSA_PSS_2048_8192_SHA256, pkcs1)
+        .verify(bytes, signature)
+        .is_ok()
+}
+
+/// A tenant's public key: all a reader needs to verify publishing and use licenses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantPublicKey {
+    id: [u8; 32],
+    spki_der: Vec<u8>,
+    pkcs1: Vec<u8>,
+}
+
+impl TenantPublicKey {
+    /// From a DER `SubjectPublicKeyInfo` holding an RSA key of 2048 to 8192 bits.
+    pub fn from_spki_der(der: &[u8]) -> Result<TenantPublicKey, RmsError> {
+        use der::Decode;
+        let spki = spki::SubjectPublicKeyInfoRef::from_der(der)
+            .map_err(|e| RmsError::Key(format!("bad public key: {e}")))?;
+        if spki.algorithm.oid != pkcs1::ALGORITHM_OID {
+            return Err(RmsError::Key(format!(
+                "not an RSA public key (algorithm {})",
+                spki.algorithm.oid
+            )));
+        }
+        let pkcs1 = spki.subject_public_key.raw_bytes().to_vec();
+        let key = PublicEncryptingKey::from_der(der).map_err(|_| {
+            RmsError::Key("RSA public keys of 2048 to 8192 bits are accepted".into())
+        })?;
+        if key.key_size_bits() < 2048 {
+            return Err(RmsError::Key("RSA public key below 2048 bits".into()));
+        }
+        let mut id = [0u8; 32];
+        id.copy_from_slice(digest::digest(&digest::SHA256, der).as_ref());
+        Ok(TenantPublicKey {
+            id,
+            spki_der: der.to_vec(),
+            pkcs1,
+        })
+    }
+
+    /// From a PEM `PUBLIC KEY` block (as `openssl pkey -pubout` writes).
+    pub fn from_pem(text: &str) -> Result<TenantPublicKey, RmsError> {
+        let (label, der) = der::pem::decode_vec(text.trim().as_bytes())
+            .map_err(|e| RmsError::Key(format!("bad PEM: {e}")))?;
+        if label != "PUBLIC KEY" {
+            return Err(RmsError::Key(format!("unexpected PEM label {label}")));
+        }
+        TenantPublicKey::from_spki_der(&der)
+    }
+
+    /// SHA-256 of the SubjectPublicKeyInfo DER: the tenant key id.
+    pub fn id(&self) -> &[u8; 32] {
+        &self.id
+    }
+
+    pub fn id_hex(&self) -> String {
+        hex::encode(self.id)
+    }
+
+    /// The SubjectPublicKeyInfo DER.
+    pub fn spki_der(&self) -> &[u8] {
+        &self.spki_der
+    }
+
+    /// The key as a PEM `PUBLIC KEY` block (what `openssl dgst -verify` reads).
+    pub fn to_pem(&self) -> String {
+        der::pem::encode_string("PUBLIC KEY", der::pem::LineEnding::LF, &self.spki_der)
+            .unwrap_or_default()
+    }
+
+    /// Whether `signature` is this key's RSASSA-PSS-SHA256 signature of `bytes`.
+    pub fn verifies(&self, bytes: &[u8], signature: &[u8]) -> bool {
+        verify_pss(&self.pkcs1, bytes, signature)
+    }
 }
 
 /// Extracts the `PRIVATE KEY` block and an optional `Created:` line before it.
