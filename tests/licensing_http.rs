@@ -3,8 +3,9 @@
 //! handler and proves the principal; requests over the size limit, bad credentials headers and
 //! clients without a certificate get JSON refusals.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+#[path = "support/https.rs"]
+mod https;
+
 use std::sync::Arc;
 
 use rustls_pki_types::UnixTime;
@@ -16,8 +17,24 @@ use sealpost::mail::DomainSet;
 use sealpost::net::ShutdownPhase;
 use sealpost::tls::TlsMinVersion;
 
-fn pki() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pki")
+use https::pki;
+
+/// A POST to /v1/echo with `body_len` bytes.
+fn ask(
+    port: u16,
+    identity: Option<&str>,
+    body_len: usize,
+    auth: &str,
+) -> (String, serde_json::Value, String) {
+    let a = https::request(
+        port,
+        identity,
+        "POST",
+        "/v1/echo",
+        auth,
+        &"x".repeat(body_len),
+    );
+    (a.status, a.body, a.version)
 }
 
 /// Says who asked (or why nobody is proven), with what.
@@ -39,72 +56,6 @@ impl Handler for Echo {
             "user": r.credentials.map(|c| c.username),
         }))
     }
-}
-
-/// One HTTPS exchange from Python: prints the status and the body.
-const CLIENT: &str = r#"
-import socket, ssl, sys
-port, cert, key, body_len, auth = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
-ctx = ssl.create_default_context(cafile=sys.argv[6])
-ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-if cert:
-    ctx.load_cert_chain(cert, key)
-s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="mx.contoso.test")
-body = b"x" * body_len
-head = "POST /v1/echo HTTP/1.1\r\nHost: mx.contoso.test\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n" % len(body)
-if auth:
-    head += "Authorization: %s\r\n" % auth
-s.sendall(head.encode() + b"\r\n" + body)
-data = b""
-while True:
-    try:
-        chunk = s.recv(65536)
-    except (ssl.SSLError, ConnectionResetError):
-        break
-    if not chunk:
-        break
-    data += chunk
-status = data.split(b"\r\n", 1)[0].decode()
-print(status)
-print(data.split(b"\r\n\r\n", 1)[1].decode() if b"\r\n\r\n" in data else "")
-print(s.version())
-"#;
-
-fn ask(
-    port: u16,
-    identity: Option<&str>,
-    body_len: usize,
-    auth: &str,
-) -> (String, serde_json::Value, String) {
-    let (cert, key) = match identity {
-        Some(a) => (
-            pki().join(format!("smime/{a}.crt")).display().to_string(),
-            pki().join(format!("smime/{a}.key")).display().to_string(),
-        ),
-        None => (String::new(), String::new()),
-    };
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(CLIENT)
-        .arg(port.to_string())
-        .arg(cert)
-        .arg(key)
-        .arg(body_len.to_string())
-        .arg(auth)
-        .arg(pki().join("ca.crt"))
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut lines = text.lines();
-    let status = lines.next().unwrap_or_default().to_string();
-    let body = serde_json::from_str(lines.next().unwrap_or("null")).unwrap_or_default();
-    let version = lines.next().unwrap_or_default().to_string();
-    (status, body, version)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

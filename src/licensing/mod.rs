@@ -7,5 +7,6 @@
 pub mod decision;
 pub mod http;
 pub mod identity;
+pub mod service;
 
 pub use decision::{decide, Policy, Refusal, Request, RevocationList, Revocations};
