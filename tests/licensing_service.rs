@@ -135,6 +135,12 @@ async fn bob_opens_with_a_use_license_and_nobody_else_does() {
         let use_license = UseLicense::decode(&bytes).unwrap();
         let bob = DecryptKey::from_pem(&pki().join("smime/bob@fabrikam.test.key"), None).unwrap();
         let tenant_public = tenant().active().unwrap().public();
+        // The service names the key it signed with: the one the message names.
+        let served = sealpost::crypto::rms::TenantPublicKey::from_pem(
+            a.body["tenant_key"].as_str().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(served.id(), tenant_public.id());
         let (_, plain) = unprotect_with_use_license(
             &message,
             &use_license,

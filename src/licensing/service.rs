@@ -4,7 +4,8 @@
 //! same certificate's key, or a refusal with a machine code and a reason.
 //!
 //! Request: `{"license": base64, "signature": base64}`. Answer 200:
-//! `{"use_license": base64, "principal", "rights": [...], "valid_until"}`; otherwise
+//! `{"use_license": base64, "tenant_key": PEM, "principal", "rights": [...], "valid_until"}`
+//! (`tenant_key` is the public key the use license is signed with); otherwise
 //! `{"error": code, "reason": text}` with 400 (bad input), 401 (no proven reader), 403
 //! (revoked, expired, no rights), 404 (unknown tenant key or path), 405, 500.
 
@@ -96,8 +97,15 @@ impl LicensingService {
         match decide(&request, &policy, &*revocations, now) {
             Ok(granted) => {
                 tracing::info!(client = %r.peer, %principal, license = %message, "use license issued");
+                // The signer's public key, for the reader to verify the use license with (its
+                // SHA-256 is the key id the protected message names).
+                let tenant_key = self
+                    .tenant_keys
+                    .get(&granted.tenant_key_id)
+                    .map(|k| k.public().to_pem());
                 ServiceResponse::ok(serde_json::json!({
                     "use_license": b64.encode(granted.encode()),
+                    "tenant_key": tenant_key,
                     "principal": principal,
                     "rights": granted.rights.names(),
                     "valid_until": format_expiry(granted.valid_until_at()),
