@@ -3,6 +3,7 @@
 //! the end-to-end tests.
 
 mod build;
+mod licensing;
 mod reload;
 
 use std::net::SocketAddr;
@@ -31,6 +32,7 @@ pub use reload::Reloader;
 pub struct Server {
     addrs: Vec<SocketAddr>,
     admin_addr: Option<SocketAddr>,
+    licensing_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     /// Tells listeners and sessions how far the shutdown has gone.
     phase: watch::Sender<ShutdownPhase>,
@@ -97,6 +99,7 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         })?),
         None => None,
     };
+    let licensing = licensing::prepare(&config).await?;
     let wake = Arc::new(Notify::new());
     let shared = Shared {
         queue: queue.clone(),
@@ -173,10 +176,18 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         });
         tasks.spawn(crate::admin::serve(listener, state, shutdown_rx.clone()));
     }
+    let mut licensing_addr = None;
+    if let Some(service) = licensing {
+        let addr = service.local_addr()?;
+        tracing::info!(%addr, "licensing service listening (POST /v1/use-license)");
+        licensing_addr = Some(addr);
+        tasks.spawn(service.serve(phase_rx.clone()));
+    }
     tasks.spawn(runner.run(shutdown_rx));
     Ok(Server {
         addrs,
         admin_addr,
+        licensing_addr,
         shutdown,
         phase,
         shutdown_timeout: config.shutdown_timeout,
@@ -218,6 +229,11 @@ impl Server {
     /// Where `/metrics`, `/healthz` and `/reload` are served, when `[admin] listen` is set.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// Where the licensing service answers, when `[rms.licensing] listen` is set.
+    pub fn licensing_addr(&self) -> Option<SocketAddr> {
+        self.licensing_addr
     }
 
     pub fn store(&self) -> Arc<dyn MailStore> {

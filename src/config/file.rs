@@ -232,6 +232,22 @@ pub struct RawRms {
 pub struct RawRmsLicensing {
     pub url: String,
     pub use_license_validity: Option<String>,
+    /// Where the service listens (HTTPS); without it this server only names the service.
+    pub listen: Option<String>,
+    /// The service's own certificate and key; default: the server's `[tls]` ones.
+    pub certificate: Option<String>,
+    pub private_key: Option<String>,
+    /// `[[rms.licensing.trust]]`: the CAs that may name readers, each for its domains.
+    #[serde(default)]
+    pub trust: Vec<RawLicensingTrust>,
+}
+
+/// `[[rms.licensing.trust]] domains = ["fabrikam.test"]`, `ca_file = "pki/ca.crt"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLicensingTrust {
+    pub domains: Vec<String>,
+    pub ca_file: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -25,7 +25,7 @@ pub use crate::tls::TlsMinVersion;
 pub use crate::units::parse_duration;
 pub use connectors::{DomainPattern, InboundConnector, OutboundConnector};
 pub use encryption::{EncryptionPolicy, PolicyRef, StoreSettings};
-pub use licensing::Licensing;
+pub use licensing::{Licensing, LicensingService, ReaderCa};
 
 /// A configuration problem: the file, the key and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]

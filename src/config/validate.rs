@@ -357,8 +357,11 @@ pub fn validate(
             ));
         }
     }
-    let rms_licensing =
-        super::licensing::validate(&c, raw.rms.as_ref().and_then(|r| r.licensing.as_ref()))?;
+    let rms_licensing = super::licensing::validate(
+        &c,
+        raw.rms.as_ref().and_then(|r| r.licensing.as_ref()),
+        tls.as_ref().map(|t| &t.key),
+    )?;
     let domains: Vec<(usize, String, Option<String>)> = raw
         .domain
         .iter()

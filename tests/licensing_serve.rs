@@ -1,0 +1,117 @@
+//! `serve` runs the licensing service when `[rms.licensing] listen` is configured: contoso's
+//! server answers bob (proven by his S/MIME certificate, through the CA trusted for
+//! fabrikam.test) with a use license for a message protected under contoso's tenant key, and
+//! refuses carol of contoso.test, for which no CA is trusted. A configuration whose service
+//! cannot authenticate anybody does not start.
+
+#[path = "support/https.rs"]
+mod https;
+mod support;
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use base64::Engine;
+use sealpost::crypto::rms::{
+    extract_container, license_for, parse_container, protect, TenantKeys, UseLicense,
+};
+use sealpost::rules::RmsProtect;
+use support::domains::{free_port, load, DomainSpec};
+
+fn tenant_dir() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/keys/tenant")
+        .display()
+        .to_string()
+}
+
+fn licensing(port: u16, trust: &str) -> String {
+    format!(
+        "[rms]\ntenant_key_dir = \"{}\"\n\n[rms.licensing]\nurl = \"https://127.0.0.1:{port}\"\n\
+         listen = \"127.0.0.1:{port}\"\n{trust}",
+        tenant_dir()
+    )
+}
+
+const TRUST_FABRIKAM: &str =
+    "\n[[rms.licensing.trust]]\ndomains = [\"fabrikam.test\"]\nca_file = \"{pki}/ca.crt\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_readers_with_use_licenses() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let spec = DomainSpec::new("contoso", &["alice@contoso.test"], free_port())
+        .toml(&licensing(port, TRUST_FABRIKAM));
+    let server = sealpost::app::start(load(&spec.write(dir.path())))
+        .await
+        .expect("start contoso with its licensing service");
+    assert_eq!(server.licensing_addr().map(|a| a.port()), Some(port));
+
+    let keys = TenantKeys::load_dir(Path::new(&tenant_dir())).unwrap();
+    let action = RmsProtect {
+        template: "do-not-forward".into(),
+        rights: Default::default(),
+        expires_after: None,
+    };
+    let request = license_for(
+        &action,
+        "alice@contoso.test",
+        &["bob@fabrikam.test".into(), "carol@contoso.test".into()],
+        Some("<serve@contoso.test>"),
+        SystemTime::now(),
+    )
+    .with_licensing_url(Some(format!("https://127.0.0.1:{port}")));
+    let message = protect(
+        b"Subject: s\r\n\r\nbody\r\n",
+        keys.active().unwrap(),
+        request,
+    )
+    .unwrap();
+    let container = extract_container(&message).unwrap();
+    let framed = parse_container(&container).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let body = serde_json::json!({
+        "license": b64.encode(framed.license),
+        "signature": b64.encode(framed.signature),
+    })
+    .to_string();
+
+    let (bob, carol) = tokio::task::spawn_blocking(move || {
+        let ask = |who| https::request(port, Some(who), "POST", "/v1/use-license", "", &body);
+        (ask("bob@fabrikam.test"), ask("carol@contoso.test"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(bob.status, "HTTP/1.1 200 OK", "{}", bob.body);
+    assert!(bob.version.starts_with("TLSv1."), "{}", bob.version);
+    let use_license = UseLicense::decode(
+        &b64.decode(bob.body["use_license"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    use_license.verify_with(&keys).unwrap();
+    assert_eq!(use_license.principal, "bob@fabrikam.test");
+    // carol is in the license, but no CA is trusted to name readers of contoso.test.
+    assert_eq!(carol.status, "HTTP/1.1 401 Unauthorized", "{}", carol.body);
+    assert!(
+        carol.body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("domain of carol@contoso.test"),
+        "{}",
+        carol.body
+    );
+    server.shutdown().await;
+}
+
+#[test]
+fn a_service_that_could_authenticate_nobody_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = DomainSpec::new("contoso", &["alice@contoso.test"], free_port())
+        .toml(&licensing(free_port(), ""));
+    let path = spec.write(dir.path());
+    let e = sealpost::config::Config::load(&path, None).unwrap_err();
+    assert_eq!(e.key, "rms.licensing.trust");
+    assert!(e.problem.contains("nobody could get a use license"), "{e}");
+    assert!(e.to_string().contains("contoso.toml"), "{e}");
+}
