@@ -1,8 +1,9 @@
 //! `serve` runs the licensing service when `[rms.licensing] listen` is configured: contoso's
 //! server answers bob (proven by his S/MIME certificate, through the CA trusted for
 //! fabrikam.test) with a use license for a message protected under contoso's tenant key, and
-//! refuses carol of contoso.test, for which no CA is trusted. A configuration whose service
-//! cannot authenticate anybody does not start.
+//! refuses carol of contoso.test, for which no CA is trusted; `sealpost rms revoke` takes effect
+//! at the running service from the next request on, and `--unrevoke` takes it back. A
+//! configuration whose service cannot authenticate anybody does not start.
 
 #[path = "support/https.rs"]
 mod https;
@@ -76,9 +77,44 @@ async fn serve_answers_readers_with_use_licenses() {
     })
     .to_string();
 
+    let config_path = dir.path().join("contoso.toml");
     let (bob, carol) = tokio::task::spawn_blocking(move || {
         let ask = |who| https::request(port, Some(who), "POST", "/v1/use-license", "", &body);
-        (ask("bob@fabrikam.test"), ask("carol@contoso.test"))
+        let answers = (ask("bob@fabrikam.test"), ask("carol@contoso.test"));
+        // `sealpost rms revoke`: the running service refuses from the next request on.
+        let rms = |args: &[&str]| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_sealpost"))
+                .arg("rms")
+                .args(args)
+                .arg("--config")
+                .arg(&config_path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let said = rms(&["revoke", "--message-id", "<serve@contoso.test>"]);
+        assert!(
+            said.starts_with("<serve@contoso.test>: revoked on "),
+            "{said}"
+        );
+        assert!(rms(&["revocations"]).contains("<serve@contoso.test>"));
+        let refused = ask("bob@fabrikam.test");
+        assert_eq!(refused.status, "HTTP/1.1 403 Forbidden", "{}", refused.body);
+        assert_eq!(refused.body["error"], "revoked");
+        let said = rms(&[
+            "revoke",
+            "--unrevoke",
+            "--message-id",
+            "<serve@contoso.test>",
+        ]);
+        assert!(said.contains("revocation taken back"), "{said}");
+        assert_eq!(ask("bob@fabrikam.test").status, "HTTP/1.1 200 OK");
+        answers
     })
     .await
     .unwrap();

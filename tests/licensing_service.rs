@@ -8,7 +8,7 @@
 mod https;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
@@ -19,8 +19,8 @@ use sealpost::crypto::rms::{
 };
 use sealpost::licensing::http::{serve, tls_config, ServiceLimits};
 use sealpost::licensing::identity::{DomainTrust, ReaderTrust};
+use sealpost::licensing::revocations::RevocationStore;
 use sealpost::licensing::service::{LicensingService, USE_LICENSE_PATH};
-use sealpost::licensing::RevocationList;
 use sealpost::mail::DomainSet;
 use sealpost::net::ShutdownPhase;
 use sealpost::rules::RmsProtect;
@@ -80,7 +80,7 @@ async fn bob_opens_with_a_use_license_and_nobody_else_does() {
         domains: DomainSet::new(["fabrikam.test", "contoso.test"]),
         anchors: sealpost::tls::load_trust_anchors(&pki().join("ca.crt")).unwrap(),
     }]);
-    let revocations = Arc::new(RwLock::new(RevocationList::default()));
+    let revocations = Arc::new(RevocationStore::in_memory());
     let service = LicensingService {
         trust,
         tenant_keys: tenant(),
@@ -225,10 +225,12 @@ async fn bob_opens_with_a_use_license_and_nobody_else_does() {
     let message = tokio::task::spawn_blocking(run).await.unwrap();
 
     // Revoked: the next request is refused, without a restart.
-    revocations.write().unwrap().revoke_message(
-        "<m1@contoso.test>",
-        SystemTime::now() - Duration::from_secs(1),
-    );
+    revocations
+        .revoke(
+            "<m1@contoso.test>",
+            SystemTime::now() - Duration::from_secs(1),
+        )
+        .unwrap();
     let a = tokio::task::spawn_blocking(move || {
         https::request(
             port,

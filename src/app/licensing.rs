@@ -2,7 +2,7 @@
 //! before anything starts, so a busy port stops `serve` with the file and key named.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::licensing::http::{serve, tls_config, ServiceLimits};
 use crate::licensing::identity::{DomainTrust, ReaderTrust};
+use crate::licensing::revocations::RevocationStore;
 use crate::licensing::service::LicensingService;
 use crate::net::ShutdownPhase;
 use crate::tls::TlsMinVersion;
@@ -79,7 +80,7 @@ pub(crate) async fn prepare(config: &Config) -> anyhow::Result<Option<Prepared>>
             tenant_keys,
             url: licensing.url.clone(),
             validity: licensing.use_license_validity,
-            revocations: Arc::new(RwLock::new(Default::default())),
+            revocations: Arc::new(RevocationStore::open(&config.data_dir)),
         }),
     }))
 }

@@ -13,6 +13,7 @@ mod keys;
 mod mailbox;
 mod queue;
 mod reload;
+mod rms;
 mod rules;
 mod serve;
 mod store;
@@ -73,6 +74,9 @@ pub enum Command {
     Store(store::StoreArgs),
     // about / long_about live on DecryptArgs (src/cli/decrypt.rs).
     Decrypt(decrypt::DecryptArgs),
+    /// Rights protection at the licensing service: revoke a message (`rms revoke --config F
+    /// --message-id ID [--unrevoke]`) and list the revocations (`rms revocations --config F`).
+    Rms(rms::RmsArgs),
     /// Measure throughput, latency and memory (`sealpost bench relay|slow-clients|memory --help`).
     Bench(bench::BenchArgs),
     /// Check the transport rules, or show what they would do to a message (nothing is sent).
@@ -163,6 +167,7 @@ pub fn main() -> ExitCode {
         Command::TlsCheck(args) => tls_check::run(args),
         Command::Store(args) => store::run(args),
         Command::Decrypt(args) => decrypt::run(args),
+        Command::Rms(args) => rms::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Rules(args) => rules::run(args),
         Command::Health(args) => health::run(args),

@@ -56,6 +56,16 @@ impl RevocationList {
     pub fn revoke_license(&mut self, license_sha256: [u8; 32], at: SystemTime) {
         self.by_license.insert(license_sha256, at);
     }
+
+    /// Takes back the revocation of a message; false if it was not revoked.
+    pub fn unrevoke_message(&mut self, message_id: &str) -> bool {
+        self.by_message_id.remove(message_id.trim()).is_some()
+    }
+
+    /// The revoked messages and since when, by Message-ID.
+    pub fn messages(&self) -> impl Iterator<Item = (&str, SystemTime)> {
+        self.by_message_id.iter().map(|(id, at)| (id.as_str(), *at))
+    }
 }
 
 impl Revocations for RevocationList {

@@ -7,6 +7,7 @@
 pub mod decision;
 pub mod http;
 pub mod identity;
+pub mod revocations;
 pub mod service;
 
 pub use decision::{decide, Policy, Refusal, Request, RevocationList, Revocations};

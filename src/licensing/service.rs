@@ -9,7 +9,7 @@
 //! `{"error": code, "reason": text}` with 400 (bad input), 401 (no proven reader), 403
 //! (revoked, expired, no rights), 404 (unknown tenant key or path), 405, 500.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
@@ -17,9 +17,10 @@ use hyper::{Method, StatusCode};
 use rustls_pki_types::UnixTime;
 use serde::Deserialize;
 
-use super::decision::{decide, Policy, Refusal, Request, RevocationList};
+use super::decision::{decide, Policy, Refusal, Request};
 use super::http::{Handler, ServiceRequest, ServiceResponse};
 use super::identity::ReaderTrust;
+use super::revocations::RevocationStore;
 use crate::crypto::rms::{format_expiry, TenantKeys};
 
 /// The path of the one endpoint.
@@ -33,8 +34,8 @@ pub struct LicensingService {
     pub url: String,
     /// How long a use license is valid (never past the message's expiry).
     pub validity: Duration,
-    /// Read for every request, so a revocation takes effect for the next one.
-    pub revocations: Arc<RwLock<RevocationList>>,
+    /// Looked at for every request, so a revocation takes effect for the next one.
+    pub revocations: Arc<RevocationStore>,
 }
 
 #[derive(Deserialize)]
@@ -91,7 +92,7 @@ impl LicensingService {
             licensing_url: &self.url,
             validity: self.validity,
         };
-        let revocations = self.revocations.read().unwrap_or_else(|p| p.into_inner());
+        let revocations = self.revocations.current();
         let hash = crate::crypto::rms::license_sha256(&license);
         let message = hex::encode(&hash[..8]);
         match decide(&request, &policy, &*revocations, now) {
