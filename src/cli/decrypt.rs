@@ -1,5 +1,9 @@
-//! `sealpost decrypt`: open an S/MIME encrypted message with a private key, or an RMS-style
-//! protected message with a tenant key, without any server.
+//! `sealpost decrypt`: open an S/MIME encrypted message with a private key, an RMS-style
+//! protected message as its reader through the licensing service (`--identity`), or with a
+//! tenant key, without any server.
+
+mod cache;
+mod reader;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -36,13 +40,30 @@ KEYS
   current Windows write it; its password is the first line of --password-file (empty if not
   given). The certificate inside is used like --cert.
 
-PROTECTED MESSAGES
-  --tenant-key FILE|DIR opens a protected message (attachment message.sealed) or a bare
-  container with a tenant key, or with the key a directory holds under the message's key id.
-  The license signature (RSA-PSS-SHA256), the key id and the ciphertext digest are checked
-  before anything is decrypted. The license summary (issuer, template, rights per principal,
-  expiry) goes to standard error. An expired license is refused unless --ignore-expiry is
-  given. --as ADDR checks that ADDR holds the VIEW right and says which rights it has.
+PROTECTED MESSAGES (READERS)
+  --identity CERT.pem --key KEY.pem is how readers open a protected message: the licensing
+  service its publishing license names (version 2) is asked over HTTPS for a use license, the
+  reader proving who it is with its S/MIME certificate and key as TLS client certificate. The
+  service's certificate is verified against --ca CA.pem, or the public web roots without it.
+  The use license must be signed by the tenant key the message names, be for the certificate's
+  email address and still be valid; the content key in it opens with KEY.pem. The rights
+  granted and where the use license came from go to standard error; a refusal gives the
+  service's reason (\"revoked on ...\", \"expired on ...\", \"... has no rights on this message\").
+  Use licenses are cached, one file per message and reader (mode 0600, in a 0700 directory):
+  --license-cache DIR, else $XDG_CACHE_HOME/sealpost/licenses, else
+  $HOME/.cache/sealpost/licenses. A cached use license that verifies and has not expired opens
+  the message without any network; an unusable one is ignored and replaced. An S/MIME message
+  given with --identity opens as with --cert.
+
+PROTECTED MESSAGES (ADMINISTRATORS)
+  --tenant-key is the administrators' super-user path: it needs the tenant's private key and
+  opens any protected message, whatever its rights. --tenant-key FILE|DIR opens a protected
+  message (attachment message.sealed) or a bare container with a tenant key, or with the key a
+  directory holds under the message's key id. The license signature (RSA-PSS-SHA256), the key
+  id and the ciphertext digest are checked before anything is decrypted. The license summary
+  (issuer, template, rights per principal, expiry) goes to standard error. An expired license
+  is refused unless --ignore-expiry is given. --as ADDR checks that ADDR holds the VIEW right
+  and says which rights it has.
 
 OUTPUT
   The message goes to standard output, or with --out to FILE (mode 0600), written to a
@@ -64,9 +85,14 @@ EXIT STATUS
  11  protected message: protected with another tenant key (both key ids are named)
  12  protected message: the license has expired (the date is given)
  13  protected message: the --as address does not hold VIEW
+ 14  protected message: the licensing service refused a use license (its reason is given)
+ 15  protected message: the licensing service is unreachable (network, TLS verification of the
+     service, timeout, or an answer that is neither a use license nor a refusal)
+  With --identity, a message that names no licensing service ends with 2.
 
 EXAMPLES
   sealpost decrypt message.eml --key bob.key --cert bob.crt > clear.eml
+  sealpost decrypt protected.eml --identity bob.crt --key bob.key --ca ca.crt > clear.eml
   sealpost decrypt --pkcs12 bob.p12 --password-file pw.txt --out clear.eml < message.eml
   openssl cms -encrypt -aes256 -in part.txt bob.crt | sealpost decrypt --key bob.key
   sealpost decrypt --tenant-key fixtures/keys/tenant --as bob@fabrikam.test protected.eml";
@@ -74,7 +100,7 @@ EXAMPLES
 /// Arguments of `sealpost decrypt`.
 #[derive(Args, Debug)]
 #[command(
-    about = "Decrypt an S/MIME or RMS-protected message with a private or tenant key (no server configuration needed)",
+    about = "Decrypt an S/MIME or RMS-protected message with a private key (through the licensing service) or a tenant key",
     long_about = LONG_ABOUT,
     after_long_help = AFTER_LONG_HELP
 )]
@@ -93,13 +119,31 @@ pub struct DecryptArgs {
     /// The key's certificate (PEM or DER), to match the message's recipients exactly.
     #[arg(long, value_name = "CERT.pem", requires = "key")]
     pub cert: Option<PathBuf>,
+    /// Reader: your S/MIME certificate (PEM); with --key, opens a protected message through
+    /// the licensing service it names.
+    #[arg(
+        long,
+        value_name = "CERT.pem",
+        requires = "key",
+        conflicts_with_all = ["tenant_key", "pkcs12", "cert"]
+    )]
+    pub identity: Option<PathBuf>,
+    /// CA certificates (PEM) the licensing service's certificate must chain to (default: the
+    /// public web roots).
+    #[arg(long, value_name = "CA.pem", requires = "identity")]
+    pub ca: Option<PathBuf>,
+    /// Directory of cached use licenses (default: $XDG_CACHE_HOME/sealpost/licenses or
+    /// $HOME/.cache/sealpost/licenses).
+    #[arg(long, value_name = "DIR", requires = "identity")]
+    pub license_cache: Option<PathBuf>,
     /// PKCS#12 file holding the key and its certificate, instead of --key.
     #[arg(long, value_name = "FILE", conflicts_with = "tenant_key")]
     pub pkcs12: Option<PathBuf>,
     /// File whose first line is the PKCS#12 password.
     #[arg(long, value_name = "F", requires = "pkcs12")]
     pub password_file: Option<PathBuf>,
-    /// Tenant key (PEM) or directory of tenant keys, to open an RMS-style protected message.
+    /// Administrators: tenant key (PEM) or directory of tenant keys, opening any protected
+    /// message (needs the tenant's private key; readers use --identity).
     #[arg(long, value_name = "FILE|DIR")]
     pub tenant_key: Option<PathBuf>,
     /// Open a protected message even after its license expired (says so on standard error).
@@ -119,6 +163,9 @@ pub fn run(args: DecryptArgs) -> anyhow::Result<ExitCode> {
     if let Some(tenant_key) = &args.tenant_key {
         return run_protected(&args, tenant_key);
     }
+    if let (Some(identity), Some(key)) = (&args.identity, &args.key) {
+        return reader::run(&args, identity, key);
+    }
     let key = match load_key(&args) {
         Ok(key) => key,
         Err(e) => return Ok(fail(&e)),
@@ -132,7 +179,7 @@ pub fn run(args: DecryptArgs) -> anyhow::Result<ExitCode> {
         Err(DecryptError::NotEncrypted) if rms::is_protected(&input) => {
             eprintln!(
                 "sealpost decrypt: this is an RMS-style protected message: open it with \
-                 --tenant-key FILE|DIR"
+                 --identity CERT --key KEY (readers) or --tenant-key FILE|DIR (administrators)"
             );
             Ok(ExitCode::from(DecryptError::NotEncrypted.exit_code()))
         }
