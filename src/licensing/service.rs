@@ -60,6 +60,18 @@ fn status_of(refusal: &Refusal) -> StatusCode {
     }
 }
 
+/// Reads a request body: the publishing license and its signature, decoded. Bounded by the
+/// transport's request size; any other shape is a reason for 400.
+pub fn parse_request(body: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let body: UseLicenseRequest = serde_json::from_slice(body)
+        .map_err(|e| format!("expected {{\"license\", \"signature\"}}: {e}"))?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    match (b64.decode(&body.license), b64.decode(&body.signature)) {
+        (Ok(license), Ok(signature)) => Ok((license, signature)),
+        _ => Err("license and signature must be base64".into()),
+    }
+}
+
 impl LicensingService {
     fn use_license(&self, r: &ServiceRequest, now: SystemTime) -> ServiceResponse {
         let principal = match self.trust.principal(&r.client_chain, UnixTime::now()) {
@@ -72,15 +84,11 @@ impl LicensingService {
                 )
             }
         };
-        let body: UseLicenseRequest = match serde_json::from_slice(&r.body) {
-            Ok(b) => b,
-            Err(e) => return bad_request(format!("expected {{\"license\", \"signature\"}}: {e}")),
+        let (license, signature) = match parse_request(&r.body) {
+            Ok(parts) => parts,
+            Err(reason) => return bad_request(reason),
         };
         let b64 = base64::engine::general_purpose::STANDARD;
-        let (Ok(license), Ok(signature)) = (b64.decode(&body.license), b64.decode(&body.signature))
-        else {
-            return bad_request("license and signature must be base64");
-        };
         let request = Request {
             license: &license,
             signature: &signature,
