@@ -18,6 +18,7 @@ use rcgen::{
     KeyPair, KeyUsagePurpose,
 };
 use sealpost::crypto::rms::{license_for, protect, TenantKeys};
+use sealpost::licensing::access::MemoryAccessLog;
 use sealpost::licensing::http::{serve, tls_config, ServiceLimits};
 use sealpost::licensing::identity::{DomainTrust, ReaderTrust};
 use sealpost::licensing::revocations::RevocationStore;
@@ -146,6 +147,7 @@ fn readers_open_through_the_licensing_service_and_the_cache() {
     let key = sealpost::tls::load_certified_key(&dir.join("service.crt"), &dir.join("service.key"))
         .unwrap();
     let revocations = Arc::new(RevocationStore::in_memory());
+    let access = Arc::new(MemoryAccessLog::default());
     let service = LicensingService {
         trust: ReaderTrust::new(vec![DomainTrust {
             domains: DomainSet::new(["fabrikam.test", "contoso.test"]),
@@ -155,6 +157,7 @@ fn readers_open_through_the_licensing_service_and_the_cache() {
         url: url.clone(),
         validity: Duration::from_secs(30 * 86400),
         revocations: revocations.clone(),
+        access: access.clone(),
     };
     let (stop, stopped) = tokio::sync::watch::channel(ShutdownPhase::Running);
     let server = rt.spawn(serve(

@@ -138,6 +138,73 @@ async fn serve_answers_readers_with_use_licenses() {
         carol.body
     );
     server.shutdown().await;
+
+    // The access log: every request, in the store's audit log, shown by `rms access-log`.
+    let config_path = dir.path().join("contoso.toml");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sealpost"))
+            .args(args)
+            .arg("--config")
+            .arg(&config_path)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "rms",
+        "access-log",
+        "--json",
+        "--message-id",
+        "<serve@contoso.test>",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary: Vec<(String, String, String)> = lines
+        .iter()
+        .map(|l| {
+            let s = |k: &str| l[k].as_str().unwrap().to_string();
+            (s("outcome"), s("code"), s("principal"))
+        })
+        .collect();
+    let row = |o: &str, c: &str, p: &str| (o.to_string(), c.to_string(), p.to_string());
+    assert_eq!(
+        summary,
+        [
+            row("granted", "", "bob@fabrikam.test"),
+            row("refused", "unauthenticated", ""),
+            row("refused", "revoked", "bob@fabrikam.test"),
+            row("granted", "", "bob@fabrikam.test"),
+        ]
+    );
+    assert!(lines
+        .iter()
+        .all(|l| l["time"].as_str().is_some_and(|t| t.starts_with("20"))));
+    let other = run(&["rms", "access-log", "--message-id", "<other@contoso.test>"]);
+    assert!(
+        other.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&other.stdout)
+    );
+    assert!(run(&["store", "audit", "verify"]).status.success());
+    // An edited access log is detected by the audit verification.
+    let audit = load(&config_path).store.keystore_dir.join("audit.log");
+    let text = std::fs::read_to_string(&audit).unwrap();
+    std::fs::write(
+        &audit,
+        text.replacen("bob@fabrikam.test", "eve@fabrikam.test", 1),
+    )
+    .unwrap();
+    let verify = run(&["store", "audit", "verify"]);
+    assert!(!verify.status.success());
+    let said = String::from_utf8_lossy(&verify.stdout).into_owned()
+        + &String::from_utf8_lossy(&verify.stderr);
+    assert!(said.contains("edited"), "{said}");
 }
 
 #[test]

@@ -17,6 +17,7 @@ use sealpost::crypto::rms::{
     extract_container, license_for, parse_container, protect, unprotect_with_use_license,
     TenantKeys, UseLicense,
 };
+use sealpost::licensing::access::MemoryAccessLog;
 use sealpost::licensing::http::{serve, tls_config, ServiceLimits};
 use sealpost::licensing::identity::{DomainTrust, ReaderTrust};
 use sealpost::licensing::revocations::RevocationStore;
@@ -81,12 +82,14 @@ async fn bob_opens_with_a_use_license_and_nobody_else_does() {
         anchors: sealpost::tls::load_trust_anchors(&pki().join("ca.crt")).unwrap(),
     }]);
     let revocations = Arc::new(RevocationStore::in_memory());
+    let access = Arc::new(MemoryAccessLog::default());
     let service = LicensingService {
         trust,
         tenant_keys: tenant(),
         url: URL.into(),
         validity: Duration::from_secs(30 * 86400),
         revocations: revocations.clone(),
+        access: access.clone(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -253,6 +256,32 @@ async fn bob_opens_with_a_use_license_and_nobody_else_does() {
         "{}",
         a.body
     );
+
+    // Every request that reached a decision is in the access log, the Message-ID hashed.
+    let log = access.0.lock().unwrap().clone();
+    let m1 = sealpost::licensing::access::message_hash("<m1@contoso.test>");
+    let seen: Vec<(&str, &str, &str)> = log
+        .iter()
+        .map(|a| (a.outcome.as_str(), a.code.as_str(), a.principal.as_str()))
+        .collect();
+    assert_eq!(
+        &seen[..4],
+        [
+            ("granted", "", "bob@fabrikam.test"),
+            ("refused", "no-rights", "dave@fabrikam.test"),
+            ("refused", "unauthenticated", ""),
+            ("refused", "expired", "bob@fabrikam.test"),
+        ]
+    );
+    assert!(log[..4].iter().all(|a| a.message == m1), "{log:?}");
+    assert!(log[0].client.starts_with("127.0.0.1:"));
+    assert_eq!(log[0].detail, "VIEW,REPLY,REPLYALL");
+    let last = log.last().unwrap();
+    assert_eq!(
+        (last.code.as_str(), last.message.as_str()),
+        ("revoked", m1.as_str())
+    );
+    assert!(!log.iter().any(|a| a.detail.contains("for bob only")));
 
     stop.send(ShutdownPhase::Draining).unwrap();
     tokio::time::timeout(Duration::from_secs(10), server)

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::licensing::access::StoreAccessLog;
 use crate::licensing::http::{serve, tls_config, ServiceLimits};
 use crate::licensing::identity::{DomainTrust, ReaderTrust};
 use crate::licensing::revocations::RevocationStore;
@@ -65,6 +66,9 @@ pub(crate) async fn prepare(config: &Config) -> anyhow::Result<Option<Prepared>>
             })
             .collect(),
     );
+    // Its own handle on the store, for the access log (the audit log the store's events share).
+    let store = crate::store::EncryptedStore::open(config, "licensing")
+        .context("the licensing service's access log (the store's audit log)")?;
     let tls = tls_config(&service.key, TlsMinVersion::Tls12)?;
     let listener = TcpListener::bind(service.listen).await.with_context(|| {
         format!(
@@ -81,6 +85,7 @@ pub(crate) async fn prepare(config: &Config) -> anyhow::Result<Option<Prepared>>
             url: licensing.url.clone(),
             validity: licensing.use_license_validity,
             revocations: Arc::new(RevocationStore::open(&config.data_dir)),
+            access: Arc::new(StoreAccessLog(store)),
         }),
     }))
 }

@@ -75,7 +75,8 @@ pub enum Command {
     // about / long_about live on DecryptArgs (src/cli/decrypt.rs).
     Decrypt(decrypt::DecryptArgs),
     /// Rights protection at the licensing service: revoke a message (`rms revoke --config F
-    /// --message-id ID [--unrevoke]`) and list the revocations (`rms revocations --config F`).
+    /// --message-id ID [--unrevoke]`), list the revocations (`rms revocations --config F`) and
+    /// show who asked for what (`rms access-log --config F [--message-id ID] [--json]`).
     Rms(rms::RmsArgs),
     /// Measure throughput, latency and memory (`sealpost bench relay|slow-clients|memory --help`).
     Bench(bench::BenchArgs),

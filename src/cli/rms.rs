@@ -1,5 +1,5 @@
-//! `sealpost rms`: revoke protected messages at the licensing service (and take it back), and
-//! list what is revoked. The service of the same data directory sees a change from its next
+//! `sealpost rms`: revoke protected messages at the licensing service (and take it back), list
+//! what is revoked, and show the service's access log. The service of the same data directory sees a change from its next
 //! request on, without a restart; use licenses already handed out keep working offline until
 //! their valid-until, as in Azure Information Protection.
 
@@ -37,6 +37,19 @@ enum RmsCommand {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Show the licensing service's access log: every request, granted or refused, with the
+    /// reader, the message (its Message-ID hashed), the client and the reason. The log is part
+    /// of the store's audit log: `sealpost store audit verify` detects an edit.
+    AccessLog {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Only the requests about this message (its Message-ID, as in its header).
+        #[arg(long, value_name = "ID")]
+        message_id: Option<String>,
+        /// One JSON object per request instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(args: RmsArgs) -> anyhow::Result<ExitCode> {
@@ -69,6 +82,17 @@ pub fn run(args: RmsArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        RmsCommand::AccessLog {
+            config,
+            message_id,
+            json,
+        } => {
+            let config = match config.load() {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            access_log(&config, message_id.as_deref(), json)
+        }
         RmsCommand::Revocations { config } => {
             let config = match config.load() {
                 Ok(c) => c,
@@ -81,4 +105,65 @@ pub fn run(args: RmsArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Prints the `rms-access` records of the audit log, oldest first.
+fn access_log(
+    config: &crate::config::Config,
+    message_id: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use crate::licensing::access::{message_hash, Access, EVENT};
+    use crate::store::audit::AuditRecord;
+    let path = config.store.keystore_dir.join("audit.log");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => anyhow::bail!("{}: {e}", path.display()),
+    };
+    let wanted = message_id.map(message_hash);
+    for (n, line) in text.lines().enumerate() {
+        let record: AuditRecord = serde_json::from_str(line).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: line {}: not an audit record ({e}); `sealpost store audit verify` checks the log",
+                path.display(),
+                n + 1
+            )
+        })?;
+        if record.event != EVENT {
+            continue;
+        }
+        let Ok(access) = serde_json::from_str::<Access>(&record.reason) else {
+            anyhow::bail!("{}: line {}: not an access record", path.display(), n + 1);
+        };
+        if wanted.as_ref().is_some_and(|w| *w != access.message) {
+            continue;
+        }
+        if json {
+            let mut object = serde_json::to_value(&access)?;
+            object["time"] = record.time.into();
+            outln!("{object}");
+        } else {
+            let who = if access.principal.is_empty() {
+                "-"
+            } else {
+                &access.principal
+            };
+            let code = if access.code.is_empty() {
+                ""
+            } else {
+                &access.code
+            };
+            outln!(
+                "{}  {:<7} {:<15} {who}  from {}  message {}  {}",
+                record.time,
+                access.outcome,
+                code,
+                access.client,
+                access.message.get(..16).unwrap_or("-"),
+                access.detail
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

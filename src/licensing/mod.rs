@@ -4,6 +4,7 @@
 //! (`identity`); the decision is a pure function (`decision::decide`); the network side
 //! (`http`) only gathers its inputs and sends its answer.
 
+pub mod access;
 pub mod client;
 pub mod decision;
 pub mod http;

@@ -17,11 +17,12 @@ use hyper::{Method, StatusCode};
 use rustls_pki_types::UnixTime;
 use serde::Deserialize;
 
+use super::access::{message_hash, Access, AccessLog};
 use super::decision::{decide, Policy, Refusal, Request};
 use super::http::{Handler, ServiceRequest, ServiceResponse};
 use super::identity::ReaderTrust;
 use super::revocations::RevocationStore;
-use crate::crypto::rms::{format_expiry, TenantKeys};
+use crate::crypto::rms::{format_expiry, License, TenantKeys};
 
 /// The path of the one endpoint.
 pub const USE_LICENSE_PATH: &str = "/v1/use-license";
@@ -36,6 +37,8 @@ pub struct LicensingService {
     pub validity: Duration,
     /// Looked at for every request, so a revocation takes effect for the next one.
     pub revocations: Arc<RevocationStore>,
+    /// Where every request that reaches a decision is recorded.
+    pub access: Arc<dyn AccessLog>,
 }
 
 #[derive(Deserialize)]
@@ -43,10 +46,6 @@ pub struct LicensingService {
 struct UseLicenseRequest {
     license: String,
     signature: String,
-}
-
-fn bad_request(reason: impl Into<String>) -> ServiceResponse {
-    ServiceResponse::refused(StatusCode::BAD_REQUEST, "bad-request", reason)
 }
 
 fn status_of(refusal: &Refusal) -> StatusCode {
@@ -73,22 +72,56 @@ pub fn parse_request(body: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
 }
 
 impl LicensingService {
+    /// Decides, records the access, and answers. A request whose access cannot be recorded is
+    /// refused: nothing is handed out that the log does not show.
     fn use_license(&self, r: &ServiceRequest, now: SystemTime) -> ServiceResponse {
+        let (answer, access) = self.decide_request(r, now);
+        tracing::info!(client = %r.peer, principal = %access.principal, message = %access.message,
+            outcome = %access.outcome, code = %access.code, detail = %access.detail, "licensing request");
+        match self.access.record(&access) {
+            Ok(()) => answer,
+            Err(e) => {
+                tracing::error!(error = %e, "access log unwritable: request refused");
+                ServiceResponse::refused(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the access could not be logged, so it is refused",
+                )
+            }
+        }
+    }
+
+    fn decide_request(&self, r: &ServiceRequest, now: SystemTime) -> (ServiceResponse, Access) {
+        let parsed = parse_request(&r.body);
+        // The Message-ID the license names (unverified yet), hashed, to say which message.
+        let message = parsed
+            .as_ref()
+            .ok()
+            .and_then(|(license, _)| License::decode(license).ok())
+            .and_then(|l| l.message_id)
+            .map(|id| message_hash(&id))
+            .unwrap_or_default();
+        let refused = |status, code: &str, principal: &str, reason: String| {
+            let access = Access::refused(code, principal, &message, r.peer, &reason);
+            (ServiceResponse::refused(status, code, reason), access)
+        };
         let principal = match self.trust.principal(&r.client_chain, UnixTime::now()) {
             Ok(p) => p,
             Err(e) => {
-                return ServiceResponse::refused(
+                return refused(
                     StatusCode::UNAUTHORIZED,
                     "unauthenticated",
+                    "",
                     e.to_string(),
                 )
             }
         };
-        let (license, signature) = match parse_request(&r.body) {
+        let (license, signature) = match parsed {
             Ok(parts) => parts,
-            Err(reason) => return bad_request(reason),
+            Err(reason) => {
+                return refused(StatusCode::BAD_REQUEST, "bad-request", &principal, reason)
+            }
         };
-        let b64 = base64::engine::general_purpose::STANDARD;
         let request = Request {
             license: &license,
             signature: &signature,
@@ -101,30 +134,32 @@ impl LicensingService {
             validity: self.validity,
         };
         let revocations = self.revocations.current();
-        let hash = crate::crypto::rms::license_sha256(&license);
-        let message = hex::encode(&hash[..8]);
         match decide(&request, &policy, &*revocations, now) {
             Ok(granted) => {
-                tracing::info!(client = %r.peer, %principal, license = %message, "use license issued");
                 // The signer's public key, for the reader to verify the use license with (its
                 // SHA-256 is the key id the protected message names).
                 let tenant_key = self
                     .tenant_keys
                     .get(&granted.tenant_key_id)
                     .map(|k| k.public().to_pem());
-                ServiceResponse::ok(serde_json::json!({
+                let rights = granted.rights.names();
+                let access = Access::granted(&principal, &message, r.peer, &rights.join(","));
+                let b64 = base64::engine::general_purpose::STANDARD;
+                let answer = ServiceResponse::ok(serde_json::json!({
                     "use_license": b64.encode(granted.encode()),
                     "tenant_key": tenant_key,
                     "principal": principal,
-                    "rights": granted.rights.names(),
+                    "rights": rights,
                     "valid_until": format_expiry(granted.valid_until_at()),
-                }))
+                }));
+                (answer, access)
             }
-            Err(refusal) => {
-                tracing::info!(client = %r.peer, %principal, license = %message,
-                    code = refusal.code(), reason = %refusal, "use license refused");
-                ServiceResponse::refused(status_of(&refusal), refusal.code(), refusal.to_string())
-            }
+            Err(refusal) => refused(
+                status_of(&refusal),
+                refusal.code(),
+                &principal,
+                refusal.to_string(),
+            ),
         }
     }
 }

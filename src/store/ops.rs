@@ -456,6 +456,24 @@ pub fn verify(store: &EncryptedStore, progress: &dyn Progress) -> Result<Verific
     Ok(report)
 }
 
+/// Appends an event of another part of the server (the licensing service's accesses) to the
+/// audit log, anchored in the index like the store's own events.
+pub fn record_event(
+    store: &EncryptedStore,
+    event: &str,
+    policy: &str,
+    key: &str,
+    reason: &str,
+) -> Result<(), StoreError> {
+    let mut c = store.conn()?;
+    let tx = c.transaction()?;
+    store
+        .keyring
+        .record(&SqliteKeyIndex::new(&tx), event, policy, key, reason)?;
+    tx.commit()?;
+    Ok(())
+}
+
 /// `store audit verify`: the hash chain, and its newest line against the index's anchor.
 pub fn verify_audit(store: &EncryptedStore) -> Result<AuditReport, StoreError> {
     let anchor = SqliteKeyIndex::new(&*store.conn()?).audit_anchor()?;
