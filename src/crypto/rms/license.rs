@@ -243,7 +243,8 @@ fn corrupted(what: impl std::fmt::Display) -> RmsError {
     RmsError::Corrupted(format!("license: {what}"))
 }
 
-fn put(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
+/// Appends one field: `tag(1) | len(4, big-endian) | value` (licenses and use licenses alike).
+pub(super) fn put(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
     out.push(tag);
     out.extend_from_slice(&(value.len() as u32).to_be_bytes());
     out.extend_from_slice(value);

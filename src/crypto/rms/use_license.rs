@@ -13,7 +13,7 @@ use aws_lc_rs::digest;
 use aws_lc_rs::rsa::{OaepPublicEncryptingKey, PublicEncryptingKey, OAEP_SHA256_MGF1SHA256};
 use zeroize::Zeroizing;
 
-use super::license::{licensing_url_problem, normalize_principal, License, Rights, MAX_TIME};
+use super::license::{licensing_url_problem, normalize_principal, put, License, Rights, MAX_TIME};
 use super::tenant::{verify_pss, TenantKey, TenantKeys, TenantPublicKey};
 use super::RmsError;
 use crate::crypto::keys::{DecryptKey, MIN_RSA_BITS};
@@ -106,12 +106,6 @@ impl ReaderKey {
 
 fn corrupted(what: impl std::fmt::Display) -> RmsError {
     RmsError::Corrupted(format!("use license: {what}"))
-}
-
-fn put(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
-    out.push(tag);
-    out.extend_from_slice(&(value.len() as u32).to_be_bytes());
-    out.extend_from_slice(value);
 }
 
 impl UseLicense {
