@@ -1,6 +1,7 @@
 //! `sealpost bench`: measurements of the real server, relay throughput, a client's latency
 //! under slow clients and peak memory with large messages (no timed unit tests).
 
+mod licensing;
 mod memory;
 mod slow_clients;
 
@@ -95,6 +96,18 @@ enum BenchCommand {
         #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"))]
         fixtures: PathBuf,
     },
+    /// Use licenses per second from the licensing service, and p50/p99 latency, with READERS
+    /// concurrent readers (a new TLS connection per request, every access logged and fsynced),
+    /// next to the bound the RSA work of a request sets (`openssl speed rsa2048`).
+    Licensing {
+        #[arg(long, default_value_t = 50)]
+        readers: usize,
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        /// The fixtures directory (tenant keys, reader certificate, CA).
+        #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"))]
+        fixtures: PathBuf,
+    },
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -145,6 +158,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 scenario,
             };
             let result = memory::run(&fixtures, &base, params).await;
+            let _ = std::fs::remove_dir_all(&base);
+            result
+        }),
+        BenchCommand::Licensing {
+            readers,
+            requests,
+            fixtures,
+        } => super::runtime()?.block_on(async move {
+            let base = std::env::temp_dir().join(format!("sealpost-bench-{}", std::process::id()));
+            let params = licensing::Params {
+                readers: readers.max(1),
+                requests,
+            };
+            let result = licensing::run(&fixtures, &base, params).await;
             let _ = std::fs::remove_dir_all(&base);
             result
         }),
