@@ -67,9 +67,12 @@ pub async fn run(fixtures: &Path, base: &Path, p: Params) -> anyhow::Result<Exit
         access: Arc::new(FileAccessLog(AuditLog::new(&base.join("audit")))),
     };
     let (stop, stopped) = tokio::sync::watch::channel(ShutdownPhase::Running);
+    // Every reader comes from 127.0.0.1 here: the per-address limit (meant for one client
+    // among many) would refuse the load itself, so only the total limit applies.
+    let defaults = ServiceLimits::default();
     let limits = ServiceLimits {
-        max_connections_per_ip: p.readers.max(64),
-        ..ServiceLimits::default()
+        max_connections_per_ip: defaults.max_connections,
+        ..defaults
     };
     let server = tokio::spawn(serve(
         listener,
