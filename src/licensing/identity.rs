@@ -33,6 +33,8 @@ pub struct DomainTrust {
 #[derive(Clone, Debug, Default)]
 pub struct ReaderTrust {
     entries: Vec<DomainTrust>,
+    /// The signature algorithms chains are checked with, taken once from the TLS provider.
+    algorithms: &'static [&'static dyn rustls_pki_types::SignatureVerificationAlgorithm],
 }
 
 /// Why a client certificate does not prove a principal.
@@ -75,7 +77,10 @@ impl std::error::Error for IdentityError {}
 
 impl ReaderTrust {
     pub fn new(entries: Vec<DomainTrust>) -> ReaderTrust {
-        ReaderTrust { entries }
+        ReaderTrust {
+            entries,
+            algorithms: crate::tls::provider().signature_verification_algorithms.all,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -103,7 +108,7 @@ impl ReaderTrust {
         }
         let ee = webpki::EndEntityCert::try_from(end_entity)
             .map_err(|e| IdentityError::Malformed(format!("{e:?}")))?;
-        let algorithms = crate::tls::provider().signature_verification_algorithms.all;
+        let algorithms = self.algorithms;
         let mut reason = String::new();
         for trust in domains {
             let roots = &trust.anchors.roots.roots;
