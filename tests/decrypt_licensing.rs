@@ -158,6 +158,7 @@ fn readers_open_through_the_licensing_service_and_the_cache() {
         validity: Duration::from_secs(30 * 86400),
         revocations: revocations.clone(),
         access: access.clone(),
+        passwords: None,
     };
     let (stop, stopped) = tokio::sync::watch::channel(ShutdownPhase::Running);
     let server = rt.spawn(serve(

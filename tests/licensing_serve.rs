@@ -218,3 +218,25 @@ fn a_service_that_could_authenticate_nobody_is_refused_at_load() {
     assert!(e.problem.contains("nobody could get a use license"), "{e}");
     assert!(e.to_string().contains("contoso.toml"), "{e}");
 }
+
+#[test]
+fn password_readers_alone_can_run_the_service_unless_passwords_are_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = sealpost::auth::hash_password("carol's").unwrap();
+    let user = format!("\n[[user]]\nname = \"carol@contoso.test\"\npassword_hash = \"{hash}\"\n");
+    let spec = DomainSpec::new("contoso", &["carol@contoso.test"], free_port())
+        .toml(&(licensing(free_port(), "") + &user));
+    let config = sealpost::config::Config::load(&spec.write(dir.path()), None).unwrap();
+    let service = config.rms_licensing.unwrap().service.unwrap();
+    assert!(service.passwords && service.trust.is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let spec = DomainSpec::new("contoso", &["carol@contoso.test"], free_port())
+        .toml(&(licensing(free_port(), "passwords = false\n") + &user));
+    let e = sealpost::config::Config::load(&spec.write(dir.path()), None).unwrap_err();
+    assert_eq!(e.key, "rms.licensing.trust");
+    assert!(
+        e.problem.contains("no [[user]] may use its password"),
+        "{e}"
+    );
+}

@@ -90,6 +90,7 @@ async fn bob_opens_with_a_use_license_and_nobody_else_does() {
         validity: Duration::from_secs(30 * 86400),
         revocations: revocations.clone(),
         access: access.clone(),
+        passwords: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();

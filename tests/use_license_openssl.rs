@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use sealpost::crypto::rms::{self, license_for, TenantKeys, UseLicense};
-use sealpost::licensing::{decide, Policy, Request, RevocationList};
+use sealpost::licensing::{decide, Policy, ReaderKeySource, Request, RevocationList};
 use sealpost::rules::RmsProtect;
 
 const MSG: &[u8] =
@@ -45,7 +45,7 @@ fn ask(keys: &TenantKeys, certificate: &[u8]) -> Result<UseLicense, sealpost::li
         license: framed.license,
         signature: framed.signature,
         principal: "bob@fabrikam.test",
-        certificate,
+        reader: ReaderKeySource::Certificate(certificate),
     };
     let policy = Policy {
         tenant_keys: keys,

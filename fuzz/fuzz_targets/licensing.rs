@@ -14,7 +14,10 @@ fuzz_target!(|data: &[u8]| {
     }
     // A request body either yields the two decoded parts or a reason; never a panic.
     match parse_request(data) {
-        Ok((license, signature)) => assert!(license.len() + signature.len() <= data.len()),
+        Ok(request) => {
+            let key = request.reader_key.as_ref().map_or(0, String::len);
+            assert!(request.license.len() + request.signature.len() + key <= data.len());
+        }
         Err(reason) => assert!(!reason.is_empty()),
     }
 });

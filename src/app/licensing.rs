@@ -13,7 +13,7 @@ use crate::licensing::access::StoreAccessLog;
 use crate::licensing::http::{serve, tls_config, ServiceLimits};
 use crate::licensing::identity::{DomainTrust, ReaderTrust};
 use crate::licensing::revocations::RevocationStore;
-use crate::licensing::service::LicensingService;
+use crate::licensing::service::{LicensingService, PasswordReaders};
 use crate::net::ShutdownPhase;
 use crate::tls::TlsMinVersion;
 
@@ -86,6 +86,10 @@ pub(crate) async fn prepare(config: &Config) -> anyhow::Result<Option<Prepared>>
             validity: licensing.use_license_validity,
             revocations: Arc::new(RevocationStore::open(&config.data_dir)),
             access: Arc::new(StoreAccessLog(store)),
+            passwords: (service.passwords && !config.users.is_empty()).then(|| PasswordReaders {
+                users: crate::auth::Users::new(config.users.clone()),
+                domains: config.local_domains.clone(),
+            }),
         }),
     }))
 }

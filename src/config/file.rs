@@ -240,6 +240,8 @@ pub struct RawRmsLicensing {
     /// `[[rms.licensing.trust]]`: the CAs that may name readers, each for its domains.
     #[serde(default)]
     pub trust: Vec<RawLicensingTrust>,
+    /// Whether `[[user]]` entries may prove themselves with their password (default true).
+    pub passwords: Option<bool>,
 }
 
 /// `[[rms.licensing.trust]] domains = ["fabrikam.test"]`, `ca_file = "pki/ca.crt"`.

@@ -33,6 +33,9 @@ pub struct LicensingService {
     pub key: Arc<CertifiedKey>,
     /// `[[rms.licensing.trust]]`: who may name readers, and in which domains.
     pub trust: Vec<ReaderCa>,
+    /// `passwords`: the tenant's own `[[user]]` entries (names that are addresses in this
+    /// server's domains) may prove themselves with their password.
+    pub passwords: bool,
 }
 
 /// A CA trusted to name readers in `domains`.
@@ -51,6 +54,7 @@ pub(super) fn validate(
     c: &Checker<'_>,
     raw: Option<&RawRmsLicensing>,
     server_key: Option<&Arc<CertifiedKey>>,
+    has_users: bool,
 ) -> Result<Option<Licensing>, ConfigError> {
     let Some(raw) = raw else {
         return Ok(None);
@@ -66,7 +70,7 @@ pub(super) fn validate(
     Ok(Some(Licensing {
         url: raw.url.clone(),
         use_license_validity: validity,
-        service: service(c, raw, server_key)?,
+        service: service(c, raw, server_key, has_users)?,
     }))
 }
 
@@ -74,12 +78,14 @@ fn service(
     c: &Checker<'_>,
     raw: &RawRmsLicensing,
     server_key: Option<&Arc<CertifiedKey>>,
+    has_users: bool,
 ) -> Result<Option<LicensingService>, ConfigError> {
     let Some(listen) = &raw.listen else {
         for (key, given) in [
             ("certificate", raw.certificate.is_some()),
             ("private_key", raw.private_key.is_some()),
             ("trust", !raw.trust.is_empty()),
+            ("passwords", raw.passwords.is_some()),
         ] {
             if given {
                 return Err(c.err(
@@ -117,10 +123,12 @@ fn service(
             ))
         }
     };
-    if raw.trust.is_empty() {
+    let passwords = raw.passwords.unwrap_or(true);
+    if raw.trust.is_empty() && !(passwords && has_users) {
         return Err(c.err(
             "rms.licensing.trust",
-            "missing: no CA is trusted to name readers, so nobody could get a use license",
+            "missing: no CA is trusted to name readers and no [[user]] may use its password, \
+             so nobody could get a use license",
         ));
     }
     let mut trust = Vec::new();
@@ -148,7 +156,12 @@ fn service(
             anchors,
         });
     }
-    Ok(Some(LicensingService { listen, key, trust }))
+    Ok(Some(LicensingService {
+        listen,
+        key,
+        trust,
+        passwords,
+    }))
 }
 
 #[cfg(test)]

@@ -361,6 +361,7 @@ pub fn validate(
         &c,
         raw.rms.as_ref().and_then(|r| r.licensing.as_ref()),
         tls.as_ref().map(|t| &t.key),
+        !users.hashes.is_empty(),
     )?;
     let domains: Vec<(usize, String, Option<String>)> = raw
         .domain

@@ -19,8 +19,19 @@ pub struct Request<'a> {
     pub signature: &'a [u8],
     /// Who the reader authenticated as.
     pub principal: &'a str,
-    /// The reader's X.509 certificate (PEM or DER): the content key is wrapped to its key.
-    pub certificate: &'a [u8],
+    /// The key the content key is wrapped to.
+    pub reader: ReaderKeySource<'a>,
+}
+
+/// Where the reader's key comes from, which depends on how the reader proved who it is.
+#[derive(Clone, Copy, Debug)]
+pub enum ReaderKeySource<'a> {
+    /// The X.509 certificate (PEM or DER) that proved the reader: its key, and it must name
+    /// the principal (its one email address), so a use license never goes to another's key.
+    Certificate(&'a [u8]),
+    /// The RSA public key (SubjectPublicKeyInfo, PEM or DER) a reader who proved itself with
+    /// a password sent with its request.
+    PublicKey(&'a [u8]),
 }
 
 /// The service's side: its tenant keys, its own URL and how long use licenses last.
@@ -98,8 +109,9 @@ pub enum Refusal {
     /// The reader holds no rights, or not VIEW.
     #[error("{}", no_rights(principal, *rights))]
     NoRights { principal: String, rights: Rights },
-    /// The reader's certificate is unreadable or its key unusable (not RSA, under 2048 bits).
-    #[error("the reader certificate cannot be used: {0}")]
+    /// The reader's certificate or key is unreadable or unusable (not RSA, under 2048 bits, a
+    /// certificate naming someone else).
+    #[error("the reader's key cannot be used: {0}")]
     BadCertificate(String),
     /// The service failed (crypto library, its own URL); not caused by the request.
     #[error("the licensing service failed: {0}")]
@@ -172,10 +184,7 @@ pub fn decide(
     if !rights.contains(Rights::VIEW) {
         return Err(Refusal::NoRights { principal, rights });
     }
-    let reader = ReaderKey::from_certificate(request.certificate, now).map_err(|e| match e {
-        RmsError::ReaderKey(problem) => Refusal::BadCertificate(problem),
-        other => Refusal::BadCertificate(other.to_string()),
-    })?;
+    let reader = reader_key(request.reader, &principal, now)?;
     let content_key =
         unwrap_content_key(&license, tenant).map_err(|e| Refusal::BadLicense(e.to_string()))?;
     let mut valid_until = now.checked_add(policy.validity).unwrap_or(now);
@@ -192,6 +201,32 @@ pub fn decide(
     };
     UseLicense::issue(&grant, &content_key, &reader, tenant)
         .map_err(|e| Refusal::Internal(e.to_string()))
+}
+
+/// The reader's key, checked usable; a certificate must name `principal`.
+fn reader_key(
+    source: ReaderKeySource<'_>,
+    principal: &str,
+    now: SystemTime,
+) -> Result<ReaderKey, Refusal> {
+    let unusable = |e| match e {
+        RmsError::ReaderKey(problem) => Refusal::BadCertificate(problem),
+        other => Refusal::BadCertificate(other.to_string()),
+    };
+    match source {
+        ReaderKeySource::Certificate(cert) => {
+            let key = ReaderKey::from_certificate(cert, now).map_err(unusable)?;
+            let named = super::identity::certificate_email(cert)
+                .map_err(|e| Refusal::BadCertificate(e.to_string()))?;
+            if named != principal {
+                return Err(Refusal::BadCertificate(format!(
+                    "it names {named}, not the reader {principal}"
+                )));
+            }
+            Ok(key)
+        }
+        ReaderKeySource::PublicKey(spki) => ReaderKey::from_public_key(spki).map_err(unusable),
+    }
 }
 
 #[cfg(test)]

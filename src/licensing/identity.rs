@@ -97,7 +97,7 @@ impl ReaderTrust {
         let Some((end_entity, intermediates)) = chain.split_first() else {
             return Err(IdentityError::NoCertificate);
         };
-        let principal = email_of(end_entity)?;
+        let principal = certificate_email(end_entity.as_ref())?;
         let domains: Vec<&DomainTrust> = self
             .entries
             .iter()
@@ -129,10 +129,19 @@ impl ReaderTrust {
     }
 }
 
-/// The one email address a certificate's subject alternative name gives, as a principal.
-fn email_of(cert: &CertificateDer<'_>) -> Result<String, IdentityError> {
-    let cert = Certificate::from_der(cert.as_ref())
-        .map_err(|e| IdentityError::Malformed(e.to_string()))?;
+/// The one email address a certificate's subject alternative name gives, as a principal
+/// (lowercased). The certificate is DER, or PEM.
+pub fn certificate_email(cert: &[u8]) -> Result<String, IdentityError> {
+    let pem;
+    let der = if cert.starts_with(b"-----BEGIN") {
+        pem = x509_cert::der::pem::decode_vec(cert.trim_ascii())
+            .map_err(|e| IdentityError::Malformed(format!("PEM: {e}")))?
+            .1;
+        &pem[..]
+    } else {
+        cert
+    };
+    let cert = Certificate::from_der(der).map_err(|e| IdentityError::Malformed(e.to_string()))?;
     let san = cert
         .tbs_certificate()
         .get_extension::<SubjectAltName>()

@@ -12,4 +12,6 @@ pub mod identity;
 pub mod revocations;
 pub mod service;
 
-pub use decision::{decide, Policy, Refusal, Request, RevocationList, Revocations};
+pub use decision::{
+    decide, Policy, ReaderKeySource, Refusal, Request, RevocationList, Revocations,
+};

@@ -65,6 +65,7 @@ pub async fn run(fixtures: &Path, base: &Path, p: Params) -> anyhow::Result<Exit
         validity: Duration::from_secs(30 * 86400),
         revocations: Arc::new(RevocationStore::open(base)),
         access: Arc::new(FileAccessLog(AuditLog::new(&base.join("audit")))),
+        passwords: None,
     };
     let (stop, stopped) = tokio::sync::watch::channel(ShutdownPhase::Running);
     // Every reader comes from 127.0.0.1 here: the per-address limit (meant for one client

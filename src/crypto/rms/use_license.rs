@@ -92,6 +92,28 @@ impl ReaderKey {
         ReaderKey::from_public(key.clone())
     }
 
+    /// From a reader's own RSA public key as a SubjectPublicKeyInfo, PEM (`PUBLIC KEY`, what
+    /// `openssl pkey -pubout` writes) or DER: the key of a reader who proved itself otherwise
+    /// than with a certificate (a password).
+    pub fn from_public_key(spki: &[u8]) -> Result<ReaderKey, RmsError> {
+        let der = if spki.starts_with(b"-----BEGIN") {
+            let (label, der) = der::pem::decode_vec(spki.trim_ascii())
+                .map_err(|e| RmsError::ReaderKey(format!("bad PEM public key: {e}")))?;
+            if label != "PUBLIC KEY" {
+                return Err(RmsError::ReaderKey(format!(
+                    "expected a PUBLIC KEY in PEM, got {label}"
+                )));
+            }
+            der
+        } else {
+            spki.to_vec()
+        };
+        let key = PublicEncryptingKey::from_der(&der).map_err(|_| {
+            RmsError::ReaderKey("not an RSA public key (SubjectPublicKeyInfo)".into())
+        })?;
+        ReaderKey::from_public(key)
+    }
+
     /// From an RSA public key (2048 bits or more).
     pub fn from_public(key: PublicEncryptingKey) -> Result<ReaderKey, RmsError> {
         if key.key_size_bits() < MIN_RSA_BITS {

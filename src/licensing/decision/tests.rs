@@ -50,10 +50,33 @@ fn container(keys: &TenantKeys, expires: Option<Duration>) -> Vec<u8> {
     seal_container(MSG, keys.active().unwrap(), &req).unwrap()
 }
 
+/// The SubjectPublicKeyInfo (DER) of a fixture reader's certificate.
+fn public_key(who: &str) -> Vec<u8> {
+    use x509_cert::der::{Decode, Encode};
+    let (_, der) = x509_cert::der::pem::decode_vec(&cert(who)).unwrap();
+    let c = x509_cert::Certificate::from_der(&der).unwrap();
+    c.tbs_certificate()
+        .subject_public_key_info()
+        .to_der()
+        .unwrap()
+}
+
 fn ask(
     container: &[u8],
     principal: &str,
     certificate: &[u8],
+    keys: &TenantKeys,
+    revocations: &RevocationList,
+    at: SystemTime,
+) -> Result<UseLicense, Refusal> {
+    let reader = ReaderKeySource::Certificate(certificate);
+    ask_with(container, principal, reader, keys, revocations, at)
+}
+
+fn ask_with(
+    container: &[u8],
+    principal: &str,
+    reader: ReaderKeySource<'_>,
     keys: &TenantKeys,
     revocations: &RevocationList,
     at: SystemTime,
@@ -63,7 +86,7 @@ fn ask(
         license: framed.license,
         signature: framed.signature,
         principal,
-        certificate,
+        reader,
     };
     let policy = Policy {
         tenant_keys: keys,
@@ -127,7 +150,7 @@ fn a_tampered_license_is_a_bad_license() {
         license: &license,
         signature: framed.signature,
         principal: "bob@fabrikam.test",
-        certificate: &cert("bob@fabrikam.test"),
+        reader: ReaderKeySource::Certificate(&cert("bob@fabrikam.test")),
     };
     let policy = Policy {
         tenant_keys: &keys,
@@ -301,10 +324,12 @@ fn domain_and_anyone_entries_grant_view_and_other_rights_alone_do_not() {
     action.rights.insert("*".into(), vec![Right::View]);
     let req = license_for(&action, "alice@contoso.test", &[], None, now());
     let c = seal_container(MSG, keys.active().unwrap(), &req).unwrap();
-    let ul = ask(
+    // eve and alice prove themselves otherwise (a password) and send their own key.
+    let key = public_key("dave@fabrikam.test");
+    let ul = ask_with(
         &c,
         "eve@elsewhere.test",
-        &dave,
+        ReaderKeySource::PublicKey(&key),
         &keys,
         &Default::default(),
         now(),
@@ -312,10 +337,10 @@ fn domain_and_anyone_entries_grant_view_and_other_rights_alone_do_not() {
     .unwrap();
     assert_eq!(ul.rights, Rights::VIEW);
     // The owner gets every right.
-    let ul = ask(
+    let ul = ask_with(
         &c,
         "alice@contoso.test",
-        &dave,
+        ReaderKeySource::PublicKey(&key),
         &keys,
         &Default::default(),
         now(),
@@ -403,4 +428,73 @@ fn checks_come_in_order() {
     )
     .unwrap_err();
     assert_eq!(r.code(), "no-rights");
+}
+
+#[test]
+fn a_certificate_must_name_the_reader_it_wraps_to() {
+    let keys = keys();
+    let c = container(&keys, None);
+    let r = ask(
+        &c,
+        "bob@fabrikam.test",
+        &cert("dave@fabrikam.test"),
+        &keys,
+        &Default::default(),
+        now(),
+    )
+    .unwrap_err();
+    assert_eq!(r.code(), "bad-certificate");
+    assert_eq!(
+        r.to_string(),
+        "the reader's key cannot be used: it names dave@fabrikam.test, not the reader bob@fabrikam.test"
+    );
+}
+
+#[test]
+fn a_password_reader_gets_the_content_key_wrapped_to_its_own_key() {
+    let keys = keys();
+    let c = container(&keys, None);
+    // bob's public key, as DER and as the PEM `openssl pkey -pubout` writes.
+    let der = public_key("bob@fabrikam.test");
+    let pem =
+        x509_cert::der::pem::encode_string("PUBLIC KEY", x509_cert::der::pem::LineEnding::LF, &der)
+            .unwrap();
+    let bob =
+        DecryptKey::from_pem(&fixtures().join("pki/smime/bob@fabrikam.test.key"), None).unwrap();
+    let public = keys.active().unwrap().public();
+    for spki in [&der[..], pem.as_bytes()] {
+        let reader = ReaderKeySource::PublicKey(spki);
+        let ul = ask_with(
+            &c,
+            "bob@fabrikam.test",
+            reader,
+            &keys,
+            &Default::default(),
+            now(),
+        )
+        .unwrap();
+        let (_, original) = unprotect_with_use_license(&c, &ul, &bob, &public, now()).unwrap();
+        assert_eq!(original, MSG);
+    }
+    // Not a key, and PEM that is not a public key: refused, saying why.
+    for (spki, why) in [
+        (&b"junk"[..], "not an RSA public key"),
+        (
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            "PEM",
+        ),
+    ] {
+        let reader = ReaderKeySource::PublicKey(spki);
+        let r = ask_with(
+            &c,
+            "bob@fabrikam.test",
+            reader,
+            &keys,
+            &Default::default(),
+            now(),
+        )
+        .unwrap_err();
+        assert_eq!(r.code(), "bad-certificate");
+        assert!(r.to_string().contains(why), "{r}");
+    }
 }
