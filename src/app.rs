@@ -139,6 +139,7 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         store: Live::new(store),
         runner: runner.clone(),
         shared,
+        licensing: licensing.as_ref().map(|l| l.service.clone()),
         busy: Mutex::new(()),
     });
 

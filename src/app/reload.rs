@@ -21,6 +21,8 @@ pub struct Reloader {
     pub(crate) store: Live<dyn MailStore>,
     pub(crate) runner: Arc<Runner>,
     pub(crate) shared: Shared,
+    /// The licensing service, when this server runs one.
+    pub(crate) licensing: Option<Arc<super::licensing::LiveService>>,
     /// One reload at a time.
     pub(crate) busy: Mutex<()>,
 }
@@ -81,6 +83,20 @@ impl Reloader {
         }
         if parts.contexts.len() != self.slots.len() {
             return Err("the number of [[listener]] entries changed: restart to apply".into());
+        }
+        let runs_licensing = new
+            .rms_licensing
+            .as_ref()
+            .is_some_and(|l| l.service.is_some());
+        if self.licensing.is_none() && runs_licensing {
+            later.push("rms.licensing (the service starts at a restart)");
+        }
+        // Built and swapped before the rest: if it fails, nothing has changed.
+        if let Some(live) = &self.licensing {
+            let stays = live
+                .reload(&new, &current)
+                .map_err(|e| format!("licensing service: {e:#}"))?;
+            later.extend(stays);
         }
 
         let new = Arc::new(new);

@@ -113,6 +113,14 @@ impl DecryptKey {
         self.cert.as_ref()
     }
 
+    /// The public key as PEM (`PUBLIC KEY`, a SubjectPublicKeyInfo), as `openssl pkey
+    /// -pubout` writes it.
+    pub fn public_key_pem(&self) -> Result<String, String> {
+        let der = public_der(&self.rsa)?;
+        der::pem::encode_string("PUBLIC KEY", der::pem::LineEnding::LF, &der)
+            .map_err(|e| format!("cannot encode the public key: {e}"))
+    }
+
     /// The key's modulus size in bits.
     pub fn bits(&self) -> usize {
         self.rsa.key_size_bits()

@@ -1,7 +1,8 @@
 //! The reader's side of the licensing service: one `POST /v1/use-license` over HTTPS. The
 //! server is verified against the given CA certificates (or the public web roots), the reader
-//! proves who it is with its S/MIME certificate and key as the TLS client certificate, and the
-//! answer is bounded in time and size. Only a JSON `200` yields a use license; any other answer
+//! proves who it is with its S/MIME certificate and key as the TLS client certificate, or, as
+//! one of the tenant's own users, with its name and password (HTTP Basic) and its own public
+//! key to wrap to, and the answer is bounded in time and size. Only a JSON `200` yields a use license; any other answer
 //! is a refusal carrying the service's `error` code and `reason`.
 //!
 //! Nothing here trusts the answer: the caller verifies the use license (signature by the tenant
@@ -21,6 +22,7 @@ use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 
 use super::service::USE_LICENSE_PATH;
+use crate::auth::Credentials;
 use crate::tls::policy::TrustAnchors;
 use crate::tls::CertifiedKey;
 
@@ -159,6 +161,18 @@ pub fn client_config(
     ca: Option<&Path>,
     identity: &CertifiedKey,
 ) -> Result<Arc<ClientConfig>, ClientError> {
+    tls_config(ca, Some(identity))
+}
+
+/// As [`client_config`], with no client certificate: for a reader proving itself by password.
+pub fn password_client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, ClientError> {
+    tls_config(ca, None)
+}
+
+fn tls_config(
+    ca: Option<&Path>,
+    identity: Option<&CertifiedKey>,
+) -> Result<Arc<ClientConfig>, ClientError> {
     let anchors = match ca {
         Some(path) => {
             crate::tls::load_trust_anchors(path).map_err(|e| ClientError::Setup(e.to_string()))?
@@ -166,14 +180,26 @@ pub fn client_config(
         None => TrustAnchors::system(),
     };
     let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
-    let mut config = ClientConfig::builder_with_provider(crate::tls::provider())
+    let builder = ClientConfig::builder_with_provider(crate::tls::provider())
         .with_protocol_versions(&versions)
         .map_err(|e| ClientError::Setup(format!("TLS configuration: {e}")))?
-        .with_root_certificates(anchors.roots)
-        .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
-        .map_err(|e| ClientError::Setup(format!("client certificate: {e}")))?;
+        .with_root_certificates(anchors.roots);
+    let mut config = match identity {
+        Some(identity) => builder
+            .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
+            .map_err(|e| ClientError::Setup(format!("client certificate: {e}")))?,
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// A reader proving itself with a password: its `[[user]]` name and password, and its own RSA
+/// public key (PEM `PUBLIC KEY`) for the content key to be wrapped to.
+#[derive(Clone, Debug)]
+pub struct PasswordProof {
+    pub credentials: Credentials,
+    pub reader_key_pem: String,
 }
 
 /// Asks the service at `url` for a use license for the publishing license `license` (with its
@@ -184,13 +210,37 @@ pub async fn request_use_license(
     license: &[u8],
     signature: &[u8],
 ) -> Result<Answer, ClientError> {
+    request_use_license_as(url, tls, license, signature, None).await
+}
+
+/// As [`request_use_license`]; with `password`, the reader proves itself by password (and
+/// `tls` should present no client certificate: see [`password_client_config`]).
+pub async fn request_use_license_as(
+    url: &ServiceUrl,
+    tls: Arc<ClientConfig>,
+    license: &[u8],
+    signature: &[u8],
+    password: Option<&PasswordProof>,
+) -> Result<Answer, ClientError> {
     let b64 = base64::engine::general_purpose::STANDARD;
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "license": b64.encode(license),
         "signature": b64.encode(signature),
-    })
-    .to_string();
-    match tokio::time::timeout(EXCHANGE_TIMEOUT, exchange(url, tls, body)).await {
+    });
+    let mut authorization = None;
+    if let Some(proof) = password {
+        body["reader_key"] = proof.reader_key_pem.clone().into();
+        let pair = format!(
+            "{}:{}",
+            proof.credentials.username, proof.credentials.password
+        );
+        let mut value = HeaderValue::try_from(format!("Basic {}", b64.encode(pair)))
+            .map_err(|_| ClientError::Setup("the user name cannot be sent".into()))?;
+        value.set_sensitive(true);
+        authorization = Some(value);
+    }
+    let exchange = exchange(url, tls, body.to_string(), authorization);
+    match tokio::time::timeout(EXCHANGE_TIMEOUT, exchange).await {
         Ok(result) => result,
         Err(_) => Err(unreachable(
             url,
@@ -217,6 +267,7 @@ async fn exchange(
     url: &ServiceUrl,
     tls: Arc<ClientConfig>,
     body: String,
+    authorization: Option<HeaderValue>,
 ) -> Result<Answer, ClientError> {
     let name = ServerName::try_from(url.host.clone())
         .map_err(|_| unreachable(url, "not a host name or IP address"))?;
@@ -241,8 +292,11 @@ async fn exchange(
         .await
         .map_err(|e| unreachable(url, format!("HTTP: {e}")))?;
     let driver = tokio::spawn(conn);
-    let request = Request::builder()
-        .method(Method::POST)
+    let mut request = Request::builder().method(Method::POST);
+    if let Some(value) = authorization {
+        request = request.header(header::AUTHORIZATION, value);
+    }
+    let request = request
         .uri(url.endpoint())
         .header(header::HOST, url.authority())
         .header(
