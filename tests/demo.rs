@@ -1,5 +1,7 @@
 //! `sealpost demo` on a fresh clone: its first screen shows mail, not warnings about its own
-//! fixtures (git keeps no file modes, so the fixture keys arrive readable by others).
+//! fixtures (git keeps no file modes, so the fixture keys arrive readable by others); bob reads
+//! the RMS-protected message through contoso's licensing service with his own certificate, and
+//! dave, holding a forwarded copy, is refused by the service.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -41,6 +43,34 @@ fn the_demo_prints_no_warning_about_its_fixtures() {
     assert!(
         stdout.contains("bob@fabrikam.test"),
         "the demo shows mail: {stdout}"
+    );
+    assert!(
+        stdout.contains("deliveries arrived"),
+        "every delivery arrives: {stdout}"
+    );
+    let bob = stdout
+        .lines()
+        .find(|l| l.contains("RMS-protected"))
+        .unwrap_or_else(|| panic!("the demo shows the [protect] message: {stdout}"));
+    for part in [
+        "template do-not-forward",
+        "bob@fabrikam.test opened it through contoso's licensing service https://127.0.0.1:",
+        "with the S/MIME certificate pki/smime/bob@fabrikam.test.crt",
+        "rights: VIEW",
+        "use license valid until 20",
+        "\"Hello from the sealpost demo.\"",
+    ] {
+        assert!(bob.contains(part), "{part:?} not in {bob}");
+    }
+    assert!(
+        stdout.lines().any(|l| l
+            .contains("a copy forwarded to dave@fabrikam.test: the licensing service refused")
+            && l.contains("\"dave@fabrikam.test has no rights on this message\"")),
+        "dave is refused with the service's reason: {stdout}"
+    );
+    assert!(
+        !stdout.to_lowercase().contains("tenant key"),
+        "readers do not use the tenant key: {stdout}"
     );
     let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("WARN")).collect();
     assert!(warnings.is_empty(), "{warnings:#?}");

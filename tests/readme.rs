@@ -162,7 +162,7 @@ fn every_command_example_of_the_readme_runs() {
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
-    let ports: BTreeMap<&str, String> = ["2525", "2526", "9025", "9026"]
+    let ports: BTreeMap<&str, String> = ["2525", "2526", "8443", "9025", "9026"]
         .into_iter()
         .map(|p| (p, free_port().to_string()))
         .collect();

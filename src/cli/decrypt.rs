@@ -3,7 +3,7 @@
 //! tenant key, without any server.
 
 mod cache;
-mod reader;
+pub(super) mod reader;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

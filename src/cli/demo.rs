@@ -12,6 +12,8 @@ use crate::config::{Config, HostPort};
 use crate::smtp::client::{ClientSettings, Connection, TlsMode};
 use crate::tls::policy::TlsPolicy;
 
+mod open;
+
 #[derive(Args, Debug)]
 pub struct DemoArgs {
     /// The fixtures directory holding contoso.toml and fabrikam.toml.
@@ -118,6 +120,7 @@ pub(super) async fn start_fixture_pair_with(
     let names = ["contoso", "fabrikam"];
     let fixtures = stage_fixtures(fixtures, base)?;
     let mut configs = Vec::new();
+    let mut licensing_ports = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let path = fixtures.join(format!("{name}.toml"));
         let mut config = Config::load(&path, Some(&base.join(name)))?;
@@ -131,6 +134,7 @@ pub(super) async fn start_fixture_pair_with(
             }
             a
         });
+        move_licensing(&mut config, &mut licensing_ports)?;
         configs.push(config);
     }
     // Bind both first, so that each can be routed to the other's actual port.
@@ -170,6 +174,29 @@ pub(super) async fn start_fixture_pair_with(
         servers,
         addrs,
     })
+}
+
+/// Keeps a licensing service on its configured port (contoso: 8443) when that is free and not
+/// taken by the other domain, else moves it to a free port; the URL publishing licenses name
+/// follows, so readers reach the service actually listening.
+fn move_licensing(config: &mut Config, taken: &mut Vec<u16>) -> anyhow::Result<()> {
+    let Some(licensing) = config.rms_licensing.as_mut() else {
+        return Ok(());
+    };
+    let Some(service) = licensing.service.as_mut() else {
+        return Ok(());
+    };
+    let mut listen = service.listen;
+    listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    if taken.contains(&listen.port()) || std::net::TcpListener::bind(listen).is_err() {
+        let free = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+            .context("finding a free port for the licensing service")?;
+        listen.set_port(free.local_addr()?.port());
+    }
+    taken.push(listen.port());
+    service.listen = listen;
+    licensing.url = format!("https://{listen}");
+    Ok(())
 }
 
 /// Copies the fixtures (and the rules beside them, which the configs name as `../rules`) under
@@ -218,8 +245,12 @@ async fn run_domains(args: &DemoArgs, base: &Path) -> anyhow::Result<ExitCode> {
             .admin_addr()
             .map(|a| format!(", metrics at http://{a}/metrics"))
             .unwrap_or_default();
+        let licensing = servers[i]
+            .licensing_addr()
+            .map(|a| format!(", licensing service at https://{a}"))
+            .unwrap_or_default();
         outln!(
-            "{:<14} mx.{name}.test   listening on {}{admin}",
+            "{:<14} mx.{name}.test   listening on {}{admin}{licensing}",
             format!("{name}.test"),
             addrs[i]
         );
@@ -299,6 +330,11 @@ async fn run_domains(args: &DemoArgs, base: &Path) -> anyhow::Result<ExitCode> {
     }
 
     outln!("\nDelivered messages:");
+    let readers = open::Readers {
+        fixtures: base.join("fixtures"),
+        cache: base.join("license-cache"),
+    };
+    let mut not_opened = 0;
     for (server, addr) in unique(&expected) {
         let store = servers[server].store();
         for summary in store.list(addr)? {
@@ -312,10 +348,17 @@ async fn run_domains(args: &DemoArgs, base: &Path) -> anyhow::Result<ExitCode> {
             for hop in hops(&bytes) {
                 outln!("    hop: {hop}");
             }
-            if let Some(opened) = open_protected(&args.fixtures, addr, &bytes) {
-                outln!("    {opened}");
+            if let Some(shown) = readers.open(addr, &bytes).await {
+                for line in &shown.lines {
+                    outln!("    {line}");
+                }
+                not_opened += usize::from(shown.failed);
             }
         }
+    }
+    if not_opened > 0 {
+        outln!("\n{not_opened} protected message(s) did not open as their recipients expect");
+        code = ExitCode::FAILURE;
     }
     show_operations(&servers, &configs, traced_id.as_deref()).await;
     if args.keep_running {
@@ -360,51 +403,6 @@ async fn show_operations(servers: &[crate::app::Server], configs: &[Config], tra
             .collect();
         super::trace::print_for(&logs, id);
     }
-}
-
-/// For S/MIME or RMS-protected mail: opens it with the recipient's fixture key (S/MIME) or the
-/// tenant key (RMS) and says what came out, as a recipient's mail client would.
-fn open_protected(fixtures: &Path, mailbox: &str, message: &[u8]) -> Option<String> {
-    let body_line = |m: &[u8]| {
-        let text = String::from_utf8_lossy(m).into_owned();
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        body.lines().next().unwrap_or_default().to_string()
-    };
-    if crate::crypto::rms::is_protected(message) {
-        let keys = crate::crypto::rms::TenantKeys::load_dir(&fixtures.join("keys/tenant")).ok()?;
-        return Some(
-            match crate::crypto::rms::unprotect(message, &keys, std::time::SystemTime::now(), false)
-            {
-                Ok((license, original)) => format!(
-                    "RMS-protected (template {}, {} may: {}); opened with the tenant key: \"{}\"",
-                    license.template,
-                    mailbox,
-                    license.rights_of(mailbox),
-                    body_line(&original)
-                ),
-                Err(e) => format!("RMS-protected, but it did not open: {e}"),
-            },
-        );
-    }
-    if crate::crypto::smime::is_encrypted(message) {
-        let dir = fixtures.join("pki/smime");
-        let key = crate::crypto::smime::DecryptKey::from_pem(
-            &dir.join(format!("{mailbox}.key")),
-            Some(&dir.join(format!("{mailbox}.crt"))),
-        )
-        .ok()?;
-        return Some(match crate::crypto::smime::decrypt_message(message, &key) {
-            Ok(original) => format!(
-                "S/MIME encrypted; opened with {mailbox}'s key: \"{}\"",
-                body_line(&original)
-            ),
-            Err(e) => format!("S/MIME encrypted, but it did not open: {e}"),
-        });
-    }
-    None
 }
 
 fn unique<'a>(expected: &[(usize, &'a str)]) -> Vec<(usize, &'a str)> {

@@ -2,19 +2,19 @@
 //! licensing service its publishing license names, proving who it is with its S/MIME
 //! certificate, or from the use-license cache without any network.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::SystemTime;
 
 use zeroize::Zeroizing;
 
 use super::cache::{self, Entry};
-use super::{fail, fail_rms, read_input, write_output, DecryptArgs};
+use super::{fail, read_input, write_output, DecryptArgs};
 use crate::crypto::rms::{
-    self, extract_container, format_expiry, license_sha256, parse_container, License, RmsError,
-    TenantPublicKey, UseLicense,
+    self, extract_container, format_expiry, license_sha256, parse_container, License, Rights,
+    RmsError, TenantPublicKey, UseLicense,
 };
-use crate::crypto::smime::{decrypt_message, DecryptKey};
+use crate::crypto::smime::{decrypt_message, DecryptError, DecryptKey};
 use crate::licensing::client::{self, ClientError, ServiceUrl};
 
 /// Exit code: the licensing service refused a use license (its reason is shown).
@@ -76,177 +76,263 @@ fn verify(
     })
 }
 
-fn fail_client(e: &ClientError) -> ExitCode {
-    eprintln!("sealpost decrypt: {e}");
-    ExitCode::from(match e {
-        ClientError::Refused { .. } => EXIT_REFUSED,
-        ClientError::Unreachable { .. } | ClientError::BadAnswer { .. } => EXIT_UNREACHABLE,
-        ClientError::Url { .. } => 7,
-        ClientError::Setup(_) => 9,
-    })
+/// A reader: the S/MIME certificate and key that prove who it is (and open the content key),
+/// the CAs the licensing service's certificate must chain to, and where use licenses are cached.
+pub(crate) struct Reader {
+    /// The reader's key, with its certificate.
+    pub key: DecryptKey,
+    identity: PathBuf,
+    key_path: PathBuf,
+    ca: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
 }
 
-/// Runs the reader's path.
+/// A protected message opened by its reader.
+pub(crate) struct Opened {
+    pub plaintext: Zeroizing<Vec<u8>>,
+    /// The reader, as the use license names it.
+    pub principal: String,
+    /// What the use license grants.
+    pub rights: Rights,
+    pub valid_until: SystemTime,
+    /// Where the use license came from.
+    pub source: Source,
+    /// Why a fresh use license could not be cached, if it could not.
+    pub not_cached: Option<String>,
+}
+
+/// Where a use license came from.
+pub(crate) enum Source {
+    /// The cache file at this path; the URL of the service that issued it.
+    Cache { path: PathBuf, issued_by: String },
+    /// The licensing service at this URL (the one the publishing license names), just now.
+    Service { url: String },
+}
+
+/// Why a reader could not open a protected message.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    /// The input is no protected message (an S/MIME one may still open with the reader's key).
+    #[error("this is not an RMS-style protected message")]
+    NotProtected,
+    /// The message, or the use license applied to it, is unusable.
+    #[error(transparent)]
+    Rms(RmsError),
+    /// The publishing license (version 1) names no licensing service.
+    #[error(
+        "this message names no licensing service (its publishing license is version 1): a \
+         reader cannot open it with --identity; the administrators' path is --tenant-key"
+    )]
+    NoService,
+    /// The identity certificate has no email address to be the principal.
+    #[error("{0}: the identity certificate names no email address")]
+    NoEmail(String),
+    /// The licensing service refused, could not be reached, or could not be asked.
+    #[error(transparent)]
+    Client(ClientError),
+    /// The service answered with a use license that does not verify.
+    #[error("the use license from {url} does not verify: {error}")]
+    Unverified { url: String, error: RmsError },
+}
+
+impl ReadError {
+    /// The exit code of `sealpost decrypt` (see its --help).
+    pub(crate) fn exit_code(&self) -> u8 {
+        match self {
+            ReadError::NotProtected => 3,
+            ReadError::Rms(e) | ReadError::Unverified { error: e, .. } => e.exit_code(),
+            ReadError::NoService => EXIT_NO_SERVICE,
+            ReadError::NoEmail(_) => 9,
+            ReadError::Client(e) => match e {
+                ClientError::Refused { .. } => EXIT_REFUSED,
+                ClientError::Unreachable { .. } | ClientError::BadAnswer { .. } => EXIT_UNREACHABLE,
+                ClientError::Url { .. } => 7,
+                ClientError::Setup(_) => 9,
+            },
+        }
+    }
+}
+
+impl Reader {
+    /// Loads the reader's key and certificate.
+    pub(crate) fn load(
+        identity: &Path,
+        key_path: &Path,
+        ca: Option<&Path>,
+        cache_dir: Option<&Path>,
+    ) -> Result<Reader, DecryptError> {
+        Ok(Reader {
+            key: DecryptKey::from_pem(key_path, Some(identity))?,
+            identity: identity.to_path_buf(),
+            key_path: key_path.to_path_buf(),
+            ca: ca.map(Path::to_path_buf),
+            cache_dir: cache_dir.map(Path::to_path_buf),
+        })
+    }
+
+    /// Opens the protected `message`: with a cached use license that verifies, else with one
+    /// the licensing service its publishing license names grants (and caches it). Each cached
+    /// use license that is ignored is passed to `note` with the reason.
+    pub(crate) async fn open(
+        &self,
+        message: &[u8],
+        note: &mut dyn FnMut(String),
+    ) -> Result<Opened, ReadError> {
+        let container = match extract_container(message) {
+            Ok(c) => c,
+            Err(RmsError::NotProtected) => return Err(ReadError::NotProtected),
+            Err(e) => return Err(ReadError::Rms(e)),
+        };
+        let framed = parse_container(&container).map_err(ReadError::Rms)?;
+        let license = License::decode(framed.license).map_err(ReadError::Rms)?;
+        let url = license.licensing_url.clone().ok_or(ReadError::NoService)?;
+        let principal = self
+            .key
+            .certificate()
+            .and_then(|c| c.emails().first())
+            .map(|e| e.to_ascii_lowercase())
+            .ok_or_else(|| ReadError::NoEmail(self.identity.display().to_string()))?;
+        let hash = license_sha256(framed.license);
+        let cache_path = self
+            .cache_dir
+            .as_deref()
+            .map(|d| cache::entry_path(d, &hash, &principal));
+        let check = |bytes: &[u8], pem: &str| {
+            verify(
+                bytes,
+                pem,
+                &framed.key_id,
+                &hash,
+                &principal,
+                SystemTime::now(),
+            )
+        };
+        let opened = |v: &Verified, source: Source| {
+            let (_, plain) = rms::unprotect_with_use_license(
+                message,
+                &v.use_license,
+                &self.key,
+                &v.tenant,
+                SystemTime::now(),
+            )?;
+            Ok::<_, RmsError>(Opened {
+                plaintext: Zeroizing::new(plain),
+                principal: principal.clone(),
+                rights: v.use_license.rights,
+                valid_until: v.use_license.valid_until_at(),
+                source,
+                not_cached: None,
+            })
+        };
+
+        // The cache first: a verifying, unexpired entry opens the message with no network.
+        if let Some(path) = &cache_path {
+            match cached(path, &check) {
+                Ok(Some(v)) => {
+                    let source = Source::Cache {
+                        path: path.clone(),
+                        issued_by: v.use_license.licensing_url.clone(),
+                    };
+                    match opened(&v, source) {
+                        Ok(o) => return Ok(o),
+                        Err(e) => note(format!(
+                            "ignoring the cached use license {}: {e}",
+                            path.display()
+                        )),
+                    }
+                }
+                Ok(None) => {}
+                Err(reason) => note(format!(
+                    "ignoring the cached use license {}: {reason}",
+                    path.display()
+                )),
+            }
+        }
+
+        let service = ServiceUrl::parse(&url).map_err(ReadError::Client)?;
+        let tls_key = crate::tls::load_certified_key(&self.identity, &self.key_path)
+            .map_err(|e| ReadError::Client(ClientError::Setup(e.to_string())))?;
+        let tls = client::client_config(self.ca.as_deref(), &tls_key).map_err(ReadError::Client)?;
+        let answer = client::request_use_license(&service, tls, framed.license, framed.signature)
+            .await
+            .map_err(ReadError::Client)?;
+        let v = check(&answer.use_license, &answer.tenant_key).map_err(|error| {
+            ReadError::Unverified {
+                url: url.clone(),
+                error,
+            }
+        })?;
+        let mut opened =
+            opened(&v, Source::Service { url: url.clone() }).map_err(ReadError::Rms)?;
+        if let Some(path) = &cache_path {
+            let entry = Entry::new(
+                &principal,
+                &url,
+                &format_expiry(opened.valid_until),
+                &answer.use_license,
+                &answer.tenant_key,
+            );
+            if let Err(e) = cache::store(path, &entry) {
+                opened.not_cached = Some(format!("{e:#}"));
+            }
+        }
+        Ok(opened)
+    }
+}
+
+/// Runs the reader's path of `sealpost decrypt`.
 pub(super) fn run(
     args: &DecryptArgs,
     identity: &Path,
     key_path: &Path,
 ) -> anyhow::Result<ExitCode> {
-    let key = match DecryptKey::from_pem(key_path, Some(identity)) {
-        Ok(k) => k,
+    let cache_dir = args.license_cache.clone().or_else(cache::default_dir);
+    let reader = match Reader::load(identity, key_path, args.ca.as_deref(), cache_dir.as_deref()) {
+        Ok(r) => r,
         Err(e) => return Ok(fail(&e)),
     };
     let input = read_input(args.input.as_deref())?;
-    let container = match extract_container(&input) {
-        Ok(c) => c,
+    let mut note = |n: String| eprintln!("sealpost decrypt: {n}");
+    let opened = super::super::runtime()?.block_on(reader.open(&input, &mut note));
+    let opened = match opened {
+        Ok(o) => o,
         // Not protected: an S/MIME message for this certificate opens as with --cert.
-        Err(RmsError::NotProtected) => {
-            return match decrypt_message(&input, &key) {
+        Err(ReadError::NotProtected) => {
+            return match decrypt_message(&input, &reader.key) {
                 Ok(plain) => {
                     write_output(args.out.as_deref(), &Zeroizing::new(plain))?;
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => Ok(fail(&e)),
-            }
+            };
         }
-        Err(e) => return Ok(fail_rms(&e)),
+        Err(e) => return Ok(report(&e)),
     };
-    let framed = match parse_container(&container) {
-        Ok(f) => f,
-        Err(e) => return Ok(fail_rms(&e)),
-    };
-    let license = match License::decode(framed.license) {
-        Ok(l) => l,
-        Err(e) => return Ok(fail_rms(&e)),
-    };
-    let Some(url) = license.licensing_url.clone() else {
-        eprintln!(
-            "sealpost decrypt: this message names no licensing service (its publishing license \
-             is version 1): a reader cannot open it with --identity; the administrators' path is \
-             --tenant-key"
-        );
-        return Ok(ExitCode::from(EXIT_NO_SERVICE));
-    };
-    let Some(principal) = key
-        .certificate()
-        .and_then(|c| c.emails().first())
-        .map(|e| e.to_ascii_lowercase())
-    else {
-        eprintln!(
-            "sealpost decrypt: {}: the identity certificate names no email address",
-            identity.display()
-        );
-        return Ok(ExitCode::from(9));
-    };
-    let hash = license_sha256(framed.license);
-    let cache_dir = args.license_cache.clone().or_else(cache::default_dir);
-    let cache_path = cache_dir
-        .as_deref()
-        .map(|d| cache::entry_path(d, &hash, &principal));
-    let check = |bytes: &[u8], pem: &str| {
-        verify(
-            bytes,
-            pem,
-            &framed.key_id,
-            &hash,
-            &principal,
-            SystemTime::now(),
-        )
-    };
-
-    // The cache first: a verifying, unexpired entry opens the message with no network at all.
-    if let Some(path) = &cache_path {
-        match cached(path, &check) {
-            Ok(Some(v)) => {
-                match rms::unprotect_with_use_license(
-                    &input,
-                    &v.use_license,
-                    &key,
-                    &v.tenant,
-                    SystemTime::now(),
-                ) {
-                    Ok((_, plain)) => {
-                        let plain = Zeroizing::new(plain);
-                        eprintln!(
-                            "use license from the cache {} (issued by {}, valid until {})",
-                            path.display(),
-                            v.use_license.licensing_url,
-                            format_expiry(v.use_license.valid_until_at())
-                        );
-                        eprintln!("{principal} holds: {}", v.use_license.rights);
-                        write_output(args.out.as_deref(), &plain)?;
-                        return Ok(ExitCode::SUCCESS);
-                    }
-                    Err(e) => eprintln!(
-                        "sealpost decrypt: ignoring the cached use license {}: {e}",
-                        path.display()
-                    ),
-                }
-            }
-            Ok(None) => {}
-            Err(reason) => eprintln!(
-                "sealpost decrypt: ignoring the cached use license {}: {reason}",
-                path.display()
-            ),
-        }
+    let valid_until = format_expiry(opened.valid_until);
+    match &opened.source {
+        Source::Cache { path, issued_by } => eprintln!(
+            "use license from the cache {} (issued by {issued_by}, valid until {valid_until})",
+            path.display()
+        ),
+        Source::Service { url } => eprintln!("use license from {url} (valid until {valid_until})"),
     }
-
-    let service = match ServiceUrl::parse(&url) {
-        Ok(s) => s,
-        Err(e) => return Ok(fail_client(&e)),
-    };
-    let tls_key = match crate::tls::load_certified_key(identity, key_path) {
-        Ok(k) => k,
-        Err(e) => return Ok(fail_client(&ClientError::Setup(e.to_string()))),
-    };
-    let tls = match client::client_config(args.ca.as_deref(), &tls_key) {
-        Ok(t) => t,
-        Err(e) => return Ok(fail_client(&e)),
-    };
-    let answer = super::super::runtime()?.block_on(client::request_use_license(
-        &service,
-        tls,
-        framed.license,
-        framed.signature,
-    ));
-    let answer = match answer {
-        Ok(a) => a,
-        Err(e) => return Ok(fail_client(&e)),
-    };
-    let v = match check(&answer.use_license, &answer.tenant_key) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("sealpost decrypt: the use license from {url} does not verify");
-            return Ok(fail_rms(&e));
-        }
-    };
-    let plain = match rms::unprotect_with_use_license(
-        &input,
-        &v.use_license,
-        &key,
-        &v.tenant,
-        SystemTime::now(),
-    ) {
-        Ok((_, plain)) => Zeroizing::new(plain),
-        Err(e) => return Ok(fail_rms(&e)),
-    };
-    let valid_until = format_expiry(v.use_license.valid_until_at());
-    eprintln!("use license from {url} (valid until {valid_until})");
-    eprintln!("{principal} holds: {}", v.use_license.rights);
-    if let Some(path) = &cache_path {
-        let entry = Entry::new(
-            &principal,
-            &url,
-            &valid_until,
-            &answer.use_license,
-            &answer.tenant_key,
-        );
-        if let Err(e) = cache::store(path, &entry) {
-            eprintln!("warning: the use license was not cached: {e:#}");
-        }
+    eprintln!("{} holds: {}", opened.principal, opened.rights);
+    if let Some(e) = &opened.not_cached {
+        eprintln!("warning: the use license was not cached: {e}");
     }
-    write_output(args.out.as_deref(), &plain)?;
+    write_output(args.out.as_deref(), &opened.plaintext)?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn report(e: &ReadError) -> ExitCode {
+    match e {
+        ReadError::Unverified { url, error } => {
+            eprintln!("sealpost decrypt: the use license from {url} does not verify");
+            eprintln!("sealpost decrypt: {error}");
+        }
+        e => eprintln!("sealpost decrypt: {e}"),
+    }
+    ExitCode::from(e.exit_code())
 }
 
 /// The cached entry at `path`, verified: `Ok(None)` when there is none, `Err` (why it is
