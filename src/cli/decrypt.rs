@@ -4,6 +4,7 @@
 
 mod cache;
 pub(super) mod reader;
+mod reader_key;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -54,6 +55,13 @@ PROTECTED MESSAGES (READERS)
   $HOME/.cache/sealpost/licenses. A cached use license that verifies and has not expired opens
   the message without any network; an unusable one is ignored and replaced. An S/MIME message
   given with --identity opens as with --cert.
+  --user NAME --service URL is the same for the tenant's own users, with their [[user]] password
+  instead of a certificate: the password (first line of --password-file, else SEALPOST_PASSWORD)
+  goes only to the service given with --service, and a message naming another service is
+  refused before anything is sent (a message cannot send your password elsewhere). The use
+  license is wrapped to --key KEY.pem, or to a key made on first use beside the cache
+  (<cache>/keys/, RSA-2048, mode 0600). A cached use license opens the message without the
+  password or the network.
 
 PROTECTED MESSAGES (ADMINISTRATORS)
   --tenant-key is the administrators' super-user path: it needs the tenant's private key and
@@ -88,11 +96,15 @@ EXIT STATUS
  14  protected message: the licensing service refused a use license (its reason is given)
  15  protected message: the licensing service is unreachable (network, TLS verification of the
      service, timeout, or an answer that is neither a use license nor a refusal)
-  With --identity, a message that names no licensing service ends with 2.
+ 16  protected message: it names another licensing service than --service (password not sent)
+  With --identity or --user, a message that names no licensing service ends with 2, and so does
+  --user when the service must be asked and no password was given.
 
 EXAMPLES
   sealpost decrypt message.eml --key bob.key --cert bob.crt > clear.eml
   sealpost decrypt protected.eml --identity bob.crt --key bob.key --ca ca.crt > clear.eml
+  SEALPOST_PASSWORD=... sealpost decrypt protected.eml --user carol@contoso.test \\
+      --service https://127.0.0.1:8443 --ca ca.crt > clear.eml
   sealpost decrypt --pkcs12 bob.p12 --password-file pw.txt --out clear.eml < message.eml
   openssl cms -encrypt -aes256 -in part.txt bob.crt | sealpost decrypt --key bob.key
   sealpost decrypt --tenant-key fixtures/keys/tenant --as bob@fabrikam.test protected.eml";
@@ -102,7 +114,9 @@ EXAMPLES
 #[command(
     about = "Decrypt an S/MIME or RMS-protected message with a private key (through the licensing service) or a tenant key",
     long_about = LONG_ABOUT,
-    after_long_help = AFTER_LONG_HELP
+    after_long_help = AFTER_LONG_HELP,
+    group = clap::ArgGroup::new("reader").args(["identity", "user"]),
+    group = clap::ArgGroup::new("secret").args(["pkcs12", "user"])
 )]
 pub struct DecryptArgs {
     /// The encrypted message; "-" or nothing reads standard input.
@@ -112,7 +126,7 @@ pub struct DecryptArgs {
     #[arg(
         long,
         value_name = "KEY.pem",
-        required_unless_present_any = ["pkcs12", "tenant_key"],
+        required_unless_present_any = ["pkcs12", "tenant_key", "user"],
         conflicts_with_all = ["pkcs12", "tenant_key"]
     )]
     pub key: Option<PathBuf>,
@@ -128,19 +142,33 @@ pub struct DecryptArgs {
         conflicts_with_all = ["tenant_key", "pkcs12", "cert"]
     )]
     pub identity: Option<PathBuf>,
+    /// Reader of the tenant's own: your user name; with --service, opens a protected message
+    /// through that licensing service with your password instead of a certificate.
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "service",
+        conflicts_with_all = ["tenant_key", "pkcs12", "cert", "identity"]
+    )]
+    pub user: Option<String>,
+    /// With --user: the licensing service you trust with your password (the message must name
+    /// this one).
+    #[arg(long, value_name = "URL", requires = "user")]
+    pub service: Option<String>,
     /// CA certificates (PEM) the licensing service's certificate must chain to (default: the
     /// public web roots).
-    #[arg(long, value_name = "CA.pem", requires = "identity")]
+    #[arg(long, value_name = "CA.pem", requires = "reader")]
     pub ca: Option<PathBuf>,
     /// Directory of cached use licenses (default: $XDG_CACHE_HOME/sealpost/licenses or
     /// $HOME/.cache/sealpost/licenses).
-    #[arg(long, value_name = "DIR", requires = "identity")]
+    #[arg(long, value_name = "DIR", requires = "reader")]
     pub license_cache: Option<PathBuf>,
     /// PKCS#12 file holding the key and its certificate, instead of --key.
     #[arg(long, value_name = "FILE", conflicts_with = "tenant_key")]
     pub pkcs12: Option<PathBuf>,
-    /// File whose first line is the PKCS#12 password.
-    #[arg(long, value_name = "F", requires = "pkcs12")]
+    /// File whose first line is the PKCS#12 password, or with --user your password (else
+    /// SEALPOST_PASSWORD).
+    #[arg(long, value_name = "F", requires = "secret")]
     pub password_file: Option<PathBuf>,
     /// Administrators: tenant key (PEM) or directory of tenant keys, opening any protected
     /// message (needs the tenant's private key; readers use --identity).
@@ -165,6 +193,9 @@ pub fn run(args: DecryptArgs) -> anyhow::Result<ExitCode> {
     }
     if let (Some(identity), Some(key)) = (&args.identity, &args.key) {
         return reader::run(&args, identity, key);
+    }
+    if let (Some(user), Some(service)) = (&args.user, &args.service) {
+        return reader::run_password(&args, user, service);
     }
     let key = match load_key(&args) {
         Ok(key) => key,
@@ -256,6 +287,15 @@ fn load_key(args: &DecryptArgs) -> Result<DecryptKey, DecryptError> {
             DecryptKey::from_pkcs12(p12, &password)
         }
         (None, None) => Err(DecryptError::Key("give --key or --pkcs12".into())),
+    }
+}
+
+/// A password reader's password: the first line of `file`, else `SEALPOST_PASSWORD`, else
+/// none (a cached use license may not need it).
+fn user_password(file: Option<&Path>) -> Result<Option<Zeroizing<String>>, DecryptError> {
+    match file {
+        Some(f) => read_password(f).map(Some),
+        None => Ok(std::env::var("SEALPOST_PASSWORD").ok().map(Zeroizing::new)),
     }
 }
 

@@ -1,6 +1,8 @@
 //! `sealpost decrypt --identity CERT --key KEY`: a reader opens a protected message through the
 //! licensing service its publishing license names, proving who it is with its S/MIME
-//! certificate, or from the use-license cache without any network.
+//! certificate, or from the use-license cache without any network. `--user NAME --service URL`
+//! does the same for one of the tenant's own users with a password, which goes only to the
+//! service the reader names itself (never to one a message names).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,20 +12,25 @@ use zeroize::Zeroizing;
 
 use super::cache::{self, Entry};
 use super::{fail, read_input, write_output, DecryptArgs};
+use crate::auth::Credentials;
 use crate::crypto::rms::{
     self, extract_container, format_expiry, license_sha256, parse_container, License, Rights,
     RmsError, TenantPublicKey, UseLicense,
 };
 use crate::crypto::smime::{decrypt_message, DecryptError, DecryptKey};
-use crate::licensing::client::{self, ClientError, ServiceUrl};
+use crate::licensing::client::{self, ClientError, PasswordProof, ServiceUrl};
 
 /// Exit code: the licensing service refused a use license (its reason is shown).
 pub const EXIT_REFUSED: u8 = 14;
 /// Exit code: the licensing service could not be reached (network, TLS verification, timeout,
 /// or an answer that is neither a use license nor a refusal).
 pub const EXIT_UNREACHABLE: u8 = 15;
-/// Exit code: the message names no licensing service (only the tenant key opens it).
+/// Exit code: the message names no licensing service (only the tenant key opens it), or a
+/// password is needed and none was given.
 const EXIT_NO_SERVICE: u8 = 2;
+/// Exit code: the message names another licensing service than `--service` (the password is
+/// not sent).
+pub const EXIT_OTHER_SERVICE: u8 = 16;
 
 /// Verifies a use license's bytes with the tenant key PEM served alongside it.
 type Check<'a> = dyn Fn(&[u8], &str) -> Result<Verified, RmsError> + 'a;
@@ -79,12 +86,26 @@ fn verify(
 /// A reader: the S/MIME certificate and key that prove who it is (and open the content key),
 /// the CAs the licensing service's certificate must chain to, and where use licenses are cached.
 pub(crate) struct Reader {
-    /// The reader's key, with its certificate.
+    /// The reader's key (with its certificate, for a certificate reader).
     pub key: DecryptKey,
-    identity: PathBuf,
-    key_path: PathBuf,
+    proof: Proof,
     ca: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
+}
+
+/// How the reader proves who it is.
+enum Proof {
+    /// Its certificate and key as TLS client certificate.
+    Certificate {
+        identity: PathBuf,
+        key_path: PathBuf,
+    },
+    /// A `[[user]]` name and password, sent only to `service`, with the key's public half.
+    Password {
+        user: String,
+        password: Option<Zeroizing<String>>,
+        service: ServiceUrl,
+    },
 }
 
 /// A protected message opened by its reader.
@@ -127,6 +148,18 @@ pub(crate) enum ReadError {
     /// The identity certificate has no email address to be the principal.
     #[error("{0}: the identity certificate names no email address")]
     NoEmail(String),
+    /// A password reader's message names another service than the one it trusts.
+    #[error(
+        "the message names the licensing service {named}, not {trusted} (--service): the \
+         password goes only to the service you name, so it was not sent"
+    )]
+    OtherService { named: String, trusted: String },
+    /// The service must be asked and no password was given.
+    #[error(
+        "no password: give it with --password-file FILE or in SEALPOST_PASSWORD (no cached \
+         use license opens this message)"
+    )]
+    NoPassword,
     /// The licensing service refused, could not be reached, or could not be asked.
     #[error(transparent)]
     Client(ClientError),
@@ -141,8 +174,9 @@ impl ReadError {
         match self {
             ReadError::NotProtected => 3,
             ReadError::Rms(e) | ReadError::Unverified { error: e, .. } => e.exit_code(),
-            ReadError::NoService => EXIT_NO_SERVICE,
+            ReadError::NoService | ReadError::NoPassword => EXIT_NO_SERVICE,
             ReadError::NoEmail(_) => 9,
+            ReadError::OtherService { .. } => EXIT_OTHER_SERVICE,
             ReadError::Client(e) => match e {
                 ClientError::Refused { .. } => EXIT_REFUSED,
                 ClientError::Unreachable { .. } | ClientError::BadAnswer { .. } => EXIT_UNREACHABLE,
@@ -163,11 +197,84 @@ impl Reader {
     ) -> Result<Reader, DecryptError> {
         Ok(Reader {
             key: DecryptKey::from_pem(key_path, Some(identity))?,
-            identity: identity.to_path_buf(),
-            key_path: key_path.to_path_buf(),
+            proof: Proof::Certificate {
+                identity: identity.to_path_buf(),
+                key_path: key_path.to_path_buf(),
+            },
             ca: ca.map(Path::to_path_buf),
             cache_dir: cache_dir.map(Path::to_path_buf),
         })
+    }
+
+    /// A reader proving itself as `user` with `password` (needed only when the service must be
+    /// asked) to the licensing service at `service`, with its RSA key `key`.
+    pub(crate) fn with_password(
+        user: &str,
+        password: Option<Zeroizing<String>>,
+        service: ServiceUrl,
+        key: DecryptKey,
+        ca: Option<&Path>,
+        cache_dir: Option<&Path>,
+    ) -> Reader {
+        Reader {
+            key,
+            proof: Proof::Password {
+                user: user.trim().to_ascii_lowercase(),
+                password,
+                service,
+            },
+            ca: ca.map(Path::to_path_buf),
+            cache_dir: cache_dir.map(Path::to_path_buf),
+        }
+    }
+
+    /// Who the reader is: its certificate's email address, or its user name.
+    fn principal(&self) -> Result<String, ReadError> {
+        match &self.proof {
+            Proof::Certificate { identity, .. } => self
+                .key
+                .certificate()
+                .and_then(|c| c.emails().first())
+                .map(|e| e.to_ascii_lowercase())
+                .ok_or_else(|| ReadError::NoEmail(identity.display().to_string())),
+            Proof::Password { user, .. } => Ok(user.clone()),
+        }
+    }
+
+    /// Asks the service at `url` for a use license, proving who the reader is.
+    async fn request(
+        &self,
+        url: &ServiceUrl,
+        license: &[u8],
+        signature: &[u8],
+    ) -> Result<client::Answer, ReadError> {
+        let setup = |e: String| ReadError::Client(ClientError::Setup(e));
+        match &self.proof {
+            Proof::Certificate { identity, key_path } => {
+                let tls_key = crate::tls::load_certified_key(identity, key_path)
+                    .map_err(|e| setup(e.to_string()))?;
+                let tls = client::client_config(self.ca.as_deref(), &tls_key)
+                    .map_err(ReadError::Client)?;
+                client::request_use_license(url, tls, license, signature)
+                    .await
+                    .map_err(ReadError::Client)
+            }
+            Proof::Password { user, password, .. } => {
+                let password = password.as_ref().ok_or(ReadError::NoPassword)?;
+                let proof = PasswordProof {
+                    credentials: Credentials {
+                        username: user.clone(),
+                        password: password.to_string(),
+                    },
+                    reader_key_pem: self.key.public_key_pem().map_err(setup)?,
+                };
+                let tls = client::password_client_config(self.ca.as_deref())
+                    .map_err(ReadError::Client)?;
+                client::request_use_license_as(url, tls, license, signature, Some(&proof))
+                    .await
+                    .map_err(ReadError::Client)
+            }
+        }
     }
 
     /// Opens the protected `message`: with a cached use license that verifies, else with one
@@ -186,12 +293,19 @@ impl Reader {
         let framed = parse_container(&container).map_err(ReadError::Rms)?;
         let license = License::decode(framed.license).map_err(ReadError::Rms)?;
         let url = license.licensing_url.clone().ok_or(ReadError::NoService)?;
-        let principal = self
-            .key
-            .certificate()
-            .and_then(|c| c.emails().first())
-            .map(|e| e.to_ascii_lowercase())
-            .ok_or_else(|| ReadError::NoEmail(self.identity.display().to_string()))?;
+        let service = ServiceUrl::parse(&url).map_err(ReadError::Client)?;
+        if let Proof::Password {
+            service: trusted, ..
+        } = &self.proof
+        {
+            if !same_service(&service, trusted) {
+                return Err(ReadError::OtherService {
+                    named: url,
+                    trusted: trusted.url.clone(),
+                });
+            }
+        }
+        let principal = self.principal()?;
         let hash = license_sha256(framed.license);
         let cache_path = self
             .cache_dir
@@ -249,13 +363,9 @@ impl Reader {
             }
         }
 
-        let service = ServiceUrl::parse(&url).map_err(ReadError::Client)?;
-        let tls_key = crate::tls::load_certified_key(&self.identity, &self.key_path)
-            .map_err(|e| ReadError::Client(ClientError::Setup(e.to_string())))?;
-        let tls = client::client_config(self.ca.as_deref(), &tls_key).map_err(ReadError::Client)?;
-        let answer = client::request_use_license(&service, tls, framed.license, framed.signature)
-            .await
-            .map_err(ReadError::Client)?;
+        let answer = self
+            .request(&service, framed.license, framed.signature)
+            .await?;
         let v = check(&answer.use_license, &answer.tenant_key).map_err(|error| {
             ReadError::Unverified {
                 url: url.clone(),
@@ -291,6 +401,62 @@ pub(super) fn run(
         Ok(r) => r,
         Err(e) => return Ok(fail(&e)),
     };
+    read(args, &reader)
+}
+
+/// Runs the password reader's path of `sealpost decrypt --user NAME --service URL`.
+pub(super) fn run_password(
+    args: &DecryptArgs,
+    user: &str,
+    service: &str,
+) -> anyhow::Result<ExitCode> {
+    let usage = |e: &dyn std::fmt::Display| {
+        eprintln!("sealpost decrypt: {e}");
+        Ok(ExitCode::from(EXIT_NO_SERVICE))
+    };
+    let service = match ServiceUrl::parse(service) {
+        Ok(s) => s,
+        Err(e) => return usage(&format!("--service: {e}")),
+    };
+    let cache_dir = args.license_cache.clone().or_else(cache::default_dir);
+    let key_path =
+        match (&args.key, &cache_dir) {
+            (Some(key), _) => key.clone(),
+            (None, Some(dir)) => {
+                let path = super::reader_key::path(dir, user);
+                if super::reader_key::load_or_create(&path)? {
+                    eprintln!(
+                        "made a reader key for {user} at {} (use licenses are wrapped to it)",
+                        path.display()
+                    );
+                }
+                path
+            }
+            (None, None) => return usage(
+                &"no --key and no cache directory to keep one in: give --key or --license-cache",
+            ),
+        };
+    let key = match DecryptKey::from_pem(&key_path, None) {
+        Ok(k) => k,
+        Err(e) => return Ok(fail(&e)),
+    };
+    let password = match super::user_password(args.password_file.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return usage(&e),
+    };
+    let reader = Reader::with_password(
+        user,
+        password,
+        service,
+        key,
+        args.ca.as_deref(),
+        cache_dir.as_deref(),
+    );
+    read(args, &reader)
+}
+
+/// Opens the input as `reader` and writes it out, saying on stderr what the use license grants.
+fn read(args: &DecryptArgs, reader: &Reader) -> anyhow::Result<ExitCode> {
     let input = read_input(args.input.as_deref())?;
     let mut note = |n: String| eprintln!("sealpost decrypt: {n}");
     let opened = super::super::runtime()?.block_on(reader.open(&input, &mut note));
@@ -322,6 +488,13 @@ pub(super) fn run(
     }
     write_output(args.out.as_deref(), &opened.plaintext)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether two licensing URLs name the same service (host, port and path; the host in any case).
+fn same_service(a: &ServiceUrl, b: &ServiceUrl) -> bool {
+    a.host.eq_ignore_ascii_case(&b.host)
+        && a.port == b.port
+        && a.prefix.trim_end_matches('/') == b.prefix.trim_end_matches('/')
 }
 
 fn report(e: &ReadError) -> ExitCode {
