@@ -208,3 +208,33 @@ fn carol_opens_with_her_password_then_offline_from_the_cache() {
     );
     assert!(!stderr(&o).contains("made a reader key"), "{}", stderr(&o));
 }
+
+#[test]
+fn user_goes_with_service_and_not_with_other_proofs() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sealpost"))
+            .arg("decrypt")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let crt = path_str(&fixtures().join("pki/smime/carol@contoso.test.crt"));
+    let user = ["--user", "carol@contoso.test"];
+    let service = ["--service", "https://127.0.0.1:8443"];
+    for args in [
+        user.to_vec(),
+        [&user[..], &service, &["--identity", &crt]].concat(),
+        [&user[..], &service, &["--tenant-key", "x"]].concat(),
+        [&user[..], &service, &["--pkcs12", "x"]].concat(),
+        service.to_vec(),
+        vec!["--key", "k", "--password-file", "p"],
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(o.stdout.is_empty());
+    }
+    let help = run(&["--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains(" 16  "), "{help}");
+    assert!(help.contains("SEALPOST_PASSWORD"), "{help}");
+}
