@@ -79,7 +79,7 @@ impl Readers {
             Ok(l) => l,
             Err(e) => return Shown::failed(format!("RMS-protected, but unreadable: {e}")),
         };
-        let tenant = license
+        let organisation = license
             .issuer
             .rsplit_once('@')
             .and_then(|(_, domain)| domain.split('.').next())
@@ -116,9 +116,11 @@ impl Readers {
             .display()
             .to_string();
         let via = match &opened.source {
-            Source::Service { url } => format!("through {tenant}'s licensing service {url}"),
+            Source::Service { url } => format!("through {organisation}'s licensing service {url}"),
             Source::Cache { issued_by, .. } => {
-                format!("with a cached use license from {tenant}'s licensing service {issued_by}")
+                format!(
+                    "with a cached use license from {organisation}'s licensing service {issued_by}"
+                )
             }
         };
         shown.lines.push(format!(
