@@ -66,6 +66,8 @@ pub enum CertificateFailure {
         certificate: String,
         public_key: String,
     },
+    /// DANE: the certificate chain matches none of the usable TLSA records (the detail).
+    DaneMismatch(String),
     /// The trust anchors configured cannot be used.
     NoUsableAnchors(String),
     /// The certificate cannot be parsed (the detail, as a sentence).
@@ -110,6 +112,7 @@ impl TlsFailure {
             TlsFailure::Certificate(C::NameMismatch { .. } | C::InvalidName(_))
             | TlsFailure::InvalidServerName(_) => "certificate-host-mismatch",
             TlsFailure::Certificate(C::Expired | C::NotValidYet) => "certificate-expired",
+            TlsFailure::Certificate(C::DaneMismatch(_)) => "tlsa-invalid",
             TlsFailure::Certificate(_) => "certificate-not-trusted",
             TlsFailure::Timeout
             | TlsFailure::Incompatible(_)
@@ -248,6 +251,7 @@ impl fmt::Display for CertificateFailure {
                 "peer certificate matches none of the pinned fingerprints (it is {certificate}, \
                  its public key {public_key})"
             ),
+            CertificateFailure::DaneMismatch(detail) => write!(f, "DANE: {detail}"),
             CertificateFailure::NoUsableAnchors(e) => write!(f, "no usable trust anchors: {e}"),
             CertificateFailure::Malformed(detail) => write!(f, "{detail}"),
             CertificateFailure::Rejected(reason) => {

@@ -33,6 +33,7 @@ macro_rules! handshake_signature_checks {
     };
 }
 
+pub mod dane;
 pub mod failure;
 pub mod fingerprint;
 pub mod inspect;

@@ -213,7 +213,7 @@ pub fn check_client(
 }
 
 /// The RSA modulus size of a certificate's key, None for other key types.
-fn rsa_bits(cert: &CertificateDer<'_>) -> Result<Option<usize>, CertificateFailure> {
+pub(super) fn rsa_bits(cert: &CertificateDer<'_>) -> Result<Option<usize>, CertificateFailure> {
     let ee = webpki::EndEntityCert::try_from(cert).map_err(|e| {
         CertificateFailure::Malformed(format!("unreadable peer certificate: {e:?}"))
     })?;
