@@ -11,5 +11,6 @@ pub mod http;
 pub mod identity;
 pub mod revocations;
 pub mod service;
+pub mod session;
 
 pub use decision::{decide, Policy, Refusal, Request, RevocationList, Revocations};
