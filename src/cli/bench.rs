@@ -97,13 +97,22 @@ enum BenchCommand {
         fixtures: PathBuf,
     },
     /// Use licenses per second from the licensing service, and p50/p99 latency, with READERS
-    /// concurrent readers (a new TLS connection per request, every access logged and fsynced),
-    /// next to the bound the RSA work of a request sets (`openssl speed rsa2048`).
+    /// concurrent readers (every access logged and fsynced), next to the bound the RSA work of a
+    /// request sets (`openssl speed rsa2048`); REQUESTS in each mode, one line group per mode.
     Licensing {
         #[arg(long, default_value_t = 50)]
         readers: usize,
         #[arg(long, default_value_t = 2000)]
         requests: usize,
+        /// How readers connect: a new TLS connection per request, one kept-alive connection
+        /// per reader, or both (one after the other).
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "new-connection,keep-alive"
+        )]
+        mode: Vec<licensing::Mode>,
         /// The fixtures directory (tenant keys, reader certificate, CA).
         #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"))]
         fixtures: PathBuf,
@@ -164,12 +173,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchCommand::Licensing {
             readers,
             requests,
+            mode,
             fixtures,
         } => super::runtime()?.block_on(async move {
             let base = std::env::temp_dir().join(format!("sealpost-bench-{}", std::process::id()));
             let params = licensing::Params {
                 readers: readers.max(1),
                 requests,
+                modes: mode,
             };
             let result = licensing::run(&fixtures, &base, params).await;
             let _ = std::fs::remove_dir_all(&base);

@@ -11,6 +11,7 @@ pub mod http;
 pub mod identity;
 pub mod revocations;
 pub mod service;
+pub mod session;
 
 pub use decision::{
     decide, Policy, ReaderKeySource, Refusal, Request, RevocationList, Revocations,

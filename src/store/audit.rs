@@ -1,10 +1,12 @@
 //! The audit log: append-only JSON lines, each carrying the SHA-256 of the line before it, with the
 //! newest line's hash anchored in the index so that editing, dropping or truncating is detected.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -51,8 +53,40 @@ pub struct AuditReport {
     pub problems: Vec<String>,
 }
 
+/// The audit log of one keystore directory.
+///
+/// Appends from several threads are committed in groups: the lines waiting when a write starts
+/// are chained and written together and covered by one fsync, and each `append` returns only
+/// after the fsync that covers its own line. Other processes appending to the same file are
+/// serialised by the file lock, and every group chains onto the file's last line as it finds it.
 pub struct AuditLog {
     path: PathBuf,
+    group: Mutex<Group>,
+    committed: Condvar,
+}
+
+/// One event waiting to be written.
+struct Pending {
+    ticket: u64,
+    event: String,
+    policy: String,
+    key: String,
+    actor: String,
+    reason: String,
+}
+
+/// The appends of one `AuditLog` handle: waiting, being written, and done.
+#[derive(Default)]
+struct Group {
+    next_ticket: u64,
+    waiting: Vec<Pending>,
+    /// One thread writes a group at a time; the others wait for their result.
+    writing: bool,
+    done: HashMap<u64, Result<Anchor, String>>,
+    /// Groups written and fsynced through this handle.
+    commits: u64,
+    /// The highest sequence number this handle has written and fsynced.
+    synced_seq: u64,
 }
 
 /// Hex SHA-256 of a line.
@@ -64,6 +98,8 @@ impl AuditLog {
     pub fn new(keystore_dir: &Path) -> AuditLog {
         AuditLog {
             path: keystore_dir.join("audit.log"),
+            group: Mutex::new(Group::default()),
+            committed: Condvar::new(),
         }
     }
 
@@ -71,7 +107,8 @@ impl AuditLog {
         &self.path
     }
 
-    /// Appends one event under an exclusive lock, fsynced; returns the new anchor.
+    /// Appends one event, fsynced (together with the events other threads append at the same
+    /// time); returns the new anchor once the line is on disk.
     pub fn append(
         &self,
         event: &str,
@@ -80,6 +117,65 @@ impl AuditLog {
         actor: &str,
         reason: &str,
     ) -> Result<Anchor, StoreError> {
+        let mut group = self.lock_group();
+        let ticket = group.next_ticket;
+        group.next_ticket += 1;
+        group.waiting.push(Pending {
+            ticket,
+            event: event.into(),
+            policy: policy.into(),
+            key: key.into(),
+            actor: actor.into(),
+            reason: reason.into(),
+        });
+        loop {
+            if let Some(result) = group.done.remove(&ticket) {
+                return result.map_err(StoreError::Audit);
+            }
+            if group.writing {
+                group = self
+                    .committed
+                    .wait(group)
+                    .unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            // This thread writes everything waiting now, its own event included.
+            group.writing = true;
+            let batch = std::mem::take(&mut group.waiting);
+            drop(group);
+            let mut writer = GroupWriter {
+                log: self,
+                tickets: batch.iter().map(|p| p.ticket).collect(),
+                finished: false,
+            };
+            let result = self.write_group(&batch);
+            group = writer.finish(result);
+        }
+    }
+
+    /// Groups written and fsynced through this handle (each covering one or more appends).
+    pub fn commits(&self) -> u64 {
+        self.lock_group().commits
+    }
+
+    /// The highest sequence number this handle has written and fsynced (0 before any).
+    pub fn synced_seq(&self) -> u64 {
+        self.lock_group().synced_seq
+    }
+
+    #[cfg(test)]
+    fn is_writing_with_waiting(&self) -> (bool, usize) {
+        let group = self.lock_group();
+        (group.writing, group.waiting.len())
+    }
+
+    fn lock_group(&self) -> MutexGuard<'_, Group> {
+        self.group.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Chains `batch` onto the file's last line under an exclusive lock, writes it and fsyncs
+    /// once; returns one anchor per event, in order.
+    fn write_group(&self, batch: &[Pending]) -> Result<Vec<Anchor>, StoreError> {
         use std::os::unix::fs::DirBuilderExt;
         let io = |e| StoreError::io(&self.path, e);
         if let Some(dir) = self.path.parent() {
@@ -97,7 +193,7 @@ impl AuditLog {
             .open(&self.path)
             .map_err(io)?;
         f.lock().map_err(io)?;
-        let (seq, prev) = match last_line(&mut f).map_err(io)? {
+        let (mut seq, mut prev) = match last_line(&mut f).map_err(io)? {
             None => (0, GENESIS.to_string()),
             Some(line) => {
                 let rec: AuditRecord = serde_json::from_slice(&line).map_err(|e| {
@@ -109,25 +205,32 @@ impl AuditLog {
                 (rec.seq, line_hash(&line))
             }
         };
-        let rec = AuditRecord {
-            seq: seq + 1,
-            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            prev,
-            event: event.into(),
-            policy: policy.into(),
-            key: key.into(),
-            actor: actor.into(),
-            reason: reason.into(),
-        };
-        let line = serde_json::to_string(&rec)
-            .map_err(|e| StoreError::Audit(format!("cannot encode audit record: {e}")))?;
-        let mut buf = line.clone().into_bytes();
-        buf.push(b'\n');
+        let mut buf = Vec::new();
+        let mut anchors = Vec::with_capacity(batch.len());
+        for p in batch {
+            seq += 1;
+            let rec = AuditRecord {
+                seq,
+                time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                prev,
+                event: p.event.clone(),
+                policy: p.policy.clone(),
+                key: p.key.clone(),
+                actor: p.actor.clone(),
+                reason: p.reason.clone(),
+            };
+            let line = serde_json::to_string(&rec)
+                .map_err(|e| StoreError::Audit(format!("cannot encode audit record: {e}")))?;
+            prev = line_hash(line.as_bytes());
+            anchors.push(Anchor {
+                seq,
+                hash: prev.clone(),
+            });
+            buf.extend_from_slice(line.as_bytes());
+            buf.push(b'\n');
+        }
         f.write_all(&buf).and_then(|_| f.sync_all()).map_err(io)?;
-        Ok(Anchor {
-            seq: rec.seq,
-            hash: line_hash(line.as_bytes()),
-        })
+        Ok(anchors)
     }
 
     /// Checks the whole chain, and that the newest line matches `anchor` (from the index).
@@ -189,6 +292,56 @@ impl AuditLog {
                 .push("the index records no audit anchor but the log has lines".into());
         }
         Ok(report)
+    }
+}
+
+/// Hands a written group's results to its waiting appends, and releases the writer's turn
+/// even if writing panicked (those appends then fail rather than wait for ever).
+struct GroupWriter<'a> {
+    log: &'a AuditLog,
+    tickets: Vec<u64>,
+    finished: bool,
+}
+
+impl<'a> GroupWriter<'a> {
+    fn finish(&mut self, result: Result<Vec<Anchor>, StoreError>) -> MutexGuard<'a, Group> {
+        let mut group = self.log.lock_group();
+        match result {
+            Ok(anchors) => {
+                group.commits += 1;
+                if let Some(last) = anchors.last() {
+                    group.synced_seq = group.synced_seq.max(last.seq);
+                }
+                for (ticket, anchor) in self.tickets.iter().zip(anchors) {
+                    group.done.insert(*ticket, Ok(anchor));
+                }
+            }
+            Err(e) => {
+                let text = e.to_string();
+                for ticket in &self.tickets {
+                    group.done.insert(*ticket, Err(text.clone()));
+                }
+            }
+        }
+        group.writing = false;
+        self.finished = true;
+        self.log.committed.notify_all();
+        group
+    }
+}
+
+impl Drop for GroupWriter<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let mut group = self.log.lock_group();
+            for ticket in &self.tickets {
+                group
+                    .done
+                    .insert(*ticket, Err("the audit write was interrupted".into()));
+            }
+            group.writing = false;
+            self.log.committed.notify_all();
+        }
     }
 }
 
@@ -284,5 +437,80 @@ mod tests {
 
         std::fs::write(log.path(), &original).unwrap();
         assert!(log.verify(Some(&anchor)).unwrap().problems.is_empty());
+    }
+
+    /// What an append returned, checked in the appending thread right when it returned: the
+    /// line is in the file with that hash, and this handle's fsyncs already cover it.
+    fn append_checked(log: &AuditLog, reason: &str) -> Anchor {
+        let anchor = log.append("rms-access", "", "", "test", reason).unwrap();
+        assert!(log.synced_seq() >= anchor.seq, "answered before its fsync");
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        let line = text.lines().nth(anchor.seq as usize - 1).unwrap();
+        assert_eq!(line_hash(line.as_bytes()), anchor.hash);
+        assert!(line.contains(reason));
+        anchor
+    }
+
+    #[test]
+    fn concurrent_appends_all_land_in_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::sync::Arc::new(AuditLog::new(&dir.path().join("ks")));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    (0..25)
+                        .map(|i| append_checked(&log, &format!("thread {t} access {i}")))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut anchors: Vec<Anchor> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        anchors.sort_by_key(|a| a.seq);
+        let seqs: Vec<u64> = anchors.iter().map(|a| a.seq).collect();
+        assert_eq!(seqs, (1..=200).collect::<Vec<u64>>());
+        let r = log.verify(anchors.last()).unwrap();
+        assert_eq!(r.lines, 200);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert!(log.commits() <= 200);
+    }
+
+    #[test]
+    fn appends_waiting_during_a_write_share_the_next_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::sync::Arc::new(AuditLog::new(&dir.path().join("ks")));
+        append_checked(&log, "first");
+        assert_eq!(log.commits(), 1);
+        // Another process holds the file: the next writer waits for it with its group taken.
+        let holder = File::open(log.path()).unwrap();
+        holder.lock().unwrap();
+        let wait_for = |want: (bool, usize)| {
+            while log.is_writing_with_waiting() != want {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        };
+        let spawn = |reason: String| {
+            let log = log.clone();
+            std::thread::spawn(move || append_checked(&log, &reason))
+        };
+        let mut threads = vec![spawn("leader".into())];
+        wait_for((true, 0));
+        threads.extend((0..6).map(|i| spawn(format!("follower {i}"))));
+        wait_for((true, 6));
+        holder.unlock().unwrap();
+        let mut anchors: Vec<Anchor> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        // One fsync for the leader's group, one for the six that waited meanwhile.
+        assert_eq!(log.commits(), 3);
+        anchors.sort_by_key(|a| a.seq);
+        assert_eq!(
+            anchors.iter().map(|a| a.seq).collect::<Vec<_>>(),
+            (2..=8).collect::<Vec<u64>>()
+        );
+        let r = log.verify(anchors.last()).unwrap();
+        assert_eq!(r.lines, 8);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
     }
 }

@@ -4,9 +4,12 @@
 //!
 //! The service runs in this process on loopback with the fixture tenant key, a certificate for
 //! 127.0.0.1 from a CA made for the run, and bob@fabrikam.test's fixture certificate trusted as
-//! every reader's identity. Every request is a new TLS connection (as `sealpost decrypt
-//! --identity` makes it), is decided in full (license signature, revocations, rights) and is
-//! written to a hash-chained audit log file, fsynced, before the answer.
+//! every reader's identity. Two ways of asking are measured, each on its own line: a new TLS
+//! connection per request (as `sealpost decrypt --identity` makes it; TLS sessions are resumed
+//! where the service offers it), and readers that keep one connection open for all their
+//! requests (HTTP/1.1 keep-alive, [`crate::licensing::session`]). Either way every request is
+//! decided in full (license signature, revocations, rights) and is written to a hash-chained
+//! audit log file, fsynced, before the answer (requests arriving together share one fsync).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -23,6 +26,7 @@ use crate::licensing::http::{serve, tls_config, ServiceLimits};
 use crate::licensing::identity::{DomainTrust, ReaderTrust};
 use crate::licensing::revocations::RevocationStore;
 use crate::licensing::service::LicensingService;
+use crate::licensing::session::Session;
 use crate::mail::DomainSet;
 use crate::net::ShutdownPhase;
 use crate::rules::RmsProtect;
@@ -31,6 +35,44 @@ use crate::store::audit::AuditLog;
 pub struct Params {
     pub readers: usize,
     pub requests: usize,
+    pub modes: Vec<Mode>,
+}
+
+/// How readers reach the service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// A new TLS connection for every request.
+    NewConnection,
+    /// One connection per reader for all its requests (HTTP/1.1 keep-alive).
+    KeepAlive,
+}
+
+impl Mode {
+    fn describe(self) -> &'static str {
+        match self {
+            Mode::NewConnection => "a new TLS connection per request",
+            Mode::KeepAlive => "one kept-alive TLS connection per reader",
+        }
+    }
+}
+
+/// What the readers of one run need.
+#[derive(Clone)]
+struct Readers {
+    tls: Arc<rustls::ClientConfig>,
+    target: ServiceUrl,
+    license: Arc<Vec<u8>>,
+    signature: Arc<Vec<u8>>,
+    public: Arc<crate::crypto::rms::TenantPublicKey>,
+}
+
+/// One mode's figures.
+struct Outcome {
+    granted: Vec<Duration>,
+    failed: usize,
+    elapsed: Duration,
+    connections: usize,
+    resumed: usize,
 }
 
 /// The access log as the service keeps it: one hash-chained line per request, fsynced.
@@ -108,31 +150,103 @@ pub async fn run(fixtures: &Path, base: &Path, p: Params) -> anyhow::Result<Exit
         &fixtures.join("pki/smime/bob@fabrikam.test.crt"),
         &fixtures.join("pki/smime/bob@fabrikam.test.key"),
     )?;
-    let tls = client_config(Some(&pki.join("ca.crt")), &identity)?;
-    let target = ServiceUrl::parse(&url)?;
+    let readers = Readers {
+        tls: client_config(Some(&pki.join("ca.crt")), &identity)?,
+        target: ServiceUrl::parse(&url)?,
+        license: Arc::new(license),
+        signature: Arc::new(signature),
+        public,
+    };
+    let mut outcomes = Vec::new();
+    for mode in &p.modes {
+        outcomes.push((*mode, measure(*mode, &readers, &p).await));
+    }
+    let _ = stop.send(ShutdownPhase::Draining);
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
 
+    let bound = openssl_rsa2048().map(|(sign, verify)| {
+        // Per request: one RSA sign (the use license), one RSA decrypt (the content key,
+        // a private-key operation like a sign) and one RSA encrypt (to the reader, a
+        // public-key operation like a verify).
+        let one_core = 1.0 / (2.0 / sign + 1.0 / verify);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        (sign, verify, one_core, cores)
+    });
+    outln!(
+        "licensing bench: {} requests by {} concurrent readers in each mode",
+        p.requests,
+        p.readers
+    );
+    let mut failed = 0;
+    for (mode, o) in &outcomes {
+        failed += o.failed;
+        let rate = o.granted.len() as f64 / o.elapsed.as_secs_f64();
+        let pct = |q: f64| {
+            let i = ((o.granted.len() as f64 * q) as usize).min(o.granted.len().saturating_sub(1));
+            o.granted.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        };
+        outln!("  {}:", mode.describe());
+        outln!(
+            "    use licenses issued: {} in {:.2} s   {rate:.1} /s   ({} failed)",
+            o.granted.len(),
+            o.elapsed.as_secs_f64(),
+            o.failed
+        );
+        outln!(
+            "    latency:             p50 {:.1} ms   p99 {:.1} ms",
+            pct(0.50),
+            pct(0.99)
+        );
+        if *mode == Mode::KeepAlive {
+            outln!(
+                "    TLS connections:     {} ({} resumed)",
+                o.connections,
+                o.resumed
+            );
+        }
+        if let Some((_, _, one_core, cores)) = bound {
+            outln!(
+                "    of the RSA bound:    {:.0}%",
+                100.0 * rate / (one_core * cores)
+            );
+        }
+    }
+    match bound {
+        Some((sign, verify, one_core, cores)) => outln!(
+            "  RSA bound (openssl speed rsa2048: {sign:.0} sign/s, {verify:.0} verify/s): \
+             {one_core:.0} /s per core, {:.0} /s on {cores} cores",
+            one_core * cores
+        ),
+        None => outln!("  RSA bound: openssl not found (install openssl for the comparison)"),
+    }
+    Ok(ExitCode::from(u8::from(failed > 0)))
+}
+
+/// Runs `p.requests` requests by `p.readers` concurrent readers in `mode`.
+async fn measure(mode: Mode, r: &Readers, p: &Params) -> Outcome {
     let next = Arc::new(AtomicUsize::new(0));
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(p.requests)));
     let failures = Arc::new(AtomicUsize::new(0));
+    let requests = p.requests;
     let started = Instant::now();
     let mut readers = tokio::task::JoinSet::new();
     for _ in 0..p.readers.max(1) {
-        let (next, latencies, failures) = (next.clone(), latencies.clone(), failures.clone());
-        let (tls, target, license, signature) = (
-            tls.clone(),
-            target.clone(),
-            license.clone(),
-            signature.clone(),
-        );
-        let public = public.clone();
+        let (next, latencies, failures, r) =
+            (next.clone(), latencies.clone(), failures.clone(), r.clone());
         readers.spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < p.requests {
+            let mut session = Session::new(r.target.clone(), r.tls.clone());
+            while next.fetch_add(1, Ordering::Relaxed) < requests {
                 let t = Instant::now();
-                let answer = request_use_license(&target, tls.clone(), &license, &signature).await;
-                let good = answer
-                    .ok()
-                    .and_then(|a| UseLicense::decode(&a.use_license).ok());
-                match good.filter(|u| u.verify(&public).is_ok()) {
+                let answer = match mode {
+                    Mode::NewConnection => {
+                        request_use_license(&r.target, r.tls.clone(), &r.license, &r.signature)
+                            .await
+                            .map(|a| a.use_license)
+                    }
+                    Mode::KeepAlive => session.use_license(&r.license, &r.signature).await,
+                };
+                let good = answer.ok().and_then(|a| UseLicense::decode(&a).ok());
+                match good.filter(|u| u.verify(&r.public).is_ok()) {
                     Some(_) => latencies
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -142,53 +256,26 @@ pub async fn run(fixtures: &Path, base: &Path, p: Params) -> anyhow::Result<Exit
                     }
                 }
             }
+            session.connections()
         });
     }
-    while readers.join_next().await.is_some() {}
-    let elapsed = started.elapsed();
-    let _ = stop.send(ShutdownPhase::Draining);
-    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-
-    let mut l = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
-    l.sort();
-    let pct = |q: f64| l.get(((l.len() as f64 * q) as usize).min(l.len().saturating_sub(1)));
-    let ms = |d: Option<&Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
-    let rate = l.len() as f64 / elapsed.as_secs_f64();
-    outln!(
-        "licensing bench: {} requests by {} concurrent readers, a new TLS connection each",
-        p.requests,
-        p.readers
-    );
-    outln!(
-        "  use licenses issued:   {} in {:.2} s   {rate:.1} /s   ({} failed)",
-        l.len(),
-        elapsed.as_secs_f64(),
-        failures.load(Ordering::Relaxed)
-    );
-    outln!(
-        "  latency:               p50 {:.1} ms   p99 {:.1} ms",
-        ms(pct(0.50)),
-        ms(pct(0.99))
-    );
-    match openssl_rsa2048() {
-        Some((sign, verify)) => {
-            // Per request: one RSA sign (the use license), one RSA decrypt (the content key,
-            // a private-key operation like a sign) and one RSA encrypt (to the reader, a
-            // public-key operation like a verify).
-            let one_core = 1.0 / (2.0 / sign + 1.0 / verify);
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-            outln!(
-                "  RSA bound (openssl speed rsa2048: {sign:.0} sign/s, {verify:.0} verify/s): \
-                 {one_core:.0} /s per core, {:.0} /s on {cores} cores; achieved {:.0}% of it",
-                one_core * cores,
-                100.0 * rate / (one_core * cores)
-            );
+    let (mut connections, mut resumed) = (0, 0);
+    while let Some(joined) = readers.join_next().await {
+        if let Ok((c, r)) = joined {
+            connections += c;
+            resumed += r;
         }
-        None => outln!("  RSA bound: openssl not found (install openssl for the comparison)"),
     }
-    Ok(ExitCode::from(u8::from(
-        failures.load(Ordering::Relaxed) > 0,
-    )))
+    let elapsed = started.elapsed();
+    let mut granted = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
+    granted.sort();
+    Outcome {
+        granted,
+        failed: failures.load(Ordering::Relaxed),
+        elapsed,
+        connections,
+        resumed,
+    }
 }
 
 /// RSA-2048 signs and verifies per second on one core, from `openssl speed`.
