@@ -60,7 +60,7 @@ fn dane_ee_matches_the_certificate_or_its_key_with_each_matching_type() {
     for (selector, matching) in [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)] {
         let r = record(DANE_EE, selector, matching, &leaf);
         assert!(r.usable(), "{r}");
-        let said = verify(&[r], &names(), &[leaf.clone()], now()).unwrap();
+        let said = verify(&[r], &names(), std::slice::from_ref(&leaf), now()).unwrap();
         assert_eq!(
             said,
             format!("DANE-EE matched TLSA 3 {selector} {matching}")
@@ -110,7 +110,13 @@ fn dane_ta_verifies_the_chain_to_the_presented_anchor_and_the_name() {
     }
     let by_root = record(DANE_TA, 0, 1, root.der());
     // The name must be one of the reference identifiers.
-    let e = verify(&[by_root.clone()], &["mx.other.test".into()], &chain, now()).unwrap_err();
+    let e = verify(
+        std::slice::from_ref(&by_root),
+        &["mx.other.test".into()],
+        &chain,
+        now(),
+    )
+    .unwrap_err();
     assert_eq!(
         e,
         CertificateFailure::NameMismatch {
@@ -119,7 +125,7 @@ fn dane_ta_verifies_the_chain_to_the_presented_anchor_and_the_name() {
     );
     // An anchor the server does not present is not found.
     let short = [leaf.clone(), inter.der().clone()];
-    let e = verify(&[by_root.clone()], &names(), &short, now()).unwrap_err();
+    let e = verify(std::slice::from_ref(&by_root), &names(), &short, now()).unwrap_err();
     assert!(matches!(e, CertificateFailure::DaneMismatch(_)), "{e}");
     // A DANE-TA record for the server certificate itself does not make it an anchor.
     let e = verify(&[record(DANE_TA, 0, 1, &leaf)], &names(), &chain, now()).unwrap_err();
@@ -163,7 +169,7 @@ fn unusable_records_are_ignored_and_alone_mean_unauthenticated_tls() {
     bad_usage.usage = 4;
     let unusable = [pkix_ee, short, bad_selector, bad_usage];
     assert!(unusable.iter().all(|r| !r.usable()));
-    let said = verify(&unusable, &names(), &[leaf.clone()], now()).unwrap();
+    let said = verify(&unusable, &names(), std::slice::from_ref(&leaf), now()).unwrap();
     assert!(said.contains("none usable"), "{said}");
     // Next to a usable record that does not match, they change nothing.
     let other = server("mx.good.test", &root, false);
