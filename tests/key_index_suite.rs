@@ -428,6 +428,10 @@ fn the_audit_anchor_is_set_replaced_and_rolled_back() {
     assert_eq!(commit(h, |ix| ix.audit_anchor()).unwrap(), Some(anchor(2)));
     roll_back(h, |ix| ix.set_audit_anchor(&anchor(3))).unwrap();
     assert_eq!(commit(h, |ix| ix.audit_anchor()).unwrap(), Some(anchor(2)));
+    // Two appends whose transactions commit out of order: the newer anchor stays.
+    commit(h, |ix| ix.set_audit_anchor(&anchor(4))).unwrap();
+    commit(h, |ix| ix.set_audit_anchor(&anchor(3))).unwrap();
+    assert_eq!(commit(h, |ix| ix.audit_anchor()).unwrap(), Some(anchor(4)));
 }
 
 #[test]

@@ -118,6 +118,8 @@ pub trait KeyIndex {
     /// The audit log's newest line as last anchored, if any.
     fn audit_anchor(&self) -> Result<Option<Anchor>, StoreError>;
     /// Anchors the audit log's newest line (in the caller's transaction, with the change it
-    /// records).
+    /// records). The anchor only moves forward: an anchor older than the one recorded (two
+    /// appends whose transactions commit in the other order) leaves the newer one in place, so
+    /// the index never stops covering lines it once covered.
     fn set_audit_anchor(&self, anchor: &Anchor) -> Result<(), StoreError>;
 }

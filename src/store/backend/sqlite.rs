@@ -276,7 +276,8 @@ impl KeyIndex for SqliteKeyIndex<'_> {
     fn set_audit_anchor(&self, a: &Anchor) -> Result<(), StoreError> {
         self.c.execute(
             "INSERT INTO audit_anchor(id, seq, hash) VALUES (1, ?1, ?2)
-             ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+             ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash
+             WHERE excluded.seq > audit_anchor.seq",
             params![a.seq as i64, a.hash],
         )?;
         Ok(())
