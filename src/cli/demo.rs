@@ -202,7 +202,7 @@ fn move_licensing(config: &mut Config, taken: &mut Vec<u16>) -> anyhow::Result<(
 /// Copies the fixtures (and the rules beside them, which the configs name as `../rules`) under
 /// `base`, with private keys made 0600: git does not keep file modes, and the servers rightly
 /// warn about a key that others can read. Returns the copy of `fixtures`.
-fn stage_fixtures(fixtures: &Path, base: &Path) -> anyhow::Result<PathBuf> {
+pub(in crate::cli) fn stage_fixtures(fixtures: &Path, base: &Path) -> anyhow::Result<PathBuf> {
     let staged = base.join("fixtures");
     copy_tree(fixtures, &staged)?;
     if let Some(rules) = fixtures.parent().map(|p| p.join("rules")) {

@@ -87,6 +87,8 @@ struct Group {
     commits: u64,
     /// The highest sequence number this handle has written and fsynced.
     synced_seq: u64,
+    /// The anchor of that line.
+    synced: Option<Anchor>,
 }
 
 /// Hex SHA-256 of a line.
@@ -161,6 +163,12 @@ impl AuditLog {
     /// The highest sequence number this handle has written and fsynced (0 before any).
     pub fn synced_seq(&self) -> u64 {
         self.lock_group().synced_seq
+    }
+
+    /// The anchor of the newest line this handle has written and fsynced, if any: anchoring it
+    /// covers every earlier line too.
+    pub fn synced(&self) -> Option<Anchor> {
+        self.lock_group().synced.clone()
     }
 
     #[cfg(test)]
@@ -309,8 +317,9 @@ impl<'a> GroupWriter<'a> {
         match result {
             Ok(anchors) => {
                 group.commits += 1;
-                if let Some(last) = anchors.last() {
-                    group.synced_seq = group.synced_seq.max(last.seq);
+                if let Some(last) = anchors.last().filter(|l| l.seq > group.synced_seq) {
+                    group.synced_seq = last.seq;
+                    group.synced = Some(last.clone());
                 }
                 for (ticket, anchor) in self.tickets.iter().zip(anchors) {
                     group.done.insert(*ticket, Ok(anchor));

@@ -5,10 +5,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use super::audit::AuditLog;
+use super::audit::{Anchor, AuditLog};
 use super::backend::{KeyIndex, MailboxKeyRow, PolicyKeyRow, WrapRow};
 use super::binding::{self, BindError};
 use super::{IndexErrorKind, StoreError};
@@ -25,6 +25,8 @@ pub struct Keyring {
     mailbox_keys: Mutex<HashMap<i64, (String, SecretKey)>>,
     /// Whether wraps of the legacy (unbound) form are still accepted.
     legacy: AtomicBool,
+    /// The newest audit line whose anchor this handle has committed to the index.
+    anchored: AtomicU64,
 }
 
 /// How a key file was tried.
@@ -48,6 +50,7 @@ impl Keyring {
             policy_keys: Mutex::new(HashMap::new()),
             mailbox_keys: Mutex::new(HashMap::new()),
             legacy: AtomicBool::new(true),
+            anchored: AtomicU64::new(0),
         }
     }
 
@@ -84,8 +87,40 @@ impl Keyring {
         key: &str,
         reason: &str,
     ) -> Result<(), StoreError> {
-        let anchor = self.audit.append(event, policy, key, &self.actor, reason)?;
+        let anchor = self.append(event, policy, key, reason)?;
         ix.set_audit_anchor(&anchor)
+    }
+
+    /// What to anchor so that the line `written` is covered: `None` when an anchor at or after
+    /// it is already committed, else the newest line this handle has fsynced (at or after
+    /// `written`), so that events recorded together commit one anchor.
+    pub fn anchor_to_commit(&self, written: &Anchor) -> Option<Anchor> {
+        if self.anchored.load(Ordering::Acquire) >= written.seq {
+            return None;
+        }
+        Some(
+            self.audit
+                .synced()
+                .filter(|newest| newest.seq >= written.seq)
+                .unwrap_or_else(|| written.clone()),
+        )
+    }
+
+    /// Notes that `anchor` is committed in the index.
+    pub fn anchored(&self, anchor: &Anchor) {
+        self.anchored.fetch_max(anchor.seq, Ordering::AcqRel);
+    }
+
+    /// Appends an event to the audit log (fsynced, possibly together with events other threads
+    /// append at the same time) without anchoring it; the caller anchors the returned line.
+    pub fn append(
+        &self,
+        event: &str,
+        policy: &str,
+        key: &str,
+        reason: &str,
+    ) -> Result<Anchor, StoreError> {
+        self.audit.append(event, policy, key, &self.actor, reason)
     }
 
     /// Forgets every unwrapped key (after a revocation).

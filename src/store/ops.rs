@@ -465,12 +465,18 @@ pub fn record_event(
     key: &str,
     reason: &str,
 ) -> Result<(), StoreError> {
+    // The line is written before the index is locked, so events recorded at the same time
+    // share one fsync; whoever then holds the index anchors the newest of them, and the others
+    // find their line covered (the anchor only moves forward).
+    let written = store.keyring.append(event, policy, key, reason)?;
     let mut c = store.conn()?;
+    let Some(anchor) = store.keyring.anchor_to_commit(&written) else {
+        return Ok(());
+    };
     let tx = c.transaction()?;
-    store
-        .keyring
-        .record(&SqliteKeyIndex::new(&tx), event, policy, key, reason)?;
+    SqliteKeyIndex::new(&tx).set_audit_anchor(&anchor)?;
     tx.commit()?;
+    store.keyring.anchored(&anchor);
     Ok(())
 }
 

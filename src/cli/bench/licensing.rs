@@ -8,8 +8,9 @@
 //! connection per request (as `sealpost decrypt --identity` makes it; TLS sessions are resumed
 //! where the service offers it), and readers that keep one connection open for all their
 //! requests (HTTP/1.1 keep-alive, [`crate::licensing::session`]). Either way every request is
-//! decided in full (license signature, revocations, rights) and is written to a hash-chained
-//! audit log file, fsynced, before the answer (requests arriving together share one fsync).
+//! decided in full (license signature, revocations, rights) and recorded in the access log
+//! exactly as `serve` does it (the store's hash-chained audit log, fsynced, and its anchor in
+//! the store's index) before the answer; requests arriving together share one audit fsync.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::crypto::rms::{
     extract_container, license_for, parse_container, protect, TenantKeys, UseLicense,
 };
-use crate::licensing::access::{Access, AccessLog};
+use crate::licensing::access::StoreAccessLog;
 use crate::licensing::client::{client_config, request_use_license, ServiceUrl};
 use crate::licensing::http::{serve, tls_config, ServiceLimits};
 use crate::licensing::identity::{DomainTrust, ReaderTrust};
@@ -30,7 +31,6 @@ use crate::licensing::session::Session;
 use crate::mail::DomainSet;
 use crate::net::ShutdownPhase;
 use crate::rules::RmsProtect;
-use crate::store::audit::AuditLog;
 
 pub struct Params {
     pub readers: usize,
@@ -75,19 +75,6 @@ struct Outcome {
     resumed: usize,
 }
 
-/// The access log as the service keeps it: one hash-chained line per request, fsynced.
-struct FileAccessLog(AuditLog);
-
-impl AccessLog for FileAccessLog {
-    fn record(&self, access: &Access) -> Result<(), String> {
-        let reason = serde_json::to_string(access).map_err(|e| e.to_string())?;
-        self.0
-            .append(crate::licensing::access::EVENT, "", "", "bench", &reason)
-            .map(drop)
-            .map_err(|e| e.to_string())
-    }
-}
-
 pub async fn run(fixtures: &Path, base: &Path, p: Params) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(base)?;
     let pki = base.join("pki");
@@ -97,6 +84,13 @@ pub async fn run(fixtures: &Path, base: &Path, p: Params) -> anyhow::Result<Exit
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("https://127.0.0.1:{}", listener.local_addr()?.port());
     let tenant = TenantKeys::load_dir(&fixtures.join("keys/tenant"))?;
+    // The access log exactly as `serve` keeps it: contoso's mailbox store (its audit log, and
+    // the anchor in its index), in a data directory of this run.
+    // (A copy of the fixtures with its key files 0600, as `demo` stages them.)
+    let staged = crate::cli::demo::stage_fixtures(fixtures, base)?;
+    let config =
+        crate::config::Config::load(&staged.join("contoso.toml"), Some(&base.join("data")))?;
+    let store = crate::store::EncryptedStore::open(&config, "licensing")?;
     let service = LicensingService {
         trust: ReaderTrust::new(vec![DomainTrust {
             domains: DomainSet::new(["fabrikam.test"]),
@@ -106,7 +100,7 @@ pub async fn run(fixtures: &Path, base: &Path, p: Params) -> anyhow::Result<Exit
         url: url.clone(),
         validity: Duration::from_secs(30 * 86400),
         revocations: Arc::new(RevocationStore::open(base)),
-        access: Arc::new(FileAccessLog(AuditLog::new(&base.join("audit")))),
+        access: Arc::new(StoreAccessLog(store)),
         passwords: None,
     };
     let (stop, stopped) = tokio::sync::watch::channel(ShutdownPhase::Running);
