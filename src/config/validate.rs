@@ -294,7 +294,18 @@ pub fn validate(
             raw.delivery.connection_reuse_time.as_deref(),
             Duration::from_secs(5),
         )?,
+        mta_sts: super::connectors::mta_sts_mode(
+            &c,
+            "delivery.mta_sts",
+            raw.delivery.mta_sts.as_deref(),
+        )?
+        .unwrap_or_default(),
     };
+    let mta_sts_anchors = super::connectors::ca_file(
+        &c,
+        "delivery.mta_sts_ca_file",
+        raw.delivery.mta_sts_ca_file.as_deref(),
+    )?;
     if delivery.concurrency == 0 {
         return Err(c.err("delivery.concurrency", "must be at least 1"));
     }
@@ -413,6 +424,7 @@ pub fn validate(
         mailboxes,
         queue,
         delivery,
+        mta_sts_anchors,
         limits,
         outbound_connectors,
         inbound_connectors,

@@ -36,6 +36,7 @@ macro_rules! handshake_signature_checks {
 pub mod failure;
 pub mod fingerprint;
 pub mod inspect;
+pub mod mta_sts;
 mod opportunistic;
 mod peer;
 pub mod policy;
