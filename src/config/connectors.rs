@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use super::file::{RawInbound, RawOutbound};
+use super::file::{RawDelivery, RawInbound, RawOutbound};
 use super::validate::{is_domain, parse_host_port, Checker};
 use super::{ConfigError, HostPort, MtaStsMode, TlsMinVersion};
 use crate::tls::policy::{Fingerprint, PolicyMode, TlsLevel, TrustAnchors};
@@ -140,6 +140,23 @@ pub(super) fn mta_sts_mode(
             })
         })
         .transpose()
+}
+
+/// `[delivery] mta_sts` (default opportunistic).
+pub(super) fn delivery_mta_sts(c: &Checker, raw: &RawDelivery) -> Result<MtaStsMode, ConfigError> {
+    Ok(mta_sts_mode(c, "delivery.mta_sts", raw.mta_sts.as_deref())?.unwrap_or_default())
+}
+
+/// `[delivery] mta_sts_ca_file`, loaded.
+pub(super) fn delivery_mta_sts_anchors(
+    c: &Checker,
+    raw: &RawDelivery,
+) -> Result<Option<TrustAnchors>, ConfigError> {
+    ca_file(
+        c,
+        "delivery.mta_sts_ca_file",
+        raw.mta_sts_ca_file.as_deref(),
+    )
 }
 
 pub(super) fn outbound(

@@ -294,18 +294,9 @@ pub fn validate(
             raw.delivery.connection_reuse_time.as_deref(),
             Duration::from_secs(5),
         )?,
-        mta_sts: super::connectors::mta_sts_mode(
-            &c,
-            "delivery.mta_sts",
-            raw.delivery.mta_sts.as_deref(),
-        )?
-        .unwrap_or_default(),
+        mta_sts: super::connectors::delivery_mta_sts(&c, &raw.delivery)?,
     };
-    let mta_sts_anchors = super::connectors::ca_file(
-        &c,
-        "delivery.mta_sts_ca_file",
-        raw.delivery.mta_sts_ca_file.as_deref(),
-    )?;
+    let mta_sts_anchors = super::connectors::delivery_mta_sts_anchors(&c, &raw.delivery)?;
     if delivery.concurrency == 0 {
         return Err(c.err("delivery.concurrency", "must be at least 1"));
     }
