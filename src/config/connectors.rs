@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use super::file::{RawInbound, RawOutbound};
+use super::file::{RawDelivery, RawInbound, RawOutbound};
 use super::validate::{is_domain, parse_host_port, Checker};
-use super::{ConfigError, HostPort, TlsMinVersion};
+use super::{ConfigError, HostPort, MtaStsMode, TlsMinVersion};
 use crate::tls::policy::{Fingerprint, PolicyMode, TlsLevel, TrustAnchors};
 use crate::tls::CertifiedKey;
 
@@ -68,6 +68,10 @@ pub struct OutboundConnector {
     pub client_certificate: Option<Arc<CertifiedKey>>,
     pub min_version: TlsMinVersion,
     pub mode: PolicyMode,
+    /// MTA-STS for deliveries by MX under this connector; None: `[delivery] mta_sts`. Only
+    /// for connectors without smart hosts whose own `tls` is opportunistic: a forced TLS level
+    /// of the connector wins over any policy a domain publishes.
+    pub mta_sts: Option<MtaStsMode>,
 }
 
 /// What a partner sending to us must do.
@@ -109,7 +113,7 @@ fn domains(c: &Checker, key: &str, list: &[String]) -> Result<Vec<DomainPattern>
 }
 
 /// A CA file that exists and holds usable certificates, loaded.
-fn ca_file(
+pub(super) fn ca_file(
     c: &Checker,
     key: &str,
     value: Option<&str>,
@@ -118,6 +122,41 @@ fn ca_file(
     let path = c.existing_file(key, value)?;
     let anchors = crate::tls::load_trust_anchors(&path).map_err(|e| c.err(key, e.to_string()))?;
     Ok(Some(anchors))
+}
+
+/// An `mta_sts` value: "opportunistic", "mandatory" or "off".
+pub(super) fn mta_sts_mode(
+    c: &Checker,
+    key: &str,
+    value: Option<&str>,
+) -> Result<Option<MtaStsMode>, ConfigError> {
+    value
+        .map(|v| {
+            MtaStsMode::parse(v).ok_or_else(|| {
+                c.err(
+                    key,
+                    format!("must be opportunistic, mandatory or off, not {v:?}"),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// `[delivery] mta_sts` (default opportunistic).
+pub(super) fn delivery_mta_sts(c: &Checker, raw: &RawDelivery) -> Result<MtaStsMode, ConfigError> {
+    Ok(mta_sts_mode(c, "delivery.mta_sts", raw.mta_sts.as_deref())?.unwrap_or_default())
+}
+
+/// `[delivery] mta_sts_ca_file`, loaded.
+pub(super) fn delivery_mta_sts_anchors(
+    c: &Checker,
+    raw: &RawDelivery,
+) -> Result<Option<TrustAnchors>, ConfigError> {
+    ca_file(
+        c,
+        "delivery.mta_sts_ca_file",
+        raw.mta_sts_ca_file.as_deref(),
+    )
 }
 
 pub(super) fn outbound(
@@ -237,6 +276,22 @@ pub(super) fn outbound(
             "audit" => PolicyMode::Audit,
             m => return Err(c.err(key("mode"), format!("must be enforce or audit, not {m:?}"))),
         };
+        let mta_sts = mta_sts_mode(c, &key("mta_sts"), r.mta_sts.as_deref())?;
+        if mta_sts.is_some() && !smart_hosts.is_empty() {
+            return Err(c.err(
+                key("mta_sts"),
+                "only for connectors that deliver by MX: this one has smart_hosts",
+            ));
+        }
+        if mta_sts.is_some_and(|m| m != MtaStsMode::Off) && tls != TlsLevel::Opportunistic {
+            return Err(c.err(
+                key("mta_sts"),
+                format!(
+                    "the connector's own tls = {:?} decides; MTA-STS applies only with tls = \"opportunistic\" (or set mta_sts = \"off\")",
+                    tls.as_str()
+                ),
+            ));
+        }
         out.push(OutboundConnector {
             name: r.name.clone(),
             recipient_domains,
@@ -248,6 +303,7 @@ pub(super) fn outbound(
             client_certificate,
             min_version,
             mode,
+            mta_sts,
         });
     }
     Ok(out)
@@ -334,5 +390,41 @@ mod tests {
                 && !sub.matches("evilfabrikam.test")
         );
         assert!(DomainPattern::parse("*.").is_none() && DomainPattern::parse("a b").is_none());
+    }
+}
+
+#[cfg(test)]
+mod mta_sts_tests {
+    use crate::config::{Config, MtaStsMode};
+    use std::path::Path;
+
+    const BASE: &str = "[server]\nhostname = \"mx.a.test\"\ndata_dir = \"d\"\n";
+
+    fn load(extra: &str) -> Result<Config, crate::config::ConfigError> {
+        Config::from_toml(Path::new("c.toml"), &format!("{BASE}{extra}"), None)
+    }
+
+    #[test]
+    fn mta_sts_keys_are_validated_with_their_key() {
+        let c = load("").unwrap();
+        assert_eq!(c.delivery.mta_sts, MtaStsMode::Opportunistic);
+        assert!(c.mta_sts_anchors.is_none());
+        let c = load("[delivery]\nmta_sts = \"mandatory\"\n").unwrap();
+        assert_eq!(c.delivery.mta_sts, MtaStsMode::Mandatory);
+        let e = load("[delivery]\nmta_sts = \"strict\"\n").unwrap_err();
+        assert_eq!(e.key, "delivery.mta_sts");
+        assert!(e.problem.contains("opportunistic, mandatory or off"), "{e}");
+        let e = load("[delivery]\nmta_sts_ca_file = \"nowhere.crt\"\n").unwrap_err();
+        assert_eq!(e.key, "delivery.mta_sts_ca_file");
+        let c = load("[[connector.outbound]]\nname = \"x\"\nrecipient_domains = [\"x.test\"]\nmta_sts = \"off\"\n")
+            .unwrap();
+        assert_eq!(c.outbound_connectors[0].mta_sts, Some(MtaStsMode::Off));
+        let e = load("[[connector.outbound]]\nname = \"x\"\nrecipient_domains = [\"x.test\"]\nsmart_hosts = [\"h.test:25\"]\nmta_sts = \"mandatory\"\n")
+            .unwrap_err();
+        assert_eq!(e.key, "connector.outbound[0].mta_sts");
+        assert!(e.problem.contains("smart_hosts"), "{e}");
+        let e = load("[[connector.outbound]]\nname = \"x\"\nrecipient_domains = [\"x.test\"]\ntls = \"required\"\nmta_sts = \"mandatory\"\n")
+            .unwrap_err();
+        assert_eq!(e.key, "connector.outbound[0].mta_sts");
     }
 }

@@ -118,6 +118,10 @@ pub struct RawDelivery {
     pub concurrency: Option<usize>,
     pub timeout: Option<String>,
     pub connection_reuse_time: Option<String>,
+    /// "opportunistic" (default), "mandatory" or "off".
+    pub mta_sts: Option<String>,
+    /// CA certificates (PEM) that replace the public roots for MTA-STS policy hosts and MX hosts.
+    pub mta_sts_ca_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -165,6 +169,8 @@ pub struct RawOutbound {
     pub min_version: String,
     #[serde(default = "default_mode")]
     pub mode: String,
+    /// MTA-STS for this connector's MX deliveries; None: `[delivery] mta_sts`.
+    pub mta_sts: Option<String>,
 }
 
 fn default_outbound_tls() -> String {

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use crate::tls::mta_sts::MtaStsMode;
 pub use crate::tls::TlsMinVersion;
 pub use crate::units::parse_duration;
 pub use connectors::{DomainPattern, InboundConnector, OutboundConnector};
@@ -123,6 +124,9 @@ pub struct DeliverySettings {
     pub timeout: Duration,
     /// How long an idle outbound connection is kept for reuse.
     pub connection_reuse_time: Duration,
+    /// `mta_sts`: how MX deliveries use recipient domains' MTA-STS policies (connectors may
+    /// say otherwise).
+    pub mta_sts: MtaStsMode,
 }
 
 /// Session limits of the inbound server.
@@ -168,6 +172,8 @@ pub struct Config {
     pub mailboxes: BTreeSet<String>,
     pub queue: QueueSettings,
     pub delivery: DeliverySettings,
+    /// `[delivery] mta_sts_ca_file`, loaded: the trust anchors of MTA-STS (None: public roots).
+    pub mta_sts_anchors: Option<crate::tls::policy::TrustAnchors>,
     pub limits: Limits,
     pub outbound_connectors: Vec<OutboundConnector>,
     pub inbound_connectors: Vec<InboundConnector>,

@@ -294,7 +294,9 @@ pub fn validate(
             raw.delivery.connection_reuse_time.as_deref(),
             Duration::from_secs(5),
         )?,
+        mta_sts: super::connectors::delivery_mta_sts(&c, &raw.delivery)?,
     };
+    let mta_sts_anchors = super::connectors::delivery_mta_sts_anchors(&c, &raw.delivery)?;
     if delivery.concurrency == 0 {
         return Err(c.err("delivery.concurrency", "must be at least 1"));
     }
@@ -413,6 +415,7 @@ pub fn validate(
         mailboxes,
         queue,
         delivery,
+        mta_sts_anchors,
         limits,
         outbound_connectors,
         inbound_connectors,

@@ -11,6 +11,8 @@ use crate::dns::{DnsError, Resolver};
 use crate::mail::dsn::TransactionDsn;
 use crate::mail::Reply;
 use crate::smtp::client::{ClientError, ClientSettings, Connection, TlsMode};
+use crate::tls::mta_sts::policy::Mode as StsMode;
+use crate::tls::mta_sts::{Applied, Lookup, MtaSts, MtaStsMode};
 use crate::tls::policy::{
     ConnectorVerifier, PeerCheck, PolicyFailure, PolicyId, PolicyMode, TlsFailure, TlsLevel,
     TlsPolicy,
@@ -62,7 +64,19 @@ pub struct RemoteDelivery {
     /// Idle connections, keyed by the policy they were authorized under.
     idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
     telemetry: Arc<crate::telemetry::Telemetry>,
+    /// MTA-STS (RFC 8461) for deliveries by MX: the policy source and cache (None: never
+    /// looked up), the `[delivery]` mode and each connector's own mode.
+    mta_sts: Option<Arc<MtaSts>>,
+    mta_sts_default: MtaStsMode,
+    mta_sts_modes: HashMap<String, MtaStsMode>,
 }
+
+/// The file under `data_dir` that keeps MTA-STS policies across restarts.
+pub const MTA_STS_CACHE_FILE: &str = "mta-sts-cache.json";
+
+/// A destination's TLS policy and, when it came from MTA-STS, the policy whose MX patterns
+/// choose the hosts.
+type Chosen = (Arc<TlsPolicy>, Option<Arc<Applied>>);
 
 struct Target {
     name: String,
@@ -131,6 +145,9 @@ impl RemoteDelivery {
             reuse_time,
             idle: Mutex::new(HashMap::new()),
             telemetry: Arc::default(),
+            mta_sts: None,
+            mta_sts_default: MtaStsMode::Off,
+            mta_sts_modes: HashMap::new(),
         }
     }
 
@@ -140,12 +157,23 @@ impl RemoteDelivery {
         self
     }
 
-    /// Adds the TLS policies of every outbound connector in the configuration.
+    /// Adds the TLS policies of every outbound connector in the configuration, and the MTA-STS
+    /// settings (`[delivery] mta_sts`, `mta_sts_ca_file`, each connector's `mta_sts`) with the
+    /// policy cache kept in `data_dir`.
     pub fn with_connectors(mut self, config: &Config) -> Result<Self, TlsError> {
         for c in &config.outbound_connectors {
             self.policies
                 .insert(c.name.clone(), Arc::new(connector_policy(c)?));
+            if let Some(mode) = c.mta_sts {
+                self.mta_sts_modes.insert(c.name.clone(), mode);
+            }
         }
+        self.mta_sts_default = config.delivery.mta_sts;
+        let cache = config.data_dir.join(MTA_STS_CACHE_FILE);
+        self.mta_sts = Some(Arc::new(MtaSts::new(
+            config.mta_sts_anchors.clone(),
+            Some(cache),
+        )?));
         Ok(self)
     }
 
@@ -177,8 +205,15 @@ impl RemoteDelivery {
             connector: dest.connector.clone(),
             ..AttemptInfo::default()
         };
+        let (policy, mta_sts) = match self.mta_sts_policy(dest, policy, require_tls).await {
+            Ok(chosen) => chosen,
+            Err(reason) => return (all(Outcome::Deferred(reason)), base_info),
+        };
         let targets = match self.resolve(&dest.hop).await {
-            Ok(t) if !t.is_empty() => t,
+            Ok(t) if !t.is_empty() => match self.mta_sts_targets(mta_sts.as_deref(), t) {
+                Ok(t) => t,
+                Err(reason) => return (all(Outcome::Deferred(reason)), base_info),
+            },
             Ok(_) => {
                 return (
                     all(Outcome::Deferred(format!("{dest}: no address found"))),
@@ -248,6 +283,101 @@ impl RemoteDelivery {
             }
         }
         (all(Outcome::Deferred(last_error)), base_info)
+    }
+
+    /// MTA-STS for a delivery by MX whose TLS policy is opportunistic (a connector's forced
+    /// TLS wins; smart hosts and static routes have no MX): the domain's policy replaces it.
+    /// With `mta_sts = "mandatory"` a domain without a valid policy is deferred (4.7.4). A
+    /// policy in mode testing does not replace the stricter default a transport rule asks for.
+    async fn mta_sts_policy(
+        &self,
+        dest: &Destination,
+        policy: Arc<TlsPolicy>,
+        require_tls: bool,
+    ) -> Result<Chosen, String> {
+        let metrics = &self.telemetry.metrics;
+        let source = if policy.connector().is_some() {
+            "connector"
+        } else {
+            "opportunistic"
+        };
+        let mode = dest
+            .connector
+            .as_ref()
+            .and_then(|c| self.mta_sts_modes.get(c))
+            .copied()
+            .unwrap_or(self.mta_sts_default);
+        let (NextHop::Mx(domain), Some(sts), Ok(resolver)) =
+            (&dest.hop, &self.mta_sts, self.resolver())
+        else {
+            metrics.tls_policy(source, policy.level().as_str());
+            return Ok((policy, None));
+        };
+        if mode == MtaStsMode::Off || policy.level() > TlsLevel::Opportunistic {
+            metrics.tls_policy(source, policy.level().as_str());
+            return Ok((policy, None));
+        }
+        match sts.lookup(resolver, domain).await {
+            Lookup::Policy(a) if a.policy.mode == StsMode::Testing && require_tls => {
+                metrics.tls_policy("mta-sts", "testing-overridden");
+                Ok((policy, None))
+            }
+            Lookup::Policy(a) => {
+                metrics.tls_policy("mta-sts", a.policy.mode.as_str());
+                Ok((a.tls.clone(), Some(a)))
+            }
+            Lookup::Absent(why) if mode == MtaStsMode::Mandatory => {
+                metrics.tls_policy("mta-sts", "missing-policy");
+                tracing::warn!(domain = %domain, reason = %why, "MTA-STS is mandatory and the domain has no valid policy; deferred");
+                Err(format!(
+                    "451 4.7.4 MTA-STS is mandatory and {domain} has no valid policy: {why}"
+                ))
+            }
+            Lookup::Absent(why) => {
+                tracing::debug!(domain = %domain, reason = %why, "no MTA-STS policy");
+                metrics.tls_policy(source, policy.level().as_str());
+                Ok((policy, None))
+            }
+        }
+    }
+
+    /// RFC 8461 §4.1: under a policy in mode enforce only MX hosts its patterns name are tried
+    /// (none: deferred, 4.7.5); in mode testing the others are logged and tried as well.
+    fn mta_sts_targets(
+        &self,
+        sts: Option<&Applied>,
+        targets: Vec<Target>,
+    ) -> Result<Vec<Target>, String> {
+        let Some(applied) = sts else {
+            return Ok(targets);
+        };
+        let mut refused: Vec<&str> = targets
+            .iter()
+            .filter(|t| !applied.policy.allows_mx(&t.name))
+            .map(|t| t.name.as_str())
+            .collect();
+        refused.dedup();
+        for host in &refused {
+            tracing::warn!(policy = %applied.label(), mx = %host, patterns = %applied.policy.patterns(),
+                "MX host not named by the MTA-STS policy");
+        }
+        if applied.policy.mode != StsMode::Enforce || refused.is_empty() {
+            return Ok(targets);
+        }
+        let refused = refused.join(", ");
+        let allowed: Vec<Target> = targets
+            .into_iter()
+            .filter(|t| applied.policy.allows_mx(&t.name))
+            .collect();
+        if allowed.is_empty() {
+            self.telemetry.metrics.tls_policy("mta-sts", "mx-mismatch");
+            return Err(format!(
+                "451 4.7.5 TLS required by {}: no MX host matches the policy's mx patterns {} (MX: {refused})",
+                applied.label(),
+                applied.policy.patterns()
+            ));
+        }
+        Ok(allowed)
     }
 
     fn describe(&self, target: &Target, e: &TargetError) -> String {

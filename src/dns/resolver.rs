@@ -1,4 +1,4 @@
-//! The hickory-backed resolver: MX and address lookups with delivery-oriented errors.
+//! The hickory-backed resolver: MX, address and TXT lookups with delivery-oriented errors.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -24,7 +24,7 @@ const CACHE_SIZE: u64 = 1024;
 /// Upper bound on how long a positive answer is reused.
 const POSITIVE_MAX_TTL: Duration = Duration::from_secs(300);
 
-/// MX and address lookups for routing. Cheap to clone; clones share the cache and connections.
+/// MX, address and TXT lookups for routing and policy discovery. Cheap to clone; clones share the cache and connections.
 #[derive(Clone)]
 pub struct Resolver {
     inner: Arc<TokioResolver>,
@@ -135,6 +135,33 @@ impl Resolver {
             Err(DnsError::Temporary(failures.join("; ")))
         } else {
             Err(DnsError::NoAddress(shown))
+        }
+    }
+
+    /// The TXT records of `name`, each record's strings joined (as RFC 7208 and RFC 8461 read
+    /// them; invalid UTF-8 is replaced). NXDOMAIN or no TXT records → an empty list; timeouts,
+    /// SERVFAIL and the like → [`DnsError::Temporary`]; a name DNS cannot carry →
+    /// [`DnsError::NoSuchDomain`].
+    pub async fn txt_records(&self, name: &str) -> Result<Vec<String>, DnsError> {
+        let shown = display_name(name);
+        let query = absolute_name(name).ok_or_else(|| DnsError::NoSuchDomain(shown.clone()))?;
+        let found = self
+            .query(query, RecordType::TXT, |rdata| match rdata {
+                RData::TXT(txt) => Some(
+                    txt.txt_data
+                        .iter()
+                        .map(|part| String::from_utf8_lossy(part))
+                        .collect::<String>(),
+                ),
+                _ => None,
+            })
+            .await;
+        match found {
+            Answer::Found(records) => Ok(records),
+            Answer::Missing(Negative::NxDomain | Negative::NoData) => Ok(Vec::new()),
+            Answer::Missing(Negative::Temporary(why)) => Err(DnsError::Temporary(format!(
+                "TXT lookup for {shown}: {why}"
+            ))),
         }
     }
 

@@ -55,6 +55,7 @@ pub struct Metrics {
     queue: Family<Labels, Gauge>,
     reloads: Family<Labels, Counter>,
     retransmissions: Counter,
+    tls_policies: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -83,6 +84,7 @@ impl Metrics {
             queue: Family::default(),
             reloads: Family::default(),
             retransmissions: Counter::default(),
+            tls_policies: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -166,6 +168,11 @@ impl Metrics {
             "Messages received again from a client that missed our 250, acknowledged without a second copy",
             m.retransmissions.clone(),
         );
+        r.register(
+            "outbound_tls_policies",
+            "Outbound TLS policies chosen before connecting, by source (mta-sts, connector, opportunistic) and outcome",
+            m.tls_policies.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -216,6 +223,18 @@ impl Metrics {
             .get_or_create(&vec![
                 ("direction", direction.as_str().to_string()),
                 ("reason", failure.metric_class().to_string()),
+            ])
+            .inc();
+    }
+
+    /// Counts the TLS policy chosen for one delivery attempt: `source` is "mta-sts",
+    /// "connector" or "opportunistic"; `outcome` a short word ("enforce", "testing",
+    /// "absent", "mx-mismatch", "missing-policy", ...).
+    pub fn tls_policy(&self, source: &'static str, outcome: &'static str) {
+        self.tls_policies
+            .get_or_create(&vec![
+                ("source", source.to_string()),
+                ("outcome", outcome.to_string()),
             ])
             .inc();
     }

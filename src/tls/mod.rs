@@ -37,6 +37,7 @@ pub mod dane;
 pub mod failure;
 pub mod fingerprint;
 pub mod inspect;
+pub mod mta_sts;
 mod opportunistic;
 mod peer;
 pub mod policy;

@@ -93,6 +93,9 @@ impl TrustAnchors {
 pub struct PolicyFailure {
     /// The connector that demanded TLS; None for the default route (or a rule's demand).
     pub connector: Option<String>,
+    /// The policy source that demanded TLS when not a connector, e.g.
+    /// "mta-sts (example.test, enforce)".
+    pub source: Option<String>,
     pub failure: TlsFailure,
 }
 
@@ -105,9 +108,10 @@ impl PolicyFailure {
 
 impl fmt::Display for PolicyFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.connector {
-            Some(name) => write!(f, "TLS required by connector {name}: {}", self.failure),
-            None => write!(f, "TLS required: {}", self.failure),
+        match (&self.connector, &self.source) {
+            (Some(name), _) => write!(f, "TLS required by connector {name}: {}", self.failure),
+            (None, Some(source)) => write!(f, "TLS required by {source}: {}", self.failure),
+            (None, None) => write!(f, "TLS required: {}", self.failure),
         }
     }
 }
@@ -173,6 +177,9 @@ pub struct TlsPolicy {
     id: PolicyId,
     /// The connector's name; None for the default route.
     connector: Option<String>,
+    /// Where the policy came from when not a connector (e.g. "mta-sts (example.test,
+    /// enforce)"); named in permits and failures.
+    source: Option<String>,
     check: PeerCheck,
     mode: PolicyMode,
     /// The handshake configuration (carries the enforcing verifier and any client certificate).
@@ -190,6 +197,7 @@ impl TlsPolicy {
         TlsPolicy {
             id: PolicyId::next(),
             connector,
+            source: None,
             check,
             mode,
             client_config,
@@ -204,6 +212,18 @@ impl TlsPolicy {
             PolicyMode::Enforce,
             client_config,
         )
+    }
+
+    /// Names the policy source (e.g. "mta-sts (example.test, enforce)"): permit details start
+    /// with it and failures name it.
+    pub fn with_source(mut self, source: impl Into<String>) -> TlsPolicy {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// The policy source, when one was named.
+    pub fn source(&self) -> Option<&str> {
+        self.source.as_deref()
     }
 
     pub fn id(&self) -> PolicyId {
@@ -231,11 +251,16 @@ impl TlsPolicy {
     pub fn failure(&self, failure: impl Into<TlsFailure>) -> PolicyFailure {
         PolicyFailure {
             connector: self.connector.clone(),
+            source: self.source.clone(),
             failure: failure.into(),
         }
     }
 
     fn permit(&self, achieved: TlsLevel, detail: String, host: &str) -> DeliveryPermit {
+        let detail = match &self.source {
+            Some(source) => format!("{source}: {detail}"),
+            None => detail,
+        };
         DeliveryPermit {
             achieved,
             detail,

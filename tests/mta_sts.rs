@@ -1,0 +1,383 @@
+//! MTA-STS (RFC 8461) over real sockets: a loopback DNS server publishes `_mta-sts` TXT records
+//! and addresses, Python's `http.server` + `ssl` serves the policy on 127.0.0.N:443 with a
+//! certificate for `mta-sts.<domain>` from the fixture CA, and a second sealpost (fabrikam,
+//! certificate for mx.fabrikam.test) or a plaintext peer is the MX.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use sealpost::tls::mta_sts::{Lookup, MtaSts};
+use support::dns::{Record, TestDnsServer};
+use support::domains::{
+    free_port, load, submit, wait_for_mailbox_async, wait_for_reason, DomainSpec,
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+const ENFORCE: &str = "version: STSv1\nmode: enforce\nmx: mx.fabrikam.test\nmax_age: 86400\n";
+
+/// A policy host on `ip`:443 for `mta-sts.<domain>`; killed when dropped.
+struct PolicyHost {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl PolicyHost {
+    fn start(dir: &Path, ip: Ipv4Addr, domain: &str, body: &[u8]) -> PolicyHost {
+        let dir = dir.join(format!("policy-{ip}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (crt, key) = policy_certificate(&dir, &format!("mta-sts.{domain}"));
+        let host = PolicyHost {
+            child: Command::new("python3")
+                .arg("-c")
+                .arg(include_str!("mta_sts/policy_host.py"))
+                .arg(ip.to_string())
+                .arg(&crt)
+                .arg(&key)
+                .arg(&dir)
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("run python3"),
+            dir,
+        };
+        host.answer(200, "text/plain; charset=utf-8", body);
+        host
+    }
+
+    fn ready(mut self) -> PolicyHost {
+        let out = self.child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(out).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "policy host did not start");
+        self
+    }
+
+    fn answer(&self, status: u16, content_type: &str, body: &[u8]) {
+        std::fs::write(self.dir.join("status"), status.to_string()).unwrap();
+        std::fs::write(self.dir.join("ctype"), content_type).unwrap();
+        std::fs::write(self.dir.join("body"), body).unwrap();
+    }
+
+    fn requests(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("log"))
+            .map(|l| l.lines().count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for PolicyHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A certificate for `name` from a CA made here; the CA goes into `<dir>/../bundle.crt` beside
+/// the fixture CA (which issued the MX certificates), the file `mta_sts_ca_file` names.
+fn policy_certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name
+        .push(DnType::CommonName, "policy host test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(ca, ca_key).unwrap();
+    let fixture_ca = std::fs::read_to_string(support::domains::pki().join("ca.crt")).unwrap();
+    let bundle = dir.parent().unwrap().join("bundle.crt");
+    std::fs::write(&bundle, format!("{fixture_ca}\n{}", ca.pem())).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.signed_by(&key, &ca).unwrap();
+    let (crt, k) = (dir.join("policy.crt"), dir.join("policy.key"));
+    std::fs::write(&crt, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (crt, k)
+}
+
+/// DNS for example.test: MX → `mx` (127.0.0.1), the TXT record (if any), mta-sts → `ip`.
+fn dns(mx: &str, txt: Option<&str>, ip: Ipv4Addr) -> TestDnsServer {
+    let mut records = vec![
+        Record::mx("example.test", 10, mx),
+        Record::a(mx, Ipv4Addr::LOCALHOST),
+        Record::a("mta-sts.example.test", ip),
+    ];
+    if let Some(t) = txt {
+        records.push(Record::txt("_mta-sts.example.test", t));
+    }
+    TestDnsServer::start(records)
+}
+
+/// contoso sends by MX through `dns` to port `mx_port`, MTA-STS trusting the fixture CA.
+async fn contoso(
+    dir: &Path,
+    dns: &TestDnsServer,
+    mx_port: u16,
+    extra: &str,
+) -> sealpost::app::Server {
+    let bundle = dir.join("bundle.crt");
+    let ca = if bundle.exists() {
+        bundle.display().to_string()
+    } else {
+        "{pki}/ca.crt".to_string()
+    };
+    let mut c = DomainSpec::new("contoso", &["alice@contoso.test"], free_port())
+        .toml(&format!("mta_sts_ca_file = \"{ca}\"\n{extra}"));
+    c.nameservers = vec![dns.addr()];
+    c.smtp_port = Some(mx_port);
+    sealpost::app::start(load(&c.write(dir))).await.unwrap()
+}
+
+/// fabrikam (certificate for mx.fabrikam.test) receiving for example.test.
+async fn fabrikam(dir: &Path) -> (sealpost::app::Server, PathBuf, u16) {
+    let port = free_port();
+    let mut f = DomainSpec::new("fabrikam", &["bob@example.test"], port);
+    f.extra_domains = vec!["example.test"];
+    let config = load(&f.write(dir));
+    let data = config.data_dir.clone();
+    (sealpost::app::start(config).await.unwrap(), data, port)
+}
+
+fn trace_of(data_dir: &Path) -> String {
+    std::fs::read_to_string(data_dir.join("trace.jsonl")).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforce_with_a_valid_certificate_delivers_and_says_mta_sts() {
+    let dir = tempfile::tempdir().unwrap();
+    let ip = Ipv4Addr::new(127, 0, 0, 31);
+    let host = PolicyHost::start(dir.path(), ip, "example.test", ENFORCE.as_bytes()).ready();
+    let dns = dns("mx.fabrikam.test", Some("v=STSv1; id=20260101;"), ip);
+    let (f, f_data, f_port) = fabrikam(dir.path()).await;
+    let c = contoso(dir.path(), &dns, f_port, "").await;
+    submit(&c, "bob@example.test", "M-sts-ok").await;
+    let got = wait_for_mailbox_async(&f_data, "bob@example.test", 1, WAIT).await;
+    assert!(String::from_utf8_lossy(&got[0]).contains("body M-sts-ok"));
+    let data = load(&dir.path().join("contoso.toml")).data_dir;
+    let trace = trace_of(&data);
+    assert!(
+        trace.contains("mta-sts (example.test, enforce): verified mx.fabrikam.test via bundle.crt"),
+        "{trace}"
+    );
+    let metrics = c.telemetry().metrics.render();
+    assert!(
+        metrics.contains("outbound_tls_policies_total{source=\"mta-sts\",outcome=\"enforce\"}"),
+        "{metrics}"
+    );
+    assert_eq!(host.requests(), 1);
+    // The policy is cached (and written under data_dir): the next message fetches nothing.
+    submit(&c, "bob@example.test", "M-sts-again").await;
+    wait_for_mailbox_async(&f_data, "bob@example.test", 2, WAIT).await;
+    assert_eq!(
+        host.requests(),
+        1,
+        "a cached policy with the same id is not fetched again"
+    );
+    assert!(std::fs::read_to_string(data.join("mta-sts-cache.json"))
+        .unwrap()
+        .contains("mx.fabrikam.test"));
+    c.shutdown().await;
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforce_with_a_certificate_for_another_name_defers_and_sends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ip = Ipv4Addr::new(127, 0, 0, 32);
+    let body = "version: STSv1\nmode: enforce\nmx: mx.other.test\nmax_age: 86400\n";
+    let _host = PolicyHost::start(dir.path(), ip, "example.test", body.as_bytes()).ready();
+    let dns = dns("mx.other.test", Some("v=STSv1; id=a1;"), ip);
+    let (f, f_data, f_port) = fabrikam(dir.path()).await;
+    let c = contoso(dir.path(), &dns, f_port, "").await;
+    submit(&c, "bob@example.test", "M-sts-name").await;
+    let reason = wait_for_reason(&c, "4.7.5").await;
+    assert!(
+        reason.contains("TLS required by mta-sts (example.test, enforce)")
+            && reason.contains("mx.other.test"),
+        "{reason}"
+    );
+    assert!(support::domains::files_containing(&f_data, b"M-sts-name").is_empty());
+    c.shutdown().await;
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforce_toward_a_peer_without_starttls_defers_before_mail_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let ip = Ipv4Addr::new(127, 0, 0, 33);
+    let _host = PolicyHost::start(dir.path(), ip, "example.test", ENFORCE.as_bytes()).ready();
+    let dns = dns("mx.fabrikam.test", Some("v=STSv1; id=a1;"), ip);
+    let (peer_port, seen) = support::peers::plaintext_peer();
+    let c = contoso(dir.path(), &dns, peer_port, "").await;
+    submit(&c, "bob@example.test", "M-sts-strip").await;
+    let reason = wait_for_reason(&c, "4.7.4").await;
+    assert!(reason.contains("did not offer STARTTLS"), "{reason}");
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.iter().any(|l| l.starts_with("EHLO")), "{seen:?}");
+    assert!(!seen.iter().any(|l| l.starts_with("MAIL")), "{seen:?}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforce_skips_mx_hosts_the_policy_does_not_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let ip = Ipv4Addr::new(127, 0, 0, 34);
+    let body = "version: STSv1\nmode: enforce\nmx: *.elsewhere.test\nmax_age: 86400\n";
+    let _host = PolicyHost::start(dir.path(), ip, "example.test", body.as_bytes()).ready();
+    let dns = dns("mx.fabrikam.test", Some("v=STSv1; id=a1;"), ip);
+    let (f, f_data, f_port) = fabrikam(dir.path()).await;
+    let c = contoso(dir.path(), &dns, f_port, "").await;
+    submit(&c, "bob@example.test", "M-sts-mx").await;
+    let reason = wait_for_reason(&c, "no MX host matches").await;
+    assert!(
+        reason.starts_with("451 4.7.5") && reason.contains("*.elsewhere.test"),
+        "{reason}"
+    );
+    assert!(support::domains::files_containing(&f_data, b"M-sts-mx").is_empty());
+    c.shutdown().await;
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testing_mode_delivers_despite_a_bad_certificate_and_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ip = Ipv4Addr::new(127, 0, 0, 35);
+    let body = "version: STSv1\nmode: testing\nmx: mx.other.test\nmax_age: 86400\n";
+    let _host = PolicyHost::start(dir.path(), ip, "example.test", body.as_bytes()).ready();
+    let dns = dns("mx.other.test", Some("v=STSv1; id=t1;"), ip);
+    let (f, f_data, f_port) = fabrikam(dir.path()).await;
+    let c = contoso(dir.path(), &dns, f_port, "").await;
+    submit(&c, "bob@example.test", "M-sts-testing").await;
+    wait_for_mailbox_async(&f_data, "bob@example.test", 1, WAIT).await;
+    let trace = trace_of(&load(&dir.path().join("contoso.toml")).data_dir);
+    assert!(
+        trace.contains("mta-sts (example.test, testing): audit only, would have deferred"),
+        "{trace}"
+    );
+    c.shutdown().await;
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_policy_is_opportunistic_unless_mta_sts_is_mandatory() {
+    let dir = tempfile::tempdir().unwrap();
+    // No TXT record and no policy host: the certificate name does not matter.
+    let dns = dns("mx.other.test", None, Ipv4Addr::new(127, 0, 0, 36));
+    let (f, f_data, f_port) = fabrikam(dir.path()).await;
+    let c = contoso(dir.path(), &dns, f_port, "").await;
+    submit(&c, "bob@example.test", "M-sts-none").await;
+    wait_for_mailbox_async(&f_data, "bob@example.test", 1, WAIT).await;
+    c.shutdown().await;
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let c = contoso(dir2.path(), &dns, f_port, "mta_sts = \"mandatory\"\n").await;
+    submit(&c, "bob@example.test", "M-sts-mandatory").await;
+    let reason = wait_for_reason(&c, "4.7.4").await;
+    assert!(
+        reason.contains("MTA-STS is mandatory and example.test has no valid policy")
+            && reason.contains("no TXT record"),
+        "{reason}"
+    );
+    c.shutdown().await;
+    f.shutdown().await;
+}
+
+/// The lookup itself, against the real policy host: bad answers mean no policy (RFC 8461
+/// §3.3); a new TXT id fetches again; a failed refresh keeps the cached policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_policy_files_are_no_policy_and_a_new_id_refetches() {
+    let dir = tempfile::tempdir().unwrap();
+    let ip = Ipv4Addr::new(127, 0, 0, 37);
+    let host = PolicyHost::start(dir.path(), ip, "example.test", ENFORCE.as_bytes()).ready();
+    let dns = dns("mx.fabrikam.test", Some("v=STSv1; id=bad1;"), ip);
+    let anchors = sealpost::tls::load_trust_anchors(&dir.path().join("bundle.crt")).unwrap();
+    let sts = MtaSts::new(Some(anchors), None).unwrap();
+    let big = format!("{ENFORCE}{}", "# padding\n".repeat(7000));
+    let cases: [(u16, &str, &[u8], &str); 4] = [
+        (200, "text/html", ENFORCE.as_bytes(), "is not text/plain"),
+        (
+            301,
+            "text/plain",
+            ENFORCE.as_bytes(),
+            "redirects are not followed",
+        ),
+        (200, "text/plain", big.as_bytes(), "larger than 65536 bytes"),
+        (
+            200,
+            "text/plain",
+            b"version: STSv1\nmode: enforce\n",
+            "policy file",
+        ),
+    ];
+    for (status, ctype, body, why) in cases {
+        host.answer(status, ctype, body);
+        match sts.lookup(&dns.resolver(), "example.test").await {
+            Lookup::Absent(reason) => assert!(reason.contains(why), "{reason}"),
+            Lookup::Policy(p) => panic!("accepted a bad policy: {:?}", p.policy),
+        }
+    }
+    // Two STSv1 records: no policy, and nothing fetched.
+    let before = host.requests();
+    dns.set_records(vec![
+        Record::txt("_mta-sts.example.test", "v=STSv1; id=x1;"),
+        Record::txt("_mta-sts.example.test", "v=STSv1; id=x2;"),
+        Record::a("mta-sts.example.test", ip),
+    ]);
+    match sts.lookup(&dns.resolver(), "example.test").await {
+        Lookup::Absent(reason) => assert!(reason.contains("2 TXT records"), "{reason}"),
+        Lookup::Policy(_) => panic!("two records must mean no policy"),
+    }
+    assert_eq!(host.requests(), before);
+
+    // A good policy under id v1; then id v2 fetches the new one (testing).
+    let txt = |id: &str| {
+        vec![
+            Record::txt("_mta-sts.example.test", &format!("v=STSv1; id={id};")),
+            Record::a("mta-sts.example.test", ip),
+        ]
+    };
+    host.answer(200, "text/plain", ENFORCE.as_bytes());
+    dns.set_records(txt("v1"));
+    let mode = |l: Lookup| match l {
+        Lookup::Policy(p) => p.policy.mode.as_str(),
+        Lookup::Absent(reason) => panic!("no policy: {reason}"),
+    };
+    assert_eq!(
+        mode(sts.lookup(&dns.resolver(), "example.test").await),
+        "enforce"
+    );
+    let fetched = host.requests();
+    assert_eq!(
+        mode(sts.lookup(&dns.resolver(), "example.test").await),
+        "enforce"
+    );
+    assert_eq!(host.requests(), fetched, "same id: the cache answers");
+    host.answer(
+        200,
+        "text/plain",
+        b"version: STSv1\nmode: testing\nmx: mx.fabrikam.test\nmax_age: 600\n",
+    );
+    dns.set_records(txt("v2"));
+    assert_eq!(
+        mode(sts.lookup(&dns.resolver(), "example.test").await),
+        "testing"
+    );
+    assert_eq!(host.requests(), fetched + 1, "a new id fetches again");
+    // A new id whose fetch fails keeps the cached policy.
+    host.answer(500, "text/plain", b"");
+    dns.set_records(txt("v3"));
+    assert_eq!(
+        mode(sts.lookup(&dns.resolver(), "example.test").await),
+        "testing"
+    );
+}
