@@ -10,6 +10,7 @@ use crate::config::{Config, HostPort, OutboundConnector, TlsMinVersion};
 use crate::dns::{DnsError, Resolver};
 use crate::mail::dsn::TransactionDsn;
 use crate::mail::Reply;
+use crate::queue::TlsDemand;
 use crate::smtp::client::{ClientError, ClientSettings, Connection, TlsMode};
 use crate::tls::policy::{
     ConnectorVerifier, PeerCheck, PolicyFailure, PolicyId, PolicyMode, TlsFailure, TlsLevel,
@@ -150,12 +151,16 @@ impl RemoteDelivery {
     }
 
     /// Sends one message to the recipients that share `dest`; one outcome per recipient, in order.
-    /// With `require_tls` (a transport rule's demand) a destination below `required` is raised
-    /// to `required`. The DSN parameters go on only to a peer that offers DSN.
+    /// When a transport rule demands TLS (`tls.rule_requires_tls`) a destination below
+    /// `required` is raised to `required`. A REQUIRETLS message (`tls.requiretls`) fails at once
+    /// with 5.7.10 where the destination's policy cannot verify the peer, and goes only over a
+    /// connection whose permit is verified to a peer offering REQUIRETLS (`Connection::send_dsn`
+    /// checks it on every transaction, pooled connections included). The DSN parameters go on
+    /// only to a peer that offers DSN.
     pub async fn deliver(
         &self,
         dest: &Destination,
-        require_tls: bool,
+        tls: TlsDemand,
         mail_from: &str,
         recipients: &[String],
         dsn: &TransactionDsn,
@@ -168,11 +173,23 @@ impl RemoteDelivery {
             .and_then(|name| self.policies.get(name))
             .unwrap_or(&self.default_policy)
             .clone();
-        let policy = if require_tls && policy.level() < TlsLevel::Required {
+        let policy = if tls.rule_requires_tls && policy.level() < TlsLevel::Required {
             self.required_default.clone()
         } else {
             policy
         };
+        if tls.requiretls && !policy.level().verifies() {
+            let text = format!(
+                "550 5.7.10 REQUIRETLS: the TLS policy for {dest} ({}) does not verify the \
+                 server; message not sent",
+                policy.level().as_str()
+            );
+            let info = AttemptInfo {
+                connector: dest.connector.clone(),
+                ..AttemptInfo::default()
+            };
+            return (all(Outcome::Failed(text)), info);
+        }
         let base_info = AttemptInfo {
             connector: dest.connector.clone(),
             ..AttemptInfo::default()
@@ -204,7 +221,7 @@ impl RemoteDelivery {
                 },
             };
             let mut result = conn
-                .send_dsn(&policy, mail_from, recipients, &dsn.mail, &dsn.rcpts, data)
+                .send_dsn(&policy, mail_from, recipients, dsn, tls.requiretls, data)
                 .await;
             if reused && result.is_err() {
                 // The cached connection had died; nothing was accepted, so a fresh one may try.
@@ -212,7 +229,7 @@ impl RemoteDelivery {
                     Ok(fresh) => {
                         conn = fresh;
                         result = conn
-                            .send_dsn(&policy, mail_from, recipients, &dsn.mail, &dsn.rcpts, data)
+                            .send_dsn(&policy, mail_from, recipients, dsn, tls.requiretls, data)
                             .await;
                     }
                     Err(e) => {
@@ -241,6 +258,10 @@ impl RemoteDelivery {
                 }
                 Err(e) => {
                     last_error = format!("{} [{}]: {e}", target.name, target.addr);
+                    if let ClientError::RequireTls(_) = e {
+                        // Nothing was sent; the connection is good for other mail.
+                        self.put_idle(key, conn);
+                    }
                     if e.is_permanent() {
                         return (all(Outcome::Failed(last_error)), info);
                     }
