@@ -5,9 +5,10 @@
 
 mod support;
 
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sealpost::app::Server;
@@ -297,4 +298,178 @@ async fn the_connection_checks_its_permit_for_every_requiretls_transaction() {
     let seen = trace(&fdata);
     assert!(!seen.contains("M-no"), "{seen}");
     fabrikam.shutdown().await;
+}
+
+/// Sends `marker`'s message (with `header` lines in front) from alice to bob with Python's
+/// smtplib after STARTTLS, with `options` on MAIL FROM; prints what was refused.
+async fn python_send(server: &Server, marker: &str, header: &str, options: &[&str]) -> String {
+    let port = server.local_addrs()[0].port();
+    let msg = format!(
+        "{header}{}",
+        String::from_utf8(message("alice@contoso.test", "bob@fabrikam.test", marker)).unwrap()
+    );
+    let script = format!(
+        r#"
+import smtplib, ssl
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+s = smtplib.SMTP("127.0.0.1", {port}, local_hostname="client.test", timeout=10)
+s.starttls(context=ctx)
+print("refused:", s.sendmail("alice@contoso.test", ["bob@fabrikam.test"], {msg:?}.encode(), mail_options={options:?}))
+s.quit()
+"#
+    );
+    tokio::task::spawn_blocking(move || python(&script))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_required_no_is_recorded_unless_requiretls_was_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let [(contoso, cdata), (fabrikam, fdata)] = domains(dir.path(), |_| String::new()).await;
+    let relaxed = python_send(&contoso, "M-relaxed", "TLS-Required: No\r\n", &[]).await;
+    assert_eq!(relaxed.trim(), "refused: {}");
+    wait_for_mailbox_async(&fdata, "bob@fabrikam.test", 1, WAIT).await;
+    let both = python_send(&contoso, "M-both", "TLS-Required: no\r\n", &["REQUIRETLS"]).await;
+    assert_eq!(both.trim(), "refused: {}");
+    let bounce = bounce_to_alice(&cdata).await;
+    assert!(
+        bounce.contains("Subject: test M-both"),
+        "REQUIRETLS wins: {bounce}"
+    );
+    let log = trace(&cdata);
+    let received = |marker: &str| {
+        let hash = sealpost::telemetry::trace::message_id_hash(&format!("{marker}@client.test"));
+        log.lines()
+            .find(|l| l.contains(r#""received""#) && l.contains(&hash))
+            .unwrap_or_else(|| panic!("no received record for {marker}:\n{log}"))
+            .to_string()
+    };
+    let first = received("M-relaxed");
+    assert!(first.contains(r#""tls_required_no":true"#), "{first}");
+    assert!(!first.contains("requiretls"), "{first}");
+    let second = received("M-both");
+    assert!(second.contains(r#""requiretls":true"#), "{second}");
+    assert!(!second.contains("tls_required_no"), "{second}");
+    contoso.shutdown().await;
+    fabrikam.shutdown().await;
+}
+
+/// A peer with fabrikam's certificate that offers STARTTLS but not REQUIRETLS, and records every
+/// command line it hears.
+fn peer_without_requiretls() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let key = sealpost::tls::load_certified_key(
+        &pki().join("mx.fabrikam.test.crt"),
+        &pki().join("mx.fabrikam.test.key"),
+    )
+    .unwrap();
+    let config = sealpost::tls::server_config(&key, TlsMinVersion::Tls12, false).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let (config, log) = (config.clone(), log.clone());
+            std::thread::spawn(move || serve_without_requiretls(tcp, config, log));
+        }
+    });
+    (port, seen)
+}
+
+fn serve_without_requiretls(
+    mut tcp: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    log: Arc<Mutex<Vec<String>>>,
+) {
+    let _ = tcp.write_all(b"220 peer.test ESMTP\r\n");
+    let mut clear = BufReader::new(tcp.try_clone().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if clear.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let cmd = line.trim_end().to_string();
+        log.lock().unwrap().push(cmd.clone());
+        let reply: &[u8] = match cmd.as_str() {
+            c if c.starts_with("EHLO") => b"250-peer.test\r\n250 STARTTLS\r\n",
+            "STARTTLS" => b"220 2.0.0 go ahead\r\n",
+            _ => b"503 5.5.1 STARTTLS first\r\n",
+        };
+        let _ = tcp.write_all(reply);
+        if cmd == "STARTTLS" {
+            break;
+        }
+    }
+    let tls = rustls::StreamOwned::new(rustls::ServerConnection::new(config).unwrap(), tcp);
+    let mut tls = BufReader::new(tls);
+    let mut in_data = false;
+    loop {
+        line.clear();
+        if tls.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let cmd = line.trim_end().to_string();
+        if !in_data {
+            log.lock().unwrap().push(cmd.clone());
+        }
+        let reply: &[u8] = match (in_data, cmd.as_str()) {
+            (true, ".") => {
+                in_data = false;
+                b"250 2.0.0 Ok\r\n"
+            }
+            (true, _) => b"",
+            (_, c) if c.starts_with("EHLO") => {
+                b"250-peer.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
+            }
+            (_, "DATA") => {
+                in_data = true;
+                b"354 go on\r\n"
+            }
+            (_, "QUIT") => b"221 2.0.0 bye\r\n",
+            _ => b"250 2.0.0 Ok\r\n",
+        };
+        let _ = tls.get_mut().write_all(reply);
+        if cmd == "QUIT" {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_peer_without_requiretls_gets_no_mail_from_and_the_sender_5_7_30() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, seen) = peer_without_requiretls();
+    let spec = DomainSpec::new("contoso", &["alice@contoso.test"], free_port()).toml(&to_fabrikam(
+        port,
+        "mx.fabrikam.test",
+        "enforce",
+    ));
+    let (contoso, cdata) = start(spec, dir.path()).await;
+    let sent = python_send(&contoso, "M-unoffered", "", &["REQUIRETLS"]).await;
+    assert_eq!(sent.trim(), "refused: {}");
+    let bounce = bounce_to_alice(&cdata).await;
+    assert!(bounce.contains("Status: 5.7.30\r\n"), "{bounce}");
+    assert!(
+        bounce.contains("550 5.7.30 REQUIRETLS support required: 127.0.0.1 [127.0.0.1:"),
+        "{bounce}"
+    );
+    assert!(bounce.contains("] does not offer REQUIRETLS"), "{bounce}");
+    let heard = seen.lock().unwrap().clone();
+    assert_eq!(
+        heard.iter().filter(|l| l.starts_with("EHLO")).count(),
+        2,
+        "EHLO before and after STARTTLS: {heard:?}"
+    );
+    assert!(heard.iter().any(|l| l == "STARTTLS"), "{heard:?}");
+    assert!(
+        !heard
+            .iter()
+            .any(|l| l.starts_with("MAIL") || l.starts_with("RCPT")),
+        "{heard:?}"
+    );
+    contoso.shutdown().await;
 }
