@@ -473,3 +473,28 @@ async fn a_verified_peer_without_requiretls_gets_no_mail_from_and_the_sender_5_7
     );
     contoso.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_without_requiretls_passes_the_message_to_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (peer, seen) = peer_without_requiretls();
+    let [(contoso, _), (fabrikam, fdata)] = domains(dir.path(), |port| {
+        to_fabrikam(port, "mx.fabrikam.test", "enforce").replace(
+            "smart_hosts = [",
+            &format!("smart_hosts = [\"127.0.0.1:{peer}\", "),
+        )
+    })
+    .await;
+    let sent = python_send(&contoso, "M-second", "", &["REQUIRETLS"]).await;
+    assert_eq!(sent.trim(), "refused: {}");
+    let got = wait_for_mailbox_async(&fdata, "bob@fabrikam.test", 1, WAIT).await;
+    assert!(String::from_utf8_lossy(&got[0]).contains("body M-second"));
+    let heard = seen.lock().unwrap().clone();
+    assert!(
+        heard.iter().any(|l| l == "STARTTLS"),
+        "tried first: {heard:?}"
+    );
+    assert!(!heard.iter().any(|l| l.starts_with("MAIL")), "{heard:?}");
+    contoso.shutdown().await;
+    fabrikam.shutdown().await;
+}

@@ -208,6 +208,10 @@ impl RemoteDelivery {
             Err(e) => return (all(Outcome::Deferred(format!("451 4.4.3 {e}"))), base_info),
         };
         let mut last_error = String::new();
+        // RFC 8689 §4.2.1: a target refused for REQUIRETLS (nothing sent) passes the message on
+        // to the next one; the refusal is final when no target is left that failed otherwise.
+        let mut refused: Option<(String, AttemptInfo)> = None;
+        let mut unreached = false;
         for target in &targets {
             let key = (target.addr, target.name.clone(), policy.id());
             let (mut conn, reused) = match self.take_idle(&key) {
@@ -216,6 +220,7 @@ impl RemoteDelivery {
                     Ok(c) => (c, false),
                     Err(e) => {
                         last_error = self.describe(target, &e);
+                        unreached = true;
                         continue;
                     }
                 },
@@ -223,7 +228,7 @@ impl RemoteDelivery {
             let mut result = conn
                 .send_dsn(&policy, mail_from, recipients, dsn, tls.requiretls, data)
                 .await;
-            if reused && result.is_err() {
+            if reused && result.as_ref().is_err_and(|e| !e.is_requiretls_refusal()) {
                 // The cached connection had died; nothing was accepted, so a fresh one may try.
                 match self.open(&policy, target).await {
                     Ok(fresh) => {
@@ -234,6 +239,7 @@ impl RemoteDelivery {
                     }
                     Err(e) => {
                         last_error = self.describe(target, &e);
+                        unreached = true;
                         continue;
                     }
                 }
@@ -258,17 +264,23 @@ impl RemoteDelivery {
                 }
                 Err(e) => {
                     last_error = format!("{} [{}]: {e}", target.name, target.addr);
-                    if let ClientError::RequireTls(_) = e {
+                    if e.is_requiretls_refusal() {
                         // Nothing was sent; the connection is good for other mail.
                         self.put_idle(key, conn);
+                        refused = Some((last_error.clone(), info));
+                        continue;
                     }
                     if e.is_permanent() {
                         return (all(Outcome::Failed(last_error)), info);
                     }
+                    unreached = true;
                 }
             }
         }
-        (all(Outcome::Deferred(last_error)), base_info)
+        match refused {
+            Some((reason, info)) if !unreached => (all(Outcome::Failed(reason)), info),
+            _ => (all(Outcome::Deferred(last_error)), base_info),
+        }
     }
 
     fn describe(&self, target: &Target, e: &TargetError) -> String {

@@ -79,6 +79,11 @@ impl ClientError {
             _ => false,
         }
     }
+
+    /// The message's REQUIRETLS could not be honoured over this connection; nothing was sent.
+    pub fn is_requiretls_refusal(&self) -> bool {
+        matches!(self, ClientError::RequireTls(_))
+    }
 }
 
 /// The outcome for one recipient of a transaction: the server's final word.
