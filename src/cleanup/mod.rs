@@ -116,7 +116,13 @@ impl Cleanup {
     pub fn enqueue(&self, tx: &Transaction, mut staged: Staged) -> Result<String, Reply> {
         let id = new_queue_id();
         let now = Utc::now();
-        let (message_id, relayed) = header_facts(staged.head());
+        let HeaderFacts {
+            message_id,
+            relayed,
+            tls_required_no,
+        } = header_facts(staged.head());
+        // RFC 8689 §4.1: with REQUIRETLS on MAIL FROM the header field is ignored.
+        let tls_required_no = tls_required_no && !tx.requiretls;
         let transmission = match (&self.retransmissions, staged.take_fingerprinter()) {
             (Some(r), Some(f)) if message_id.is_some() || relayed => {
                 Some((r, f.finish(&tx.mail_from, &tx.rcpt_to)))
@@ -199,6 +205,8 @@ impl Cleanup {
                 now.timestamp(),
             );
             envelope.require_tls = copy.require_tls;
+            envelope.requiretls = tx.requiretls;
+            envelope.tls_required_no = tls_required_no;
             envelope.route_via = copy.route_via;
             envelope.transmission = transmission.as_ref().map(|(_, fp)| fp.clone());
             envelope.ret = tx.dsn.ret;
@@ -225,6 +233,8 @@ impl Cleanup {
                 client = %tx.peer,
                 connector = connector.map(|c| c.connector.as_str()).unwrap_or(""),
                 rules = %applied,
+                requiretls = tx.requiretls,
+                tls_required_no,
                 "queued"
             );
             self.telemetry.metrics.received(connector_name.as_deref());
@@ -257,6 +267,8 @@ impl Cleanup {
                     rules: rules_applied.clone(),
                     size: usize::try_from(size).unwrap_or(usize::MAX),
                     chunking: tx.chunking,
+                    requiretls: tx.requiretls,
+                    tls_required_no,
                 },
             );
             ids.push(copy_id);
@@ -329,8 +341,10 @@ pub fn received_header(
     let ip = tx.peer.ip();
     let mut h = format!("Received: from {} ([{}])\r\n", sanitize(&tx.helo), ip);
     if let Some(tls) = &tx.tls {
+        // RFC 8689: the sender's demand is on record for every later hop and reader.
+        let requiretls = if tx.requiretls { ", REQUIRETLS" } else { "" };
         h.push_str(&format!(
-            "\t(using {} with cipher {})\r\n",
+            "\t(using {} with cipher {}{requiretls})\r\n",
             tls.version, tls.cipher
         ));
     }
@@ -353,18 +367,35 @@ pub fn received_header(
     h
 }
 
-/// The Message-ID header (without angle brackets) and whether a previous hop stamped the message
-/// with a Received header (which names that hop's queue id, making the bytes unique to one
-/// transmission source). One header parse for both.
-fn header_facts(data: &[u8]) -> (Option<String>, bool) {
-    match mail_parser::MessageParser::new().parse_headers(data) {
-        Some(m) => (
-            m.message_id().map(str::to_string),
-            m.headers_raw()
-                .any(|(name, _)| name.eq_ignore_ascii_case("Received")),
-        ),
-        None => (None, false),
+/// What cleanup reads in the header section as it arrived.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct HeaderFacts {
+    /// The Message-ID header, without angle brackets.
+    message_id: Option<String>,
+    /// A previous hop stamped the message with a Received header (which names that hop's queue
+    /// id, making the bytes unique to one transmission source).
+    relayed: bool,
+    /// `TLS-Required: No` (RFC 8689 §5; the value is case-insensitive).
+    tls_required_no: bool,
+}
+
+/// One header parse for all of [`HeaderFacts`].
+fn header_facts(data: &[u8]) -> HeaderFacts {
+    let Some(m) = mail_parser::MessageParser::new().parse_headers(data) else {
+        return HeaderFacts::default();
+    };
+    let mut facts = HeaderFacts {
+        message_id: m.message_id().map(str::to_string),
+        ..HeaderFacts::default()
+    };
+    for (name, value) in m.headers_raw() {
+        if name.eq_ignore_ascii_case("Received") {
+            facts.relayed = true;
+        } else if name.eq_ignore_ascii_case("TLS-Required") {
+            facts.tls_required_no |= value.trim().eq_ignore_ascii_case("no");
+        }
     }
+    facts
 }
 
 /// The encryption a transport rule applied to a copy ("smime", "rms"), told by the wrapper the
@@ -424,6 +455,7 @@ Content-Type: application/vnd.sealpost.rms; name=message.sealed\r\n\r\nx\r\n--b-
             smtputf8: false,
             dsn: Default::default(),
             rcpt_dsn: rcpts.iter().map(|_| Default::default()).collect(),
+            requiretls: false,
             authenticated: None,
             inbound: None,
             size: 0,
@@ -443,6 +475,31 @@ Content-Type: application/vnd.sealpost.rms; name=message.sealed\r\n\r\nx\r\n--b-
             "Received: from client.test ([127.0.0.1])\r\n\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)\r\n\
              \tby mx.b.test (sealpost) with ESMTPS id ABC\r\n\tfor <bob@b.test>;\r\n\tSun, 22 Nov 2026 11:31:37 +0000 (UTC)\r\n"
         );
+    }
+
+    #[test]
+    fn received_header_records_requiretls() {
+        let mut t = tx(true, &["bob@b.test"]);
+        t.requiretls = true;
+        let h = received_header("mx.b.test", &t, None, "ABC", Utc::now());
+        assert!(
+            h.contains("(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384, REQUIRETLS)\r\n"),
+            "{h}"
+        );
+    }
+
+    #[test]
+    fn tls_required_no_is_read_from_the_header_section() {
+        let facts = |head: &[u8]| header_facts(head).tls_required_no;
+        assert!(facts(b"Subject: x\r\nTLS-Required: No\r\n\r\nbody\r\n"));
+        assert!(facts(b"tls-required:no\r\n\r\n"));
+        assert!(!facts(b"TLS-Required: Yes\r\n\r\n"));
+        assert!(
+            !facts(b"Subject: x\r\n\r\nTLS-Required: No\r\n"),
+            "not in the body"
+        );
+        let f = header_facts(b"Received: x\r\nMessage-ID: <a@b>\r\n\r\n");
+        assert_eq!((f.message_id.as_deref(), f.relayed), (Some("a@b"), true));
     }
 
     #[test]

@@ -281,6 +281,8 @@ fn describe(event: &TraceEvent) -> String {
             rules,
             size,
             chunking,
+            requiretls,
+            tls_required_no,
             ..
         } => {
             let mut s = format!(
@@ -297,6 +299,11 @@ fn describe(event: &TraceEvent) -> String {
             if *chunking {
                 s.push_str("; in BDAT chunks");
             }
+            if *requiretls {
+                s.push_str("; REQUIRETLS");
+            } else if *tls_required_no {
+                s.push_str("; TLS-Required: No");
+            }
             s.push_str(&match rules.is_empty() {
                 true => "; no transport rule applied".to_string(),
                 false => format!("; rules {}", rules.join(", ")),
@@ -311,6 +318,7 @@ fn describe(event: &TraceEvent) -> String {
             tls: t,
             connector,
             verification,
+            requiretls,
             result,
             detail,
         } => {
@@ -327,6 +335,9 @@ fn describe(event: &TraceEvent) -> String {
             }
             if let Some(v) = verification.as_deref().filter(|v| !v.is_empty()) {
                 s.push_str(&format!(" ({v})"));
+            }
+            if *requiretls {
+                s.push_str(", REQUIRETLS");
             }
             s.push_str(&format!(": {detail}"));
             s

@@ -10,6 +10,7 @@ use crate::config::{Config, HostPort, OutboundConnector, TlsMinVersion};
 use crate::dns::{DnsError, Resolver};
 use crate::mail::dsn::TransactionDsn;
 use crate::mail::Reply;
+use crate::queue::TlsDemand;
 use crate::smtp::client::{ClientError, ClientSettings, Connection, TlsMode};
 use crate::tls::mta_sts::policy::Mode as StsMode;
 use crate::tls::mta_sts::{Applied, Lookup, MtaSts, MtaStsMode};
@@ -178,12 +179,16 @@ impl RemoteDelivery {
     }
 
     /// Sends one message to the recipients that share `dest`; one outcome per recipient, in order.
-    /// With `require_tls` (a transport rule's demand) a destination below `required` is raised
-    /// to `required`. The DSN parameters go on only to a peer that offers DSN.
+    /// When a transport rule demands TLS (`tls.rule_requires_tls`) a destination below
+    /// `required` is raised to `required`. A REQUIRETLS message (`tls.requiretls`) fails at once
+    /// with 5.7.10 where the destination's policy cannot verify the peer, and goes only over a
+    /// connection whose permit is verified to a peer offering REQUIRETLS (`Connection::send_dsn`
+    /// checks it on every transaction, pooled connections included). The DSN parameters go on
+    /// only to a peer that offers DSN.
     pub async fn deliver(
         &self,
         dest: &Destination,
-        require_tls: bool,
+        tls: TlsDemand,
         mail_from: &str,
         recipients: &[String],
         dsn: &TransactionDsn,
@@ -196,11 +201,23 @@ impl RemoteDelivery {
             .and_then(|name| self.policies.get(name))
             .unwrap_or(&self.default_policy)
             .clone();
-        let policy = if require_tls && policy.level() < TlsLevel::Required {
+        let policy = if tls.rule_requires_tls && policy.level() < TlsLevel::Required {
             self.required_default.clone()
         } else {
             policy
         };
+        if tls.requiretls && !policy.level().verifies() {
+            let text = format!(
+                "550 5.7.10 REQUIRETLS: the TLS policy for {dest} ({}) does not verify the \
+                 server; message not sent",
+                policy.level().as_str()
+            );
+            let info = AttemptInfo {
+                connector: dest.connector.clone(),
+                ..AttemptInfo::default()
+            };
+            return (all(Outcome::Failed(text)), info);
+        }
         let base_info = AttemptInfo {
             connector: dest.connector.clone(),
             ..AttemptInfo::default()
@@ -226,6 +243,10 @@ impl RemoteDelivery {
             Err(e) => return (all(Outcome::Deferred(format!("451 4.4.3 {e}"))), base_info),
         };
         let mut last_error = String::new();
+        // RFC 8689 §4.2.1: a target refused for REQUIRETLS (nothing sent) passes the message on
+        // to the next one; the refusal is final when no target is left that failed otherwise.
+        let mut refused: Option<(String, AttemptInfo)> = None;
+        let mut unreached = false;
         for target in &targets {
             let key = (target.addr, target.name.clone(), policy.id());
             let (mut conn, reused) = match self.take_idle(&key) {
@@ -234,24 +255,26 @@ impl RemoteDelivery {
                     Ok(c) => (c, false),
                     Err(e) => {
                         last_error = self.describe(target, &e);
+                        unreached = true;
                         continue;
                     }
                 },
             };
             let mut result = conn
-                .send_dsn(&policy, mail_from, recipients, &dsn.mail, &dsn.rcpts, data)
+                .send_dsn(&policy, mail_from, recipients, dsn, tls.requiretls, data)
                 .await;
-            if reused && result.is_err() {
+            if reused && result.as_ref().is_err_and(|e| !e.is_requiretls_refusal()) {
                 // The cached connection had died; nothing was accepted, so a fresh one may try.
                 match self.open(&policy, target).await {
                     Ok(fresh) => {
                         conn = fresh;
                         result = conn
-                            .send_dsn(&policy, mail_from, recipients, &dsn.mail, &dsn.rcpts, data)
+                            .send_dsn(&policy, mail_from, recipients, dsn, tls.requiretls, data)
                             .await;
                     }
                     Err(e) => {
                         last_error = self.describe(target, &e);
+                        unreached = true;
                         continue;
                     }
                 }
@@ -276,13 +299,23 @@ impl RemoteDelivery {
                 }
                 Err(e) => {
                     last_error = format!("{} [{}]: {e}", target.name, target.addr);
+                    if e.is_requiretls_refusal() {
+                        // Nothing was sent; the connection is good for other mail.
+                        self.put_idle(key, conn);
+                        refused = Some((last_error.clone(), info));
+                        continue;
+                    }
                     if e.is_permanent() {
                         return (all(Outcome::Failed(last_error)), info);
                     }
+                    unreached = true;
                 }
             }
         }
-        (all(Outcome::Deferred(last_error)), base_info)
+        match refused {
+            Some((reason, info)) if !unreached => (all(Outcome::Failed(reason)), info),
+            _ => (all(Outcome::Deferred(last_error)), base_info),
+        }
     }
 
     /// MTA-STS for a delivery by MX whose TLS policy is opportunistic (a connector's forced

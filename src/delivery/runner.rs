@@ -424,6 +424,7 @@ impl Runner {
                 tls: None,
                 connector: None,
                 verification: None,
+                requiretls: false,
                 result: result_name(result).into(),
                 detail: detail.clone(),
             },
@@ -472,7 +473,7 @@ impl Runner {
         let (outcomes, info) = self
             .remote
             .get()
-            .deliver(dest, env.require_tls, &env.mail_from, rcpts, &dsn, message)
+            .deliver(dest, env.tls_demand(), &env.mail_from, rcpts, &dsn, message)
             .await;
         let relay = info
             .relay
@@ -507,6 +508,7 @@ impl Runner {
                     tls: info.tls.as_ref().map(TraceTls::from),
                     connector: info.connector.clone(),
                     verification: info.verification.clone(),
+                    requiretls: env.requiretls,
                     result: result_name(result).into(),
                     detail: detail.clone(),
                 },
@@ -514,7 +516,7 @@ impl Runner {
             tracing::info!(queue_id = id, to = %rcpt, %relay, relay_name = info.relay_name.as_deref().unwrap_or(""),
                 connector = info.connector.as_deref().unwrap_or(""), %tls,
                 verification = info.verification.as_deref().unwrap_or(""), reused = info.reused,
-                status, detail = %detail, "delivery attempt");
+                requiretls = env.requiretls, status, detail = %detail, "delivery attempt");
         }
         (outcomes, info.dsn)
     }

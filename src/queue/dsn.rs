@@ -182,7 +182,9 @@ pub fn build(
             ));
         }
     }
-    let full = returns_full(kind, envelope.ret, original.len());
+    // RFC 8689 §5: the body of a REQUIRETLS message is not returned, whatever RET says; the
+    // header section is enough to tell which message failed.
+    let full = !envelope.requiretls && returns_full(kind, envelope.ret, original.len());
     let part_type = if full {
         "message/rfc822"
     } else {
@@ -323,6 +325,13 @@ mod tests {
         env.ret = None;
         let default = text(Kind::Failure, &env, std::slice::from_ref(&r), small);
         assert!(default.contains("message/rfc822") && default.contains("secret body"));
+        env.ret = Some(Ret::Full);
+        env.requiretls = true;
+        let protected = text(Kind::Failure, &env, std::slice::from_ref(&r), small);
+        assert!(
+            protected.contains("text/rfc822-headers") && !protected.contains("secret body"),
+            "a REQUIRETLS message's body is never returned: {protected}"
+        );
     }
 
     #[test]

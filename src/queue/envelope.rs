@@ -34,6 +34,17 @@ pub struct Envelope {
     /// A transport rule demanded that the message leave only over TLS.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub require_tls: bool,
+    /// REQUIRETLS (RFC 8689): the sender asked that the message travel only over TLS verified
+    /// by DANE, MTA-STS or a verifying connector, to next hops that offer REQUIRETLS; else it
+    /// bounces with 5.7.x. Its notices are sent the same way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requiretls: bool,
+    /// The message carries `TLS-Required: No` (RFC 8689 §5) and was not sent with REQUIRETLS:
+    /// recipient-side TLS policies (DANE, MTA-STS) may be ignored when they fail, so that it is
+    /// delivered, in clear if need be. It never relaxes an outbound connector's TLS level or a
+    /// transport rule's `require_tls`. See [`Envelope::tls_demand`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls_required_no: bool,
     /// A transport rule routes the message through this outbound connector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route_via: Option<String>,
@@ -50,6 +61,21 @@ pub struct Envelope {
     /// sent again by a client that did not see our 250.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transmission: Option<String>,
+}
+
+/// What a queued message demands of the TLS of its outbound connections, beyond the
+/// destination's own policy (the connector's level, or the opportunistic default).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsDemand {
+    /// A transport rule said `require_tls`: at least `required`.
+    pub rule_requires_tls: bool,
+    /// REQUIRETLS (RFC 8689): only over a connection whose permit is verified
+    /// (`DeliveryPermit::verified`) to a peer that offers REQUIRETLS, with REQUIRETLS on MAIL.
+    pub requiretls: bool,
+    /// `TLS-Required: No` without REQUIRETLS (RFC 8689 §5): a failure of a recipient-side
+    /// policy (DANE, MTA-STS) may be ignored and the message delivered anyway. Administrators'
+    /// demands (connectors, transport rules) stay as they are.
+    pub relax_recipient_policies: bool,
 }
 
 /// One forward-path and what has happened to it.
@@ -158,6 +184,8 @@ impl Envelope {
             next_attempt: now,
             last_error: None,
             require_tls: false,
+            requiretls: false,
+            tls_required_no: false,
             route_via: None,
             delay_notified: false,
             ret: None,
@@ -207,6 +235,15 @@ impl Envelope {
                     orcpt: r.orcpt.clone(),
                 })
                 .collect(),
+        }
+    }
+
+    /// What the message itself asks of the TLS of its next hops.
+    pub fn tls_demand(&self) -> TlsDemand {
+        TlsDemand {
+            rule_requires_tls: self.require_tls,
+            requiretls: self.requiretls,
+            relax_recipient_policies: self.tls_required_no && !self.requiretls,
         }
     }
 
@@ -328,6 +365,31 @@ mod tests {
         r.notify = Notify::parse("FAILURE,DELAY");
         assert!(r.wants(NoticeAction::Failed) && r.wants_delay());
         assert!(!r.wants(NoticeAction::Delivered));
+    }
+
+    #[test]
+    fn requiretls_flags_round_trip_and_are_left_out_when_unset() {
+        let plain = serde_json::to_string(&sample()).unwrap();
+        assert!(!plain.contains("requiretls") && !plain.contains("tls_required_no"));
+        let mut e = sample();
+        e.requiretls = true;
+        e.tls_required_no = true;
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(json.contains(r#""requiretls":true"#), "{json}");
+        assert!(json.contains(r#""tls_required_no":true"#), "{json}");
+        assert_eq!(serde_json::from_str::<Envelope>(&json).unwrap(), e);
+        assert!(
+            !e.tls_demand().relax_recipient_policies,
+            "REQUIRETLS wins over TLS-Required: No"
+        );
+        e.requiretls = false;
+        assert_eq!(
+            e.tls_demand(),
+            TlsDemand {
+                relax_recipient_policies: true,
+                ..TlsDemand::default()
+            }
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@ pub mod spool;
 
 pub use crate::mail::{is_valid_queue_id, new_queue_id};
 pub use backend::{Listing, QueueEntry, QueueState, QueueStore, RecoveryReport, Unreadable};
-pub use envelope::{Envelope, NoticeAction, Recipient, RecipientStatus, ENVELOPE_VERSION};
+pub use envelope::{
+    Envelope, NoticeAction, Recipient, RecipientStatus, TlsDemand, ENVELOPE_VERSION,
+};
 pub use error::QueueError;
 pub use format::FormatError;
 pub use in_flight::{InFlight, Reservation};

@@ -66,6 +66,12 @@ pub enum TraceEvent {
         /// The message came in BDAT chunks (RFC 3030) rather than after DATA.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         chunking: bool,
+        /// MAIL FROM carried REQUIRETLS (RFC 8689).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        requiretls: bool,
+        /// The message carries `TLS-Required: No` and no REQUIRETLS (RFC 8689 §5).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        tls_required_no: bool,
     },
     /// One delivery attempt for one recipient.
     Delivery {
@@ -77,6 +83,9 @@ pub enum TraceEvent {
         tls: Option<TraceTls>,
         connector: Option<String>,
         verification: Option<String>,
+        /// The message required REQUIRETLS of this hop (RFC 8689).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        requiretls: bool,
         /// "delivered", "deferred" or "bounced".
         result: String,
         detail: String,
@@ -211,6 +220,8 @@ mod tests {
                 rules: vec!["secure:smime_encrypt".into()],
                 size: 10,
                 chunking: true,
+                requiretls: true,
+                tls_required_no: false,
             },
         };
         let state = TraceRecord {

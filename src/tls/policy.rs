@@ -40,6 +40,13 @@ impl TlsLevel {
         }
     }
 
+    /// Whether a connection that meets this level has had its certificate verified (a chain to
+    /// trust anchors, the expected name, or a pinned key): what REQUIRETLS (RFC 8689) asks of
+    /// every hop.
+    pub fn verifies(self) -> bool {
+        self >= TlsLevel::VerifyCa
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             TlsLevel::Opportunistic => "opportunistic",
@@ -167,6 +174,13 @@ impl DeliveryPermit {
     /// In audit mode: the failure the policy let pass (to be logged); None when the policy was met.
     pub fn overlooked(&self) -> Option<&PolicyFailure> {
         self.overlooked.as_ref()
+    }
+
+    /// Whether the connection was verified, as REQUIRETLS (RFC 8689 §4.2.1) demands of a hop:
+    /// TLS whose certificate the policy checked (verify-ca, verify-name, fingerprint), with no
+    /// failure overlooked in audit mode. Opportunistic and `required` connections are not.
+    pub fn verified(&self) -> bool {
+        self.achieved.verifies() && self.overlooked.is_none()
     }
 }
 
@@ -364,6 +378,26 @@ mod tests {
         let permit = audit.admit(None, "h").unwrap();
         assert_eq!(permit.achieved(), TlsLevel::Opportunistic);
         assert_eq!(permit.overlooked(), Some(&e));
+        assert!(
+            !permit.verified(),
+            "an overlooked failure is not verification"
+        );
+        assert!(!policy.authorize(None, "h").unwrap().verified());
+    }
+
+    #[test]
+    fn only_checked_certificates_count_as_verified() {
+        let verifying = [
+            TlsLevel::VerifyCa,
+            TlsLevel::VerifyName,
+            TlsLevel::Fingerprint,
+        ];
+        for level in [TlsLevel::Opportunistic, TlsLevel::Required] {
+            assert!(!level.verifies(), "{level:?}");
+        }
+        for level in verifying {
+            assert!(level.verifies(), "{level:?}");
+        }
     }
 
     #[test]

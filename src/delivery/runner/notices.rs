@@ -70,7 +70,7 @@ impl Runner {
         let now = chrono::Utc::now();
         let hostname = self.config.get().hostname.clone();
         let notice = dsn::build(kind, &hostname, env, recipients, message, &id, now);
-        let envelope = Envelope::new(
+        let mut envelope = Envelope::new(
             id.clone(),
             "",
             vec![env.mail_from.clone()],
@@ -78,6 +78,9 @@ impl Runner {
             "localhost",
             now.timestamp(),
         );
+        // RFC 8689 §5: a notice about a REQUIRETLS message travels under REQUIRETLS too (and
+        // `dsn::build` returns only the header section of it).
+        envelope.requiretls = env.requiretls;
         let queue = self.queue.clone();
         match tokio::task::spawn_blocking(move || queue.enqueue(&envelope, &notice)).await {
             Ok(Ok(())) => {

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::wire::{parse_reply, Capabilities, DotStuffer};
-use crate::mail::dsn::{self, MailDsn, RcptDsn};
+use crate::mail::dsn::{self, TransactionDsn};
 use crate::mail::Reply;
 use crate::net::Stream;
 use crate::tls::policy::{DeliveryPermit, PolicyFailure, TlsFailure, TlsPolicy};
@@ -61,12 +61,28 @@ pub enum ClientError {
     /// nothing was sent.
     #[error("{0}")]
     NotPermitted(String),
+    /// The message asked for REQUIRETLS (RFC 8689) and this connection cannot give it: it is
+    /// not verified, or the server does not offer REQUIRETLS. Nothing was sent; the connection
+    /// is still good for other mail.
+    #[error("{0}")]
+    RequireTls(Reply),
 }
 
 impl ClientError {
-    /// 5xx replies are permanent; everything else is worth another try.
+    /// 5xx replies are permanent, and so is a REQUIRETLS refusal; everything else is worth
+    /// another try.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, ClientError::Rejected { reply, .. } if reply.is_permanent())
+        match self {
+            ClientError::Rejected { reply, .. } | ClientError::RequireTls(reply) => {
+                reply.is_permanent()
+            }
+            _ => false,
+        }
+    }
+
+    /// The message's REQUIRETLS could not be honoured over this connection; nothing was sent.
+    pub fn is_requiretls_refusal(&self) -> bool {
+        matches!(self, ClientError::RequireTls(_))
     }
 }
 
@@ -236,22 +252,25 @@ impl Connection {
             policy,
             mail_from,
             recipients,
-            &MailDsn::default(),
-            &[],
+            &TransactionDsn::default(),
+            false,
             data,
         )
         .await
     }
 
-    /// Like `send`, with RFC 3461 parameters: `rcpt_dsn` holds one entry per recipient (missing
+    /// Like `send`, with RFC 3461 parameters: `dsn.rcpts` holds one entry per recipient (missing
     /// ones mean none). They go on MAIL and RCPT only when the peer offered DSN in its EHLO.
+    /// With `requiretls` (RFC 8689) the message goes, with REQUIRETLS on MAIL, only over a
+    /// verified connection to a server that offers REQUIRETLS; else `ClientError::RequireTls`
+    /// and nothing is sent.
     pub async fn send_dsn(
         &mut self,
         policy: &TlsPolicy,
         mail_from: &str,
         recipients: &[String],
-        mail_dsn: &MailDsn,
-        rcpt_dsn: &[RcptDsn],
+        dsn: &TransactionDsn,
+        requiretls: bool,
         data: &[u8],
     ) -> Result<Vec<RcptResult>, ClientError> {
         if !self.permits(policy) {
@@ -260,8 +279,11 @@ impl Connection {
                 self.name, self.peer
             )));
         }
+        if requiretls {
+            self.carries_requiretls()?;
+        }
         let result = self
-            .transaction(mail_from, recipients, mail_dsn, rcpt_dsn, data)
+            .transaction(mail_from, recipients, dsn, requiretls, data)
             .await;
         if result.is_err() {
             self.broken = true;
@@ -271,14 +293,41 @@ impl Connection {
         result
     }
 
+    /// Whether a REQUIRETLS message (RFC 8689 §4.2.1) may go over this connection: its permit
+    /// shows a verified certificate (`DeliveryPermit::verified`) and the server offered
+    /// REQUIRETLS after STARTTLS. The refusal is the message's permanent failure.
+    fn carries_requiretls(&self) -> Result<(), ClientError> {
+        let at = format!("{} [{}]", self.name, self.peer);
+        match &self.permit {
+            Some(permit) if permit.verified() => {}
+            permit => {
+                let how = permit.as_ref().map_or("not authorized", |p| p.detail());
+                return Err(ClientError::RequireTls(Reply::new(
+                    550,
+                    [5, 7, 10],
+                    format!("REQUIRETLS: TLS to {at} is not verified ({how}); message not sent"),
+                )));
+            }
+        }
+        if !self.caps.requiretls {
+            return Err(ClientError::RequireTls(Reply::new(
+                550,
+                [5, 7, 30],
+                format!("REQUIRETLS support required: {at} does not offer REQUIRETLS"),
+            )));
+        }
+        Ok(())
+    }
+
     async fn transaction(
         &mut self,
         mail_from: &str,
         recipients: &[String],
-        mail_dsn: &MailDsn,
-        rcpt_dsn: &[RcptDsn],
+        dsn: &TransactionDsn,
+        requiretls: bool,
         data: &[u8],
     ) -> Result<Vec<RcptResult>, ClientError> {
+        let (mail_dsn, rcpt_dsn) = (&dsn.mail, &dsn.rcpts);
         let mut mail = format!("MAIL FROM:<{mail_from}>");
         if self.caps.size.is_some() {
             mail.push_str(&format!(" SIZE={}", data.len()));
@@ -293,6 +342,9 @@ impl Connection {
         let pass_dsn = self.caps.dsn;
         if pass_dsn {
             mail.push_str(&dsn::mail_params(mail_dsn.ret, mail_dsn.envid.as_deref()));
+        }
+        if requiretls {
+            mail.push_str(" REQUIRETLS");
         }
         mail.push_str("\r\n");
         let rcpts: Vec<String> = recipients

@@ -95,6 +95,8 @@ pub struct Capabilities {
     pub dsn: bool,
     /// RFC 3030 CHUNKING: the message may go in BDAT chunks, as it is.
     pub chunking: bool,
+    /// RFC 8689 REQUIRETLS: the server takes on a sender's demand for verified TLS.
+    pub requiretls: bool,
     pub size: Option<u64>,
 }
 
@@ -111,6 +113,7 @@ impl Capabilities {
                 "SMTPUTF8" => caps.smtputf8 = true,
                 "DSN" => caps.dsn = true,
                 "CHUNKING" => caps.chunking = true,
+                "REQUIRETLS" => caps.requiretls = true,
                 "SIZE" => caps.size = words.next().and_then(|s| s.parse().ok()).filter(|&s| s > 0),
                 _ => {}
             }
@@ -264,10 +267,11 @@ mod tests {
     fn capabilities_from_ehlo() {
         let r = Reply::bare(
             250,
-            "mx\nPIPELINING\nSIZE 1000\n8BITMIME\nstarttls\nSMTPUTF8",
+            "mx\nPIPELINING\nSIZE 1000\n8BITMIME\nstarttls\nSMTPUTF8\nRequireTLS",
         );
         let c = Capabilities::from_ehlo(&r);
         assert!(c.pipelining && c.starttls && c.eight_bit_mime && c.smtputf8);
+        assert!(c.requiretls);
         assert_eq!(c.size, Some(1000));
         assert_eq!(
             Capabilities::from_ehlo(&Reply::bare(250, "mx\nSTARTTLS-ish")),

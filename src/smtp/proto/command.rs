@@ -1,7 +1,8 @@
 //! SMTP command parsing (RFC 5321 §4.1): one command line in, a typed command or a 5xx reply out.
 //!
-//! The parser is strict about what this server advertises (SIZE, 8BITMIME, SMTPUTF8, DSN) and
-//! knows nothing about session state: sequence errors and limits are the session's business.
+//! The parser is strict about what this server advertises (SIZE, 8BITMIME, SMTPUTF8, DSN,
+//! REQUIRETLS) and knows nothing about session state: sequence errors, limits and whether
+//! REQUIRETLS is on offer are the session's business.
 //! A parameter given twice is `501 5.5.4`; an unknown one is `555 5.5.4` (RFC 5321 §4.1.1.11).
 
 use super::address::parse_path;
@@ -54,6 +55,9 @@ pub struct MailFrom {
     pub smtputf8: bool,
     /// RET= and ENVID= (RFC 3461).
     pub dsn: MailDsn,
+    /// REQUIRETLS (RFC 8689): the message may travel only over verified TLS to servers that
+    /// offer REQUIRETLS. Whether the session may ask for it is the session's business.
+    pub requiretls: bool,
 }
 
 /// RCPT TO and its parameters.
@@ -233,6 +237,14 @@ fn mail(args: &str) -> Result<MailFrom, Reply> {
             ("SMTPUTF8", Some(_)) => {
                 return Err(Reply::new(501, [5, 5, 4], "Bad SMTPUTF8 parameter syntax"));
             }
+            ("REQUIRETLS", None) => mail.requiretls = true,
+            ("REQUIRETLS", Some(_)) => {
+                return Err(Reply::new(
+                    501,
+                    [5, 5, 4],
+                    "Bad REQUIRETLS parameter syntax",
+                ));
+            }
             ("RET", value) => mail.dsn.ret = Some(dsn::ret(value)?),
             ("ENVID", value) => mail.dsn.envid = Some(dsn::envid(value)?),
             _ => return Err(unsupported(param)),
@@ -346,7 +358,7 @@ mod tests {
 
     #[test]
     fn parses_mail_parameters() {
-        let mail = ok("MAIL FROM: <a@x.test> size=1000 BODY=8bitmime SMTPUTF8");
+        let mail = ok("MAIL FROM: <a@x.test> size=1000 BODY=8bitmime SMTPUTF8 requiretls");
         assert_eq!(
             mail,
             Command::Mail(MailFrom {
@@ -355,6 +367,7 @@ mod tests {
                 eight_bit: true,
                 smtputf8: true,
                 dsn: MailDsn::default(),
+                requiretls: true,
             })
         );
         let null = ok("MAIL FROM:<> BODY=7BIT SIZE=99999999999999999999");
@@ -412,6 +425,14 @@ mod tests {
                 "501 5.5.4 Bad SMTPUTF8 parameter syntax",
             ),
             (
+                b"MAIL FROM:<a@x.test> REQUIRETLS=YES",
+                "501 5.5.4 Bad REQUIRETLS parameter syntax",
+            ),
+            (
+                b"MAIL FROM:<a@x.test> REQUIRETLS REQUIRETLS",
+                "501 5.5.4 Duplicate parameter: REQUIRETLS",
+            ),
+            (
                 b"MAIL FROM:<a@x.test> BODY=BINARYMIME",
                 "555 5.5.4 Unsupported option: BODY=BINARYMIME",
             ),
@@ -420,8 +441,8 @@ mod tests {
                 "501 5.5.4 Duplicate parameter: SIZE",
             ),
             (
-                b"MAIL FROM:<a@x.test> REQUIRETLS",
-                "555 5.5.4 Unsupported option: REQUIRETLS",
+                b"MAIL FROM:<a@x.test> MT-PRIORITY=3",
+                "555 5.5.4 Unsupported option: MT-PRIORITY=3",
             ),
             (b"RCPT <b@x.test>", "501 5.5.4 Syntax: RCPT TO:<address>"),
             (b"RCPT TO:<>", "501 5.1.3 Bad recipient address syntax"),

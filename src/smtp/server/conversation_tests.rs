@@ -24,9 +24,9 @@
 //!   `[AUTH NAME]` are good), `@auth-failed [CODE X.Y.Z text]` (they are not: by default the
 //!   user check's `535 5.7.8 Error: authentication failed`), `@queued ID` /
 //!   `@failed CODE X.Y.Z text` (answer the oldest `Deliver`, first checking `@from <a>`,
-//!   `@rcpt <a> <b>`, `@protocol P`, `@flags 8BITMIME SMTPUTF8|-`, `@size N`, `@dsn` (RET/ENVID,
-//!   then `<rcpt>` NOTIFY/ORCPT each, in wire form), `@user NAME|-` (who authenticated),
-//!   `@connector NAME|-` and `@connector-detail TEXT` (the inbound connector verdict made at
+//!   `@rcpt <a> <b>`, `@protocol P`, `@flags 8BITMIME SMTPUTF8 REQUIRETLS|-`, `@size N`,
+//!   `@dsn` (RET/ENVID, then `<rcpt>` NOTIFY/ORCPT each, in wire form), `@user NAME|-` (who
+//!   authenticated), `@connector NAME|-` and `@connector-detail TEXT` (the inbound connector verdict made at
 //!   MAIL FROM) and the `D:`/`D|` data lines given since the last answer). The content comes in
 //!   `Data` actions before `Deliver`; a `Discard` drops what came so far.
 //!
@@ -92,6 +92,7 @@ conversations!(
     connector_client_certificate,
     connector_network,
     auth_and_connector,
+    requiretls,
 );
 
 /// What the delivered transaction must look like (unset fields are not checked).
@@ -347,12 +348,16 @@ fn check_transaction(tx: &Transaction, data: &[u8], expect: &Expect, at: &str) {
         data.len() as u64,
         "{at}: size and content disagree"
     );
-    let flags = [(tx.eight_bit, "8BITMIME"), (tx.smtputf8, "SMTPUTF8")]
-        .iter()
-        .filter(|(set, _)| *set)
-        .map(|(_, name)| *name)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let flags = [
+        (tx.eight_bit, "8BITMIME"),
+        (tx.smtputf8, "SMTPUTF8"),
+        (tx.requiretls, "REQUIRETLS"),
+    ]
+    .iter()
+    .filter(|(set, _)| *set)
+    .map(|(_, name)| *name)
+    .collect::<Vec<_>>()
+    .join(" ");
     let show = |d: &[u8]| String::from_utf8_lossy(d).into_owned();
     let mut diffs = Vec::new();
     let mut check = |what: &str, expected: Option<String>, actual: String| match expected {

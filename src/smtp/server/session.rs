@@ -125,6 +125,8 @@ struct Envelope {
     rcpt_dsn: Vec<RcptDsn>,
     /// SIZE= given with MAIL.
     declared_size: Option<u64>,
+    /// REQUIRETLS given with MAIL (RFC 8689).
+    requiretls: bool,
     /// The inbound connector the policy matched at MAIL FROM.
     inbound: Option<InboundVerdict>,
     /// Once DATA started.
@@ -437,6 +439,10 @@ impl Session {
             ]
             .map(String::from),
         );
+        // RFC 8689: only a session that is itself protected can carry the demand on.
+        if self.is_tls() {
+            lines.push("REQUIRETLS".to_string());
+        }
         out.reply(&Reply::bare(250, lines.join("\n")));
     }
 
@@ -473,6 +479,14 @@ impl Session {
         if !mail.smtputf8 && !mail.address.is_ascii() {
             return self.reject(unicode_not_declared(), out);
         }
+        if mail.requiretls && !self.is_tls() {
+            let reply = Reply::new(
+                530,
+                [5, 7, 10],
+                "REQUIRETLS needs a TLS session: STARTTLS first",
+            );
+            return self.reject(reply, out);
+        }
         let inbound = match self.policy.check_sender(&self.facts, &mail.address) {
             Ok(verdict) => verdict,
             Err(reply) => return self.reject(reply, out),
@@ -485,6 +499,7 @@ impl Session {
             dsn: mail.dsn,
             rcpt_dsn: Vec::new(),
             declared_size: mail.size,
+            requiretls: mail.requiretls,
             inbound,
             content: None,
         });

@@ -65,6 +65,8 @@ pub struct Transaction {
     pub dsn: MailDsn,
     /// NOTIFY and ORCPT of each recipient: one entry per `rcpt_to`, in the same order.
     pub rcpt_dsn: Vec<RcptDsn>,
+    /// REQUIRETLS was given with MAIL (RFC 8689; only accepted over TLS).
+    pub requiretls: bool,
     /// The user who authenticated with AUTH, if any.
     pub authenticated: Option<String>,
     /// The inbound connector the sender matched at MAIL FROM, if any.

@@ -265,6 +265,7 @@ impl Session {
             smtputf8: envelope.smtputf8,
             dsn: envelope.dsn,
             rcpt_dsn: envelope.rcpt_dsn,
+            requiretls: envelope.requiretls,
             authenticated: self.facts.authenticated.clone(),
             inbound: envelope.inbound,
             size: content.receiver.size() as u64,
