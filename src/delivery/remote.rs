@@ -5,6 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod recipient_policy;
+
 use super::{Destination, NextHop};
 use crate::config::{Config, HostPort, OutboundConnector, TlsMinVersion};
 use crate::dns::{DnsError, Resolver};
@@ -12,8 +14,7 @@ use crate::mail::dsn::TransactionDsn;
 use crate::mail::Reply;
 use crate::queue::TlsDemand;
 use crate::smtp::client::{ClientError, ClientSettings, Connection, TlsMode};
-use crate::tls::mta_sts::policy::Mode as StsMode;
-use crate::tls::mta_sts::{Applied, Lookup, MtaSts, MtaStsMode};
+use crate::tls::mta_sts::{Applied, MtaSts, MtaStsMode};
 use crate::tls::policy::{
     ConnectorVerifier, PeerCheck, PolicyFailure, PolicyId, PolicyMode, TlsFailure, TlsLevel,
     TlsPolicy,
@@ -77,7 +78,7 @@ pub const MTA_STS_CACHE_FILE: &str = "mta-sts-cache.json";
 
 /// A destination's TLS policy and, when it came from MTA-STS, the policy whose MX patterns
 /// choose the hosts.
-type Chosen = (Arc<TlsPolicy>, Option<Arc<Applied>>);
+pub(super) type Chosen = (Arc<TlsPolicy>, Option<Arc<Applied>>);
 
 struct Target {
     name: String,
@@ -206,26 +207,24 @@ impl RemoteDelivery {
         } else {
             policy
         };
+        let base_info = AttemptInfo {
+            connector: dest.connector.clone(),
+            ..AttemptInfo::default()
+        };
+        // The recipient domain's own policy (MTA-STS) first: it may verify where the default
+        // does not, which is what REQUIRETLS asks next.
+        let (policy, mta_sts) = match self.mta_sts_policy(dest, policy, tls).await {
+            Ok(chosen) => chosen,
+            Err(reason) => return (all(Outcome::Deferred(reason)), base_info),
+        };
         if tls.requiretls && !policy.level().verifies() {
             let text = format!(
                 "550 5.7.10 REQUIRETLS: the TLS policy for {dest} ({}) does not verify the \
                  server; message not sent",
                 policy.level().as_str()
             );
-            let info = AttemptInfo {
-                connector: dest.connector.clone(),
-                ..AttemptInfo::default()
-            };
-            return (all(Outcome::Failed(text)), info);
+            return (all(Outcome::Failed(text)), base_info);
         }
-        let base_info = AttemptInfo {
-            connector: dest.connector.clone(),
-            ..AttemptInfo::default()
-        };
-        let (policy, mta_sts) = match self.mta_sts_policy(dest, policy, require_tls).await {
-            Ok(chosen) => chosen,
-            Err(reason) => return (all(Outcome::Deferred(reason)), base_info),
-        };
         let targets = match self.resolve(&dest.hop).await {
             Ok(t) if !t.is_empty() => match self.mta_sts_targets(mta_sts.as_deref(), t) {
                 Ok(t) => t,
@@ -316,101 +315,6 @@ impl RemoteDelivery {
             Some((reason, info)) if !unreached => (all(Outcome::Failed(reason)), info),
             _ => (all(Outcome::Deferred(last_error)), base_info),
         }
-    }
-
-    /// MTA-STS for a delivery by MX whose TLS policy is opportunistic (a connector's forced
-    /// TLS wins; smart hosts and static routes have no MX): the domain's policy replaces it.
-    /// With `mta_sts = "mandatory"` a domain without a valid policy is deferred (4.7.4). A
-    /// policy in mode testing does not replace the stricter default a transport rule asks for.
-    async fn mta_sts_policy(
-        &self,
-        dest: &Destination,
-        policy: Arc<TlsPolicy>,
-        require_tls: bool,
-    ) -> Result<Chosen, String> {
-        let metrics = &self.telemetry.metrics;
-        let source = if policy.connector().is_some() {
-            "connector"
-        } else {
-            "opportunistic"
-        };
-        let mode = dest
-            .connector
-            .as_ref()
-            .and_then(|c| self.mta_sts_modes.get(c))
-            .copied()
-            .unwrap_or(self.mta_sts_default);
-        let (NextHop::Mx(domain), Some(sts), Ok(resolver)) =
-            (&dest.hop, &self.mta_sts, self.resolver())
-        else {
-            metrics.tls_policy(source, policy.level().as_str());
-            return Ok((policy, None));
-        };
-        if mode == MtaStsMode::Off || policy.level() > TlsLevel::Opportunistic {
-            metrics.tls_policy(source, policy.level().as_str());
-            return Ok((policy, None));
-        }
-        match sts.lookup(resolver, domain).await {
-            Lookup::Policy(a) if a.policy.mode == StsMode::Testing && require_tls => {
-                metrics.tls_policy("mta-sts", "testing-overridden");
-                Ok((policy, None))
-            }
-            Lookup::Policy(a) => {
-                metrics.tls_policy("mta-sts", a.policy.mode.as_str());
-                Ok((a.tls.clone(), Some(a)))
-            }
-            Lookup::Absent(why) if mode == MtaStsMode::Mandatory => {
-                metrics.tls_policy("mta-sts", "missing-policy");
-                tracing::warn!(domain = %domain, reason = %why, "MTA-STS is mandatory and the domain has no valid policy; deferred");
-                Err(format!(
-                    "451 4.7.4 MTA-STS is mandatory and {domain} has no valid policy: {why}"
-                ))
-            }
-            Lookup::Absent(why) => {
-                tracing::debug!(domain = %domain, reason = %why, "no MTA-STS policy");
-                metrics.tls_policy(source, policy.level().as_str());
-                Ok((policy, None))
-            }
-        }
-    }
-
-    /// RFC 8461 §4.1: under a policy in mode enforce only MX hosts its patterns name are tried
-    /// (none: deferred, 4.7.5); in mode testing the others are logged and tried as well.
-    fn mta_sts_targets(
-        &self,
-        sts: Option<&Applied>,
-        targets: Vec<Target>,
-    ) -> Result<Vec<Target>, String> {
-        let Some(applied) = sts else {
-            return Ok(targets);
-        };
-        let mut refused: Vec<&str> = targets
-            .iter()
-            .filter(|t| !applied.policy.allows_mx(&t.name))
-            .map(|t| t.name.as_str())
-            .collect();
-        refused.dedup();
-        for host in &refused {
-            tracing::warn!(policy = %applied.label(), mx = %host, patterns = %applied.policy.patterns(),
-                "MX host not named by the MTA-STS policy");
-        }
-        if applied.policy.mode != StsMode::Enforce || refused.is_empty() {
-            return Ok(targets);
-        }
-        let refused = refused.join(", ");
-        let allowed: Vec<Target> = targets
-            .into_iter()
-            .filter(|t| applied.policy.allows_mx(&t.name))
-            .collect();
-        if allowed.is_empty() {
-            self.telemetry.metrics.tls_policy("mta-sts", "mx-mismatch");
-            return Err(format!(
-                "451 4.7.5 TLS required by {}: no MX host matches the policy's mx patterns {} (MX: {refused})",
-                applied.label(),
-                applied.policy.patterns()
-            ));
-        }
-        Ok(allowed)
     }
 
     fn describe(&self, target: &Target, e: &TargetError) -> String {
