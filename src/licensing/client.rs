@@ -129,7 +129,7 @@ impl ServiceUrl {
     }
 
     /// The `Host` header value.
-    fn authority(&self) -> String {
+    pub(super) fn authority(&self) -> String {
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {
@@ -222,24 +222,12 @@ pub async fn request_use_license_as(
     signature: &[u8],
     password: Option<&PasswordProof>,
 ) -> Result<Answer, ClientError> {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let mut body = serde_json::json!({
-        "license": b64.encode(license),
-        "signature": b64.encode(signature),
-    });
-    let mut authorization = None;
-    if let Some(proof) = password {
-        body["reader_key"] = proof.reader_key_pem.clone().into();
-        let pair = format!(
-            "{}:{}",
-            proof.credentials.username, proof.credentials.password
-        );
-        let mut value = HeaderValue::try_from(format!("Basic {}", b64.encode(pair)))
-            .map_err(|_| ClientError::Setup("the user name cannot be sent".into()))?;
-        value.set_sensitive(true);
-        authorization = Some(value);
-    }
-    let exchange = exchange(url, tls, body.to_string(), authorization);
+    let reader_key = password.map(|p| p.reader_key_pem.as_str());
+    let body = request_body(license, signature, reader_key);
+    let authorization = password
+        .map(|p| basic_authorization(&p.credentials))
+        .transpose()?;
+    let exchange = exchange(url, tls, body, authorization);
     match tokio::time::timeout(EXCHANGE_TIMEOUT, exchange).await {
         Ok(result) => result,
         Err(_) => Err(unreachable(
@@ -249,7 +237,7 @@ pub async fn request_use_license_as(
     }
 }
 
-fn unreachable(url: &ServiceUrl, reason: impl Into<String>) -> ClientError {
+pub(super) fn unreachable(url: &ServiceUrl, reason: impl Into<String>) -> ClientError {
     ClientError::Unreachable {
         url: url.url.clone(),
         reason: reason.into(),
@@ -263,40 +251,67 @@ fn bad_answer(url: &ServiceUrl, reason: impl Into<String>) -> ClientError {
     }
 }
 
-async fn exchange(
+/// The JSON body of a use-license request; `reader_key` for a reader proven by password.
+pub(super) fn request_body(license: &[u8], signature: &[u8], reader_key: Option<&str>) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut body = serde_json::json!({
+        "license": b64.encode(license),
+        "signature": b64.encode(signature),
+    });
+    if let Some(key) = reader_key {
+        body["reader_key"] = key.into();
+    }
+    body.to_string()
+}
+
+/// `Authorization: Basic` for a user's credentials, marked sensitive (never logged by hyper).
+fn basic_authorization(credentials: &Credentials) -> Result<HeaderValue, ClientError> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let pair = format!("{}:{}", credentials.username, credentials.password);
+    let mut value = HeaderValue::try_from(format!("Basic {}", b64.encode(pair)))
+        .map_err(|_| ClientError::Setup("the user name cannot be sent".into()))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// A TLS connection to the service, within `CONNECT_TIMEOUT`.
+pub(super) async fn connect(
     url: &ServiceUrl,
     tls: Arc<ClientConfig>,
-    body: String,
-    authorization: Option<HeaderValue>,
-) -> Result<Answer, ClientError> {
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, ClientError> {
     let name = ServerName::try_from(url.host.clone())
         .map_err(|_| unreachable(url, "not a host name or IP address"))?;
     let connect = async {
         let tcp = tokio::net::TcpStream::connect((url.host.as_str(), url.port))
             .await
             .map_err(|e| unreachable(url, e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
         tokio_rustls::TlsConnector::from(tls)
             .connect(name, tcp)
             .await
             .map_err(|e| unreachable(url, format!("TLS: {e}")))
     };
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+    tokio::time::timeout(CONNECT_TIMEOUT, connect)
         .await
         .map_err(|_| {
             unreachable(
                 url,
                 format!("no connection within {} s", CONNECT_TIMEOUT.as_secs()),
             )
-        })??;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| unreachable(url, format!("HTTP: {e}")))?;
-    let driver = tokio::spawn(conn);
+        })?
+}
+
+/// The `POST` of `body` to the service's endpoint.
+pub(super) fn build_request(
+    url: &ServiceUrl,
+    body: String,
+    authorization: Option<HeaderValue>,
+) -> Result<Request<Full<Bytes>>, ClientError> {
     let mut request = Request::builder().method(Method::POST);
     if let Some(value) = authorization {
         request = request.header(header::AUTHORIZATION, value);
     }
-    let request = request
+    request
         .uri(url.endpoint())
         .header(header::HOST, url.authority())
         .header(
@@ -305,28 +320,50 @@ async fn exchange(
         )
         .header(header::ACCEPT, HeaderValue::from_static("application/json"))
         .body(Full::new(Bytes::from(body)))
-        .map_err(|e| unreachable(url, format!("HTTP request: {e}")))?;
+        .map_err(|e| unreachable(url, format!("HTTP request: {e}")))
+}
+
+/// Reads an answer (at most `MAX_ANSWER` bytes) into a use license or a refusal.
+pub(super) async fn read_answer(
+    url: &ServiceUrl,
+    response: hyper::Response<hyper::body::Incoming>,
+) -> Result<Answer, ClientError> {
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    let bytes = Limited::new(response.into_body(), MAX_ANSWER)
+        .collect()
+        .await
+        .map_err(|e| bad_answer(url, format!("reading the answer: {e}")))?
+        .to_bytes();
+    interpret(url, status, json, &bytes)
+}
+
+async fn exchange(
+    url: &ServiceUrl,
+    tls: Arc<ClientConfig>,
+    body: String,
+    authorization: Option<HeaderValue>,
+) -> Result<Answer, ClientError> {
+    let stream = connect(url, tls).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| unreachable(url, format!("HTTP: {e}")))?;
+    let driver = tokio::spawn(conn);
+    let request = build_request(url, body, authorization)?;
     let result = async {
         let response = sender
             .send_request(request)
             .await
             .map_err(|e| unreachable(url, format!("HTTP: {e}")))?;
-        let status = response.status();
-        let json = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.trim()
-                    .to_ascii_lowercase()
-                    .starts_with("application/json")
-            });
-        let bytes = Limited::new(response.into_body(), MAX_ANSWER)
-            .collect()
-            .await
-            .map_err(|e| bad_answer(url, format!("reading the answer: {e}")))?
-            .to_bytes();
-        interpret(url, status, json, &bytes)
+        read_answer(url, response).await
     }
     .await;
     driver.abort();

@@ -237,7 +237,10 @@ async fn measure(mode: Mode, r: &Readers, p: &Params) -> Outcome {
                             .await
                             .map(|a| a.use_license)
                     }
-                    Mode::KeepAlive => session.use_license(&r.license, &r.signature).await,
+                    Mode::KeepAlive => session
+                        .use_license(&r.license, &r.signature)
+                        .await
+                        .map(|a| a.use_license),
                 };
                 let good = answer.ok().and_then(|a| UseLicense::decode(&a).ok());
                 match good.filter(|u| u.verify(&r.public).is_ok()) {
