@@ -6,14 +6,16 @@
 //! again with the service stopped; a wrong password is refused with the service's reason; and a
 //! message naming another service than --service is refused before the password is sent.
 
+mod support;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use sealpost::auth::Users;
-use sealpost::crypto::rms::{license_for, protect, TenantKeys};
+use sealpost::crypto::rms::TenantKeys;
 use sealpost::licensing::access::MemoryAccessLog;
 use sealpost::licensing::http::{serve, tls_config, ServiceLimits};
 use sealpost::licensing::identity::ReaderTrust;
@@ -21,8 +23,8 @@ use sealpost::licensing::revocations::RevocationStore;
 use sealpost::licensing::service::{LicensingService, PasswordReaders};
 use sealpost::mail::DomainSet;
 use sealpost::net::ShutdownPhase;
-use sealpost::rules::RmsProtect;
 use sealpost::tls::TlsMinVersion;
+use support::rms::protected;
 
 const MESSAGE: &[u8] = b"From: alice@contoso.test\r\nTo: carol@contoso.test\r\nMessage-ID: <pw1@contoso.test>\r\nSubject: plans\r\n\r\nfor carol only\r\n";
 const PASSWORD: &str = "carol's long passphrase";
@@ -33,24 +35,6 @@ fn fixtures() -> PathBuf {
 
 fn path_str(p: &Path) -> String {
     p.display().to_string()
-}
-
-fn protected(url: &str) -> Vec<u8> {
-    let tenant = TenantKeys::load_dir(&fixtures().join("keys/tenant")).unwrap();
-    let action = RmsProtect {
-        template: "do-not-forward".into(),
-        rights: Default::default(),
-        expires_after: None,
-    };
-    let request = license_for(
-        &action,
-        "alice@contoso.test",
-        &["carol@contoso.test".into()],
-        Some("<pw1@contoso.test>"),
-        SystemTime::now(),
-    )
-    .with_licensing_url(Some(url.into()));
-    protect(MESSAGE, tenant.active().unwrap(), request).unwrap()
 }
 
 /// Runs `sealpost decrypt MESSAGE --user carol@contoso.test ARGS...`, the password (if any) in
@@ -122,7 +106,11 @@ fn carol_opens_with_her_password_then_offline_from_the_cache() {
     ));
 
     let message = dir.join("protected.eml");
-    std::fs::write(&message, protected(&url)).unwrap();
+    std::fs::write(
+        &message,
+        protected(MESSAGE, &["carol@contoso.test"], "<pw1@contoso.test>", &url),
+    )
+    .unwrap();
     let cache = dir.join("cache");
     let password_file = dir.join("password");
     std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();

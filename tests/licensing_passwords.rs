@@ -8,19 +8,16 @@
 
 #[path = "support/https.rs"]
 mod https;
+mod support;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use sealpost::auth::Users;
 use sealpost::crypto::keys::DecryptKey;
-use sealpost::crypto::rms::{
-    extract_container, license_for, parse_container, protect, unprotect_with_use_license,
-    TenantKeys, UseLicense,
-};
+use sealpost::crypto::rms::{extract_container, unprotect_with_use_license, UseLicense};
 use sealpost::licensing::access::MemoryAccessLog;
 use sealpost::licensing::http::{serve, tls_config, ServiceLimits};
 use sealpost::licensing::identity::{DomainTrust, ReaderTrust};
@@ -28,20 +25,15 @@ use sealpost::licensing::revocations::RevocationStore;
 use sealpost::licensing::service::{LicensingService, PasswordReaders, USE_LICENSE_PATH};
 use sealpost::mail::DomainSet;
 use sealpost::net::ShutdownPhase;
-use sealpost::rules::RmsProtect;
 use sealpost::tls::TlsMinVersion;
 use x509_cert::der::{Decode, Encode};
 
 use https::pki;
+use support::rms::{protected, request_body, tenant};
 
 const URL: &str = "https://127.0.0.1:8443";
 const MESSAGE: &[u8] = b"From: alice@contoso.test\r\nTo: carol@contoso.test\r\nMessage-ID: <pw@contoso.test>\r\nSubject: plans\r\n\r\nfor carol only\r\n";
 const CAROL_PASSWORD: &str = "correct horse battery staple";
-
-fn tenant() -> TenantKeys {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/keys/tenant");
-    TenantKeys::load_dir(&dir).unwrap()
-}
 
 /// The PEM public key of a fixture reader (what `openssl pkey -pubout` writes).
 fn public_key_pem(who: &str) -> String {
@@ -60,21 +52,6 @@ fn public_key_pem(who: &str) -> String {
 fn basic(user: &str, password: &str) -> String {
     let b64 = base64::engine::general_purpose::STANDARD;
     format!("Basic {}", b64.encode(format!("{user}:{password}")))
-}
-
-/// The request body, with a reader key if given.
-fn body(message: &[u8], reader_key: Option<&str>) -> String {
-    let container = extract_container(message).unwrap();
-    let framed = parse_container(&container).unwrap();
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let mut body = serde_json::json!({
-        "license": b64.encode(framed.license),
-        "signature": b64.encode(framed.signature),
-    });
-    if let Some(key) = reader_key {
-        body["reader_key"] = key.into();
-    }
-    body.to_string()
 }
 
 /// A service with bob's CA trusted for fabrikam.test and, if `passwords`, contoso.test's users.
@@ -125,20 +102,8 @@ async fn start(
 }
 
 fn message() -> Vec<u8> {
-    let action = RmsProtect {
-        template: "do-not-forward".into(),
-        rights: Default::default(),
-        expires_after: None,
-    };
-    let request = license_for(
-        &action,
-        "alice@contoso.test",
-        &["carol@contoso.test".into(), "bob@fabrikam.test".into()],
-        Some("<pw@contoso.test>"),
-        SystemTime::now(),
-    )
-    .with_licensing_url(Some(URL.into()));
-    protect(MESSAGE, tenant().active().unwrap(), request).unwrap()
+    let recipients = ["carol@contoso.test", "bob@fabrikam.test"];
+    protected(MESSAGE, &recipients, "<pw@contoso.test>", URL)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,7 +115,7 @@ async fn carol_opens_with_her_password_and_her_own_key() {
         let message = message.clone();
         move || {
             let post = |who: Option<&str>, auth: &str, key: Option<&str>| {
-                let body = body(&message, key);
+                let body = request_body(&message, key);
                 https::request(port, who, "POST", USE_LICENSE_PATH, auth, &body)
             };
             let carol = basic("Carol@Contoso.test", CAROL_PASSWORD);
@@ -289,7 +254,7 @@ async fn a_service_without_passwords_says_so() {
             "POST",
             USE_LICENSE_PATH,
             &auth,
-            &body(&message, Some(&key)),
+            &request_body(&message, Some(&key)),
         )
     })
     .await

@@ -8,16 +8,9 @@ mod https;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
-use base64::Engine;
-use sealpost::crypto::rms::{extract_container, license_for, parse_container, protect, TenantKeys};
-use sealpost::rules::RmsProtect;
 use support::domains::{free_port, load, DomainSpec};
-
-fn tenant_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/keys/tenant")
-}
+use support::rms::{protected, request_body, tenant_dir};
 
 /// contoso's configuration with the service on `port`, trusting the fixture CA for `domains`
 /// (through `ca_file`).
@@ -41,34 +34,14 @@ async fn a_reload_replaces_the_services_trust_and_a_bad_one_changes_nothing() {
     let path = write(dir.path(), smtp, port, port, "\"fabrikam.test\"", ca);
     let server = sealpost::app::start(load(&path)).await.unwrap();
 
-    let keys = TenantKeys::load_dir(&tenant_dir()).unwrap();
-    let action = RmsProtect {
-        template: "do-not-forward".into(),
-        rights: Default::default(),
-        expires_after: None,
-    };
-    let request = license_for(
-        &action,
-        "alice@contoso.test",
-        &["carol@contoso.test".into()],
-        Some("<reload@contoso.test>"),
-        SystemTime::now(),
-    )
-    .with_licensing_url(Some(format!("https://127.0.0.1:{port}")));
-    let message = protect(
+    let url = format!("https://127.0.0.1:{port}");
+    let message = protected(
         b"Subject: s\r\n\r\nbody\r\n",
-        keys.active().unwrap(),
-        request,
-    )
-    .unwrap();
-    let container = extract_container(&message).unwrap();
-    let framed = parse_container(&container).unwrap();
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let body = serde_json::json!({
-        "license": b64.encode(framed.license),
-        "signature": b64.encode(framed.signature),
-    })
-    .to_string();
+        &["carol@contoso.test"],
+        "<reload@contoso.test>",
+        &url,
+    );
+    let body = request_body(&message, None);
     let carol = move || {
         let body = body.clone();
         async move {

@@ -18,7 +18,7 @@ use rcgen::{
 use sealpost::tls::mta_sts::{Lookup, MtaSts};
 use support::dns::{Record, TestDnsServer};
 use support::domains::{
-    free_port, load, message, python, submit, wait_for_mailbox_async, wait_for_reason, DomainSpec,
+    free_port, load, python_send, submit, wait_for_mailbox_async, wait_for_reason, DomainSpec,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -382,36 +382,6 @@ async fn bad_policy_files_are_no_policy_and_a_new_id_refetches() {
     );
 }
 
-/// Sends `marker`'s message from alice to bob@example.test with Python's smtplib after
-/// STARTTLS, `header` lines in front and `options` on MAIL FROM; prints what was refused.
-async fn python_send(
-    c: &sealpost::app::Server,
-    marker: &str,
-    header: &str,
-    options: &[&str],
-) -> String {
-    let port = c.local_addrs()[0].port();
-    let msg = format!(
-        "{header}{}",
-        String::from_utf8(message("alice@contoso.test", "bob@example.test", marker)).unwrap()
-    );
-    let script = format!(
-        r#"
-import smtplib, ssl
-ctx = ssl.create_default_context()
-ctx.check_hostname = False
-ctx.verify_mode = ssl.CERT_NONE
-s = smtplib.SMTP("127.0.0.1", {port}, local_hostname="client.test", timeout=10)
-s.starttls(context=ctx)
-print("refused:", s.sendmail("alice@contoso.test", ["bob@example.test"], {msg:?}.encode(), mail_options={options:?}))
-s.quit()
-"#
-    );
-    tokio::task::spawn_blocking(move || python(&script))
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requiretls_goes_over_an_mta_sts_enforced_hop() {
     let dir = tempfile::tempdir().unwrap();
@@ -420,7 +390,14 @@ async fn requiretls_goes_over_an_mta_sts_enforced_hop() {
     let dns = dns("mx.fabrikam.test", Some("v=STSv1; id=r1;"), ip);
     let (f, f_data, f_port) = fabrikam(dir.path()).await;
     let c = contoso(dir.path(), &dns, f_port, "").await;
-    let out = python_send(&c, "M-sts-requiretls", "", &["REQUIRETLS"]).await;
+    let out = python_send(
+        &c,
+        "bob@example.test",
+        "M-sts-requiretls",
+        "",
+        &["REQUIRETLS"],
+    )
+    .await;
     assert_eq!(out.trim(), "refused: {}");
     let got = wait_for_mailbox_async(&f_data, "bob@example.test", 1, WAIT).await;
     let text = String::from_utf8_lossy(&got[0]).into_owned();
@@ -441,7 +418,14 @@ async fn tls_required_no_lets_a_message_past_a_failing_mta_sts_policy() {
     let (f, f_data, f_port) = fabrikam(dir.path()).await;
     let c = contoso(dir.path(), &dns, f_port, "").await;
     // The MX's certificate names mx.fabrikam.test, not mx.other.test: enforce would defer.
-    let out = python_send(&c, "M-sts-relaxed", "TLS-Required: No\r\n", &[]).await;
+    let out = python_send(
+        &c,
+        "bob@example.test",
+        "M-sts-relaxed",
+        "TLS-Required: No\r\n",
+        &[],
+    )
+    .await;
     assert_eq!(out.trim(), "refused: {}");
     let got = wait_for_mailbox_async(&f_data, "bob@example.test", 1, WAIT).await;
     assert!(String::from_utf8_lossy(&got[0]).contains("body M-sts-relaxed"));

@@ -17,7 +17,7 @@ use sealpost::mail::dsn::TransactionDsn;
 use sealpost::smtp::client::{ClientError, ClientSettings, Connection, TlsMode};
 use sealpost::tls::policy::{ConnectorVerifier, PeerCheck, PolicyMode, TlsLevel, TlsPolicy};
 use support::domains::{
-    free_port, load, message, pki, python, submit, wait_for_mailbox_async, DomainSpec,
+    free_port, load, message, pki, python, python_send, submit, wait_for_mailbox_async, DomainSpec,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -300,39 +300,28 @@ async fn the_connection_checks_its_permit_for_every_requiretls_transaction() {
     fabrikam.shutdown().await;
 }
 
-/// Sends `marker`'s message (with `header` lines in front) from alice to bob with Python's
-/// smtplib after STARTTLS, with `options` on MAIL FROM; prints what was refused.
-async fn python_send(server: &Server, marker: &str, header: &str, options: &[&str]) -> String {
-    let port = server.local_addrs()[0].port();
-    let msg = format!(
-        "{header}{}",
-        String::from_utf8(message("alice@contoso.test", "bob@fabrikam.test", marker)).unwrap()
-    );
-    let script = format!(
-        r#"
-import smtplib, ssl
-ctx = ssl.create_default_context()
-ctx.check_hostname = False
-ctx.verify_mode = ssl.CERT_NONE
-s = smtplib.SMTP("127.0.0.1", {port}, local_hostname="client.test", timeout=10)
-s.starttls(context=ctx)
-print("refused:", s.sendmail("alice@contoso.test", ["bob@fabrikam.test"], {msg:?}.encode(), mail_options={options:?}))
-s.quit()
-"#
-    );
-    tokio::task::spawn_blocking(move || python(&script))
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_required_no_is_recorded_unless_requiretls_was_given() {
     let dir = tempfile::tempdir().unwrap();
     let [(contoso, cdata), (fabrikam, fdata)] = domains(dir.path(), |_| String::new()).await;
-    let relaxed = python_send(&contoso, "M-relaxed", "TLS-Required: No\r\n", &[]).await;
+    let relaxed = python_send(
+        &contoso,
+        "bob@fabrikam.test",
+        "M-relaxed",
+        "TLS-Required: No\r\n",
+        &[],
+    )
+    .await;
     assert_eq!(relaxed.trim(), "refused: {}");
     wait_for_mailbox_async(&fdata, "bob@fabrikam.test", 1, WAIT).await;
-    let both = python_send(&contoso, "M-both", "TLS-Required: no\r\n", &["REQUIRETLS"]).await;
+    let both = python_send(
+        &contoso,
+        "bob@fabrikam.test",
+        "M-both",
+        "TLS-Required: no\r\n",
+        &["REQUIRETLS"],
+    )
+    .await;
     assert_eq!(both.trim(), "refused: {}");
     let bounce = bounce_to_alice(&cdata).await;
     assert!(
@@ -449,7 +438,14 @@ async fn a_verified_peer_without_requiretls_gets_no_mail_from_and_the_sender_5_7
         "enforce",
     ));
     let (contoso, cdata) = start(spec, dir.path()).await;
-    let sent = python_send(&contoso, "M-unoffered", "", &["REQUIRETLS"]).await;
+    let sent = python_send(
+        &contoso,
+        "bob@fabrikam.test",
+        "M-unoffered",
+        "",
+        &["REQUIRETLS"],
+    )
+    .await;
     assert_eq!(sent.trim(), "refused: {}");
     let bounce = bounce_to_alice(&cdata).await;
     assert!(bounce.contains("Status: 5.7.30\r\n"), "{bounce}");
@@ -485,7 +481,14 @@ async fn a_host_without_requiretls_passes_the_message_to_the_next_one() {
         )
     })
     .await;
-    let sent = python_send(&contoso, "M-second", "", &["REQUIRETLS"]).await;
+    let sent = python_send(
+        &contoso,
+        "bob@fabrikam.test",
+        "M-second",
+        "",
+        &["REQUIRETLS"],
+    )
+    .await;
     assert_eq!(sent.trim(), "refused: {}");
     let got = wait_for_mailbox_async(&fdata, "bob@fabrikam.test", 1, WAIT).await;
     assert!(String::from_utf8_lossy(&got[0]).contains("body M-second"));

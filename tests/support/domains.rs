@@ -489,3 +489,35 @@ pub fn python(script: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Sends `marker`'s message from alice to `to` through `server` with Python's smtplib after
+/// STARTTLS, `header` lines in front of it and `options` on MAIL FROM; returns what Python
+/// printed (`refused: {...}`, the recipients refused).
+pub async fn python_send(
+    server: &sealpost::app::Server,
+    to: &str,
+    marker: &str,
+    header: &str,
+    options: &[&str],
+) -> String {
+    let port = server.local_addrs()[0].port();
+    let msg = format!(
+        "{header}{}",
+        String::from_utf8(message("alice@contoso.test", to, marker)).unwrap()
+    );
+    let script = format!(
+        r#"
+import smtplib, ssl
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+s = smtplib.SMTP("127.0.0.1", {port}, local_hostname="client.test", timeout=10)
+s.starttls(context=ctx)
+print("refused:", s.sendmail("alice@contoso.test", [{to:?}], {msg:?}.encode(), mail_options={options:?}))
+s.quit()
+"#
+    );
+    tokio::task::spawn_blocking(move || python(&script))
+        .await
+        .unwrap()
+}

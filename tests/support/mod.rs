@@ -7,4 +7,5 @@ pub mod domains;
 pub mod peers;
 pub mod plain_smtp;
 pub mod raw;
+pub mod rms;
 pub mod stores;
