@@ -19,6 +19,11 @@ pub enum DnsError {
     /// The text names the domain, the record type and the cause.
     #[error("temporary DNS failure: {0}")]
     Temporary(String),
+    /// DNSSEC validation failed (bogus or indeterminate, RFC 4035 §4.3): the answer cannot be
+    /// trusted, nor can its absence; delivery that depends on it must wait, never downgrade.
+    /// The text names the name, the record type and the cause.
+    #[error("DNSSEC validation failed: {0}")]
+    Bogus(String),
     /// The resolver could not be configured (e.g. unreadable /etc/resolv.conf).
     #[error("DNS resolver configuration: {0}")]
     Config(String),
@@ -116,6 +121,7 @@ mod tests {
         assert!(DnsError::NullMx(d.clone()).is_permanent());
         assert!(DnsError::NoAddress(d.clone()).is_permanent());
         assert!(!DnsError::Temporary(d.clone()).is_permanent());
+        assert!(!DnsError::Bogus(d.clone()).is_permanent());
         assert!(!DnsError::Config(d).is_permanent());
     }
 

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod dns;
+pub mod dnssec;
 pub mod domains;
 pub mod peers;
 pub mod plain_smtp;

@@ -1,0 +1,201 @@
+//! Real DNSSEC-signed zones for tests: NSD serving zones signed with ldns-signzone, on loopback.
+//!
+//! One NSD instance (authoritative for every zone it holds) serves:
+//! - `dane.test.`, signed; its key is the trust anchor ([`SignedZones::anchor`]);
+//! - `good.dane.test.`, signed, with its DS in the parent: `MX 10 mx`, `mx A 127.0.0.1`,
+//!   `_25._tcp.mx TLSA 3 1 1 <TLSA_DATA>`; `nomx` A record (a secure name with no TLSA);
+//! - `plain.dane.test.`, unsigned, delegated without DS (insecure), with the same records;
+//! - `bogus.dane.test.`, signed, but the DS in the parent is of another key (bogus).
+//!
+//! ```ignore
+//! let Some(zones) = SignedZones::start() else { return }; // NSD or ldnsutils missing
+//! let resolver = Resolver::validating(&[zones.addr()], Some(zones.anchor()))?;
+//! ```
+#![allow(dead_code)]
+
+use std::fs;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The association data of every TLSA record in the zones (32 bytes, as for SHA2-256).
+pub const TLSA_DATA: &str = "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20";
+
+const NSD: &str = "/usr/sbin/nsd";
+const TOOLS: [&str; 3] = ["ldns-keygen", "ldns-signzone", "ldns-key2ds"];
+
+/// A running NSD with the signed zones; stopped (and its files removed) on drop.
+pub struct SignedZones {
+    child: Child,
+    addr: SocketAddr,
+    anchor: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl SignedZones {
+    /// Generate, sign and serve the zones; `None` (with the reason on stderr) when NSD or
+    /// ldnsutils are not installed.
+    pub fn start() -> Option<SignedZones> {
+        if let Some(missing) = missing_tool() {
+            eprintln!("skipping: {missing} is not installed (apt-get install nsd ldnsutils)");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path();
+        let good = keygen(path, "good.dane.test");
+        let bogus = keygen(path, "bogus.dane.test");
+        let other = keygen(path, "bogus.dane.test");
+        let parent = keygen(path, "dane.test");
+
+        let records = format!(
+            "mx A 127.0.0.1\n@ MX 10 mx\n_25._tcp.mx TLSA 3 1 1 {TLSA_DATA}\nnomx A 127.0.0.1\n"
+        );
+        write_zone(path, "good.dane.test", &records, Some(&good));
+        write_zone(path, "plain.dane.test", &records, None);
+        write_zone(path, "bogus.dane.test", &records, Some(&bogus));
+        let mut delegations = String::from("ns A 127.0.0.1\n");
+        for child in ["good", "plain", "bogus"] {
+            delegations.push_str(&format!("{child} NS ns.dane.test.\n"));
+        }
+        delegations.push_str(&ds(path, &good));
+        // The DS of a key that does not sign bogus.dane.test: its chain of trust is broken.
+        delegations.push_str(&ds(path, &other));
+        write_zone(path, "dane.test", &delegations, Some(&parent));
+        let anchor = path.join("anchor.key");
+        fs::copy(path.join(format!("{parent}.key")), &anchor).expect("copy the anchor");
+
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let zones: String = [
+            "dane.test",
+            "good.dane.test",
+            "plain.dane.test",
+            "bogus.dane.test",
+        ]
+        .iter()
+        .map(|zone| format!("zone:\n  name: {zone}\n  zonefile: {zone}.zone\n"))
+        .collect();
+        let conf = format!(
+            "server:\n  ip-address: 127.0.0.1@{port}\n  username: \"\"\n  zonesdir: \"{d}\"\n  \
+             database: \"\"\n  pidfile: \"{d}/nsd.pid\"\n  xfrdfile: \"{d}/xfrd.state\"\n  \
+             zonelistfile: \"{d}/zone.list\"\n  logfile: \"{d}/nsd.log\"\n  verbosity: 1\n\
+             remote-control:\n  control-enable: no\n{zones}",
+            d = path.display()
+        );
+        fs::write(path.join("nsd.conf"), conf).expect("write nsd.conf");
+        let child = Command::new(NSD)
+            .arg("-d")
+            .arg("-c")
+            .arg(path.join("nsd.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nsd");
+        let zones = SignedZones {
+            child,
+            addr,
+            anchor,
+            dir,
+        };
+        zones.wait_ready();
+        Some(zones)
+    }
+
+    /// Where NSD answers (UDP and TCP).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The DNSKEY of `dane.test.`, as a zone-file line: the trust anchor.
+    pub fn anchor(&self) -> &Path {
+        &self.anchor
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(self.addr).is_err() {
+            if Instant::now() > deadline {
+                let log = fs::read_to_string(self.dir.path().join("nsd.log")).unwrap_or_default();
+                panic!("nsd did not start on {}:\n{log}", self.addr);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for SignedZones {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn missing_tool() -> Option<&'static str> {
+    if !Path::new(NSD).exists() {
+        return Some("nsd");
+    }
+    TOOLS.into_iter().find(|tool| {
+        Command::new(tool)
+            .arg("-v")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_err()
+    })
+}
+
+/// A new ECDSA P-256 key for `zone` (SEP flag set, signing the whole zone); its file base name.
+fn keygen(dir: &Path, zone: &str) -> String {
+    let out = Command::new("ldns-keygen")
+        .args(["-a", "ECDSAP256SHA256", "-k", zone])
+        .current_dir(dir)
+        .output()
+        .expect("run ldns-keygen");
+    assert!(out.status.success(), "ldns-keygen {zone}: {out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The DS record (SHA-256) of a key, as a zone-file line.
+fn ds(dir: &Path, key: &str) -> String {
+    let out = Command::new("ldns-key2ds")
+        .args(["-n", "-2", &format!("{key}.key")])
+        .current_dir(dir)
+        .output()
+        .expect("run ldns-key2ds");
+    assert!(out.status.success(), "ldns-key2ds {key}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `<zone>.zone` in `dir`: SOA, NS and `records`, signed with `key` (NSEC) when given.
+fn write_zone(dir: &Path, zone: &str, records: &str, key: Option<&str>) {
+    let text = format!(
+        "$ORIGIN {zone}.\n$TTL 300\n@ SOA ns.dane.test. admin.dane.test. 1 3600 600 86400 300\n\
+         @ NS ns.dane.test.\n{records}"
+    );
+    let file = format!("{zone}.zone");
+    let Some(key) = key else {
+        fs::write(dir.join(&file), text).expect("write zone");
+        return;
+    };
+    let unsigned = format!("{zone}.unsigned");
+    fs::write(dir.join(&unsigned), text).expect("write zone");
+    let out = Command::new("ldns-signzone")
+        .args(["-f", &file, &unsigned, key])
+        .current_dir(dir)
+        .output()
+        .expect("run ldns-signzone");
+    assert!(out.status.success(), "ldns-signzone {zone}: {out:?}");
+}
+
+/// A port free on 127.0.0.1 for both UDP and TCP (at the time of asking).
+fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
