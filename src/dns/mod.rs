@@ -12,8 +12,10 @@ mod error;
 mod mx;
 mod resolver;
 mod tlsa;
+pub mod tlsa_record;
 
 pub use error::DnsError;
 pub use mx::MxHost;
 pub use resolver::Resolver;
 pub use tlsa::TlsaAnswer;
+pub use tlsa_record::Tlsa;

@@ -24,8 +24,8 @@ use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use super::error::{classify, Negative};
 use super::mx::{display_name, implicit_mx, order_mx};
 use super::resolver::absolute_name;
+use super::tlsa_record::Tlsa;
 use super::{DnsError, MxHost, Resolver};
-use crate::tls::dane::Tlsa;
 
 /// The TLSA records of a service name, as DANE may use them.
 #[derive(Clone, Debug, PartialEq, Eq)]
