@@ -7,7 +7,7 @@ use ipnet::IpNet;
 
 use super::file::{RawDelivery, RawInbound, RawOutbound};
 use super::validate::{is_domain, parse_host_port, Checker};
-use super::{ConfigError, HostPort, MtaStsMode, TlsMinVersion};
+use super::{ConfigError, DaneMode, HostPort, MtaStsMode, TlsMinVersion};
 use crate::tls::policy::{Fingerprint, PolicyMode, TlsLevel, TrustAnchors};
 use crate::tls::CertifiedKey;
 
@@ -72,6 +72,9 @@ pub struct OutboundConnector {
     /// for connectors without smart hosts whose own `tls` is opportunistic: a forced TLS level
     /// of the connector wins over any policy a domain publishes.
     pub mta_sts: Option<MtaStsMode>,
+    /// DANE for deliveries by MX under this connector; None: `[delivery] dane`. Same
+    /// restrictions as `mta_sts`.
+    pub dane: Option<DaneMode>,
 }
 
 /// What a partner sending to us must do.
@@ -292,6 +295,8 @@ pub(super) fn outbound(
                 ),
             ));
         }
+        let dane =
+            super::dane::connector_dane(c, &key("dane"), r.dane.as_deref(), &smart_hosts, tls)?;
         out.push(OutboundConnector {
             name: r.name.clone(),
             recipient_domains,
@@ -304,6 +309,7 @@ pub(super) fn outbound(
             min_version,
             mode,
             mta_sts,
+            dane,
         });
     }
     Ok(out)

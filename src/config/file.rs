@@ -84,6 +84,9 @@ pub struct RawDns {
     pub nameservers: Vec<String>,
     #[serde(default)]
     pub static_routes: BTreeMap<String, String>,
+    /// DNSSEC trust anchor for DANE: DNSKEY records in zone-file format (default: the IANA
+    /// root keys).
+    pub trust_anchor: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,6 +125,8 @@ pub struct RawDelivery {
     pub mta_sts: Option<String>,
     /// CA certificates (PEM) that replace the public roots for MTA-STS policy hosts and MX hosts.
     pub mta_sts_ca_file: Option<String>,
+    /// DANE (RFC 7672): "opportunistic" (default), "mandatory" or "off".
+    pub dane: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -171,6 +176,8 @@ pub struct RawOutbound {
     pub mode: String,
     /// MTA-STS for this connector's MX deliveries; None: `[delivery] mta_sts`.
     pub mta_sts: Option<String>,
+    /// DANE for this connector's MX deliveries; None: `[delivery] dane`.
+    pub dane: Option<String>,
 }
 
 fn default_outbound_tls() -> String {

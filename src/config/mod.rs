@@ -2,6 +2,7 @@
 
 pub mod connectors;
 pub use operations::{read_token_file, AdminToken, Operations};
+mod dane;
 mod encryption;
 mod file;
 mod licensing;
@@ -22,9 +23,12 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use crate::tls::mta_sts::MtaStsMode;
+/// `dane` takes the same values as `mta_sts`: "opportunistic", "mandatory" or "off".
+pub use crate::tls::mta_sts::MtaStsMode as DaneMode;
 pub use crate::tls::TlsMinVersion;
 pub use crate::units::parse_duration;
 pub use connectors::{DomainPattern, InboundConnector, OutboundConnector};
+pub use dane::DnsTrustAnchor;
 pub use encryption::{EncryptionPolicy, PolicyRef, StoreSettings};
 pub use licensing::{Licensing, LicensingService, ReaderCa};
 
@@ -127,6 +131,9 @@ pub struct DeliverySettings {
     /// `mta_sts`: how MX deliveries use recipient domains' MTA-STS policies (connectors may
     /// say otherwise).
     pub mta_sts: MtaStsMode,
+    /// `dane`: how MX deliveries use DNSSEC-secure TLSA records (RFC 7672; connectors may say
+    /// otherwise).
+    pub dane: DaneMode,
 }
 
 /// Session limits of the inbound server.
@@ -163,6 +170,8 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub tls: Option<TlsFiles>,
     pub nameservers: Vec<SocketAddr>,
+    /// `[dns] trust_anchor`: the DNSSEC trust anchor of DANE lookups (None: the IANA root keys).
+    pub dns_trust_anchor: Option<DnsTrustAnchor>,
     /// Lowercase domain → where to deliver it instead of looking up MX.
     pub static_routes: BTreeMap<String, HostPort>,
     /// The domains delivered to local mailboxes. Ask it through [`Config::is_local_domain`] (or

@@ -295,6 +295,7 @@ pub fn validate(
             Duration::from_secs(5),
         )?,
         mta_sts: super::connectors::delivery_mta_sts(&c, &raw.delivery)?,
+        dane: super::dane::delivery_dane(&c, &raw.delivery)?,
     };
     let mta_sts_anchors = super::connectors::delivery_mta_sts_anchors(&c, &raw.delivery)?;
     if delivery.concurrency == 0 {
@@ -410,6 +411,7 @@ pub fn validate(
         listeners,
         tls,
         nameservers,
+        dns_trust_anchor: super::dane::trust_anchor(&c, &raw.dns)?,
         static_routes,
         local_domains,
         mailboxes,

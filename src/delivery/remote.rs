@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod dane;
 mod recipient_policy;
 
 use super::{Destination, NextHop};
@@ -71,6 +72,8 @@ pub struct RemoteDelivery {
     mta_sts: Option<Arc<MtaSts>>,
     mta_sts_default: MtaStsMode,
     mta_sts_modes: HashMap<String, MtaStsMode>,
+    /// DANE (RFC 7672) for deliveries by MX: its validating resolver and modes.
+    dane: dane::Dane,
 }
 
 /// The file under `data_dir` that keeps MTA-STS policies across restarts.
@@ -90,6 +93,31 @@ enum TargetError {
     /// The TLS policy was not met; nothing but EHLO/STARTTLS was sent.
     Tls(PolicyFailure),
     Client(ClientError),
+}
+
+/// The DANE settings: `[delivery] dane`, each connector's `dane`, and a validating resolver
+/// (`[dns] nameservers`, `[dns] trust_anchor`) unless DANE is off everywhere. Routing lookups
+/// keep the plain resolver: DANE alone depends on DNSSEC.
+fn dane_settings(config: &Config) -> dane::Dane {
+    let modes: HashMap<String, MtaStsMode> = config
+        .outbound_connectors
+        .iter()
+        .filter_map(|c| c.dane.map(|m| (c.name.clone(), m)))
+        .collect();
+    let used =
+        config.delivery.dane != MtaStsMode::Off || modes.values().any(|m| *m != MtaStsMode::Off);
+    let anchor = config.dns_trust_anchor.as_ref();
+    let resolver = if used {
+        Resolver::validating(&config.nameservers, anchor.map(|a| a.path.as_path()))
+            .map_err(
+                |e| tracing::warn!(error = %e, "no validating DNS resolver: DANE is not applied"),
+            )
+            .ok()
+    } else {
+        None
+    };
+    let zone = anchor.map_or_else(|| ".".to_string(), |a| a.zone.clone());
+    dane::Dane::new(resolver, zone, config.delivery.dane, modes)
 }
 
 /// Builds the TLS policy of an outbound connector from what its validation loaded (trust
@@ -150,6 +178,7 @@ impl RemoteDelivery {
             mta_sts: None,
             mta_sts_default: MtaStsMode::Off,
             mta_sts_modes: HashMap::new(),
+            dane: dane::Dane::default(),
         }
     }
 
@@ -171,6 +200,7 @@ impl RemoteDelivery {
             }
         }
         self.mta_sts_default = config.delivery.mta_sts;
+        self.dane = dane_settings(config);
         let cache = config.data_dir.join(MTA_STS_CACHE_FILE);
         self.mta_sts = Some(Arc::new(MtaSts::new(
             config.mta_sts_anchors.clone(),
@@ -211,13 +241,21 @@ impl RemoteDelivery {
             connector: dest.connector.clone(),
             ..AttemptInfo::default()
         };
-        // The recipient domain's own policy (MTA-STS) first: it may verify where the default
-        // does not, which is what REQUIRETLS asks next.
+        // The recipient domain's own policies (DANE per MX host, then MTA-STS) first: they may
+        // verify where the default does not, which is what REQUIRETLS asks next.
+        let dane = match self.dane_plan(dest, &policy, tls).await {
+            Ok(plan) => plan,
+            Err(reason) => return (all(Outcome::Deferred(reason)), base_info),
+        };
         let (policy, mta_sts) = match self.mta_sts_policy(dest, policy, tls).await {
             Ok(chosen) => chosen,
             Err(reason) => return (all(Outcome::Deferred(reason)), base_info),
         };
-        if tls.requiretls && !policy.level().verifies() {
+        let dane_covers = |host: &str| dane.as_ref().is_some_and(|d| d.covers(host));
+        if tls.requiretls
+            && !policy.level().verifies()
+            && !dane.as_ref().is_some_and(|d| d.verifies())
+        {
             let text = format!(
                 "550 5.7.10 REQUIRETLS: the TLS policy for {dest} ({}) does not verify the \
                  server; message not sent",
@@ -226,10 +264,12 @@ impl RemoteDelivery {
             return (all(Outcome::Failed(text)), base_info);
         }
         let targets = match self.resolve(&dest.hop).await {
-            Ok(t) if !t.is_empty() => match self.mta_sts_targets(mta_sts.as_deref(), t) {
-                Ok(t) => t,
-                Err(reason) => return (all(Outcome::Deferred(reason)), base_info),
-            },
+            Ok(t) if !t.is_empty() => {
+                match self.mta_sts_targets(mta_sts.as_deref(), t, dane_covers) {
+                    Ok(t) => t,
+                    Err(reason) => return (all(Outcome::Deferred(reason)), base_info),
+                }
+            }
             Ok(_) => {
                 return (
                     all(Outcome::Deferred(format!("{dest}: no address found"))),
@@ -246,7 +286,29 @@ impl RemoteDelivery {
         // to the next one; the refusal is final when no target is left that failed otherwise.
         let mut refused: Option<(String, AttemptInfo)> = None;
         let mut unreached = false;
+        let base_policy = policy;
         for target in &targets {
+            let policy = match dane.as_ref().and_then(|d| d.for_host(&target.name)) {
+                Some(dane::HostDane::Policy(p)) => p,
+                Some(dane::HostDane::Defer(reason)) => {
+                    last_error = reason;
+                    unreached = true;
+                    continue;
+                }
+                None => base_policy.clone(),
+            };
+            if tls.requiretls && !policy.level().verifies() {
+                // RFC 8689 §4.2.1: this host cannot be verified; another may be.
+                let text = format!(
+                    "550 5.7.10 REQUIRETLS: the TLS policy for {} ({}) does not verify the \
+                     server; message not sent",
+                    target.name,
+                    policy.level().as_str()
+                );
+                refused = Some((text.clone(), base_info.clone()));
+                last_error = text;
+                continue;
+            }
             let key = (target.addr, target.name.clone(), policy.id());
             let (mut conn, reused) = match self.take_idle(&key) {
                 Some(c) => (c, true),

@@ -108,6 +108,34 @@ impl Resolver {
         }
     }
 
+    /// Whether validation works from the trust anchor down: the DNSKEY records of `zone` (the
+    /// anchor's own zone, `.` for the root keys) must be DNSSEC-secure. A resolver behind
+    /// servers that strip or cannot serve DNSSEC records fails this, and every answer it gives
+    /// would be bogus. Failure → [`DnsError::Bogus`] (or another error) with the reason.
+    pub async fn dnssec_works(&self, zone: &str) -> Result<(), DnsError> {
+        let shown = if zone.trim() == "." {
+            ".".to_string()
+        } else {
+            display_name(zone)
+        };
+        if !self.validating {
+            return Err(DnsError::Config(format!(
+                "DNSSEC status of {shown} asked of a resolver that does not validate"
+            )));
+        }
+        let name = if shown == "." {
+            Name::root()
+        } else {
+            absolute_name(zone).ok_or_else(|| DnsError::NoSuchDomain(shown.clone()))?
+        };
+        match self.validated(name, RecordType::DNSKEY, &shown).await? {
+            Validated::Found(keys, Security::Secure) if !keys.is_empty() => Ok(()),
+            _ => Err(DnsError::Bogus(format!(
+                "the DNSKEY records of {shown} are not DNSSEC-secure"
+            ))),
+        }
+    }
+
     fn validated_name(&self, name: &str, shown: &str) -> Result<Name, DnsError> {
         if !self.validating {
             return Err(DnsError::Config(format!(

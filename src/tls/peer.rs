@@ -311,6 +311,51 @@ impl ServerCertVerifier for ConnectorVerifier {
     handshake_signature_checks!();
 }
 
+/// The handshake verifier of a DANE policy: when enforcing, the handshake fails unless the
+/// chain matches the TLSA records (`DaneCheck::verify`); otherwise it accepts and
+/// `TlsPolicy::authorize` checks again after the handshake, for the audit log.
+#[derive(Debug)]
+pub struct DaneVerifier {
+    check: Arc<super::policy::DaneCheck>,
+    enforce: bool,
+    provider: Arc<CryptoProvider>,
+}
+
+impl DaneVerifier {
+    pub fn new(check: Arc<super::policy::DaneCheck>, enforce: bool) -> Self {
+        DaneVerifier {
+            check,
+            enforce,
+            provider: super::provider(),
+        }
+    }
+}
+
+impl ServerCertVerifier for DaneVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if !self.enforce {
+            return Ok(ServerCertVerified::assertion());
+        }
+        let chain: Vec<CertificateDer<'_>> = std::iter::once(end_entity)
+            .chain(intermediates)
+            .cloned()
+            .collect();
+        self.check
+            .verify(&chain)
+            .map(|_| ServerCertVerified::assertion())
+            .map_err(CertificateFailure::into_rustls)
+    }
+
+    handshake_signature_checks!();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,6 +26,9 @@ pub enum TlsLevel {
     /// The certificate, or its public key, matches a pinned SHA-256 digest (Postfix
     /// `fingerprint`): for partners whose certificate no CA vouches for, e.g. self-signed.
     Fingerprint,
+    /// DANE (RFC 7672): the certificate matches one of the destination's DNSSEC-secure TLSA
+    /// records (see `TlsPolicy::dane`); never configured, only looked up.
+    Dane,
 }
 
 impl TlsLevel {
@@ -54,6 +57,7 @@ impl TlsLevel {
             TlsLevel::VerifyCa => "verify-ca",
             TlsLevel::VerifyName => "verify-name",
             TlsLevel::Fingerprint => "fingerprint",
+            TlsLevel::Dane => "dane",
         }
     }
 }
@@ -177,8 +181,9 @@ impl DeliveryPermit {
     }
 
     /// Whether the connection was verified, as REQUIRETLS (RFC 8689 §4.2.1) demands of a hop:
-    /// TLS whose certificate the policy checked (verify-ca, verify-name, fingerprint), with no
-    /// failure overlooked in audit mode. Opportunistic and `required` connections are not.
+    /// TLS whose certificate the policy checked (verify-ca, verify-name, fingerprint, dane),
+    /// with no failure overlooked in audit mode. Opportunistic and `required` connections are
+    /// not.
     pub fn verified(&self) -> bool {
         self.achieved.verifies() && self.overlooked.is_none()
     }
@@ -198,6 +203,43 @@ pub struct TlsPolicy {
     mode: PolicyMode,
     /// The handshake configuration (carries the enforcing verifier and any client certificate).
     client_config: Arc<ClientConfig>,
+    /// Under DANE: the secure TLSA records and reference names the certificate is checked
+    /// against instead of `check`.
+    dane: Option<Arc<DaneCheck>>,
+}
+
+/// The DANE check of one MX host: its secure TLSA record set and the reference names for
+/// DANE-TA (the MX host name and the TLSA base domain).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaneCheck {
+    pub records: Vec<super::dane::Tlsa>,
+    pub names: Vec<String>,
+}
+
+impl DaneCheck {
+    /// The level a connection meeting this check achieves: DANE when some record is usable;
+    /// otherwise TLS is still mandatory but the certificate is not authenticated (RFC 7672
+    /// §2.2), which is `Required`.
+    pub fn level(&self) -> TlsLevel {
+        if self.records.iter().any(|r| r.usable()) {
+            TlsLevel::Dane
+        } else {
+            TlsLevel::Required
+        }
+    }
+
+    /// [`super::dane::verify`] at the current time.
+    pub fn verify(
+        &self,
+        chain: &[rustls_pki_types::CertificateDer<'_>],
+    ) -> Result<String, CertificateFailure> {
+        super::dane::verify(
+            &self.records,
+            &self.names,
+            chain,
+            rustls_pki_types::UnixTime::now(),
+        )
+    }
 }
 
 impl TlsPolicy {
@@ -215,7 +257,43 @@ impl TlsPolicy {
             check,
             mode,
             client_config,
+            dane: None,
         }
+    }
+
+    /// A DANE policy for one MX host (never plaintext; audit mode only logs a failed check),
+    /// with a fresh identity: a connection authorized under it carries mail for this record
+    /// set alone. The handshake itself runs the check when enforcing (`DaneVerifier`).
+    pub fn dane(check: DaneCheck, mode: PolicyMode, source: String) -> TlsPolicy {
+        let check = Arc::new(check);
+        let verifier = Arc::new(super::peer::DaneVerifier::new(
+            check.clone(),
+            mode == PolicyMode::Enforce,
+        ));
+        let client_config = ClientConfig::builder_with_provider(super::provider())
+            .with_safe_default_protocol_versions()
+            .map(|b| {
+                Arc::new(
+                    b.dangerous()
+                        .with_custom_certificate_verifier(verifier)
+                        .with_no_client_auth(),
+                )
+            })
+            .unwrap_or_else(|_| super::opportunistic_client_config());
+        let mut policy = TlsPolicy::new(None, PeerCheck::level(check.level()), mode, client_config)
+            .with_source(source);
+        policy.dane = Some(check);
+        policy
+    }
+
+    /// The DANE check, for a policy made by [`TlsPolicy::dane`].
+    pub fn dane_check(&self) -> Option<&DaneCheck> {
+        self.dane.as_deref()
+    }
+
+    /// Enforce or audit.
+    pub fn mode(&self) -> PolicyMode {
+        self.mode
     }
 
     /// The opportunistic default (Postfix `may`).
@@ -306,10 +384,11 @@ impl TlsPolicy {
                 host,
             ));
         }
-        let detail = self
-            .check
-            .verify(&tls.peer_certificates, host)
-            .map_err(|reason| self.failure(reason))?;
+        let detail = match &self.dane {
+            Some(dane) => dane.verify(&tls.peer_certificates),
+            None => self.check.verify(&tls.peer_certificates, host),
+        }
+        .map_err(|reason| self.failure(reason))?;
         Ok(self.permit(self.check.level, detail, host))
     }
 
@@ -416,5 +495,73 @@ mod tests {
             "an equal-looking policy built elsewhere is another policy"
         );
         assert!(!permit.satisfies(&a, "other.example.test"));
+    }
+
+    fn fabrikam_chain() -> Vec<rustls_pki_types::CertificateDer<'static>> {
+        let pki = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pki");
+        crate::tls::load_certified_key(
+            &pki.join("mx.fabrikam.test.crt"),
+            &pki.join("mx.fabrikam.test.key"),
+        )
+        .unwrap()
+        .chain
+    }
+
+    #[test]
+    fn a_dane_policy_checks_the_records_and_counts_as_verified() {
+        let chain = fabrikam_chain();
+        let facts = TlsFacts {
+            version: "TLSv1.3".into(),
+            cipher: "TLS_AES_256_GCM_SHA384".into(),
+            peer_certificates: chain.clone(),
+        };
+        let matching = super::super::dane::Tlsa::for_certificate(3, 1, 1, &chain[0]).unwrap();
+        let check = |records: Vec<super::super::dane::Tlsa>| DaneCheck {
+            records,
+            names: vec!["mx.example.test".into()],
+        };
+        let source = || "dane (mx.example.test)".to_string();
+        let policy = TlsPolicy::dane(check(vec![matching.clone()]), PolicyMode::Enforce, source());
+        assert_eq!(policy.level(), TlsLevel::Dane);
+        assert!(!policy.allows_plaintext());
+        let permit = policy.authorize(Some(&facts), "mx.example.test").unwrap();
+        assert!(permit.verified());
+        assert_eq!(
+            permit.detail(),
+            "dane (mx.example.test): DANE-EE matched TLSA 3 1 1"
+        );
+        let e = policy.authorize(None, "mx.example.test").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "TLS required by dane (mx.example.test): connection is not encrypted"
+        );
+
+        let mut other = matching.clone();
+        other.data[0] ^= 1;
+        let mismatch = TlsPolicy::dane(check(vec![other]), PolicyMode::Enforce, source());
+        let e = mismatch
+            .authorize(Some(&facts), "mx.example.test")
+            .unwrap_err();
+        assert!(
+            matches!(
+                e.failure,
+                TlsFailure::Certificate(CertificateFailure::DaneMismatch(_))
+            ),
+            "{e:?}"
+        );
+        assert_ne!(
+            mismatch.id(),
+            policy.id(),
+            "each record set is its own policy"
+        );
+
+        // Only unusable records (PKIX-EE): TLS is mandatory, the certificate not authenticated.
+        let mut pkix = matching;
+        pkix.usage = 1;
+        let unusable = TlsPolicy::dane(check(vec![pkix]), PolicyMode::Enforce, source());
+        assert_eq!(unusable.level(), TlsLevel::Required);
+        let permit = unusable.authorize(Some(&facts), "mx.example.test").unwrap();
+        assert!(!permit.verified());
+        assert!(unusable.authorize(None, "mx.example.test").is_err());
     }
 }

@@ -7,6 +7,9 @@
 //! - `plain.dane.test.`, unsigned, delegated without DS (insecure), with the same records;
 //! - `bogus.dane.test.`, signed, but the DS in the parent is of another key (bogus).
 //!
+//! [`SignedZones::start_with`] adds records of the caller's to `good.dane.test.` (e.g. a TLSA
+//! record for a certificate a test server presents, [`tlsa_for_certificate`]).
+//!
 //! ```ignore
 //! let Some(zones) = SignedZones::start() else { return }; // NSD or ldnsutils missing
 //! let resolver = Resolver::validating(&[zones.addr()], Some(zones.anchor()))?;
@@ -38,6 +41,12 @@ impl SignedZones {
     /// ldnsutils are not installed. Under CI (`CI` set, as `.ci/run` runs), which installs
     /// them, a missing tool fails the test instead: CI never skips.
     pub fn start() -> Option<SignedZones> {
+        SignedZones::start_with("")
+    }
+
+    /// [`SignedZones::start`], with `good_records` (zone-file lines, names relative to
+    /// `good.dane.test.`) added to the signed zone `good.dane.test.`.
+    pub fn start_with(good_records: &str) -> Option<SignedZones> {
         if let Some(missing) = missing_tool() {
             let why = format!("{missing} is not installed (apt-get install nsd ldnsutils)");
             assert!(std::env::var_os("CI").is_none(), "{why}");
@@ -54,7 +63,8 @@ impl SignedZones {
         let records = format!(
             "mx A 127.0.0.1\n@ MX 10 mx\n_25._tcp.mx TLSA 3 1 1 {TLSA_DATA}\nnomx A 127.0.0.1\n"
         );
-        write_zone(path, "good.dane.test", &records, Some(&good));
+        let good_zone = format!("{records}{good_records}\n");
+        write_zone(path, "good.dane.test", &good_zone, Some(&good));
         write_zone(path, "plain.dane.test", &records, None);
         write_zone(path, "bogus.dane.test", &records, Some(&bogus));
         let mut delegations = String::from("ns A 127.0.0.1\n");
@@ -201,4 +211,24 @@ fn free_port() -> u16 {
             return port;
         }
     }
+}
+
+/// The TLSA record data (`usage selector matching hex`) matching a PEM certificate file, e.g.
+/// `3 1 1 <SHA-256 of its public key>` for DANE-EE.
+pub fn tlsa_for_certificate(pem: &Path, usage: u8, selector: u8, matching: u8) -> String {
+    let text = fs::read(pem).expect("read certificate");
+    let der = rustls_pemfile_first(&text);
+    sealpost::tls::dane::Tlsa::for_certificate(usage, selector, matching, &der)
+        .expect("TLSA for certificate")
+        .to_string()
+}
+
+/// The DER of the first certificate in a PEM text.
+fn rustls_pemfile_first(pem: &[u8]) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::pem_slice_iter(pem)
+        .next()
+        .expect("a certificate")
+        .expect("PEM certificate")
+        .to_vec()
 }

@@ -74,18 +74,20 @@ impl RemoteDelivery {
     }
 
     /// RFC 8461 §4.1: under a policy in mode enforce only MX hosts its patterns name are tried
-    /// (none: deferred, 4.7.5); in mode testing the others are logged and tried as well.
+    /// (none: deferred, 4.7.5); in mode testing the others are logged and tried as well. Hosts
+    /// `under_dane` are DANE's, not MTA-STS's (RFC 8461 §2), and always kept.
     pub(super) fn mta_sts_targets(
         &self,
         sts: Option<&Applied>,
         targets: Vec<Target>,
+        under_dane: impl Fn(&str) -> bool,
     ) -> Result<Vec<Target>, String> {
         let Some(applied) = sts else {
             return Ok(targets);
         };
         let mut refused: Vec<&str> = targets
             .iter()
-            .filter(|t| !applied.policy.allows_mx(&t.name))
+            .filter(|t| !applied.policy.allows_mx(&t.name) && !under_dane(&t.name))
             .map(|t| t.name.as_str())
             .collect();
         refused.dedup();
@@ -99,7 +101,7 @@ impl RemoteDelivery {
         let refused = refused.join(", ");
         let allowed: Vec<Target> = targets
             .into_iter()
-            .filter(|t| applied.policy.allows_mx(&t.name))
+            .filter(|t| applied.policy.allows_mx(&t.name) || under_dane(&t.name))
             .collect();
         if allowed.is_empty() {
             self.telemetry.metrics.tls_policy("mta-sts", "mx-mismatch");

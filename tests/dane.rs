@@ -1,0 +1,203 @@
+//! DANE (RFC 7672) for delivery by MX over real sockets: NSD serves DNSSEC-signed zones
+//! (support/dnssec.rs), contoso resolves through it with the zones' trust anchor, and a second
+//! sealpost (fabrikam, certificate for mx.fabrikam.test) is every MX host.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use support::dnssec::{tlsa_for_certificate, SignedZones};
+use support::domains::{
+    files_containing, free_port, load, pki, submit, wait_for_mailbox_async, wait_for_reason,
+    DomainSpec,
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// `ee.good.dane.test`: MX `mx-ee`, whose DANE-EE record matches fabrikam's key.
+fn matching_records() -> String {
+    let tlsa = tlsa_for_certificate(&pki().join("mx.fabrikam.test.crt"), 3, 1, 1);
+    format!("ee MX 10 mx-ee\nmx-ee A 127.0.0.1\n_25._tcp.mx-ee TLSA {tlsa}\n")
+}
+
+/// fabrikam receiving for the test domains on a port of its own; `tls` false: no STARTTLS.
+async fn fabrikam(dir: &Path, tls: bool) -> (sealpost::app::Server, std::path::PathBuf, u16) {
+    let port = free_port();
+    let mut f = DomainSpec::new(
+        "fabrikam",
+        &[
+            "bob@ee.good.dane.test",
+            "bob@good.dane.test",
+            "bob@plain.dane.test",
+            "bob@bogus.dane.test",
+        ],
+        port,
+    );
+    f.extra_domains = vec![
+        "ee.good.dane.test",
+        "good.dane.test",
+        "plain.dane.test",
+        "bogus.dane.test",
+    ];
+    f.tls = tls;
+    let config = load(&f.write(dir));
+    let data = config.data_dir.clone();
+    (sealpost::app::start(config).await.unwrap(), data, port)
+}
+
+/// contoso delivering by MX through NSD (trusting the zones' anchor) to port `mx_port`.
+async fn contoso(
+    dir: &Path,
+    zones: &SignedZones,
+    mx_port: u16,
+) -> (sealpost::app::Server, std::path::PathBuf) {
+    contoso_with(dir, zones, mx_port, "").await
+}
+
+/// [`contoso`] with TOML appended to its `[delivery]` section.
+async fn contoso_with(
+    dir: &Path,
+    zones: &SignedZones,
+    mx_port: u16,
+    delivery: &str,
+) -> (sealpost::app::Server, std::path::PathBuf) {
+    let mut c = DomainSpec::new("contoso", &["alice@contoso.test"], free_port()).toml(delivery);
+    c.nameservers = vec![zones.addr()];
+    c.smtp_port = Some(mx_port);
+    let path = c.write(dir);
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "[dns]\n",
+        &format!("[dns]\ntrust_anchor = \"{}\"\n", zones.anchor().display()),
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    let config = load(&path);
+    let data = config.data_dir.clone();
+    (sealpost::app::start(config).await.unwrap(), data)
+}
+
+fn trace_of(data_dir: &Path) -> String {
+    std::fs::read_to_string(data_dir.join("trace.jsonl")).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_matching_dane_ee_record_delivers_and_says_dane() {
+    let Some(zones) = SignedZones::start_with(&matching_records()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (f, f_data, f_port) = fabrikam(dir.path(), true).await;
+    let (c, c_data) = contoso(dir.path(), &zones, f_port).await;
+    submit(&c, "bob@ee.good.dane.test", "M-dane-ok").await;
+    let got = wait_for_mailbox_async(&f_data, "bob@ee.good.dane.test", 1, WAIT).await;
+    assert!(String::from_utf8_lossy(&got[0]).contains("body M-dane-ok"));
+    let trace = trace_of(&c_data);
+    assert!(
+        trace.contains("dane (mx-ee.good.dane.test): DANE-EE matched TLSA 3 1 1"),
+        "{trace}"
+    );
+    let metrics = c.telemetry().metrics.render();
+    assert!(
+        metrics.contains("outbound_tls_policies_total{source=\"dane\",outcome=\"enforce\"}"),
+        "{metrics}"
+    );
+    c.shutdown().await;
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tlsa_record_that_does_not_match_defers() {
+    let Some(zones) = SignedZones::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (f, f_data, f_port) = fabrikam(dir.path(), true).await;
+    let (c, _) = contoso(dir.path(), &zones, f_port).await;
+    submit(&c, "bob@good.dane.test", "M-dane-mismatch").await;
+    let reason = wait_for_reason(&c, "4.7.5").await;
+    assert!(
+        reason.starts_with("451 4.7.5")
+            && reason.contains("TLS required by dane (mx.good.dane.test)"),
+        "{reason}"
+    );
+    assert!(files_containing(&f_data, b"M-dane-mismatch").is_empty());
+    c.shutdown().await;
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mx_without_starttls_under_a_secure_tlsa_defers() {
+    let Some(zones) = SignedZones::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (f, f_data, f_port) = fabrikam(dir.path(), false).await;
+    let (c, _) = contoso(dir.path(), &zones, f_port).await;
+    submit(&c, "bob@good.dane.test", "M-dane-plain").await;
+    let reason = wait_for_reason(&c, "4.7.4").await;
+    assert!(
+        reason.contains("TLS required by dane (mx.good.dane.test)"),
+        "{reason}"
+    );
+    assert!(files_containing(&f_data, b"M-dane-plain").is_empty());
+    c.shutdown().await;
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bogus_zone_defers() {
+    let Some(zones) = SignedZones::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (f, f_data, f_port) = fabrikam(dir.path(), true).await;
+    let (c, _) = contoso(dir.path(), &zones, f_port).await;
+    submit(&c, "bob@bogus.dane.test", "M-dane-bogus").await;
+    let reason = wait_for_reason(&c, "4.7.5").await;
+    assert!(
+        reason.starts_with("451 4.7.5 DANE") && reason.contains("bogus.dane.test"),
+        "{reason}"
+    );
+    assert!(files_containing(&f_data, b"M-dane-bogus").is_empty());
+    c.shutdown().await;
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsigned_zone_is_delivered_opportunistically() {
+    let Some(zones) = SignedZones::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (f, f_data, f_port) = fabrikam(dir.path(), true).await;
+    let (c, c_data) = contoso(dir.path(), &zones, f_port).await;
+    submit(&c, "bob@plain.dane.test", "M-dane-insecure").await;
+    let got = wait_for_mailbox_async(&f_data, "bob@plain.dane.test", 1, WAIT).await;
+    assert!(String::from_utf8_lossy(&got[0]).contains("body M-dane-insecure"));
+    let trace = trace_of(&c_data);
+    assert!(trace.contains("certificate not checked"), "{trace}");
+    assert!(!trace.contains("dane ("), "{trace}");
+    c.shutdown().await;
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mandatory_dane_defers_an_unsigned_zone() {
+    let Some(zones) = SignedZones::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (f, f_data, f_port) = fabrikam(dir.path(), true).await;
+    let (c, _) = contoso_with(dir.path(), &zones, f_port, "dane = \"mandatory\"").await;
+    submit(&c, "bob@plain.dane.test", "M-dane-mandatory").await;
+    let reason = wait_for_reason(&c, "4.7.5").await;
+    assert!(
+        reason.starts_with("451 4.7.5 DANE is mandatory")
+            && reason.contains("plain.dane.test are not DNSSEC-secure"),
+        "{reason}"
+    );
+    assert!(files_containing(&f_data, b"M-dane-mandatory").is_empty());
+    c.shutdown().await;
+    f.shutdown().await;
+}
