@@ -21,6 +21,8 @@ use crate::tls::policy::{DaneCheck, PolicyMode, TlsLevel, TlsPolicy};
 
 /// How long the answer to "does DNSSEC validation work?" is kept.
 const PROBE_TTL: Duration = Duration::from_secs(60);
+/// The most DANE policies (MX host and record set) kept at once.
+const MAX_POLICIES: usize = 10_000;
 
 /// The DANE settings of a `RemoteDelivery`.
 #[derive(Default)]
@@ -219,6 +221,11 @@ impl RemoteDelivery {
         let shown: Vec<String> = records.iter().map(|r| r.to_string()).collect();
         let key = (host.to_string(), shown.join("; "), audit);
         let mut policies = self.dane.policies.lock().unwrap_or_else(|p| p.into_inner());
+        if policies.len() >= MAX_POLICIES && !policies.contains_key(&key) {
+            // Bounded memory: start over (idle connections under the old policies are then
+            // never reused, and close when their reuse time ends).
+            policies.clear();
+        }
         policies
             .entry(key)
             .or_insert_with(|| {
