@@ -133,12 +133,7 @@ fn parse_one_txt(record: &str) -> Result<TxtRecord, PolicyError> {
         let (key, value) = field
             .split_once('=')
             .ok_or_else(|| bad(format!("field {field:?} is not key=value")))?;
-        let key_ok = !key.is_empty()
-            && key.len() <= 32
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
-            && key.as_bytes()[0].is_ascii_alphanumeric();
+        let key_ok = is_field_name(key);
         let value_ok = !value.is_empty()
             && value
                 .bytes()
@@ -189,12 +184,7 @@ pub fn parse_policy(body: &[u8]) -> Result<Policy, PolicyError> {
             .split_once(':')
             .ok_or_else(|| bad(format!("{} is not key: value", shown())))?;
         let value = value.trim_matches([' ', '\t']);
-        let key_ok = !key.is_empty()
-            && key.len() <= 32
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
-            && key.as_bytes()[0].is_ascii_alphanumeric();
+        let key_ok = is_field_name(key);
         if !key_ok || value.chars().any(char::is_control) {
             return Err(bad(format!("{} is not a valid field", shown())));
         }
@@ -255,6 +245,17 @@ fn is_host_name(name: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
+}
+
+/// A field name of the TXT record or the policy file (RFC 8461 §3.1 `sts-field-name`,
+/// §3.2 `sts-policy-field-name`): 1–32 of letters, digits, `_`, `-`, `.`, starting alphanumeric.
+fn is_field_name(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 32
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        && key.as_bytes()[0].is_ascii_alphanumeric()
 }
 
 #[cfg(test)]
