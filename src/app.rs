@@ -5,6 +5,7 @@
 mod build;
 mod licensing;
 mod reload;
+mod tls_report;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -111,6 +112,7 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         ),
         in_flight: crate::queue::InFlight::new(config.limits.max_in_flight_size),
         retransmissions: retransmissions.clone(),
+        tls_report: Arc::new(crate::report::tlsrpt::Recorder::new(&config.data_dir)),
     };
     let parts = build::build(&config, &shared)?;
     let runner = Arc::new(
@@ -184,6 +186,13 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         licensing_addr = Some(addr);
         tasks.spawn(service.serve(phase_rx.clone()));
     }
+    tasks.spawn(tls_report::daily(
+        reloader.clone(),
+        queue.clone(),
+        reloader.shared.tls_report.clone(),
+        wake.clone(),
+        shutdown_rx.clone(),
+    ));
     tasks.spawn(runner.run(shutdown_rx));
     Ok(Server {
         addrs,

@@ -15,6 +15,7 @@ pub mod live;
 pub mod mail;
 pub mod net;
 pub mod queue;
+pub mod report;
 pub mod rules;
 pub mod smtp;
 pub mod store;

@@ -62,7 +62,12 @@ async fn contoso_with(
     mx_port: u16,
     delivery: &str,
 ) -> (sealpost::app::Server, std::path::PathBuf) {
-    let mut c = DomainSpec::new("contoso", &["alice@contoso.test"], free_port()).toml(delivery);
+    let mut c = DomainSpec::new(
+        "contoso",
+        &["alice@contoso.test", "tlsrpt@contoso.test"],
+        free_port(),
+    )
+    .toml(delivery);
     c.nameservers = vec![zones.addr()];
     c.smtp_port = Some(mx_port);
     let path = c.write(dir);
@@ -198,6 +203,136 @@ async fn mandatory_dane_defers_an_unsigned_zone() {
         "{reason}"
     );
     assert!(files_containing(&f_data, b"M-dane-mandatory").is_empty());
+    c.shutdown().await;
+    f.shutdown().await;
+}
+
+/// Reads a TLS-RPT message as a foreign tool does (Python's email, gzip and json): the parts,
+/// the headers, and the report.
+fn python_read_report(message: &[u8]) -> serde_json::Value {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), message).unwrap();
+    let script = r#"
+import email, gzip, json, sys
+m = email.message_from_binary_file(open(sys.argv[1], 'rb'))
+assert m.get_content_type() == 'multipart/report', m.get_content_type()
+assert m.get_param('report-type') == 'tlsrpt'
+parts = [p for p in m.walk() if p.get_content_type() == 'application/tlsrpt+gzip']
+assert len(parts) == 1
+report = json.loads(gzip.decompress(parts[0].get_payload(decode=True)))
+print(json.dumps({'domain': m['TLS-Report-Domain'], 'submitter': m['TLS-Report-Submitter'],
+                  'subject': m['Subject'], 'filename': parts[0].get_filename(), 'report': report}))
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(file.path())
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_rpt_reports_the_sessions_gzipped_to_the_rua_mailbox() {
+    let rua = "\"v=TLSRPTv1; rua=mailto:tlsrpt@contoso.test\"";
+    let records = format!(
+        "{}_smtp._tls TXT {rua}\n_smtp._tls.ee TXT {rua}\n",
+        matching_records()
+    );
+    let Some(zones) = SignedZones::start_with(&records) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (f, f_data, f_port) = fabrikam(dir.path(), true).await;
+    let (c, c_data) = contoso(dir.path(), &zones, f_port).await;
+    submit(&c, "bob@ee.good.dane.test", "M-rpt-ok").await;
+    wait_for_mailbox_async(&f_data, "bob@ee.good.dane.test", 1, WAIT).await;
+    submit(&c, "bob@good.dane.test", "M-rpt-mismatch").await;
+    wait_for_reason(&c, "4.7.5").await;
+    // The sessions of the last second go in the next report.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let sealpost = env!("CARGO_BIN_EXE_sealpost");
+    let config = dir.path().join("contoso.toml");
+    let show = std::process::Command::new(sealpost)
+        .args(["tls-report", "show", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        shown.contains("good.dane.test") && shown.contains("tlsa-invalid at mx.good.dane.test"),
+        "{shown}"
+    );
+    let sent = std::process::Command::new(sealpost)
+        .args(["tls-report", "send", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&sent.stdout);
+    assert!(
+        sent.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert!(said.contains("ee.good.dane.test: report"), "{said}");
+    let got = wait_for_mailbox_async(&c_data, "tlsrpt@contoso.test", 2, WAIT).await;
+    let reports: Vec<serde_json::Value> = got.iter().map(|m| python_read_report(m)).collect();
+    let of = |domain: &str| {
+        reports
+            .iter()
+            .find(|r| r["domain"] == domain)
+            .unwrap_or_else(|| panic!("no report for {domain}: {reports:?}"))
+    };
+    let ok = of("ee.good.dane.test");
+    assert_eq!(ok["submitter"], "mx.contoso.test");
+    let filename = ok["filename"].as_str().unwrap();
+    assert!(
+        filename.starts_with("mx.contoso.test!ee.good.dane.test!")
+            && filename.ends_with(".json.gz"),
+        "{filename}"
+    );
+    let policy = &ok["report"]["policies"][0];
+    assert_eq!(policy["policy"]["policy-type"], "tlsa");
+    assert_eq!(policy["policy"]["mx-host"][0], "mx-ee.good.dane.test");
+    assert!(policy["policy"]["policy-string"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("3 1 1 "));
+    assert_eq!(policy["summary"]["total-successful-session-count"], 1);
+    assert_eq!(policy["summary"]["total-failure-session-count"], 0);
+    let bad = &of("good.dane.test")["report"];
+    for field in ["organization-name", "contact-info", "report-id"] {
+        assert!(bad[field].is_string(), "{field}: {bad}");
+    }
+    assert!(bad["date-range"]["start-datetime"]
+        .as_str()
+        .unwrap()
+        .ends_with("T00:00:00Z"));
+    let policy = &bad["policies"][0];
+    assert_eq!(policy["policy"]["policy-type"], "tlsa");
+    assert_eq!(policy["policy"]["policy-domain"], "good.dane.test");
+    assert_eq!(policy["summary"]["total-successful-session-count"], 0);
+    let failed = policy["summary"]["total-failure-session-count"]
+        .as_u64()
+        .unwrap();
+    assert!(failed >= 1, "{policy}");
+    let detail = &policy["failure-details"][0];
+    assert_eq!(detail["result-type"], "tlsa-invalid");
+    assert_eq!(detail["receiving-mx-hostname"], "mx.good.dane.test");
+    assert_eq!(detail["receiving-ip"], "127.0.0.1");
+    assert_eq!(detail["failed-session-count"], failed);
+    // Reported once: a second run has nothing more before the failures still coming in.
+    let again = std::process::Command::new(sealpost)
+        .args(["tls-report", "show", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let pending = String::from_utf8_lossy(&again.stdout);
+    assert!(!pending.contains("ee.good.dane.test"), "{pending}");
     c.shutdown().await;
     f.shutdown().await;
 }

@@ -29,6 +29,8 @@ pub(crate) struct Shared {
     pub limits: Arc<ConnectionLimits>,
     pub in_flight: Arc<crate::queue::InFlight>,
     pub retransmissions: Arc<crate::queue::retransmit::Retransmissions>,
+    /// The TLS-RPT journal; sessions are counted while `[tls_report] enabled`.
+    pub tls_report: Arc<crate::report::tlsrpt::Recorder>,
 }
 
 /// The configuration-dependent parts.
@@ -72,7 +74,8 @@ pub(crate) fn build(config: &Config, shared: &Shared) -> anyhow::Result<Parts> {
             config.delivery.connection_reuse_time,
         )
         .with_connectors(config)?
-        .with_telemetry(shared.telemetry.clone()),
+        .with_telemetry(shared.telemetry.clone())
+        .with_tls_report(config.tls_report.enabled.then(|| shared.tls_report.clone())),
     );
     let mut cleanup = Cleanup::new(&config.hostname, shared.queue.clone(), shared.wake.clone())
         .with_rules(config.rules.clone(), config.local_domains.clone())

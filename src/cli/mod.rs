@@ -18,6 +18,7 @@ mod rules;
 mod serve;
 mod store;
 mod tls_check;
+mod tls_report;
 mod trace;
 
 use std::path::PathBuf;
@@ -94,6 +95,9 @@ pub enum Command {
     Trace(trace::TraceArgs),
     // about / long_about live on ReloadArgs (src/cli/reload.rs).
     Reload(reload::ReloadArgs),
+    /// TLS-RPT (RFC 8460): show the TLS sessions not reported yet (`tls-report show --config
+    /// F [--json]`) or send their reports now (`tls-report send --config F`).
+    TlsReport(tls_report::TlsReportArgs),
 }
 
 /// The configuration file, and where the server keeps its data.
@@ -175,6 +179,7 @@ pub fn main() -> ExitCode {
         Command::Completions(args) => completions::run(args),
         Command::Trace(args) => trace::run(args),
         Command::Reload(args) => reload::run(args),
+        Command::TlsReport(args) => tls_report::run(args),
     };
     match result {
         Ok(code) => code,

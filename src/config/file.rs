@@ -35,6 +35,7 @@ pub struct RawConfig {
     pub store: Option<super::encryption::RawStore>,
     pub admin: Option<super::operations::RawAdmin>,
     pub trace: Option<super::operations::RawTrace>,
+    pub tls_report: Option<super::tls_report::RawTlsReport>,
 }
 
 #[derive(Debug, Deserialize)]

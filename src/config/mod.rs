@@ -11,8 +11,11 @@ mod operations;
 pub mod routing;
 mod rule_needs;
 mod secret_file;
+mod tls_report;
 mod users;
 mod validate;
+
+pub use tls_report::TlsReportSettings;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -215,6 +218,8 @@ pub struct Config {
     pub mailbox_policies: BTreeMap<String, PolicyRef>,
     pub store: StoreSettings,
     /// `[admin]` and `[trace]`.
+    /// `[tls_report]`: TLS-RPT (RFC 8460) reports.
+    pub tls_report: TlsReportSettings,
     pub operations: Operations,
 }
 

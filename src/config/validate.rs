@@ -402,6 +402,7 @@ pub fn validate(
         raw.trace.as_ref(),
     )?;
 
+    let tls_report = super::tls_report::settings(&c, raw.tls_report.as_ref(), &hostname)?;
     Ok(Config {
         path: path.to_path_buf(),
         hostname,
@@ -434,6 +435,7 @@ pub fn validate(
         encryption_policies: encryption.policies,
         mailbox_policies: encryption.mailboxes,
         store: encryption.store,
+        tls_report,
         operations,
     })
 }

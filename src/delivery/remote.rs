@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 mod dane;
 mod recipient_policy;
+mod tls_report;
 
 use super::{Destination, NextHop};
 use crate::config::{Config, HostPort, OutboundConnector, TlsMinVersion};
@@ -74,6 +75,8 @@ pub struct RemoteDelivery {
     mta_sts_modes: HashMap<String, MtaStsMode>,
     /// DANE (RFC 7672) for deliveries by MX: its validating resolver and modes.
     dane: dane::Dane,
+    /// Where sessions are counted for TLS-RPT (None: not counted).
+    tls_report: Option<Arc<crate::report::tlsrpt::Recorder>>,
 }
 
 /// The file under `data_dir` that keeps MTA-STS policies across restarts.
@@ -179,6 +182,7 @@ impl RemoteDelivery {
             mta_sts_default: MtaStsMode::Off,
             mta_sts_modes: HashMap::new(),
             dane: dane::Dane::default(),
+            tls_report: None,
         }
     }
 
@@ -310,9 +314,10 @@ impl RemoteDelivery {
                 continue;
             }
             let key = (target.addr, target.name.clone(), policy.id());
+            let report = self.report_policy(dest, &policy, mta_sts.as_deref(), target);
             let (mut conn, reused) = match self.take_idle(&key) {
                 Some(c) => (c, true),
-                None => match self.open(&policy, target).await {
+                None => match self.open(&policy, target, report.as_ref()).await {
                     Ok(c) => (c, false),
                     Err(e) => {
                         last_error = self.describe(target, &e);
@@ -326,7 +331,7 @@ impl RemoteDelivery {
                 .await;
             if reused && result.as_ref().is_err_and(|e| !e.is_requiretls_refusal()) {
                 // The cached connection had died; nothing was accepted, so a fresh one may try.
-                match self.open(&policy, target).await {
+                match self.open(&policy, target, report.as_ref()).await {
                     Ok(fresh) => {
                         conn = fresh;
                         result = conn
@@ -399,7 +404,13 @@ impl RemoteDelivery {
     /// Opens a connection under `policy` and checks it. Opportunistic (and audit-mode) delivery
     /// retries in plaintext when the handshake fails, like Postfix `may`; required and above
     /// never do: a missing STARTTLS or a failed check ends the attempt before MAIL FROM.
-    async fn open(&self, policy: &TlsPolicy, target: &Target) -> Result<Connection, TargetError> {
+    /// Each session that gets as far as TLS is counted for TLS-RPT under `report`.
+    async fn open(
+        &self,
+        policy: &TlsPolicy,
+        target: &Target,
+        report: Option<&crate::report::tlsrpt::Policy>,
+    ) -> Result<Connection, TargetError> {
         let settings = ClientSettings {
             tls: policy.client_config().clone(),
             ..self.settings.clone()
@@ -411,7 +422,12 @@ impl RemoteDelivery {
                 Err(ClientError::Tls(reason)) => {
                     tracing::warn!(relay = %target.addr, name = %target.name, %reason,
                         "STARTTLS failed; retrying this delivery without TLS (opportunistic)");
-                    Connection::open(target.addr, &target.name, &settings, TlsMode::Plaintext).await
+                    self.report_session(report, target, Some(&reason));
+                    let plain =
+                        Connection::open(target.addr, &target.name, &settings, TlsMode::Plaintext)
+                            .await
+                            .map_err(TargetError::Client)?;
+                    return self.authorize(policy, plain).await;
                 }
                 other => other,
             }
@@ -420,15 +436,23 @@ impl RemoteDelivery {
             match Connection::open(target.addr, &target.name, &settings, TlsMode::Required).await {
                 Ok(c) => c,
                 Err(ClientError::NoStartTls) => {
+                    self.report_session(report, target, Some(&TlsFailure::NoStartTls));
                     return Err(TargetError::Tls(policy.failure(TlsFailure::NoStartTls)));
                 }
                 Err(ClientError::Tls(reason)) => {
-                    return Err(TargetError::Tls(policy.failure(reason)))
+                    self.report_session(report, target, Some(&reason));
+                    return Err(TargetError::Tls(policy.failure(reason)));
                 }
                 Err(e) => return Err(TargetError::Client(e)),
             }
         };
-        self.authorize(policy, conn).await
+        let conn = self.authorize(policy, conn).await;
+        match &conn {
+            Ok(c) => self.report_opened(report, target, c),
+            Err(TargetError::Tls(f)) => self.report_session(report, target, Some(&f.failure)),
+            Err(TargetError::Client(_)) => {}
+        }
+        conn
     }
 
     /// The policy check of an open connection; audit mode logs a failure and goes on.

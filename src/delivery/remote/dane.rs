@@ -143,6 +143,7 @@ impl RemoteDelivery {
             Ok(found) => found,
             Err(e @ DnsError::Bogus(_)) => {
                 metrics.tls_policy("dane", "bogus");
+                self.report_bogus(domain, None, &e);
                 tracing::warn!(domain = %domain, error = %e, "DNSSEC-bogus MX answer; deferred");
                 return Err(format!("451 4.7.5 DANE: {e}"));
             }
@@ -180,14 +181,11 @@ impl RemoteDelivery {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    metrics.tls_policy(
-                        "dane",
-                        if matches!(e, DnsError::Bogus(_)) {
-                            "bogus"
-                        } else {
-                            "lookup-failed"
-                        },
-                    );
+                    let bogus = matches!(e, DnsError::Bogus(_));
+                    metrics.tls_policy("dane", if bogus { "bogus" } else { "lookup-failed" });
+                    if bogus {
+                        self.report_bogus(domain, Some(&mx.host), &e);
+                    }
                     tracing::warn!(mx = %mx.host, error = %e, "TLSA lookup failed; MX host not tried");
                     plan.hosts.insert(
                         mx.host.clone(),
@@ -209,6 +207,17 @@ impl RemoteDelivery {
             metrics.tls_policy("dane", if audit { "audit" } else { "enforce" });
         }
         Ok(Some(plan))
+    }
+
+    /// Counts a DNSSEC-bogus MX or TLSA answer for TLS-RPT (`dnssec-invalid`).
+    fn report_bogus(&self, domain: &str, mx: Option<&str>, e: &DnsError) {
+        let policy = crate::report::tlsrpt::Policy {
+            kind: crate::report::tlsrpt::PolicyType::Tlsa,
+            domain: domain.to_ascii_lowercase(),
+            strings: Vec::new(),
+            mx: mx.map(str::to_string).into_iter().collect(),
+        };
+        self.report_policy_failure(policy, "dnssec-invalid", mx, e.to_string());
     }
 
     /// The policy for `host` under `records`, made once per record set.

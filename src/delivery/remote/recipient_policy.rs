@@ -105,6 +105,12 @@ impl RemoteDelivery {
             .collect();
         if allowed.is_empty() {
             self.telemetry.metrics.tls_policy("mta-sts", "mx-mismatch");
+            self.report_policy_failure(
+                super::tls_report::sts_policy(&applied.domain, applied),
+                "validation-failure",
+                None,
+                format!("no MX host matches the policy (MX: {refused})"),
+            );
             return Err(format!(
                 "451 4.7.5 TLS required by {}: no MX host matches the policy's mx patterns {} (MX: {refused})",
                 applied.label(),

@@ -1,0 +1,60 @@
+//! The daily TLS-RPT run of a serving process: once the UTC day is over, the sessions of that
+//! day (and any earlier ones not reported yet) are reported to the domains that ask for it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+
+use super::reload::Reloader;
+use crate::queue::QueueStore;
+use crate::report::tlsrpt::journal::{self, day_start};
+use crate::report::tlsrpt::send::{load_state, Outcome, Sender};
+use crate::report::tlsrpt::Recorder;
+
+/// How often the process looks whether a day has ended (and syncs the journal).
+const CHECK_EVERY: Duration = Duration::from_secs(600);
+
+pub(super) async fn daily(
+    reloader: Arc<Reloader>,
+    queue: Arc<dyn QueueStore>,
+    recorder: Arc<Recorder>,
+    wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let config = reloader.config();
+        if config.tls_report.enabled {
+            let until = day_start(chrono::Utc::now().timestamp());
+            let dir = config.data_dir.join(journal::DIR);
+            match load_state(&dir) {
+                Ok(state) if state.daily_until.is_none_or(|u| u < until) => {
+                    recorder.sync();
+                    let resolver = crate::dns::Resolver::new(&config.nameservers).ok();
+                    let sender = Sender {
+                        data_dir: &config.data_dir,
+                        submitter: crate::report::tlsrpt::send::submitter(&config),
+                        queue: queue.clone(),
+                        resolver: resolver.as_ref(),
+                    };
+                    match sender.run(until, true).await {
+                        Ok(outcomes) => {
+                            if outcomes.iter().any(|o| matches!(o, Outcome::Sent { .. })) {
+                                wake.notify_one();
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "daily TLS reports failed"),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "cannot read the TLS-RPT state"),
+            }
+        }
+        recorder.sync();
+        tokio::select! {
+            _ = tokio::time::sleep(CHECK_EVERY) => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    recorder.sync();
+}
