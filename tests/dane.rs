@@ -12,6 +12,7 @@ use support::domains::{
     files_containing, free_port, load, pki, submit, wait_for_mailbox_async, wait_for_reason,
     DomainSpec,
 };
+use support::tlsrpt::python_read_report;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -205,35 +206,6 @@ async fn mandatory_dane_defers_an_unsigned_zone() {
     assert!(files_containing(&f_data, b"M-dane-mandatory").is_empty());
     c.shutdown().await;
     f.shutdown().await;
-}
-
-/// Reads a TLS-RPT message as a foreign tool does (Python's email, gzip and json): the parts,
-/// the headers, and the report.
-fn python_read_report(message: &[u8]) -> serde_json::Value {
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), message).unwrap();
-    let script = r#"
-import email, gzip, json, sys
-m = email.message_from_binary_file(open(sys.argv[1], 'rb'))
-assert m.get_content_type() == 'multipart/report', m.get_content_type()
-assert m.get_param('report-type') == 'tlsrpt'
-parts = [p for p in m.walk() if p.get_content_type() == 'application/tlsrpt+gzip']
-assert len(parts) == 1
-report = json.loads(gzip.decompress(parts[0].get_payload(decode=True)))
-print(json.dumps({'domain': m['TLS-Report-Domain'], 'submitter': m['TLS-Report-Submitter'],
-                  'subject': m['Subject'], 'filename': parts[0].get_filename(), 'report': report}))
-"#;
-    let out = std::process::Command::new("python3")
-        .args(["-c", script])
-        .arg(file.path())
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

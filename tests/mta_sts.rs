@@ -264,6 +264,29 @@ async fn testing_mode_delivers_despite_a_bad_certificate_and_reports_it() {
         trace.contains("mta-sts (example.test, testing): audit only, would have deferred"),
         "{trace}"
     );
+    // Reported: TLS-RPT counts the session as a failure under the sts policy.
+    let show = std::process::Command::new(env!("CARGO_BIN_EXE_sealpost"))
+        .args(["tls-report", "show", "--json", "--config"])
+        .arg(dir.path().join("contoso.toml"))
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&show.stdout);
+    let report: serde_json::Value =
+        serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line}"));
+    let policy = &report["policies"][0];
+    assert_eq!(policy["policy"]["policy-type"], "sts", "{report}");
+    assert_eq!(policy["policy"]["policy-domain"], "example.test");
+    assert_eq!(policy["policy"]["mx-host"][0], "mx.other.test");
+    let strings = policy["policy"]["policy-string"].to_string();
+    assert!(strings.contains("mode: testing"), "{strings}");
+    assert_eq!(policy["summary"]["total-successful-session-count"], 0);
+    assert_eq!(policy["summary"]["total-failure-session-count"], 1);
+    let detail = &policy["failure-details"][0];
+    assert_eq!(
+        detail["result-type"], "certificate-host-mismatch",
+        "{report}"
+    );
+    assert_eq!(detail["receiving-mx-hostname"], "mx.other.test");
     c.shutdown().await;
     f.shutdown().await;
 }

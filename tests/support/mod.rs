@@ -10,3 +10,4 @@ pub mod plain_smtp;
 pub mod raw;
 pub mod rms;
 pub mod stores;
+pub mod tlsrpt;
