@@ -372,7 +372,7 @@ fn reencrypt_moves_a_plain_mailbox_onto_its_policy() {
 }
 
 #[test]
-fn export_writes_a_standard_maildir() {
+fn export_writes_a_standard_maildir_with_lf_endings_and_only_once() {
     let f = StoreFixture::new();
     let store = f.store();
     let msgs = [message("e1", 100), message("e2", 90_000)];
@@ -380,15 +380,36 @@ fn export_writes_a_standard_maildir() {
         deliver(&store, ALICE, m);
     }
     let out = f.dir.path().join("export");
-    let (n, problems) = ops::export(&store, ALICE, &out, &NoProgress).unwrap();
-    assert_eq!((n, problems.len()), (2, 0));
-    let mut got: Vec<Vec<u8>> = support::stores::files_under(&out.join("new"))
+    let e = ops::export(&store, ALICE, &out, &NoProgress).unwrap();
+    assert_eq!((e.written, e.present, e.problems.len()), (2, 0, 0));
+    let new_files = support::stores::files_under(&out.join("new"));
+    let mut got: Vec<Vec<u8>> = new_files
         .iter()
         .map(|p| std::fs::read(p).unwrap())
         .collect();
     got.sort_by_key(|m| m.len());
-    assert_eq!(got, msgs.to_vec());
+    let lf = |m: &[u8]| {
+        String::from_utf8_lossy(m)
+            .replace("\r\n", "\n")
+            .into_bytes()
+    };
+    assert_eq!(got, msgs.iter().map(|m| lf(m)).collect::<Vec<_>>());
+    assert!(got.iter().all(|m| !m.contains(&b'\r')));
     assert!(out.join("cur").is_dir() && out.join("tmp").is_dir());
+    // A reader moves one to cur/ and flags it seen; a new message arrives; export again.
+    let read = &new_files[0];
+    let seen = out.join("cur").join(format!(
+        "{}:2,S",
+        read.file_name().unwrap().to_str().unwrap()
+    ));
+    std::fs::rename(read, &seen).unwrap();
+    deliver(&store, ALICE, &message("e3", 200));
+    let e = ops::export(&store, ALICE, &out, &NoProgress).unwrap();
+    assert_eq!((e.written, e.present), (1, 2));
+    assert!(seen.exists());
+    let all = support::stores::files_under(&out.join("new")).len()
+        + support::stores::files_under(&out.join("cur")).len();
+    assert_eq!(all, 3);
 }
 
 fn config_error(f: &StoreFixture, text: &str) -> sealpost::config::ConfigError {

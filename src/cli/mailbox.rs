@@ -124,15 +124,17 @@ pub fn run(args: MailboxArgs) -> anyhow::Result<ExitCode> {
                 Ok(s) => s,
                 Err(code) => return Ok(code),
             };
-            let (written, problems) = ops::export(&store, &mailbox, &maildir, &Bar::new())?;
-            for p in &problems {
+            let done = ops::export(&store, &mailbox, &maildir, &Bar::new())?;
+            for p in &done.problems {
                 eprintln!("sealpost: not exported: {p}");
             }
             outln!(
-                "{written} message(s) of {mailbox} written to {}",
-                maildir.display()
+                "{} message(s) of {mailbox} written to {} ({} already there)",
+                done.written,
+                maildir.display(),
+                done.present
             );
-            Ok(if problems.is_empty() {
+            Ok(if done.problems.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

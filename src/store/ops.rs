@@ -486,28 +486,82 @@ pub fn verify_audit(store: &EncryptedStore) -> Result<AuditReport, StoreError> {
     store.keyring.audit_log().verify(anchor.as_ref())
 }
 
-/// `mailbox export`: writes every readable message of a mailbox into a standard Maildir.
-/// Returns (messages written, problems with the others).
+/// What `mailbox export` did.
+#[derive(Debug, Default)]
+pub struct Exported {
+    /// Messages written.
+    pub written: u64,
+    /// Messages already in the Maildir (exported before, in `new/` or `cur/`), left as they are.
+    pub present: u64,
+    /// The messages that could not be read, and why.
+    pub problems: Vec<String>,
+}
+
+/// `mailbox export`: writes every readable message of a mailbox into a standard Maildir, with
+/// LF line endings as Maildir readers expect. A message exported before (whatever a reader
+/// did with it since: moved to `cur/`, flagged) is not written again.
 pub fn export(
     store: &EncryptedStore,
     mailbox: &str,
     maildir: &Path,
     progress: &dyn Progress,
-) -> Result<(u64, Vec<String>), StoreError> {
+) -> Result<Exported, StoreError> {
     let rows = store.rows(mailbox)?;
-    let (mut written, mut problems) = (0, Vec::new());
+    let present = maildir_names(maildir)?;
+    let mut out = Exported::default();
     progress.begin("exporting", rows.len() as u64);
     for row in rows {
+        let name = format!("{}.{}.sealpost", row.received, row.id);
+        if present.contains(&name) {
+            out.present += 1;
+            progress.step();
+            continue;
+        }
         match store.read(mailbox, &row.id) {
             Ok(bytes) => {
-                let name = format!("{}.{}.sealpost", row.received, row.id);
-                write_maildir_message(maildir, &name, &bytes)?;
-                written += 1;
+                write_maildir_message(maildir, &name, &lf_endings(&bytes))?;
+                out.written += 1;
             }
-            Err(e) => problems.push(format!("{}: {e}", row.id)),
+            Err(e) => out.problems.push(format!("{}: {e}", row.id)),
         }
         progress.step();
     }
     progress.finish();
-    Ok((written, problems))
+    Ok(out)
+}
+
+/// The unique names of the messages in a Maildir's `new/` and `cur/` (a `cur/` name without
+/// its `:2,FLAGS` info).
+fn maildir_names(maildir: &Path) -> Result<std::collections::HashSet<String>, StoreError> {
+    let mut names = std::collections::HashSet::new();
+    for sub in ["new", "cur"] {
+        let dir = maildir.join(sub);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(StoreError::io(&dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
+            if let Some(name) = entry.file_name().to_str() {
+                names.insert(name.split(':').next().unwrap_or(name).to_string());
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// The message with CRLF line endings turned into LF (the Maildir convention; a lone CR stays).
+fn lf_endings(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len());
+    let mut i = 0;
+    while i < message.len() {
+        if message[i] == b'\r' && message.get(i + 1) == Some(&b'\n') {
+            i += 1;
+            continue;
+        }
+        out.push(message[i]);
+        i += 1;
+    }
+    out
 }
