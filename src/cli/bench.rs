@@ -1,8 +1,11 @@
 //! `sealpost bench`: measurements of the real server, relay throughput, a client's latency
 //! under slow clients and peak memory with large messages (no timed unit tests).
 
+mod compare;
 mod licensing;
+mod load;
 mod memory;
+mod sink;
 mod slow_clients;
 
 use std::path::PathBuf;
@@ -117,6 +120,72 @@ enum BenchCommand {
         #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"))]
         fixtures: PathBuf,
     },
+    /// sealpost next to Postfix under the same load in one run: both relay to one counting sink
+    /// with the same certificate and queues on the same disk; the load (SESSIONS clients, one
+    /// message per connection, MESSAGES per round) goes to Postfix and sealpost in turn for
+    /// ROUNDS rounds. Prints per round and as medians (min–max): end-to-end and accept msg/s,
+    /// CPU ms per message of the whole MTA, PSS, and the end-to-end ratio. Installs Postfix from
+    /// the distribution when missing (needs root); Postfix runs as an instance of its own under
+    /// the bench directory, on loopback only.
+    Compare {
+        #[arg(long, default_value_t = 5000)]
+        messages: usize,
+        #[arg(long, default_value_t = 20)]
+        sessions: usize,
+        /// Message size in bytes.
+        #[arg(long, default_value_t = 10 * 1024)]
+        size: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Plaintext on both hops instead of STARTTLS.
+        #[arg(long)]
+        plaintext: bool,
+        /// Postfix with its defaults instead of its best setting (outbound TLS connection
+        /// reuse and TLS session caches).
+        #[arg(long)]
+        postfix_defaults: bool,
+        /// The sealpost binary to run as the server (default: this one).
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+        /// The fixtures directory (certificates).
+        #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"))]
+        fixtures: PathBuf,
+    },
+    /// Load an SMTP server the way Postfix's smtp-source does, with STARTTLS if asked: SESSIONS
+    /// clients at once, one message per connection, until MESSAGES were accepted. Prints the
+    /// accept rate. Works against any MTA (sealpost, Postfix, ...).
+    Load {
+        /// The server, as ADDRESS:PORT.
+        #[arg(long)]
+        target: std::net::SocketAddr,
+        #[arg(long, default_value_t = 5000)]
+        messages: usize,
+        #[arg(long, default_value_t = 20)]
+        sessions: usize,
+        /// Message size in bytes.
+        #[arg(long, default_value_t = 10 * 1024)]
+        size: usize,
+        /// STARTTLS on every connection (the server must offer it).
+        #[arg(long)]
+        starttls: bool,
+        #[arg(long, default_value = "alice@contoso.test")]
+        from: String,
+        #[arg(long, default_value = "bob@fabrikam.test")]
+        to: String,
+    },
+    /// A counting SMTP sink: accepts every message and keeps nothing, printing the count once a
+    /// second; with a certificate it offers STARTTLS. Stops after UNTIL messages, or on Ctrl-C.
+    Sink {
+        /// Where to listen, as ADDRESS:PORT.
+        #[arg(long, default_value = "127.0.0.1:2599")]
+        listen: std::net::SocketAddr,
+        #[arg(long, value_name = "FILE", requires = "private_key")]
+        certificate: Option<PathBuf>,
+        #[arg(long, value_name = "FILE", requires = "certificate")]
+        private_key: Option<PathBuf>,
+        #[arg(long)]
+        until: Option<u64>,
+    },
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -169,6 +238,97 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             let result = memory::run(&fixtures, &base, params).await;
             let _ = std::fs::remove_dir_all(&base);
             result
+        }),
+        BenchCommand::Compare {
+            messages,
+            sessions,
+            size,
+            rounds,
+            plaintext,
+            postfix_defaults,
+            binary,
+            fixtures,
+        } => super::runtime()?.block_on(async move {
+            let base = std::env::temp_dir().join(format!("sealpost-bench-{}", std::process::id()));
+            let params = compare::Params {
+                messages: messages.max(1),
+                sessions: sessions.max(1),
+                size,
+                rounds: rounds.max(1),
+                starttls: !plaintext,
+                postfix_best: !postfix_defaults,
+                binary,
+            };
+            let result = compare::run(&fixtures, &base, params).await;
+            let _ = std::fs::remove_dir_all(&base);
+            result
+        }),
+        BenchCommand::Load {
+            target,
+            messages,
+            sessions,
+            size,
+            starttls,
+            from,
+            to,
+        } => super::runtime()?.block_on(async move {
+            let load = load::Load {
+                target,
+                messages,
+                sessions,
+                starttls,
+                from,
+                to,
+                message: Arc::new(build_message(size)),
+            };
+            let done = load.run().await?;
+            println!(
+                "load: {messages} messages of {} bytes to {target}, {sessions} sessions, one message per connection, {}",
+                load.message.len(),
+                if starttls { "STARTTLS" } else { "plaintext" }
+            );
+            println!(
+                "  accepted: {:>8.2} s  {:>8.1} msg/s",
+                done.elapsed.as_secs_f64(),
+                done.rate()
+            );
+            Ok(ExitCode::SUCCESS)
+        }),
+        BenchCommand::Sink {
+            listen,
+            certificate,
+            private_key,
+            until,
+        } => super::runtime()?.block_on(async move {
+            let tls = match (certificate, private_key) {
+                (Some(c), Some(k)) => {
+                    let key = crate::tls::load_certified_key(&c, &k)?;
+                    Some(crate::tls::server_config(
+                        &Arc::new(key),
+                        crate::tls::TlsMinVersion::Tls12,
+                        false,
+                    )?)
+                }
+                _ => None,
+            };
+            let sink = sink::Sink::start(listen, tls).await?;
+            println!("sink listening on {}", sink.addr);
+            let mut last = u64::MAX;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::signal::ctrl_c() => break,
+                }
+                let n = sink.received();
+                if n != last {
+                    println!("received {n}");
+                    last = n;
+                }
+                if until.is_some_and(|u| n >= u) {
+                    break;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }),
         BenchCommand::Licensing {
             readers,
