@@ -2,6 +2,7 @@
 //! under slow clients and peak memory with large messages (no timed unit tests).
 
 mod compare;
+mod idle;
 mod licensing;
 mod load;
 mod memory;
@@ -151,6 +152,16 @@ enum BenchCommand {
         #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"))]
         fixtures: PathBuf,
     },
+    /// What idle SMTP sessions cost: CONNECTIONS clients each read the greeting, say EHLO and
+    /// stay; prints the `serve` child's resident memory before, with all of them idle (and per
+    /// session), and every 5 s for a minute after they closed.
+    Idle {
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// The sealpost binary to run as the server (default: this one).
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+    },
     /// Load an SMTP server the way Postfix's smtp-source does, with STARTTLS if asked: SESSIONS
     /// clients at once, one message per connection, until MESSAGES were accepted. Prints the
     /// accept rate. Works against any MTA (sealpost, Postfix, ...).
@@ -260,6 +271,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 binary,
             };
             let result = compare::run(&fixtures, &base, params).await;
+            let _ = std::fs::remove_dir_all(&base);
+            result
+        }),
+        BenchCommand::Idle {
+            connections,
+            binary,
+        } => super::runtime()?.block_on(async move {
+            let base = std::env::temp_dir().join(format!("sealpost-bench-{}", std::process::id()));
+            let params = idle::Params {
+                connections: connections.max(1),
+                binary,
+            };
+            let result = idle::run(&base, params).await;
             let _ = std::fs::remove_dir_all(&base);
             result
         }),
@@ -447,8 +471,10 @@ async fn relay(
     }
     let rate = |d: Duration| messages as f64 / d.as_secs_f64();
     println!(
-        "relay bench: {messages} messages of {} bytes over {connections} connection(s), STARTTLS on both hops",
-        message.len()
+        "relay bench: {messages} messages of {} bytes over {connections} connection(s), STARTTLS on both hops, {} cores, load {}",
+        message.len(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        compare::load_average()
     );
     println!(
         "  accepted by contoso:  {:>8.2} s  {:>8.1} msg/s",

@@ -7,7 +7,7 @@
 //! then medians with min–max and the ratio. The output format is kept stable.
 
 mod postfix;
-mod procs;
+pub(super) mod procs;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -157,7 +157,7 @@ fn print_header(p: &Params) {
 }
 
 /// The one-minute load average, as /proc/loadavg gives it.
-fn load_average() -> String {
+pub(super) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_string))
@@ -198,7 +198,7 @@ fn stats(values: impl Iterator<Item = f64>) -> (f64, f64, f64) {
     (median, v[0], v[v.len() - 1])
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(super) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -212,8 +212,6 @@ fn start_sealpost(
     sink: SocketAddr,
     (cert, key): (&Path, &Path),
 ) -> anyhow::Result<std::process::Child> {
-    let dir = base.join("sealpost");
-    std::fs::create_dir_all(&dir)?;
     let tls = if p.starttls {
         format!(
             "[tls]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n\n",
@@ -223,16 +221,29 @@ fn start_sealpost(
     } else {
         String::new()
     };
+    let rest = format!("{tls}[dns.static_routes]\n\"fabrikam.test\" = \"{sink}\"\n");
+    serve_child(p.binary.as_deref(), &base.join("sealpost"), port, &rest)
+}
+
+/// `sealpost serve` as a child process listening on 127.0.0.1:`port`, relaying for loopback,
+/// its data under `dir`, with `rest` (TOML sections) added to its configuration; returns once
+/// it accepts connections.
+pub(super) fn serve_child(
+    binary: Option<&Path>,
+    dir: &Path,
+    port: u16,
+    rest: &str,
+) -> anyhow::Result<std::process::Child> {
+    std::fs::create_dir_all(dir)?;
     let config = format!(
         "[server]\nhostname = \"mx.contoso.test\"\ndata_dir = \"{}\"\nrelay_networks = [\"127.0.0.0/8\"]\n\n\
-         [[listener]]\naddress = \"127.0.0.1:{port}\"\n\n{tls}\
-         [dns.static_routes]\n\"fabrikam.test\" = \"{sink}\"\n",
+         [[listener]]\naddress = \"127.0.0.1:{port}\"\n\n{rest}",
         dir.join("data").display()
     );
     let path = dir.join("sealpost.toml");
     std::fs::write(&path, config)?;
-    let binary = match &p.binary {
-        Some(b) => b.clone(),
+    let binary = match binary {
+        Some(b) => b.to_path_buf(),
         None => std::env::current_exe()?,
     };
     let child = std::process::Command::new(binary)
@@ -255,7 +266,7 @@ fn start_sealpost(
     Ok(child)
 }
 
-fn stop_child(mut child: std::process::Child) {
+pub(super) fn stop_child(mut child: std::process::Child) {
     let _ = std::process::Command::new("kill")
         .arg(child.id().to_string())
         .status();

@@ -117,6 +117,11 @@ async fn handle(
     ctx.telemetry.metrics.session_closed();
 }
 
+/// Bytes read at once between messages (commands are short; pipelined ones take a few reads).
+const COMMAND_READ: usize = 1024;
+/// Bytes read at once while message data comes in.
+const DATA_READ: usize = 16 * 1024;
+
 /// Runs one SMTP session to its end. The stream is owned here because STARTTLS replaces it.
 async fn converse(
     mut stream: Stream,
@@ -143,7 +148,10 @@ async fn converse(
     }
     let mut pending: VecDeque<Action> = session.greeting().into();
     let mut out: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 16 * 1024];
+    // An idle session holds only the small command buffer; the large one exists while message
+    // data is being received.
+    let mut command_buf = [0u8; COMMAND_READ];
+    let mut data_buf: Vec<u8> = Vec::new();
     let mut finishing = false;
     loop {
         while let Some(action) = pending.pop_front() {
@@ -231,8 +239,17 @@ async fn converse(
         } else {
             ctx.command_timeout
         };
+        let buf: &mut [u8] = if session.in_data() {
+            if data_buf.is_empty() {
+                data_buf = vec![0u8; DATA_READ];
+            }
+            &mut data_buf
+        } else {
+            data_buf = Vec::new();
+            &mut command_buf
+        };
         let read = tokio::select! {
-            r = tokio::time::timeout(wait, stream.read(&mut buf)) => r,
+            r = tokio::time::timeout(wait, stream.read(buf)) => r,
             _ = shutdown.changed() => continue,
         };
         match read {

@@ -54,3 +54,16 @@ pub fn pss_mib(pid: u32) -> f64 {
     let kib: u64 = pss(pid) + children(pid).into_iter().map(pss).sum::<u64>();
     kib as f64 / 1024.0
 }
+
+/// Resident set size of `pid` alone (VmRSS), in MiB.
+pub fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(0.0, |kib| kib as f64 / 1024.0)
+}
