@@ -213,6 +213,15 @@ impl RsaPrivateKey {
         }
     }
 
+    /// Whether a token key's RSA-OAEP padding is removed in sealpost (the token offers OAEP with
+    /// SHA-1 only and decrypts with raw RSA).
+    pub fn token_oaep_padding_in_host(&self) -> bool {
+        match self {
+            RsaPrivateKey::File { .. } => false,
+            RsaPrivateKey::Token { token, .. } => token.oaep_padding_in_host(),
+        }
+    }
+
     /// For a token key, which secret attributes the token refuses to reveal (see
     /// [`Token::secret_attributes_refused`]); `None` for a file key.
     pub fn token_secret_attributes_refused(

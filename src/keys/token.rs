@@ -130,6 +130,11 @@ impl Token {
         &self.label
     }
 
+    /// Whether this token's RSA-OAEP refused SHA-256, so the padding is removed in sealpost.
+    pub fn oaep_padding_in_host(&self) -> bool {
+        self.raw_oaep.load(Ordering::Relaxed)
+    }
+
     /// Runs `f` with a pooled session (opening one if none is idle).
     fn with_session<T>(
         &self,
