@@ -76,3 +76,59 @@ pub fn key_sections(path: &Path) -> Result<(Option<PathBuf>, Option<Pkcs11Config
     let pkcs11 = check(&c, raw.pkcs11.as_ref())?;
     Ok((raw.rms.map(|r| c.path(&r.tenant_key_dir)), pkcs11))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::config::Config;
+
+    const BASE: &str = "[server]\nhostname = \"mx.contoso.test\"\ndata_dir = \"d\"\n\
+                        [[domain]]\nname = \"contoso.test\"\nencryption_policy = \"none\"\n";
+
+    fn load(dir: &Path, pkcs11: &str) -> Result<Config, ConfigError> {
+        let text = format!("{BASE}[pkcs11]\n{pkcs11}\n");
+        Config::from_toml(&dir.join("sealpost.toml"), &text, None)
+    }
+
+    fn pin_file(dir: &Path, mode: u32) {
+        let path = dir.join("token.pin");
+        std::fs::write(&path, "1234\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn the_module_and_one_pin_source_are_required() {
+        let dir = tempfile::tempdir().unwrap();
+        pin_file(dir.path(), 0o600);
+        let c = load(dir.path(), "module = \"/bin/sh\"\npin_file = \"token.pin\"").unwrap();
+        let p = c.pkcs11.unwrap();
+        assert_eq!(p.pin, PinSource::File(dir.path().join("token.pin")));
+        let err = |text: &str| load(dir.path(), text).unwrap_err();
+        let e = err("module = \"/no/such.so\"\npin_file = \"token.pin\"");
+        assert_eq!(e.key, "pkcs11.module");
+        let e = err("module = \"/bin/sh\"");
+        assert_eq!(
+            (e.key.as_str(), e.problem.as_str()),
+            ("pkcs11", "set one of pin_file or pin_env")
+        );
+        let e = err("module = \"/bin/sh\"\npin_file = \"token.pin\"\npin_env = \"X\"");
+        assert_eq!(e.key, "pkcs11");
+        let e = err("module = \"/bin/sh\"\npin_env = \"SEALPOST_NO_SUCH_PIN_VARIABLE\"");
+        assert_eq!(e.key, "pkcs11.pin_env");
+        assert!(e.problem.contains("SEALPOST_NO_SUCH_PIN_VARIABLE"), "{e}");
+        let e = err("module = \"/bin/sh\"\npin = \"1234\"");
+        assert!(e.problem.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn a_pin_file_others_can_read_is_refused_without_showing_the_pin() {
+        let dir = tempfile::tempdir().unwrap();
+        pin_file(dir.path(), 0o644);
+        let e = load(dir.path(), "module = \"/bin/sh\"\npin_file = \"token.pin\"").unwrap_err();
+        assert_eq!(e.key, "pkcs11.pin_file");
+        assert!(e.problem.contains("chmod 600"), "{e}");
+        assert!(!e.to_string().contains("1234"), "{e}");
+    }
+}
