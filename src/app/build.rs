@@ -88,7 +88,7 @@ pub(crate) fn build(config: &Config, shared: &Shared) -> anyhow::Result<Parts> {
         )));
     }
     if let Some(dir) = &config.rms_tenant_key_dir {
-        let keys = crate::crypto::rms::TenantKeys::load_dir(dir)
+        let keys = crate::crypto::rms::TenantKeys::load_dir_with(dir, config.pkcs11.as_ref())
             .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))
             .context("rms.tenant_key_dir")?;
         let url = config.rms_licensing.as_ref().map(|l| l.url.clone());

@@ -136,7 +136,7 @@ fn build_service(
     let Some(dir) = &config.rms_tenant_key_dir else {
         anyhow::bail!("{file}: rms.licensing.listen: the service needs [rms] tenant_key_dir");
     };
-    let tenant_keys = crate::crypto::rms::TenantKeys::load_dir(dir)
+    let tenant_keys = crate::crypto::rms::TenantKeys::load_dir_with(dir, config.pkcs11.as_ref())
         .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))
         .context("rms.tenant_key_dir")?;
     let trust = ReaderTrust::new(

@@ -3,6 +3,7 @@
 
 mod compare;
 mod idle;
+mod keys;
 mod licensing;
 mod load;
 mod memory;
@@ -197,6 +198,32 @@ enum BenchCommand {
         #[arg(long)]
         until: Option<u64>,
     },
+    /// RSA-OAEP unwraps/s and RSA-PSS signs/s with the tenant key in a file (the fixtures') and
+    /// in a PKCS#11 token, with 1 and THREADS threads, OPERATIONS of each per line.
+    ///
+    /// Without --config, a SoftHSM2 token is initialised in a temporary directory and a 2048-bit
+    /// key generated on it; with --config F --pkcs11 URI, the key URI names in F's [pkcs11].
+    Keys {
+        #[arg(long, default_value_t = 2000)]
+        operations: usize,
+        /// Thread counts to measure with (sessions come from the token's pool).
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        threads: Vec<usize>,
+        #[arg(long, value_name = "FILE", requires = "pkcs11")]
+        config: Option<PathBuf>,
+        #[arg(long, value_name = "URI", requires = "config")]
+        pkcs11: Option<String>,
+        /// The PKCS#11 module for the temporary token.
+        #[arg(
+            long,
+            value_name = "PATH",
+            default_value = "/usr/lib/softhsm/libsofthsm2.so"
+        )]
+        module: PathBuf,
+        /// The fixtures directory (the file tenant key).
+        #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"))]
+        fixtures: PathBuf,
+    },
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -370,6 +397,25 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             let _ = std::fs::remove_dir_all(&base);
             result
         }),
+        BenchCommand::Keys {
+            operations,
+            threads,
+            config,
+            pkcs11,
+            module,
+            fixtures,
+        } => {
+            let base = std::env::temp_dir().join(format!("sealpost-bench-{}", std::process::id()));
+            let params = keys::Params {
+                operations: operations.max(1),
+                threads,
+                token: config.zip(pkcs11),
+                module,
+            };
+            let result = keys::run(&fixtures, &base, params);
+            let _ = std::fs::remove_dir_all(&base);
+            result
+        }
     }
 }
 

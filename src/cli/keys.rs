@@ -69,22 +69,28 @@ enum KeysCommand {
 
 #[derive(Subcommand, Debug)]
 enum TenantCommand {
-    /// Generate a tenant key: RSA in PKCS#8 PEM, written as DIR/<key-id>.pem (mode 0600).
+    /// Generate a tenant key: RSA in PKCS#8 PEM, written as DIR/<key-id>.pem (mode 0600), or
+    /// with --pkcs11 in a token, leaving DIR/<key-id>.pkcs11 (the URI and the public key).
     ///
     /// The key id is the hex SHA-256 of the public key's SubjectPublicKeyInfo DER. The first
-    /// key of a directory becomes the active one; later ones wait for `activate`.
+    /// key of a directory becomes the active one; later ones wait for `activate`. A token key
+    /// is generated on the token as sensitive and never extractable, with the module and PIN
+    /// of the config's [pkcs11]: `sealpost keys tenant new --config contoso.toml --pkcs11
+    /// 'pkcs11:token=sealpost;object=contoso-tenant'`.
     New {
-        /// The tenant key directory.
-        #[arg(long, value_name = "DIR")]
-        dir: PathBuf,
+        #[command(flatten)]
+        place: TenantDir,
+        /// Generate the key in this PKCS#11 token object (needs --config with [pkcs11]).
+        #[arg(long, value_name = "URI", requires = "config")]
+        pkcs11: Option<String>,
         /// RSA modulus size: 2048, 3072 or 4096.
         #[arg(long, default_value_t = 2048)]
         bits: usize,
     },
-    /// List the keys: id, bits, creation time, and which one is active.
+    /// List the keys: id, bits, creation time, where each lives (file or token), which is active.
     List {
-        #[arg(long, value_name = "DIR")]
-        dir: PathBuf,
+        #[command(flatten)]
+        place: TenantDir,
         /// Print a JSON array (id, bits, created, active) instead of lines.
         #[arg(long)]
         json: bool,
@@ -95,9 +101,37 @@ enum TenantCommand {
     Activate {
         /// The key id.
         id: String,
-        #[arg(long, value_name = "DIR")]
-        dir: PathBuf,
+        #[command(flatten)]
+        place: TenantDir,
     },
+}
+
+/// Where the tenant keys are: a directory, or the `[rms] tenant_key_dir` of a config.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+struct TenantDir {
+    /// The tenant key directory.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// A configuration file: its [rms] tenant_key_dir and [pkcs11].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl TenantDir {
+    /// The directory, and the `[pkcs11]` settings when a config was given.
+    fn resolve(&self) -> anyhow::Result<(PathBuf, Option<crate::keys::Pkcs11Config>)> {
+        if let Some(dir) = &self.dir {
+            return Ok((dir.clone(), None));
+        }
+        let Some(file) = &self.config else {
+            anyhow::bail!("give --dir or --config");
+        };
+        let (dir, pkcs11) = crate::config::key_sections(file)?;
+        let dir =
+            dir.ok_or_else(|| anyhow::anyhow!("{}: rms: no [rms] tenant_key_dir", file.display()))?;
+        Ok((dir, pkcs11))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -169,18 +203,52 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
 fn run_tenant(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
     use crate::crypto::rms;
     match cmd {
-        TenantCommand::New { dir, bits } => {
-            let id = rms::generate_tenant_key(&dir, bits, std::time::SystemTime::now())?;
-            let active = rms::list_tenant_keys(&dir)?
+        TenantCommand::New {
+            place,
+            pkcs11,
+            bits,
+        } => {
+            let (dir, config) = place.resolve()?;
+            let now = std::time::SystemTime::now();
+            let (id, file) = match pkcs11 {
+                Some(uri) => {
+                    let Some(config) = config else {
+                        let file = place.config.unwrap_or_default();
+                        anyhow::bail!(
+                            "{}: pkcs11: --pkcs11 needs a [pkcs11] section (module, pin_file or pin_env)",
+                            file.display()
+                        );
+                    };
+                    let uri = crate::keys::Pkcs11Uri::parse(&uri)?;
+                    let id = rms::generate_tenant_key_in_token(&dir, &config, &uri, bits, now)?;
+                    (id.clone(), format!("{id}.pkcs11"))
+                }
+                None => {
+                    let id = rms::generate_tenant_key(&dir, bits, now)?;
+                    (id.clone(), format!("{id}.pem"))
+                }
+            };
+            let key = rms::list_tenant_keys(&dir)?
                 .into_iter()
-                .any(|k| k.id == id && k.active);
+                .find(|k| k.id == id)
+                .ok_or_else(|| anyhow::anyhow!("the new key {id} is not listed"))?;
             outln!(
-                "wrote tenant key {id} ({bits} bits) to {}{}",
-                dir.join(format!("{id}.pem")).display(),
-                if active { " (active)" } else { "" }
+                "wrote tenant key {id} ({bits} bits, {}) to {}{}",
+                if key.location == "file" {
+                    "file".to_string()
+                } else {
+                    format!("in {}", key.location)
+                },
+                dir.join(file).display(),
+                if key.active { " (active)" } else { "" }
             );
+            if key.location != "file" {
+                let r = rms::read_reference(&dir.join(format!("{id}.pkcs11")))?;
+                out!("{}", r.public.to_pem());
+            }
         }
-        TenantCommand::List { dir, json } => {
+        TenantCommand::List { place, json } => {
+            let (dir, _) = place.resolve()?;
             let keys = rms::list_tenant_keys(&dir)?;
             if json {
                 outln!("{}", serde_json::to_string_pretty(&keys)?);
@@ -188,15 +256,17 @@ fn run_tenant(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             }
             for k in keys {
                 outln!(
-                    "{}  {} bits  created {}{}",
+                    "{}  {} bits  created {}  {}{}",
                     k.id,
                     k.bits,
                     k.created.as_deref().unwrap_or("unknown"),
+                    k.location,
                     if k.active { "  active" } else { "" }
                 );
             }
         }
-        TenantCommand::Activate { id, dir } => {
+        TenantCommand::Activate { id, place } => {
+            let (dir, _) = place.resolve()?;
             let full = rms::activate_tenant_key(&dir, &id)?;
             outln!("tenant key {full} is now active in {}", dir.display());
         }

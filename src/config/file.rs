@@ -28,6 +28,7 @@ pub struct RawConfig {
     pub rules: Option<RawRules>,
     pub smime: Option<RawSmime>,
     pub rms: Option<RawRms>,
+    pub pkcs11: Option<super::pkcs11::RawPkcs11>,
     #[serde(default)]
     pub user: Vec<RawUser>,
     #[serde(default)]

@@ -8,6 +8,7 @@ mod file;
 mod licensing;
 mod limits;
 mod operations;
+mod pkcs11;
 pub mod routing;
 mod rule_needs;
 mod secret_file;
@@ -24,6 +25,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
+
+pub use pkcs11::key_sections;
 
 pub use crate::tls::mta_sts::MtaStsMode;
 /// `dane` takes the same values as `mta_sts`: "opportunistic", "mandatory" or "off".
@@ -198,6 +201,8 @@ pub struct Config {
     /// `[rms] tenant_key_dir`: tenant keys for the `rms_protect` action (checked to load, with an
     /// active key).
     pub rms_tenant_key_dir: Option<PathBuf>,
+    /// `[pkcs11]`: the module and PIN source for keys named by `pkcs11:` URIs.
+    pub pkcs11: Option<crate::keys::Pkcs11Config>,
     /// `[[rms.template]]`: template name → principal → rights.
     pub rms_templates: BTreeMap<String, BTreeMap<String, Vec<crate::rules::Right>>>,
     /// `[rms.licensing]`: the licensing service URL and use-license validity.

@@ -17,7 +17,13 @@ pub(super) struct Checker<'a> {
     dir: PathBuf,
 }
 
-impl Checker<'_> {
+impl<'a> Checker<'a> {
+    /// A checker for the config file at `file` (relative paths start at its directory).
+    pub(super) fn new(file: &'a Path) -> Checker<'a> {
+        let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        Checker { file, dir }
+    }
+
     pub(super) fn err(&self, key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.to_path_buf(),
@@ -27,7 +33,7 @@ impl Checker<'_> {
     }
 
     /// A path relative to the config file's directory.
-    fn path(&self, value: &str) -> PathBuf {
+    pub(super) fn path(&self, value: &str) -> PathBuf {
         let p = Path::new(value);
         if p.is_absolute() {
             p.to_path_buf()
@@ -92,8 +98,7 @@ pub fn validate(
     raw: RawConfig,
     data_dir: Option<&Path>,
 ) -> Result<Config, ConfigError> {
-    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let c = Checker { file: path, dir };
+    let c = Checker::new(path);
 
     let hostname = raw.server.hostname.trim().to_ascii_lowercase();
     if !is_domain(&hostname) {
@@ -321,19 +326,8 @@ pub fn validate(
         }
         None => None,
     };
-    let rms_tenant_key_dir = match &raw.rms {
-        Some(r) => {
-            let dir = c.path(&r.tenant_key_dir);
-            let keys = crate::crypto::rms::TenantKeys::load_dir(&dir)
-                .map_err(|e| c.err("rms.tenant_key_dir", format!("{}: {e}", r.tenant_key_dir)))?;
-            if keys.active().is_none() {
-                let problem = "no active tenant key (sealpost keys tenant activate)";
-                return Err(c.err("rms.tenant_key_dir", problem));
-            }
-            Some(dir)
-        }
-        None => None,
-    };
+    let pkcs11 = super::pkcs11::check(&c, raw.pkcs11.as_ref())?;
+    let rms_tenant_key_dir = super::pkcs11::tenant_key_dir(&c, raw.rms.as_ref(), pkcs11.as_ref())?;
     super::rule_needs::check(
         &c,
         &rules,
@@ -426,6 +420,7 @@ pub fn validate(
         rules,
         smime_certificate_dir,
         rms_tenant_key_dir,
+        pkcs11,
         rms_templates,
         rms_licensing,
         users: users.hashes,

@@ -11,9 +11,8 @@ use aws_lc_rs::cipher::{
     UnboundCipherKey, AES_128, AES_256,
 };
 use aws_lc_rs::digest;
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::rsa::{OaepPrivateDecryptingKey, OaepPublicEncryptingKey, OAEP_SHA256_MGF1SHA256};
-use aws_lc_rs::signature::{UnparsedPublicKey, RSA_PSS_2048_8192_SHA256, RSA_PSS_SHA256};
+use aws_lc_rs::rsa::{OaepPublicEncryptingKey, OAEP_SHA256_MGF1SHA256};
+use aws_lc_rs::signature::{UnparsedPublicKey, RSA_PSS_2048_8192_SHA256};
 use zeroize::Zeroizing;
 
 use super::license::{License, RmsAlgorithm, MAX_LICENSE};
@@ -163,16 +162,7 @@ pub fn seal(
         return Err(RmsError::Unsupported(format!("licensing URL {problem}")));
     }
     let license_bytes = license.encode();
-    let signing = tenant.signing();
-    let mut signature = vec![0u8; signing.public_modulus_len()];
-    signing
-        .sign(
-            &RSA_PSS_SHA256,
-            &SystemRandom::new(),
-            &license_bytes,
-            &mut signature,
-        )
-        .map_err(|_| crypto("RSA-PSS signature"))?;
+    let signature = tenant.sign_pss(&license_bytes)?;
 
     let mut out =
         Vec::with_capacity(HEADER + 14 + license_bytes.len() + signature.len() + ciphertext.len());
@@ -222,19 +212,7 @@ pub fn open(
             return Err(RmsError::Expired { at });
         }
     }
-    let oaep = OaepPrivateDecryptingKey::new(key.decrypting().clone())
-        .map_err(|_| crypto("RSA-OAEP key"))?;
-    let mut cek = Zeroizing::new(vec![0u8; oaep.min_output_size()]);
-    let n = oaep
-        .decrypt(
-            &OAEP_SHA256_MGF1SHA256,
-            &license.wrapped_key,
-            &mut cek,
-            None,
-        )
-        .map_err(|_| RmsError::Corrupted("the content key does not unwrap".into()))?
-        .len();
-    cek.truncate(n);
+    let cek = key.unwrap_oaep(&license.wrapped_key)?;
     let plain = decrypt(&license, framed.ciphertext, &cek)?;
     Ok((license, plain))
 }

@@ -10,6 +10,7 @@ mod license;
 mod mime;
 mod template;
 mod tenant;
+mod tenant_token;
 mod use_license;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ pub use tenant::{
     activate_tenant_key, generate_tenant_key, list_tenant_keys, TenantKey, TenantKeyInfo,
     TenantKeys, TenantPublicKey, ACTIVE_FILE,
 };
+pub use tenant_token::{generate_tenant_key_in_token, read_reference, TokenReference};
 pub use use_license::{
     license_sha256, unwrap_content_key, Grant, ReaderKey, UseLicense, USE_LICENSE_MAGIC,
     USE_LICENSE_VERSION,

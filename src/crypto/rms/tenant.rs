@@ -7,16 +7,21 @@ use std::time::SystemTime;
 use aws_lc_rs::digest;
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{KeyPair, KeySize, PrivateDecryptingKey, PublicEncryptingKey};
-use aws_lc_rs::signature::KeyPair as _;
 use zeroize::Zeroizing;
 
 use super::RmsError;
+use crate::keys::{KeyError, RsaPrivateKey};
 
-/// One tenant key: the RSA key pair for signing licenses and unwrapping content keys.
+/// A key-layer failure as an RMS error: the key cannot be used.
+pub(crate) fn key_error(e: KeyError) -> RmsError {
+    RmsError::Key(e.to_string())
+}
+
+/// One tenant key: the RSA key pair for signing licenses and unwrapping content keys, in a file
+/// or in a PKCS#11 token (then the private half never leaves the token).
 pub struct TenantKey {
     id: [u8; 32],
-    signing: KeyPair,
-    decrypting: PrivateDecryptingKey,
+    private: RsaPrivateKey,
     encrypting: PublicEncryptingKey,
     /// PKCS#1 RSAPublicKey DER, for verifying signatures.
     public_pkcs1: Vec<u8>,
@@ -28,6 +33,7 @@ impl std::fmt::Debug for TenantKey {
         f.debug_struct("TenantKey")
             .field("id", &self.id_hex())
             .field("bits", &self.bits())
+            .field("location", &self.location())
             .finish()
     }
 }
@@ -48,19 +54,21 @@ impl TenantKey {
         if decrypting.key_size_bits() < 2048 {
             return Err(bad(&"key too small"));
         }
-        let encrypting = decrypting.public_key();
-        let spki = encrypting
-            .as_der()
-            .map_err(|_| RmsError::Key("cannot encode the public key".into()))?;
-        let mut id = [0u8; 32];
-        id.copy_from_slice(digest::digest(&digest::SHA256, spki.as_ref()).as_ref());
-        let public_pkcs1 = signing.public_key().as_ref().to_vec();
+        TenantKey::from_private(RsaPrivateKey::file(signing, decrypting))
+    }
+
+    /// Builds a key around a private key wherever it lives (file or token); the id and the
+    /// public half come from the key's public key, which must be RSA of 2048 to 8192 bits.
+    pub fn from_private(private: RsaPrivateKey) -> Result<TenantKey, RmsError> {
+        let spki = private.public_spki_der().map_err(key_error)?;
+        let public = TenantPublicKey::from_spki_der(&spki)?;
+        let encrypting = PublicEncryptingKey::from_der(&spki)
+            .map_err(|_| RmsError::Key("cannot read the RSA public key".into()))?;
         Ok(TenantKey {
-            id,
-            signing,
-            decrypting,
+            id: public.id,
+            private,
             encrypting,
-            public_pkcs1,
+            public_pkcs1: public.pkcs1,
             created: None,
         })
     }
@@ -90,20 +98,26 @@ impl TenantKey {
     }
 
     pub fn bits(&self) -> usize {
-        self.decrypting.key_size_bits()
+        self.encrypting.key_size_bits()
+    }
+
+    /// "file" or the `pkcs11:` URI of the token key.
+    pub fn location(&self) -> String {
+        self.private.location()
+    }
+
+    /// The private key (file or token): for checks that the token keeps it.
+    pub fn private_key(&self) -> &RsaPrivateKey {
+        &self.private
+    }
+
+    pub(super) fn set_created(&mut self, created: Option<String>) {
+        self.created = created;
     }
 
     /// The creation time written in the key file, if any.
     pub fn created(&self) -> Option<&str> {
         self.created.as_deref()
-    }
-
-    pub(crate) fn signing(&self) -> &KeyPair {
-        &self.signing
-    }
-
-    pub(crate) fn decrypting(&self) -> &PrivateDecryptingKey {
-        &self.decrypting
     }
 
     pub(crate) fn encrypting(&self) -> &PublicEncryptingKey {
@@ -134,16 +148,20 @@ impl TenantKey {
 
     /// Signs `bytes` with RSASSA-PSS (SHA-256, MGF1-SHA-256, salt 32): the license signature.
     pub(crate) fn sign_pss(&self, bytes: &[u8]) -> Result<Vec<u8>, RmsError> {
-        let mut signature = vec![0u8; self.signing.public_modulus_len()];
-        self.signing
-            .sign(
-                &aws_lc_rs::signature::RSA_PSS_SHA256,
-                &aws_lc_rs::rand::SystemRandom::new(),
-                bytes,
-                &mut signature,
-            )
-            .map_err(|_| RmsError::Crypto("RSA-PSS signature".into()))?;
-        Ok(signature)
+        self.private.sign_pss_sha256(bytes).map_err(key_error)
+    }
+
+    /// Unwraps an RSA-OAEP-SHA256 wrapped content key (inside the token for a token key).
+    /// Any failure reads as "does not unwrap", except an unreachable token.
+    pub(crate) fn unwrap_oaep(&self, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, RmsError> {
+        self.private
+            .decrypt_oaep_sha256(wrapped)
+            .map_err(|e| match e {
+                KeyError::Crypto(_) => {
+                    RmsError::Corrupted("the content key does not unwrap".into())
+                }
+                other => key_error(other),
+            })
     }
 }
 
@@ -205,6 +223,11 @@ impl TenantPublicKey {
     /// SHA-256 of the SubjectPublicKeyInfo DER: the tenant key id.
     pub fn id(&self) -> &[u8; 32] {
         &self.id
+    }
+
+    /// The modulus size.
+    pub fn bits(&self) -> usize {
+        PublicEncryptingKey::from_der(&self.spki_der).map_or(0, |k| k.key_size_bits())
     }
 
     pub fn id_hex(&self) -> String {
@@ -284,11 +307,25 @@ impl TenantKeys {
     }
 
     /// Every `*.pem` key in `dir`; the active one is named by the `active` file (or, without
-    /// one, is the only key). A file whose name is not its key id is refused.
+    /// one, is the only key). A file whose name is not its key id is refused. A token key
+    /// (`*.pkcs11`) is refused here: see [`TenantKeys::load_dir_with`].
     pub fn load_dir(dir: &Path) -> Result<TenantKeys, RmsError> {
+        TenantKeys::load_dir_with(dir, None)
+    }
+
+    /// Like `load_dir`, with token keys (`<key-id>.pkcs11` reference files) opened in the
+    /// PKCS#11 module of `pkcs11`.
+    pub fn load_dir_with(
+        dir: &Path,
+        pkcs11: Option<&crate::keys::Pkcs11Config>,
+    ) -> Result<TenantKeys, RmsError> {
         let mut keys = Vec::new();
         for path in pem_files(dir)? {
-            let key = TenantKey::from_file(&path)?;
+            let key = if is_reference(&path) {
+                super::tenant_token::open_reference(&path, pkcs11)?
+            } else {
+                TenantKey::from_file(&path)?
+            };
             let stem = path.file_stem().map(|s| s.to_string_lossy().to_lowercase());
             if stem.as_deref() != Some(key.id_hex().as_str()) {
                 return Err(key_err(
@@ -299,7 +336,10 @@ impl TenantKeys {
             keys.push(key);
         }
         if keys.is_empty() {
-            return Err(key_err(dir, "no tenant keys (*.pem) in this directory"));
+            return Err(key_err(
+                dir,
+                "no tenant keys (*.pem, *.pkcs11) in this directory",
+            ));
         }
         let active = match read_active(dir)? {
             Some(id) => Some(keys.iter().position(|k| k.id_hex() == id).ok_or_else(|| {
@@ -334,12 +374,18 @@ impl TenantKeys {
     }
 }
 
+fn is_reference(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|x| x == super::tenant_token::REFERENCE_EXT)
+}
+
+/// The key files of `dir`: private keys (`*.pem`) and token key references (`*.pkcs11`).
 fn pem_files(dir: &Path) -> Result<Vec<PathBuf>, RmsError> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| key_err(dir, e))?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "pem") && p.is_file())
+        .filter(|p| (p.extension().is_some_and(|x| x == "pem") || is_reference(p)) && p.is_file())
         .collect();
     files.sort();
     Ok(files)
@@ -361,21 +407,43 @@ pub struct TenantKeyInfo {
     pub bits: usize,
     pub created: Option<String>,
     pub active: bool,
+    /// "file", or the `pkcs11:` URI of the token that holds the key.
+    pub location: String,
 }
 
-/// Lists the keys in `dir`.
+/// Lists the keys in `dir`. Token keys are listed from their reference files (the token is not
+/// opened).
 pub fn list_tenant_keys(dir: &Path) -> Result<Vec<TenantKeyInfo>, RmsError> {
-    let keys = TenantKeys::load_dir(dir)?;
-    let active = keys.active().map(TenantKey::id_hex);
-    Ok(keys
-        .iter()
-        .map(|k| TenantKeyInfo {
-            id: k.id_hex(),
-            bits: k.bits(),
-            created: k.created().map(str::to_string),
-            active: active.as_deref() == Some(k.id_hex().as_str()),
-        })
-        .collect())
+    let active = read_active(dir)?;
+    let mut out = Vec::new();
+    for path in pem_files(dir)? {
+        let (id, bits, created, location) = if is_reference(&path) {
+            let r = super::tenant_token::read_reference(&path)?;
+            let bits = r.public.bits();
+            (r.public.id_hex(), bits, r.created, r.uri.to_string())
+        } else {
+            let k = TenantKey::from_file(&path)?;
+            let created = k.created().map(str::to_string);
+            (k.id_hex(), k.bits(), created, k.location())
+        };
+        out.push(TenantKeyInfo {
+            active: active.as_deref() == Some(id.as_str()),
+            id,
+            bits,
+            created,
+            location,
+        });
+    }
+    if out.is_empty() {
+        return Err(key_err(
+            dir,
+            "no tenant keys (*.pem, *.pkcs11) in this directory",
+        ));
+    }
+    if active.is_none() && out.len() == 1 {
+        out[0].active = true;
+    }
+    Ok(out)
 }
 
 /// Generates an RSA key of `bits` (2048, 3072 or 4096) into `dir/<key-id>.pem` (PKCS#8 PEM,
@@ -410,10 +478,16 @@ pub fn generate_tenant_key(dir: &Path, bits: usize, now: SystemTime) -> Result<S
     std::fs::create_dir_all(dir).map_err(|e| key_err(dir, e))?;
     let path = dir.join(format!("{}.pem", key.id_hex()));
     crate::crypto::pki::write_file(&path, text.as_bytes(), 0o600).map_err(|e| key_err(&path, e))?;
-    if read_active(dir)?.is_none() {
-        activate_tenant_key(dir, &key.id_hex())?;
-    }
+    activate_if_first(dir, &key.id_hex())?;
     Ok(key.id_hex())
+}
+
+/// Makes `id` the active key when the directory has none yet.
+pub(super) fn activate_if_first(dir: &Path, id: &str) -> Result<(), RmsError> {
+    if read_active(dir)?.is_none() {
+        activate_tenant_key(dir, id)?;
+    }
+    Ok(())
 }
 
 /// Makes the key `id` (hex, or a unique prefix of at least 8 digits) the active one.
@@ -437,8 +511,11 @@ pub fn activate_tenant_key(dir: &Path, id: &str) -> Result<String, RmsError> {
         [] => return Err(key_err(dir, format!("no tenant key {id}"))),
         _ => return Err(key_err(dir, format!("{id} names several keys"))),
     };
-    let key = TenantKey::from_file(path)?;
-    let full = key.id_hex();
+    let full = if is_reference(path) {
+        super::tenant_token::read_reference(path)?.public.id_hex()
+    } else {
+        TenantKey::from_file(path)?.id_hex()
+    };
     let tmp = dir.join(format!(".{ACTIVE_FILE}.{}.tmp", std::process::id()));
     let active = dir.join(ACTIVE_FILE);
     crate::crypto::pki::write_file(&tmp, format!("{full}\n").as_bytes(), 0o644)

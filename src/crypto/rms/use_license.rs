@@ -307,19 +307,7 @@ pub fn unwrap_content_key(
     license: &License,
     tenant: &TenantKey,
 ) -> Result<Zeroizing<Vec<u8>>, RmsError> {
-    let oaep = aws_lc_rs::rsa::OaepPrivateDecryptingKey::new(tenant.decrypting().clone())
-        .map_err(|_| RmsError::Crypto("RSA-OAEP key".into()))?;
-    let mut key = Zeroizing::new(vec![0u8; oaep.min_output_size()]);
-    let n = oaep
-        .decrypt(
-            &OAEP_SHA256_MGF1SHA256,
-            &license.wrapped_key,
-            &mut key,
-            None,
-        )
-        .map_err(|_| RmsError::Corrupted("the content key does not unwrap".into()))?
-        .len();
-    key.truncate(n);
+    let key = tenant.unwrap_oaep(&license.wrapped_key)?;
     if key.len() != license.algorithm.key_len() {
         return Err(RmsError::Corrupted(
             "content key of the wrong length".into(),
