@@ -8,6 +8,7 @@ pub mod dnssec;
 pub mod domains;
 pub mod peers;
 pub mod plain_smtp;
+pub mod policy_host;
 pub mod raw;
 pub mod rms;
 pub mod stores;
