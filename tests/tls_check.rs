@@ -10,6 +10,7 @@ use support::dane::{contoso_config, fabrikam};
 use support::dnssec::{tlsa_for_certificate, SignedZones};
 use support::domains::{free_port, load, pki, sealpost, DomainSpec};
 use support::peers::plaintext_peer;
+use support::policy_host::PolicyHost;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_version_cipher_chain_and_verification() {
@@ -127,7 +128,8 @@ async fn domain_mode_names_dane_and_its_outcome() {
     for needle in [
         "route:         MX of ee.good.dane.test",
         &format!("host mx-ee.good.dane.test [127.0.0.1:{f_port}]"),
-        "policy:      dane (dane (mx-ee.good.dane.test), enforce)",
+        "policy:      dane (enforce)",
+        "source:      dane (mx-ee.good.dane.test)",
         "tls:         TLSv1.3",
         "check:       passed",
         "outcome:     deliver: dane (mx-ee.good.dane.test): DANE-EE matched TLSA 3 1 1",
@@ -166,7 +168,7 @@ async fn domain_mode_says_opportunistic_for_an_unsigned_zone() {
     assert_eq!(code, 0, "{out}{err}");
     for needle in [
         "host mx.plain.dane.test",
-        "policy:      opportunistic (opportunistic, enforce)",
+        "policy:      opportunistic (enforce)",
         "tls:         TLSv1.3",
         "check:       passed",
         "outcome:     deliver: ",
@@ -174,5 +176,41 @@ async fn domain_mode_says_opportunistic_for_an_unsigned_zone() {
         assert!(out.contains(needle), "missing {needle:?} in\n{out}");
     }
     assert!(!out.contains("policy:      dane"), "{out}");
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domain_mode_names_mta_sts_and_its_outcome() {
+    // sts.good.dane.test: MX nomx (secure addresses, no TLSA records: no DANE) and an MTA-STS
+    // policy in mode enforce naming it; fabrikam's certificate is for mx.fabrikam.test, so the
+    // policy's PKIX name check fails and delivery would defer.
+    let dir = tempfile::tempdir().unwrap();
+    let ip = std::net::Ipv4Addr::new(127, 0, 0, 42);
+    let policy = "version: STSv1\nmode: enforce\nmx: nomx.good.dane.test\nmax_age: 86400\n";
+    let _host = PolicyHost::start(dir.path(), ip, "sts.good.dane.test", policy.as_bytes()).ready();
+    let records =
+        format!("sts MX 10 nomx\n_mta-sts.sts TXT \"v=STSv1; id=20260101;\"\nmta-sts.sts A {ip}\n");
+    let Some(zones) = SignedZones::start_with(&records) else {
+        return;
+    };
+    let (f, _, f_port) = fabrikam(dir.path(), true).await;
+    let delivery = format!(
+        "mta_sts_ca_file = \"{}\"",
+        dir.path().join("bundle.crt").display()
+    );
+    let config = contoso_config(dir.path(), &zones, f_port, &delivery, "");
+    let (code, out, err) = tls_check_domain("sts.good.dane.test", &config, false).await;
+    assert_eq!(code, 1, "{out}{err}");
+    for needle in [
+        "host nomx.good.dane.test",
+        "policy:      mta-sts (enforce)",
+        "source:      mta-sts (sts.good.dane.test, enforce)",
+        "check:       not passed",
+        "outcome:     defer: TLS required by mta-sts (sts.good.dane.test, enforce): peer \
+         certificate does not name nomx.good.dane.test",
+        "deliverable:   no",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+    }
     f.shutdown().await;
 }

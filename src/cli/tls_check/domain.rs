@@ -92,10 +92,8 @@ fn text(r: &Report) -> String {
     for h in &check.hosts {
         let addr = h.address.map(|a| format!(" [{a}]")).unwrap_or_default();
         out.push_str(&format!("  host {}{addr}\n", h.host));
-        out.push_str(&format!(
-            "    policy:      {} ({}, {})\n",
-            h.policy, h.detail, h.mode
-        ));
+        out.push_str(&format!("    policy:      {} ({})\n", h.policy, h.mode));
+        out.push_str(&format!("    source:      {}\n", h.detail));
         if let Some(tls) = &h.tls {
             out.push_str(&format!(
                 "    tls:         {} {}\n",
