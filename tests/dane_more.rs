@@ -98,6 +98,34 @@ async fn dane_ta_with_another_name_defers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dane_ta_through_a_cname_accepts_the_mx_host_name() {
+    // tac.good.dane.test: MX ta-alias, a CNAME for mx-ta, whose TLSA record (the expanded
+    // name is the TLSA base domain) names the CA; the certificate is for the MX host name as
+    // the MX record gives it, which RFC 7672 §3.2.2 accepts beside the TLSA base domain.
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, chain, key) = ta_chain(dir.path(), "ta-alias.good.dane.test");
+    let records = format!(
+        "{}tac MX 10 ta-alias\nta-alias CNAME mx-ta\n",
+        ta_records(&ca)
+    );
+    let Some(zones) = SignedZones::start_with(&records) else {
+        return;
+    };
+    let (f, f_data, f_port) = fabrikam_with(dir.path(), true, Some((&chain, &key))).await;
+    let (c, c_data) = contoso(dir.path(), &zones, f_port).await;
+    submit(&c, "bob@tac.good.dane.test", "M-dane-ta-cname").await;
+    let got = wait_for_mailbox_async(&f_data, "bob@tac.good.dane.test", 1, WAIT).await;
+    assert!(String::from_utf8_lossy(&got[0]).contains("body M-dane-ta-cname"));
+    let trace = trace_of(&c_data);
+    assert!(
+        trace.contains("dane (ta-alias.good.dane.test): DANE-TA"),
+        "{trace}"
+    );
+    c.shutdown().await;
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dane_wins_over_an_mta_sts_enforce_policy() {
     // sts.good.dane.test: MX mx-ee (DANE-EE matches fabrikam), and an MTA-STS policy in mode
     // enforce that names only mx.fabrikam.test. Under MTA-STS mx-ee would not be tried at all

@@ -7,7 +7,7 @@ use super::dnssec::SignedZones;
 use super::domains::{free_port, load, DomainSpec};
 
 /// The test domains fabrikam receives for, each with a mailbox `bob@<domain>`.
-pub const DOMAINS: [&str; 10] = [
+pub const DOMAINS: [&str; 11] = [
     "ee.good.dane.test",
     "good.dane.test",
     "plain.dane.test",
@@ -17,6 +17,7 @@ pub const DOMAINS: [&str; 10] = [
     "cx-bogus.good.dane.test",
     "cx-only.good.dane.test",
     "ta.good.dane.test",
+    "tac.good.dane.test",
     "sts.good.dane.test",
 ];
 
