@@ -3,6 +3,7 @@
 //! the end-to-end tests.
 
 mod build;
+pub(crate) use build::remote_delivery;
 mod licensing;
 mod reload;
 mod tls_report;

@@ -4,87 +4,24 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
+use support::dane::{contoso, contoso_with, fabrikam, trace_of};
 use support::dnssec::{tlsa_for_certificate, SignedZones};
-use support::domains::{
-    files_containing, free_port, load, pki, submit, wait_for_mailbox_async, wait_for_reason,
-    DomainSpec,
-};
+use support::domains::{files_containing, pki, submit, wait_for_mailbox_async, wait_for_reason};
 use support::tlsrpt::python_read_report;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// `ee.good.dane.test`: MX `mx-ee`, whose DANE-EE record matches fabrikam's key.
+/// `ee.good.dane.test`: MX `mx-ee`, whose DANE-EE record matches fabrikam's key; and the
+/// domains whose MX hosts are the aliases of support/dnssec.rs (`cx`: `cx-alias CNAME mx-ee`).
 fn matching_records() -> String {
     let tlsa = tlsa_for_certificate(&pki().join("mx.fabrikam.test.crt"), 3, 1, 1);
-    format!("ee MX 10 mx-ee\nmx-ee A 127.0.0.1\n_25._tcp.mx-ee TLSA {tlsa}\n")
-}
-
-/// fabrikam receiving for the test domains on a port of its own; `tls` false: no STARTTLS.
-async fn fabrikam(dir: &Path, tls: bool) -> (sealpost::app::Server, std::path::PathBuf, u16) {
-    let port = free_port();
-    let mut f = DomainSpec::new(
-        "fabrikam",
-        &[
-            "bob@ee.good.dane.test",
-            "bob@good.dane.test",
-            "bob@plain.dane.test",
-            "bob@bogus.dane.test",
-        ],
-        port,
-    );
-    f.extra_domains = vec![
-        "ee.good.dane.test",
-        "good.dane.test",
-        "plain.dane.test",
-        "bogus.dane.test",
-    ];
-    f.tls = tls;
-    let config = load(&f.write(dir));
-    let data = config.data_dir.clone();
-    (sealpost::app::start(config).await.unwrap(), data, port)
-}
-
-/// contoso delivering by MX through NSD (trusting the zones' anchor) to port `mx_port`.
-async fn contoso(
-    dir: &Path,
-    zones: &SignedZones,
-    mx_port: u16,
-) -> (sealpost::app::Server, std::path::PathBuf) {
-    contoso_with(dir, zones, mx_port, "").await
-}
-
-/// [`contoso`] with TOML appended to its `[delivery]` section.
-async fn contoso_with(
-    dir: &Path,
-    zones: &SignedZones,
-    mx_port: u16,
-    delivery: &str,
-) -> (sealpost::app::Server, std::path::PathBuf) {
-    let mut c = DomainSpec::new(
-        "contoso",
-        &["alice@contoso.test", "tlsrpt@contoso.test"],
-        free_port(),
+    format!(
+        "ee MX 10 mx-ee\nmx-ee A 127.0.0.1\n_25._tcp.mx-ee TLSA {tlsa}\n\
+         cx MX 10 cx-alias\ncx-alias CNAME mx-ee\n\
+         cx-plain MX 10 alias-plain\ncx-bogus MX 10 alias-bogus\ncx-only MX 10 cname-only\n"
     )
-    .toml(delivery);
-    c.nameservers = vec![zones.addr()];
-    c.smtp_port = Some(mx_port);
-    let path = c.write(dir);
-    let text = std::fs::read_to_string(&path).unwrap().replacen(
-        "[dns]\n",
-        &format!("[dns]\ntrust_anchor = \"{}\"\n", zones.anchor().display()),
-        1,
-    );
-    std::fs::write(&path, text).unwrap();
-    let config = load(&path);
-    let data = config.data_dir.clone();
-    (sealpost::app::start(config).await.unwrap(), data)
-}
-
-fn trace_of(data_dir: &Path) -> String {
-    std::fs::read_to_string(data_dir.join("trace.jsonl")).unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,6 +141,76 @@ async fn mandatory_dane_defers_an_unsigned_zone() {
         "{reason}"
     );
     assert!(files_containing(&f_data, b"M-dane-mandatory").is_empty());
+    c.shutdown().await;
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mx_host_whose_addresses_are_insecure_gets_no_dane() {
+    // alias-plain.good.dane.test has a secure TLSA record (which fabrikam does not match), but
+    // its CNAME leads into the unsigned plain.dane.test: no TLSA lookup, opportunistic TLS.
+    let Some(zones) = SignedZones::start_with(&matching_records()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (f, f_data, f_port) = fabrikam(dir.path(), true).await;
+    let (c, c_data) = contoso(dir.path(), &zones, f_port).await;
+    submit(&c, "bob@cx-plain.good.dane.test", "M-dane-addr-insecure").await;
+    let got = wait_for_mailbox_async(&f_data, "bob@cx-plain.good.dane.test", 1, WAIT).await;
+    assert!(String::from_utf8_lossy(&got[0]).contains("body M-dane-addr-insecure"));
+    let trace = trace_of(&c_data);
+    assert!(trace.contains("certificate not checked"), "{trace}");
+    assert!(!trace.contains("dane ("), "{trace}");
+    c.shutdown().await;
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mx_host_whose_addresses_are_bogus_defers() {
+    let Some(zones) = SignedZones::start_with(&matching_records()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (f, f_data, f_port) = fabrikam(dir.path(), true).await;
+    let (c, _) = contoso(dir.path(), &zones, f_port).await;
+    submit(&c, "bob@cx-bogus.good.dane.test", "M-dane-addr-bogus").await;
+    let reason = wait_for_reason(&c, "4.7.5").await;
+    assert!(
+        reason.starts_with("451 4.7.5 DANE (alias-bogus.good.dane.test)")
+            && reason.contains("DNSSEC validation failed"),
+        "{reason}"
+    );
+    assert!(files_containing(&f_data, b"M-dane-addr-bogus").is_empty());
+    c.shutdown().await;
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tlsa_base_is_the_cname_expanded_name_then_the_mx_host() {
+    let Some(zones) = SignedZones::start_with(&matching_records()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (f, f_data, f_port) = fabrikam(dir.path(), true).await;
+    let (c, c_data) = contoso(dir.path(), &zones, f_port).await;
+    // cx-alias has no TLSA records of its own; the expanded name mx-ee's match.
+    submit(&c, "bob@cx.good.dane.test", "M-dane-cname").await;
+    let got = wait_for_mailbox_async(&f_data, "bob@cx.good.dane.test", 1, WAIT).await;
+    assert!(String::from_utf8_lossy(&got[0]).contains("body M-dane-cname"));
+    let trace = trace_of(&c_data);
+    assert!(
+        trace.contains("dane (cx-alias.good.dane.test): DANE-EE matched TLSA 3 1 1"),
+        "{trace}"
+    );
+    // cname-only expands to nomx, which has no TLSA records: the alias's own record (which
+    // fabrikam does not match) applies.
+    submit(&c, "bob@cx-only.good.dane.test", "M-dane-cname-only").await;
+    let reason = wait_for_reason(&c, "4.7.5").await;
+    assert!(
+        reason.contains("TLS required by dane (cname-only.good.dane.test)"),
+        "{reason}"
+    );
+    assert!(files_containing(&f_data, b"M-dane-cname-only").is_empty());
     c.shutdown().await;
     f.shutdown().await;
 }

@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use sealpost::dns::{DnsError, Resolver, TlsaAnswer};
+use sealpost::dns::{AddressAnswer, DnsError, Resolver, TlsaAnswer};
 use support::dnssec::{SignedZones, TLSA_DATA};
 
 fn validating(zones: &SignedZones) -> Resolver {
@@ -131,4 +131,53 @@ async fn without_the_zones_anchor_nothing_is_secure() {
         !matches!(answer, Ok(TlsaAnswer::Secure(_))),
         "secure without a trust anchor: {answer:?}"
     );
+}
+
+#[tokio::test]
+async fn mx_host_address_security_and_cname_expansion() {
+    let Some(zones) = SignedZones::start() else {
+        return;
+    };
+    let resolver = validating(&zones);
+    let security = |name: &'static str| {
+        let resolver = resolver.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(20), resolver.address_security(name))
+                .await
+                .unwrap()
+        }
+    };
+    // A signed zone's own address records: secure, nothing to expand.
+    assert_eq!(
+        security("mx.good.dane.test").await,
+        Ok(AddressAnswer::Secure { expanded: None })
+    );
+    // A secure CNAME chain: secure, and the name it ends at is the first TLSA base domain.
+    assert_eq!(
+        security("alias.good.dane.test").await,
+        Ok(AddressAnswer::Secure {
+            expanded: Some("mx.good.dane.test".into())
+        })
+    );
+    // Addresses in an unsigned zone, directly or through a secure alias: no DANE, although
+    // `_25._tcp.alias-plain.good.dane.test` itself is a secure TLSA record.
+    assert_eq!(
+        security("mx.plain.dane.test").await,
+        Ok(AddressAnswer::Insecure)
+    );
+    assert_eq!(
+        security("alias-plain.good.dane.test").await,
+        Ok(AddressAnswer::Insecure)
+    );
+    assert!(matches!(
+        resolver.tlsa("_25._tcp.alias-plain.good.dane.test").await,
+        Ok(TlsaAnswer::Secure(ref r)) if !r.is_empty()
+    ));
+    // Bogus addresses, directly or through an alias: a temporary failure.
+    for name in ["mx.bogus.dane.test", "alias-bogus.good.dane.test"] {
+        match security(name).await {
+            Err(err @ DnsError::Bogus(_)) => assert!(!err.is_permanent(), "{err}"),
+            other => panic!("{name}: expected bogus, got {other:?}"),
+        }
+    }
 }

@@ -41,6 +41,34 @@ pub(crate) struct Parts {
     pub remote: Arc<RemoteDelivery>,
 }
 
+/// Remote delivery as the configuration sets it up: resolver, connectors, MTA-STS and DANE
+/// (`sealpost tls-check --domain` asks it which policy applies, as the server would).
+pub(crate) fn remote_delivery(
+    config: &Config,
+    telemetry: Arc<crate::telemetry::Telemetry>,
+) -> anyhow::Result<RemoteDelivery> {
+    let resolver = match Resolver::new(&config.nameservers) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(error = %e, "no DNS resolver: only static routes and local mailboxes can be delivered");
+            None
+        }
+    };
+    let client = ClientSettings {
+        helo_name: config.hostname.clone(),
+        timeout: config.delivery.timeout,
+        tls: crate::tls::opportunistic_client_config(),
+    };
+    Ok(RemoteDelivery::new(
+        client,
+        resolver,
+        config.delivery.smtp_port,
+        config.delivery.connection_reuse_time,
+    )
+    .with_connectors(config)?
+    .with_telemetry(telemetry))
+}
+
 pub(crate) fn build(config: &Config, shared: &Shared) -> anyhow::Result<Parts> {
     let inbound = Arc::new(InboundConnectors::from_config(config));
     let tls = match &config.tls {
@@ -54,28 +82,9 @@ pub(crate) fn build(config: &Config, shared: &Shared) -> anyhow::Result<Parts> {
         }
         None => None,
     };
-    let resolver = match Resolver::new(&config.nameservers) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            tracing::warn!(error = %e, "no DNS resolver: only static routes and local mailboxes can be delivered");
-            None
-        }
-    };
-    let client = ClientSettings {
-        helo_name: config.hostname.clone(),
-        timeout: config.delivery.timeout,
-        tls: crate::tls::opportunistic_client_config(),
-    };
     let remote = Arc::new(
-        RemoteDelivery::new(
-            client,
-            resolver,
-            config.delivery.smtp_port,
-            config.delivery.connection_reuse_time,
-        )
-        .with_connectors(config)?
-        .with_telemetry(shared.telemetry.clone())
-        .with_tls_report(config.tls_report.enabled.then(|| shared.tls_report.clone())),
+        remote_delivery(config, shared.telemetry.clone())?
+            .with_tls_report(config.tls_report.enabled.then(|| shared.tls_report.clone())),
     );
     let mut cleanup = Cleanup::new(&config.hostname, shared.queue.clone(), shared.wake.clone())
         .with_rules(config.rules.clone(), config.local_domains.clone())

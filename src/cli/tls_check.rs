@@ -1,4 +1,7 @@
-//! `sealpost tls-check`: what a server's TLS looks like from outside, graded with reasons.
+//! `sealpost tls-check`: what a server's TLS looks like from outside, graded with reasons; or,
+//! with `--domain`, which TLS policy delivery applies to a domain's hosts and its outcome.
+
+mod domain;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,10 +29,24 @@ use crate::tls::TlsFacts;
 /// expired) or F (no STARTTLS, no handshake, RSA under 2048 bits, MD5/SHA-1 signature), with
 /// the reasons. Exit status: 0 for A or B, 1 for C or F. TLS 1.0/1.1 are not probed: sealpost's
 /// TLS library does not speak them.
+///
+/// With --domain DOMAIN --config FILE instead of HOST:PORT: routes DOMAIN as the server with
+/// that configuration would (connector, static route or MX), decides the TLS policy of each
+/// target host as delivery does (a connector's, `dane` from DNSSEC-secure TLSA records,
+/// `mta-sts` from the domain's policy, or `opportunistic`), connects to each with STARTTLS
+/// under that policy (no mail is sent) and says whether the policy's check passes and what
+/// delivery would do. Exit status: 0 when some host would take the mail, 1 otherwise.
 #[derive(Args, Debug)]
 pub struct TlsCheckArgs {
     /// The server, as HOST:PORT.
-    target: String,
+    #[arg(required_unless_present = "domain", conflicts_with = "domain")]
+    target: Option<String>,
+    /// A mail domain: check the policy delivery applies to it (needs --config).
+    #[arg(long, value_name = "DOMAIN", requires = "config")]
+    domain: Option<String>,
+    /// The configuration whose routing, connectors, DANE and MTA-STS settings apply (--domain).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Speak SMTP and upgrade with STARTTLS (port 25/587); without it, TLS from the start.
     #[arg(long)]
     starttls: bool,
@@ -65,6 +82,9 @@ struct Report {
 }
 
 pub fn run(args: TlsCheckArgs) -> anyhow::Result<ExitCode> {
+    if let (Some(domain), Some(config)) = (&args.domain, &args.config) {
+        return domain::run(domain, config, args.json);
+    }
     super::runtime()?.block_on(async move {
         let report = check(&args).await?;
         if args.json {
@@ -113,18 +133,18 @@ async fn handshake(
 }
 
 async fn check(args: &TlsCheckArgs) -> anyhow::Result<Report> {
-    let (host, _) = args
-        .target
+    let target = args.target.clone().unwrap_or_default();
+    let (host, _) = target
         .rsplit_once(':')
-        .ok_or_else(|| anyhow::anyhow!("{}: expected HOST:PORT", args.target))?;
+        .ok_or_else(|| anyhow::anyhow!("{target}: expected HOST:PORT"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let addr = tokio::net::lookup_host(&args.target)
+    let addr = tokio::net::lookup_host(&target)
         .await?
         .next()
-        .ok_or_else(|| anyhow::anyhow!("{}: no address", args.target))?;
+        .ok_or_else(|| anyhow::anyhow!("{target}: no address"))?;
     let name = args.name.clone().unwrap_or_else(|| host.to_string());
     let mut report = Report {
-        target: args.target.clone(),
+        target: target.clone(),
         name: name.clone(),
         starttls_offered: args.starttls.then_some(true),
         tls13: false,

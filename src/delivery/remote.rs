@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod dane;
+mod probe;
 mod recipient_policy;
 mod tls_report;
 
@@ -22,6 +23,8 @@ use crate::tls::policy::{
     TlsPolicy,
 };
 use crate::tls::{TlsError, TlsFacts};
+
+pub use probe::{DestinationCheck, HostCheck};
 
 /// What became of one recipient in one delivery attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,17 +233,7 @@ impl RemoteDelivery {
         data: &[u8],
     ) -> (Vec<Outcome>, AttemptInfo) {
         let all = |o: Outcome| recipients.iter().map(|_| o.clone()).collect::<Vec<_>>();
-        let policy = dest
-            .connector
-            .as_ref()
-            .and_then(|name| self.policies.get(name))
-            .unwrap_or(&self.default_policy)
-            .clone();
-        let policy = if tls.rule_requires_tls && policy.level() < TlsLevel::Required {
-            self.required_default.clone()
-        } else {
-            policy
-        };
+        let policy = self.destination_policy(dest, tls);
         let base_info = AttemptInfo {
             connector: dest.connector.clone(),
             ..AttemptInfo::default()
@@ -292,14 +285,13 @@ impl RemoteDelivery {
         let mut unreached = false;
         let base_policy = policy;
         for target in &targets {
-            let policy = match dane.as_ref().and_then(|d| d.for_host(&target.name)) {
-                Some(dane::HostDane::Policy(p)) => p,
-                Some(dane::HostDane::Defer(reason)) => {
+            let policy = match host_policy(dane.as_ref(), &target.name, &base_policy) {
+                Ok(p) => p,
+                Err(reason) => {
                     last_error = reason;
                     unreached = true;
                     continue;
                 }
-                None => base_policy.clone(),
             };
             if tls.requiretls && !policy.level().verifies() {
                 // RFC 8689 §4.2.1: this host cannot be verified; another may be.
@@ -381,6 +373,22 @@ impl RemoteDelivery {
         match refused {
             Some((reason, info)) if !unreached => (all(Outcome::Failed(reason)), info),
             _ => (all(Outcome::Deferred(last_error)), base_info),
+        }
+    }
+
+    /// The destination's own policy: its connector's, or the opportunistic default; raised to
+    /// `required` when a transport rule demands TLS.
+    fn destination_policy(&self, dest: &Destination, tls: TlsDemand) -> Arc<TlsPolicy> {
+        let policy = dest
+            .connector
+            .as_ref()
+            .and_then(|name| self.policies.get(name))
+            .unwrap_or(&self.default_policy)
+            .clone();
+        if tls.rule_requires_tls && policy.level() < TlsLevel::Required {
+            self.required_default.clone()
+        } else {
+            policy
         }
     }
 
@@ -580,6 +588,20 @@ impl RemoteDelivery {
         for conn in expired {
             conn.quit().await;
         }
+    }
+}
+
+/// The policy for one target host: DANE's when the plan covers it (Err: the host is not
+/// tried, with the reason), otherwise the destination's.
+fn host_policy(
+    dane: Option<&dane::DanePlan>,
+    host: &str,
+    base: &Arc<TlsPolicy>,
+) -> Result<Arc<TlsPolicy>, String> {
+    match dane.and_then(|d| d.for_host(host)) {
+        Some(dane::HostDane::Policy(p)) => Ok(p),
+        Some(dane::HostDane::Defer(reason)) => Err(reason),
+        None => Ok(base.clone()),
     }
 }
 

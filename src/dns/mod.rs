@@ -17,5 +17,5 @@ pub mod tlsa_record;
 pub use error::DnsError;
 pub use mx::MxHost;
 pub use resolver::Resolver;
-pub use tlsa::TlsaAnswer;
+pub use tlsa::{AddressAnswer, TlsaAnswer};
 pub use tlsa_record::Tlsa;

@@ -39,6 +39,22 @@ pub enum TlsaAnswer {
     Insecure,
 }
 
+/// The DNSSEC status of an MX host's address records (RFC 7672 §2.2.2), which decides whether
+/// its TLSA records are looked up at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AddressAnswer {
+    /// The A/AAAA RRsets (and any CNAME chain leading to them) are DNSSEC-secure. `expanded`:
+    /// the name the CNAME chain ends at, when the host name is an alias; the TLSA base domain
+    /// is then that name first, and the host name itself second.
+    Secure { expanded: Option<String> },
+    /// Some address record (or alias on the way) lies in an unsigned zone, or the absence of
+    /// addresses is not proven: the host gets no DANE.
+    Insecure,
+}
+
+/// The most CNAME links followed from an MX host name to its addresses.
+pub const MAX_CNAME_CHAIN: usize = 8;
+
 /// DNSSEC status of one validated answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Security {
@@ -106,6 +122,91 @@ impl Resolver {
                 Err(DnsError::Temporary(format!("MX lookup for {shown}: {why}")))
             }
         }
+    }
+
+    /// Whether the address records of MX host `host` are DNSSEC-secure (RFC 7672 §2.2.2: only
+    /// then are its TLSA records looked up), and the name its CNAME chain expands to.
+    ///
+    /// The chain is followed here, one CNAME query per link (at most [`MAX_CNAME_CHAIN`]), and
+    /// the addresses are asked at its end: every link must be secure, and so must the A and
+    /// AAAA answers there (records, or the proven absence of a family). Asking A/AAAA at the
+    /// alias itself would leave hickory to prove "CNAME, then no AAAA at the target", which it
+    /// reports as bogus. One family failing temporarily while the other answers is ignored, as
+    /// for [`Resolver::host_addresses`]. Failed validation → [`DnsError::Bogus`]; no answer →
+    /// [`DnsError::Temporary`].
+    pub async fn address_security(&self, host: &str) -> Result<AddressAnswer, DnsError> {
+        let shown = display_name(host);
+        let mut name = self.validated_name(host, &shown)?;
+        let mut expanded = None;
+        let mut links = 0;
+        loop {
+            let target = match self
+                .validated(name.clone(), RecordType::CNAME, &shown)
+                .await?
+            {
+                Validated::Found(records, security) => {
+                    let target = records.iter().find_map(|r| match r {
+                        RData::CNAME(cname) => Some(cname.0.clone()),
+                        _ => None,
+                    });
+                    if target.is_some() && security == Security::Insecure {
+                        return Ok(AddressAnswer::Insecure);
+                    }
+                    target
+                }
+                Validated::Absent(Negative::Temporary(why), _) => {
+                    return Err(DnsError::Temporary(format!(
+                        "CNAME lookup for {shown}: {why}"
+                    )))
+                }
+                Validated::Absent(_, Security::Insecure) => return Ok(AddressAnswer::Insecure),
+                Validated::Absent(_, Security::Secure) => None,
+            };
+            let Some(target) = target else { break };
+            links += 1;
+            if links > MAX_CNAME_CHAIN {
+                return Err(DnsError::Temporary(format!(
+                    "the CNAME chain of {shown} has more than {MAX_CNAME_CHAIN} links"
+                )));
+            }
+            expanded = Some(display_name(&target.to_ascii()));
+            name = target;
+        }
+        let (v4, v6) = tokio::join!(
+            self.validated(name.clone(), RecordType::A, &shown),
+            self.validated(name, RecordType::AAAA, &shown),
+        );
+        let answers = [v4?, v6?];
+        let found_any = answers
+            .iter()
+            .any(|a| matches!(a, Validated::Found(records, _) if !records.is_empty()));
+        let mut secure = true;
+        let mut failures = Vec::new();
+        for answer in &answers {
+            match answer {
+                Validated::Found(records, security) if !records.is_empty() || !found_any => {
+                    secure &= *security == Security::Secure;
+                }
+                Validated::Absent(Negative::Temporary(why), _) => failures.push(why.clone()),
+                Validated::Absent(_, security) if !found_any => {
+                    secure &= *security == Security::Secure;
+                }
+                _ => {}
+            }
+        }
+        if !found_any && !failures.is_empty() {
+            return Err(DnsError::Temporary(format!(
+                "address lookup for {shown}: {}",
+                failures.join("; ")
+            )));
+        }
+        Ok(if secure {
+            AddressAnswer::Secure {
+                expanded: expanded.filter(|e| *e != shown),
+            }
+        } else {
+            AddressAnswer::Insecure
+        })
     }
 
     /// Whether validation works from the trust anchor down: the DNSKEY records of `zone` (the

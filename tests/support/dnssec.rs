@@ -4,6 +4,10 @@
 //! - `dane.test.`, signed; its key is the trust anchor ([`SignedZones::anchor`]);
 //! - `good.dane.test.`, signed, with its DS in the parent: `MX 10 mx`, `mx A 127.0.0.1`,
 //!   `_25._tcp.mx TLSA 3 1 1 <TLSA_DATA>`; `nomx` A record (a secure name with no TLSA);
+//!   aliases for RFC 7672 §2.2.2, each with a TLSA record of its own at `_25._tcp.<alias>`:
+//!   `alias CNAME mx` (a secure chain), `alias-plain CNAME mx.plain.dane.test.` (addresses in
+//!   an unsigned zone), `alias-bogus CNAME mx.bogus.dane.test.` (addresses bogus);
+//!   `cname-only CNAME nomx`, with TLSA only at the alias (the expanded name has none);
 //! - `plain.dane.test.`, unsigned, delegated without DS (insecure), with the same records;
 //! - `bogus.dane.test.`, signed, but the DS in the parent is of another key (bogus).
 //!
@@ -24,6 +28,10 @@ use std::time::{Duration, Instant};
 
 /// The association data of every TLSA record in the zones (32 bytes, as for SHA2-256).
 pub const TLSA_DATA: &str = "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20";
+
+/// The association data of the TLSA records at the aliases (`_25._tcp.alias...`).
+pub const ALIAS_TLSA_DATA: &str =
+    "a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0";
 
 const NSD: &str = "/usr/sbin/nsd";
 const TOOLS: [&str; 3] = ["ldns-keygen", "ldns-signzone", "ldns-key2ds"];
@@ -63,7 +71,18 @@ impl SignedZones {
         let records = format!(
             "mx A 127.0.0.1\n@ MX 10 mx\n_25._tcp.mx TLSA 3 1 1 {TLSA_DATA}\nnomx A 127.0.0.1\n"
         );
-        let good_zone = format!("{records}{good_records}\n");
+        let aliases: String = [
+            ("alias", "mx"),
+            ("alias-plain", "mx.plain.dane.test."),
+            ("alias-bogus", "mx.bogus.dane.test."),
+            ("cname-only", "nomx"),
+        ]
+        .iter()
+        .map(|(alias, target)| {
+            format!("{alias} CNAME {target}\n_25._tcp.{alias} TLSA 3 1 1 {ALIAS_TLSA_DATA}\n")
+        })
+        .collect();
+        let good_zone = format!("{records}{aliases}{good_records}\n");
         write_zone(path, "good.dane.test", &good_zone, Some(&good));
         write_zone(path, "plain.dane.test", &records, None);
         write_zone(path, "bogus.dane.test", &records, Some(&bogus));

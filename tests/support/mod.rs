@@ -2,11 +2,13 @@
 #![allow(dead_code)]
 
 pub mod admin;
+pub mod dane;
 pub mod dns;
 pub mod dnssec;
 pub mod domains;
 pub mod peers;
 pub mod plain_smtp;
+pub mod policy_host;
 pub mod raw;
 pub mod rms;
 pub mod stores;

@@ -2,7 +2,9 @@
 //! answer and TLSA records are DNSSEC-secure get a policy of their own (TLS mandatory, the
 //! certificate checked against the records); the other hosts keep the destination's policy.
 //!
-//! Per MX host: secure usable records → a DANE policy; a secure denial or an insecure answer →
+//! Per MX host: insecure address records (RFC 7672 §2.2.2) → no DANE, and no TLSA lookup;
+//! secure ones → TLSA records at the CNAME-expanded host name, then at the host name itself;
+//! secure usable records → a DANE policy; a secure denial or an insecure answer →
 //! no DANE (MTA-STS, then opportunistic TLS); a bogus or failed lookup → that host is not
 //! tried (451 4.7.5), never plaintext. DANE wins over MTA-STS for the hosts it covers (RFC 8461
 //! §2). `dane = "mandatory"` defers (4.7.5) a domain none of whose MX hosts has secure TLSA
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 use super::RemoteDelivery;
 use crate::config::DaneMode;
 use crate::delivery::{Destination, NextHop};
-use crate::dns::{DnsError, Resolver, TlsaAnswer};
+use crate::dns::{AddressAnswer, DnsError, Resolver, TlsaAnswer};
 use crate::queue::TlsDemand;
 use crate::tls::policy::{DaneCheck, PolicyMode, TlsLevel, TlsPolicy};
 
@@ -173,25 +175,8 @@ impl RemoteDelivery {
             if plan.hosts.contains_key(&mx.host) {
                 continue;
             }
-            let base = format!("_25._tcp.{}", mx.host);
-            match resolver.tlsa(&base).await {
-                Ok(TlsaAnswer::Secure(records)) if !records.is_empty() => {
-                    let policy = self.dane_policy(&mx.host, records, audit);
-                    plan.hosts.insert(mx.host, HostDane::Policy(policy));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    let bogus = matches!(e, DnsError::Bogus(_));
-                    metrics.tls_policy("dane", if bogus { "bogus" } else { "lookup-failed" });
-                    if bogus {
-                        self.report_bogus(domain, Some(&mx.host), &e);
-                    }
-                    tracing::warn!(mx = %mx.host, error = %e, "TLSA lookup failed; MX host not tried");
-                    plan.hosts.insert(
-                        mx.host.clone(),
-                        HostDane::Defer(format!("451 4.7.5 DANE ({}): {e}", mx.host)),
-                    );
-                }
+            if let Some(decision) = self.host_dane(resolver, domain, &mx.host, audit).await {
+                plan.hosts.insert(mx.host, decision);
             }
         }
         if plan.hosts.is_empty() {
@@ -220,15 +205,68 @@ impl RemoteDelivery {
         self.report_policy_failure(policy, "dnssec-invalid", mx, e.to_string());
     }
 
+    /// DANE for one MX host (RFC 7672 §2.2.2): its address records must be DNSSEC-secure
+    /// (insecure: None, no DANE; bogus or failed: the host is deferred), then the TLSA records
+    /// at the CNAME-expanded name and, when that has no secure usable records, at the host
+    /// name itself. None: the host has no DANE.
+    async fn host_dane(
+        &self,
+        resolver: &Resolver,
+        domain: &str,
+        host: &str,
+        audit: bool,
+    ) -> Option<HostDane> {
+        let metrics = &self.telemetry.metrics;
+        let failed = |e: DnsError| {
+            let bogus = matches!(e, DnsError::Bogus(_));
+            metrics.tls_policy("dane", if bogus { "bogus" } else { "lookup-failed" });
+            if bogus {
+                self.report_bogus(domain, Some(host), &e);
+            }
+            tracing::warn!(mx = %host, error = %e, "DNSSEC lookup for DANE failed; MX host not tried");
+            Some(HostDane::Defer(format!("451 4.7.5 DANE ({host}): {e}")))
+        };
+        let bases = match resolver.address_security(host).await {
+            Ok(AddressAnswer::Secure { expanded }) => {
+                let mut bases: Vec<String> = expanded.into_iter().collect();
+                bases.push(host.to_string());
+                bases
+            }
+            Ok(AddressAnswer::Insecure) => {
+                tracing::debug!(mx = %host, "the MX host's addresses are not DNSSEC-secure; no DANE");
+                return None;
+            }
+            Err(e) => return failed(e),
+        };
+        for base in &bases {
+            match resolver.tlsa(&format!("_25._tcp.{base}")).await {
+                Ok(TlsaAnswer::Secure(records)) if !records.is_empty() => {
+                    // DANE-TA reference names: the TLSA base domain and the MX host name.
+                    let mut names = vec![base.clone()];
+                    if base != host {
+                        names.push(host.to_string());
+                    }
+                    return Some(HostDane::Policy(
+                        self.dane_policy(host, names, records, audit),
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) => return failed(e),
+            }
+        }
+        None
+    }
+
     /// The policy for `host` under `records`, made once per record set.
     fn dane_policy(
         &self,
         host: &str,
+        names: Vec<String>,
         records: Vec<crate::tls::dane::Tlsa>,
         audit: bool,
     ) -> Arc<TlsPolicy> {
         let shown: Vec<String> = records.iter().map(|r| r.to_string()).collect();
-        let key = (host.to_string(), shown.join("; "), audit);
+        let key = (names.join(" "), shown.join("; "), audit);
         let mut policies = self.dane.policies.lock().unwrap_or_else(|p| p.into_inner());
         if policies.len() >= MAX_POLICIES && !policies.contains_key(&key) {
             // Bounded memory: start over (idle connections under the old policies are then
@@ -238,10 +276,7 @@ impl RemoteDelivery {
         policies
             .entry(key)
             .or_insert_with(|| {
-                let check = DaneCheck {
-                    records,
-                    names: vec![host.to_string()],
-                };
+                let check = DaneCheck { records, names };
                 let mode = if audit {
                     PolicyMode::Audit
                 } else {
