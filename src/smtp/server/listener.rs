@@ -118,7 +118,7 @@ async fn handle(
 }
 
 /// Bytes read at once between messages (commands are short; pipelined ones take a few reads).
-const COMMAND_READ: usize = 1024;
+const COMMAND_READ: usize = 512;
 /// Bytes read at once while message data comes in.
 const DATA_READ: usize = 16 * 1024;
 
@@ -133,12 +133,13 @@ async fn converse(
     let mut session = Session::new(ctx.session.clone(), ctx.policy.clone(), peer, relay_allowed)
         .with_in_flight(ctx.in_flight.clone());
     // Dropped with the connection, however it ends: a partly received message is removed.
-    let mut receiving = Receiving::new(ctx.cleanup.clone());
+    // Made when message data comes in, so that an idle session does not hold it.
+    let mut receiving: Option<Box<Receiving>> = None;
     if ctx.implicit_tls {
         let Some(config) = ctx.tls.clone() else {
             return Err("implicit TLS without a certificate".into());
         };
-        let (tls, facts) = upgrade(stream, config, ctx).await?;
+        let (tls, facts) = Box::pin(upgrade(stream, config, ctx)).await?;
         tracing::info!(client = %peer, version = %facts.version, cipher = %facts.cipher, "TLS established (implicit)");
         ctx.telemetry
             .metrics
@@ -167,7 +168,7 @@ async fn converse(
                     let Some(config) = ctx.tls.clone() else {
                         return Err("STARTTLS without a certificate".into());
                     };
-                    let (tls, facts) = upgrade(stream, config, ctx).await?;
+                    let (tls, facts) = Box::pin(upgrade(stream, config, ctx)).await?;
                     tracing::info!(client = %peer, version = %facts.version, cipher = %facts.cipher, "STARTTLS established");
                     ctx.telemetry
                         .metrics
@@ -193,10 +194,21 @@ async fn converse(
                     }
                     pending.extend(session.auth_result(result));
                 }
-                Action::Data(piece) => receiving.data(&piece).await,
-                Action::Discard => receiving.discard().await,
+                Action::Data(piece) => {
+                    let r = receiving
+                        .get_or_insert_with(|| Box::new(Receiving::new(ctx.cleanup.clone())));
+                    Box::pin(r.data(&piece)).await
+                }
+                Action::Discard => {
+                    if let Some(mut r) = receiving.take() {
+                        Box::pin(r.discard()).await;
+                    }
+                }
                 Action::Deliver(tx) => {
-                    let result = match receiving.finish().await {
+                    let mut r = receiving
+                        .take()
+                        .unwrap_or_else(|| Box::new(Receiving::new(ctx.cleanup.clone())));
+                    let result = match Box::pin(r.finish()).await {
                         Ok(staged) => {
                             let cleanup = ctx.cleanup.clone();
                             tokio::task::spawn_blocking(move || cleanup.enqueue(&tx, staged))
