@@ -141,7 +141,7 @@ impl EncryptedStore {
     /// The mailbox key for a new message: the mailbox's current key, or a new one under its
     /// configured policy; `None` only for a mailbox configured "none" that has no live key
     /// (delivery never downgrades an encrypted mailbox to plain).
-    fn delivery_key(
+    pub(super) fn delivery_key(
         &self,
         ix: &dyn KeyIndex,
         mailbox: &str,

@@ -5,6 +5,9 @@ pub mod backend;
 mod binding;
 pub mod blobs;
 mod encrypted;
+mod encrypted_folders;
+mod folder_index;
+pub mod folders;
 pub mod index;
 mod keyring;
 mod maildir;
@@ -12,6 +15,7 @@ pub mod ops;
 mod rebind;
 
 pub use encrypted::{open_store, EncryptedStore};
+pub use folders::{FlagOp, Flags, FolderInfo, FolderMessage, FolderView, Folders};
 pub use maildir::{write_maildir_message, PlainMaildirStore};
 pub use rebind::Rebinding;
 
