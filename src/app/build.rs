@@ -35,7 +35,7 @@ pub(crate) struct Shared {
 
 /// The configuration-dependent parts.
 pub(crate) struct Parts {
-    /// One per `config.listeners`, same order.
+    /// One per SMTP listener of `config.listeners`, same order.
     pub contexts: Vec<Arc<ServerContext>>,
     pub cleanup: Arc<Cleanup>,
     pub remote: Arc<RemoteDelivery>,
@@ -114,6 +114,7 @@ pub(crate) fn build(config: &Config, shared: &Shared) -> anyhow::Result<Parts> {
     let contexts = config
         .listeners
         .iter()
+        .filter(|l| !l.protocol.is_imap())
         .map(|l| {
             Arc::new(ServerContext {
                 session: Arc::new(SessionConfig {
@@ -139,6 +140,7 @@ pub(crate) fn build(config: &Config, shared: &Shared) -> anyhow::Result<Parts> {
                     ListenerProtocol::Smtp => "smtp",
                     ListenerProtocol::Submission => "submission",
                     ListenerProtocol::Submissions => "submissions",
+                    ListenerProtocol::Imap | ListenerProtocol::Imaps => "imap",
                 },
                 telemetry: shared.telemetry.clone(),
             })

@@ -14,6 +14,8 @@ pub(super) struct UserSettings {
     /// Lowercase name → lowercase addresses it may send as.
     pub addresses: BTreeMap<String, BTreeSet<String>>,
     pub mismatch: SenderLoginMismatch,
+    /// Lowercase name → the lowercase mailboxes it reads over IMAP (default: the name).
+    pub mailboxes: BTreeMap<String, Vec<String>>,
 }
 
 pub(super) fn validate(
@@ -33,6 +35,7 @@ pub(super) fn validate(
     };
     let mut hashes = BTreeMap::new();
     let mut addresses = BTreeMap::new();
+    let mut mailboxes = BTreeMap::new();
     for (i, u) in raw.iter().enumerate() {
         let name = u.name.trim().to_ascii_lowercase();
         if name.is_empty() || name.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
@@ -70,12 +73,39 @@ pub(super) fn validate(
                 owned
             }
         };
+        let reads = match &u.mailboxes {
+            None => vec![name.clone()],
+            Some(list) if list.is_empty() => {
+                return Err(c.err(
+                    format!("user[{i}].mailboxes"),
+                    "empty: list the mailboxes the user reads, or leave the key out (the name)",
+                ))
+            }
+            Some(list) => {
+                let mut reads: Vec<String> = Vec::new();
+                for (j, a) in list.iter().enumerate() {
+                    let address = a.trim().to_ascii_lowercase();
+                    if !is_address(&address) {
+                        return Err(c.err(
+                            format!("user[{i}].mailboxes[{j}]"),
+                            format!("not an address: {a:?}"),
+                        ));
+                    }
+                    if !reads.contains(&address) {
+                        reads.push(address);
+                    }
+                }
+                reads
+            }
+        };
+        mailboxes.insert(name.clone(), reads);
         addresses.insert(name, owned);
     }
     Ok(UserSettings {
         hashes,
         addresses,
         mismatch,
+        mailboxes,
     })
 }
 

@@ -14,7 +14,7 @@ mod maildir;
 pub mod ops;
 mod rebind;
 
-pub use encrypted::{open_store, EncryptedStore};
+pub use encrypted::{open_store, open_stores, EncryptedStore, Stores};
 pub use folders::{FlagOp, Flags, FolderInfo, FolderMessage, FolderView, Folders};
 pub use maildir::{write_maildir_message, PlainMaildirStore};
 pub use rebind::Rebinding;
