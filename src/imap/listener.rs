@@ -311,3 +311,27 @@ async fn upgrade(stream: Stream, ctx: &ImapContext) -> Result<Stream, String> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_logins_wait_longer_each_time_and_an_address_is_cut_off() {
+        let f = LoginFailures::default();
+        let (a, b): (IpAddr, IpAddr) = ([192, 0, 2, 1].into(), [192, 0, 2, 2].into());
+        let delays: Vec<Duration> = (0..MAX_FAILURES).map(|_| f.failed(a).1).collect();
+        assert_eq!(delays[0], Duration::from_secs(1));
+        assert_eq!(delays[1], Duration::from_secs(2));
+        assert!(delays.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(*delays.last().unwrap(), MAX_DELAY);
+        assert!(
+            !f.allowed(a),
+            "no more password checks after {MAX_FAILURES} failures"
+        );
+        assert!(f.allowed(b), "other addresses are not concerned");
+        f.succeeded(a);
+        assert!(f.allowed(a));
+        assert_eq!(f.failed(a), (1, Duration::from_secs(1)));
+    }
+}

@@ -80,3 +80,6 @@ pub fn context(
         telemetry,
     }))
 }
+
+#[cfg(test)]
+mod session_tests;
