@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::admin::{serve_log, wait_listening};
+use support::admin::{http, metric, serve_log, wait_listening};
 use support::domains::{files_containing, free_port, python, DomainSpec, ServeProcess};
 
 const ALICE: &str = "alice@contoso.test";
@@ -43,14 +43,16 @@ struct Imap {
     smtp: u16,
     imap: u16,
     imaps: u16,
+    admin: std::net::SocketAddr,
 }
 
 impl Imap {
     fn start() -> Imap {
         let dir = tempfile::tempdir().unwrap();
-        let (smtp, imap, imaps) = (free_port(), free_port(), free_port());
+        let (smtp, imap, imaps, admin) = (free_port(), free_port(), free_port(), free_port());
         let toml = format!(
-            "[[listener]]\naddress = \"127.0.0.1:{imap}\"\nprotocol = \"imap\"\n\
+            "[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             [[listener]]\naddress = \"127.0.0.1:{imap}\"\nprotocol = \"imap\"\n\
              [[listener]]\naddress = \"127.0.0.1:{imaps}\"\nprotocol = \"imaps\"\n\
              [[user]]\nname = \"{ALICE}\"\npassword_hash = \"{}\"\n\
              [[user]]\nname = \"{BOB}\"\npassword_hash = \"{}\"\n",
@@ -60,7 +62,7 @@ impl Imap {
         let spec = DomainSpec::new("contoso", &[ALICE, BOB], smtp).toml(&toml);
         let config = spec.write(dir.path());
         let server = ServeProcess::start(&config, smtp);
-        for port in [imap, imaps] {
+        for port in [imap, imaps, admin] {
             wait_listening(([127, 0, 0, 1], port).into(), Duration::from_secs(10));
         }
         Imap {
@@ -71,6 +73,7 @@ impl Imap {
             smtp,
             imap,
             imaps,
+            admin: ([127, 0, 0, 1], admin).into(),
         }
     }
 
@@ -127,6 +130,7 @@ fn a_client_reads_flags_moves_and_expunges_over_starttls_and_imaps() {
     let out = s.python(
         r#"
 send("alice@contoso.test", "first-subject", "BODYMARKER-one")
+wait_for("alice@contoso.test", "alice-pw", 1)
 send("alice@contoso.test", "second-subject", "BODYMARKER-two")
 wait_for("alice@contoso.test", "alice-pw", 2)
 out = {}
@@ -358,6 +362,23 @@ print(json.dumps(out))
     assert!(log.contains("failures=3"), "{log}");
     assert!(!log.contains("Wr0ngSecret"), "a password reached the log");
     assert!(!s.log().contains("alice-pw"));
+    let text = http(s.admin, "GET", "/metrics").body;
+    let count = |name: &str, labels: &[(&str, &str)]| metric(&text, name, labels).unwrap_or(0.0);
+    assert_eq!(
+        count("sealpost_imap_logins_total", &[("result", "failed")]),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        count("sealpost_imap_logins_total", &[("result", "ok")]),
+        1.0
+    );
+    // Four logins, plus the probe that waited for the port.
+    assert!(count("sealpost_imap_sessions_total", &[("listener", "imaps")]) >= 4.0);
+    assert!(
+        count("sealpost_imap_bytes_served_total", &[]) > 100.0,
+        "{text}"
+    );
 }
 
 #[test]
