@@ -12,6 +12,7 @@ use imap_codec::fragmentizer::{FragmentInfo, Fragmentizer};
 use imap_codec::imap_types::auth::{AuthMechanism, AuthenticateData};
 use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::core::{LiteralMode, Tag, Vec1};
+use imap_codec::imap_types::extensions::enable::CapabilityEnable;
 use imap_codec::imap_types::response::{Code, Data};
 use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec};
 
@@ -440,27 +441,16 @@ impl Session {
         }
     }
 
-    fn enable(
-        &mut self,
-        capabilities: Vec1<imap_codec::imap_types::extensions::enable::CapabilityEnable<'_>>,
-    ) -> Vec<Action> {
-        let asked: Vec<String> = capabilities
-            .as_ref()
-            .iter()
-            .map(|c| c.to_string())
+    /// ENABLE: IMAP4rev2 is enabled (the answers are the same either way); nothing else.
+    fn enable(&mut self, capabilities: Vec1<CapabilityEnable<'_>>) -> Vec<Action> {
+        let enabled: Vec<CapabilityEnable<'_>> = capabilities
+            .into_inner()
+            .into_iter()
+            .filter(|c| c.to_string().eq_ignore_ascii_case("IMAP4rev2"))
             .collect();
-        let enabled: Vec<&str> = asked
-            .iter()
-            .filter(|c| c.eq_ignore_ascii_case("IMAP4rev2"))
-            .map(|_| "IMAP4rev2")
-            .collect();
-        let mut line = String::from("* ENABLED");
-        for c in enabled {
-            line.push(' ');
-            line.push_str(c);
-        }
-        line.push_str("\r\n");
-        vec![Action::Send(line.into_bytes())]
+        vec![Action::Send(reply::data(Data::Enabled {
+            capabilities: enabled,
+        }))]
     }
 
     /// News of the selected folder since the client last looked: EXPUNGE (highest first) and

@@ -156,6 +156,8 @@ fn long_lines_and_large_literals_are_refused_and_the_session_goes_on() {
 fn appended_mail_is_announced_and_fetched() {
     let mut s = Script::new(true);
     s.login();
+    let (text, _) = s.send("0 ENABLE IMAP4rev2 CONDSTORE\r\n");
+    assert_eq!(text, "* ENABLED IMAP4rev2\r\n0 OK Completed\r\n");
     let (text, _) = s.send("1 SELECT INBOX\r\n");
     assert!(
         text.contains("* 0 EXISTS") && text.contains("1 OK [READ-WRITE]"),
