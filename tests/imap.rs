@@ -412,3 +412,36 @@ print(json.dumps(out))
     assert!(o["after"].as_f64().unwrap() < 2.0, "{o}");
     assert!(o["done"].as_str().unwrap().contains("OK"), "{o}");
 }
+
+#[test]
+fn a_session_in_idle_is_told_bye_and_does_not_hold_the_shutdown() {
+    let mut s = Imap::start();
+    let pid = s.server.child.id();
+    let out = s.python(&format!(
+        r#"
+import subprocess
+M = imaplib.IMAP4_SSL("127.0.0.1", IMAPS, ssl_context=ctx)
+M.login("alice@contoso.test", "alice-pw")
+M.select("INBOX")
+tag = M._new_tag()
+M.send(tag + b" IDLE\r\n")
+M.readline()
+t = time.monotonic()
+subprocess.run(["kill", "-TERM", "{pid}"], check=True)
+line = M.readline().decode().strip()
+print(json.dumps({{"line": line, "after": time.monotonic() - t}}))
+"#
+    ));
+    let o = json(&out);
+    assert!(o["line"].as_str().unwrap().starts_with("* BYE"), "{o}");
+    assert!(o["after"].as_f64().unwrap() < 2.0, "{o}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = s.server.child.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "serve did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

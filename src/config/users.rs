@@ -157,6 +157,40 @@ mod tests {
     }
 
     #[test]
+    fn users_read_their_own_mailbox_by_default_or_the_ones_listed() {
+        let c = load(
+            "",
+            "[[user]]\nname = \"Alice@Example.test\"\npassword_hash = \"HASH\"\n\
+             [[user]]\nname = \"bob@example.test\"\npassword_hash = \"HASH\"\n\
+             mailboxes = [\"Bob@Example.test\", \"shared@example.test\", \"bob@example.test\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.user_mailboxes["alice@example.test"],
+            ["alice@example.test"]
+        );
+        assert_eq!(
+            c.user_mailboxes["bob@example.test"],
+            ["bob@example.test", "shared@example.test"]
+        );
+        for (list, problem) in [("[]", "empty"), ("[\"not an address\"]", "not an address")] {
+            let e = load(
+                "",
+                &format!("[[user]]\nname = \"a@example.test\"\npassword_hash = \"HASH\"\nmailboxes = {list}\n"),
+            )
+            .unwrap_err();
+            assert!(
+                e.key.starts_with("user[0].mailboxes") && e.problem.contains(problem),
+                "{e}"
+            );
+        }
+        let imap = "[[listener]]\naddress = \"127.0.0.1:1143\"\nprotocol = \"imap\"\n";
+        let e = load(imap, "").unwrap_err();
+        assert_eq!(e.key, "listener[0].protocol");
+        assert!(e.problem.contains("needs a [tls] certificate"), "{e}");
+    }
+
+    #[test]
     fn bad_addresses_and_settings_are_named() {
         let user = |addresses: &str| {
             format!("[[user]]\nname = \"a@example.test\"\npassword_hash = \"HASH\"\naddresses = {addresses}\n")
