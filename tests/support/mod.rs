@@ -5,6 +5,7 @@ pub mod admin;
 pub mod dns;
 pub mod dnssec;
 pub mod domains;
+pub mod imap;
 pub mod peers;
 pub mod plain_smtp;
 pub mod raw;
