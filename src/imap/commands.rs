@@ -188,12 +188,12 @@ impl Session {
                 sequence_set,
                 mailbox,
                 uid,
-            } => self.copy_or_move(&sequence_set, &mailbox, uid, false),
+            } => self.copy_or_move(tag, &sequence_set, &mailbox, uid, false),
             CommandBody::Move {
                 sequence_set,
                 mailbox,
                 uid,
-            } => self.copy_or_move(&sequence_set, &mailbox, uid, true),
+            } => self.copy_or_move(tag, &sequence_set, &mailbox, uid, true),
             CommandBody::Search { criteria, uid, .. } => self.search(&criteria, uid),
             _ => Err(refused("Command not supported")),
         }
@@ -532,6 +532,7 @@ impl Session {
 
     fn copy_or_move(
         &mut self,
+        tag: &Tag<'static>,
         set: &SequenceSet,
         to: &Mailbox<'_>,
         uid: bool,
@@ -546,6 +547,20 @@ impl Session {
         let (to_mb, to_folder) = self.resolve(&name_of(to))?;
         if to_mb != mailbox {
             return Err(refused("Cannot copy or move across mailboxes"));
+        }
+        let canonical = crate::store::folders::canonical_folder(&to_folder);
+        if !self
+            .store
+            .folders(&to_mb)?
+            .iter()
+            .any(|f| f.name == canonical)
+        {
+            return Ok(vec![Action::Send(reply::status(
+                Kind::No,
+                Some(tag),
+                Some(Code::TryCreate),
+                "No such folder",
+            ))]);
         }
         let uids: Vec<u32> = targets.iter().map(|(_, m)| m.uid).collect();
         if !moving {

@@ -194,3 +194,45 @@ fn a_revoked_mailbox_answers_no() {
     let (text, _) = s.send("1 SELECT INBOX\r\n");
     assert_eq!(text, "1 NO Mailbox unavailable: its keys were revoked\r\n");
 }
+
+#[test]
+fn multipart_structure_and_part_sections() {
+    let mut s = Script::new(true);
+    s.login();
+    let msg = "From: A <a@b.test>\r\nSubject: parts\r\nMIME-Version: 1.0\r\n\
+               Content-Type: multipart/mixed; boundary=\"XX\"\r\n\r\n\
+               preamble\r\n--XX\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhello text\r\n\
+               --XX\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+               AAEC\r\n--XX--\r\n";
+    s.session
+        .store
+        .append("a@t.test", "INBOX", msg.as_bytes(), &Default::default())
+        .unwrap();
+    s.send("1 SELECT INBOX\r\n");
+    // The CRLF before a boundary belongs to the boundary (RFC 2046): BODY[1] is "hello text".
+    let (text, _) = s.send("2 FETCH 1 (BODYSTRUCTURE)\r\n");
+    assert!(
+        text.contains(
+            "BODYSTRUCTURE ((\"TEXT\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"7BIT\" 10 0)\
+             (\"application\" \"octet-stream\" NIL NIL NIL \"BASE64\" 4) \"mixed\")"
+        ),
+        "{text}"
+    );
+    let (text, _) = s.send("3 FETCH 1 (BODY.PEEK[1] BODY.PEEK[2] BODY.PEEK[2.MIME])\r\n");
+    assert!(
+        text.contains("BODY[1] {10}\r\nhello text BODY[2]"),
+        "{text}"
+    );
+    assert!(text.contains("BODY[2] {4}\r\nAAEC BODY[2.MIME]"), "{text}");
+    assert!(
+        text.contains("Content-Transfer-Encoding: base64\r\n\r\n"),
+        "{text}"
+    );
+    let (text, _) = s.send("4 FETCH 1 (BODY.PEEK[3])\r\n");
+    assert!(
+        text.contains("BODY[3] {0}\r\n"),
+        "a missing part is empty: {text}"
+    );
+    let (text, _) = s.send("5 COPY 1 Nowhere\r\n");
+    assert!(text.starts_with("5 NO [TRYCREATE]"), "{text}");
+}
