@@ -245,7 +245,7 @@ async fn check(
 ) -> Result<String, ()> {
     let user = creds.username.clone();
     if !ctx.failures.allowed(peer.ip()) {
-        tracing::warn!(client = %peer, %user, "IMAP login refused: too many failures from this address");
+        tracing::warn!(client = %peer, user = ?user, "IMAP login refused: too many failures from this address");
         ctx.telemetry.metrics.imap_login(false);
         tokio::time::sleep(MAX_DELAY).await;
         return Err(());
@@ -264,7 +264,7 @@ async fn check(
         Err(()) => {
             let (failures, delay) = ctx.failures.failed(peer.ip());
             ctx.telemetry.metrics.imap_login(false);
-            tracing::warn!(client = %peer, %user, failures, delay_ms = delay.as_millis() as u64, "IMAP login failed");
+            tracing::warn!(client = %peer, user = ?user, failures, delay_ms = delay.as_millis() as u64, "IMAP login failed");
             tokio::time::sleep(delay).await;
         }
     }

@@ -145,7 +145,7 @@ impl Session {
                 ..
             } = info
             {
-                if end - start > MAX_LINE {
+                if end - start > self.config.max_line {
                     self.frag.poison_message();
                 }
                 if let Some(a) = announcement {
