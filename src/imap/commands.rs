@@ -275,6 +275,7 @@ impl Session {
                 folder: view.name,
                 read_only,
                 uids: view.messages.iter().map(|m| m.uid).collect(),
+                modseq: view.messages.iter().map(|m| m.modseq).max().unwrap_or(0),
             },
         };
         Ok(out)

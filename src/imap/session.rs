@@ -13,6 +13,7 @@ use imap_codec::imap_types::auth::{AuthMechanism, AuthenticateData};
 use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::core::{LiteralMode, Tag, Vec1};
 use imap_codec::imap_types::extensions::enable::CapabilityEnable;
+use imap_codec::imap_types::fetch::MessageDataItemName;
 use imap_codec::imap_types::response::{Code, Data};
 use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec};
 
@@ -40,6 +41,8 @@ pub(super) struct Selected {
     pub folder: String,
     pub read_only: bool,
     pub uids: Vec<u32>,
+    /// The highest modification sequence the client has been told about.
+    pub modseq: i64,
 }
 
 pub(super) enum State {
@@ -453,8 +456,9 @@ impl Session {
         }))]
     }
 
-    /// News of the selected folder since the client last looked: EXPUNGE (highest first) and
-    /// EXISTS. Called on NOOP, IDLE and by the listener's poll during IDLE.
+    /// News of the selected folder since the client last looked: EXPUNGE (highest first),
+    /// FETCH FLAGS of messages changed elsewhere, and EXISTS. Called on NOOP, IDLE and by the
+    /// listener's poll during IDLE.
     pub fn poll(&mut self) -> Vec<Action> {
         let State::Selected { sel, .. } = &mut self.state else {
             return Vec::new();
@@ -474,6 +478,28 @@ impl Session {
             }
         }
         let known = sel.uids.last().copied().unwrap_or(0);
+        for m in view
+            .messages
+            .iter()
+            .filter(|m| m.modseq > sel.modseq && m.uid <= known)
+        {
+            let seq = sel
+                .uids
+                .binary_search(&m.uid)
+                .ok()
+                .and_then(|i| NonZeroU32::new(i as u32 + 1));
+            let flags = super::fetch::items(&[MessageDataItemName::Flags], m, None, false);
+            if let (Some(seq), Ok(items)) = (seq, Vec1::try_from(flags)) {
+                out.push(Action::Send(reply::data(Data::Fetch { seq, items })));
+            }
+        }
+        sel.modseq = view
+            .messages
+            .iter()
+            .map(|m| m.modseq)
+            .max()
+            .unwrap_or(0)
+            .max(sel.modseq);
         let new: Vec<u32> = now.iter().copied().filter(|u| *u > known).collect();
         if !new.is_empty() {
             sel.uids.extend(new);

@@ -181,6 +181,21 @@ fn appended_mail_is_announced_and_fetched() {
     assert!(text.starts_with("* 2 EXISTS\r\n"), "{text}");
     let (text, _) = s.send("5 UID SEARCH UNFLAGGED\r\n");
     assert!(text.starts_with("* SEARCH 2\r\n"), "{text}");
+    // Another session flags message 2: the next NOOP says so.
+    let seen = crate::store::Flags {
+        system: crate::store::folders::system::SEEN,
+        ..Default::default()
+    };
+    s.store
+        .set_flags("a@t.test", "INBOX", &[2], crate::store::FlagOp::Add, &seen)
+        .unwrap();
+    let (text, _) = s.send("6 NOOP\r\n");
+    assert_eq!(
+        text,
+        "* 2 FETCH (FLAGS (\\Seen))\r\n6 OK NOOP completed\r\n"
+    );
+    let (text, _) = s.send("7 NOOP\r\n");
+    assert_eq!(text, "7 OK NOOP completed\r\n", "told once");
 }
 
 #[test]
