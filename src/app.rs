@@ -79,7 +79,7 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
     tracing::info!(?report, data_dir = %config.data_dir.display(), "queue recovered");
     let now = chrono::Utc::now().timestamp();
     let retransmissions = Arc::new(Retransmissions::open(&spool, &key, now)?);
-    let store: Arc<dyn MailStore> = crate::store::open_store(&config)?;
+    let (store, folders) = crate::store::open_stores(&config)?;
     let trace_path = config.operations.trace_log.as_deref();
     let telemetry = Arc::new(
         Telemetry::new(&config.hostname, trace_path).with_context(|| {
@@ -150,11 +150,29 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
     let (phase, phase_rx) = watch::channel(ShutdownPhase::Running);
     let mut tasks = JoinSet::new();
     let mut addrs = Vec::new();
-    for (listener, slot) in listeners.into_iter().zip(slots) {
+    let mut slots = slots.into_iter();
+    let failures = Arc::new(crate::imap::LoginFailures::default());
+    for (listener, l) in listeners.into_iter().zip(&config.listeners) {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, hostname = %config.hostname, "listening");
         addrs.push(addr);
-        tasks.spawn(serve(listener, slot, phase_rx.clone()));
+        if l.protocol.is_imap() {
+            let ctx = crate::imap::context(
+                &config,
+                l,
+                folders.clone(),
+                limits.clone(),
+                failures.clone(),
+                telemetry.clone(),
+            )?;
+            tasks.spawn(crate::imap::listener::serve(
+                listener,
+                ctx,
+                phase_rx.clone(),
+            ));
+        } else if let Some(slot) = slots.next() {
+            tasks.spawn(serve(listener, slot, phase_rx.clone()));
+        }
     }
     let mut admin_addr = None;
     if let Some(listener) = admin_listener {

@@ -10,6 +10,7 @@ pub mod config;
 pub mod crypto;
 pub mod delivery;
 pub mod dns;
+pub mod imap;
 pub mod keys;
 pub mod licensing;
 pub mod live;

@@ -35,7 +35,7 @@ pub(crate) struct Shared {
 
 /// The configuration-dependent parts.
 pub(crate) struct Parts {
-    /// One per `config.listeners`, same order.
+    /// One per SMTP listener of `config.listeners`, same order.
     pub contexts: Vec<Arc<ServerContext>>,
     pub cleanup: Arc<Cleanup>,
     pub remote: Arc<RemoteDelivery>,
@@ -123,6 +123,7 @@ pub(crate) fn build(config: &Config, shared: &Shared) -> anyhow::Result<Parts> {
     let contexts = config
         .listeners
         .iter()
+        .filter(|l| !l.protocol.is_imap())
         .map(|l| {
             Arc::new(ServerContext {
                 session: Arc::new(SessionConfig {
@@ -148,6 +149,7 @@ pub(crate) fn build(config: &Config, shared: &Shared) -> anyhow::Result<Parts> {
                     ListenerProtocol::Smtp => "smtp",
                     ListenerProtocol::Submission => "submission",
                     ListenerProtocol::Submissions => "submissions",
+                    ListenerProtocol::Imap | ListenerProtocol::Imaps => "imap",
                 },
                 telemetry: shared.telemetry.clone(),
             })

@@ -227,6 +227,7 @@ pub struct RawUser {
     pub name: String,
     pub password_hash: String,
     pub addresses: Option<Vec<String>>,
+    pub mailboxes: Option<Vec<String>>,
 }
 
 /// `[rms] tenant_key_dir = "keys/tenant"`: tenant keys for `rms_protect` (one marked active).

@@ -67,6 +67,17 @@ pub enum ListenerProtocol {
     Submission,
     /// Port 465 (RFC 8314): TLS from the first byte, then AUTH, which MAIL requires.
     Submissions,
+    /// IMAP4rev2 on port 143: STARTTLS, logins only after it.
+    Imap,
+    /// IMAP4rev2 on port 993: TLS from the first byte.
+    Imaps,
+}
+
+impl ListenerProtocol {
+    /// Whether the listener speaks IMAP (else SMTP).
+    pub fn is_imap(self) -> bool {
+        matches!(self, ListenerProtocol::Imap | ListenerProtocol::Imaps)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,6 +222,9 @@ pub struct Config {
     pub users: BTreeMap<String, String>,
     /// `[[user]] addresses`: lowercase name → the lowercase envelope senders it owns.
     pub user_addresses: BTreeMap<String, BTreeSet<String>>,
+    /// `[[user]] mailboxes`: lowercase name → the mailboxes it reads over IMAP, its own first
+    /// (default: the name).
+    pub user_mailboxes: BTreeMap<String, Vec<String>>,
     /// `server.sender_login_mismatch`: whether authenticated users may use other senders.
     pub sender_login_mismatch: SenderLoginMismatch,
     /// `server.always_add_missing_headers`: Date and Message-ID are added to every message that

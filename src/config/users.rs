@@ -14,6 +14,8 @@ pub(super) struct UserSettings {
     /// Lowercase name → lowercase addresses it may send as.
     pub addresses: BTreeMap<String, BTreeSet<String>>,
     pub mismatch: SenderLoginMismatch,
+    /// Lowercase name → the lowercase mailboxes it reads over IMAP (default: the name).
+    pub mailboxes: BTreeMap<String, Vec<String>>,
 }
 
 pub(super) fn validate(
@@ -33,6 +35,7 @@ pub(super) fn validate(
     };
     let mut hashes = BTreeMap::new();
     let mut addresses = BTreeMap::new();
+    let mut mailboxes = BTreeMap::new();
     for (i, u) in raw.iter().enumerate() {
         let name = u.name.trim().to_ascii_lowercase();
         if name.is_empty() || name.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
@@ -70,12 +73,39 @@ pub(super) fn validate(
                 owned
             }
         };
+        let reads = match &u.mailboxes {
+            None => vec![name.clone()],
+            Some(list) if list.is_empty() => {
+                return Err(c.err(
+                    format!("user[{i}].mailboxes"),
+                    "empty: list the mailboxes the user reads, or leave the key out (the name)",
+                ))
+            }
+            Some(list) => {
+                let mut reads: Vec<String> = Vec::new();
+                for (j, a) in list.iter().enumerate() {
+                    let address = a.trim().to_ascii_lowercase();
+                    if !is_address(&address) {
+                        return Err(c.err(
+                            format!("user[{i}].mailboxes[{j}]"),
+                            format!("not an address: {a:?}"),
+                        ));
+                    }
+                    if !reads.contains(&address) {
+                        reads.push(address);
+                    }
+                }
+                reads
+            }
+        };
+        mailboxes.insert(name.clone(), reads);
         addresses.insert(name, owned);
     }
     Ok(UserSettings {
         hashes,
         addresses,
         mismatch,
+        mailboxes,
     })
 }
 
@@ -124,6 +154,40 @@ mod tests {
         );
         let allow = load("sender_login_mismatch = \"allow\"\n", "").unwrap();
         assert_eq!(allow.sender_login_mismatch, SenderLoginMismatch::Allow);
+    }
+
+    #[test]
+    fn users_read_their_own_mailbox_by_default_or_the_ones_listed() {
+        let c = load(
+            "",
+            "[[user]]\nname = \"Alice@Example.test\"\npassword_hash = \"HASH\"\n\
+             [[user]]\nname = \"bob@example.test\"\npassword_hash = \"HASH\"\n\
+             mailboxes = [\"Bob@Example.test\", \"shared@example.test\", \"bob@example.test\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.user_mailboxes["alice@example.test"],
+            ["alice@example.test"]
+        );
+        assert_eq!(
+            c.user_mailboxes["bob@example.test"],
+            ["bob@example.test", "shared@example.test"]
+        );
+        for (list, problem) in [("[]", "empty"), ("[\"not an address\"]", "not an address")] {
+            let e = load(
+                "",
+                &format!("[[user]]\nname = \"a@example.test\"\npassword_hash = \"HASH\"\nmailboxes = {list}\n"),
+            )
+            .unwrap_err();
+            assert!(
+                e.key.starts_with("user[0].mailboxes") && e.problem.contains(problem),
+                "{e}"
+            );
+        }
+        let imap = "[[listener]]\naddress = \"127.0.0.1:1143\"\nprotocol = \"imap\"\n";
+        let e = load(imap, "").unwrap_err();
+        assert_eq!(e.key, "listener[0].protocol");
+        assert!(e.problem.contains("needs a [tls] certificate"), "{e}");
     }
 
     #[test]

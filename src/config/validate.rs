@@ -138,20 +138,18 @@ pub fn validate(
             "smtp" => ListenerProtocol::Smtp,
             "submission" => ListenerProtocol::Submission,
             "submissions" => ListenerProtocol::Submissions,
-            other => {
-                return Err(c.err(
-                    format!("listener[{i}].protocol"),
-                    format!(
-                        "unknown protocol {other:?} (expected smtp, submission or submissions)"
-                    ),
-                ))
-            }
+            "imap" => ListenerProtocol::Imap,
+            "imaps" => ListenerProtocol::Imaps,
+            other => return Err(c.err(
+                format!("listener[{i}].protocol"),
+                format!("unknown protocol {other:?} (expected smtp, submission, submissions, imap or imaps)"),
+            )),
         };
         if protocol != ListenerProtocol::Smtp && raw.tls.is_none() {
             return Err(c.err(
                 format!("listener[{i}].protocol"),
                 format!(
-                    "{} needs a [tls] certificate (AUTH is only offered over TLS)",
+                    "{} needs a [tls] certificate (logins are only accepted over TLS)",
                     l.protocol
                 ),
             ));
@@ -425,6 +423,7 @@ pub fn validate(
         rms_licensing,
         users: users.hashes,
         user_addresses: users.addresses,
+        user_mailboxes: users.mailboxes,
         sender_login_mismatch: users.mismatch,
         always_add_missing_headers: raw.server.always_add_missing_headers,
         encryption_policies: encryption.policies,

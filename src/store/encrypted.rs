@@ -45,6 +45,15 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn MailStore>, StoreError> {
     Ok(Arc::new(EncryptedStore::open(config, "serve")?))
 }
 
+/// One store seen both as the delivery store and as IMAP folders.
+pub type Stores = (Arc<dyn MailStore>, Arc<dyn super::Folders>);
+
+/// The same store as `open_store`, seen both as the delivery store and as IMAP folders.
+pub fn open_stores(config: &Config) -> Result<Stores, StoreError> {
+    let store = Arc::new(EncryptedStore::open(config, "serve")?);
+    Ok((store.clone(), store))
+}
+
 /// SHA-256 through aws-lc-rs (hardware-accelerated; the plain store's checksum).
 fn sha256(data: &[u8]) -> Vec<u8> {
     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data)
@@ -141,7 +150,7 @@ impl EncryptedStore {
     /// The mailbox key for a new message: the mailbox's current key, or a new one under its
     /// configured policy; `None` only for a mailbox configured "none" that has no live key
     /// (delivery never downgrades an encrypted mailbox to plain).
-    fn delivery_key(
+    pub(super) fn delivery_key(
         &self,
         ix: &dyn KeyIndex,
         mailbox: &str,

@@ -55,7 +55,6 @@ CREATE TABLE IF NOT EXISTS deliveries(
     created INTEGER NOT NULL,
     PRIMARY KEY (mailbox, tag));
 CREATE INDEX IF NOT EXISTS deliveries_by_created ON deliveries(created);
-PRAGMA user_version = 2;
 "#;
 
 /// How long a delivery tag is kept: a queue file redelivered after a crash is redelivered at the
@@ -89,8 +88,10 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "secure_delete", "ON")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // Version 2 adds `deliveries` to version 1; every statement is idempotent, so this also
-    // upgrades a version 1 index in place.
+    // upgrades a version 1 index in place. Version 3 adds folders, UIDs and keywords (IMAP).
+    let mut conn = conn;
     conn.execute_batch(SCHEMA)?;
+    super::folder_index::migrate(&mut conn)?;
     Ok(conn)
 }
 
@@ -118,7 +119,13 @@ pub(super) fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRow> {
     })
 }
 
+/// Inserts a message row into its mailbox's INBOX.
 pub fn insert_message(c: &Connection, m: &MessageRow) -> Result<(), StoreError> {
+    insert_message_in(c, m, super::folders::INBOX).map(|_| ())
+}
+
+/// Inserts a message row into a folder of its mailbox (made if missing); returns its UID.
+pub fn insert_message_in(c: &Connection, m: &MessageRow, folder: &str) -> Result<u32, StoreError> {
     c.execute(
         "INSERT INTO messages(id, mailbox, received, size, flags, blob, mailbox_key_id, wrapped_key, meta, digest)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -135,7 +142,7 @@ pub fn insert_message(c: &Connection, m: &MessageRow) -> Result<(), StoreError> 
             m.digest
         ],
     )?;
-    Ok(())
+    super::folder_index::file_message(c, c.last_insert_rowid(), &m.mailbox, folder)
 }
 
 /// The message already delivered to `mailbox` under a delivery tag, if any.
@@ -237,22 +244,6 @@ mod tests {
             .unwrap()
     }
 
-    fn plain_row(id: &str, mailbox: &str) -> MessageRow {
-        MessageRow {
-            seq: 0,
-            id: id.into(),
-            mailbox: mailbox.into(),
-            received: now(),
-            size: 1,
-            flags: 0,
-            blob: format!("blob-{id}"),
-            mailbox_key_id: None,
-            wrapped_key: None,
-            meta: b"{}".to_vec(),
-            digest: Some(vec![0; 32]),
-        }
-    }
-
     #[test]
     fn a_version_1_index_is_upgraded_in_place() {
         let dir = tempfile::tempdir().unwrap();
@@ -261,19 +252,24 @@ mod tests {
         old.pragma_update(None, "journal_mode", "WAL").unwrap();
         old.execute_batch(include_str!("../../fixtures/store/index-v1.sql"))
             .unwrap();
-        insert_message(&old, &plain_row("M1", "a@t.test")).unwrap();
+        old.execute(
+            "INSERT INTO messages(id, mailbox, received, size, blob, meta)
+             VALUES ('M1', 'a@t.test', 5, 1, 'blob-M1', x'7b7d')",
+            [],
+        )
+        .unwrap();
         assert_eq!(version(&old), 1);
         drop(old);
 
         let c = open(&path).unwrap();
-        assert_eq!(version(&c), 2);
+        assert_eq!(version(&c), 3);
         assert_eq!(messages(&c, "a@t.test").unwrap()[0].id, "M1");
         assert_eq!(delivered(&c, "a@t.test", b"tag").unwrap(), None);
         insert_delivery(&c, "a@t.test", b"tag", "M1").unwrap();
         drop(c);
         // Opening an upgraded index again changes nothing.
         let c = open(&path).unwrap();
-        assert_eq!(version(&c), 2);
+        assert_eq!(version(&c), 3);
         assert_eq!(
             delivered(&c, "a@t.test", b"tag").unwrap().as_deref(),
             Some("M1")

@@ -5,13 +5,17 @@ pub mod backend;
 mod binding;
 pub mod blobs;
 mod encrypted;
+mod encrypted_folders;
+mod folder_index;
+pub mod folders;
 pub mod index;
 mod keyring;
 mod maildir;
 pub mod ops;
 mod rebind;
 
-pub use encrypted::{open_store, EncryptedStore};
+pub use encrypted::{open_store, open_stores, EncryptedStore, Stores};
+pub use folders::{FlagOp, Flags, FolderInfo, FolderMessage, FolderView, Folders};
 pub use maildir::{write_maildir_message, PlainMaildirStore};
 pub use rebind::Rebinding;
 

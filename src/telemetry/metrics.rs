@@ -56,6 +56,9 @@ pub struct Metrics {
     reloads: Family<Labels, Counter>,
     retransmissions: Counter,
     tls_policies: Family<Labels, Counter>,
+    imap_sessions: Family<Labels, Counter>,
+    imap_logins: Family<Labels, Counter>,
+    imap_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -85,6 +88,9 @@ impl Metrics {
             reloads: Family::default(),
             retransmissions: Counter::default(),
             tls_policies: Family::default(),
+            imap_sessions: Family::default(),
+            imap_logins: Family::default(),
+            imap_bytes: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -173,6 +179,21 @@ impl Metrics {
             "Outbound TLS policies chosen before connecting, by source (mta-sts, connector, opportunistic) and outcome",
             m.tls_policies.clone(),
         );
+        r.register(
+            "imap_sessions",
+            "IMAP sessions accepted, by listener protocol (imap, imaps)",
+            m.imap_sessions.clone(),
+        );
+        r.register(
+            "imap_logins",
+            "IMAP logins, by result (ok, failed)",
+            m.imap_logins.clone(),
+        );
+        r.register(
+            "imap_bytes_served",
+            "Bytes written to IMAP clients",
+            m.imap_bytes.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -181,6 +202,23 @@ impl Metrics {
             .get_or_create(&vec![("listener", listener.to_string())])
             .inc();
         self.sessions_active.inc();
+    }
+
+    pub fn imap_session(&self, listener: &str) {
+        self.imap_sessions
+            .get_or_create(&vec![("listener", listener.to_string())])
+            .inc();
+    }
+
+    pub fn imap_login(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.imap_logins
+            .get_or_create(&vec![("result", result.to_string())])
+            .inc();
+    }
+
+    pub fn imap_bytes(&self, n: usize) {
+        self.imap_bytes.inc_by(n as u64);
     }
 
     pub fn session_closed(&self) {

@@ -6,6 +6,7 @@ pub mod dane;
 pub mod dns;
 pub mod dnssec;
 pub mod domains;
+pub mod imap;
 pub mod peers;
 pub mod plain_smtp;
 pub mod policy_host;

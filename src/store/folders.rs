@@ -1,0 +1,191 @@
+//! Folders, UIDs and flags of a mailbox, as IMAP sees them: the `Folders` trait the IMAP session
+//! reaches the store through, and the values it passes.
+
+use std::collections::BTreeSet;
+
+use super::StoreError;
+
+/// The folder every mailbox has; its name is case-insensitive (RFC 9051 §5.1).
+pub const INBOX: &str = "INBOX";
+
+/// The special-use folders (RFC 6154) made on first login, with their attribute.
+pub const SPECIAL_USE: &[(&str, &str)] = &[
+    ("Sent", "\\Sent"),
+    ("Drafts", "\\Drafts"),
+    ("Trash", "\\Trash"),
+    ("Junk", "\\Junk"),
+];
+
+/// System flags as bits; keywords are kept apart.
+pub mod system {
+    pub const SEEN: i64 = 1;
+    pub const ANSWERED: i64 = 2;
+    pub const FLAGGED: i64 = 4;
+    pub const DELETED: i64 = 8;
+    pub const DRAFT: i64 = 16;
+    /// Every bit above, with its IMAP name.
+    pub const ALL: &[(i64, &str)] = &[
+        (SEEN, "\\Seen"),
+        (ANSWERED, "\\Answered"),
+        (FLAGGED, "\\Flagged"),
+        (DELETED, "\\Deleted"),
+        (DRAFT, "\\Draft"),
+    ];
+}
+
+/// The flags of one message: system flag bits and keywords.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Flags {
+    pub system: i64,
+    pub keywords: BTreeSet<String>,
+}
+
+impl Flags {
+    pub fn has(&self, bit: i64) -> bool {
+        self.system & bit != 0
+    }
+
+    /// The keywords as the index keeps them (space-separated).
+    pub fn keywords_text(&self) -> String {
+        self.keywords.iter().cloned().collect::<Vec<_>>().join(" ")
+    }
+
+    pub fn from_parts(system: i64, keywords: &str) -> Flags {
+        Flags {
+            system,
+            keywords: keywords.split_whitespace().map(str::to_string).collect(),
+        }
+    }
+
+    /// Applies a STORE operation.
+    pub fn apply(&mut self, op: FlagOp, other: &Flags) {
+        match op {
+            FlagOp::Replace => *self = other.clone(),
+            FlagOp::Add => {
+                self.system |= other.system;
+                self.keywords.extend(other.keywords.iter().cloned());
+            }
+            FlagOp::Remove => {
+                self.system &= !other.system;
+                self.keywords.retain(|k| !other.keywords.contains(k));
+            }
+        }
+    }
+}
+
+/// How STORE changes flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagOp {
+    Replace,
+    Add,
+    Remove,
+}
+
+/// One folder of a mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderInfo {
+    pub name: String,
+    /// The special-use attribute (`\Sent`, ...), if any.
+    pub special: Option<String>,
+}
+
+/// One message of a folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderMessage {
+    pub uid: u32,
+    pub flags: Flags,
+    pub size: u64,
+    /// INTERNALDATE: seconds since the epoch (when the message was received or appended).
+    pub internal_date: i64,
+    pub modseq: i64,
+}
+
+/// A folder opened by SELECT or EXAMINE, or looked at by STATUS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderView {
+    pub name: String,
+    pub uid_validity: u32,
+    pub uid_next: u32,
+    /// Ascending UIDs: message sequence number n is `messages[n - 1]`.
+    pub messages: Vec<FolderMessage>,
+}
+
+/// The folders of local mailboxes, for IMAP. Folder names are relative to the mailbox (an
+/// address); `INBOX` is made on first use. Calls block (run them off the async reactor). A
+/// mailbox whose keys were revoked answers `StoreError::Revoked` to anything that reads it.
+pub trait Folders: Send + Sync {
+    /// Makes INBOX and the special-use folders where missing.
+    fn ensure_default_folders(&self, mailbox: &str) -> Result<(), StoreError>;
+    /// The folders of a mailbox, INBOX first.
+    fn folders(&self, mailbox: &str) -> Result<Vec<FolderInfo>, StoreError>;
+    fn create_folder(&self, mailbox: &str, name: &str) -> Result<(), StoreError>;
+    /// Deletes a folder and its messages (INBOX cannot be deleted).
+    fn delete_folder(&self, mailbox: &str, name: &str) -> Result<(), StoreError>;
+    /// Renames a folder (renaming INBOX is refused in this version).
+    fn rename_folder(&self, mailbox: &str, from: &str, to: &str) -> Result<(), StoreError>;
+    /// The folder's UIDVALIDITY, UIDNEXT and messages.
+    fn select(&self, mailbox: &str, folder: &str) -> Result<FolderView, StoreError>;
+    /// The bytes of one message, decrypted in memory.
+    fn message(&self, mailbox: &str, folder: &str, uid: u32) -> Result<Vec<u8>, StoreError>;
+    /// Changes the flags of the given messages; returns them as they are now.
+    fn set_flags(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        uids: &[u32],
+        op: FlagOp,
+        flags: &Flags,
+    ) -> Result<Vec<FolderMessage>, StoreError>;
+    /// Copies messages to another folder; returns (source uid, new uid) pairs.
+    fn copy(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        uids: &[u32],
+        to: &str,
+    ) -> Result<Vec<(u32, u32)>, StoreError>;
+    /// Moves messages to another folder (new UIDs there); returns (source uid, new uid) pairs.
+    fn move_to(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        uids: &[u32],
+        to: &str,
+    ) -> Result<Vec<(u32, u32)>, StoreError>;
+    /// Removes the messages flagged `\Deleted` (only those in `uids` when given); returns the
+    /// UIDs removed.
+    fn expunge(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        uids: Option<&[u32]>,
+    ) -> Result<Vec<u32>, StoreError>;
+    /// Stores a message in a folder with flags; returns (UIDVALIDITY, new UID).
+    fn append(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        message: &[u8],
+        flags: &Flags,
+    ) -> Result<(u32, u32), StoreError>;
+}
+
+/// A folder name as the index keeps it: INBOX in any case is `INBOX`.
+pub fn canonical_folder(name: &str) -> String {
+    if name.eq_ignore_ascii_case(INBOX) {
+        INBOX.to_string()
+    } else {
+        name.to_string()
+    }
+}
+
+/// The set of flags as a set of names, for tests and logs.
+pub fn flag_names(flags: &Flags) -> Vec<String> {
+    let mut out: Vec<String> = system::ALL
+        .iter()
+        .filter(|(bit, _)| flags.has(*bit))
+        .map(|(_, n)| n.to_string())
+        .collect();
+    out.extend(flags.keywords.iter().cloned());
+    out
+}
