@@ -410,6 +410,22 @@ fn export_writes_a_standard_maildir_with_lf_endings_and_only_once() {
     let all = support::stores::files_under(&out.join("new")).len()
         + support::stores::files_under(&out.join("cur")).len();
     assert_eq!(all, 3);
+    // Flags set over IMAP travel into a fresh export: such a message goes to cur/ with them.
+    use sealpost::store::folders::{system, FlagOp, Flags, Folders};
+    let flags = Flags {
+        system: system::SEEN | system::FLAGGED,
+        ..Flags::default()
+    };
+    store
+        .set_flags(ALICE, "INBOX", &[1], FlagOp::Add, &flags)
+        .unwrap();
+    let fresh = f.dir.path().join("export2");
+    let e = ops::export(&store, ALICE, &fresh, &NoProgress).unwrap();
+    assert_eq!((e.written, e.present), (3, 0));
+    let cur = support::stores::files_under(&fresh.join("cur"));
+    assert_eq!(cur.len(), 1, "{cur:?}");
+    assert!(cur[0].to_str().unwrap().ends_with(":2,FS"), "{cur:?}");
+    assert_eq!(support::stores::files_under(&fresh.join("new")).len(), 2);
 }
 
 fn config_error(f: &StoreFixture, text: &str) -> sealpost::config::ConfigError {

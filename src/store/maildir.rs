@@ -109,6 +109,17 @@ fn ensure_dir(path: &Path) -> Result<(), StoreError> {
 /// Writes one message into the Maildir `dir` (creating `tmp/`, `new/`, `cur/`): to `tmp/`,
 /// fsync, rename into `new/<name>`, fsync `new/`. `name` must be a plain file name.
 pub fn write_maildir_message(dir: &Path, name: &str, message: &[u8]) -> Result<(), StoreError> {
+    write_maildir_file(dir, name, message, None)
+}
+
+/// Like [`write_maildir_message`]; with `info` (the flag letters of a message already seen by
+/// its reader, e.g. "FS"), the file goes to `cur/` as `name:2,info` instead of `new/`.
+pub fn write_maildir_file(
+    dir: &Path,
+    name: &str,
+    message: &[u8],
+    info: Option<&str>,
+) -> Result<(), StoreError> {
     if name.is_empty() || name.contains('/') || name.starts_with('.') {
         return Err(StoreError::Internal(format!(
             "bad Maildir file name {name:?}"
@@ -127,9 +138,13 @@ pub fn write_maildir_message(dir: &Path, name: &str, message: &[u8]) -> Result<(
     f.write_all(message)
         .and_then(|_| f.sync_all())
         .map_err(|e| StoreError::io(&tmp, e))?;
-    let new = dir.join("new").join(name);
-    fs::rename(&tmp, &new).map_err(|e| StoreError::io(&new, e))?;
-    sync_dir(&dir.join("new"))
+    let (sub, file) = match info {
+        Some(info) => ("cur", format!("{name}:2,{info}")),
+        None => ("new", name.to_string()),
+    };
+    let to = dir.join(sub).join(file);
+    fs::rename(&tmp, &to).map_err(|e| StoreError::io(&to, e))?;
+    sync_dir(&dir.join(sub))
 }
 
 /// The entries of a directory (none if it does not exist).

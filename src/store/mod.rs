@@ -16,7 +16,7 @@ mod rebind;
 
 pub use encrypted::{open_store, open_stores, EncryptedStore, Stores};
 pub use folders::{FlagOp, Flags, FolderInfo, FolderMessage, FolderView, Folders};
-pub use maildir::{write_maildir_message, PlainMaildirStore};
+pub use maildir::{write_maildir_file, write_maildir_message, PlainMaildirStore};
 pub use rebind::Rebinding;
 
 use std::path::PathBuf;

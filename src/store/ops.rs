@@ -10,7 +10,7 @@ use super::backend::{KeyIndex, MailboxKeyRow, Shredded};
 use super::binding;
 use super::encrypted::EncryptedStore;
 use super::index;
-use super::{write_maildir_message, MailStore, StoreError};
+use super::{write_maildir_file, MailStore, StoreError};
 use crate::config::PolicyRef;
 use crate::crypto::keyfile::read_key_file;
 use crate::crypto::sealing::SecretKey;
@@ -498,7 +498,8 @@ pub struct Exported {
 }
 
 /// `mailbox export`: writes every readable message of a mailbox into a standard Maildir, with
-/// LF line endings as Maildir readers expect. A message exported before (whatever a reader
+/// LF line endings as Maildir readers expect; a message with flags (set over IMAP) goes to
+/// `cur/` with them in its name. A message exported before (whatever a reader
 /// did with it since: moved to `cur/`, flagged) is not written again.
 pub fn export(
     store: &EncryptedStore,
@@ -519,7 +520,8 @@ pub fn export(
         }
         match store.read(mailbox, &row.id) {
             Ok(bytes) => {
-                write_maildir_message(maildir, &name, &lf_endings(&bytes))?;
+                let info = maildir_info(row.flags);
+                write_maildir_file(maildir, &name, &lf_endings(&bytes), info.as_deref())?;
                 out.written += 1;
             }
             Err(e) => out.problems.push(format!("{}: {e}", row.id)),
@@ -528,6 +530,25 @@ pub fn export(
     }
     progress.finish();
     Ok(out)
+}
+
+/// The Maildir info letters of a message's IMAP system flags, in ASCII order (D draft,
+/// F flagged, R answered, S seen, T deleted); None for a message without flags (it goes to
+/// `new/`).
+fn maildir_info(flags: i64) -> Option<String> {
+    use super::folders::system::{ANSWERED, DELETED, DRAFT, FLAGGED, SEEN};
+    let letters: String = [
+        (DRAFT, 'D'),
+        (FLAGGED, 'F'),
+        (ANSWERED, 'R'),
+        (SEEN, 'S'),
+        (DELETED, 'T'),
+    ]
+    .iter()
+    .filter(|(bit, _)| flags & bit != 0)
+    .map(|(_, c)| *c)
+    .collect();
+    (!letters.is_empty()).then_some(letters)
 }
 
 /// The unique names of the messages in a Maildir's `new/` and `cur/` (a `cur/` name without
