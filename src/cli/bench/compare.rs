@@ -149,7 +149,11 @@ fn print_header(p: &Params) {
         p.sessions,
         if p.starttls { "STARTTLS both hops" } else { "plaintext both hops" },
         postfix::version(),
-        if p.postfix_best { "best: TLS connection reuse and session caches" } else { "defaults" },
+        match (p.starttls, p.postfix_best) {
+            (false, _) => "no TLS",
+            (true, true) => "best: TLS connection reuse and session caches",
+            (true, false) => "defaults",
+        },
         p.rounds,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         load_average()
