@@ -233,11 +233,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             size,
             connections,
             fixtures,
-        } => super::runtime()?.block_on(async move {
-            let base = std::env::temp_dir().join(format!("sealpost-bench-{}", std::process::id()));
-            let result = relay(&fixtures, &base, messages, size, connections.max(1)).await;
-            let _ = std::fs::remove_dir_all(&base);
-            result
+        } => in_scratch(|base| async move {
+            relay(&fixtures, &base, messages, size, connections.max(1)).await
         }),
         BenchCommand::SlowClients {
             slow,
@@ -245,17 +242,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             size,
             interval,
             fixtures,
-        } => super::runtime()?.block_on(async move {
-            let base = std::env::temp_dir().join(format!("sealpost-bench-{}", std::process::id()));
+        } => in_scratch(|base| async move {
             let params = slow_clients::Params {
                 slow,
                 transactions: transactions.max(1),
                 size,
                 interval,
             };
-            let result = slow_clients::run(&fixtures, &base, params).await;
-            let _ = std::fs::remove_dir_all(&base);
-            result
+            slow_clients::run(&fixtures, &base, params).await
         }),
         BenchCommand::Memory {
             clients,
@@ -264,8 +258,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             scenario,
             binary,
             fixtures,
-        } => super::runtime()?.block_on(async move {
-            let base = std::env::temp_dir().join(format!("sealpost-bench-{}", std::process::id()));
+        } => in_scratch(|base| async move {
             let params = memory::Params {
                 binary,
                 clients: clients.max(1),
@@ -273,9 +266,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 relay_size,
                 scenario,
             };
-            let result = memory::run(&fixtures, &base, params).await;
-            let _ = std::fs::remove_dir_all(&base);
-            result
+            memory::run(&fixtures, &base, params).await
         }),
         BenchCommand::Compare {
             messages,
@@ -286,8 +277,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             postfix_defaults,
             binary,
             fixtures,
-        } => super::runtime()?.block_on(async move {
-            let base = std::env::temp_dir().join(format!("sealpost-bench-{}", std::process::id()));
+        } => in_scratch(|base| async move {
             let params = compare::Params {
                 messages: messages.max(1),
                 sessions: sessions.max(1),
@@ -297,22 +287,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 postfix_best: !postfix_defaults,
                 binary,
             };
-            let result = compare::run(&fixtures, &base, params).await;
-            let _ = std::fs::remove_dir_all(&base);
-            result
+            compare::run(&fixtures, &base, params).await
         }),
         BenchCommand::Idle {
             connections,
             binary,
-        } => super::runtime()?.block_on(async move {
-            let base = std::env::temp_dir().join(format!("sealpost-bench-{}", std::process::id()));
+        } => in_scratch(|base| async move {
             let params = idle::Params {
                 connections: connections.max(1),
                 binary,
             };
-            let result = idle::run(&base, params).await;
-            let _ = std::fs::remove_dir_all(&base);
-            result
+            idle::run(&base, params).await
         }),
         BenchCommand::Load {
             target,
@@ -386,16 +371,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             requests,
             mode,
             fixtures,
-        } => super::runtime()?.block_on(async move {
-            let base = std::env::temp_dir().join(format!("sealpost-bench-{}", std::process::id()));
+        } => in_scratch(|base| async move {
             let params = licensing::Params {
                 readers: readers.max(1),
                 requests,
                 modes: mode,
             };
-            let result = licensing::run(&fixtures, &base, params).await;
-            let _ = std::fs::remove_dir_all(&base);
-            result
+            licensing::run(&fixtures, &base, params).await
         }),
         BenchCommand::Keys {
             operations,
@@ -417,6 +399,18 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             result
         }
     }
+}
+
+/// Runs a bench on a tokio runtime in a scratch directory of its own, removed afterwards.
+fn in_scratch<F, Fut>(bench: F) -> anyhow::Result<ExitCode>
+where
+    F: FnOnce(PathBuf) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<ExitCode>>,
+{
+    let base = std::env::temp_dir().join(format!("sealpost-bench-{}", std::process::id()));
+    let result = super::runtime()?.block_on(bench(base.clone()));
+    let _ = std::fs::remove_dir_all(&base);
+    result
 }
 
 /// A progress bar on standard error; indicatif draws nothing when that is not a terminal.

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use super::session::{Action, Session};
 use super::SessionConfig;
 use crate::auth::Users;
+use crate::net::accept::accept_until_shutdown;
 use crate::net::limits::ConnectionLimits;
 use crate::net::shutdown::{phase, ShutdownPhase};
 use crate::net::{accept_tls, Stream};
@@ -98,38 +98,37 @@ impl LoginFailures {
 pub async fn serve(
     listener: TcpListener,
     ctx: Arc<ImapContext>,
-    mut shutdown: watch::Receiver<ShutdownPhase>,
+    shutdown: watch::Receiver<ShutdownPhase>,
 ) {
-    let mut sessions = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => match ctx.limits.admit(peer.ip()) {
-                    Ok(admission) => {
-                        let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
-                        sessions.spawn(async move {
-                            handle(tcp, peer, ctx, shutdown).await;
-                            drop(admission);
-                        });
-                    }
-                    Err(reason) => {
-                        tracing::warn!(client = %peer, %reason, "IMAP connection refused");
-                        let class = if reason.contains(" from ") { "per_ip" } else { "total" };
-                        ctx.telemetry.metrics.connection_refused(class);
-                        drop(tcp);
-                    }
-                },
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+    let for_sessions = shutdown.clone();
+    accept_until_shutdown(listener, shutdown, move |tcp, peer| {
+        let admitted = ctx.limits.admit(peer.ip());
+        let (ctx, shutdown) = (ctx.clone(), for_sessions.clone());
+        async move {
+            match admitted {
+                Ok(admission) => {
+                    handle(tcp, peer, ctx, shutdown).await;
+                    drop(admission);
                 }
-            },
-            _ = shutdown.changed() => if phase(&shutdown) != ShutdownPhase::Running { break },
+                Err(reason) => {
+                    tracing::warn!(client = %peer, %reason, "IMAP connection refused");
+                    let class = if reason.contains(" from ") {
+                        "per_ip"
+                    } else {
+                        "total"
+                    };
+                    ctx.telemetry.metrics.connection_refused(class);
+                    let mut tcp = tcp;
+                    let bye = format!("* BYE {reason}\r\n");
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(2), tcp.write_all(bye.as_bytes()))
+                            .await;
+                    let _ = tcp.shutdown().await;
+                }
+            }
         }
-        while sessions.try_join_next().is_some() {}
-    }
-    drop(listener);
-    while sessions.join_next().await.is_some() {}
+    })
+    .await
 }
 
 async fn handle(

@@ -2,6 +2,7 @@
 //! TLS upgrade (STARTTLS or implicit), connection limits and the shutdown phases. SMTP uses it
 //! today; any other listener (IMAP, the licensing service) uses the same pieces.
 
+pub mod accept;
 pub mod limits;
 pub mod shutdown;
 pub mod stream;

@@ -9,7 +9,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use super::policy::Policy;
 use super::receiving::Receiving;
@@ -18,6 +17,7 @@ use super::Receiver;
 use crate::auth::Users;
 use crate::live::Live;
 use crate::mail::Reply;
+use crate::net::accept::accept_until_shutdown;
 use crate::net::limits::ConnectionLimits;
 use crate::net::shutdown::{phase, ShutdownPhase};
 use crate::net::{accept_tls, Stream};
@@ -60,44 +60,42 @@ const LAST_WRITE: Duration = Duration::from_secs(2);
 pub async fn serve(
     listener: TcpListener,
     slot: Arc<Live<ServerContext>>,
-    mut shutdown: watch::Receiver<ShutdownPhase>,
+    shutdown: watch::Receiver<ShutdownPhase>,
 ) {
-    let mut sessions = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted.map(|a| (a, slot.get())) {
-                Ok(((tcp, peer), ctx)) => match ctx.limits.admit(peer.ip()) {
-                    Ok(admission) => {
-                        let shutdown = shutdown.clone();
-                        sessions.spawn(async move {
-                            handle(tcp, peer, ctx, shutdown).await;
-                            drop(admission);
-                        });
-                    }
-                    Err(reason) => {
-                        tracing::warn!(client = %peer, %reason, "connection refused");
-                        let class = if reason.contains(" from ") { "per_ip" } else { "total" };
-                        ctx.telemetry.metrics.connection_refused(class);
-                        let reply = Reply::new(421, [4, 7, 0], format!("{} Error: {reason}", ctx.session.hostname));
-                        sessions.spawn(async move {
-                            let mut tcp = tcp;
-                            let bytes = reply.to_bytes();
-                            let _ = tokio::time::timeout(Duration::from_secs(2), tcp.write_all(&bytes)).await;
-                            let _ = tcp.shutdown().await;
-                        });
-                    }
-                },
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+    let for_sessions = shutdown.clone();
+    accept_until_shutdown(listener, shutdown, move |tcp, peer| {
+        let ctx = slot.get();
+        let admitted = ctx.limits.admit(peer.ip());
+        let shutdown = for_sessions.clone();
+        async move {
+            match admitted {
+                Ok(admission) => {
+                    handle(tcp, peer, ctx, shutdown).await;
+                    drop(admission);
                 }
-            },
-            _ = shutdown.changed() => if phase(&shutdown) != ShutdownPhase::Running { break },
+                Err(reason) => {
+                    tracing::warn!(client = %peer, %reason, "connection refused");
+                    let class = if reason.contains(" from ") {
+                        "per_ip"
+                    } else {
+                        "total"
+                    };
+                    ctx.telemetry.metrics.connection_refused(class);
+                    let reply = Reply::new(
+                        421,
+                        [4, 7, 0],
+                        format!("{} Error: {reason}", ctx.session.hostname),
+                    );
+                    let mut tcp = tcp;
+                    let bytes = reply.to_bytes();
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(2), tcp.write_all(&bytes)).await;
+                    let _ = tcp.shutdown().await;
+                }
+            }
         }
-        while sessions.try_join_next().is_some() {}
-    }
-    drop(listener);
-    while sessions.join_next().await.is_some() {}
+    })
+    .await
 }
 
 async fn handle(
