@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use super::session::{Action, Session};
 use super::SessionConfig;
 use crate::auth::Users;
-use crate::net::accept::accept_until_shutdown;
+use crate::net::accept::{accept_until_shutdown, refuse};
 use crate::net::limits::ConnectionLimits;
 use crate::net::shutdown::{phase, ShutdownPhase};
 use crate::net::{accept_tls, Stream};
@@ -110,20 +110,10 @@ pub async fn serve(
                     handle(tcp, peer, ctx, shutdown).await;
                     drop(admission);
                 }
-                Err(reason) => {
-                    tracing::warn!(client = %peer, %reason, "IMAP connection refused");
-                    let class = if reason.contains(" from ") {
-                        "per_ip"
-                    } else {
-                        "total"
-                    };
-                    ctx.telemetry.metrics.connection_refused(class);
-                    let mut tcp = tcp;
-                    let bye = format!("* BYE {reason}\r\n");
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(2), tcp.write_all(bye.as_bytes()))
-                            .await;
-                    let _ = tcp.shutdown().await;
+                Err(refused) => {
+                    tracing::warn!(client = %peer, reason = %refused, "IMAP connection refused");
+                    ctx.telemetry.metrics.connection_refused(refused.class());
+                    refuse(tcp, format!("* BYE {refused}\r\n").as_bytes()).await;
                 }
             }
         }

@@ -21,9 +21,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls_pki_types::CertificateDer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use crate::auth::Credentials;
+use crate::net::accept::accept_until_shutdown;
 use crate::net::{accept_tls, ConnectionLimits, ShutdownPhase};
 
 /// What one client may ask of the service.
@@ -113,45 +113,30 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
     handler: Arc<dyn Handler>,
     limits: ServiceLimits,
-    mut shutdown: watch::Receiver<ShutdownPhase>,
+    shutdown: watch::Receiver<ShutdownPhase>,
 ) {
     let admitted = ConnectionLimits::new(limits.max_connections, limits.max_connections_per_ip);
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    let admission = match admitted.admit(peer.ip()) {
-                        Ok(a) => a,
-                        Err(reason) => {
-                            tracing::warn!(client = %peer, %reason, "licensing connection refused");
-                            continue;
-                        }
-                    };
-                    let (tls, handler) = (tls.clone(), handler.clone());
-                    connections.spawn(async move {
-                        let _admission = admission;
-                        let exchange = connection(tcp, peer, tls, handler, limits);
-                        if tokio::time::timeout(limits.connection_timeout, exchange).await.is_err() {
-                            tracing::info!(client = %peer, "licensing connection timed out");
-                        }
-                    });
+    accept_until_shutdown(listener, shutdown, move |tcp, peer| {
+        let admission = admitted.admit(peer.ip());
+        let (tls, handler) = (tls.clone(), handler.clone());
+        async move {
+            let _admission = match admission {
+                Ok(a) => a,
+                Err(refused) => {
+                    tracing::warn!(client = %peer, reason = %refused, "licensing connection refused");
+                    return;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "licensing accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = shutdown.changed() => if *shutdown.borrow() != ShutdownPhase::Running { break },
+            };
+            let exchange = connection(tcp, peer, tls, handler, limits);
+            if tokio::time::timeout(limits.connection_timeout, exchange)
+                .await
+                .is_err()
+            {
+                tracing::info!(client = %peer, "licensing connection timed out");
+            }
         }
-        while connections.try_join_next().is_some() {}
-    }
-    drop(listener);
-    while tokio::time::timeout(limits.connection_timeout, connections.join_next())
-        .await
-        .is_ok_and(|next| next.is_some())
-    {}
-    connections.abort_all();
+    })
+    .await
 }
 
 async fn connection(

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -40,4 +41,11 @@ pub async fn accept_until_shutdown<F, S>(
     }
     drop(listener);
     while sessions.join_next().await.is_some() {}
+}
+
+/// Says `words` (the protocol's refusal: SMTP 421, IMAP BYE) to a connection the limits did
+/// not admit, giving it at most 2 s, and closes it.
+pub async fn refuse(mut tcp: TcpStream, words: &[u8]) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), tcp.write_all(words)).await;
+    let _ = tcp.shutdown().await;
 }

@@ -12,6 +12,25 @@ pub struct ConnectionLimits {
     open: Mutex<(usize, HashMap<IpAddr, usize>)>,
 }
 
+/// Which limit refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("too many connections")]
+    Total,
+    #[error("too many connections from {0}")]
+    PerIp(IpAddr),
+}
+
+impl Refused {
+    /// The `reason` label of `sealpost_connections_refused_total`.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Refused::Total => "total",
+            Refused::PerIp(_) => "per_ip",
+        }
+    }
+}
+
 /// An admitted connection; dropping it frees its place.
 #[derive(Debug)]
 pub struct Admission {
@@ -29,14 +48,14 @@ impl ConnectionLimits {
     }
 
     /// Admits a connection from `ip`, or says which limit it hits.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, String> {
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, Refused> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if open.0 >= self.max_total {
-            return Err("too many connections".to_string());
+            return Err(Refused::Total);
         }
         let from_ip = open.1.get(&ip).copied().unwrap_or(0);
         if from_ip >= self.max_per_ip {
-            return Err(format!("too many connections from {ip}"));
+            return Err(Refused::PerIp(ip));
         }
         open.0 += 1;
         open.1.insert(ip, from_ip + 1);
@@ -76,11 +95,12 @@ mod tests {
         let a1 = limits.admit(a).unwrap();
         let _a2 = limits.admit(a).unwrap();
         assert_eq!(
-            limits.admit(a).unwrap_err(),
+            limits.admit(a).unwrap_err().to_string(),
             "too many connections from 192.0.2.1"
         );
         let _b1 = limits.admit(b).unwrap();
-        assert_eq!(limits.admit(b).unwrap_err(), "too many connections");
+        assert_eq!(limits.admit(b).unwrap_err(), Refused::Total);
+        assert_eq!(Refused::Total.class(), "total");
         drop(a1);
         assert!(limits.admit(a).is_ok(), "a freed place is reusable");
     }

@@ -17,7 +17,7 @@ use super::Receiver;
 use crate::auth::Users;
 use crate::live::Live;
 use crate::mail::Reply;
-use crate::net::accept::accept_until_shutdown;
+use crate::net::accept::{accept_until_shutdown, refuse};
 use crate::net::limits::ConnectionLimits;
 use crate::net::shutdown::{phase, ShutdownPhase};
 use crate::net::{accept_tls, Stream};
@@ -73,24 +73,15 @@ pub async fn serve(
                     handle(tcp, peer, ctx, shutdown).await;
                     drop(admission);
                 }
-                Err(reason) => {
-                    tracing::warn!(client = %peer, %reason, "connection refused");
-                    let class = if reason.contains(" from ") {
-                        "per_ip"
-                    } else {
-                        "total"
-                    };
-                    ctx.telemetry.metrics.connection_refused(class);
+                Err(refused) => {
+                    tracing::warn!(client = %peer, reason = %refused, "connection refused");
+                    ctx.telemetry.metrics.connection_refused(refused.class());
                     let reply = Reply::new(
                         421,
                         [4, 7, 0],
-                        format!("{} Error: {reason}", ctx.session.hostname),
+                        format!("{} Error: {refused}", ctx.session.hostname),
                     );
-                    let mut tcp = tcp;
-                    let bytes = reply.to_bytes();
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(2), tcp.write_all(&bytes)).await;
-                    let _ = tcp.shutdown().await;
+                    refuse(tcp, &reply.to_bytes()).await;
                 }
             }
         }
