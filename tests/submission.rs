@@ -4,30 +4,10 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::admin::metric;
-use support::domains::{free_port, load, send, wait_for_mailbox_async, DomainSpec};
-
-fn hash(password: &str) -> String {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sealpost"))
-        .args(["keys", "hash-password"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
+use support::domains::{free_port, hash, load, send, wait_for_mailbox_async, DomainSpec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authenticated_users_relay_and_others_do_not() {

@@ -521,3 +521,23 @@ s.quit()
         .await
         .unwrap()
 }
+
+/// The Argon2id hash `sealpost keys hash-password` makes of `password`, for `[[user]]` entries.
+pub fn hash(password: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sealpost"))
+        .args(["keys", "hash-password"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}

@@ -2,33 +2,13 @@
 //! tests that drive it with real IMAP clients.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::admin::{serve_log, wait_listening};
-use super::domains::{files_containing, free_port, python, DomainSpec, ServeProcess};
+use super::domains::{files_containing, free_port, hash, python, DomainSpec, ServeProcess};
 
 pub const ALICE: &str = "alice@contoso.test";
 pub const BOB: &str = "bob@contoso.test";
-
-pub fn hash(password: &str) -> String {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sealpost"))
-        .args(["keys", "hash-password"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 /// A running server with SMTP, imap (STARTTLS) and imaps listeners; users alice and bob.
 pub struct Imap {
