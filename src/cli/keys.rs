@@ -137,24 +137,63 @@ impl TenantDir {
 #[derive(Subcommand, Debug)]
 enum RootCommand {
     /// Write a new random 256-bit key for `[[encryption_policy]] root_keys` or
-    /// `availability_key` (mode 0600). Keep it outside data_dir.
+    /// `availability_key` (mode 0600; keep it outside data_dir), or with --pkcs11 generate an
+    /// AES-256 key in a token that never leaves it (module and PIN from --config's [pkcs11]):
+    /// `sealpost keys root new --config contoso.toml --pkcs11
+    /// 'pkcs11:token=sealpost;object=contoso-root-a'`.
     New {
         /// The key file to create.
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "pkcs11",
+            conflicts_with = "pkcs11"
+        )]
+        out: Option<PathBuf>,
+        /// Generate the key in this PKCS#11 token object (needs --config with [pkcs11]).
+        #[arg(long, value_name = "URI", requires = "config")]
+        pkcs11: Option<String>,
+        /// The configuration whose [pkcs11] section names the module and the PIN.
         #[arg(long, value_name = "FILE")]
-        out: PathBuf,
+        config: Option<PathBuf>,
     },
 }
 
 pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         KeysCommand::Root {
-            command: RootCommand::New { out },
-        } => {
-            let id = crate::crypto::keyfile::generate_key_file(&out)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
-            outln!("wrote {} (key id {id}, mode 0600)", out.display());
-            Ok(ExitCode::SUCCESS)
-        }
+            command:
+                RootCommand::New {
+                    out,
+                    pkcs11,
+                    config,
+                },
+        } => match (out, pkcs11, config) {
+            (Some(out), None, _) => {
+                let id = crate::crypto::keyfile::generate_key_file(&out)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+                outln!("wrote {} (key id {id}, mode 0600)", out.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            (None, Some(uri), Some(config)) => {
+                let (_, pkcs11) = crate::config::key_sections(&config)?;
+                let Some(pkcs11) = pkcs11 else {
+                    anyhow::bail!(
+                        "{}: pkcs11: --pkcs11 needs a [pkcs11] section (module, pin_file or pin_env)",
+                        config.display()
+                    );
+                };
+                let uri = crate::keys::Pkcs11Uri::parse(&uri)?;
+                let key_ref = crate::keys::KekRef::Token { pkcs11, uri };
+                let kek = crate::store::kek::Kek::generate(&key_ref)?;
+                outln!(
+                    "generated an AES-256 key in the token, sensitive and not extractable (key id {}); name it in root_keys or availability_key as \"{key_ref}\"",
+                    kek.id()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            _ => anyhow::bail!("give --out FILE, or --pkcs11 URI with --config FILE"),
+        },
         KeysCommand::HashPassword => {
             let mut line = String::new();
             std::io::stdin().read_line(&mut line)?;

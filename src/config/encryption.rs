@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::ConfigError;
+use crate::keys::{is_pkcs11_uri, KekRef, Pkcs11Config, Pkcs11Uri, Token};
 
 /// `[[encryption_policy]]` as written.
 #[derive(Debug, Deserialize)]
@@ -25,13 +26,20 @@ pub struct RawStore {
 }
 
 /// A validated data encryption policy: two root keys (either one unwraps the policy key) and an
-/// availability key (used only when both root keys are unavailable). Key files exist and hold a
-/// well-formed key when the configuration is loaded.
+/// availability key (used only when both root keys are unavailable). Each is a key file or a
+/// `pkcs11:` URI naming an AES key in a token. Key files exist and hold a well-formed key when
+/// the configuration is loaded; at least one key of the policy is usable then.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncryptionPolicy {
     pub name: String,
-    pub root_keys: [PathBuf; 2],
-    pub availability_key: PathBuf,
+    pub root_keys: [KekRef; 2],
+    pub availability_key: KekRef,
+}
+
+/// The policies as written, and the `[pkcs11]` module their token keys need.
+pub(super) struct RawPolicies<'a> {
+    pub policies: &'a [RawEncryptionPolicy],
+    pub pkcs11: Option<&'a Pkcs11Config>,
 }
 
 /// What a mailbox is stored under: a named policy, or explicitly in clear.
@@ -82,7 +90,7 @@ pub(super) fn validate(
     file: &Path,
     dir: &Path,
     data_dir: &Path,
-    raw: &[RawEncryptionPolicy],
+    raw: RawPolicies<'_>,
     store: Option<&RawStore>,
     domains: &[(usize, String, Option<String>)],
     mailboxes: &[(usize, String, Option<String>)],
@@ -101,7 +109,7 @@ pub(super) fn validate(
         }
     };
     let mut policies = BTreeMap::new();
-    for (i, p) in raw.iter().enumerate() {
+    for (i, p) in raw.policies.iter().enumerate() {
         let base = format!("encryption_policy[{i}]");
         if !is_policy_name(&p.name) || p.name == "none" {
             return Err(err(
@@ -128,7 +136,8 @@ pub(super) fn validate(
             ));
         }
         let mut ids = BTreeSet::new();
-        let mut paths = Vec::new();
+        let mut refs = Vec::new();
+        let mut unusable = Vec::new();
         let named = p
             .root_keys
             .iter()
@@ -139,6 +148,34 @@ pub(super) fn validate(
                 p.availability_key.as_str(),
             )));
         for (key, value) in named {
+            if is_pkcs11_uri(value) {
+                let uri = Pkcs11Uri::parse(value).map_err(|e| err(key.clone(), e.to_string()))?;
+                let pkcs11 = raw.pkcs11.ok_or_else(|| {
+                    err(
+                        key.clone(),
+                        format!("{uri} is a token key: add a [pkcs11] section (module, pin_file or pin_env)"),
+                    )
+                })?;
+                if refs
+                    .iter()
+                    .any(|r| matches!(r, KekRef::Token { uri: u, .. } if *u == uri))
+                {
+                    return Err(err(
+                        key,
+                        format!("{value} names the same token key as another key of this policy"),
+                    ));
+                }
+                if let Err(e) =
+                    Token::open(pkcs11, &uri.token).and_then(|t| t.find_secret_key(&uri))
+                {
+                    unusable.push(format!("{key} = {uri}: {e}"));
+                }
+                refs.push(KekRef::Token {
+                    pkcs11: pkcs11.clone(),
+                    uri,
+                });
+                continue;
+            }
             let path = resolve(value);
             let id = check_key_file(&path, value, data_dir)
                 .map_err(|problem| err(key.clone(), problem))?;
@@ -148,9 +185,22 @@ pub(super) fn validate(
                     format!("{value} holds the same key as another key of this policy"),
                 ));
             }
-            paths.push(path);
+            refs.push(KekRef::File(path));
         }
-        let [a, b, availability]: [PathBuf; 3] = paths
+        if unusable.len() == refs.len() {
+            return Err(err(
+                base.clone(),
+                format!(
+                    "no key of policy {} is usable: {}",
+                    p.name,
+                    unusable.join("; ")
+                ),
+            ));
+        }
+        for problem in &unusable {
+            tracing::warn!(policy = %p.name, "token key unusable now, the policy's other keys stand in: {problem}");
+        }
+        let [a, b, availability]: [KekRef; 3] = refs
             .try_into()
             .map_err(|_| err(base.clone(), "internal: expected three keys".into()))?;
         policies.insert(
@@ -257,6 +307,11 @@ fn check_key_file(path: &Path, value: &str, data_dir: &Path) -> Result<String, S
 mod tests {
     use super::*;
 
+    const NO_POLICIES: RawPolicies<'static> = RawPolicies {
+        policies: &[],
+        pkcs11: None,
+    };
+
     #[test]
     fn policy_names_exclude_none_and_odd_characters() {
         for ok in ["contoso-default", "p1", "a_b"] {
@@ -273,7 +328,7 @@ mod tests {
             Path::new("/etc/s.toml"),
             Path::new("/etc"),
             Path::new("/var/lib/s"),
-            &[],
+            NO_POLICIES,
             None,
             &[],
             &[],
@@ -288,7 +343,7 @@ mod tests {
             Path::new("/etc/s.toml"),
             Path::new("/etc"),
             Path::new("/var/lib/s"),
-            &[],
+            NO_POLICIES,
             Some(&inside),
             &[],
             &[],
@@ -304,7 +359,7 @@ mod tests {
             Path::new("/etc/s.toml"),
             Path::new("/etc"),
             Path::new("/var/lib/s"),
-            &[],
+            NO_POLICIES,
             None,
             &domains,
             &boxes,
@@ -317,7 +372,7 @@ mod tests {
             Path::new("/etc/s.toml"),
             Path::new("/etc"),
             Path::new("/var/lib/s"),
-            &[],
+            NO_POLICIES,
             None,
             &domains,
             &boxes,

@@ -380,7 +380,10 @@ pub fn validate(
         path,
         &c.dir,
         &data_dir,
-        &raw.encryption_policy,
+        super::encryption::RawPolicies {
+            policies: &raw.encryption_policy,
+            pkcs11: pkcs11.as_ref(),
+        },
         raw.store.as_ref(),
         &domains,
         &boxes,

@@ -2,6 +2,8 @@
 //! Callers ask a key to sign (RSA-PSS-SHA256) or to unwrap (RSA-OAEP-SHA256) and read its public
 //! half; a token key's private half never leaves the token.
 
+mod aes;
+mod kek_ref;
 mod oaep;
 mod token;
 mod uri;
@@ -15,6 +17,7 @@ use aws_lc_rs::rsa::{KeyPair, OaepPrivateDecryptingKey, PrivateDecryptingKey};
 use cryptoki::object::ObjectHandle;
 use zeroize::Zeroizing;
 
+pub use kek_ref::KekRef;
 pub use token::Token;
 pub use uri::{is_pkcs11_uri, Pkcs11Uri};
 

@@ -136,7 +136,7 @@ impl Token {
     }
 
     /// Runs `f` with a pooled session (opening one if none is idle).
-    fn with_session<T>(
+    pub(super) fn with_session<T>(
         &self,
         what: &str,
         f: impl FnOnce(&Session) -> Result<T, P11Error>,
@@ -170,7 +170,7 @@ impl Token {
         result.map_err(|e| self.err(what, &e))
     }
 
-    fn err(&self, what: &str, e: &P11Error) -> KeyError {
+    pub(super) fn err(&self, what: &str, e: &P11Error) -> KeyError {
         if let P11Error::Pkcs11(
             RvError::EncryptedDataInvalid
             | RvError::EncryptedDataLenRange
@@ -358,7 +358,7 @@ impl Token {
     }
 }
 
-fn object_template(uri: &Pkcs11Uri) -> Vec<Attribute> {
+pub(super) fn object_template(uri: &Pkcs11Uri) -> Vec<Attribute> {
     let mut t = Vec::new();
     if let Some(label) = &uri.object {
         t.push(Attribute::Label(label.as_bytes().to_vec()));

@@ -4,17 +4,17 @@
 //! mailbox key only for the mailbox it is bound to.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::audit::{Anchor, AuditLog};
 use super::backend::{KeyIndex, MailboxKeyRow, PolicyKeyRow, WrapRow};
 use super::binding::{self, BindError};
+use super::kek::{Kek, KekError};
 use super::{IndexErrorKind, StoreError};
 use crate::config::EncryptionPolicy;
-use crate::crypto::keyfile::{read_key_file, KeyFileError};
 use crate::crypto::sealing::SecretKey;
+use crate::keys::KekRef;
 
 pub struct Keyring {
     policies: BTreeMap<String, EncryptionPolicy>,
@@ -37,8 +37,8 @@ enum Attempt {
     Wrong(String),
 }
 
-fn describe(kind: &str, path: &Path, key: &SecretKey) -> String {
-    format!("{kind} {} {}", path.display(), key.id())
+fn describe(kind: &str, key_ref: &KekRef, key: &Kek) -> String {
+    format!("{kind} {key_ref} {}", key.id())
 }
 
 impl Keyring {
@@ -190,7 +190,7 @@ impl Keyring {
                 Ok((key, plain)) => {
                     tracing::warn!(
                         policy = %pk.policy,
-                        availability_key = %path.display(),
+                        availability_key = %path,
                         reason,
                         "both root keys unavailable: policy key unwrapped with the availability key"
                     );
@@ -220,30 +220,31 @@ impl Keyring {
 
     fn try_key(
         &self,
-        path: &Path,
+        key_ref: &KekRef,
         kind: &str,
         wraps: &[WrapRow],
-    ) -> Result<(SecretKey, SecretKey), Attempt> {
-        let name = path.display();
-        let key = match read_key_file(path) {
+    ) -> Result<(Kek, SecretKey), Attempt> {
+        let key = match Kek::open(key_ref) {
             Ok(k) => k,
-            Err(KeyFileError::Unavailable(e)) => {
+            Err(e) => {
                 return Err(Attempt::Unavailable(format!(
-                    "{kind} key {name}: unavailable ({e})"
+                    "{kind} key {key_ref}: unavailable ({e})"
                 )))
             }
-            Err(e) => return Err(Attempt::Unavailable(format!("{kind} key {name}: {e}"))),
         };
         let id = key.id();
         let Some(w) = wraps.iter().find(|w| w.kind == kind && w.key_id == id) else {
             return Err(Attempt::Wrong(format!(
-                "{kind} key {name}: not a key of this policy (key id {id})"
+                "{kind} key {key_ref}: not a key of this policy (key id {id})"
             )));
         };
         match key.unwrap_key(&w.wrapped) {
             Ok(plain) => Ok((key, plain)),
-            Err(_) => Err(Attempt::Wrong(format!(
-                "{kind} key {name}: wrap does not open (wrong key or altered index)"
+            Err(KekError::Unavailable(e)) => Err(Attempt::Unavailable(format!(
+                "{kind} key {key_ref}: unavailable ({e})"
+            ))),
+            Err(KekError::Refused(_)) => Err(Attempt::Wrong(format!(
+                "{kind} key {key_ref}: wrap does not open (wrong key or altered index)"
             ))),
         }
     }
@@ -261,14 +262,15 @@ impl Keyring {
             ("availability", &policy.availability_key),
         ];
         for (kind, path) in named {
-            let kek = read_key_file(path).map_err(|e| StoreError::KeyUnavailable {
+            let unavailable = |e: KekError| StoreError::KeyUnavailable {
                 policy: policy.name.clone(),
-                tried: vec![format!("{kind} key {}: {e}", path.display())],
-            })?;
+                tried: vec![format!("{kind} key {path}: {e}")],
+            };
+            let kek = Kek::open(path).map_err(unavailable)?;
             wraps.push(WrapRow {
                 kind: kind.into(),
                 key_id: kek.id(),
-                wrapped: kek.wrap(key)?,
+                wrapped: kek.wrap(key).map_err(unavailable)?,
             });
         }
         Ok(wraps)

@@ -9,6 +9,7 @@ mod encrypted_folders;
 mod folder_index;
 pub mod folders;
 pub mod index;
+pub mod kek;
 mod keyring;
 mod maildir;
 pub mod ops;
