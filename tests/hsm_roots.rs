@@ -293,3 +293,52 @@ fn a_policy_with_no_usable_key_does_not_load_and_names_the_token() {
         text(&out)
     );
 }
+
+/// The numbers of a `bench keys` line that starts with `name` and has `columns` numbers.
+fn rates(out: &str, header: &str, name: &str, columns: usize) -> Vec<f64> {
+    let table = out
+        .split(header)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no table {header:?}: {out}"));
+    let line = table
+        .lines()
+        .find(|l| l.starts_with(name))
+        .unwrap_or_else(|| panic!("no {name} line under {header:?}: {out}"));
+    let numbers: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(columns)
+        .map(|n| n.parse().unwrap_or_else(|_| panic!("{line}")))
+        .collect();
+    assert_eq!(numbers.len(), columns, "{line}");
+    numbers
+}
+
+#[test]
+fn bench_keys_measures_store_roots_in_a_file_and_in_a_token() {
+    if softhsm().is_none() {
+        return;
+    }
+    let out = sealpost(
+        &[
+            "bench",
+            "keys",
+            "--operations",
+            "40",
+            "--threads",
+            "1",
+            "--messages",
+            "20",
+        ],
+        &[],
+    );
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    for name in ["file", "token"] {
+        let unwraps = rates(&all, "policy unwraps/s", name, 2);
+        assert!(unwraps.iter().all(|r| *r > 0.0), "{all}");
+        let store = rates(&all, "write msg/s", name, 3);
+        assert_eq!(store[0], 20.0, "{all}");
+        assert!(store[1] > 0.0 && store[2] > 0.0, "{all}");
+    }
+}

@@ -4,7 +4,6 @@
 
 mod support;
 
-
 use sealpost::config::Config;
 use sealpost::store::backend::sqlite::SqliteKeyIndex;
 use sealpost::store::backend::KeyIndex;

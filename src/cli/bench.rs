@@ -4,6 +4,7 @@
 mod compare;
 mod idle;
 mod keys;
+mod keys_store;
 mod licensing;
 mod load;
 mod memory;
@@ -203,12 +204,18 @@ enum BenchCommand {
     ///
     /// Without --config, a SoftHSM2 token is initialised in a temporary directory and a 2048-bit
     /// key generated on it; with --config F --pkcs11 URI, the key URI names in F's [pkcs11].
+    /// With the temporary token, also the store's root keys: policy-key unwraps and wraps per
+    /// second by an AES root key in a file and in the token, and MESSAGES messages written and
+    /// read back per second by a store whose policy has file roots, then token roots.
     Keys {
         #[arg(long, default_value_t = 2000)]
         operations: usize,
         /// Thread counts to measure with (sessions come from the token's pool).
         #[arg(long, value_delimiter = ',', default_value = "1,2")]
         threads: Vec<usize>,
+        /// Messages of 10 KB written and read back per store (file roots, token roots).
+        #[arg(long, default_value_t = 500)]
+        messages: usize,
         #[arg(long, value_name = "FILE", requires = "pkcs11")]
         config: Option<PathBuf>,
         #[arg(long, value_name = "URI", requires = "config")]
@@ -382,6 +389,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchCommand::Keys {
             operations,
             threads,
+            messages,
             config,
             pkcs11,
             module,
@@ -393,6 +401,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 threads,
                 token: config.zip(pkcs11),
                 module,
+                messages: messages.max(1),
             };
             let result = keys::run(&fixtures, &base, params);
             let _ = std::fs::remove_dir_all(&base);

@@ -1,6 +1,7 @@
 //! `sealpost bench keys`: RSA-OAEP unwraps and RSA-PSS signatures per second with the tenant key
 //! in a file and in a PKCS#11 token, side by side. Without `--config`, a SoftHSM2 token is
-//! initialised in a temporary directory for the run.
+//! initialised in a temporary directory for the run, and the store's root keys are measured in it
+//! too (`keys_store`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,6 +19,8 @@ pub struct Params {
     /// `[pkcs11]` of this config and the key `uri`; `None`: a temporary SoftHSM2 token.
     pub token: Option<(PathBuf, String)>,
     pub module: PathBuf,
+    /// Messages written and read per store in the root-key part.
+    pub messages: usize,
 }
 
 pub fn run(fixtures: &Path, base: &Path, params: Params) -> anyhow::Result<ExitCode> {
@@ -25,6 +28,7 @@ pub fn run(fixtures: &Path, base: &Path, params: Params) -> anyhow::Result<ExitC
     let file_key = file_keys
         .active()
         .context("no active tenant key in the fixtures")?;
+    let mut temporary = None;
     let (token_key, label) = match &params.token {
         Some((config, uri)) => {
             let (_, pkcs11) = crate::config::key_sections(config)?;
@@ -37,6 +41,7 @@ pub fn run(fixtures: &Path, base: &Path, params: Params) -> anyhow::Result<ExitC
             let pkcs11 = temporary_softhsm(base, &params.module)?;
             let uri = Pkcs11Uri::parse("pkcs11:token=sealpost-bench;object=bench-tenant")?;
             let key = RsaPrivateKey::generate_in_token(&pkcs11, &uri, 2048)?;
+            temporary = Some(pkcs11);
             (key, format!("{uri} (SoftHSM2, temporary)"))
         }
     };
@@ -65,6 +70,18 @@ pub fn run(fixtures: &Path, base: &Path, params: Params) -> anyhow::Result<ExitC
             "note: this token offers RSA-OAEP with SHA-1 only; the token decrypts with raw RSA \
              and sealpost removes the OAEP-SHA256 padding (the key stays in the token)"
         );
+    }
+    match temporary {
+        Some(pkcs11) => super::keys_store::run(
+            base,
+            &pkcs11,
+            "sealpost-bench",
+            params.operations,
+            params.messages,
+        )?,
+        None => {
+            outln!("(store root keys are measured only in a temporary token: run without --config)")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
