@@ -3,6 +3,7 @@
 
 mod compare;
 mod idle;
+mod imap;
 mod keys;
 mod keys_store;
 mod licensing;
@@ -164,6 +165,24 @@ enum BenchCommand {
         #[arg(long, value_name = "PATH")]
         binary: Option<PathBuf>,
     },
+    /// What reading mail over IMAP costs a `serve` child: MESSAGES messages of 10 KB and one of
+    /// BIG bytes in an encrypted mailbox; FETCH of the small ones' headers and of the big one over
+    /// implicit TLS, timed, with the server's RSS and peak RSS; then CONNECTIONS clients logged in
+    /// and idling (LOGIN, SELECT, IDLE) and the memory per connection.
+    Imap {
+        #[arg(long, default_value_t = 1000)]
+        messages: usize,
+        #[arg(long, default_value_t = 20 * 1024 * 1024)]
+        big: usize,
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// The sealpost binary to run as the server (default: this one).
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+        /// The fixtures directory (certificates).
+        #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"))]
+        fixtures: PathBuf,
+    },
     /// Load an SMTP server the way Postfix's smtp-source does, with STARTTLS if asked: SESSIONS
     /// clients at once, one message per connection, until MESSAGES were accepted. Prints the
     /// accept rate. Works against any MTA (sealpost, Postfix, ...).
@@ -305,6 +324,21 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 binary,
             };
             idle::run(&base, params).await
+        }),
+        BenchCommand::Imap {
+            messages,
+            big,
+            connections,
+            binary,
+            fixtures,
+        } => in_scratch(|base| async move {
+            let params = imap::Params {
+                messages: messages.max(1),
+                big: big.max(1000),
+                connections,
+                binary,
+            };
+            imap::run(&fixtures, &base, params).await
         }),
         BenchCommand::Load {
             target,
