@@ -342,3 +342,56 @@ fn bench_keys_measures_store_roots_in_a_file_and_in_a_token() {
         assert!(store[1] > 0.0 && store[2] > 0.0, "{all}");
     }
 }
+
+#[test]
+fn store_root_rotate_moves_a_file_root_into_the_token() {
+    let Some(hsm) = softhsm() else { return };
+    let dir = hsm.dir().join("rotate");
+    std::fs::create_dir_all(dir.join("keys")).unwrap();
+    sealpost::crypto::keyfile::generate_key_file(&dir.join("keys/file-b.key")).unwrap();
+    let config = write_config(
+        hsm,
+        "rotate",
+        ["keys/file-root.key", "keys/file-b.key"],
+        &pin_line(hsm),
+    );
+    let msg = message("rotated", 800);
+    let id = open(&config).deliver(ALICE, &msg).unwrap();
+    let token_root = "pkcs11:token=sealpost;object=rotated-root";
+    new_root(&config, token_root);
+    let out = sealpost(
+        &[
+            "store",
+            "root",
+            "rotate",
+            "p1",
+            "--config",
+            config.to_str().unwrap(),
+            "--old",
+            dir.join("keys/file-root.key").to_str().unwrap(),
+            "--new",
+            token_root,
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(token_root), "{}", text(&out));
+    // The config names the token key; the old file is destroyed and the other root hidden: the
+    // message opens through the token.
+    let moved = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("keys/file-root.key", token_root);
+    std::fs::write(&config, moved).unwrap();
+    std::fs::remove_file(dir.join("keys/file-root.key")).unwrap();
+    let cfg = Config::load(&config, None).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(dir.join("keys/file-b.key"), dir.join("keys/file-b.hidden")).unwrap();
+    let store = EncryptedStore::open(&cfg, "test").unwrap();
+    assert_eq!(store.read(ALICE, &id).unwrap(), msg);
+    let audit = std::fs::read_to_string(store.audit_path()).unwrap();
+    assert!(audit.contains("\"event\":\"root-rotate\""), "{audit}");
+    let line = audit.lines().last().unwrap();
+    assert!(
+        line.contains(&format!("\"key\":\"root {token_root}")),
+        "{line}"
+    );
+}

@@ -186,7 +186,8 @@ fn rotations_and_moves_keep_every_message_and_rewrite_no_blob() {
 
     let new_root = f.key("p1-a2.key");
     sealpost::crypto::keyfile::generate_key_file(&new_root).unwrap();
-    ops::rotate_root(&store, "p1", &f.key("p1-a.key"), &new_root).unwrap();
+    let file = |p: std::path::PathBuf| sealpost::keys::KekRef::File(p);
+    ops::rotate_root(&store, "p1", &file(f.key("p1-a.key")), &file(new_root)).unwrap();
     f.write_config("keys/p1-a2.key", "none");
     std::fs::remove_file(f.key("p1-a.key")).unwrap();
     // Only the new root key can open p1 now (b hidden; the availability key is not tried

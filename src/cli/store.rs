@@ -84,17 +84,19 @@ enum PolicyCommand {
 enum RootCommand {
     /// Re-wrap the policy key under a new root key in place of an old one.
     ///
-    /// Afterwards, change the policy's root_keys in the configuration to name the new file.
+    /// Afterwards, change the policy's root_keys in the configuration to name the new key.
+    /// Either key may be a file or a `pkcs11:` URI of a token key (module and PIN from the
+    /// config's [pkcs11]), so this also moves a root key into an HSM.
     Rotate {
         #[command(flatten)]
         config: ConfigArgs,
         name: String,
-        /// The root key file being replaced.
-        #[arg(long, value_name = "FILE")]
-        old: PathBuf,
-        /// The new root key file (see `store keys root-new`).
-        #[arg(long, value_name = "FILE")]
-        new: PathBuf,
+        /// The root key being replaced: a key file or a pkcs11: URI.
+        #[arg(long, value_name = "FILE|URI")]
+        old: String,
+        /// The new root key (see `keys root new`): a key file or a pkcs11: URI.
+        #[arg(long, value_name = "FILE|URI")]
+        new: String,
     },
 }
 
@@ -223,15 +225,31 @@ pub fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
                     new,
                 },
         } => {
+            let loaded = match config.load_existing(super::DataPart::Store) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let key_ref = |text: &str| -> anyhow::Result<crate::keys::KekRef> {
+                if !crate::keys::is_pkcs11_uri(text) {
+                    return Ok(crate::keys::KekRef::File(PathBuf::from(text)));
+                }
+                let uri = crate::keys::Pkcs11Uri::parse(text)?;
+                let pkcs11 = loaded.pkcs11.clone().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{uri} is a token key: the configuration needs a [pkcs11] section"
+                    )
+                })?;
+                Ok(crate::keys::KekRef::Token { pkcs11, uri })
+            };
+            let (old, new) = (key_ref(&old)?, key_ref(&new)?);
             let store = open_or_return!(config, "store root rotate");
             let r = ops::rotate_root(&store, &name, &old, &new)?;
             outln!(
                 "policy {name}: policy key generation {} re-wrapped under root key {} (was {}); \
-                 now name {} in root_keys",
+                 now name {new} in root_keys",
                 r.generation,
                 r.new_key_id,
                 r.old_key_id,
-                new.display()
             );
         }
         StoreCommand::Mailbox {

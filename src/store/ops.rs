@@ -10,10 +10,11 @@ use super::backend::{KeyIndex, MailboxKeyRow, Shredded};
 use super::binding;
 use super::encrypted::EncryptedStore;
 use super::index;
+use super::kek::Kek;
 use super::{write_maildir_file, MailStore, StoreError};
 use crate::config::PolicyRef;
-use crate::crypto::keyfile::read_key_file;
 use crate::crypto::sealing::SecretKey;
+use crate::keys::KekRef;
 
 /// Progress of a long operation (the CLI draws a bar; tests pass `NoProgress`).
 pub trait Progress {
@@ -141,17 +142,16 @@ pub fn rotate_policy(
     })
 }
 
-/// `store root rotate NAME --old F --new F`: re-wraps the policy key under a new root key in place
-/// of the old one. The configuration must then name the new file.
+/// `store root rotate NAME --old K --new K`: re-wraps the policy key under a new root key in place
+/// of the old one; either may be a key file or a token key, so this also moves a root key into an
+/// HSM. The configuration must then name the new key.
 pub fn rotate_root(
     store: &EncryptedStore,
     name: &str,
-    old: &Path,
-    new: &Path,
+    old: &KekRef,
+    new: &KekRef,
 ) -> Result<RootRotation, StoreError> {
-    let load = |p: &Path| {
-        read_key_file(p).map_err(|e| StoreError::Policy(format!("{}: {e}", p.display())))
-    };
+    let load = |r: &KekRef| Kek::open(r).map_err(|e| StoreError::Policy(format!("{r}: {e}")));
     let (old_key, new_key) = (load(old)?, load(new)?);
     let mut c = store.conn()?;
     let tx = c.transaction()?;
@@ -161,43 +161,42 @@ pub fn rotate_root(
         .ok_or_else(|| StoreError::Policy(format!("policy {name} has no key yet")))?;
     let wraps = ix.wraps(pk.id)?;
     let ids: Vec<&str> = wraps.iter().map(|w| w.key_id.as_str()).collect();
-    if ids.contains(&new_key.id().as_str()) {
+    let (old_id, new_id) = (old_key.id(), new_key.id());
+    if ids.contains(&new_id.as_str()) {
         return Err(StoreError::Policy(format!(
-            "{} is already a key of policy {name}",
-            new.display()
+            "{new} is already a key of policy {name}"
         )));
     }
     let wrap = wraps
         .iter()
-        .find(|w| w.kind == "root" && w.key_id == old_key.id())
+        .find(|w| w.kind == "root" && w.key_id == old_id)
         .ok_or_else(|| {
             StoreError::Policy(format!(
-                "{} (key id {}) is not a root key of policy {name} (its keys: {})",
-                old.display(),
-                old_key.id(),
+                "{old} (key id {old_id}) is not a root key of policy {name} (its keys: {})",
                 ids.join(", ")
             ))
         })?;
-    let pkey = old_key.unwrap_key(&wrap.wrapped).map_err(|_| {
+    let pkey = old_key.unwrap_key(&wrap.wrapped).map_err(|e| {
         StoreError::Integrity(format!(
-            "the policy key of {name} does not unwrap under {}",
-            old.display()
+            "the policy key of {name} does not unwrap under {old}: {e}"
         ))
     })?;
-    let (old_id, new_id) = (old_key.id(), new_key.id());
     store.keyring.record(
         &ix,
         "policy-key-unwrap",
         name,
-        &format!("root {} {old_id}", old.display()),
+        &format!("root {old} {old_id}"),
         "store root rotate",
     )?;
-    ix.replace_root_wrap(pk.id, &old_id, &new_id, &new_key.wrap(&pkey)?)?;
+    let wrapped = new_key
+        .wrap(&pkey)
+        .map_err(|e| StoreError::Policy(format!("{new}: {e}")))?;
+    ix.replace_root_wrap(pk.id, &old_id, &new_id, &wrapped)?;
     store.keyring.record(
         &ix,
         "root-rotate",
         name,
-        &format!("root {} {new_id}", new.display()),
+        &format!("root {new} {new_id}"),
         &format!("root key {old_id} replaced by {new_id}"),
     )?;
     tx.commit()?;
