@@ -18,6 +18,7 @@ use crate::net::accept::{accept_until_shutdown, refuse};
 use crate::net::limits::ConnectionLimits;
 use crate::net::shutdown::{phase, ShutdownPhase};
 use crate::net::{accept_tls, Stream};
+use crate::store::folders::changes;
 use crate::store::Folders;
 use crate::telemetry::metrics::Direction;
 use crate::telemetry::Telemetry;
@@ -42,8 +43,9 @@ pub struct ImapContext {
     pub telemetry: Arc<Telemetry>,
 }
 
-/// How often a session in IDLE looks for new mail.
-const IDLE_POLL: Duration = Duration::from_millis(500);
+/// How often a session in IDLE looks for changes made by other processes (changes made by this
+/// one wake it at once, see `store::folders::changes`).
+const IDLE_POLL: Duration = Duration::from_secs(30);
 
 /// Consecutive failed logins per client address: each failure is answered after a delay that
 /// grows with their number; past `MAX_FAILURES` the address gets no more password checks until
@@ -150,6 +152,7 @@ async fn converse(
     let mut out = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
     let mut last_command = Instant::now();
+    let mut news: Option<(String, tokio::sync::watch::Receiver<u64>)> = None;
     loop {
         for action in std::mem::take(&mut pending) {
             match action {
@@ -180,14 +183,38 @@ async fn converse(
             pending = session.shutdown();
             continue;
         }
-        let wait = if session.idling() {
-            IDLE_POLL
+        let until_logout = ctx.idle_timeout.saturating_sub(last_command.elapsed());
+        // Subscribed from the first turn after a SELECT on: a change made between then and an
+        // IDLE is seen by the poll that starts the IDLE, or wakes it at once.
+        match session.selected_mailbox() {
+            Some(m) if news.as_ref().is_some_and(|(n, _)| n == m) => {}
+            Some(m) => news = Some((m.to_string(), changes::subscribe(m))),
+            None => news = None,
+        }
+        let idle_news = match news.as_mut() {
+            Some((_, rx)) if session.idling() => Some(rx),
+            _ => None,
+        };
+        let wait = if idle_news.is_some() {
+            IDLE_POLL.min(until_logout)
         } else {
-            ctx.idle_timeout.saturating_sub(last_command.elapsed())
+            until_logout
+        };
+        let changed = async {
+            match idle_news {
+                Some(rx) => rx.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
         };
         let read = tokio::select! {
             r = tokio::time::timeout(wait, stream.read(&mut buf)) => r,
             _ = shutdown.changed() => continue,
+            true = changed => {
+                let (s, actions) = blocking(session, |s| s.poll()).await?;
+                session = s;
+                pending = actions;
+                continue;
+            }
         };
         match read {
             Err(_) if last_command.elapsed() >= ctx.idle_timeout => {

@@ -104,6 +104,14 @@ impl Session {
         matches!(self.pending, Pending::Idle(_))
     }
 
+    /// The mailbox of the selected folder, if one is selected.
+    pub fn selected_mailbox(&self) -> Option<&str> {
+        match &self.state {
+            State::Selected { sel, .. } => Some(&sel.mailbox),
+            _ => None,
+        }
+    }
+
     /// The user, once authenticated.
     pub fn user(&self) -> Option<&str> {
         match &self.state {

@@ -395,6 +395,7 @@ impl EncryptedStore {
                 index::insert_delivery(&tx, &mailbox, tag, &id)?;
             }
             tx.commit()?;
+            super::folders::changes::notify(&mailbox);
             Ok(id.clone())
         })();
         if stored.as_ref().map_or(true, |stored| *stored != id) {

@@ -9,8 +9,8 @@ use super::backend::sqlite::SqliteKeyIndex;
 use super::backend::KeyIndex;
 use super::folder_index as fx;
 use super::folders::{
-    canonical_folder, system, FlagOp, Flags, FolderInfo, FolderMessage, FolderView, Folders, INBOX,
-    SPECIAL_USE,
+    canonical_folder, changes, system, FlagOp, Flags, FolderInfo, FolderMessage, FolderView,
+    Folders, INBOX, SPECIAL_USE,
 };
 use super::index;
 use super::{EncryptedStore, IndexErrorKind, MailStore, StoreError};
@@ -66,6 +66,7 @@ impl EncryptedStore {
             fx::write_flags(&tx, tx.last_insert_rowid(), flags)?;
             let (validity, _) = fx::folder_uids(&tx, fid)?;
             tx.commit()?;
+            changes::notify(mailbox);
             Ok((validity, uid))
         })();
         if stored.is_err() {
@@ -264,6 +265,7 @@ impl Folders for EncryptedStore {
             .filter(|m| uids.contains(&m.uid))
             .collect();
         tx.commit()?;
+        changes::notify(&mailbox);
         Ok(changed)
     }
 
@@ -306,6 +308,7 @@ impl Folders for EncryptedStore {
             }
         }
         tx.commit()?;
+        changes::notify(&mailbox);
         Ok(out)
     }
 
@@ -319,7 +322,7 @@ impl Folders for EncryptedStore {
         let name = canonical_folder(folder);
         let fid = fx::existing_folder(&*self.conn()?, &mailbox, &name)?;
         let deleted = format!("folder_id = ?1 AND (flags & {}) != 0", system::DELETED);
-        match uids {
+        let removed = match uids {
             None => self.remove_rows(&deleted, &[fid]),
             Some(uids) => {
                 let mut out = Vec::new();
@@ -330,7 +333,11 @@ impl Folders for EncryptedStore {
                 }
                 Ok(out)
             }
+        };
+        if removed.as_ref().is_ok_and(|r| !r.is_empty()) {
+            changes::notify(&mailbox);
         }
+        removed
     }
 
     fn append(

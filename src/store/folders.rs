@@ -5,6 +5,36 @@ use std::collections::BTreeSet;
 
 use super::StoreError;
 
+/// Changes to mailboxes made in this process (deliveries, appends, flags, moves, expunges), so
+/// that IMAP sessions in IDLE wait for news of their mailbox instead of polling the index.
+pub mod changes {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+
+    use tokio::sync::watch;
+
+    fn sender(mailbox: &str) -> watch::Sender<u64> {
+        static SENDERS: OnceLock<Mutex<HashMap<String, watch::Sender<u64>>>> = OnceLock::new();
+        let mut map = SENDERS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.entry(mailbox.to_ascii_lowercase())
+            .or_insert_with(|| watch::channel(0).0)
+            .clone()
+    }
+
+    /// Tells the mailbox's watchers it changed (after the change is committed).
+    pub fn notify(mailbox: &str) {
+        sender(mailbox).send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// A receiver that sees every later [`notify`] of the mailbox.
+    pub fn subscribe(mailbox: &str) -> watch::Receiver<u64> {
+        sender(mailbox).subscribe()
+    }
+}
+
 /// The folder every mailbox has; its name is case-insensitive (RFC 9051 §5.1).
 pub const INBOX: &str = "INBOX";
 
