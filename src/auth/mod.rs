@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+mod argon_pool;
 pub mod users;
 
 pub use users::{check_hash, hash_password, SenderLogins, Users};

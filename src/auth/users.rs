@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::Argon2;
 
 use super::Credentials;
@@ -54,10 +54,7 @@ impl Users {
             Some(h) => h.clone(),
             None => dummy_hash(),
         };
-        let parsed = PasswordHash::new(&hash).map_err(|_| failed())?;
-        let ok = Argon2::default()
-            .verify_password(creds.password.as_bytes(), &parsed)
-            .is_ok();
+        let ok = super::argon_pool::verify(&hash, &creds.password);
         if ok && known.is_some() {
             Ok(name)
         } else {
