@@ -57,15 +57,7 @@ impl Token {
     /// says: sensitive, never extractable, usable only to wrap and unwrap. Refuses a label or id
     /// already taken.
     pub fn generate_aes_kek(&self, uri: &Pkcs11Uri) -> Result<ObjectHandle, KeyError> {
-        let taken = self.with_session("looking for an existing key", |s| {
-            s.find_objects(&object_template(uri))
-        })?;
-        if !taken.is_empty() {
-            return Err(KeyError::Token {
-                token: self.label().to_string(),
-                problem: format!("{uri} already names an object; choose another object="),
-            });
-        }
+        self.ensure_unused(uri)?;
         let mut template = vec![
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::AES),

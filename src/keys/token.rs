@@ -293,15 +293,7 @@ impl Token {
                 "{bits}-bit RSA key; 2048 to 8192 bits are accepted"
             )));
         }
-        let taken = self.with_session("looking for an existing key", |s| {
-            s.find_objects(&object_template(uri))
-        })?;
-        if !taken.is_empty() {
-            return Err(KeyError::Token {
-                token: self.label.clone(),
-                problem: format!("{uri} already names an object; choose another object="),
-            });
-        }
+        self.ensure_unused(uri)?;
         let mut naming = Vec::new();
         if let Some(label) = &uri.object {
             naming.push(Attribute::Label(label.as_bytes().to_vec()));
@@ -331,6 +323,20 @@ impl Token {
             s.generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)
         })?;
         Ok(key)
+    }
+
+    /// Refuses a label or id that already names an object of the token.
+    pub(super) fn ensure_unused(&self, uri: &Pkcs11Uri) -> Result<(), KeyError> {
+        let taken = self.with_session("looking for an existing key", |s| {
+            s.find_objects(&object_template(uri))
+        })?;
+        if taken.is_empty() {
+            return Ok(());
+        }
+        Err(KeyError::Token {
+            token: self.label.clone(),
+            problem: format!("{uri} already names an object; choose another object="),
+        })
     }
 
     /// The private-key attributes a copy of the key would need, and whether the token refuses

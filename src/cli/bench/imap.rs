@@ -113,19 +113,6 @@ fn message(i: usize, size: usize) -> Vec<u8> {
     m
 }
 
-/// VmHWM (peak resident memory) of `pid`, in MiB.
-fn peak_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .map_or(0.0, |kib| kib as f64 / 1024.0)
-}
-
 async fn measure(pid: u32, port: u16, p: &Params, filled: Duration) -> anyhow::Result<ExitCode> {
     let connector = TlsConnector::from(crate::tls::opportunistic_client_config());
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -136,7 +123,7 @@ async fn measure(pid: u32, port: u16, p: &Params, filled: Duration) -> anyhow::R
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     };
-    let before = (procs::rss_mib(pid), peak_mib(pid));
+    let before = (procs::rss_mib(pid), procs::peak_mib(pid));
     command(&mut client, "a", &format!("LOGIN {USER} {PASSWORD}")).await?;
     let (_, select) = command(&mut client, "b", "SELECT INBOX").await?;
     let exists = format!("* {} EXISTS", p.messages + 1);
@@ -158,7 +145,7 @@ async fn measure(pid: u32, port: u16, p: &Params, filled: Duration) -> anyhow::R
         "expected {} FETCH responses",
         p.messages
     );
-    let after_headers = (procs::rss_mib(pid), peak_mib(pid));
+    let after_headers = (procs::rss_mib(pid), procs::peak_mib(pid));
 
     let start = Instant::now();
     let (big_bytes, _) = command(
@@ -172,7 +159,7 @@ async fn measure(pid: u32, port: u16, p: &Params, filled: Duration) -> anyhow::R
         big_bytes as usize >= p.big.saturating_sub(100),
         "the big message came back with {big_bytes} bytes"
     );
-    let after_big = (procs::rss_mib(pid), peak_mib(pid));
+    let after_big = (procs::rss_mib(pid), procs::peak_mib(pid));
     command(&mut client, "e", "LOGOUT").await?;
     drop(client);
 
