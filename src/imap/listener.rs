@@ -43,6 +43,10 @@ pub struct ImapContext {
     pub telemetry: Arc<Telemetry>,
 }
 
+/// Read buffer of a session between commands, and while a client sends a lot at once.
+const SMALL_READ: usize = 1024;
+const LARGE_READ: usize = 16 * 1024;
+
 /// How often a session in IDLE looks for changes made by other processes (changes made by this
 /// one wake it at once, see `store::folders::changes`).
 const IDLE_POLL: Duration = Duration::from_secs(30);
@@ -150,7 +154,7 @@ async fn converse(
     let mut session = Session::new(ctx.session.clone(), ctx.store.clone(), ctx.implicit_tls);
     let mut pending: Vec<Action> = session.greeting();
     let mut out = Vec::new();
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = vec![0u8; SMALL_READ];
     let mut last_command = Instant::now();
     let mut news: Option<(String, tokio::sync::watch::Receiver<u64>)> = None;
     loop {
@@ -230,6 +234,12 @@ async fn converse(
             Ok(Ok(n)) => {
                 last_command = Instant::now();
                 let data = buf[..n].to_vec();
+                // Commands are short; a client sending more (an APPEND literal) gets big reads
+                // until it stops, and an idle session keeps only the small buffer.
+                let size = if n == buf.len() { LARGE_READ } else { SMALL_READ };
+                if size != buf.len() {
+                    buf = vec![0u8; size];
+                }
                 let (s, actions) = blocking(session, move |s| s.feed(&data)).await?;
                 session = s;
                 pending = actions;
