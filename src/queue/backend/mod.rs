@@ -22,6 +22,7 @@
 //! may share one backend's storage: a message is in one state at a time, and of concurrent
 //! claims of one message exactly one succeeds.
 
+pub mod postgres;
 pub mod spool;
 
 use std::fmt;
