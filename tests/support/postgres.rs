@@ -23,6 +23,8 @@ const SUPERUSER_PASSWORD: &str = "s3cret-for-tests-only";
 
 pub struct Cluster {
     dir: PathBuf,
+    /// Stops the server and removes `dir` once this process is gone; never waited for.
+    _watchdog: Option<std::process::Child>,
     port: u16,
     databases: AtomicUsize,
 }
@@ -31,7 +33,7 @@ pub struct Cluster {
 /// is not installed.
 pub fn shared() -> Option<&'static Cluster> {
     static CLUSTER: OnceLock<Option<Cluster>> = OnceLock::new();
-    CLUSTER.get_or_init(|| Cluster::start()).as_ref()
+    CLUSTER.get_or_init(Cluster::start).as_ref()
 }
 
 /// Whether the binaries are here; when not, says why (and panics under `CI`).
@@ -120,18 +122,19 @@ impl Cluster {
             .arg(format!("--pwfile={}", pwfile.display()))
             .args(["--no-sync", "-E", "UTF8", "--locale=C"]);
         run(init, "initdb");
-        let cluster = Cluster {
+        let mut cluster = Cluster {
             dir,
+            _watchdog: None,
             port: free_port(),
             databases: AtomicUsize::new(0),
         };
-        cluster.watchdog();
+        cluster._watchdog = Some(cluster.watchdog());
         cluster.start_server();
         Some(cluster)
     }
 
     /// Stops the cluster's server once this process is gone, then removes its directory.
-    fn watchdog(&self) {
+    fn watchdog(&self) -> std::process::Child {
         let script = format!(
             "while [ -d /proc/{pid} ]; do sleep 0.5; done; \
              runuser -u {USER} -- {BIN}/pg_ctl -D '{data}' -m immediate stop >/dev/null 2>&1; \
@@ -146,7 +149,7 @@ impl Cluster {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap();
+            .unwrap()
     }
 
     /// The data directory (PGDATA).

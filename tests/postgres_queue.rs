@@ -1,0 +1,207 @@
+//! `sealpost serve` with the queue in a real PostgreSQL (`[storage] backend = "postgres"`):
+//! mail is accepted over SMTP (250 only once the row is committed), delivered to a local
+//! mailbox, and `sealpost queue list` shows what waits, read from the database. With the
+//! database stopped, DATA gets 451 4.3.0 within the command timeout and nothing is lost; once
+//! it is back, a resend is accepted. And `check-config` (and `serve`) refuse a bad `[storage]`,
+//! naming the file, the key and the problem.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::domains::{free_port, message, sealpost, wait_for_mailbox, DomainSpec, ServeProcess};
+use support::plain_smtp::PlainClient;
+use support::postgres::Cluster;
+
+const ALICE: &str = "alice@contoso.test";
+const BOB: &str = "bob@fabrikam.test";
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn storage_toml(cluster: &Cluster, database: &str, password_file: &Path) -> String {
+    format!(
+        "[storage]\nbackend = \"postgres\"\nurl = \"{}\"\npassword_file = \"{}\"\n\
+         tls = \"disable\"\nconnect_timeout = \"2s\"\nstatement_timeout = \"5s\"\n\n\
+         [limits]\ncommand_timeout = \"{}s\"\n",
+        cluster.url(database),
+        password_file.display(),
+        COMMAND_TIMEOUT.as_secs()
+    )
+}
+
+/// The queue id of a `250 2.0.0 Ok: queued as <id>` reply.
+fn queued_id(reply: &support::plain_smtp::Reply) -> String {
+    assert_eq!(reply.code, 250, "{reply}");
+    reply
+        .text
+        .split_whitespace()
+        .last()
+        .expect("an id")
+        .to_string()
+}
+
+fn queue_list(config: &Path) -> (i32, String, String) {
+    sealpost(&[
+        "queue",
+        "list",
+        "--json",
+        "--config",
+        &config.display().to_string(),
+    ])
+}
+
+#[test]
+fn serve_queues_in_postgres_and_answers_451_while_the_database_is_down() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let database = cluster.create_database();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let password = cluster.password_file(dir.path());
+    let (port, closed) = (free_port(), free_port());
+    let config = DomainSpec::new("contoso", &[ALICE], port)
+        .route("fabrikam.test", closed)
+        .toml(&storage_toml(&cluster, &database, &password))
+        .write(dir.path());
+    let data = dir.path().join("contoso-data");
+    let _server = ServeProcess::start(&config, port);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let mut client = PlainClient::connect(addr, COMMAND_TIMEOUT * 2).expect("connect");
+
+    // Local mail: accepted, committed, delivered.
+    let reply = client
+        .send_mail(ALICE, ALICE, &message(ALICE, ALICE, "PG-LOCAL-1"))
+        .expect("reply");
+    queued_id(&reply);
+    let got = wait_for_mailbox(&data, ALICE, 1, Duration::from_secs(30));
+    assert!(String::from_utf8_lossy(&got[0]).contains("PG-LOCAL-1"));
+
+    // Remote mail to a closed port: it waits in the database, sealed.
+    let reply = client
+        .send_mail(ALICE, BOB, &message(ALICE, BOB, "PG-WAITS-2"))
+        .expect("reply");
+    let waiting = queued_id(&reply);
+    let row = cluster.psql(
+        &database,
+        &format!(
+            "SELECT state IN ('incoming', 'active', 'deferred'), \
+             position('PG-WAITS-2'::bytea in body) FROM queue_message WHERE id = '{waiting}'"
+        ),
+    );
+    assert_eq!(
+        row.trim(),
+        "t|0",
+        "committed before the 250, and sealed: {row}"
+    );
+    let (code, out, err) = queue_list(&config);
+    assert_eq!(code, 0, "queue list: {err}");
+    assert!(out.contains(&waiting) && out.contains(BOB), "{out}");
+    assert!(
+        !data
+            .join("queue/incoming")
+            .read_dir()
+            .expect("spool")
+            .any(|_| true),
+        "nothing queued in the spool"
+    );
+
+    // The database goes away: DATA gets 451 4.3.0 in time, the session goes on.
+    cluster.stop_server();
+    let started = Instant::now();
+    let down = message(ALICE, ALICE, "PG-RESENT-3");
+    let reply = client.send_mail(ALICE, ALICE, &down).expect("reply");
+    let took = started.elapsed();
+    assert_eq!((reply.code, reply.enhanced()), (451, "4.3.0"), "{reply}");
+    assert!(took < COMMAND_TIMEOUT, "451 after {took:?}");
+    eprintln!("database stopped: DATA answered 451 4.3.0 after {took:?}");
+    let (code, _, err) = queue_list(&config);
+    assert_ne!(code, 0, "queue list with the database down");
+    assert!(err.contains("postgresql://postgres@127.0.0.1"), "{err}");
+    assert!(!err.contains("s3cret"), "no password in messages: {err}");
+    let rset = client.command("RSET").expect("RSET");
+    assert_eq!(rset.code, 250, "{rset}");
+
+    // Back: the resend is accepted and delivered; nothing was lost.
+    cluster.start_server();
+    let started = Instant::now();
+    let reply = client.send_mail(ALICE, ALICE, &down).expect("reply");
+    queued_id(&reply);
+    eprintln!(
+        "database back: the resend got 250 after {:?}",
+        started.elapsed()
+    );
+    client.quit();
+    let got = wait_for_mailbox(&data, ALICE, 2, Duration::from_secs(30));
+    let texts: Vec<String> = got
+        .iter()
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .collect();
+    assert!(texts.iter().any(|t| t.contains("PG-RESENT-3")), "{texts:?}");
+    assert_eq!(
+        texts.iter().filter(|t| t.contains("PG-RESENT-3")).count(),
+        1,
+        "the refused attempt was not queued"
+    );
+    let (code, out, err) = queue_list(&config);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&waiting),
+        "the waiting message survived: {out}"
+    );
+    assert_eq!(out.lines().count(), 1, "{out}");
+}
+
+#[test]
+fn check_config_names_the_file_key_and_problem_of_a_bad_storage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open_pw = dir.path().join("open.pw");
+    std::fs::write(&open_pw, "pw\n").expect("write");
+    std::fs::set_permissions(&open_pw, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let url = "url = \"postgresql://mta@127.0.0.1:1/mail\"";
+    let cases = [
+        (
+            "backend = \"oracle\"".to_string(),
+            "storage.backend",
+            "unknown backend",
+        ),
+        (
+            "backend = \"postgres\"".to_string(),
+            "storage.url",
+            "missing",
+        ),
+        (
+            format!("backend = \"postgres\"\n{url}\npassword_file = \"missing.pw\""),
+            "storage.password_file",
+            "file not found: missing.pw",
+        ),
+        (
+            format!("backend = \"postgres\"\n{url}\npassword_file = \"open.pw\""),
+            "storage.password_file",
+            "chmod 600",
+        ),
+    ];
+    for (i, (storage, key, problem)) in cases.iter().enumerate() {
+        let port = free_port();
+        let config = DomainSpec::new("contoso", &[ALICE], port)
+            .toml(&format!("[storage]\n{storage}\n"))
+            .write(dir.path());
+        let shown = config.display().to_string();
+        let (code, _, err) = sealpost(&["check-config", "--config", &shown]);
+        assert_ne!(code, 0, "case {i}: accepted");
+        assert!(
+            err.contains(&shown) && err.contains(key) && err.contains(problem),
+            "case {i}: {err}"
+        );
+        // The server does not start either.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sealpost"))
+            .args(["serve", "--config", &shown])
+            .output()
+            .expect("serve");
+        assert!(!out.status.success(), "case {i}: serve started");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "case {i}: {err}");
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    }
+}
