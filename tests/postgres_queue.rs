@@ -10,9 +10,16 @@ mod support;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::domains::{free_port, message, sealpost, wait_for_mailbox, DomainSpec, ServeProcess};
+use sealpost::crypto::keyfile::ServiceKey;
+use sealpost::pg::{Database, PgTls};
+use sealpost::queue::{new_queue_id, Envelope, PgQueue, QueueStore, Spool};
+
+use support::domains::{
+    free_port, message, pki, sealpost, wait_for_mailbox, DomainSpec, ServeProcess,
+};
 use support::plain_smtp::PlainClient;
 use support::postgres::Cluster;
 
@@ -151,6 +158,69 @@ fn serve_queues_in_postgres_and_answers_451_while_the_database_is_down() {
         "the waiting message survived: {out}"
     );
     assert_eq!(out.lines().count(), 1, "{out}");
+}
+
+#[test]
+fn the_queue_reaches_the_database_over_verified_tls_only() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    cluster.require_tls(&pki().join("ca.crt"), &pki().join("ca.key"));
+    let database = cluster.create_database();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = Arc::new(ServiceKey::load_or_create(&dir.path().join("keys")).expect("key"));
+    let mut settings = cluster.settings(&database, &cluster.password_file(dir.path()));
+    settings.tls = PgTls::Require;
+    settings.ca_file = Some(pki().join("ca.crt"));
+    let db = Database::open(&settings).expect("a TLS connection");
+    let spool = Spool::open(&dir.path().join("data"), key.clone()).expect("staging");
+    let queue = PgQueue::new(db, spool, key, "node-tls", Duration::from_secs(60));
+    let env = Envelope::new(
+        new_queue_id(),
+        ALICE,
+        vec![BOB.into()],
+        "client.test",
+        "127.0.0.1:1",
+        0,
+    );
+    queue
+        .enqueue(&env, b"Subject: over TLS\r\n\r\nhi\r\n")
+        .expect("enqueue");
+    assert_eq!(queue.claim(&env.id).expect("claim").expect("queued").0, env);
+    let over_tls = cluster.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE s.ssl AND a.application_name = 'sealpost'",
+    );
+    assert_ne!(over_tls.trim(), "0", "sealpost's connections use TLS");
+    let plain = cluster.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE NOT s.ssl AND a.application_name = 'sealpost'",
+    );
+    assert_eq!(plain.trim(), "0", "no plain connection");
+
+    // Plain TCP is refused by the server (hostssl only).
+    let mut no_tls = settings.clone();
+    no_tls.tls = PgTls::Disable;
+    no_tls.ca_file = None;
+    let e = Database::open(&no_tls)
+        .err()
+        .expect("refused without TLS")
+        .to_string();
+    assert!(
+        e.contains("pg_hba.conf") || e.contains("no encryption"),
+        "{e}"
+    );
+    // Against the public roots, a certificate from the test CA is not trusted.
+    let mut public_roots = settings.clone();
+    public_roots.ca_file = None;
+    let e = Database::open(&public_roots)
+        .err()
+        .expect("untrusted")
+        .to_string();
+    eprintln!("untrusted server certificate: {e}");
+    assert!(e.contains("invalid peer certificate"), "{e}");
 }
 
 #[test]

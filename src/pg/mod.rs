@@ -26,7 +26,7 @@ const POOL_SIZE: usize = 8;
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// The server refused, dropped the connection, or failed a statement.
-    #[error("{0}")]
+    #[error("{}", describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// No connection could be had from the pool (server down, pool exhausted).
     #[error("no database connection: {0}")]
@@ -160,6 +160,15 @@ impl Drop for Database {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
+    }
+}
+
+/// The error with its cause: tokio-postgres shows "db error" alone and keeps the server's
+/// message (or the TLS failure) as the source.
+fn describe(error: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(error) {
+        Some(cause) => format!("{error}: {cause}"),
+        None => error.to_string(),
     }
 }
 

@@ -179,6 +179,70 @@ impl Cluster {
         run(ctl, "pg_ctl start");
     }
 
+    /// Turns TLS on with a server certificate for 127.0.0.1 signed by `ca_crt` / `ca_key`, and
+    /// allows TCP logins over TLS only (`hostssl`); restarts the server.
+    pub fn require_tls(&self, ca_crt: &Path, ca_key: &Path) {
+        let data = self.data();
+        let (key, csr, crt) = (
+            data.join("server.key"),
+            self.dir.join("server.csr"),
+            data.join("server.crt"),
+        );
+        let ext = self.dir.join("server.ext");
+        std::fs::write(
+            &ext,
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        let mut req = Command::new("openssl");
+        req.args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-subj", "/CN=127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr);
+        run(req, "openssl req");
+        let mut sign = Command::new("openssl");
+        sign.args(["x509", "-req", "-days", "2", "-in"])
+            .arg(&csr)
+            .arg("-CA")
+            .arg(ca_crt)
+            .arg("-CAkey")
+            .arg(ca_key)
+            .args(["-set_serial", "4242", "-extfile"])
+            .arg(&ext)
+            .arg("-out")
+            .arg(&crt);
+        run(sign, "openssl x509 -req");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut chown = Command::new("chown");
+        chown.arg(format!("{USER}:{USER}")).arg(&key).arg(&crt);
+        run(chown, "chown");
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text).unwrap();
+        let hba = data.join("pg_hba.conf");
+        let text: String = std::fs::read_to_string(&hba)
+            .unwrap()
+            .lines()
+            .map(|l| match l.strip_prefix("host ") {
+                Some(rest) => format!("hostssl {rest}\n"),
+                None => format!("{l}\n"),
+            })
+            .collect();
+        std::fs::write(&hba, text).unwrap();
+        self.stop_server();
+        self.start_server();
+    }
+
     /// Stops the server (fast: open connections are closed).
     pub fn stop_server(&self) {
         let mut ctl = as_postgres("pg_ctl");
