@@ -224,6 +224,35 @@ fn the_queue_reaches_the_database_over_verified_tls_only() {
 }
 
 #[test]
+fn a_database_that_never_answers_fails_within_the_timeouts() {
+    // A listener that accepts and then says nothing, as a hung server or a black hole would.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let held = std::thread::spawn(move || {
+        let conns: Vec<_> = silent.incoming().take(1).collect();
+        std::thread::sleep(Duration::from_secs(10));
+        drop(conns);
+    });
+    let settings = sealpost::pg::PgSettings {
+        url: format!("postgresql://sealpost@127.0.0.1:{port}/sealpost"),
+        password: sealpost::pg::PasswordSource::None,
+        tls: PgTls::Disable,
+        ca_file: None,
+        connect_timeout: Duration::from_secs(2),
+        statement_timeout: Duration::from_secs(2),
+        lease: Duration::from_secs(60),
+        node_id: None,
+    };
+    let started = Instant::now();
+    let e = Database::open(&settings).err().expect("no database there");
+    let took = started.elapsed();
+    eprintln!("silent database: {e} after {took:?}");
+    assert!(took < Duration::from_secs(5), "gave up after {took:?}");
+    assert!(took >= Duration::from_secs(1), "{e} after {took:?}");
+    drop(held);
+}
+
+#[test]
 fn check_config_names_the_file_key_and_problem_of_a_bad_storage() {
     let dir = tempfile::tempdir().expect("tempdir");
     let open_pw = dir.path().join("open.pw");
