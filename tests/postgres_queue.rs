@@ -10,12 +10,13 @@ mod support;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sealpost::crypto::keyfile::ServiceKey;
 use sealpost::pg::{Database, PgTls};
-use sealpost::queue::{new_queue_id, Envelope, PgQueue, QueueStore, Spool};
+use sealpost::queue::{new_queue_id, Envelope, PgQueue, QueueError, QueueStore, Spool};
 
 use support::domains::{
     free_port, message, pki, sealpost, wait_for_mailbox, DomainSpec, ServeProcess,
@@ -250,6 +251,136 @@ fn a_database_that_never_answers_fails_within_the_timeouts() {
     assert!(took < Duration::from_secs(5), "gave up after {took:?}");
     assert!(took >= Duration::from_secs(1), "{e} after {took:?}");
     drop(held);
+}
+
+/// A TCP proxy to the database that can stop passing bytes on (a server that hangs, a network
+/// that drops everything) and start again.
+struct Freezer {
+    port: u16,
+    frozen: Arc<AtomicBool>,
+}
+
+impl Freezer {
+    fn start(upstream: u16) -> Freezer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let flag = frozen.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                for (from, to) in [
+                    (
+                        client.try_clone().expect("clone"),
+                        server.try_clone().expect("clone"),
+                    ),
+                    (server, client),
+                ] {
+                    let flag = flag.clone();
+                    std::thread::spawn(move || pass(from, to, &flag));
+                }
+            }
+        });
+        Freezer { port, frozen }
+    }
+}
+
+fn pass(mut from: std::net::TcpStream, mut to: std::net::TcpStream, frozen: &AtomicBool) {
+    use std::io::{Read, Write};
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        while frozen.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+#[test]
+fn a_database_that_stops_answering_mid_run_fails_enqueue_within_the_timeouts() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let database = cluster.create_database();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = Arc::new(ServiceKey::load_or_create(&dir.path().join("keys")).expect("key"));
+    let proxy = Freezer::start(cluster.port());
+    let mut settings = cluster.settings(&database, &cluster.password_file(dir.path()));
+    settings.url = settings.url.replace(
+        &format!(":{}/", cluster.port()),
+        &format!(":{}/", proxy.port),
+    );
+    settings.connect_timeout = Duration::from_secs(2);
+    settings.statement_timeout = Duration::from_secs(2);
+    let db = Database::open(&settings).expect("through the proxy");
+    let spool = Spool::open(&dir.path().join("data"), key.clone()).expect("staging");
+    let queue = PgQueue::new(db, spool, key, "node-f", Duration::from_secs(60));
+    let envelope = || {
+        Envelope::new(
+            new_queue_id(),
+            ALICE,
+            vec![BOB.into()],
+            "client.test",
+            "127.0.0.1:1",
+            0,
+        )
+    };
+    let first = envelope();
+    queue
+        .enqueue(&first, b"Subject: one\r\n\r\n1\r\n")
+        .expect("enqueue");
+
+    proxy.frozen.store(true, Ordering::SeqCst);
+    let stuck = envelope();
+    let started = Instant::now();
+    let e = queue
+        .enqueue(&stuck, b"Subject: two\r\n\r\n2\r\n")
+        .expect_err("no answer");
+    let took = started.elapsed();
+    eprintln!("database stopped answering: {e} after {took:?}");
+    assert!(matches!(e, QueueError::Unavailable { .. }), "{e}");
+    assert!(took < Duration::from_secs(6), "gave up after {took:?}");
+    assert!(
+        e.to_string().contains("postgresql://postgres@127.0.0.1"),
+        "{e}"
+    );
+    let probe_started = Instant::now();
+    assert!(queue.probe_write().is_err(), "health probe while frozen");
+    assert!(probe_started.elapsed() < Duration::from_secs(6));
+
+    proxy.frozen.store(false, Ordering::SeqCst);
+    let again = envelope();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Err(e) = queue.enqueue(&again, b"Subject: three\r\n\r\n3\r\n") {
+        assert!(Instant::now() < deadline, "never recovered: {e}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let ids: Vec<String> = queue
+        .list()
+        .expect("list")
+        .into_iter()
+        .map(|e| e.envelope.id)
+        .collect();
+    assert!(
+        ids.contains(&first.id) && ids.contains(&again.id),
+        "{ids:?}"
+    );
+    // The timed-out enqueue either committed or not at all; never half.
+    if ids.contains(&stuck.id) {
+        assert_eq!(
+            queue.claim(&stuck.id).expect("claim").expect("whole").1,
+            b"Subject: two\r\n\r\n2\r\n"
+        );
+    }
 }
 
 #[test]

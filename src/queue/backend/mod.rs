@@ -144,8 +144,11 @@ pub trait QueueStore: Send + Sync {
 
     /// Queues a new message in incoming. Returns `Ok` only after the envelope and the message
     /// are on stable storage: the caller may then acknowledge it (answer 250). On error nothing
-    /// is queued. [`QueueError::Exists`] when a message with this id is incoming, active or
-    /// deferred.
+    /// is queued — with one exception: a backend reached over a network that gives up waiting
+    /// for its commit to be acknowledged ([`QueueError::Unavailable`]) cannot know whether the
+    /// commit happened; the message may then be queued although the caller refused it (a resend
+    /// by the client makes a duplicate, never a loss). [`QueueError::Exists`] when a message
+    /// with this id is incoming, active or deferred.
     fn enqueue(&self, envelope: &Envelope, message: &[u8]) -> Result<(), QueueError>;
 
     /// Like [`QueueStore::enqueue`] for a message made of `parts` in order (e.g. a new header in
