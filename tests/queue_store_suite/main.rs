@@ -29,7 +29,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-fn envelope() -> Envelope {
+pub(crate) fn envelope() -> Envelope {
     Envelope::new(
         new_queue_id(),
         "bob@fabrikam.test",
@@ -58,7 +58,7 @@ pub(crate) fn progressed(mut env: Envelope, next_attempt: i64) -> Envelope {
 }
 
 /// Bytes that do not repeat at any chunk size, so a misplaced chunk shows.
-fn large_message(len: usize) -> Vec<u8> {
+pub(crate) fn large_message(len: usize) -> Vec<u8> {
     let mut out = b"Subject: large\r\n\r\n".to_vec();
     let mut x: u32 = 0x9E37_79B9;
     while out.len() < len {

@@ -164,3 +164,61 @@ fn a_stopped_node_leaves_no_lease_behind_in_listings() {
         "any node delivers"
     );
 }
+
+#[test]
+fn enqueues_from_two_nodes_at_once_all_land_and_deliver_once() {
+    let Some(h) = open() else { return };
+    let nodes = [h.node("node-b"), h.node("node-c")];
+    let body = crate::large_message(10 * 1024);
+    let started = Instant::now();
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let q = nodes[i % 2].clone();
+                let body = &body;
+                s.spawn(move || {
+                    (0..50)
+                        .map(|_| {
+                            let env = crate::envelope();
+                            q.enqueue(&env, body).unwrap();
+                            env.id
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let took = started.elapsed();
+    eprintln!(
+        "200 enqueues of 10 KiB from 2 nodes x 2 threads: {took:?} ({:?} each, committed)",
+        took / 200
+    );
+    assert_eq!(h.queue.counts().unwrap()[0], ("incoming", 200));
+    // Both nodes drain the queue; each message is delivered (completed) exactly once.
+    let done: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = nodes
+            .iter()
+            .map(|q| {
+                let ids = &ids;
+                s.spawn(move || {
+                    let mut n = 0;
+                    for id in ids {
+                        if let Some((_, message)) = q.claim(id).unwrap() {
+                            assert_eq!(message.len(), 10 * 1024);
+                            q.complete(id).unwrap();
+                            n += 1;
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(done, 200);
+    assert!(h.queue.list().unwrap().is_empty());
+}
