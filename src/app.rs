@@ -6,6 +6,8 @@ mod build;
 pub(crate) use build::remote_delivery;
 mod licensing;
 mod reload;
+mod storage;
+pub use storage::open_queue;
 mod tls_report;
 
 use std::net::SocketAddr;
@@ -41,7 +43,8 @@ pub struct Server {
     shutdown_timeout: std::time::Duration,
     limits: Arc<ConnectionLimits>,
     tasks: JoinSet<()>,
-    /// The queue as everything else in the server uses it, and the spool behind it.
+    /// The queue as everything else in the server uses it, and the spool under `data_dir` (the
+    /// queue itself with the embedded backend; staging and retransmission fingerprints always).
     queue: Arc<dyn QueueStore>,
     spool: Arc<Spool>,
     wake: Arc<Notify>,
@@ -74,9 +77,9 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let key = service_key(&config)?;
     let spool = Arc::new(Spool::open(&config.data_dir, key.clone())?);
-    let queue: Arc<dyn QueueStore> = spool.clone();
+    let queue = open_queue(&config, key.clone())?;
     let report = queue.recover()?;
-    tracing::info!(?report, data_dir = %config.data_dir.display(), "queue recovered");
+    tracing::info!(?report, queue = %queue.location(), "queue recovered");
     let now = chrono::Utc::now().timestamp();
     let retransmissions = Arc::new(Retransmissions::open(&spool, &key, now)?);
     let (store, folders) = crate::store::open_stores(&config)?;
@@ -274,7 +277,8 @@ impl Server {
         self.queue.clone()
     }
 
-    /// The filesystem spool behind [`Server::queue`], for looking at its files.
+    /// The filesystem spool under `data_dir` (behind [`Server::queue`] with the embedded
+    /// backend), for looking at its files.
     pub fn spool(&self) -> Arc<Spool> {
         self.spool.clone()
     }

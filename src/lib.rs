@@ -16,6 +16,7 @@ pub mod licensing;
 pub mod live;
 pub mod mail;
 pub mod net;
+pub mod pg;
 pub mod queue;
 pub mod report;
 pub mod rules;

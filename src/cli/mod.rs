@@ -134,6 +134,11 @@ impl ConfigArgs {
     /// refused, naming the path, instead of silently getting an empty store or queue.
     pub fn load_existing(&self, part: DataPart) -> Result<Config, ExitCode> {
         let config = self.load()?;
+        let in_database = matches!(config.storage, crate::config::StorageSettings::Postgres(_));
+        if in_database && matches!(part, DataPart::Queue) {
+            // The queue is in the database, which opening it checks.
+            return Ok(config);
+        }
         let (path, what) = match part {
             DataPart::Store => (config.data_dir.join("store/index.sqlite"), "mailbox store"),
             DataPart::Queue => (config.data_dir.join("queue"), "queue"),

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use super::ConfigArgs;
-use crate::queue::{QueueEntry, QueueStore, RecipientStatus, Spool};
+use crate::queue::{QueueEntry, QueueStore, RecipientStatus};
 
 #[derive(Args, Debug)]
 pub struct QueueArgs {
@@ -40,20 +40,22 @@ enum QueueCommand {
 
 /// The queue with the service key, as the server opens it (listing, flush and delete never
 /// decrypt, but anything this process writes is sealed like the server's files).
-fn open(config: &ConfigArgs) -> Result<Box<dyn QueueStore>, ExitCode> {
+fn open(config: &ConfigArgs) -> Result<std::sync::Arc<dyn QueueStore>, ExitCode> {
     open_loaded(&config.load_existing(super::DataPart::Queue)?)
 }
 
 /// The queue of a configuration already loaded, as [`open`] opens it.
-pub(super) fn open_loaded(config: &crate::config::Config) -> Result<Box<dyn QueueStore>, ExitCode> {
+pub(super) fn open_loaded(
+    config: &crate::config::Config,
+) -> Result<std::sync::Arc<dyn QueueStore>, ExitCode> {
     let fail = |e: &dyn std::fmt::Display| {
         eprintln!("sealpost: {e}");
         ExitCode::FAILURE
     };
     let key = crate::app::service_key(config).map_err(|e| fail(&format!("{e:#}")))?;
-    match Spool::open(&config.data_dir, key) {
-        Ok(spool) => Ok(Box::new(spool)),
-        Err(e) => Err(fail(&e)),
+    match crate::app::open_queue(config, key) {
+        Ok(queue) => Ok(queue),
+        Err(e) => Err(fail(&format!("{e:#}"))),
     }
 }
 

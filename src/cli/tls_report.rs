@@ -80,7 +80,7 @@ pub fn run(args: TlsReportArgs) -> anyhow::Result<ExitCode> {
             let sender = Sender {
                 data_dir: &config.data_dir,
                 submitter: submitter(&config),
-                queue: queue.into(),
+                queue,
                 resolver: resolver.as_ref(),
             };
             let outcomes = super::runtime()?.block_on(sender.run(until, false))?;

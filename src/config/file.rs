@@ -37,6 +37,7 @@ pub struct RawConfig {
     pub admin: Option<super::operations::RawAdmin>,
     pub trace: Option<super::operations::RawTrace>,
     pub tls_report: Option<super::tls_report::RawTlsReport>,
+    pub storage: Option<super::storage::RawStorage>,
 }
 
 #[derive(Debug, Deserialize)]

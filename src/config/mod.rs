@@ -12,10 +12,12 @@ mod pkcs11;
 pub mod routing;
 mod rule_needs;
 mod secret_file;
+mod storage;
 mod tls_report;
 mod users;
 mod validate;
 
+pub use storage::StorageSettings;
 pub use tls_report::TlsReportSettings;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -239,6 +241,8 @@ pub struct Config {
     /// `[admin]` and `[trace]`.
     /// `[tls_report]`: TLS-RPT (RFC 8460) reports.
     pub tls_report: TlsReportSettings,
+    /// `[storage]`: where the queue lives (the spool, or PostgreSQL).
+    pub storage: StorageSettings,
     pub operations: Operations,
 }
 

@@ -398,6 +398,7 @@ pub fn validate(
     )?;
 
     let tls_report = super::tls_report::settings(&c, raw.tls_report.as_ref(), &hostname)?;
+    let storage = super::storage::settings(&c, raw.storage.as_ref())?;
     Ok(Config {
         path: path.to_path_buf(),
         hostname,
@@ -433,6 +434,7 @@ pub fn validate(
         mailbox_policies: encryption.mailboxes,
         store: encryption.store,
         tls_report,
+        storage,
         operations,
     })
 }

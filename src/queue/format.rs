@@ -374,7 +374,8 @@ fn length_line<R: BufRead>(
     Ok((value, line.len()))
 }
 
-fn parse_envelope(json: &[u8]) -> Result<Envelope, FormatError> {
+/// Parses envelope JSON as a queue file stores it, checking its version first.
+pub fn parse_envelope(json: &[u8]) -> Result<Envelope, FormatError> {
     #[derive(Deserialize)]
     struct VersionOnly {
         version: u32,

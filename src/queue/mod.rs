@@ -12,6 +12,7 @@ pub mod schedule;
 pub mod spool;
 
 pub use crate::mail::{is_valid_queue_id, new_queue_id};
+pub use backend::postgres::PgQueue;
 pub use backend::{Listing, QueueEntry, QueueState, QueueStore, RecoveryReport, Unreadable};
 pub use envelope::{
     Envelope, NoticeAction, Recipient, RecipientStatus, TlsDemand, ENVELOPE_VERSION,

@@ -105,20 +105,10 @@ impl Spool {
     /// Startup: delete `tmp/*` (never acknowledged) and move `active/*` back to `incoming/`.
     /// Run before any runner starts.
     pub fn recover(&self) -> Result<RecoveryReport, QueueError> {
-        let mut report = RecoveryReport::default();
-        for name in dir_names(&self.tmp)? {
-            let path = self.tmp.join(&name);
-            let removed = match fs::symlink_metadata(&path) {
-                Ok(meta) if meta.is_dir() => fs::remove_dir_all(&path),
-                Ok(_) => fs::remove_file(&path),
-                Err(e) => Err(e),
-            };
-            match removed {
-                Ok(()) => report.removed_tmp += 1,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(QueueError::io(&path)(e)),
-            }
-        }
+        let mut report = RecoveryReport {
+            removed_tmp: self.remove_staged()?,
+            requeued: 0,
+        };
         for id in self.ids_in(&self.active)? {
             if rename_if_present(&self.active.join(&id), &self.incoming.join(&id))? {
                 report.requeued += 1;
@@ -128,10 +118,31 @@ impl Spool {
             sync_dir(&self.incoming)?;
             sync_dir(&self.active)?;
         }
-        if report.removed_tmp > 0 {
+        Ok(report)
+    }
+
+    /// Deletes everything in `tmp/` (staged content and half-written files, never
+    /// acknowledged); returns how many entries went. The first half of [`Spool::recover`], and
+    /// all of it for a backend that stages here but queues elsewhere.
+    pub fn remove_staged(&self) -> Result<usize, QueueError> {
+        let mut removed = 0;
+        for name in dir_names(&self.tmp)? {
+            let path = self.tmp.join(&name);
+            let result = match fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_dir() => fs::remove_dir_all(&path),
+                Ok(_) => fs::remove_file(&path),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(QueueError::io(&path)(e)),
+            }
+        }
+        if removed > 0 {
             sync_dir(&self.tmp)?;
         }
-        Ok(report)
+        Ok(removed)
     }
 
     /// Write a new message durably into `incoming/<id>`. When this returns Ok, the message is on

@@ -1,31 +1,35 @@
-//! The contract of `QueueStore` (`src/queue/backend/mod.rs`), run against one backend. Every
-//! queue backend must pass all of it.
-//!
-//! `SEALPOST_QUEUE_BACKEND` names the backend: `spool` (the default) is the filesystem spool
-//! under a temporary directory. Any other name fails every test, naming the known backends, so
-//! that a backend not yet wired in here cannot pass by being skipped. The backend that ran is
-//! printed on standard error.
+//! The contract of `QueueStore` (`src/queue/backend/mod.rs`), run against every backend: each
+//! contract test runs once on the filesystem spool (`spool::<test>`) and once on PostgreSQL
+//! (`postgres::<test>`), so `cargo test --test queue_store_suite` exercises both, and
+//! `cargo test --test queue_store_suite postgres::` one. Every queue backend must pass all of
+//! it. The PostgreSQL variant starts a real server (`tests/support/postgres.rs`); without one it
+//! says why it skips, and under `CI` it fails.
 //!
 //! The tests are written against `&dyn QueueStore`; only the [`Harness`] knows how a backend is
 //! opened, reopened (a restart, or a second process on the same storage), damaged, and what it
-//! keeps at rest.
+//! keeps at rest. The tests of several nodes on one storage (`nodes`) run on the backends that
+//! have nodes: PostgreSQL.
 
 mod harness;
+mod nodes;
+#[allow(dead_code)]
+#[path = "../support/postgres.rs"]
+mod pg;
 
-use harness::Harness;
+use harness::{Backend, Harness};
 use sealpost::queue::format::Part;
 use sealpost::queue::{
     new_queue_id, Envelope, QueueError, QueueState, QueueStore, RecipientStatus,
 };
 
-const MESSAGE: &[u8] = b"From: bob@fabrikam.test\r\nSubject: hi\r\n\r\nHello.\r\n";
-const T0: i64 = 1_700_000_000;
+pub(crate) const MESSAGE: &[u8] = b"From: bob@fabrikam.test\r\nSubject: hi\r\n\r\nHello.\r\n";
+pub(crate) const T0: i64 = 1_700_000_000;
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-fn envelope() -> Envelope {
+pub(crate) fn envelope() -> Envelope {
     Envelope::new(
         new_queue_id(),
         "bob@fabrikam.test",
@@ -36,14 +40,14 @@ fn envelope() -> Envelope {
     )
 }
 
-fn enqueued(queue: &dyn QueueStore) -> Envelope {
+pub(crate) fn enqueued(queue: &dyn QueueStore) -> Envelope {
     let env = envelope();
     queue.enqueue(&env, MESSAGE).unwrap();
     env
 }
 
 /// Progress as a delivery attempt records it: the first recipient done, the second retried.
-fn progressed(mut env: Envelope, next_attempt: i64) -> Envelope {
+pub(crate) fn progressed(mut env: Envelope, next_attempt: i64) -> Envelope {
     env.recipients[0].status = RecipientStatus::Delivered;
     env.recipients[0].last_reply = Some("250 2.0.0 ok".into());
     env.recipients[1].last_reply = Some("451 4.3.0 later".into());
@@ -54,7 +58,7 @@ fn progressed(mut env: Envelope, next_attempt: i64) -> Envelope {
 }
 
 /// Bytes that do not repeat at any chunk size, so a misplaced chunk shows.
-fn large_message(len: usize) -> Vec<u8> {
+pub(crate) fn large_message(len: usize) -> Vec<u8> {
     let mut out = b"Subject: large\r\n\r\n".to_vec();
     let mut x: u32 = 0x9E37_79B9;
     while out.len() < len {
@@ -88,7 +92,7 @@ fn expect_counts(
     ]
 }
 
-fn states(queue: &dyn QueueStore) -> Vec<(QueueState, String)> {
+pub(crate) fn states(queue: &dyn QueueStore) -> Vec<(QueueState, String)> {
     let listing = queue.scan().unwrap();
     assert!(listing.unreadable.is_empty(), "{:?}", listing.unreadable);
     listing
@@ -520,17 +524,31 @@ mod contract {
     }
 }
 
+/// One `#[test]` per contract function and backend; a backend whose server is missing skips
+/// (see [`Harness::open`]).
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $name() {
-                contract::$name(&Harness::open());
-            }
-        )*
+        mod spool {
+            $(
+                #[test]
+                fn $name() {
+                    let h = crate::Harness::open(crate::Backend::Spool).expect("the spool");
+                    crate::contract::$name(&h);
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[test]
+                fn $name() {
+                    if let Some(h) = crate::Harness::open(crate::Backend::Postgres) {
+                        crate::contract::$name(&h);
+                    }
+                }
+            )*
+        }
     };
 }
-
 suite! {
     enqueue_then_claim_returns_the_same_envelope_and_bytes,
     a_message_survives_a_restart,

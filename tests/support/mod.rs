@@ -10,6 +10,7 @@ pub mod imap;
 pub mod peers;
 pub mod plain_smtp;
 pub mod policy_host;
+pub mod postgres;
 pub mod raw;
 pub mod rms;
 pub mod stores;

@@ -1,7 +1,8 @@
 //! The durable queue as a contract: [`QueueStore`] says what every queue backend guarantees, and
 //! the callers (cleanup, the queue runner, the admin endpoint, `sealpost queue`) reach the queue
-//! only through it. The filesystem spool ([`crate::queue::Spool`], see [`spool`]) is the first
-//! backend; `tests/queue_store_suite/` is the suite every backend must pass.
+//! only through it. The filesystem spool ([`crate::queue::Spool`], see [`spool`]) is the default
+//! backend, PostgreSQL ([`postgres`]) the one for several nodes; `tests/queue_store_suite/` is the
+//! suite every backend must pass.
 //!
 //! A message is in one of three states, and moves between them only as follows:
 //!
@@ -21,7 +22,19 @@
 //! Every method is blocking; async callers use `spawn_blocking`. Several instances (processes)
 //! may share one backend's storage: a message is in one state at a time, and of concurrent
 //! claims of one message exactly one succeeds.
+//!
+//! **Nodes and leases.** A backend whose storage is shared by several machines (PostgreSQL,
+//! [`postgres`]) runs each instance as a *node* with an id that stays the same across its
+//! restarts. A claim is then a lease held by the claiming node and renewed while that node
+//! runs; `defer`, `checkpoint` and `complete` act only on a message the calling node holds.
+//! When a node stops, its leases expire, and its active messages count as waiting again:
+//! `incoming_ids` and `waiting_size` report them and `claim` takes them (so the runner's
+//! periodic scan of any node picks them up), and `recover` requeues them. `recover` also
+//! requeues the messages held by the node's own id (from before its restart), and never one
+//! that another live node holds. A backend on one machine (the spool) has a single node: a claim
+//! holds the message until `complete`, `defer` or a `recover` at the next start.
 
+pub mod postgres;
 pub mod spool;
 
 use std::fmt;
@@ -118,8 +131,9 @@ pub trait QueueStore: Send + Sync {
 
     /// Startup, before any runner of this queue starts: removes what was staged or half written
     /// when the previous process stopped (never acknowledged), and moves every active message
-    /// back to incoming with the envelope its last `defer` or `checkpoint` stored. Durable when
-    /// it returns.
+    /// back to incoming with the envelope its last `defer` or `checkpoint` stored. With nodes
+    /// (see the module docs): only the active messages of this node's id and those whose lease
+    /// has expired, never one another live node holds. Durable when it returns.
     fn recover(&self) -> Result<RecoveryReport, QueueError>;
 
     /// Starts staging the content of a message being received. The content is sealed chunk by
@@ -130,16 +144,20 @@ pub trait QueueStore: Send + Sync {
 
     /// Queues a new message in incoming. Returns `Ok` only after the envelope and the message
     /// are on stable storage: the caller may then acknowledge it (answer 250). On error nothing
-    /// is queued. [`QueueError::Exists`] when a message with this id is incoming, active or
-    /// deferred.
+    /// is queued — with one exception: a backend reached over a network that gives up waiting
+    /// for its commit to be acknowledged ([`QueueError::Unavailable`]) cannot know whether the
+    /// commit happened; the message may then be queued although the caller refused it (a resend
+    /// by the client makes a duplicate, never a loss). [`QueueError::Exists`] when a message
+    /// with this id is incoming, active or deferred.
     fn enqueue(&self, envelope: &Envelope, message: &[u8]) -> Result<(), QueueError>;
 
     /// Like [`QueueStore::enqueue`] for a message made of `parts` in order (e.g. a new header in
     /// front of staged content), streamed rather than held in memory. Same guarantees.
     fn enqueue_parts(&self, envelope: &Envelope, parts: &[Part]) -> Result<(), QueueError>;
 
-    /// Takes a waiting message (incoming or deferred, whatever its `next_attempt`) for delivery:
-    /// it becomes active and its envelope and message are returned exactly as last stored.
+    /// Takes a waiting message (incoming or deferred, whatever its `next_attempt`; with nodes,
+    /// also one active under an expired lease) for delivery: it becomes active (held by this
+    /// node) and its envelope and message are returned exactly as last stored.
     ///
     /// Of concurrent claims of one id, in this process or another sharing the storage, exactly
     /// one gets it. `Ok(None)` when it is not waiting: unknown, already active (claimed), or
@@ -172,14 +190,16 @@ pub trait QueueStore: Send + Sync {
     /// The readable entries of [`QueueStore::scan`].
     fn list(&self) -> Result<Vec<QueueEntry>, QueueError>;
 
-    /// Ids of incoming messages, oldest first (ids sort by time).
+    /// Ids of incoming messages, oldest first (ids sort by time). With nodes, also the active
+    /// messages whose lease has expired (their node stopped): they are waiting again.
     fn incoming_ids(&self) -> Result<Vec<String>, QueueError>;
 
     /// Deferred ids with their `next_attempt` (unix seconds), in id order. One whose envelope
     /// cannot be read is reported as due at 0, so that a claim quarantines it promptly.
     fn deferred(&self) -> Result<Vec<(String, i64)>, QueueError>;
 
-    /// The size of a waiting (incoming or deferred) message, what a claim would load into
+    /// The size of a waiting (incoming or deferred, or with nodes active under an expired
+    /// lease) message, what a claim would load into
     /// memory; `None` when there is none with this id (or the id is invalid) or its envelope is
     /// unreadable.
     fn waiting_size(&self, id: &str) -> Option<u64>;

@@ -1,0 +1,40 @@
+//! Opens the queue the configuration names (`[storage] backend`): the spool under `data_dir`,
+//! or PostgreSQL. The one place that looks at the backend; everything else sees a `QueueStore`.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::config::{Config, StorageSettings};
+use crate::crypto::keyfile::ServiceKey;
+use crate::pg::{node_id_file, Database};
+use crate::queue::{PgQueue, QueueStore, Spool};
+
+/// The queue of `config`, sealing with `key`. For PostgreSQL this connects, applies the schema
+/// migrations, and refuses a database whose schema is newer than this program knows.
+pub fn open_queue(config: &Config, key: Arc<ServiceKey>) -> anyhow::Result<Arc<dyn QueueStore>> {
+    // The spool's tmp/ also stages incoming content for a database queue.
+    let spool = Spool::open(&config.data_dir, key.clone())?;
+    match &config.storage {
+        StorageSettings::Embedded => Ok(Arc::new(spool)),
+        StorageSettings::Postgres(pg) => {
+            let node = match &pg.node_id {
+                Some(node) => node.clone(),
+                None => {
+                    let path = config.data_dir.join("node-id");
+                    node_id_file(&path)
+                        .with_context(|| format!("node id file {}", path.display()))?
+                }
+            };
+            let db = Database::open(pg).with_context(|| {
+                format!(
+                    "{}: [storage]: cannot use the database {}",
+                    config.path.display(),
+                    pg.location()
+                )
+            })?;
+            tracing::info!(database = %pg.location(), node, "queue in PostgreSQL");
+            Ok(Arc::new(PgQueue::new(db, spool, key, &node, pg.lease)))
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! The queue in PostgreSQL as a [`QueueStore`]: one row per message in `queue_message`, shared
+//! by any number of nodes; any node accepts, any node delivers.
+//!
+//! How it keeps the contract:
+//! - durability: `enqueue`, `defer`, `checkpoint`, `complete`, `flush`, `delete` and `recover`
+//!   are single statements (or one transaction) committed with `synchronous_commit = on`, and
+//!   return only after the commit; a database that is down or slow fails them with
+//!   [`QueueError::Unavailable`] within the connect and statement timeouts, never a hang;
+//! - at rest: `body` holds the queue file exactly as the spool writes it (format version 2, the
+//!   message sealed under a fresh content key wrapped by the service key, see
+//!   [`crate::queue::format`]), so the database holds ciphertext only; the envelope is in clear,
+//!   as in the spool, in `body` and again in `envelope` for listings. Staged content stays on
+//!   this node's disk (`<data_dir>/queue/tmp/`, sealed under a key in memory): it is per session
+//!   and never acknowledged;
+//! - one state at a time, one claim: a claim is one `UPDATE ... WHERE state IN ('incoming',
+//!   'deferred') ... RETURNING`; the row lock makes concurrent claims (any node) exclusive;
+//! - leases: a claim records this node's id and a lease expiry; a background task renews the
+//!   leases of this node every third of the lease, so they expire only when the node stops.
+//!   `defer`, `checkpoint` and `complete` act only on a message this node holds;
+//! - a node that died: its active messages come back when their lease has expired.
+//!   `incoming_ids` and `waiting_size` report them, and `claim` takes them, as if they were
+//!   incoming; `recover` at start requeues this node's own active messages (from before its
+//!   restart) and the expired ones, never one another live node holds;
+//! - quarantine: a message that fails verification is moved to `queue_quarantine`.
+
+mod sql;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Listing, QueueEntry, QueueState, QueueStore, RecoveryReport, Unreadable};
+use crate::crypto::keyfile::ServiceKey;
+use crate::mail::is_valid_queue_id;
+use crate::pg::{Database, DbError};
+use crate::queue::envelope::Envelope;
+use crate::queue::error::QueueError;
+use crate::queue::format::{self, FormatError, Part};
+use crate::queue::retransmit::Fingerprinter;
+use crate::queue::spool::{Spool, Staging};
+
+/// The queue in a PostgreSQL database.
+pub struct PgQueue {
+    db: Arc<Database>,
+    /// Where incoming content is staged (its `tmp/` only; nothing is queued there).
+    staging: Spool,
+    key: Arc<ServiceKey>,
+    node: String,
+    lease: Duration,
+}
+
+impl PgQueue {
+    /// The queue in `db` (schema already migrated by [`Database::open`]), staging under
+    /// `staging`'s `tmp/`, sealing every message with `key`, claiming as `node` with leases of
+    /// `lease`. Starts renewing this node's leases.
+    pub fn new(
+        db: Arc<Database>,
+        staging: Spool,
+        key: Arc<ServiceKey>,
+        node: &str,
+        lease: Duration,
+    ) -> PgQueue {
+        let queue = PgQueue {
+            db,
+            staging,
+            key,
+            node: node.to_string(),
+            lease,
+        };
+        let (node, lease) = (queue.node.clone(), queue.lease);
+        queue
+            .db
+            .spawn(move |pool| async move { sql::renew_leases(pool, node, lease).await });
+        queue
+    }
+
+    /// This node's id in leases.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn unavailable(&self, error: DbError) -> QueueError {
+        QueueError::Unavailable {
+            location: self.db.location().to_string(),
+            reason: error.to_string(),
+        }
+    }
+
+    /// The place of a message in messages: `<database>#queue_message/<id>`.
+    fn row(&self, id: &str) -> String {
+        format!("{}#queue_message/{id}", self.db.location())
+    }
+
+    /// Runs database work, its failure as [`QueueError::Unavailable`].
+    fn run<T, F, Fut>(&self, work: F) -> Result<T, QueueError>
+    where
+        T: Send,
+        F: FnOnce(deadpool_postgres::Pool) -> Fut + Send,
+        Fut: std::future::Future<Output = Result<T, DbError>> + Send,
+    {
+        self.db.run(work).map_err(|e| self.unavailable(e))
+    }
+
+    /// A message encoded as a queue file, with what the row keeps beside it.
+    fn encode(&self, envelope: &Envelope, parts: &[Part]) -> Result<sql::Row, QueueError> {
+        let size: u64 = parts.iter().map(Part::len).sum();
+        let mut body = Vec::with_capacity(usize::try_from(size).unwrap_or(0) + 4096);
+        format::encode_parts_to(&mut body, envelope, parts, Some(&self.key)).map_err(|source| {
+            QueueError::Io {
+                location: self.row(&envelope.id),
+                source,
+            }
+        })?;
+        let envelope_json = serde_json::to_vec(envelope).map_err(|e| QueueError::Io {
+            location: self.row(&envelope.id),
+            source: std::io::Error::other(e),
+        })?;
+        Ok(sql::Row {
+            id: envelope.id.clone(),
+            envelope: envelope_json,
+            next_attempt: envelope.next_attempt,
+            size: i64::try_from(size).unwrap_or(i64::MAX),
+            body,
+        })
+    }
+
+    fn not_active(&self, id: &str) -> QueueError {
+        QueueError::NotActive {
+            id: id.to_string(),
+            location: format!("{} (active, held by {})", self.row(id), self.node),
+        }
+    }
+
+    /// Stores `envelope` and `message` for an active message this node holds; `next` is the
+    /// state it goes to.
+    fn update_active(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+        next: QueueState,
+    ) -> Result<(), QueueError> {
+        let id = checked_id(&envelope.id)?;
+        let row = self.encode(envelope, &[Part::Bytes(message)])?;
+        let (node, lease) = (self.node.as_str(), self.lease);
+        let updated = self
+            .run(|pool| async move { sql::update_active(&pool, &row, node, next, lease).await })?;
+        if updated {
+            Ok(())
+        } else {
+            Err(self.not_active(id))
+        }
+    }
+}
+
+impl QueueStore for PgQueue {
+    fn location(&self) -> String {
+        self.db.location().to_string()
+    }
+
+    fn is_encrypted(&self) -> bool {
+        self.staging.is_encrypted()
+    }
+
+    fn recover(&self) -> Result<RecoveryReport, QueueError> {
+        let removed_tmp = self.staging.remove_staged()?;
+        let node = self.node.as_str();
+        let requeued = self.run(|pool| async move { sql::recover(&pool, node).await })?;
+        Ok(RecoveryReport {
+            removed_tmp,
+            requeued,
+        })
+    }
+
+    fn stage(&self, fingerprint: Option<Fingerprinter>) -> Result<Staging, QueueError> {
+        self.staging.stage(fingerprint)
+    }
+
+    fn enqueue(&self, envelope: &Envelope, message: &[u8]) -> Result<(), QueueError> {
+        self.enqueue_parts(envelope, &[Part::Bytes(message)])
+    }
+
+    fn enqueue_parts(&self, envelope: &Envelope, parts: &[Part]) -> Result<(), QueueError> {
+        let id = checked_id(&envelope.id)?;
+        let row = self.encode(envelope, parts)?;
+        let inserted = self.run(|pool| async move { sql::insert(&pool, &row).await })?;
+        if inserted {
+            Ok(())
+        } else {
+            Err(QueueError::Exists {
+                id: id.to_string(),
+                location: self.row(id),
+            })
+        }
+    }
+
+    fn claim(&self, id: &str) -> Result<Option<(Envelope, Vec<u8>)>, QueueError> {
+        let id = checked_id(id)?;
+        let (node, lease) = (self.node.as_str(), self.lease);
+        let Some(body) =
+            self.run(|pool| async move { sql::claim(&pool, id, node, lease).await })?
+        else {
+            return Ok(None);
+        };
+        let verified = format::decode(body, Some(&self.key)).and_then(|(envelope, message)| {
+            if envelope.id == id {
+                Ok((envelope, message))
+            } else {
+                Err(FormatError::IdMismatch {
+                    expected: id.to_string(),
+                    found: envelope.id,
+                })
+            }
+        });
+        match verified {
+            Ok(found) => Ok(Some(found)),
+            Err(reason) => {
+                let text = reason.to_string();
+                let seq =
+                    self.run(|pool| async move { sql::quarantine(&pool, id, node, &text).await })?;
+                let location = format!("{}#queue_quarantine/{seq}", self.db.location());
+                tracing::error!(id, %location, %reason, "queued message quarantined");
+                Err(QueueError::Corrupt { location, reason })
+            }
+        }
+    }
+
+    fn defer(&self, envelope: &Envelope, message: &[u8]) -> Result<(), QueueError> {
+        self.update_active(envelope, message, QueueState::Deferred)
+    }
+
+    fn checkpoint(&self, envelope: &Envelope, message: &[u8]) -> Result<(), QueueError> {
+        self.update_active(envelope, message, QueueState::Active)
+    }
+
+    fn complete(&self, id: &str) -> Result<(), QueueError> {
+        let id = checked_id(id)?;
+        let node = self.node.as_str();
+        if self.run(|pool| async move { sql::complete(&pool, id, node).await })? {
+            Ok(())
+        } else {
+            Err(self.not_active(id))
+        }
+    }
+
+    fn scan(&self) -> Result<Listing, QueueError> {
+        let rows = self.run(|pool| async move { sql::listing(&pool).await })?;
+        let mut listing = Listing::default();
+        for (state, id, json, size) in rows {
+            let parsed = format::parse_envelope(&json).and_then(|envelope| {
+                if envelope.id == id {
+                    Ok(envelope)
+                } else {
+                    Err(FormatError::IdMismatch {
+                        expected: id.clone(),
+                        found: envelope.id,
+                    })
+                }
+            });
+            match parsed {
+                Ok(envelope) => listing.entries.push(QueueEntry {
+                    state,
+                    envelope,
+                    size: u64::try_from(size).unwrap_or(0),
+                }),
+                Err(reason) => listing.unreadable.push(Unreadable {
+                    state,
+                    error: QueueError::Corrupt {
+                        location: self.row(&id),
+                        reason,
+                    },
+                    id,
+                }),
+            }
+        }
+        listing
+            .entries
+            .sort_by(|a, b| (a.state, &a.envelope.id).cmp(&(b.state, &b.envelope.id)));
+        listing
+            .unreadable
+            .sort_by(|a, b| (a.state, &a.id).cmp(&(b.state, &b.id)));
+        Ok(listing)
+    }
+
+    fn list(&self) -> Result<Vec<QueueEntry>, QueueError> {
+        Ok(self.scan()?.entries)
+    }
+
+    fn incoming_ids(&self) -> Result<Vec<String>, QueueError> {
+        self.run(|pool| async move { sql::incoming_ids(&pool).await })
+    }
+
+    fn deferred(&self) -> Result<Vec<(String, i64)>, QueueError> {
+        self.run(|pool| async move { sql::deferred(&pool).await })
+    }
+
+    fn waiting_size(&self, id: &str) -> Option<u64> {
+        let id = checked_id(id).ok()?;
+        let size = self
+            .run(|pool| async move { sql::waiting_size(&pool, id).await })
+            .ok()??;
+        u64::try_from(size).ok()
+    }
+
+    fn flush(&self) -> Result<usize, QueueError> {
+        self.run(|pool| async move { sql::flush(&pool).await })
+    }
+
+    fn delete(&self, id: &str) -> Result<bool, QueueError> {
+        let id = checked_id(id)?;
+        self.run(|pool| async move { sql::delete(&pool, id).await })
+    }
+
+    fn counts(&self) -> Result<Vec<(&'static str, usize)>, QueueError> {
+        let (by_state, corrupt) = self.run(|pool| async move { sql::counts(&pool).await })?;
+        let mut out: Vec<(&'static str, usize)> = QueueState::ALL
+            .iter()
+            .map(|s| {
+                let n = by_state
+                    .iter()
+                    .find(|(name, _)| name == s.as_str())
+                    .map_or(0, |(_, n)| *n);
+                (s.as_str(), n)
+            })
+            .collect();
+        out.push(("corrupt", corrupt));
+        Ok(out)
+    }
+
+    fn probe_write(&self) -> Result<(), QueueError> {
+        let node = self.node.as_str();
+        self.run(|pool| async move { sql::probe(&pool, node).await })
+    }
+}
+
+fn checked_id(id: &str) -> Result<&str, QueueError> {
+    if is_valid_queue_id(id) {
+        Ok(id)
+    } else {
+        Err(QueueError::InvalidId { id: id.to_string() })
+    }
+}

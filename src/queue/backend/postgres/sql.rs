@@ -1,0 +1,316 @@
+//! The statements of the PostgreSQL queue, one function per operation. Each is one statement
+//! (autocommit) or one transaction, committed before it returns.
+
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+
+use crate::pg::{connection, DbError};
+use crate::queue::backend::QueueState;
+
+/// A message as the table keeps it.
+pub(super) struct Row {
+    pub id: String,
+    pub envelope: Vec<u8>,
+    pub next_attempt: i64,
+    pub size: i64,
+    pub body: Vec<u8>,
+}
+
+/// A waiting message: incoming or deferred, or active under a lease that has expired (held by
+/// a node that stopped).
+const WAITING: &str = "(state IN ('incoming', 'deferred') \
+                        OR (state = 'active' AND lease_until < clock_timestamp()))";
+
+fn seconds(lease: Duration) -> f64 {
+    lease.as_secs_f64()
+}
+
+/// Inserts a new incoming message; false when the id is queued already.
+pub(super) async fn insert(pool: &Pool, row: &Row) -> Result<bool, DbError> {
+    let client = connection(pool).await?;
+    let n = client
+        .execute(
+            "INSERT INTO queue_message (id, state, envelope, next_attempt, size, body) \
+             VALUES ($1, 'incoming', $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+            &[
+                &row.id,
+                &row.envelope,
+                &row.next_attempt,
+                &row.size,
+                &row.body,
+            ],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Takes a waiting message for `node`; its stored body, or `None` when it is not waiting.
+pub(super) async fn claim(
+    pool: &Pool,
+    id: &str,
+    node: &str,
+    lease: Duration,
+) -> Result<Option<Vec<u8>>, DbError> {
+    let client = connection(pool).await?;
+    let row = client
+        .query_opt(
+            &format!(
+                "UPDATE queue_message SET state = 'active', lease_node = $2, \
+                 lease_until = clock_timestamp() + make_interval(secs => $3), \
+                 changed_at = clock_timestamp() \
+                 WHERE id = $1 AND {WAITING} RETURNING body"
+            ),
+            &[&id, &node, &seconds(lease)],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Stores a new body and envelope for an active message `node` holds and moves it to `next`
+/// (deferred, or active again with a fresh lease); false when `node` does not hold it.
+pub(super) async fn update_active(
+    pool: &Pool,
+    row: &Row,
+    node: &str,
+    next: QueueState,
+    lease: Duration,
+) -> Result<bool, DbError> {
+    let client = connection(pool).await?;
+    let n = match next {
+        QueueState::Active => {
+            client
+                .execute(
+                    "UPDATE queue_message SET envelope = $2, next_attempt = $3, size = $4, \
+                     body = $5, lease_until = clock_timestamp() + make_interval(secs => $7), \
+                     changed_at = clock_timestamp() \
+                     WHERE id = $1 AND state = 'active' AND lease_node = $6",
+                    &[
+                        &row.id,
+                        &row.envelope,
+                        &row.next_attempt,
+                        &row.size,
+                        &row.body,
+                        &node,
+                        &seconds(lease),
+                    ],
+                )
+                .await?
+        }
+        QueueState::Deferred | QueueState::Incoming => {
+            client
+                .execute(
+                    "UPDATE queue_message SET state = $7, envelope = $2, next_attempt = $3, \
+                     size = $4, body = $5, lease_node = NULL, lease_until = NULL, \
+                     changed_at = clock_timestamp() \
+                     WHERE id = $1 AND state = 'active' AND lease_node = $6",
+                    &[
+                        &row.id,
+                        &row.envelope,
+                        &row.next_attempt,
+                        &row.size,
+                        &row.body,
+                        &node,
+                        &next.as_str(),
+                    ],
+                )
+                .await?
+        }
+    };
+    Ok(n == 1)
+}
+
+/// Removes an active message `node` holds; false when it does not hold it.
+pub(super) async fn complete(pool: &Pool, id: &str, node: &str) -> Result<bool, DbError> {
+    let client = connection(pool).await?;
+    let n = client
+        .execute(
+            "DELETE FROM queue_message WHERE id = $1 AND state = 'active' AND lease_node = $2",
+            &[&id, &node],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Moves an active message `node` holds to the quarantine; returns its number there.
+pub(super) async fn quarantine(
+    pool: &Pool,
+    id: &str,
+    node: &str,
+    reason: &str,
+) -> Result<i64, DbError> {
+    let mut client = connection(pool).await?;
+    let tx = client.transaction().await?;
+    let row = tx
+        .query_one(
+            "INSERT INTO queue_quarantine (id, reason, body) \
+             SELECT id, $3, body FROM queue_message \
+             WHERE id = $1 AND state = 'active' AND lease_node = $2 RETURNING seq",
+            &[&id, &node, &reason],
+        )
+        .await?;
+    tx.execute("DELETE FROM queue_message WHERE id = $1", &[&id])
+        .await?;
+    tx.commit().await?;
+    Ok(row.get(0))
+}
+
+/// Every queued message: state, id, envelope JSON, size.
+pub(super) async fn listing(
+    pool: &Pool,
+) -> Result<Vec<(QueueState, String, Vec<u8>, i64)>, DbError> {
+    let client = connection(pool).await?;
+    let rows = client
+        .query(
+            "SELECT state, id, envelope, size FROM queue_message ORDER BY id",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let state = state_named(r.get(0))?;
+            Some((state, r.get(1), r.get(2), r.get(3)))
+        })
+        .collect())
+}
+
+fn state_named(name: &str) -> Option<QueueState> {
+    QueueState::ALL.into_iter().find(|s| s.as_str() == name)
+}
+
+/// Incoming ids and those of expired leases, oldest first.
+pub(super) async fn incoming_ids(pool: &Pool) -> Result<Vec<String>, DbError> {
+    let client = connection(pool).await?;
+    let rows = client
+        .query(
+            "SELECT id FROM queue_message WHERE state = 'incoming' \
+             OR (state = 'active' AND lease_until < clock_timestamp()) ORDER BY id",
+            &[],
+        )
+        .await?;
+    Ok(rows.into_iter().map(|r| r.get(0)).collect())
+}
+
+/// Deferred ids with their next attempt, by id.
+pub(super) async fn deferred(pool: &Pool) -> Result<Vec<(String, i64)>, DbError> {
+    let client = connection(pool).await?;
+    let rows = client
+        .query(
+            "SELECT id, next_attempt FROM queue_message WHERE state = 'deferred' ORDER BY id",
+            &[],
+        )
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// The size of a waiting message.
+pub(super) async fn waiting_size(pool: &Pool, id: &str) -> Result<Option<i64>, DbError> {
+    let client = connection(pool).await?;
+    let row = client
+        .query_opt(
+            &format!("SELECT size FROM queue_message WHERE id = $1 AND {WAITING}"),
+            &[&id],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Deferred → incoming; how many moved.
+pub(super) async fn flush(pool: &Pool) -> Result<usize, DbError> {
+    let client = connection(pool).await?;
+    let n = client
+        .execute(
+            "UPDATE queue_message SET state = 'incoming', changed_at = clock_timestamp() \
+             WHERE state = 'deferred'",
+            &[],
+        )
+        .await?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// Deletes a message in any state.
+pub(super) async fn delete(pool: &Pool, id: &str) -> Result<bool, DbError> {
+    let client = connection(pool).await?;
+    let n = client
+        .execute("DELETE FROM queue_message WHERE id = $1", &[&id])
+        .await?;
+    Ok(n == 1)
+}
+
+/// Startup: active messages of `node` itself (from before its restart) and those whose lease
+/// expired go back to incoming; none another live node holds.
+pub(super) async fn recover(pool: &Pool, node: &str) -> Result<usize, DbError> {
+    let client = connection(pool).await?;
+    let n = client
+        .execute(
+            "UPDATE queue_message SET state = 'incoming', lease_node = NULL, \
+             lease_until = NULL, changed_at = clock_timestamp() \
+             WHERE state = 'active' AND (lease_node = $1 OR lease_until < clock_timestamp())",
+            &[&node],
+        )
+        .await?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// Messages per state, and how many are quarantined.
+pub(super) async fn counts(pool: &Pool) -> Result<(Vec<(String, usize)>, usize), DbError> {
+    let client = connection(pool).await?;
+    let rows = client
+        .query(
+            "SELECT state, count(*) FROM queue_message GROUP BY state",
+            &[],
+        )
+        .await?;
+    let by_state = rows
+        .into_iter()
+        .map(|r| {
+            let n: i64 = r.get(1);
+            (r.get(0), usize::try_from(n).unwrap_or(0))
+        })
+        .collect();
+    let corrupt: i64 = client
+        .query_one("SELECT count(*) FROM queue_quarantine", &[])
+        .await?
+        .get(0);
+    Ok((by_state, usize::try_from(corrupt).unwrap_or(0)))
+}
+
+/// Writes a row and removes it in one committed transaction.
+pub(super) async fn probe(pool: &Pool, node: &str) -> Result<(), DbError> {
+    let mut client = connection(pool).await?;
+    let tx = client.transaction().await?;
+    tx.execute(
+        "INSERT INTO queue_probe (node, at) VALUES ($1, clock_timestamp()) \
+         ON CONFLICT (node) DO UPDATE SET at = excluded.at",
+        &[&node],
+    )
+    .await?;
+    tx.execute("DELETE FROM queue_probe WHERE node = $1", &[&node])
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Runs until the runtime stops: every third of `lease`, extends the leases `node` holds.
+pub(super) async fn renew_leases(pool: Pool, node: String, lease: Duration) {
+    let every = (lease / 3).max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(every).await;
+        let renewed = async {
+            let client = connection(&pool).await?;
+            client
+                .execute(
+                    "UPDATE queue_message \
+                     SET lease_until = clock_timestamp() + make_interval(secs => $2) \
+                     WHERE state = 'active' AND lease_node = $1",
+                    &[&node, &seconds(lease)],
+                )
+                .await?;
+            Ok::<(), DbError>(())
+        };
+        if let Err(error) = renewed.await {
+            tracing::warn!(%error, node, "cannot renew queue leases");
+        }
+    }
+}
