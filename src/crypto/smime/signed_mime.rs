@@ -294,7 +294,7 @@ Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r
         let out = canonical_entity(e);
         let text = String::from_utf8(out).unwrap();
         assert!(
-            text.contains("Content-Transfer-Encoding: base64\r\n\r\nR3LDvMOfZQ0K\r\n\r\n--b\r\n"),
+            text.contains("Content-Transfer-Encoding: base64\r\n\r\nR3LDvMOfZQ==\r\n\r\n--b\r\n"),
             "{text}"
         );
         assert!(
