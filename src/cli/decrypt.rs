@@ -31,7 +31,7 @@ SIGNATURES
   the signed message inside an encrypted one (sign-then-encrypt), has its signature verified;
   a signed-only message needs no key. Standard error says who signed (the certificate's subject
   and email addresses, the signing time) and whether the signer is trusted:
-    signature: good, signed by CN=alice@contoso.test,... <alice@contoso.test> at 2026-...
+    signature: good, signed by EMAIL=alice@contoso.test,CN=alice@contoso.test <alice@contoso.test> at 2026-...
     signer: trusted (the certificate chains to ca.crt)
   --trust CA.pem|DIR gives the CA certificates a signer must chain to (PEM; a directory's
   *.crt and *.pem files); the chain is checked at the current time and, when the certificate
