@@ -269,5 +269,42 @@ async fn signed_mail_verifies_in_openssl_and_sealpost_and_fails_when_altered() {
     );
     assert!(text(&out.stdout).contains("SIGNED-AND-SEALED"));
     assert!(text(&out.stdout).contains("Subject: [secure] plan"));
+
+    // Reload: a key that became readable by others is refused (the keys in force stay); a key
+    // added for carol is used once the reload succeeds.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = pair.contoso.reload().unwrap_err();
+    assert!(
+        e.contains("smime.signing_dir") && e.contains("chmod 600"),
+        "{e}"
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::copy(
+        pki.join("smime/carol@contoso.test.crt"),
+        signing.join("carol@contoso.test.crt"),
+    )
+    .unwrap();
+    let carol_key = signing.join("carol@contoso.test.key");
+    std::fs::copy(pki.join("smime/carol@contoso.test.key"), &carol_key).unwrap();
+    std::fs::set_permissions(&carol_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    pair.contoso.reload().unwrap();
+    let carol =
+        "From: <carol@contoso.test>\r\nSubject: [signed] carol again\r\n\r\nCAROL-SIGNED\r\n";
+    let (r, _) = send(addr, "carol@contoso.test", &bob, carol.as_bytes()).await;
+    assert!(r[0].is_ok(), "{r:?}");
+    let got = wait_for_mailbox_async(&pair.fabrikam_data, "bob@fabrikam.test", 4, WAIT).await;
+    let carol_msg = got
+        .iter()
+        .find(|m| text(m).contains("carol again"))
+        .expect("carol's signed message");
+    let f = dir.path().join("carol.eml");
+    std::fs::write(&f, carol_msg).unwrap();
+    let out = run("sealpost", &["decrypt", f.to_str().unwrap(), "--trust", ca]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("<carol@contoso.test>") && err.contains("signer: trusted"),
+        "{err}"
+    );
     pair.shutdown().await;
 }

@@ -481,3 +481,62 @@ fn signing_keys_are_checked_when_the_configuration_loads() {
         e.problem
     );
 }
+
+/// Changed and truncated signed messages never panic; a change inside the signed content is
+/// always a bad signature; changes in the signature part are refused, or leave the signer
+/// untrusted when they hit its certificate.
+#[test]
+fn altered_or_truncated_signatures_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let signed = sign_message(MESSAGE, &alice(dir.path()), SystemTime::now()).unwrap();
+    let roots = anchors();
+    let a = SignerAnchors {
+        roots: &roots,
+        label: "ca.crt",
+    };
+    let text = String::from_utf8(signed.clone()).unwrap();
+    let preamble = text
+        .find("This is an S/MIME signed message.\r\n\r\n")
+        .unwrap()
+        + 37;
+    let content_start = text[preamble..].find("\r\n").unwrap() + preamble + 2;
+    let sig_start = text.find("smime.p7s\r\n\r\n").unwrap() + 13;
+    let content_end = text[..sig_start].rfind("\r\n--").unwrap();
+    let mut checked = 0;
+    for i in (content_start..content_end).step_by(3) {
+        let mut m = signed.clone();
+        m[i] ^= 0x01;
+        if m[i] == b'\r' || m[i] == b'\n' || signed[i] == b'\r' || signed[i] == b'\n' {
+            continue; // a line break changed into something else changes the structure
+        }
+        match verify_message(&m, Some(a), SystemTime::now()) {
+            Err(DecryptError::BadSignature(_)) => checked += 1,
+            other => panic!("byte {i} of the signed content changed: {other:?}"),
+        }
+    }
+    assert!(checked > 20, "{checked}");
+    let (mut refused, mut untrusted) = (0, 0);
+    for i in (sig_start..signed.len()).step_by(5) {
+        let mut m = signed.clone();
+        m[i] = m[i].wrapping_add(1);
+        match verify_message(&m, Some(a), SystemTime::now()) {
+            Err(_) => refused += 1,
+            // The change hit a certificate outside the signed data, leaving its key: the
+            // signature holds, but the signer is no longer trusted.
+            Ok(v) if !v.trusted() => untrusted += 1,
+            // The change left the decoded structure as it was (a padding bit), or hit a field
+            // that CMS does not sign (SignedData.digestAlgorithms, which is not used).
+            Ok(_) => {}
+        }
+    }
+    assert!(
+        refused > 100 && untrusted > 0,
+        "{refused} refused, {untrusted} untrusted"
+    );
+    for len in (0..signed.len()).step_by(37) {
+        assert!(
+            verify_message(&signed[..len], Some(a), SystemTime::now()).is_err(),
+            "{len}"
+        );
+    }
+}
