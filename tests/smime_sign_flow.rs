@@ -66,7 +66,13 @@ async fn signed_mail_verifies_in_openssl_and_sealpost_and_fails_when_altered() {
         rules.join("10-secure-subject-smime.toml"),
     )
     .unwrap();
-    rule(&rules, "20-sign-secure.toml", "[secure]", 20, "");
+    rule(
+        &rules,
+        "20-sign-secure.toml",
+        "[secure]",
+        20,
+        "signature = \"rsa-pss\"\n",
+    );
     rule(&rules, "30-sign.toml", "[signed]", 30, "");
     rule(
         &rules,

@@ -9,7 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::SystemTime;
 
 use sealpost::crypto::smime::{
-    sign_message, verify_message, DecryptError, SignerAnchors, SignerTrust, SigningKey, SigningKeys,
+    sign_message, verify_message, DecryptError, SignatureScheme, SignerAnchors, SignerTrust,
+    SigningKey, SigningKeys,
 };
 
 fn fixtures() -> PathBuf {
@@ -80,7 +81,36 @@ fn tamper(signed: &[u8]) -> Vec<u8> {
 #[test]
 fn openssl_verifies_what_we_sign_and_refuses_it_altered() {
     let dir = tempfile::tempdir().unwrap();
-    let signed = sign_message(MESSAGE, &alice(dir.path()), SystemTime::now()).unwrap();
+    let key = alice(dir.path());
+    // RSA-PSS on request: OpenSSL verifies it too.
+    let pss = sign_message(MESSAGE, &key, SignatureScheme::RsaPss, SystemTime::now()).unwrap();
+    let path = dir.path().join("pss.eml");
+    std::fs::write(&path, &pss).unwrap();
+    let ca = fixtures().join("ca.crt");
+    let (ok, _, err) = openssl(
+        &[
+            "cms",
+            "-verify",
+            "-in",
+            path.to_str().unwrap(),
+            "-CAfile",
+            ca.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(ok && err.contains("Verification successful"), "PSS: {err}");
+    let (_, info, _) = openssl(
+        &["cms", "-cmsout", "-print", "-in", path.to_str().unwrap()],
+        b"",
+    );
+    assert!(
+        String::from_utf8_lossy(&info).contains("rsassaPss"),
+        "{}",
+        String::from_utf8_lossy(&info)
+    );
+    assert!(verify_message(&pss, None, SystemTime::now()).is_ok());
+
+    let signed = sign_message(MESSAGE, &key, SignatureScheme::RsaPkcs1, SystemTime::now()).unwrap();
     let text = String::from_utf8(signed.clone()).unwrap();
     assert!(
         text.starts_with("From: Alice <alice@contoso.test>\r\n"),
@@ -94,7 +124,6 @@ fn openssl_verifies_what_we_sign_and_refuses_it_altered() {
     );
     let path = dir.path().join("signed.eml");
     std::fs::write(&path, &signed).unwrap();
-    let ca = fixtures().join("ca.crt");
     let (ok, content, err) = openssl(
         &[
             "cms",
@@ -488,7 +517,13 @@ fn signing_keys_are_checked_when_the_configuration_loads() {
 #[test]
 fn altered_or_truncated_signatures_fail_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let signed = sign_message(MESSAGE, &alice(dir.path()), SystemTime::now()).unwrap();
+    let signed = sign_message(
+        MESSAGE,
+        &alice(dir.path()),
+        SignatureScheme::RsaPkcs1,
+        SystemTime::now(),
+    )
+    .unwrap();
     let roots = anchors();
     let a = SignerAnchors {
         roots: &roots,

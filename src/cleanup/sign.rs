@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::apply::Signer;
-use crate::crypto::smime::{is_encrypted, is_signed, sign_message, SigningKeys};
+use crate::crypto::smime::{is_encrypted, is_signed, sign_message, SignatureScheme, SigningKeys};
 use crate::mail::Reply;
-use crate::rules::{OnMissingSigningKey, SmimeSign};
+use crate::rules::{self, OnMissingSigningKey, SmimeSign};
 use crate::telemetry::Telemetry;
 
 /// Signs with the keys of one signing directory.
@@ -62,7 +62,11 @@ impl Signer for DirectorySigner {
         };
         match key {
             Some(key) if problem.is_empty() => {
-                let signed = sign_message(message, key, now).map_err(|e| {
+                let scheme = match action.signature {
+                    rules::SignatureScheme::RsaPkcs1 => SignatureScheme::RsaPkcs1,
+                    rules::SignatureScheme::RsaPss => SignatureScheme::RsaPss,
+                };
+                let signed = sign_message(message, key, scheme, now).map_err(|e| {
                     Reply::new(451, [4, 7, 0], format!("S/MIME signing failed: {e}"))
                 })?;
                 self.telemetry.metrics.smime_signing("signed");
@@ -112,6 +116,7 @@ mod tests {
     fn action(on_missing: OnMissingSigningKey) -> SmimeSign {
         SmimeSign {
             on_missing_certificate: on_missing,
+            ..Default::default()
         }
     }
 

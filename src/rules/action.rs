@@ -89,10 +89,24 @@ pub enum OnMissingSigningKey {
     DeliverUnsigned,
 }
 
-/// `type = "smime_sign"`: `on_missing_certificate` reject | defer | deliver-unsigned.
+/// The RSA signature scheme of `smime_sign`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignatureScheme {
+    /// RSASSA-PKCS1-v1_5 with SHA-256: every S/MIME client verifies it.
+    #[default]
+    RsaPkcs1,
+    /// RSASSA-PSS with SHA-256.
+    RsaPss,
+}
+
+/// `type = "smime_sign"`: `signature` rsa-pkcs1 | rsa-pss, `on_missing_certificate` reject |
+/// defer | deliver-unsigned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmimeSign {
+    #[serde(default)]
+    pub signature: SignatureScheme,
     #[serde(default)]
     pub on_missing_certificate: OnMissingSigningKey,
 }
@@ -365,7 +379,8 @@ impl fmt::Display for Action {
             ),
             Action::SmimeSign(s) => write!(
                 f,
-                " {{ on_missing_certificate = {:?} }}",
+                " {{ signature = {:?}, on_missing_certificate = {:?} }}",
+                kebab(s.signature),
                 kebab(s.on_missing_certificate)
             ),
             Action::RmsProtect(r) => {

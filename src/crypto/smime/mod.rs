@@ -24,7 +24,7 @@ pub use crate::crypto::keys::DecryptKey;
 pub use cert::{find_certificate, find_certificate_explained, CertificateLookup, RecipientCert};
 pub use mime::is_encrypted;
 pub use signed_mime::is_signed;
-pub use signer::{SigningKey, SigningKeys};
+pub use signer::{SignatureScheme, SigningKey, SigningKeys};
 pub use verify::{verify_message, Signer, SignerAnchors, SignerTrust, Verified};
 
 /// The content-encryption algorithm.
@@ -185,10 +185,12 @@ pub fn encrypt_message(
 /// Signs a whole RFC 5322 message with `key`: the routing header fields stay outside (as for
 /// encryption) and the Content-* fields and body become the first part of a `multipart/signed`
 /// message, made CRLF-canonical and 7-bit (8-bit leaf bodies are base64-encoded) so that no
-/// relay changes a signed byte; the second part is the detached signature (`smime.p7s`).
+/// relay changes a signed byte; the second part is the detached signature (`smime.p7s`),
+/// RSASSA-PKCS1-v1_5 unless `scheme` asks for PSS.
 pub fn sign_message(
     message: &[u8],
     key: &SigningKey,
+    scheme: SignatureScheme,
     now: SystemTime,
 ) -> Result<Vec<u8>, SmimeError> {
     if is_encrypted(message) {
@@ -196,7 +198,7 @@ pub fn sign_message(
     }
     let parts = mime::split(message);
     let entity = signed_mime::canonical_entity(&parts.inner_entity());
-    let der = key.sign_detached(&entity, now)?;
+    let der = key.sign_detached(&entity, scheme, now)?;
     Ok(signed_mime::multipart_signed(&parts, &entity, &der))
 }
 

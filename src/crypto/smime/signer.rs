@@ -38,6 +38,7 @@ pub(crate) const SHA384_WITH_RSA: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.12");
 pub(crate) const SHA512_WITH_RSA: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.13");
+const MGF1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.8");
 pub(crate) const RSASSA_PSS: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.10");
 pub(crate) const ATTR_CONTENT_TYPE: ObjectIdentifier =
@@ -46,6 +47,17 @@ pub(crate) const ATTR_MESSAGE_DIGEST: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.4");
 pub(crate) const ATTR_SIGNING_TIME: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.5");
+
+/// The RSA signature scheme of a signature.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SignatureScheme {
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (`rsaEncryption`): what every S/MIME client verifies.
+    #[default]
+    RsaPkcs1,
+    /// RSASSA-PSS with SHA-256, MGF1-SHA-256 and a 32-byte salt (RFC 4056), parameters written
+    /// out.
+    RsaPss,
+}
 
 /// One signing identity: an RSA key (2048 bits or more) and the certificate naming it, with any
 /// chain certificates that followed it in the certificate file.
@@ -162,7 +174,12 @@ impl SigningKey {
     }
 
     /// A DER `ContentInfo` with a detached `SignedData` over `content` (already canonical).
-    pub fn sign_detached(&self, content: &[u8], now: SystemTime) -> Result<Vec<u8>, SmimeError> {
+    pub fn sign_detached(
+        &self,
+        content: &[u8],
+        scheme: SignatureScheme,
+        now: SystemTime,
+    ) -> Result<Vec<u8>, SmimeError> {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, content);
         let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default();
         let time = UtcTime::from_unix_duration(std::time::Duration::from_secs(secs.as_secs()))
@@ -179,9 +196,22 @@ impl SigningKey {
         // RFC 5652 §5.4: the signature covers the DER of the attributes with a SET OF tag.
         let to_sign = signed_attrs.to_der().map_err(der_err)?;
         let mut signature = vec![0u8; self.key.public_modulus_len()];
+        let (padding, signature_algorithm): (&'static dyn aws_lc_rs::signature::RsaEncoding, _) =
+            match scheme {
+                SignatureScheme::RsaPkcs1 => (
+                    &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+                    AlgorithmIdentifierOwned {
+                        oid: RSA_ENCRYPTION,
+                        parameters: Some(Any::null()),
+                    },
+                ),
+                SignatureScheme::RsaPss => {
+                    (&aws_lc_rs::signature::RSA_PSS_SHA256, pss_identifier()?)
+                }
+            };
         self.key
             .sign(
-                &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+                padding,
                 &aws_lc_rs::rand::SystemRandom::new(),
                 &to_sign,
                 &mut signature,
@@ -196,10 +226,7 @@ impl SigningKey {
             }),
             digest_alg: sha256_identifier(),
             signed_attrs: Some(signed_attrs),
-            signature_algorithm: AlgorithmIdentifierOwned {
-                oid: RSA_ENCRYPTION,
-                parameters: Some(Any::null()),
-            },
+            signature_algorithm,
             signature: OctetString::new(signature).map_err(der_err)?,
             unsigned_attrs: None,
         };
@@ -229,6 +256,27 @@ impl SigningKey {
 
 fn der_err(e: der::Error) -> SmimeError {
     SmimeError::Crypto(format!("DER encoding: {e}"))
+}
+
+/// `id-RSASSA-PSS` with SHA-256, MGF1-SHA-256, salt length 32 (RFC 4055 §3.1).
+fn pss_identifier() -> Result<AlgorithmIdentifierOwned, SmimeError> {
+    let sha256 = spki::AlgorithmIdentifierRef {
+        oid: SHA256,
+        parameters: Some(der::asn1::AnyRef::NULL),
+    };
+    let params = pkcs1::RsaPssParamsRef {
+        hash: sha256,
+        mask_gen: spki::AlgorithmIdentifier {
+            oid: MGF1,
+            parameters: Some(sha256),
+        },
+        salt_len: 32,
+        trailer_field: Default::default(),
+    };
+    Ok(AlgorithmIdentifierOwned {
+        oid: RSASSA_PSS,
+        parameters: Some(Any::encode_from(&params).map_err(der_err)?),
+    })
 }
 
 fn sha256_identifier() -> AlgorithmIdentifierOwned {
