@@ -575,3 +575,69 @@ fn altered_or_truncated_signatures_fail_cleanly() {
         );
     }
 }
+
+/// `sealpost decrypt` on a message OpenSSL signed: the signer is named and trusted with
+/// `--trust`, reported untrusted (not checked) without it; a From address the certificate does
+/// not name is warned about; opaque (signed-data) messages are unwrapped.
+#[test]
+fn sealpost_decrypt_names_the_signer_of_an_openssl_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let entity = dir.path().join("part.txt");
+    std::fs::write(
+        &entity,
+        b"Content-Type: text/plain\r\n\r\nOPENSSL-SIGNED\r\n",
+    )
+    .unwrap();
+    let cert = smime("carol@contoso.test.crt");
+    let key = smime("carol@contoso.test.key");
+    let ca = fixtures().join("ca.crt");
+    let decrypt = |file: &Path, trust: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sealpost"));
+        cmd.arg("decrypt").arg(file);
+        if trust {
+            cmd.arg("--trust").arg(&ca);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for (extra, from) in [(&[][..], "carol"), (&["-nodetach"][..], "alice")] {
+        let mut args = vec![
+            "cms",
+            "-sign",
+            "-in",
+            entity.to_str().unwrap(),
+            "-signer",
+            cert.to_str().unwrap(),
+            "-inkey",
+            key.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let (ok, signed, err) = openssl(&args, b"");
+        assert!(ok, "{err}");
+        let mut message = format!("From: {from}@contoso.test\r\nSubject: s\r\n").into_bytes();
+        message.extend_from_slice(&signed);
+        let file = dir.path().join("signed.eml");
+        std::fs::write(&file, &message).unwrap();
+
+        let (code, out, err) = decrypt(&file, true);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(
+            err.contains("signature: good, signed by")
+                && err.contains("<carol@contoso.test>")
+                && err.contains("signer: trusted (the certificate chains to ca.crt)"),
+            "{err}"
+        );
+        assert!(out.contains("OPENSSL-SIGNED"), "{out}");
+        assert!(out.contains(&format!("From: {from}@contoso.test")), "{out}");
+        let warned = err.contains("warning: the message is from alice@contoso.test");
+        assert_eq!(warned, from == "alice", "{err}");
+
+        let (code, _, err) = decrypt(&file, false);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(err.contains("signer: untrusted (not checked"), "{err}");
+    }
+}
