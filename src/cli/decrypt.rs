@@ -251,26 +251,38 @@ pub fn run(args: DecryptArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return Ok(fail(&e)),
     };
     match decrypt_message(&input, &key) {
-        Ok(plain) => {
-            let plain = Zeroizing::new(plain);
-            if !is_signed(&plain) {
-                write_output(args.out.as_deref(), &plain)?;
-                return Ok(ExitCode::SUCCESS);
-            }
-            match signature::check(&plain, anchors.as_ref()) {
-                Ok(message) => {
-                    write_output(args.out.as_deref(), &Zeroizing::new(message))?;
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => Ok(fail(&e)),
-            }
-        }
+        Ok(plain) => write_opened(&args, Zeroizing::new(plain)),
         Err(DecryptError::NotEncrypted) if rms::is_protected(&input) => {
             eprintln!(
                 "sealpost decrypt: this is an RMS-style protected message: open it with \
                  --identity CERT --key KEY (readers) or --tenant-key FILE|DIR (administrators)"
             );
             Ok(ExitCode::from(DecryptError::NotEncrypted.exit_code()))
+        }
+        Err(e) => Ok(fail(&e)),
+    }
+}
+
+/// Writes a decrypted S/MIME message; a signed one only once its signature verified (and, with
+/// --trust, its signer is trusted).
+fn write_opened(args: &DecryptArgs, plain: Zeroizing<Vec<u8>>) -> anyhow::Result<ExitCode> {
+    if !is_signed(&plain) {
+        write_output(args.out.as_deref(), &plain)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let anchors = match args
+        .trust
+        .as_deref()
+        .map(signature::load_anchors)
+        .transpose()
+    {
+        Ok(a) => a,
+        Err(e) => return Ok(fail(&e)),
+    };
+    match signature::check(&plain, anchors.as_ref()) {
+        Ok(message) => {
+            write_output(args.out.as_deref(), &Zeroizing::new(message))?;
+            Ok(ExitCode::SUCCESS)
         }
         Err(e) => Ok(fail(&e)),
     }
