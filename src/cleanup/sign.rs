@@ -168,6 +168,14 @@ mod tests {
             &action(OnMissingSigningKey::DeliverUnsigned),
         );
         assert_eq!(plain, Ok(None));
+        let metrics = s.telemetry.metrics.render();
+        for line in [
+            "smime_signing_total{outcome=\"signed\"} 1",
+            "smime_signing_total{outcome=\"already-signed\"} 1",
+            "smime_signing_total{outcome=\"unsigned\"} 1",
+        ] {
+            assert!(metrics.contains(line), "{line} missing: {metrics}");
+        }
         // Without a From header, the envelope sender signs.
         let no_from = b"Subject: s\r\n\r\nbody\r\n";
         let signed = s.sign(
