@@ -88,6 +88,14 @@ async fn signed_mail_verifies_in_openssl_and_sealpost_and_fails_when_altered() {
         signing.display()
     );
     let pair = start_pair(dir.path(), &extra, "").await;
+    let config = pair.contoso_config.to_str().unwrap().to_string();
+    let out = run("sealpost", &["check-config", "--config", &config]);
+    assert!(
+        text(&out.stdout).contains("4 rule(s), 1 S/MIME signing key(s))"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     let addr = pair.contoso.local_addrs()[0];
     let bob = ["bob@fabrikam.test"];
 
