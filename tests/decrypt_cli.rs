@@ -313,11 +313,17 @@ fn usage_and_help() {
         "--password-file",
         "RFC 3218",
         "EXAMPLES",
+        "--trust",
+        "SIGNATURES",
+        " 17  bad signature",
     ] {
         assert!(help.contains(part), "help lacks {part}: {help}");
     }
-    let run = decrypt(&["x.eml"], b"");
+    // A key is needed for an encrypted message (a signed-only one is checked without).
+    let run = decrypt(&[], &sealed(ContentAlgorithm::Aes256Cbc));
     assert_eq!(run.code, 2, "no key is a usage error: {}", run.stderr);
+    assert!(run.stderr.contains("--key"), "{}", run.stderr);
+    assert!(run.stdout.is_empty());
     let run = decrypt(&["/nonexistent/in.eml", "--key", &bob_key()], b"");
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("/nonexistent/in.eml"), "{}", run.stderr);

@@ -96,6 +96,12 @@ pub(crate) fn build(config: &Config, shared: &Shared) -> anyhow::Result<Parts> {
             dir.clone(),
         )));
     }
+    if let Some(signing) = &config.smime_signing {
+        cleanup = cleanup.with_signer(Arc::new(crate::cleanup::sign::DirectorySigner::new(
+            signing.keys.clone(),
+            shared.telemetry.clone(),
+        )));
+    }
     if let Some(dir) = &config.rms_tenant_key_dir {
         let keys = crate::crypto::rms::TenantKeys::load_dir_with(dir, config.pkcs11.as_ref())
             .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))

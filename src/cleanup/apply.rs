@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use super::headers;
 use crate::mail::Reply;
-use crate::rules::{Action, Evaluation, OnMissingCertificate, RmsProtect, SmimeEncrypt};
+use crate::rules::{Action, Evaluation, OnMissingCertificate, RmsProtect, SmimeEncrypt, SmimeSign};
 
 /// The message as it arrived (with our Received header in front).
 #[derive(Clone, Copy, Debug)]
@@ -61,11 +61,25 @@ pub trait Rms: Send + Sync {
     ) -> Result<Vec<u8>, String>;
 }
 
-/// What cleanup can call on: S/MIME and RMS, each where configured.
+/// What cleanup can call on: S/MIME encryption and signing, and RMS, each where configured.
 #[derive(Clone, Copy, Default)]
 pub struct Protectors<'a> {
     pub smime: Option<&'a dyn Smime>,
     pub rms: Option<&'a dyn Rms>,
+    pub signer: Option<&'a dyn Signer>,
+}
+
+/// S/MIME signing as the cleanup stage needs it.
+pub trait Signer: Send + Sync {
+    /// Signs `message` as its author (`sender` when it has no From). `None`: left as it is
+    /// (already signed or encrypted, or no key and the action delivers unsigned); an error
+    /// refuses the message with that reply (no key under `reject` or `defer`).
+    fn sign(
+        &self,
+        message: &[u8],
+        sender: &str,
+        action: &SmimeSign,
+    ) -> Result<Option<Vec<u8>>, Reply>;
 }
 
 /// S/MIME encryption as the cleanup stage needs it.
@@ -126,9 +140,12 @@ impl Content {
     /// Whether encrypting actions need the whole message in memory.
     pub fn needed_by(evaluation: &Evaluation) -> bool {
         evaluation.groups.iter().any(|g| {
-            g.actions
-                .iter()
-                .any(|a| matches!(a.action, Action::SmimeEncrypt(_) | Action::RmsProtect(_)))
+            g.actions.iter().any(|a| {
+                matches!(
+                    a.action,
+                    Action::SmimeEncrypt(_) | Action::RmsProtect(_) | Action::SmimeSign(_)
+                )
+            })
         })
     }
 }
@@ -158,7 +175,7 @@ pub fn apply(
                 require_tls: false,
                 route_via: None,
             },
-            actions: g.actions.iter().map(|a| a.action.clone()).collect(),
+            actions: sign_first(g.actions.iter().map(|a| a.action.clone()).collect()),
             next: 0,
         })
         .collect();
@@ -188,6 +205,15 @@ pub fn apply(
             Action::Reject(r) => return Err(r.reply()),
             Action::RouteVia(r) => c.route_via = Some(r.connector.as_str().to_string()),
             Action::RequireTls(_) => c.require_tls = true,
+            Action::SmimeSign(sign) => {
+                let Some(signer) = protectors.signer else {
+                    let text = "S/MIME signing is not configured ([smime] signing_dir)";
+                    return Err(Reply::new(451, [4, 7, 0], text));
+                };
+                if let Some(signed) = signer.sign(&c.content.bytes(original)?, sender, &sign)? {
+                    c.content = Content::Whole(signed);
+                }
+            }
             Action::RmsProtect(rms) => {
                 let message = c.content.bytes(original)?;
                 let protected = rms_protect(protectors.rms, &message, sender, &c.recipients, &rms)?;
@@ -273,6 +299,23 @@ pub fn apply(
     Ok(done)
 }
 
+/// The actions with every `smime_sign` moved before the first encrypting action: a message is
+/// signed, then the signed message encrypted (RFC 8551 §3.7), whatever order the rules gave.
+fn sign_first(mut actions: Vec<Action>) -> Vec<Action> {
+    let encrypts = |a: &Action| matches!(a, Action::SmimeEncrypt(_) | Action::RmsProtect(_));
+    if let Some(first) = actions.iter().position(encrypts) {
+        let mut at = first;
+        for i in first + 1..actions.len() {
+            if matches!(actions[i], Action::SmimeSign(_)) {
+                let sign = actions.remove(i);
+                actions.insert(at, sign);
+                at += 1;
+            }
+        }
+    }
+    actions
+}
+
 fn rms_protect(
     rms: Option<&dyn Rms>,
     message: &[u8],
@@ -319,7 +362,14 @@ mod tests {
         rcpts: &[&str],
         smime: Option<&dyn Smime>,
     ) -> Result<Vec<Made>, Reply> {
-        run_with(rule_texts, rcpts, Protectors { smime, rms: None })
+        run_with(
+            rule_texts,
+            rcpts,
+            Protectors {
+                smime,
+                ..Default::default()
+            },
+        )
     }
 
     /// Evaluates the rules for a small "[secure]" message from a@contoso.test and applies them.
@@ -384,7 +434,7 @@ mod tests {
         let rule = "name = \"s\"\npriority = 1\n[[actions]]\ntype = \"smime_encrypt\"\n";
         let smime = Protectors {
             smime: Some(&FakeSmime),
-            rms: None,
+            ..Default::default()
         };
         let e = apply_to(&[rule], &rcpts, smime, &header_only).unwrap_err();
         assert_eq!(e.code, 451);
@@ -520,6 +570,7 @@ mod tests {
         let both = Protectors {
             smime: Some(&FakeSmime),
             rms: Some(&FakeRms),
+            signer: None,
         };
         let copies = run_with(&[rule], &rcpts, both).unwrap();
         assert_eq!(copies.len(), 2);
@@ -541,7 +592,7 @@ mod tests {
         // Without an RMS protector the fallback refuses clearly.
         let smime_only = Protectors {
             smime: Some(&FakeSmime),
-            rms: None,
+            ..Default::default()
         };
         assert_eq!(run_with(&[rule], &rcpts, smime_only).unwrap_err().code, 554);
     }

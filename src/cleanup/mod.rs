@@ -5,6 +5,7 @@ pub mod apply;
 mod headers;
 mod message;
 pub mod rms;
+pub mod sign;
 pub mod smime;
 
 use crate::mail::DomainSet;
@@ -21,7 +22,7 @@ use crate::smtp::server::inbound::InboundVerdict;
 use crate::smtp::server::{Receiver, Transaction};
 use crate::telemetry::trace::{message_id_hash, TraceTls};
 use crate::telemetry::{Telemetry, TraceEvent};
-use apply::{apply, Content, Protectors, Rms, Smime};
+use apply::{apply, Content, Protectors, Rms, Signer, Smime};
 use message::Message;
 
 /// Turns finished transactions into queue files.
@@ -32,6 +33,7 @@ pub struct Cleanup {
     rules: RwLock<RuleSet>,
     local_domains: DomainSet,
     smime: Option<Arc<dyn Smime>>,
+    signer: Option<Arc<dyn Signer>>,
     rms: Option<Arc<dyn Rms>>,
     telemetry: Arc<Telemetry>,
     retransmissions: Option<Arc<Retransmissions>>,
@@ -49,6 +51,7 @@ impl Cleanup {
             rules: RwLock::default(),
             local_domains: DomainSet::default(),
             smime: None,
+            signer: None,
             rms: None,
             telemetry: Arc::new(Telemetry::default()),
             retransmissions: None,
@@ -86,6 +89,12 @@ impl Cleanup {
     /// What the `smime_encrypt` action uses.
     pub fn with_smime(mut self, smime: Arc<dyn Smime>) -> Self {
         self.smime = Some(smime);
+        self
+    }
+
+    /// What the `smime_sign` action uses.
+    pub fn with_signer(mut self, signer: Arc<dyn Signer>) -> Self {
+        self.signer = Some(signer);
         self
     }
 
@@ -177,6 +186,7 @@ impl Cleanup {
         let protectors = Protectors {
             smime: self.smime.as_deref(),
             rms: self.rms.as_deref(),
+            signer: self.signer.as_deref(),
         };
         let original = message.original();
         let copies =

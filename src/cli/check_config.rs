@@ -10,7 +10,7 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     outln!(
-        "{}: ok ({} as {}; {} listener(s), {} local domain(s), {} mailbox(es), {} static route(s), TLS {}, {} rule(s))",
+        "{}: ok ({} as {}; {} listener(s), {} local domain(s), {} mailbox(es), {} static route(s), TLS {}, {} rule(s){})",
         config.path.display(),
         config.hostname,
         config.data_dir.display(),
@@ -20,6 +20,10 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         config.static_routes.len(),
         if config.tls.is_some() { "on" } else { "off" },
         config.rules.len(),
+        match &config.smime_signing {
+            Some(s) => format!(", {} S/MIME signing key(s)", s.keys.len()),
+            None => String::new(),
+        },
     );
     Ok(ExitCode::SUCCESS)
 }

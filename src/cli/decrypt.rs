@@ -5,6 +5,7 @@
 mod cache;
 pub(super) mod reader;
 mod reader_key;
+mod signature;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -17,13 +18,29 @@ use zeroize::Zeroizing;
 use std::time::SystemTime;
 
 use crate::crypto::rms::{self, Rights, RmsError, TenantKeys};
-use crate::crypto::smime::{decrypt_message, DecryptError, DecryptKey};
+use crate::crypto::smime::{decrypt_message, is_encrypted, is_signed, DecryptError, DecryptKey};
 
 const LONG_ABOUT: &str = "\
 Decrypt an S/MIME encrypted message (application/pkcs7-mime; smime-type=enveloped-data or
 authEnveloped-data) and write the original message: the outer routing header fields (From, To,
 Subject, Date, Received, ...) followed by the decrypted entity (its Content-* fields and body),
 ready for any mail reader. A bare .p7m file (DER, BER or PEM) gives the decrypted entity alone.
+
+SIGNATURES
+  A signed message (multipart/signed with application/pkcs7-signature, or signed-data), and
+  the signed message inside an encrypted one (sign-then-encrypt), has its signature verified;
+  a signed-only message needs no key. Standard error says who signed (the certificate's subject
+  and email addresses, the signing time) and whether the signer is trusted:
+    signature: good, signed by EMAIL=alice@contoso.test,CN=alice@contoso.test <alice@contoso.test> at 2026-...
+    signer: trusted (the certificate chains to ca.crt)
+  --trust CA.pem|DIR gives the CA certificates a signer must chain to (PEM; a directory's
+  *.crt and *.pem files); the chain is checked at the current time and, when the certificate
+  restricts its use, for email protection. With --trust, an untrusted signer ends with 18 and
+  nothing is written. Without --trust the signer is reported as untrusted (not checked) and the
+  message is written. A signature that does not verify (a signed byte or the signature
+  altered) always ends with 17 and nothing is written. Signatures with SHA-256/384/512 and RSA
+  (PKCS#1 v1.5 or PSS) or ECDSA (P-256, P-384) are checked; SHA-1 ones are refused (8). A
+  From address the signer's certificate does not name is warned about.
 
 Messages from sealpost and OpenSSL (including -stream output) open, as do other clients' that
 use these algorithms: RSA key transport with OAEP (SHA-1/256/384/512) or PKCS#1 v1.5; content in
@@ -88,7 +105,8 @@ EXIT STATUS
   6  altered: the message names this key but its content does not decrypt or authenticate
   7  corrupted or truncated input (bad base64 or CMS structure)
   8  unsupported algorithm (e.g. 3DES or RC2 content, legacy PKCS#12)
-  9  key, certificate or PKCS#12 file unusable (unreadable, wrong password, mismatched)
+  9  key, certificate or PKCS#12 file unusable (unreadable, wrong password, mismatched), or
+     --trust unreadable
  10  protected message: integrity check failed (license, signature or ciphertext altered)
  11  protected message: protected with another tenant key (both key ids are named)
  12  protected message: the license has expired (the date is given)
@@ -97,11 +115,16 @@ EXIT STATUS
  15  protected message: the licensing service is unreachable (network, TLS verification of the
      service, timeout, or an answer that is neither a use license nor a refusal)
  16  protected message: it names another licensing service than --service (password not sent)
+ 17  bad signature: the signed content or the signature was altered (nothing written)
+ 18  signer not trusted: with --trust, the signer does not chain to those CAs, or its
+     certificate expired or is not for email (nothing written)
   With --identity or --user, a message that names no licensing service ends with 2, and so does
   --user when the service must be asked and no password was given.
 
 EXAMPLES
   sealpost decrypt message.eml --key bob.key --cert bob.crt > clear.eml
+  sealpost decrypt signed.eml --trust ca.crt > /dev/null
+  sealpost decrypt signed-and-encrypted.eml --key bob.key --trust ca.crt > clear.eml
   sealpost decrypt protected.eml --identity bob.crt --key bob.key --ca ca.crt > clear.eml
   SEALPOST_PASSWORD=... sealpost decrypt protected.eml --user carol@contoso.test \\
       --service https://127.0.0.1:8443 --ca ca.crt > clear.eml
@@ -122,14 +145,13 @@ pub struct DecryptArgs {
     /// The encrypted message; "-" or nothing reads standard input.
     #[arg(value_name = "FILE")]
     pub input: Option<PathBuf>,
-    /// RSA private key, PEM (PKCS#8 or PKCS#1) or DER.
-    #[arg(
-        long,
-        value_name = "KEY.pem",
-        required_unless_present_any = ["pkcs12", "tenant_key", "user"],
-        conflicts_with_all = ["pkcs12", "tenant_key"]
-    )]
+    /// RSA private key, PEM (PKCS#8 or PKCS#1) or DER (not needed to verify a signed-only
+    /// message).
+    #[arg(long, value_name = "KEY.pem", conflicts_with_all = ["pkcs12", "tenant_key"])]
     pub key: Option<PathBuf>,
+    /// CA certificates (PEM file, or a directory of *.crt / *.pem) that a signer must chain to.
+    #[arg(long, value_name = "CA.pem|DIR", conflicts_with = "tenant_key")]
+    pub trust: Option<PathBuf>,
     /// The key's certificate (PEM or DER), to match the message's recipients exactly.
     #[arg(long, value_name = "CERT.pem", requires = "key")]
     pub cert: Option<PathBuf>,
@@ -197,22 +219,70 @@ pub fn run(args: DecryptArgs) -> anyhow::Result<ExitCode> {
     if let (Some(user), Some(service)) = (&args.user, &args.service) {
         return reader::run_password(&args, user, service);
     }
+    let anchors = match args
+        .trust
+        .as_deref()
+        .map(signature::load_anchors)
+        .transpose()
+    {
+        Ok(a) => a,
+        Err(e) => return Ok(fail(&e)),
+    };
+    let no_key = args.key.is_none() && args.pkcs12.is_none();
+    let input = read_input(args.input.as_deref())?;
+    if is_signed(&input) && !is_encrypted(&input) {
+        return match signature::check(&input, anchors.as_ref()) {
+            Ok(message) => {
+                write_output(args.out.as_deref(), &message)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => Ok(fail(&e)),
+        };
+    }
+    if no_key {
+        eprintln!(
+            "sealpost decrypt: give --key KEY.pem or --pkcs12 FILE to decrypt (only a signed, \
+             unencrypted message is checked without a key)"
+        );
+        return Ok(ExitCode::from(2));
+    }
     let key = match load_key(&args) {
         Ok(key) => key,
         Err(e) => return Ok(fail(&e)),
     };
-    let input = read_input(args.input.as_deref())?;
     match decrypt_message(&input, &key) {
-        Ok(plain) => {
-            write_output(args.out.as_deref(), &Zeroizing::new(plain))?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Ok(plain) => write_opened(&args, Zeroizing::new(plain)),
         Err(DecryptError::NotEncrypted) if rms::is_protected(&input) => {
             eprintln!(
                 "sealpost decrypt: this is an RMS-style protected message: open it with \
                  --identity CERT --key KEY (readers) or --tenant-key FILE|DIR (administrators)"
             );
             Ok(ExitCode::from(DecryptError::NotEncrypted.exit_code()))
+        }
+        Err(e) => Ok(fail(&e)),
+    }
+}
+
+/// Writes a decrypted S/MIME message; a signed one only once its signature verified (and, with
+/// --trust, its signer is trusted).
+fn write_opened(args: &DecryptArgs, plain: Zeroizing<Vec<u8>>) -> anyhow::Result<ExitCode> {
+    if !is_signed(&plain) {
+        write_output(args.out.as_deref(), &plain)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let anchors = match args
+        .trust
+        .as_deref()
+        .map(signature::load_anchors)
+        .transpose()
+    {
+        Ok(a) => a,
+        Err(e) => return Ok(fail(&e)),
+    };
+    match signature::check(&plain, anchors.as_ref()) {
+        Ok(message) => {
+            write_output(args.out.as_deref(), &Zeroizing::new(message))?;
+            Ok(ExitCode::SUCCESS)
         }
         Err(e) => Ok(fail(&e)),
     }

@@ -213,11 +213,13 @@ pub struct RawRules {
     pub dir: String,
 }
 
-/// `[smime] certificate_dir = "pki/smime"`: recipient certificates for `smime_encrypt`.
+/// `[smime] certificate_dir = "pki/smime"`: recipient certificates for `smime_encrypt`;
+/// `signing_dir = "pki/signing"`: keys and certificates for `smime_sign`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSmime {
-    pub certificate_dir: String,
+    pub certificate_dir: Option<String>,
+    pub signing_dir: Option<String>,
 }
 
 /// `[[user]]`: a submission user, the argon2 hash of its password and the envelope senders it

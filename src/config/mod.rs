@@ -12,6 +12,7 @@ mod pkcs11;
 pub mod routing;
 mod rule_needs;
 mod secret_file;
+mod smime;
 mod storage;
 mod tls_report;
 mod users;
@@ -39,6 +40,7 @@ pub use connectors::{DomainPattern, InboundConnector, OutboundConnector};
 pub use dane::DnsTrustAnchor;
 pub use encryption::{EncryptionPolicy, PolicyRef, StoreSettings};
 pub use licensing::{Licensing, LicensingService, ReaderCa};
+pub use smime::SmimeSigning;
 
 /// A configuration problem: the file, the key and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,6 +213,8 @@ pub struct Config {
     pub rules: crate::rules::RuleSet,
     /// `[smime] certificate_dir`: recipient certificates for the `smime_encrypt` action.
     pub smime_certificate_dir: Option<PathBuf>,
+    /// `[smime] signing_dir`, its keys loaded: what the `smime_sign` action signs with.
+    pub smime_signing: Option<SmimeSigning>,
     /// `[rms] tenant_key_dir`: tenant keys for the `rms_protect` action (checked to load, with an
     /// active key).
     pub rms_tenant_key_dir: Option<PathBuf>,

@@ -12,6 +12,7 @@ use crate::rules::{Action, RuleSet};
 /// The parts of the configuration the rules may lean on.
 pub(super) struct Available<'a> {
     pub smime_certificate_dir: Option<&'a Path>,
+    pub smime_signing_dir: Option<&'a Path>,
     pub rms_tenant_key_dir: Option<&'a Path>,
     pub outbound_connectors: &'a [OutboundConnector],
 }
@@ -28,6 +29,9 @@ pub(super) fn check(
                 Action::SmimeEncrypt(_) if available.smime_certificate_dir.is_none() => Some(
                     "S/MIME-encrypts (smime_encrypt), but there is no [smime] certificate_dir"
                         .to_string(),
+                ),
+                Action::SmimeSign(_) if available.smime_signing_dir.is_none() => Some(
+                    "S/MIME-signs (smime_sign), but there is no [smime] signing_dir".to_string(),
                 ),
                 Action::RmsProtect(_) if available.rms_tenant_key_dir.is_none() => Some(
                     "protects messages (rms_protect), but there is no [rms] tenant_key_dir"

@@ -311,26 +311,15 @@ pub fn validate(
     let outbound_connectors = super::connectors::outbound(&c, &raw.connector.outbound)?;
     let inbound_connectors = super::connectors::inbound(&c, &raw.connector.inbound)?;
     let (rules_dir, rules) = load_rules(&c, raw.rules.as_ref())?;
-    let smime_certificate_dir = match &raw.smime {
-        Some(s) => {
-            let dir = c.path(&s.certificate_dir);
-            if !dir.is_dir() {
-                return Err(c.err(
-                    "smime.certificate_dir",
-                    format!("not a directory: {}", s.certificate_dir),
-                ));
-            }
-            Some(dir)
-        }
-        None => None,
-    };
+    let smime = super::smime::check(&c, raw.smime.as_ref())?;
     let pkcs11 = super::pkcs11::check(&c, raw.pkcs11.as_ref())?;
     let rms_tenant_key_dir = super::pkcs11::tenant_key_dir(&c, raw.rms.as_ref(), pkcs11.as_ref())?;
     super::rule_needs::check(
         &c,
         &rules,
         &super::rule_needs::Available {
-            smime_certificate_dir: smime_certificate_dir.as_deref(),
+            smime_certificate_dir: smime.certificate_dir.as_deref(),
+            smime_signing_dir: smime.signing.as_ref().map(|s| s.dir.as_path()),
             rms_tenant_key_dir: rms_tenant_key_dir.as_deref(),
             outbound_connectors: &outbound_connectors,
         },
@@ -420,7 +409,8 @@ pub fn validate(
         inbound_connectors,
         rules_dir,
         rules,
-        smime_certificate_dir,
+        smime_certificate_dir: smime.certificate_dir,
+        smime_signing: smime.signing,
         rms_tenant_key_dir,
         pkcs11,
         rms_templates,

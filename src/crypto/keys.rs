@@ -204,7 +204,9 @@ pub(crate) fn pkcs1_to_pkcs8(pkcs1: &[u8]) -> Result<Zeroizing<Vec<u8>>, String>
 
 /// Reads a key file: PEM blocks (a certificate may share the file) or DER.
 /// Returns PKCS#8 DER and the certificate found beside the key, if any.
-fn parse_key_file(bytes: &[u8]) -> Result<(Zeroizing<Vec<u8>>, Option<RecipientCert>), String> {
+pub(crate) fn parse_key_file(
+    bytes: &[u8],
+) -> Result<(Zeroizing<Vec<u8>>, Option<RecipientCert>), String> {
     if bytes.first() == Some(&0x30) {
         // DER: PKCS#8 if it parses as such, else PKCS#1.
         return if PrivateDecryptingKey::from_pkcs8(bytes).is_ok() {

@@ -14,6 +14,8 @@ use super::values::{Address, ConnectorName, HeaderName, HeaderText, List};
 pub enum Action {
     /// S/MIME-encrypt the message for the recipient (DESIGN.md §5).
     SmimeEncrypt(SmimeEncrypt),
+    /// S/MIME-sign the message with the sender's (or its domain's) key, before any encryption.
+    SmimeSign(SmimeSign),
     /// RMS-style protection under the tenant key (DESIGN.md §5).
     RmsProtect(RmsProtect),
     /// Add a header field (after any existing ones of that name).
@@ -72,6 +74,41 @@ pub struct SmimeEncrypt {
     pub key_transport: KeyTransport,
     #[serde(default)]
     pub on_missing_certificate: OnMissingCertificate,
+}
+
+/// What to do when the sender has no usable signing key (neither its own nor its domain's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnMissingSigningKey {
+    /// Refuse the message (550 5.7.1), as `smime_encrypt` does by default.
+    #[default]
+    Reject,
+    /// Refuse it for now (451 4.7.1): the client tries again, e.g. after the key is installed.
+    Defer,
+    /// Deliver it unsigned; a warning is logged and counted.
+    DeliverUnsigned,
+}
+
+/// The RSA signature scheme of `smime_sign`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignatureScheme {
+    /// RSASSA-PKCS1-v1_5 with SHA-256: every S/MIME client verifies it.
+    #[default]
+    RsaPkcs1,
+    /// RSASSA-PSS with SHA-256.
+    RsaPss,
+}
+
+/// `type = "smime_sign"`: `signature` rsa-pkcs1 | rsa-pss, `on_missing_certificate` reject |
+/// defer | deliver-unsigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmimeSign {
+    #[serde(default)]
+    pub signature: SignatureScheme,
+    #[serde(default)]
+    pub on_missing_certificate: OnMissingSigningKey,
 }
 
 /// A usage right of an RMS-protected message (DESIGN.md §5).
@@ -303,6 +340,7 @@ impl Action {
     pub fn kind(&self) -> &'static str {
         match self {
             Action::SmimeEncrypt(_) => "smime_encrypt",
+            Action::SmimeSign(_) => "smime_sign",
             Action::RmsProtect(_) => "rms_protect",
             Action::AddHeader(_) => "add_header",
             Action::SetHeader(_) => "set_header",
@@ -337,6 +375,12 @@ impl fmt::Display for Action {
                 " {{ algorithm = {:?}, key_transport = {:?}, on_missing_certificate = {:?} }}",
                 kebab(s.algorithm),
                 kebab(s.key_transport),
+                kebab(s.on_missing_certificate)
+            ),
+            Action::SmimeSign(s) => write!(
+                f,
+                " {{ signature = {:?}, on_missing_certificate = {:?} }}",
+                kebab(s.signature),
                 kebab(s.on_missing_certificate)
             ),
             Action::RmsProtect(r) => {

@@ -56,7 +56,10 @@
 //!
 //! Actions (`type` and options; header text is printable ASCII without CR/LF):
 //! `smime_encrypt` (`algorithm` aes256-cbc | aes256-gcm, `key_transport` rsa-oaep | rsa-pkcs1,
-//! `on_missing_certificate` reject | deliver-unencrypted | rms-protect), `rms_protect`
+//! `on_missing_certificate` reject | deliver-unencrypted | rms-protect), `smime_sign`
+//! (`signature` rsa-pkcs1 | rsa-pss, `on_missing_certificate` reject | defer | deliver-unsigned;
+//! signing happens before any
+//! encryption of the same message, whatever the order of the actions), `rms_protect`
 //! (`template`, `rights = { "*@contoso.test" = ["view", "reply"] }`, `expires_after = "30d"`),
 //! `add_header` / `set_header` (`name`, `value`; not Content-* or MIME-Version),
 //! `prepend_subject` (`text`), `redirect_to` (`addresses`), `reject` (`code` 4xx/5xx default 550,
@@ -71,8 +74,9 @@ mod model;
 mod values;
 
 pub use action::{
-    Action, HeaderField, KeyTransport, OnMissingCertificate, PrependSubject, RedirectTo, Reject,
-    RequireTls, Right, RmsProtect, RouteVia, SmimeAlgorithm, SmimeEncrypt,
+    Action, HeaderField, KeyTransport, OnMissingCertificate, OnMissingSigningKey, PrependSubject,
+    RedirectTo, Reject, RequireTls, Right, RmsProtect, RouteVia, SignatureScheme, SmimeAlgorithm,
+    SmimeEncrypt, SmimeSign,
 };
 pub use eval::{evaluate, Applied, Evaluation, Group, MessageFacts};
 pub use explain::{explain, Explanation, Outcome, RecipientReport, RuleReport};

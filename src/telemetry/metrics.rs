@@ -50,6 +50,7 @@ pub struct Metrics {
     tls_failures: Family<Labels, Counter>,
     rule_matches: Family<Labels, Counter>,
     encryption: Family<Labels, Counter>,
+    smime_signing: Family<Labels, Counter>,
     store_ops: Family<Labels, Counter>,
     notifications: Family<Labels, Counter>,
     queue: Family<Labels, Gauge>,
@@ -82,6 +83,7 @@ impl Metrics {
             tls_failures: Family::default(),
             rule_matches: Family::default(),
             encryption: Family::default(),
+            smime_signing: Family::default(),
             store_ops: Family::default(),
             notifications: Family::default(),
             queue: Family::default(),
@@ -148,6 +150,12 @@ impl Metrics {
             "encryption_operations",
             "Messages encrypted by a transport rule, by kind (smime, rms)",
             m.encryption.clone(),
+        );
+        r.register(
+            "smime_signing",
+            "S/MIME signing by transport rule, by outcome (signed, unsigned: no usable signing \
+             key and the rule delivers unsigned, already-signed)",
+            m.smime_signing.clone(),
         );
         r.register(
             "store_operations",
@@ -289,6 +297,12 @@ impl Metrics {
     pub fn encryption(&self, kind: &str) {
         self.encryption
             .get_or_create(&vec![("kind", kind.to_string())])
+            .inc();
+    }
+
+    pub fn smime_signing(&self, outcome: &str) {
+        self.smime_signing
+            .get_or_create(&vec![("outcome", outcome.to_string())])
             .inc();
     }
 

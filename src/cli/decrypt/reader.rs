@@ -465,10 +465,7 @@ fn read(args: &DecryptArgs, reader: &Reader) -> anyhow::Result<ExitCode> {
         // Not protected: an S/MIME message for this certificate opens as with --cert.
         Err(ReadError::NotProtected) => {
             return match decrypt_message(&input, &reader.key) {
-                Ok(plain) => {
-                    write_output(args.out.as_deref(), &Zeroizing::new(plain))?;
-                    Ok(ExitCode::SUCCESS)
-                }
+                Ok(plain) => super::write_opened(args, Zeroizing::new(plain)),
                 Err(e) => Ok(fail(&e)),
             };
         }

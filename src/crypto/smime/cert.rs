@@ -77,7 +77,7 @@ impl RecipientCert {
         Self::from_certificate(&cert)
     }
 
-    fn from_certificate(cert: &Certificate) -> Result<Self, String> {
+    pub(crate) fn from_certificate(cert: &Certificate) -> Result<Self, String> {
         let tbs = cert.tbs_certificate();
         let spki = tbs.subject_public_key_info();
         let spki_der = spki
@@ -190,6 +190,24 @@ impl RecipientCert {
         }
         if self.key_encipherment == Some(false) {
             return Some("keyUsage does not allow keyEncipherment".into());
+        }
+        if self.email_protection == Some(false) {
+            return Some("extendedKeyUsage does not allow emailProtection".into());
+        }
+        None
+    }
+
+    /// Why this certificate cannot sign mail at `now` (key, validity, extendedKeyUsage), or
+    /// `None` if it can.
+    pub fn signing_problem(&self, now: SystemTime) -> Option<String> {
+        if let Some(problem) = self.key_problem() {
+            return Some(problem);
+        }
+        if now < self.not_before {
+            return Some(format!("not valid before {}", date(self.not_before)));
+        }
+        if now > self.not_after {
+            return Some(format!("expired on {}", date(self.not_after)));
         }
         if self.email_protection == Some(false) {
             return Some("extendedKeyUsage does not allow emailProtection".into());

@@ -18,11 +18,11 @@ pub(crate) struct Field<'a> {
 }
 
 impl Field<'_> {
-    fn is_content(&self) -> bool {
+    pub(crate) fn is_content(&self) -> bool {
         self.name.len() >= 8 && self.name[..8].eq_ignore_ascii_case(b"content-")
     }
 
-    fn is(&self, name: &str) -> bool {
+    pub(crate) fn is(&self, name: &str) -> bool {
         self.name.eq_ignore_ascii_case(name.as_bytes())
     }
 
@@ -132,7 +132,7 @@ impl Parts<'_> {
         self.fields.iter().find(|f| f.is(name))
     }
 
-    fn content_type(&self) -> Option<ContentType> {
+    pub(crate) fn content_type(&self) -> Option<ContentType> {
         self.field("content-type")
             .map(|f| ContentType::parse(&f.value()))
     }
@@ -383,7 +383,7 @@ pub(crate) fn extract_cms(message: &[u8]) -> Result<(Option<Parts<'_>>, Vec<u8>)
 }
 
 /// The body as bytes, undoing Content-Transfer-Encoding base64 (anything else is taken raw).
-fn decode_body(parts: &Parts<'_>) -> Result<Vec<u8>, DecryptError> {
+pub(crate) fn decode_body(parts: &Parts<'_>) -> Result<Vec<u8>, DecryptError> {
     let cte = parts
         .field("content-transfer-encoding")
         .map(|f| f.value().to_ascii_lowercase());

@@ -5,18 +5,27 @@
 //! `AuthEnvelopedData` (AES-256-GCM), with one `KeyTransRecipientInfo` per certificate
 //! (RSAES-OAEP-SHA256 by default, PKCS#1 v1.5 on demand). `decrypt_message` opens such a message
 //! (ours or any standard client's, including OpenSSL's indefinite-length BER) with an RSA key.
+//! `sign_message` makes a `multipart/signed` message (detached CMS `SignedData`, SHA-256,
+//! RSASSA-PKCS1-v1_5) and `verify_message` checks one, ours or any client's.
 
 mod alg;
 mod cert;
 mod mime;
 mod open;
 mod seal;
+mod signed_mime;
+mod signer;
+mod verify;
 
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 pub use crate::crypto::keys::DecryptKey;
 pub use cert::{find_certificate, find_certificate_explained, CertificateLookup, RecipientCert};
 pub use mime::is_encrypted;
+pub use signed_mime::is_signed;
+pub use signer::{SignatureScheme, SigningKey, SigningKeys};
+pub use verify::{verify_message, Signer, SignerAnchors, SignerTrust, Verified};
 
 /// The content-encryption algorithm.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -101,6 +110,15 @@ pub enum DecryptError {
     /// The private key, certificate or PKCS#12 file could not be used.
     #[error("key: {0}")]
     Key(String),
+    /// The input carries no S/MIME signature.
+    #[error("not an S/MIME signed message (no multipart/signed or signed-data)")]
+    NotSigned,
+    /// A signature does not verify: the signed content or the signature was altered.
+    #[error("BAD SIGNATURE: {0}")]
+    BadSignature(String),
+    /// The signature is intact but its signer does not chain to the trust anchors given.
+    #[error("the signer is not trusted: {0}")]
+    Untrusted(String),
 }
 
 impl DecryptError {
@@ -116,6 +134,10 @@ impl DecryptError {
     /// | 7 | corrupted or truncated input |
     /// | 8 | unsupported algorithm |
     /// | 9 | key, certificate or PKCS#12 file unusable |
+    /// | 17 | bad signature (signed content or signature altered) |
+    /// | 18 | signer not trusted (with trust anchors given) |
+    ///
+    /// A message that is neither encrypted nor signed ends with 3.
     pub fn exit_code(&self) -> u8 {
         match self {
             DecryptError::NotEncrypted => 3,
@@ -125,6 +147,9 @@ impl DecryptError {
             DecryptError::Corrupted(_) => 7,
             DecryptError::Unsupported(_) => 8,
             DecryptError::Key(_) => 9,
+            DecryptError::NotSigned => 3,
+            DecryptError::BadSignature(_) => 17,
+            DecryptError::Untrusted(_) => 18,
         }
     }
 }
@@ -155,6 +180,26 @@ pub fn encrypt_message(
         ContentAlgorithm::Aes256Gcm => "authEnveloped-data",
     };
     Ok(parts.outer_message(smime_type, &der))
+}
+
+/// Signs a whole RFC 5322 message with `key`: the routing header fields stay outside (as for
+/// encryption) and the Content-* fields and body become the first part of a `multipart/signed`
+/// message, made CRLF-canonical and 7-bit (8-bit leaf bodies are base64-encoded) so that no
+/// relay changes a signed byte; the second part is the detached signature (`smime.p7s`),
+/// RSASSA-PKCS1-v1_5 unless `scheme` asks for PSS.
+pub fn sign_message(
+    message: &[u8],
+    key: &SigningKey,
+    scheme: SignatureScheme,
+    now: SystemTime,
+) -> Result<Vec<u8>, SmimeError> {
+    if is_encrypted(message) {
+        return Err(SmimeError::AlreadyEncrypted);
+    }
+    let parts = mime::split(message);
+    let entity = signed_mime::canonical_entity(&parts.inner_entity());
+    let der = key.sign_detached(&entity, scheme, now)?;
+    Ok(signed_mime::multipart_signed(&parts, &entity, &der))
 }
 
 /// Opens an S/MIME encrypted message and returns the original message: the outer routing header
