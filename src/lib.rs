@@ -19,6 +19,7 @@ pub mod net;
 pub mod queue;
 pub mod report;
 pub mod rules;
+pub mod sender_auth;
 pub mod smtp;
 pub mod store;
 pub mod telemetry;

@@ -135,6 +135,7 @@ fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
         local_domains: &config.local_domains,
         authenticated: args.authenticated,
         inbound_connector: args.connector.as_deref(),
+        sender_auth: None,
     };
     let explanation = explain(&config.rules, &facts);
     let evaluation = evaluate(&config.rules, &facts);

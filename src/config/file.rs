@@ -37,6 +37,9 @@ pub struct RawConfig {
     pub admin: Option<super::operations::RawAdmin>,
     pub trace: Option<super::operations::RawTrace>,
     pub tls_report: Option<super::tls_report::RawTlsReport>,
+    #[serde(default)]
+    pub dkim: Vec<super::dkim::RawDkim>,
+    pub sender_auth: Option<super::dkim::RawSenderAuth>,
 }
 
 #[derive(Debug, Deserialize)]

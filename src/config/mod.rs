@@ -3,6 +3,7 @@
 pub mod connectors;
 pub use operations::{read_token_file, AdminToken, Operations};
 mod dane;
+pub mod dkim;
 mod encryption;
 mod file;
 mod licensing;
@@ -240,6 +241,10 @@ pub struct Config {
     /// `[tls_report]`: TLS-RPT (RFC 8460) reports.
     pub tls_report: TlsReportSettings,
     pub operations: Operations,
+    /// `[[dkim]]`: the signers of our outbound mail, by From: domain.
+    pub dkim: crate::sender_auth::Signers,
+    /// `[sender_auth]`: checks of mail from outside.
+    pub sender_auth: dkim::SenderAuth,
 }
 
 impl Config {

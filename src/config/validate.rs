@@ -395,6 +395,8 @@ pub fn validate(
     )?;
 
     let tls_report = super::tls_report::settings(&c, raw.tls_report.as_ref(), &hostname)?;
+    let (dkim, sender_auth) =
+        super::dkim::validate(&c, &raw.dkim, raw.sender_auth.as_ref(), &local_domains)?;
     Ok(Config {
         path: path.to_path_buf(),
         hostname,
@@ -431,6 +433,8 @@ pub fn validate(
         store: encryption.store,
         tls_report,
         operations,
+        dkim,
+        sender_auth,
     })
 }
 

@@ -56,6 +56,7 @@ impl Msg {
             local_domains: &self.local,
             authenticated: self.authenticated,
             inbound_connector: self.connector.as_deref(),
+            sender_auth: None,
         }
     }
 
