@@ -103,7 +103,7 @@ impl SenderAuth {
                 return Err(Reply::new(
                     550,
                     [5, 7, 1],
-                    &format!(
+                    format!(
                         "Email rejected per DMARC policy for {}",
                         outcome.from_domain
                     ),

@@ -1,4 +1,5 @@
-//! The stage between the SMTP server and the queue: adds the Received header, then writes the
+//! The stage between the SMTP server and the queue: adds the Received header, checks senders from
+//! outside, applies the transport rules, DKIM-signs our own mail, then writes the
 //! message durably. The server answers 250 only after this returns a queue id.
 
 pub mod apply;

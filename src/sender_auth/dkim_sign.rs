@@ -143,14 +143,30 @@ impl DkimKey {
     }
 }
 
+/// PKCS#8 `PrivateKeyInfo` (RFC 5208), as far as needed to reach the key inside.
+#[derive(der::Sequence)]
+struct PrivateKeyInfo<'a> {
+    version: u8,
+    algorithm: der::asn1::AnyRef<'a>,
+    private_key: &'a der::asn1::OctetStringRef,
+}
+
 /// The modulus size of an RSA private key, read when the crypto library refuses the key, to
 /// say why.
 fn rsa_bits(der: &PrivateKeyDer<'_>) -> Option<usize> {
-    match der {
-        PrivateKeyDer::Pkcs1(k) => crate::crypto::keys::rsa_pkcs1_bits(k.secret_pkcs1_der()),
-        PrivateKeyDer::Pkcs8(k) => crate::crypto::keys::rsa_pkcs8_bits(k.secret_pkcs8_der()),
-        _ => None,
-    }
+    use der::Decode;
+    let pkcs1 = match der {
+        PrivateKeyDer::Pkcs1(k) => k.secret_pkcs1_der(),
+        PrivateKeyDer::Pkcs8(k) => PrivateKeyInfo::from_der(k.secret_pkcs8_der())
+            .ok()?
+            .private_key
+            .as_bytes(),
+        _ => return None,
+    };
+    let n = pkcs1::RsaPrivateKeyRef::from_der(pkcs1).ok()?.modulus;
+    let n = n.as_bytes();
+    let first = n.iter().position(|&b| b != 0)?;
+    Some((n.len() - first) * 8 - n[first].leading_zeros() as usize)
 }
 
 /// Signs for one domain with one selector, relaxed/relaxed.
