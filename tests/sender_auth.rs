@@ -1,5 +1,6 @@
 //! Sender authentication over real SMTP and a real DNS server (NSD on loopback): DKIM signatures
-//! made by sealpost verify in dkimpy and those made by dkimpy verify in sealpost; SPF and DMARC
+//! made by sealpost verify in dkimpy and those made by dkimpy verify in sealpost, as does an ARC
+//! seal dkimpy adds as an intermediary; SPF and DMARC
 //! results with alignment; DMARC p=reject refuses a spoofed From with 550 5.7.1; transport rules
 //! see the results.
 
@@ -17,14 +18,14 @@ use support::nsd::{txt, Zones};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// dkimpy (Python) is needed; under CI it must be there.
+/// dkimpy (Python, with authres for ARC) is needed; under CI it must be there.
 fn dkimpy_available() -> bool {
     let ok = std::process::Command::new("python3")
-        .args(["-c", "import dkim"])
+        .args(["-c", "import dkim, authres"])
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        let why = "python3 module dkim (dkimpy) is missing (apt-get install python3-dkim)";
+        let why = "python3 modules dkim and authres are missing (pip install dkimpy authres)";
         assert!(std::env::var_os("CI").is_none(), "{why}");
         eprintln!("skipping: {why}");
     }
@@ -256,6 +257,33 @@ async fn dkim_signatures_interoperate_with_dkimpy() {
         let results = auth_results(newest);
         assert!(results.contains(want), "{results}");
     }
+    // 3. Sealed by dkimpy as an ARC intermediary (RFC 8617), checked by sealpost.
+    let msg = python(&format!(
+        r#"
+import dkim, sys
+msg = b"Authentication-Results: mx.dkimpy.test; spf=pass smtp.mailfrom=carol@dkimpy.test\r\nFrom: <carol@dkimpy.test>\r\nTo: <bob@fabrikam.test>\r\nSubject: forwarded\r\nMessage-ID: <arc@dkimpy.test>\r\n\r\nforwarded body\r\n"
+seal = dkim.arc_sign(msg, b"py", b"dkimpy.test", open({key:?}, "rb").read(), b"mx.dkimpy.test")
+sys.stdout.write((b"".join(seal) + msg).decode())
+"#,
+        key = py_key.display().to_string(),
+    ));
+    let msg = msg.replace("\r\n", "\n").replace('\n', "\r\n");
+    assert!(msg.contains("ARC-Seal:"), "{msg}");
+    let (replies, _) = send(
+        fabrikam.local_addrs()[0],
+        "carol@dkimpy.test",
+        &["bob@fabrikam.test"],
+        msg.as_bytes(),
+    )
+    .await;
+    assert!(replies[0].is_ok(), "{replies:?}");
+    let got = wait_for_mailbox_async(&fabrikam_data, "bob@fabrikam.test", 4, WAIT).await;
+    let sealed = got
+        .iter()
+        .find(|m| String::from_utf8_lossy(m).contains("<arc@dkimpy.test>"))
+        .expect("the sealed message");
+    let results = auth_results(sealed);
+    assert!(results.contains("arc=pass"), "{results}");
     contoso.shutdown().await;
     fabrikam.shutdown().await;
 }

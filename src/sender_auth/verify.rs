@@ -287,3 +287,95 @@ fn dmarc_result(r: &DmarcResult) -> AuthResult {
         DmarcResult::None => AuthResult::None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sender_auth::dkim_sign::{generate_pem, KeyAlgorithm};
+    use crate::sender_auth::{DkimKey, Signer};
+
+    /// A verifier answering only from static records (no DNS at all).
+    fn verifier(records: &[(&str, String)], overrides: &[(&str, DmarcOverride)]) -> Verifier {
+        let records: Vec<(String, String)> = records
+            .iter()
+            .map(|(n, r)| (n.to_string(), r.clone()))
+            .collect();
+        let settings = VerifySettings {
+            enforce: true,
+            overrides: overrides.iter().map(|(d, o)| (d.to_string(), *o)).collect(),
+            static_txt: StaticTxt::new(records.iter().map(|(a, b)| (a, b)), true).unwrap(),
+        };
+        Verifier::new("mx.b.test", None, settings).unwrap()
+    }
+
+    const MESSAGE: &[u8] =
+        b"From: <alice@a.test>\r\nTo: <bob@b.test>\r\nSubject: hi\r\n\r\nHello.\r\n";
+
+    #[test]
+    fn ed25519_signature_passes_and_an_altered_body_fails() {
+        let key =
+            DkimKey::from_pem(generate_pem(KeyAlgorithm::Ed25519).unwrap().as_bytes()).unwrap();
+        let record = key.dns_record();
+        let signed = [
+            Signer::new("a.test", "ed", key, &[])
+                .sign(MESSAGE)
+                .unwrap()
+                .as_bytes(),
+            MESSAGE,
+        ]
+        .concat();
+        let v = verifier(
+            &[
+                ("ed._domainkey.a.test", record),
+                ("_dmarc.a.test", "v=DMARC1; p=reject".into()),
+            ],
+            &[],
+        );
+        fn inbound(message: &[u8]) -> Inbound<'_> {
+            Inbound {
+                ip: "192.0.2.1".parse().unwrap(),
+                helo: "client.a.test",
+                mail_from: "alice@a.test",
+                message,
+            }
+        }
+        let out = v.verify_blocking(&inbound(&signed));
+        assert_eq!((out.dkim, out.dmarc), (AuthResult::Pass, AuthResult::Pass));
+        assert_eq!(out.spf, AuthResult::None, "no SPF record in the table");
+        assert_eq!(out.disposition, Disposition::Accept);
+        assert!(
+            out.header.contains("dkim=pass header.d=a.test header.s=ed"),
+            "{}",
+            out.header
+        );
+
+        // mail-auth reports a body that no longer matches its hash as neutral ("body hash did
+        // not verify"), a changed signed header field as fail; DMARC fails either way.
+        let text = String::from_utf8(signed.clone()).unwrap();
+        for (altered, dkim) in [
+            (text.replace("Hello.", "Hallo."), AuthResult::Neutral),
+            (text.replace("Subject: hi", "Subject: hI"), AuthResult::Fail),
+        ] {
+            let out = v.verify_blocking(&inbound(altered.as_bytes()));
+            assert_eq!(
+                (out.dkim, out.dmarc),
+                (dkim, AuthResult::Fail),
+                "{}",
+                out.header
+            );
+            assert_eq!(out.disposition, Disposition::Reject, "p=reject");
+        }
+
+        let v = verifier(
+            &[("_dmarc.a.test", "v=DMARC1; p=reject".into())],
+            &[("a.test", DmarcOverride::Quarantine)],
+        );
+        let out = v.verify_blocking(&inbound(MESSAGE));
+        assert_eq!(out.dmarc, AuthResult::Fail);
+        assert_eq!(
+            out.disposition,
+            Disposition::Quarantine,
+            "the override wins"
+        );
+    }
+}
