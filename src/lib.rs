@@ -20,6 +20,7 @@ pub mod pg;
 pub mod queue;
 pub mod report;
 pub mod rules;
+pub mod sender_auth;
 pub mod smtp;
 pub mod store;
 pub mod telemetry;

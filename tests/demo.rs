@@ -48,6 +48,19 @@ fn the_demo_prints_no_warning_about_its_fixtures() {
         stdout.contains("deliveries arrived"),
         "every delivery arrives: {stdout}"
     );
+    // contoso signs its mail; fabrikam checks it against the records of its static table.
+    let signed = stdout
+        .lines()
+        .filter(|l| {
+            l.contains("auth: mx.fabrikam.test;")
+                && l.contains("dkim=pass header.d=contoso.test header.s=s2026")
+                && l.contains("dmarc=pass header.from=contoso.test")
+        })
+        .count();
+    assert_eq!(
+        signed, 5,
+        "each message relayed from contoso passes DKIM and DMARC: {stdout}"
+    );
     let bob = stdout
         .lines()
         .find(|l| l.contains("RMS-protected"))

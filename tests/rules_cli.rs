@@ -157,6 +157,39 @@ fn body_session_and_exception_conditions_through_the_binary() {
 }
 
 #[test]
+fn sender_check_conditions_through_the_binary() {
+    let rule = "name = \"dmarc-fail\"\npriority = 1\n[conditions]\ndmarc = \"fail\"\n\
+                spf = [\"fail\", \"softfail\"]\n[[actions]]\ntype = \"prepend_subject\"\n\
+                text = \"[Suspicious] \"\n";
+    let (_dir, config) = temp_config(&[("10-dmarc.toml", rule)]);
+    let config = config.to_str().unwrap().to_string();
+    let eml = fixture("eml/multipart-base64.eml");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "rules", "test", "--config", &config, "--eml", &eml, "--from", "", "--to", "x@a.test",
+        ];
+        args.extend_from_slice(extra);
+        sealpost(&args)
+    };
+    let (code, out, err) = run(&["--dmarc", "fail", "--spf", "softfail"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("x@a.test  matched"), "{out}");
+    let (_, out, _) = run(&["--dmarc", "fail", "--spf", "pass"]);
+    assert!(
+        out.contains("no match: condition spf = [\"fail\", \"softfail\"] does not hold"),
+        "{out}"
+    );
+    let (_, out, _) = run(&[]);
+    assert!(
+        out.contains("no match: condition spf = [\"fail\", \"softfail\"] does not hold"),
+        "unchecked mail matches no result: {out}"
+    );
+    let (code, _, err) = run(&["--dmarc", "failed"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("expected one of pass, fail"), "{err}");
+}
+
+#[test]
 fn rules_check_lists_the_fixture_rules_in_order() {
     let config = fixture("contoso.toml");
     let (code, out, err) = sealpost(&["rules", "check", "--config", &config]);

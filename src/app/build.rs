@@ -69,6 +69,33 @@ pub(crate) fn remote_delivery(
     .with_telemetry(telemetry))
 }
 
+/// DKIM signing of our mail and, with `[sender_auth] verify`, the checks of mail from outside
+/// over the `[dns]` nameservers (or only the static records when no resolver can be built).
+fn sender_auth(config: &Config) -> anyhow::Result<crate::cleanup::authenticate::SenderAuth> {
+    let verifier = match config.sender_auth.verify {
+        false => None,
+        true => {
+            let resolver = Resolver::new(&config.nameservers)
+                .inspect_err(|e| tracing::warn!(error = %e, "no DNS resolver for the sender checks: only [sender_auth.static_txt] answers"))
+                .ok();
+            let verifier = crate::sender_auth::Verifier::new(
+                &config.hostname,
+                resolver.as_ref(),
+                config.sender_auth.settings.clone(),
+            )
+            .map_err(|e| anyhow::anyhow!(e))
+            .context("sender_auth")?;
+            Some(Arc::new(verifier))
+        }
+    };
+    Ok(crate::cleanup::authenticate::SenderAuth {
+        verifier,
+        signers: config.dkim.clone(),
+        relay_networks: config.relay_networks.clone(),
+        local_domains: config.local_domains.clone(),
+    })
+}
+
 pub(crate) fn build(config: &Config, shared: &Shared) -> anyhow::Result<Parts> {
     let inbound = Arc::new(InboundConnectors::from_config(config));
     let tls = match &config.tls {
@@ -90,7 +117,8 @@ pub(crate) fn build(config: &Config, shared: &Shared) -> anyhow::Result<Parts> {
         .with_rules(config.rules.clone(), config.local_domains.clone())
         .with_telemetry(shared.telemetry.clone())
         .with_retransmissions(shared.retransmissions.clone())
-        .with_always_add_missing_headers(config.always_add_missing_headers);
+        .with_always_add_missing_headers(config.always_add_missing_headers)
+        .with_sender_auth(sender_auth(config)?);
     if let Some(dir) = &config.smime_certificate_dir {
         cleanup = cleanup.with_smime(Arc::new(crate::cleanup::smime::DirectorySmime::new(
             dir.clone(),

@@ -409,6 +409,7 @@ mod tests {
             local_domains: &local,
             authenticated: false,
             inbound_connector: None,
+            sender_auth: None,
         };
         let evaluation = evaluate(&rules(rule_texts), &facts);
         apply(&evaluation, "a@contoso.test", original, protectors)

@@ -79,6 +79,30 @@ impl Message {
         Ok(())
     }
 
+    /// The message as it arrived (without our Received header), once loaded.
+    pub(super) fn arrived(&self) -> Option<&[u8]> {
+        self.whole.as_deref().map(|w| &w[self.received_len..])
+    }
+
+    /// Writes `fields` after our Received header and drops the arrived header fields that
+    /// `drop` names. Only on a loaded message (else nothing changes).
+    pub(super) fn restamp(&mut self, fields: &str, drop: impl Fn(&[u8]) -> bool) {
+        let head_len = self.head_len();
+        let Some(whole) = &self.whole else {
+            return;
+        };
+        let kept = crate::sender_auth::header::without(&whole[self.received_len..head_len], drop);
+        let mut out = Vec::with_capacity(whole.len() + fields.len());
+        out.extend_from_slice(&whole[..self.received_len]);
+        out.extend_from_slice(fields.as_bytes());
+        out.extend_from_slice(&kept);
+        out.extend_from_slice(&whole[head_len..]);
+        self.received_len += fields.len();
+        self.head_len = Some(self.received_len + kept.len());
+        self.content_len = (out.len() - self.received_len) as u64;
+        self.whole = Some(out);
+    }
+
     /// What the rules look at: the whole message when loaded, else the header section.
     pub(super) fn for_rules(&self) -> &[u8] {
         self.whole.as_deref().unwrap_or(&self.head)

@@ -1,7 +1,9 @@
-//! The stage between the SMTP server and the queue: adds the Received header, then writes the
+//! The stage between the SMTP server and the queue: adds the Received header, checks senders from
+//! outside, applies the transport rules, DKIM-signs our own mail, then writes the
 //! message durably. The server answers 250 only after this returns a queue id.
 
 pub mod apply;
+pub mod authenticate;
 mod headers;
 mod message;
 pub mod rms;
@@ -39,6 +41,7 @@ pub struct Cleanup {
     retransmissions: Option<Arc<Retransmissions>>,
     /// Add a missing Date and Message-ID to every message, not only to submitted ones.
     always_add_missing_headers: bool,
+    sender_auth: authenticate::SenderAuth,
 }
 
 impl Cleanup {
@@ -56,7 +59,14 @@ impl Cleanup {
             telemetry: Arc::new(Telemetry::default()),
             retransmissions: None,
             always_add_missing_headers: false,
+            sender_auth: authenticate::SenderAuth::default(),
         }
+    }
+
+    /// Checks of mail from outside and DKIM signing of ours.
+    pub fn with_sender_auth(mut self, sender_auth: authenticate::SenderAuth) -> Self {
+        self.sender_auth = sender_auth;
+        self
     }
 
     /// Recognise messages sent again by clients that did not see our 250 (see
@@ -154,9 +164,18 @@ impl Cleanup {
         }
         let rules = self.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
         let mut message = Message::new(received, &staged);
-        if rules.needs_body() || message.header_unknown() {
+        if rules.needs_body()
+            || message.header_unknown()
+            || self.sender_auth.needs_whole(tx, staged.header())
+        {
             message.load(tx, &staged)?;
         }
+        let auth = self
+            .sender_auth
+            .check(&self.hostname, tx, &mut message, &self.telemetry)
+            .inspect_err(|reply| {
+                tracing::info!(client = %tx.peer, from = %tx.mail_from, %reply, "refused by DMARC policy");
+            })?;
         let facts = MessageFacts {
             mail_from: &tx.mail_from,
             recipients: &tx.rcpt_to,
@@ -165,6 +184,7 @@ impl Cleanup {
             local_domains: &self.local_domains,
             authenticated: tx.authenticated.is_some(),
             inbound_connector: connector.map(|c| c.connector.as_str()),
+            sender_auth: auth.as_ref(),
         };
         let evaluation = evaluate(&rules, &facts);
         // "rule:action" for every action applied, for the log line of each message.
@@ -202,6 +222,7 @@ impl Cleanup {
                 self.telemetry.metrics.rule_match(&a.rule, kind);
             }
         }
+        let signer = self.sender_auth.signer(tx, original.head);
         let connector_name = connector.map(|c| c.connector.clone());
         let mut ids: Vec<String> = Vec::with_capacity(copies.len());
         for (i, copy) in copies.into_iter().enumerate() {
@@ -226,7 +247,14 @@ impl Cleanup {
                 (r.notify, r.orcpt) = (dsn.notify, dsn.orcpt);
             }
             let tail = message.tail(&staged);
-            let parts = message.parts(&copy.content, &tail);
+            let mut parts = message.parts(&copy.content, &tail);
+            let signature = match signer {
+                Some(s) => authenticate::sign(s, &copy.content.bytes(&original)?, &self.telemetry),
+                None => None,
+            };
+            if let Some(field) = &signature {
+                parts.insert(0, crate::queue::format::Part::Bytes(field.as_bytes()));
+            }
             if let Err(e) = self.queue.enqueue_parts(&envelope, &parts) {
                 tracing::error!(error = %e, client = %tx.peer, "queue write failed; message refused with 451");
                 for written in &ids {

@@ -215,6 +215,7 @@ mod tests {
             local_domains: &local,
             authenticated: false,
             inbound_connector: None,
+            sender_auth: None,
         };
         let evaluation = evaluate(&rules, &facts);
         let head_len = msg.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;

@@ -348,6 +348,9 @@ async fn run_domains(args: &DemoArgs, base: &Path) -> anyhow::Result<ExitCode> {
             for hop in hops(&bytes) {
                 outln!("    hop: {hop}");
             }
+            if let Some(results) = auth_results(&bytes) {
+                outln!("    auth: {results}");
+            }
             if let Some(shown) = readers.open(addr, &bytes).await {
                 for line in &shown.lines {
                     outln!("    {line}");
@@ -388,6 +391,7 @@ async fn show_operations(servers: &[crate::app::Server], configs: &[Config], tra
                     l.starts_with("sealpost_messages_")
                         || l.starts_with("sealpost_tls_handshakes_total")
                         || l.starts_with("sealpost_encryption_operations_total")
+                        || l.starts_with("sealpost_dkim_signatures_total")
                 }) {
                     outln!("  {line}");
                 }
@@ -410,6 +414,15 @@ fn unique<'a>(expected: &[(usize, &'a str)]) -> Vec<(usize, &'a str)> {
     v.sort();
     v.dedup();
     v
+}
+
+/// The Authentication-Results field the receiving server added, on one line.
+fn auth_results(message: &[u8]) -> Option<String> {
+    let parsed = mail_parser::MessageParser::default().parse_headers(message)?;
+    let (_, raw) = parsed
+        .headers_raw()
+        .find(|(name, _)| name.eq_ignore_ascii_case("Authentication-Results"))?;
+    Some(raw.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 /// One line per Received header, oldest hop first: "from X by Y with ESMTPS (TLSv1.3 with cipher …)".

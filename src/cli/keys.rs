@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+mod dkim;
+
 #[derive(Args, Debug)]
 pub struct KeysArgs {
     #[command(subcommand)]
@@ -65,6 +67,9 @@ enum KeysCommand {
     /// Tenant keys for RMS-style protected messages (new, list, activate).
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// DKIM signing keys (`new` prints the DNS record to publish).
+    #[command(subcommand)]
+    Dkim(dkim::DkimCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -236,6 +241,7 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         KeysCommand::Tenant(cmd) => run_tenant(cmd),
+        KeysCommand::Dkim(cmd) => dkim::run(cmd),
     }
 }
 

@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 use super::ConfigArgs;
 use crate::config::Config;
 use crate::rules::{evaluate, explain, Evaluation, MessageFacts, Rule};
+use crate::sender_auth::{AuthOutcome, AuthResult, Disposition};
 
 #[derive(Args, Debug)]
 pub struct RulesArgs {
@@ -54,6 +55,41 @@ struct TestArgs {
     /// Evaluate as if the message had arrived through this inbound connector.
     #[arg(long, value_name = "NAME")]
     connector: Option<String>,
+    /// Evaluate as if the sender checks had given these results (any one given makes the
+    /// message a checked one; the others are "none"): pass, fail, softfail, neutral, none,
+    /// temperror, permerror.
+    #[arg(long, value_name = "RESULT", value_parser = auth_result)]
+    spf: Option<AuthResult>,
+    #[arg(long, value_name = "RESULT", value_parser = auth_result)]
+    dkim: Option<AuthResult>,
+    #[arg(long, value_name = "RESULT", value_parser = auth_result)]
+    dmarc: Option<AuthResult>,
+}
+
+fn auth_result(text: &str) -> Result<AuthResult, String> {
+    AuthResult::parse(text).ok_or_else(|| {
+        let all: Vec<&str> = AuthResult::ALL.iter().map(|r| r.as_str()).collect();
+        format!("expected one of {}", all.join(", "))
+    })
+}
+
+impl TestArgs {
+    /// The sender checks' outcome the options describe, if any was given.
+    fn sender_auth(&self) -> Option<AuthOutcome> {
+        if self.spf.is_none() && self.dkim.is_none() && self.dmarc.is_none() {
+            return None;
+        }
+        let or_none = |r: Option<AuthResult>| r.unwrap_or(AuthResult::None);
+        Some(AuthOutcome {
+            spf: or_none(self.spf),
+            dkim: or_none(self.dkim),
+            arc: AuthResult::None,
+            dmarc: or_none(self.dmarc),
+            from_domain: String::new(),
+            header: String::new(),
+            disposition: Disposition::Accept,
+        })
+    }
 }
 
 pub fn run(args: RulesArgs) -> anyhow::Result<ExitCode> {
@@ -127,6 +163,7 @@ fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
     };
     let message =
         std::fs::read(&args.eml).with_context(|| format!("cannot read {}", args.eml.display()))?;
+    let checked = args.sender_auth();
     let facts = MessageFacts {
         mail_from: &args.from,
         recipients: &args.to,
@@ -135,6 +172,7 @@ fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
         local_domains: &config.local_domains,
         authenticated: args.authenticated,
         inbound_connector: args.connector.as_deref(),
+        sender_auth: checked.as_ref(),
     };
     let explanation = explain(&config.rules, &facts);
     let evaluation = evaluate(&config.rules, &facts);

@@ -38,6 +38,9 @@ pub struct RawConfig {
     pub trace: Option<super::operations::RawTrace>,
     pub tls_report: Option<super::tls_report::RawTlsReport>,
     pub storage: Option<super::storage::RawStorage>,
+    #[serde(default)]
+    pub dkim: Vec<super::dkim::RawDkim>,
+    pub sender_auth: Option<super::dkim::RawSenderAuth>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,6 +3,7 @@
 pub mod connectors;
 pub use operations::{read_token_file, AdminToken, Operations};
 mod dane;
+pub mod dkim;
 mod encryption;
 mod file;
 mod licensing;
@@ -248,6 +249,10 @@ pub struct Config {
     /// `[storage]`: where the queue lives (the spool, or PostgreSQL).
     pub storage: StorageSettings,
     pub operations: Operations,
+    /// `[[dkim]]`: the signers of our outbound mail, by From: domain.
+    pub dkim: crate::sender_auth::Signers,
+    /// `[sender_auth]`: checks of mail from outside.
+    pub sender_auth: dkim::SenderAuth,
 }
 
 impl Config {

@@ -388,6 +388,8 @@ pub fn validate(
 
     let tls_report = super::tls_report::settings(&c, raw.tls_report.as_ref(), &hostname)?;
     let storage = super::storage::settings(&c, raw.storage.as_ref())?;
+    let (dkim, sender_auth) =
+        super::dkim::validate(&c, &raw.dkim, raw.sender_auth.as_ref(), &local_domains)?;
     Ok(Config {
         path: path.to_path_buf(),
         hostname,
@@ -426,6 +428,8 @@ pub fn validate(
         tls_report,
         storage,
         operations,
+        dkim,
+        sender_auth,
     })
 }
 

@@ -47,6 +47,12 @@ enum Answer<T> {
 }
 
 impl Resolver {
+    /// The hickory resolver underneath (same servers, options and cache), for libraries that
+    /// take one (the sender checks of mail-auth).
+    pub fn hickory(&self) -> TokioResolver {
+        TokioResolver::clone(&self.inner)
+    }
+
     /// Empty list: the system configuration (/etc/resolv.conf); if that cannot be read, a clear
     /// [`DnsError::Config`]. Otherwise exactly these servers, UDP with TCP fallback for truncated
     /// answers. Either way: 2 s timeout, 2 attempts, no /etc/hosts, no search domains (names are

@@ -236,7 +236,11 @@ async fn converse(
                 let data = buf[..n].to_vec();
                 // Commands are short; a client sending more (an APPEND literal) gets big reads
                 // until it stops, and an idle session keeps only the small buffer.
-                let size = if n == buf.len() { LARGE_READ } else { SMALL_READ };
+                let size = if n == buf.len() {
+                    LARGE_READ
+                } else {
+                    SMALL_READ
+                };
                 if size != buf.len() {
                     buf = vec![0u8; size];
                 }

@@ -31,6 +31,9 @@ pub struct MessageFacts<'a> {
     pub authenticated: bool,
     /// The inbound connector the message arrived through, if any.
     pub inbound_connector: Option<&'a str>,
+    /// The sender checks of a message from outside (None: not checked, e.g. submitted mail;
+    /// then no `spf`, `dkim` or `dmarc` condition holds).
+    pub sender_auth: Option<&'a crate::sender_auth::AuthOutcome>,
 }
 
 /// An action and the rule that asked for it.
@@ -255,6 +258,18 @@ impl<'a> Context<'a> {
                 .facts
                 .inbound_connector
                 .is_some_and(|name| list.iter().any(|c| c.as_str() == name)),
+            Condition::Spf(want) => self
+                .facts
+                .sender_auth
+                .is_some_and(|a| want.contains(&a.spf)),
+            Condition::Dkim(want) => self
+                .facts
+                .sender_auth
+                .is_some_and(|a| want.contains(&a.dkim)),
+            Condition::Dmarc(want) => self
+                .facts
+                .sender_auth
+                .is_some_and(|a| want.contains(&a.dmarc)),
             Condition::SizeOver(limit) => self.facts.size > *limit,
             Condition::SubjectContains(needles) => {
                 let subject = self.subject();

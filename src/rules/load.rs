@@ -202,6 +202,9 @@ struct RawConditions {
     attachment_name_matches: Option<List<Glob>>,
     sender_authenticated: Option<bool>,
     inbound_connector: Option<List<ConnectorName>>,
+    spf: Option<List<crate::sender_auth::AuthResult>>,
+    dkim: Option<List<crate::sender_auth::AuthResult>>,
+    dmarc: Option<List<crate::sender_auth::AuthResult>>,
 }
 
 impl RawConditions {
@@ -215,6 +218,9 @@ impl RawConditions {
                 .map(Condition::SenderAuthenticated),
             self.inbound_connector
                 .map(|l| Condition::InboundConnector(l.0)),
+            self.spf.map(|l| Condition::Spf(l.0)),
+            self.dkim.map(|l| Condition::Dkim(l.0)),
+            self.dmarc.map(|l| Condition::Dmarc(l.0)),
             self.recipient.map(|l| Condition::Recipient(l.0)),
             self.recipient_domain
                 .map(|l| Condition::RecipientDomain(l.0)),

@@ -45,6 +45,7 @@
 //! | `attachment_name_matches` | a part's file name matches a glob (also inside attached messages) | message |
 //! | `sender_authenticated` | the client did / did not authenticate | message |
 //! | `inbound_connector` | message arrived through this inbound connector | message |
+//! | `spf`, `dkim`, `dmarc` | the sender check's result (RFC 8601 name: `pass`, `fail`, `softfail`, `neutral`, `none`, `temperror`, `permerror`); never for unchecked mail | message |
 //!
 //! Conditions are checked envelope and session facts first, then the message content (which is
 //! parsed only if a rule needs it); `explain` names the first one that fails in that order.

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::action::Action;
 use super::matchers::{DomainPattern, Glob};
 use super::values::{Address, ConnectorName, HeaderName, Needle};
+use crate::sender_auth::AuthResult;
 
 /// One transport rule, read from one file.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,6 +145,12 @@ pub enum Condition {
     AttachmentNameMatches(Vec<Glob>),
     SenderAuthenticated(bool),
     InboundConnector(Vec<ConnectorName>),
+    /// The SPF result of a checked message (RFC 8601 names).
+    Spf(Vec<AuthResult>),
+    /// The DKIM result (pass when any signature passes).
+    Dkim(Vec<AuthResult>),
+    /// The DMARC result.
+    Dmarc(Vec<AuthResult>),
 }
 
 impl Condition {
@@ -165,6 +172,9 @@ impl Condition {
             Condition::AttachmentNameMatches(_) => "attachment_name_matches",
             Condition::SenderAuthenticated(_) => "sender_authenticated",
             Condition::InboundConnector(_) => "inbound_connector",
+            Condition::Spf(_) => "spf",
+            Condition::Dkim(_) => "dkim",
+            Condition::Dmarc(_) => "dmarc",
         }
     }
 
@@ -216,6 +226,7 @@ impl fmt::Display for Condition {
             Condition::SizeOver(n) => write!(f, "{n}"),
             Condition::HasAttachment(b) | Condition::SenderAuthenticated(b) => write!(f, "{b}"),
             Condition::InboundConnector(v) => write_list(f, v),
+            Condition::Spf(v) | Condition::Dkim(v) | Condition::Dmarc(v) => write_list(f, v),
         }
     }
 }

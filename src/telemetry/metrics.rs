@@ -51,6 +51,8 @@ pub struct Metrics {
     rule_matches: Family<Labels, Counter>,
     encryption: Family<Labels, Counter>,
     smime_signing: Family<Labels, Counter>,
+    sender_auth: Family<Labels, Counter>,
+    dkim_signed: Family<Labels, Counter>,
     store_ops: Family<Labels, Counter>,
     notifications: Family<Labels, Counter>,
     queue: Family<Labels, Gauge>,
@@ -84,6 +86,8 @@ impl Metrics {
             rule_matches: Family::default(),
             encryption: Family::default(),
             smime_signing: Family::default(),
+            sender_auth: Family::default(),
+            dkim_signed: Family::default(),
             store_ops: Family::default(),
             notifications: Family::default(),
             queue: Family::default(),
@@ -145,6 +149,16 @@ impl Metrics {
             "rule_matches",
             "Transport rule actions applied, by rule and action",
             m.rule_matches.clone(),
+        );
+        r.register(
+            "sender_auth_results",
+            "Checks of mail from outside, by method (spf, dkim, arc, dmarc) and result",
+            m.sender_auth.clone(),
+        );
+        r.register(
+            "dkim_signatures",
+            "Outbound messages DKIM-signed, by signing domain and result (signed, failed)",
+            m.dkim_signed.clone(),
         );
         r.register(
             "encryption_operations",
@@ -290,6 +304,25 @@ impl Metrics {
             .get_or_create(&vec![
                 ("rule", rule.to_string()),
                 ("action", action.to_string()),
+            ])
+            .inc();
+    }
+
+    /// One check's result (`sealpost_sender_auth_results_total{method="dmarc",result="fail"}`).
+    pub fn sender_auth(&self, method: &str, result: &str) {
+        self.sender_auth
+            .get_or_create(&vec![
+                ("method", method.to_string()),
+                ("result", result.to_string()),
+            ])
+            .inc();
+    }
+
+    pub fn dkim_signed(&self, domain: &str, result: &str) {
+        self.dkim_signed
+            .get_or_create(&vec![
+                ("domain", domain.to_string()),
+                ("result", result.to_string()),
             ])
             .inc();
     }

@@ -7,6 +7,7 @@ pub mod dns;
 pub mod dnssec;
 pub mod domains;
 pub mod imap;
+pub mod nsd;
 pub mod peers;
 pub mod plain_smtp;
 pub mod policy_host;

@@ -33,6 +33,7 @@ struct Msg {
     local: crate::mail::DomainSet,
     authenticated: bool,
     connector: Option<String>,
+    auth: Option<crate::sender_auth::AuthOutcome>,
 }
 
 impl Msg {
@@ -44,6 +45,7 @@ impl Msg {
             local: local(),
             authenticated: false,
             connector: None,
+            auth: None,
         }
     }
 
@@ -56,6 +58,7 @@ impl Msg {
             local_domains: &self.local,
             authenticated: self.authenticated,
             inbound_connector: self.connector.as_deref(),
+            sender_auth: self.auth.as_ref(),
         }
     }
 
@@ -219,6 +222,30 @@ fn sender_and_session_conditions() {
         "null sender has no domain"
     );
     assert!(!m.matches("sender_pattern = \"?*\""));
+}
+
+#[test]
+fn sender_check_conditions() {
+    use crate::sender_auth::{AuthOutcome, AuthResult, Disposition};
+    let mut m = Msg::new(&["bob@fabrikam.test"], PLAIN);
+    assert!(
+        !m.matches("dmarc = \"none\""),
+        "unchecked mail matches no result"
+    );
+    m.auth = Some(AuthOutcome {
+        spf: AuthResult::SoftFail,
+        dkim: AuthResult::Pass,
+        arc: AuthResult::None,
+        dmarc: AuthResult::Fail,
+        from_domain: "contoso.test".into(),
+        header: String::new(),
+        disposition: Disposition::Accept,
+    });
+    assert!(m.matches("dmarc = \"fail\""));
+    assert!(m.matches("spf = [\"fail\", \"softfail\"]"));
+    assert!(!m.matches("spf = \"pass\""));
+    assert!(m.matches("dkim = \"pass\"\ndmarc = \"fail\""));
+    assert!(!m.matches("dkim = \"fail\""));
 }
 
 #[test]

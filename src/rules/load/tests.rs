@@ -33,6 +33,29 @@ fn err(text: &str) -> RuleError {
 }
 
 #[test]
+fn sender_check_conditions_parse_and_bad_results_are_named() {
+    use crate::sender_auth::AuthResult;
+    let r = rule_with("dmarc = \"fail\"\nspf = [\"softfail\", \"TempError\"]\ndkim = \"none\"");
+    assert!(r
+        .conditions
+        .contains(&Condition::Dmarc(vec![AuthResult::Fail])));
+    assert!(r.conditions.contains(&Condition::Spf(vec![
+        AuthResult::SoftFail,
+        AuthResult::TempError
+    ])));
+    assert_eq!(
+        Condition::Spf(vec![AuthResult::SoftFail, AuthResult::TempError]).to_string(),
+        "spf = [\"softfail\", \"temperror\"]"
+    );
+    let e = err("name = \"r\"\npriority = 1\n[conditions]\ndmarc = \"failed\"\n[[actions]]\ntype = \"require_tls\"\n")
+        .to_string();
+    assert!(
+        e.contains("\"failed\" is not a result") && e.contains("permerror"),
+        "{e}"
+    );
+}
+
+#[test]
 fn complete_rule_parses() {
     let rule = parse(
         r#"name = "secure"
