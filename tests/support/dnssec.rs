@@ -21,10 +21,9 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// The association data of every TLSA record in the zones (32 bytes, as for SHA2-256).
 pub const TLSA_DATA: &str = "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20";
@@ -97,8 +96,6 @@ impl SignedZones {
         let anchor = path.join("anchor.key");
         fs::copy(path.join(format!("{parent}.key")), &anchor).expect("copy the anchor");
 
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let zones: String = [
             "dane.test",
             "good.dane.test",
@@ -108,30 +105,13 @@ impl SignedZones {
         .iter()
         .map(|zone| format!("zone:\n  name: {zone}\n  zonefile: {zone}.zone\n"))
         .collect();
-        let conf = format!(
-            "server:\n  ip-address: 127.0.0.1@{port}\n  username: \"\"\n  zonesdir: \"{d}\"\n  \
-             database: \"\"\n  pidfile: \"{d}/nsd.pid\"\n  xfrdfile: \"{d}/xfrd.state\"\n  \
-             zonelistfile: \"{d}/zone.list\"\n  logfile: \"{d}/nsd.log\"\n  verbosity: 1\n\
-             remote-control:\n  control-enable: no\n{zones}",
-            d = path.display()
-        );
-        fs::write(path.join("nsd.conf"), conf).expect("write nsd.conf");
-        let child = Command::new(NSD)
-            .arg("-d")
-            .arg("-c")
-            .arg(path.join("nsd.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nsd");
+        let (child, addr) = super::nsd::run_nsd(path, &zones);
         let zones = SignedZones {
             child,
             addr,
             anchor,
             dir,
         };
-        zones.wait_ready();
         Some(zones)
     }
 
@@ -143,17 +123,6 @@ impl SignedZones {
     /// The DNSKEY of `dane.test.`, as a zone-file line: the trust anchor.
     pub fn anchor(&self) -> &Path {
         &self.anchor
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(self.addr).is_err() {
-            if Instant::now() > deadline {
-                let log = fs::read_to_string(self.dir.path().join("nsd.log")).unwrap_or_default();
-                panic!("nsd did not start on {}:\n{log}", self.addr);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 }
 
@@ -222,16 +191,6 @@ fn write_zone(dir: &Path, zone: &str, records: &str, key: Option<&str>) {
 }
 
 /// A port free on 127.0.0.1 for both UDP and TCP (at the time of asking).
-fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 /// The TLSA record data (`usage selector matching hex`) matching a PEM certificate file, e.g.
 /// `3 1 1 <SHA-256 of its public key>` for DANE-EE.
 pub fn tlsa_for_certificate(pem: &Path, usage: u8, selector: u8, matching: u8) -> String {

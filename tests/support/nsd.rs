@@ -41,34 +41,8 @@ impl Zones {
             fs::write(path.join(format!("{zone}.zone")), text).expect("write zone");
             list.push_str(&format!("zone:\n  name: {zone}\n  zonefile: {zone}.zone\n"));
         }
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let conf = format!(
-            "server:\n  ip-address: 127.0.0.1@{port}\n  username: \"\"\n  zonesdir: \"{d}\"\n  \
-             database: \"\"\n  pidfile: \"{d}/nsd.pid\"\n  xfrdfile: \"{d}/xfrd.state\"\n  \
-             zonelistfile: \"{d}/zone.list\"\n  logfile: \"{d}/nsd.log\"\n  verbosity: 1\n\
-             remote-control:\n  control-enable: no\n{list}",
-            d = path.display()
-        );
-        fs::write(path.join("nsd.conf"), conf).expect("write nsd.conf");
-        let child = Command::new(NSD)
-            .arg("-d")
-            .arg("-c")
-            .arg(path.join("nsd.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nsd");
+        let (child, addr) = run_nsd(path, &list);
         let zones = Zones { child, addr, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(zones.addr).is_err() {
-            if Instant::now() > deadline {
-                let log = fs::read_to_string(zones.dir.path().join("nsd.log")).unwrap_or_default();
-                panic!("nsd did not start on {}:\n{log}", zones.addr);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
         Some(zones)
     }
 
@@ -83,6 +57,41 @@ impl Drop for Zones {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts NSD serving the zone files in `dir` that `zone_list` (nsd.conf `zone:` clauses) names,
+/// on a free loopback port, with its files in `dir`; returns once it answers over TCP.
+pub fn run_nsd(dir: &Path, zone_list: &str) -> (Child, SocketAddr) {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let conf = format!(
+        "server:\n  ip-address: 127.0.0.1@{port}\n  username: \"\"\n  zonesdir: \"{d}\"\n  \
+         database: \"\"\n  pidfile: \"{d}/nsd.pid\"\n  xfrdfile: \"{d}/xfrd.state\"\n  \
+         zonelistfile: \"{d}/zone.list\"\n  logfile: \"{d}/nsd.log\"\n  verbosity: 1\n\
+         remote-control:\n  control-enable: no\n{zone_list}",
+        d = dir.display()
+    );
+    fs::write(dir.join("nsd.conf"), conf).expect("write nsd.conf");
+    let mut child = Command::new(NSD)
+        .arg("-d")
+        .arg("-c")
+        .arg(dir.join("nsd.conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nsd");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = fs::read_to_string(dir.join("nsd.log")).unwrap_or_default();
+            panic!("nsd did not start on {addr}:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, addr)
 }
 
 /// A TXT record's text as zone-file strings of at most 255 bytes each, in parentheses.
