@@ -123,7 +123,6 @@ async fn measure(pid: u32, port: u16, p: &Params, filled: Duration) -> anyhow::R
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     };
-    let before = (procs::rss_mib(pid), procs::peak_mib(pid));
     command(&mut client, "a", &format!("LOGIN {USER} {PASSWORD}")).await?;
     let (_, select) = command(&mut client, "b", "SELECT INBOX").await?;
     let exists = format!("* {} EXISTS", p.messages + 1);
@@ -131,6 +130,7 @@ async fn measure(pid: u32, port: u16, p: &Params, filled: Duration) -> anyhow::R
         select.contains(&exists),
         "SELECT: expected {exists}: {select}"
     );
+    let before = (procs::rss_mib(pid), procs::peak_mib(pid));
 
     let start = Instant::now();
     let (bytes, text) = command(
@@ -197,7 +197,7 @@ async fn measure(pid: u32, port: u16, p: &Params, filled: Duration) -> anyhow::R
         filled.as_secs_f64()
     );
     println!(
-        "  server after login:              RSS {:>7.1} MiB, peak {:>7.1} MiB",
+        "  server after LOGIN and SELECT:   RSS {:>7.1} MiB, peak {:>7.1} MiB",
         before.0, before.1
     );
     println!(
