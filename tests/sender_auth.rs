@@ -12,7 +12,7 @@ use sealpost::store::MailStore;
 use std::time::Duration;
 
 use support::domains::{
-    free_port, load, python, sealpost, send, wait_for_mailbox_async, DomainSpec, Pair,
+    free_port, load, python, sealpost, send, start_specs, wait_for_mailbox_async, DomainSpec, Pair,
 };
 use support::nsd::{txt, Zones};
 
@@ -299,19 +299,7 @@ async fn start_pair_with_dns(dir: &Path, contoso_toml: &str, dns: std::net::Sock
         .route("contoso.test", cport)
         .toml(fabrikam_toml);
     fabrikam.nameservers = vec![dns];
-    let (contoso_config, fabrikam_config) = (contoso.write(dir), fabrikam.write(dir));
-    let (c, f) = (load(&contoso_config), load(&fabrikam_config));
-    let (contoso_data, fabrikam_data) = (c.data_dir.clone(), f.data_dir.clone());
-    let fabrikam = sealpost::app::start(f).await.expect("start fabrikam");
-    let contoso = sealpost::app::start(c).await.expect("start contoso");
-    Pair {
-        contoso,
-        fabrikam,
-        contoso_data,
-        fabrikam_data,
-        contoso_config,
-        fabrikam_config,
-    }
+    start_specs(dir, contoso, fabrikam).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

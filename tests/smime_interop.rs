@@ -3,8 +3,10 @@
 //! SHA-256, AES-CBC and AES-GCM, DER and indefinite-length `-stream` BER) opens in sealpost,
 //! byte-exact. Also certificate selection against certificates OpenSSL and rcgen make.
 
+#[path = "support/smime_files.rs"]
+mod smime_files;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sealpost::crypto::smime::{
@@ -32,27 +34,9 @@ fn key(address: &str) -> DecryptKey {
 
 /// Runs openssl with `args`, feeding `stdin`; returns stdout, panicking with stderr on failure.
 fn openssl(args: &[&str], stdin: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut child = Command::new("openssl")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("openssl must be installed (.ci/run installs it)");
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    let (ok, stdout, stderr) = smime_files::openssl(args, stdin);
+    assert!(ok, "openssl {args:?} failed: {stderr}");
+    stdout
 }
 
 const INNER: &[u8] = b"Content-Type: text/plain; charset=utf-8\r\n\

@@ -414,6 +414,11 @@ pub async fn start_pair(dir: &Path, contoso_toml: &str, fabrikam_toml: &str) -> 
     )
     .route("contoso.test", cport)
     .toml(fabrikam_toml);
+    start_specs(dir, contoso, fabrikam).await
+}
+
+/// Writes both domains' configurations into `dir` and starts them in-process, fabrikam first.
+pub async fn start_specs(dir: &Path, contoso: DomainSpec, fabrikam: DomainSpec) -> Pair {
     let (contoso_config, fabrikam_config) = (contoso.write(dir), fabrikam.write(dir));
     let (c, f) = (load(&contoso_config), load(&fabrikam_config));
     let (contoso_data, fabrikam_data) = (c.data_dir.clone(), f.data_dir.clone());

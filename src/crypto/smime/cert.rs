@@ -177,8 +177,8 @@ impl RecipientCert {
         }
     }
 
-    /// Why this certificate cannot be used to encrypt at `now`, or `None` if it can.
-    pub fn unusable_reason(&self, now: SystemTime) -> Option<String> {
+    /// A key sealpost cannot use, or `now` outside the validity period.
+    fn key_or_validity_problem(&self, now: SystemTime) -> Option<String> {
         if let Some(problem) = self.key_problem() {
             return Some(problem);
         }
@@ -187,6 +187,14 @@ impl RecipientCert {
         }
         if now > self.not_after {
             return Some(format!("expired on {}", date(self.not_after)));
+        }
+        None
+    }
+
+    /// Why this certificate cannot be used to encrypt at `now`, or `None` if it can.
+    pub fn unusable_reason(&self, now: SystemTime) -> Option<String> {
+        if let Some(problem) = self.key_or_validity_problem(now) {
+            return Some(problem);
         }
         if self.key_encipherment == Some(false) {
             return Some("keyUsage does not allow keyEncipherment".into());
@@ -200,14 +208,8 @@ impl RecipientCert {
     /// Why this certificate cannot sign mail at `now` (key, validity, extendedKeyUsage), or
     /// `None` if it can.
     pub fn signing_problem(&self, now: SystemTime) -> Option<String> {
-        if let Some(problem) = self.key_problem() {
+        if let Some(problem) = self.key_or_validity_problem(now) {
             return Some(problem);
-        }
-        if now < self.not_before {
-            return Some(format!("not valid before {}", date(self.not_before)));
-        }
-        if now > self.not_after {
-            return Some(format!("expired on {}", date(self.not_after)));
         }
         if self.email_protection == Some(false) {
             return Some("extendedKeyUsage does not allow emailProtection".into());
