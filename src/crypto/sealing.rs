@@ -263,12 +263,109 @@ pub fn open_chunks(
     Ok(sealed)
 }
 
+/// Opens `seal_chunks` output one chunk at a time, for content too large to hold: each chunk is
+/// authenticated before its plaintext is given out, and the final flag in the AAD makes a
+/// truncation fail at the chunk where the content was cut.
+pub struct ChunkOpener {
+    aead: LessSafeKey,
+    context: Vec<u8>,
+    count: u64,
+    next: u64,
+}
+
+impl ChunkOpener {
+    /// Sealed bytes per chunk (the last one may be shorter).
+    pub const STRIDE: usize = CHUNK_SIZE + TAG_LEN;
+
+    /// An opener for `sealed_len` bytes of `seal_chunks` output sealed under `key` and `context`.
+    pub fn new(key: &SecretKey, context: &[u8], sealed_len: u64) -> Result<Self, CryptoError> {
+        opened_len(sealed_len).ok_or(CryptoError::Malformed)?;
+        Ok(ChunkOpener {
+            aead: key.aead()?,
+            context: context.to_vec(),
+            count: sealed_len.div_ceil(Self::STRIDE as u64),
+            next: 0,
+        })
+    }
+
+    /// Goes on at chunk `index` (chunks before it are neither read nor authenticated): for a
+    /// range of the content. Past the last chunk is malformed.
+    pub fn skip_to(&mut self, index: u64) -> Result<(), CryptoError> {
+        if index > self.count {
+            return Err(CryptoError::Malformed);
+        }
+        self.next = index;
+        Ok(())
+    }
+
+    /// Whether every chunk was opened.
+    pub fn finished(&self) -> bool {
+        self.next == self.count
+    }
+
+    /// Opens the next chunk in place: `chunk` holds exactly its sealed bytes (`STRIDE`, or the
+    /// rest for the last one). Returns the plaintext, a prefix of `chunk`.
+    pub fn open_next<'c>(&mut self, chunk: &'c mut [u8]) -> Result<&'c [u8], CryptoError> {
+        if self.finished() || chunk.len() < TAG_LEN {
+            return Err(CryptoError::Malformed);
+        }
+        let index = self.next;
+        let last = index + 1 == self.count;
+        let (body, tag) = chunk.split_at_mut(chunk.len() - TAG_LEN);
+        let plain = self
+            .aead
+            .open_in_place_separate_tag(
+                chunk_nonce(index),
+                Aad::from(chunk_aad(&self.context, index, last)),
+                tag,
+                body,
+            )
+            .map_err(|_| CryptoError::Chunk(index))?;
+        self.next += 1;
+        Ok(plain)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn key() -> SecretKey {
         SecretKey::generate().unwrap()
+    }
+
+    #[test]
+    fn chunks_open_one_by_one_and_any_change_fails_at_its_chunk() {
+        let k = key();
+        let plain: Vec<u8> = (0..2 * CHUNK_SIZE + 100).map(|i| i as u8).collect();
+        let mut sealed = Vec::new();
+        seal_chunks(&k, b"ctx", &plain, &mut sealed).unwrap();
+        let open_all = |sealed: &mut Vec<u8>, context: &[u8]| -> Result<Vec<u8>, CryptoError> {
+            let mut o = ChunkOpener::new(&k, context, sealed.len() as u64)?;
+            let mut out = Vec::new();
+            for chunk in sealed.chunks_mut(ChunkOpener::STRIDE) {
+                out.extend_from_slice(o.open_next(chunk)?);
+            }
+            assert!(o.finished());
+            Ok(out)
+        };
+        assert_eq!(open_all(&mut sealed.clone(), b"ctx").unwrap(), plain);
+        assert_eq!(
+            open_all(&mut sealed.clone(), b"other").unwrap_err(),
+            CryptoError::Chunk(0)
+        );
+        let mut altered = sealed.clone();
+        altered[ChunkOpener::STRIDE + 3] ^= 1;
+        assert_eq!(
+            open_all(&mut altered, b"ctx").unwrap_err(),
+            CryptoError::Chunk(1)
+        );
+        // Cut after the second chunk: that chunk was not sealed as the last one.
+        let mut cut = sealed[..2 * ChunkOpener::STRIDE].to_vec();
+        assert_eq!(
+            open_all(&mut cut, b"ctx").unwrap_err(),
+            CryptoError::Chunk(1)
+        );
     }
 
     #[test]

@@ -434,8 +434,28 @@ impl Session {
             }
         }
         let content = fetch::needs_content(&names);
+        let whole = fetch::whole_text(&names);
         let mut bytes = Vec::new();
+        let mut out = Vec::new();
         for (seq, m) in &targets {
+            if let Some((text, others)) = whole.as_ref().filter(|_| m.size > fetch::STREAM_ABOVE) {
+                let (Some(seq), source) = (
+                    NonZeroU32::new(*seq),
+                    self.store.message_source(&mailbox, &folder, m.uid)?,
+                ) else {
+                    continue;
+                };
+                let (skip, len) = text.range(source.size());
+                source.verify_range(skip, len)?;
+                out.push(Action::Send(std::mem::take(&mut bytes)));
+                out.push(Action::Stream {
+                    head: text.head(seq, fetch::items(others, m, None, uid), len),
+                    source,
+                    skip,
+                    len,
+                });
+                continue;
+            }
             let raw = if content {
                 Some(self.store.message(&mailbox, &folder, m.uid)?)
             } else {
@@ -446,7 +466,8 @@ impl Session {
                 bytes.extend(reply::data(Data::Fetch { seq, items }));
             }
         }
-        Ok(vec![Action::Send(bytes)])
+        out.push(Action::Send(bytes));
+        Ok(out)
     }
 
     fn store_flags(

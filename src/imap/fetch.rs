@@ -10,6 +10,7 @@ use imap_codec::imap_types::datetime::DateTime;
 use imap_codec::imap_types::envelope::{Address, Envelope};
 use imap_codec::imap_types::fetch::{MessageDataItem, MessageDataItemName, Part, Section};
 use imap_codec::imap_types::flag::FlagFetch;
+use imap_codec::imap_types::response::Data;
 use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
 use super::reply;
@@ -41,6 +42,94 @@ pub fn sets_seen(names: &[MessageDataItemName<'_>]) -> bool {
                 | MessageDataItemName::Rfc822Text
         )
     })
+}
+
+/// Messages larger than this are sent from the store piece by piece, never held in memory, when
+/// a FETCH asks for their whole text (`BODY[]`, `BODY.PEEK[]` or `RFC822`, with or without a
+/// partial range) along with items that need no content.
+pub const STREAM_ABOVE: u64 = 256 * 1024;
+
+/// The whole-text item of a FETCH that is streamed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WholeText {
+    /// RFC822 (rather than BODY[]).
+    rfc822: bool,
+    partial: Option<(u32, NonZeroU32)>,
+}
+
+impl WholeText {
+    /// The bytes of a message of `size` bytes it sends: (offset, length).
+    pub fn range(&self, size: u64) -> (u64, u64) {
+        match self.partial {
+            None => (0, size),
+            Some((start, count)) => {
+                let start = u64::from(start).min(size);
+                (start, u64::from(count.get()).min(size - start))
+            }
+        }
+    }
+
+    /// The start of a FETCH response that ends with this item's literal of `len` bytes: the other
+    /// items (encoded by imap-codec), then the item's name and the literal's announcement. The
+    /// literal's bytes and the closing `)\r\n` follow.
+    pub fn head(
+        &self,
+        seq: NonZeroU32,
+        others: Vec<MessageDataItem<'static>>,
+        len: u64,
+    ) -> Vec<u8> {
+        let mut head = match Vec1::try_from(others) {
+            Ok(items) => {
+                let mut h = reply::data(Data::Fetch { seq, items });
+                // `* n FETCH (…)\r\n`: reopen the list.
+                h.truncate(h.len().saturating_sub(3));
+                h.push(b' ');
+                h
+            }
+            Err(_) => format!("* {seq} FETCH (").into_bytes(),
+        };
+        let name = match (self.rfc822, self.partial) {
+            (true, _) => "RFC822".to_string(),
+            (false, None) => "BODY[]".to_string(),
+            (false, Some((start, _))) => format!("BODY[]<{start}>"),
+        };
+        head.extend_from_slice(format!("{name} {{{len}}}\r\n").as_bytes());
+        head
+    }
+}
+
+/// When a FETCH asks for one whole-text item and otherwise only items that need no content, that
+/// item and the others; `None` when it must be answered from the message in memory.
+pub fn whole_text<'a>(
+    names: &[MessageDataItemName<'a>],
+) -> Option<(WholeText, Vec<MessageDataItemName<'a>>)> {
+    let mut whole = None;
+    let mut others = Vec::new();
+    for n in names {
+        let this = match n {
+            MessageDataItemName::BodyExt {
+                section: None,
+                partial,
+                ..
+            } => WholeText {
+                rfc822: false,
+                partial: *partial,
+            },
+            MessageDataItemName::Rfc822 => WholeText {
+                rfc822: true,
+                partial: None,
+            },
+            other if needs_content(std::slice::from_ref(other)) => return None,
+            other => {
+                others.push(other.clone());
+                continue;
+            }
+        };
+        if whole.replace(this).is_some() {
+            return None;
+        }
+    }
+    whole.map(|w| (w, others))
 }
 
 fn nstring(s: Option<&str>) -> NString<'static> {

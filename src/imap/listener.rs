@@ -19,7 +19,8 @@ use crate::net::limits::ConnectionLimits;
 use crate::net::shutdown::{phase, ShutdownPhase};
 use crate::net::{accept_tls, Stream};
 use crate::store::folders::changes;
-use crate::store::Folders;
+use crate::store::stream::{MessageChunks, MessageSource};
+use crate::store::{Folders, StoreError};
 use crate::telemetry::metrics::Direction;
 use crate::telemetry::Telemetry;
 
@@ -171,6 +172,24 @@ async fn converse(
                     stream = upgrade(stream, ctx).await?;
                     session.tls_established();
                 }
+                Action::Stream {
+                    head,
+                    source,
+                    skip,
+                    len,
+                } => {
+                    write_out(&mut stream, &mut out, ctx).await?;
+                    out = head;
+                    write_out(&mut stream, &mut out, ctx).await?;
+                    if let Err(e) = stream_text(&mut stream, source, skip, len, ctx).await {
+                        // The literal was announced and cannot be completed: only closing the
+                        // connection tells the client that what it got is not the message.
+                        tracing::warn!(client = %peer, error = %e, "IMAP FETCH stopped midway");
+                        return Err(e);
+                    }
+                    ctx.telemetry.metrics.imap_streamed();
+                    out.extend_from_slice(b")\r\n");
+                }
                 Action::Authenticate(creds) => {
                     let result = check(ctx, peer, creds).await;
                     let (s, actions) = blocking(session, move |s| s.auth_result(result)).await?;
@@ -299,6 +318,54 @@ async fn check(
         }
     }
     result
+}
+
+/// Plaintext handed from the store to the socket per blocking call (four chunks).
+const STREAM_BATCH: usize = 256 * 1024;
+
+/// Sends `len` bytes of a message's text from offset `skip`, read, authenticated and decrypted
+/// off the reactor one batch at a time: the session holds at most one batch of it.
+async fn stream_text(
+    stream: &mut Stream,
+    source: MessageSource,
+    skip: u64,
+    len: u64,
+    ctx: &ImapContext,
+) -> Result<(), String> {
+    let mut chunks = tokio::task::spawn_blocking(move || source.range(skip, len))
+        .await
+        .map_err(|e| format!("reader task failed: {e}"))?
+        .map_err(|e| e.to_string())?;
+    let mut left = len;
+    let mut batch = Vec::with_capacity(STREAM_BATCH);
+    while left > 0 {
+        let (c, b, result) = tokio::task::spawn_blocking(move || {
+            batch.clear();
+            let result = fill(&mut chunks, &mut batch);
+            (chunks, batch, result)
+        })
+        .await
+        .map_err(|e| format!("reader task failed: {e}"))?;
+        (chunks, batch) = (c, b);
+        result.map_err(|e| e.to_string())?;
+        if batch.is_empty() {
+            return Err(format!("message ended {left} bytes early"));
+        }
+        left = left.saturating_sub(batch.len() as u64);
+        write_out(stream, &mut batch, ctx).await?;
+    }
+    Ok(())
+}
+
+/// Appends pieces to `batch` until it holds about `STREAM_BATCH` bytes or the range ends.
+fn fill(chunks: &mut MessageChunks, batch: &mut Vec<u8>) -> Result<(), StoreError> {
+    while batch.len() < STREAM_BATCH {
+        match chunks.next_chunk()? {
+            Some(piece) => batch.extend_from_slice(piece),
+            None => break,
+        }
+    }
+    Ok(())
 }
 
 async fn write_out(

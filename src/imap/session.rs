@@ -20,6 +20,7 @@ use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec};
 use super::reply::{self, Kind};
 use super::{SessionConfig, MAX_LINE};
 use crate::auth::Credentials;
+use crate::store::stream::MessageSource;
 use crate::store::{Folders, StoreError};
 
 /// What the listener does for the session.
@@ -32,6 +33,14 @@ pub enum Action {
     Authenticate(Credentials),
     /// Close the connection.
     Close,
+    /// Send a large message from the store piece by piece: `head`, then `len` bytes of its text
+    /// from offset `skip`, then `)\r\n`. The session verified the whole blob already.
+    Stream {
+        head: Vec<u8>,
+        source: MessageSource,
+        skip: u64,
+        len: u64,
+    },
 }
 
 /// The selected folder and the session's view of its messages (sequence number n is

@@ -23,6 +23,17 @@ use super::{summarize, MailStore, MessageSummary, StoreError};
 use crate::config::{Config, PolicyRef};
 use crate::crypto::sealing::{open_chunks, seal_chunks, sealed_len, SecretKey};
 
+/// How a blob's body opens (see `EncryptedStore::blob_body`).
+pub(super) enum BlobBody {
+    Sealed {
+        content: SecretKey,
+        context: Vec<u8>,
+    },
+    Plain {
+        digest: Vec<u8>,
+    },
+}
+
 /// The summary fields kept in the index (sealed under the mailbox key when encrypted).
 #[derive(Serialize, Deserialize)]
 struct Meta {
@@ -71,7 +82,7 @@ fn delivery_tag(mkey: Option<&SecretKey>, delivery: &str) -> Vec<u8> {
     }
 }
 
-fn integrity(row: &MessageRow, what: impl std::fmt::Display) -> StoreError {
+pub(super) fn integrity(row: &MessageRow, what: impl std::fmt::Display) -> StoreError {
     StoreError::Integrity(format!("message {} in {}: {what}", row.id, row.mailbox))
 }
 
@@ -241,6 +252,38 @@ impl EncryptedStore {
         }
     }
 
+    /// How a row's blob opens, from the kind in its header: the content key and the context its
+    /// chunks bind, or the checksum of a plain blob. Anything that does not match the index fails.
+    pub(super) fn blob_body(
+        &self,
+        row: &MessageRow,
+        mkey: Option<&SecretKey>,
+        kind: Option<BlobKind>,
+    ) -> Result<BlobBody, StoreError> {
+        let legacy = self.keyring.accepts_legacy();
+        match (kind, mkey, &row.wrapped_key) {
+            (Some(kind @ (BlobKind::Encrypted | BlobKind::MailboxBound)), Some(mkey), Some(w)) => {
+                let (content, bound) =
+                    binding::unwrap_content_key(mkey, &row.mailbox, &row.id, w, legacy)
+                        .map_err(|e| not_bound(row, "content key", e))?;
+                // A kind 1 blob's chunks bind the message id; its wrap, once migrated, binds the
+                // mailbox. A kind 2 blob is only ever written with a bound wrap.
+                let context = match (kind, bound) {
+                    (BlobKind::MailboxBound, Binding::Mailbox) => {
+                        binding::chunk_context(&row.mailbox, &row.id)
+                    }
+                    (BlobKind::Encrypted, _) => row.id.as_bytes().to_vec(),
+                    _ => return Err(integrity(row, "blob header does not match the index")),
+                };
+                Ok(BlobBody::Sealed { content, context })
+            }
+            (Some(BlobKind::Plain), None, None) => Ok(BlobBody::Plain {
+                digest: row.digest.clone().unwrap_or_default(),
+            }),
+            _ => Err(integrity(row, "blob header does not match the index")),
+        }
+    }
+
     /// Reads and authenticates a message's blob.
     pub(super) fn open_message(
         &self,
@@ -248,38 +291,20 @@ impl EncryptedStore {
         mkey: Option<&SecretKey>,
     ) -> Result<Vec<u8>, StoreError> {
         let path = self.blobs.path(&row.blob)?;
-        let data = match std::fs::read(&path) {
+        let mut data = match std::fs::read(&path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(integrity(row, "its blob is missing"))
             }
             Err(e) => return Err(StoreError::io(&path, e)),
         };
-        let legacy = self.keyring.accepts_legacy();
-        let plain = match (blobs::kind(&data), mkey, &row.wrapped_key) {
-            (Some(kind @ (BlobKind::Encrypted | BlobKind::MailboxBound)), Some(mkey), Some(w)) => {
-                let (content, bound) =
-                    binding::unwrap_content_key(mkey, &row.mailbox, &row.id, w, legacy)
-                        .map_err(|e| not_bound(row, "content key", e))?;
-                // A kind 1 blob's chunks bind the message id; its wrap, once migrated, binds the
-                // mailbox. A kind 2 blob is only ever written with a bound wrap.
-                let chunks = match (kind, bound) {
-                    (BlobKind::MailboxBound, Binding::Mailbox) => {
-                        binding::chunk_context(&row.mailbox, &row.id)
-                    }
-                    (BlobKind::Encrypted, _) => row.id.as_bytes().to_vec(),
-                    _ => return Err(integrity(row, "blob header does not match the index")),
-                };
-                let mut data = data;
-                data.drain(..HEADER_LEN);
-                open_chunks(&content, &chunks, data).map_err(|e| {
-                    integrity(row, format!("{e} (blob altered, swapped or truncated)"))
-                })?
-            }
-            (Some(BlobKind::Plain), None, None) => {
-                let mut data = data;
-                data.drain(..HEADER_LEN);
-                if row.digest.as_deref() != Some(&sha256(&data)[..]) {
+        let body = self.blob_body(row, mkey, blobs::kind(&data))?;
+        data.drain(..HEADER_LEN);
+        let plain = match body {
+            BlobBody::Sealed { content, context } => open_chunks(&content, &context, data)
+                .map_err(|e| integrity(row, format!("{e} (blob altered, swapped or truncated)")))?,
+            BlobBody::Plain { digest } => {
+                if digest != sha256(&data) {
                     return Err(integrity(
                         row,
                         "checksum mismatch (blob altered or swapped)",
@@ -287,7 +312,6 @@ impl EncryptedStore {
                 }
                 data
             }
-            _ => return Err(integrity(row, "blob header does not match the index")),
         };
         if plain.len() as i64 != row.size {
             return Err(integrity(row, "size does not match the index"));

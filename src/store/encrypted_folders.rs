@@ -13,6 +13,7 @@ use super::folders::{
     Folders, INBOX, SPECIAL_USE,
 };
 use super::index;
+use super::stream::MessageSource;
 use super::{EncryptedStore, IndexErrorKind, MailStore, StoreError};
 
 fn no_folder(name: &str) -> StoreError {
@@ -95,6 +96,19 @@ impl EncryptedStore {
             }
         }
         Ok(out)
+    }
+
+    /// The message id at `uid` in a folder of a (live) mailbox.
+    fn id_at(&self, mailbox: &str, folder: &str, uid: u32) -> Result<String, StoreError> {
+        let name = canonical_folder(folder);
+        let c = self.conn()?;
+        let fid = fx::existing_folder(&c, mailbox, &name)?;
+        Ok(fx::message_at(&c, fid, uid)?
+            .ok_or_else(|| StoreError::NoSuchMessage {
+                mailbox: mailbox.to_string(),
+                id: format!("{name} UID {uid}"),
+            })?
+            .1)
     }
 
     /// Removes message rows, then their blobs (a blob left behind is an orphan, never a message).
@@ -226,18 +240,19 @@ impl Folders for EncryptedStore {
 
     fn message(&self, mailbox: &str, folder: &str, uid: u32) -> Result<Vec<u8>, StoreError> {
         let mailbox = self.live_mailbox(mailbox)?;
-        let name = canonical_folder(folder);
-        let id = {
-            let c = self.conn()?;
-            let fid = fx::existing_folder(&c, &mailbox, &name)?;
-            fx::message_at(&c, fid, uid)?
-                .ok_or_else(|| StoreError::NoSuchMessage {
-                    mailbox: mailbox.clone(),
-                    id: format!("{name} UID {uid}"),
-                })?
-                .1
-        };
+        let id = self.id_at(&mailbox, folder, uid)?;
         self.read(&mailbox, &id)
+    }
+
+    fn message_source(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        uid: u32,
+    ) -> Result<MessageSource, StoreError> {
+        let mailbox = self.live_mailbox(mailbox)?;
+        let id = self.id_at(&mailbox, folder, uid)?;
+        self.source_of(&mailbox, &id)
     }
 
     fn set_flags(

@@ -157,6 +157,14 @@ pub trait Folders: Send + Sync {
     fn select(&self, mailbox: &str, folder: &str) -> Result<FolderView, StoreError>;
     /// The bytes of one message, decrypted in memory.
     fn message(&self, mailbox: &str, folder: &str, uid: u32) -> Result<Vec<u8>, StoreError>;
+    /// One message to be read piece by piece (a large one): its keys are opened here, its blob
+    /// only when read.
+    fn message_source(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        uid: u32,
+    ) -> Result<super::stream::MessageSource, StoreError>;
     /// Changes the flags of the given messages; returns them as they are now.
     fn set_flags(
         &self,

@@ -14,6 +14,7 @@ mod keyring;
 mod maildir;
 pub mod ops;
 mod rebind;
+pub mod stream;
 
 pub use encrypted::{open_store, open_stores, EncryptedStore, Stores};
 pub use folders::{FlagOp, Flags, FolderInfo, FolderMessage, FolderView, Folders};

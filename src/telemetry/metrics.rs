@@ -62,6 +62,7 @@ pub struct Metrics {
     imap_sessions: Family<Labels, Counter>,
     imap_logins: Family<Labels, Counter>,
     imap_bytes: Counter,
+    imap_streamed: Counter,
 }
 
 impl Default for Metrics {
@@ -97,6 +98,7 @@ impl Metrics {
             imap_sessions: Family::default(),
             imap_logins: Family::default(),
             imap_bytes: Counter::default(),
+            imap_streamed: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -216,6 +218,11 @@ impl Metrics {
             "Bytes written to IMAP clients",
             m.imap_bytes.clone(),
         );
+        r.register(
+            "imap_streamed_messages",
+            "Large messages sent to IMAP clients piece by piece from the store",
+            m.imap_streamed.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -241,6 +248,10 @@ impl Metrics {
 
     pub fn imap_bytes(&self, n: usize) {
         self.imap_bytes.inc_by(n as u64);
+    }
+
+    pub fn imap_streamed(&self) {
+        self.imap_streamed.inc();
     }
 
     pub fn session_closed(&self) {
