@@ -1,15 +1,21 @@
-//! The key index suite: what every `KeyIndex` backend must do, whatever keeps the rows. The
-//! backend is named by `SEALPOST_KEY_INDEX_BACKEND` (default `sqlite`); each test starts from an
-//! empty index.
+//! The key index suite: what every `KeyIndex` backend must do, whatever keeps the rows. Each test
+//! runs once on SQLite (`sqlite::<test>`) and once on PostgreSQL (`postgres::<test>`, a real
+//! server started by `tests/support/postgres.rs`; without one it says why it skips, and under
+//! `CI` it fails), each from an empty index.
 
+#[allow(dead_code)]
+#[path = "support/postgres.rs"]
+mod pg;
+
+use std::sync::Arc;
+
+use sealpost::pg::Database;
 use sealpost::store::audit::Anchor;
+use sealpost::store::backend::postgres::PgTransaction;
 use sealpost::store::backend::sqlite::SqliteKeyIndex;
 use sealpost::store::backend::{KeyIndex, MailboxKeyRow, PolicyKeyRow, Shredded, WrapRow};
 use sealpost::store::index::{self, MessageRow};
 use sealpost::store::IndexErrorKind;
-
-const BACKEND_VAR: &str = "SEALPOST_KEY_INDEX_BACKEND";
-const KNOWN: &[&str] = &["sqlite"];
 
 /// An empty index of one backend.
 trait Harness {
@@ -72,17 +78,57 @@ impl Harness for Sqlite {
     }
 }
 
-fn harness() -> Box<dyn Harness> {
-    let name = std::env::var(BACKEND_VAR).unwrap_or_else(|_| "sqlite".into());
-    let h: Box<dyn Harness> = match name.as_str() {
-        "sqlite" => Box::new(Sqlite::new()),
-        other => panic!(
-            "{BACKEND_VAR}={other}: no such key index backend (known: {})",
-            KNOWN.join(", ")
-        ),
-    };
-    eprintln!("key index backend: {}", h.name());
-    h
+/// A new database in the test binary's PostgreSQL cluster, its schema applied.
+struct Postgres {
+    _dir: tempfile::TempDir,
+    cluster: &'static pg::Cluster,
+    database: String,
+    db: Arc<Database>,
+    messages: u32,
+}
+
+impl Postgres {
+    fn new() -> Option<Postgres> {
+        let cluster = pg::shared()?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let database = cluster.create_database();
+        let settings = cluster.settings(&database, &cluster.password_file(dir.path()));
+        let db = Database::open(&settings).expect("open the database");
+        Some(Postgres {
+            _dir: dir,
+            cluster,
+            database,
+            db,
+            messages: 0,
+        })
+    }
+}
+
+impl Harness for Postgres {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn transaction(&mut self, commit: bool, f: &mut dyn FnMut(&dyn KeyIndex)) {
+        let tx = PgTransaction::begin(&self.db).expect("begin");
+        f(&tx.key_index());
+        if commit {
+            tx.commit().expect("commit");
+        }
+    }
+
+    fn add_message(&mut self, mailbox: &str, mailbox_key_id: i64) {
+        self.messages += 1;
+        let id = format!("{:016X}", self.messages);
+        self.cluster.psql(
+            &self.database,
+            &format!(
+                "INSERT INTO store_message (id, mailbox, received, size, blob, mailbox_key_id, \
+                 wrapped_key, meta) VALUES ('{id}', '{mailbox}', 0, 1, '{id:0>32}', \
+                 {mailbox_key_id}, '\\x02', '\\x00')"
+            ),
+        );
+    }
 }
 
 /// Runs `f` in a committed transaction and returns what it returned.
@@ -128,10 +174,7 @@ fn new_mailbox_key(h: &mut dyn Harness, mailbox: &str, pk: i64, byte: u8) -> i64
     commit(h, |ix| ix.insert_mailbox_key(mailbox, pk, &[byte; 41])).expect("insert mailbox key")
 }
 
-#[test]
-fn a_new_policy_key_is_active_with_its_wraps_in_order() {
-    let mut h = harness();
-    let h = &mut *h;
+fn a_new_policy_key_is_active_with_its_wraps_in_order(h: &mut dyn Harness) {
     let pk = new_policy_key(h, "p");
     assert_eq!(
         (pk.policy.as_str(), pk.generation, pk.state.as_str()),
@@ -156,10 +199,7 @@ fn a_new_policy_key_is_active_with_its_wraps_in_order() {
     });
 }
 
-#[test]
-fn generations_count_per_policy_and_ids_strictly_increase() {
-    let mut h = harness();
-    let h = &mut *h;
+fn generations_count_per_policy_and_ids_strictly_increase(h: &mut dyn Harness) {
     let p1 = new_policy_key(h, "p");
     let q1 = new_policy_key(h, "q");
     let p2 = new_policy_key(h, "p");
@@ -186,10 +226,7 @@ fn generations_count_per_policy_and_ids_strictly_increase() {
     assert!(m1 < m2 && m2 < m3, "{m1} {m2} {m3}");
 }
 
-#[test]
-fn retiring_destroys_the_wraps_and_keeps_the_row() {
-    let mut h = harness();
-    let h = &mut *h;
+fn retiring_destroys_the_wraps_and_keeps_the_row(h: &mut dyn Harness) {
     let pk = new_policy_key(h, "p");
     commit(h, |ix| ix.retire_policy_key(pk.id)).unwrap();
     commit(h, |ix| {
@@ -201,10 +238,7 @@ fn retiring_destroys_the_wraps_and_keeps_the_row() {
     });
 }
 
-#[test]
-fn a_root_wrap_is_replaced_in_place_and_only_a_root_wrap() {
-    let mut h = harness();
-    let h = &mut *h;
+fn a_root_wrap_is_replaced_in_place_and_only_a_root_wrap(h: &mut dyn Harness) {
     let pk = new_policy_key(h, "p");
     let other = new_policy_key(h, "q");
     commit(h, |ix| {
@@ -233,10 +267,7 @@ fn a_root_wrap_is_replaced_in_place_and_only_a_root_wrap() {
     });
 }
 
-#[test]
-fn mailbox_keys_current_by_id_and_under_a_policy_key() {
-    let mut h = harness();
-    let h = &mut *h;
+fn mailbox_keys_current_by_id_and_under_a_policy_key(h: &mut dyn Harness) {
     let pk = new_policy_key(h, "p");
     let a1 = new_mailbox_key(h, "a@t.test", pk.id, 1);
     let b = new_mailbox_key(h, "b@t.test", pk.id, 2);
@@ -273,10 +304,7 @@ fn mailbox_keys_current_by_id_and_under_a_policy_key() {
     });
 }
 
-#[test]
-fn rewrapping_moves_a_mailbox_key_under_another_policy_key() {
-    let mut h = harness();
-    let h = &mut *h;
+fn rewrapping_moves_a_mailbox_key_under_another_policy_key(h: &mut dyn Harness) {
     let p = new_policy_key(h, "p");
     let q = new_policy_key(h, "q");
     let a = new_mailbox_key(h, "a@t.test", p.id, 1);
@@ -299,10 +327,7 @@ fn rewrapping_moves_a_mailbox_key_under_another_policy_key() {
     });
 }
 
-#[test]
-fn revoking_a_policy_shreds_its_keys_and_spares_the_others() {
-    let mut h = harness();
-    let h = &mut *h;
+fn revoking_a_policy_shreds_its_keys_and_spares_the_others(h: &mut dyn Harness) {
     let p1 = new_policy_key(h, "p");
     let p2 = new_policy_key(h, "p");
     commit(h, |ix| ix.retire_policy_key(p1.id)).unwrap();
@@ -370,10 +395,7 @@ fn revoking_a_policy_shreds_its_keys_and_spares_the_others() {
     assert!(q2.id > q.id && new_mailbox_key(h, "a@t.test", q2.id, 4) > c);
 }
 
-#[test]
-fn a_transaction_sees_its_own_writes_and_a_rolled_back_one_leaves_nothing() {
-    let mut h = harness();
-    let h = &mut *h;
+fn a_transaction_sees_its_own_writes_and_a_rolled_back_one_leaves_nothing(h: &mut dyn Harness) {
     let (pk, mk) = roll_back(h, |ix| {
         let pk = ix.insert_policy_key("p", &three_wraps()).unwrap();
         assert_eq!(ix.active_policy_key("p").unwrap(), Some(pk.clone()));
@@ -413,10 +435,7 @@ fn a_transaction_sees_its_own_writes_and_a_rolled_back_one_leaves_nothing() {
     });
 }
 
-#[test]
-fn the_audit_anchor_is_set_replaced_and_rolled_back() {
-    let mut h = harness();
-    let h = &mut *h;
+fn the_audit_anchor_is_set_replaced_and_rolled_back(h: &mut dyn Harness) {
     let anchor = |seq: u64| Anchor {
         seq,
         hash: format!("{seq:064x}"),
@@ -434,14 +453,50 @@ fn the_audit_anchor_is_set_replaced_and_rolled_back() {
     assert_eq!(commit(h, |ix| ix.audit_anchor()).unwrap(), Some(anchor(4)));
 }
 
-#[test]
-fn a_mailbox_key_under_no_policy_key_is_refused_as_a_conflict() {
-    let mut h = harness();
-    let h = &mut *h;
+fn a_mailbox_key_under_no_policy_key_is_refused_as_a_conflict(h: &mut dyn Harness) {
     let e = commit(h, |ix| ix.insert_mailbox_key("a@t.test", 4242, &[1; 41])).unwrap_err();
     assert_eq!(e.index_kind(), Some(IndexErrorKind::Conflict), "{e}");
     assert_eq!(
         commit(h, |ix| ix.current_mailbox_key("a@t.test")).unwrap(),
         None
     );
+}
+
+/// One `#[test]` per suite function and backend.
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $name() {
+                    let mut h = crate::Sqlite::new();
+                    eprintln!("key index backend: {}", crate::Harness::name(&h));
+                    crate::$name(&mut h);
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[test]
+                fn $name() {
+                    if let Some(mut h) = crate::Postgres::new() {
+                        eprintln!("key index backend: {}", crate::Harness::name(&h));
+                        crate::$name(&mut h);
+                    }
+                }
+            )*
+        }
+    };
+}
+suite! {
+    a_new_policy_key_is_active_with_its_wraps_in_order,
+    generations_count_per_policy_and_ids_strictly_increase,
+    retiring_destroys_the_wraps_and_keeps_the_row,
+    a_root_wrap_is_replaced_in_place_and_only_a_root_wrap,
+    mailbox_keys_current_by_id_and_under_a_policy_key,
+    rewrapping_moves_a_mailbox_key_under_another_policy_key,
+    revoking_a_policy_shreds_its_keys_and_spares_the_others,
+    a_transaction_sees_its_own_writes_and_a_rolled_back_one_leaves_nothing,
+    the_audit_anchor_is_set_replaced_and_rolled_back,
+    a_mailbox_key_under_no_policy_key_is_refused_as_a_conflict,
 }

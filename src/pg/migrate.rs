@@ -15,14 +15,21 @@ pub struct Migration {
 }
 
 /// Every migration this program knows, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "queue",
-    sql: include_str!("schema/001_queue.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "queue",
+        sql: include_str!("schema/001_queue.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "mailbox keys",
+        sql: include_str!("schema/002_mailbox_keys.sql"),
+    },
+];
 
 /// The newest schema version this program knows.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 const _: () = assert!(MIGRATIONS[MIGRATIONS.len() - 1].version == SCHEMA_VERSION);
 
 /// A fixed key for `pg_advisory_xact_lock`: "sealpost" in ASCII.

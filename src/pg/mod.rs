@@ -141,6 +141,21 @@ impl Database {
         })
     }
 
+    /// Runs one future (e.g. statements on a connection held across calls, as a transaction
+    /// does) on the pool's runtime and waits for it, within the same limit as [`Database::run`].
+    pub fn block_on<T, Fut>(&self, work: Fut) -> Result<T, DbError>
+    where
+        T: Send,
+        Fut: Future<Output = Result<T, DbError>> + Send,
+    {
+        self.run(|_| work)
+    }
+
+    /// A connection of the pool, held until dropped (for a transaction over several calls).
+    pub fn connection(&self) -> Result<deadpool_postgres::Client, DbError> {
+        self.run(|pool| async move { connection(&pool).await })
+    }
+
     /// Starts `task` on the pool's runtime, where it runs until the database is dropped.
     pub fn spawn<F, Fut>(&self, task: F)
     where

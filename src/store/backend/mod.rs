@@ -1,7 +1,9 @@
 //! Storage backends of the mailbox store. The key hierarchy (root keys → policy keys → mailbox
 //! keys) is kept in a [`KeyIndex`]; [`sqlite::SqliteKeyIndex`] keeps it in the store's SQLite
-//! index. Every backend must pass `tests/key_index_suite.rs`.
+//! index, [`postgres::PgKeyIndex`] in a PostgreSQL database shared by several nodes. Every
+//! backend must pass `tests/key_index_suite.rs`.
 
+pub mod postgres;
 pub mod sqlite;
 
 use super::audit::Anchor;
