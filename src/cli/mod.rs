@@ -16,6 +16,7 @@ mod reload;
 mod rms;
 mod rules;
 mod serve;
+mod storage;
 mod store;
 mod tls_check;
 mod tls_report;
@@ -73,6 +74,9 @@ pub enum Command {
     /// Operate the encrypted mailbox store: rotate keys, move mailboxes, reencrypt, revoke,
     /// verify, check the audit log.
     Store(store::StoreArgs),
+    /// Move data between storage backends: `storage migrate --config F` moves the queue from the
+    /// spool under data_dir into the [storage] section's PostgreSQL database.
+    Storage(storage::StorageArgs),
     // about / long_about live on DecryptArgs (src/cli/decrypt.rs).
     Decrypt(decrypt::DecryptArgs),
     /// Rights protection at the licensing service: revoke a message (`rms revoke --config F
@@ -176,6 +180,7 @@ pub fn main() -> ExitCode {
         Command::Keys(args) => keys::run(args),
         Command::TlsCheck(args) => tls_check::run(args),
         Command::Store(args) => store::run(args),
+        Command::Storage(args) => storage::run(args),
         Command::Decrypt(args) => decrypt::run(args),
         Command::Rms(args) => rms::run(args),
         Command::Bench(args) => bench::run(args),

@@ -23,9 +23,12 @@
 //!   restart) and the expired ones, never one another live node holds;
 //! - quarantine: a message that fails verification is moved to `queue_quarantine`.
 
+mod import;
 mod sql;
 
 use std::sync::Arc;
+
+pub use import::Imported;
 use std::time::Duration;
 
 use super::{Listing, QueueEntry, QueueState, QueueStore, RecoveryReport, Unreadable};
