@@ -439,12 +439,10 @@ impl Session {
         let mut out = Vec::new();
         for (seq, m) in &targets {
             if let Some((text, others)) = whole.as_ref().filter(|_| m.size > fetch::STREAM_ABOVE) {
-                let (Some(seq), source) = (
-                    NonZeroU32::new(*seq),
-                    self.store.message_source(&mailbox, &folder, m.uid)?,
-                ) else {
+                let Some(seq) = NonZeroU32::new(*seq) else {
                     continue;
                 };
+                let source = self.store.message_source(&mailbox, &folder, m.uid)?;
                 let (skip, len) = text.range(source.size());
                 source.verify_range(skip, len)?;
                 out.push(Action::Send(std::mem::take(&mut bytes)));
