@@ -462,6 +462,30 @@ fn a_mailbox_key_under_no_policy_key_is_refused_as_a_conflict(h: &mut dyn Harnes
     );
 }
 
+/// Two nodes making a generation of one policy at once take turns: the second waits for the
+/// first's transaction and then gets the next generation (not a conflict on the same one).
+#[test]
+fn postgres_nodes_creating_a_generation_of_one_policy_take_turns() {
+    let Some(h) = Postgres::new() else { return };
+    let first_tx = PgTransaction::begin(&h.db).expect("begin");
+    let first = first_tx
+        .key_index()
+        .insert_policy_key("p", &three_wraps())
+        .expect("first");
+    let db = h.db.clone();
+    let other = std::thread::spawn(move || {
+        let tx = PgTransaction::begin(&db).expect("begin");
+        let row = tx.key_index().insert_policy_key("p", &three_wraps());
+        tx.commit().expect("commit");
+        row
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!other.is_finished(), "the second node waits for the first");
+    first_tx.commit().expect("commit");
+    let second = other.join().expect("thread").expect("second");
+    assert_eq!((first.generation, second.generation), (1, 2));
+}
+
 /// One `#[test]` per suite function and backend.
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
