@@ -4,6 +4,7 @@
 
 mod build;
 pub(crate) use build::remote_delivery;
+pub use build::sender_checks_summary;
 mod licensing;
 mod reload;
 mod storage;

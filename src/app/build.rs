@@ -72,6 +72,7 @@ pub(crate) fn remote_delivery(
 /// DKIM signing of our mail and, with `[sender_auth] verify`, the checks of mail from outside
 /// over the `[dns]` nameservers (or only the static records when no resolver can be built).
 fn sender_auth(config: &Config) -> anyhow::Result<crate::cleanup::authenticate::SenderAuth> {
+    tracing::info!("{}", sender_checks_summary(config));
     let verifier = match config.sender_auth.verify {
         false => None,
         true => {
@@ -94,6 +95,33 @@ fn sender_auth(config: &Config) -> anyhow::Result<crate::cleanup::authenticate::
         relay_networks: config.relay_networks.clone(),
         local_domains: config.local_domains.clone(),
     })
+}
+
+/// One line on the checks of mail from outside: on or off, what answers their DNS questions and
+/// how long they may wait (for the log at start and `check-config`).
+pub fn sender_checks_summary(config: &Config) -> String {
+    let auth = &config.sender_auth;
+    if !auth.verify {
+        return "sender checks: off ([sender_auth] verify = false)".to_string();
+    }
+    let settings = &auth.settings;
+    let dns = match settings.static_txt.static_only() {
+        true => "no DNS, [sender_auth.static_txt] only".to_string(),
+        false => format!(
+            "DNS {}",
+            crate::dns::describe_nameservers(&config.nameservers)
+        ),
+    };
+    format!(
+        "sender checks: on for mail from outside (SPF, DKIM, ARC, DMARC; DMARC policy {}; {dns}; \
+         at most {}s per message)",
+        if settings.enforce {
+            "enforced"
+        } else {
+            "not enforced"
+        },
+        settings.timeout.as_secs_f32()
+    )
 }
 
 pub(crate) fn build(config: &Config, shared: &Shared) -> anyhow::Result<Parts> {

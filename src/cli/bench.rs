@@ -2,6 +2,7 @@
 //! under slow clients and peak memory with large messages (no timed unit tests).
 
 mod compare;
+mod dkim;
 mod idle;
 mod imap;
 mod keys;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 
-use super::demo::{start_fixture_pair, FixturePair};
+use super::demo::{start_fixture_pair_tuned, FixturePair};
 use crate::smtp::client::{ClientSettings, Connection, TlsMode};
 use crate::tls::policy::TlsPolicy;
 
@@ -46,6 +47,9 @@ enum BenchCommand {
         size: usize,
         #[arg(long, default_value_t = 16)]
         connections: usize,
+        /// DKIM signing at contoso: the fixture's RSA-2048 key, a fresh Ed25519 key, or none.
+        #[arg(long, value_enum, default_value_t = dkim::DkimMode::Rsa)]
+        dkim: dkim::DkimMode,
         /// The fixtures directory holding contoso.toml and fabrikam.toml.
         #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"))]
         fixtures: PathBuf,
@@ -258,9 +262,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             messages,
             size,
             connections,
+            dkim,
             fixtures,
         } => in_scratch(|base| async move {
-            relay(&fixtures, &base, messages, size, connections.max(1)).await
+            relay(&fixtures, &base, messages, size, connections.max(1), dkim).await
         }),
         BenchCommand::SlowClients {
             slow,
@@ -489,12 +494,13 @@ async fn relay(
     messages: usize,
     size: usize,
     connections: usize,
+    dkim: dkim::DkimMode,
 ) -> anyhow::Result<ExitCode> {
     let FixturePair {
         configs,
         servers,
         addrs,
-    } = start_fixture_pair(fixtures, base).await?;
+    } = start_fixture_pair_tuned(fixtures, base, |c| dkim::apply(dkim, c)).await?;
     let message = Arc::new(build_message(size));
     let settings = ClientSettings {
         helo_name: "bench-client.test".into(),
@@ -554,8 +560,9 @@ async fn relay(
     }
     let rate = |d: Duration| messages as f64 / d.as_secs_f64();
     println!(
-        "relay bench: {messages} messages of {} bytes over {connections} connection(s), STARTTLS on both hops, {} cores, load {}",
+        "relay bench: {messages} messages of {} bytes over {connections} connection(s), STARTTLS on both hops, {}, {} cores, load {}",
         message.len(),
+        dkim.describe(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         compare::load_average()
     );

@@ -25,5 +25,6 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
             None => String::new(),
         },
     );
+    outln!("{}", crate::app::sender_checks_summary(&config));
     Ok(ExitCode::SUCCESS)
 }

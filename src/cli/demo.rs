@@ -117,6 +117,25 @@ pub(super) async fn start_fixture_pair_with(
     base: &Path,
     admin: Option<SocketAddr>,
 ) -> anyhow::Result<FixturePair> {
+    start_pair(fixtures, base, admin, |_| Ok(())).await
+}
+
+/// Like [`start_fixture_pair`], with `tune` applied to the loaded configs (contoso, fabrikam)
+/// before the servers start.
+pub(super) async fn start_fixture_pair_tuned(
+    fixtures: &Path,
+    base: &Path,
+    tune: impl FnOnce(&mut [Config]) -> anyhow::Result<()>,
+) -> anyhow::Result<FixturePair> {
+    start_pair(fixtures, base, None, tune).await
+}
+
+async fn start_pair(
+    fixtures: &Path,
+    base: &Path,
+    admin: Option<SocketAddr>,
+    tune: impl FnOnce(&mut [Config]) -> anyhow::Result<()>,
+) -> anyhow::Result<FixturePair> {
     let names = ["contoso", "fabrikam"];
     let fixtures = stage_fixtures(fixtures, base)?;
     let mut configs = Vec::new();
@@ -137,6 +156,7 @@ pub(super) async fn start_fixture_pair_with(
         move_licensing(&mut config, &mut licensing_ports)?;
         configs.push(config);
     }
+    tune(&mut configs)?;
     // Bind both first, so that each can be routed to the other's actual port.
     let mut bound = Vec::new();
     for c in &configs {

@@ -26,8 +26,11 @@ pub struct RawDkim {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSenderAuth {
-    /// Check mail from outside (not authenticated); default false.
+    /// Check mail from outside (not authenticated); default true.
     pub verify: Option<bool>,
+    /// The longest the checks of one message may wait for DNS (default "10s"); then the
+    /// missing results are temperror and the message is accepted.
+    pub timeout: Option<String>,
     /// Apply the published DMARC policy; default true.
     pub dmarc_enforce: Option<bool>,
     /// From: domain → "none" | "quarantine" | "reject" on a DMARC failure.
@@ -107,12 +110,21 @@ pub(super) fn validate(
     }
     let static_txt = StaticTxt::new(&raw.static_txt, raw.static_only)
         .map_err(|(name, p)| c.err(format!("sender_auth.static_txt.{name:?}"), p))?;
+    let timeout = c.duration(
+        "sender_auth.timeout",
+        raw.timeout.as_deref(),
+        crate::sender_auth::verify::DEFAULT_TIMEOUT,
+    )?;
+    if timeout.is_zero() {
+        return Err(c.err("sender_auth.timeout", "must be above zero"));
+    }
     let auth = SenderAuth {
-        verify: raw.verify.unwrap_or(false),
+        verify: raw.verify.unwrap_or(true),
         settings: VerifySettings {
             enforce: raw.dmarc_enforce.unwrap_or(true),
             overrides,
             static_txt,
+            timeout,
         },
     };
     Ok((Signers::new(signers), auth))
@@ -157,7 +169,11 @@ mod tests {
         key_file(d, "good.key", rsa.as_bytes(), 0o600);
         let c = load(d, &dkim("A.test", "good.key")).unwrap();
         assert_eq!(c.dkim.for_domain("a.test").unwrap().selector, "s1");
-        assert!(!c.sender_auth.verify && c.sender_auth.settings.enforce);
+        assert!(
+            c.sender_auth.verify && c.sender_auth.settings.enforce,
+            "on by default"
+        );
+        assert_eq!(c.sender_auth.settings.timeout.as_secs(), 10);
 
         let e = load(d, &dkim("b.test", "good.key")).unwrap_err();
         assert!(
@@ -222,6 +238,16 @@ mod tests {
         )
         .unwrap();
         assert!(c.sender_auth.verify && !c.sender_auth.settings.enforce);
+        let c = load(d, "[sender_auth]\nverify = false\ntimeout = \"3s\"\n").unwrap();
+        assert!(!c.sender_auth.verify);
+        assert_eq!(c.sender_auth.settings.timeout.as_secs(), 3);
+        let e = load(d, "[sender_auth]\ntimeout = \"0s\"\n").unwrap_err();
+        assert!(
+            e.contains("sender_auth.timeout") && e.contains("above zero"),
+            "{e}"
+        );
+        let e = load(d, "[sender_auth]\ntimeout = \"soon\"\n").unwrap_err();
+        assert!(e.contains("sender_auth.timeout"), "{e}");
         let e = load(d, "[sender_auth.dmarc_override]\n\"b.test\" = \"drop\"\n").unwrap_err();
         assert!(
             e.contains("sender_auth.dmarc_override") && e.contains("\"drop\""),

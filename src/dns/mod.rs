@@ -16,6 +16,6 @@ pub mod tlsa_record;
 
 pub use error::DnsError;
 pub use mx::MxHost;
-pub use resolver::Resolver;
+pub use resolver::{describe_nameservers, Resolver};
 pub use tlsa::{AddressAnswer, TlsaAnswer};
 pub use tlsa_record::Tlsa;

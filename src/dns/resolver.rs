@@ -249,6 +249,26 @@ fn name_server(addr: SocketAddr) -> NameServerConfig {
     NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
 }
 
+/// Where lookups go, for the log and `check-config`: the configured servers, or the system's
+/// (from /etc/resolv.conf), or why there are none.
+pub fn describe_nameservers(nameservers: &[SocketAddr]) -> String {
+    if !nameservers.is_empty() {
+        let shown: Vec<String> = nameservers.iter().map(|a| a.to_string()).collect();
+        return shown.join(", ");
+    }
+    match system_config() {
+        Ok(config) => {
+            let shown: Vec<String> = config
+                .name_servers()
+                .iter()
+                .map(|s| s.ip.to_string())
+                .collect();
+            format!("{} (/etc/resolv.conf)", shown.join(", "))
+        }
+        Err(e) => format!("none ({e})"),
+    }
+}
+
 fn system_config() -> Result<ResolverConfig, DnsError> {
     let (config, _system_opts) =
         hickory_resolver::system_conf::read_system_conf().map_err(|e| {

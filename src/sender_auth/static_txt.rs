@@ -70,6 +70,17 @@ impl StaticTxt {
         Ok(StaticTxt { records: out, only })
     }
 
+    /// These records and one more (or one replaced): `name` → `record`, which must parse.
+    pub fn with_record(mut self, name: &str, record: &str) -> Result<StaticTxt, String> {
+        self.records.insert(fqdn(name), parse(record)?);
+        Ok(self)
+    }
+
+    /// Whether names not listed are answered as missing, without DNS.
+    pub fn static_only(&self) -> bool {
+        self.only
+    }
+
     pub fn is_empty(&self) -> bool {
         self.records.is_empty() && !self.only
     }

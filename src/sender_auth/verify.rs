@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use hickory_resolver::config::{ResolverConfig, ResolverOpts};
 use mail_auth::common::headers::HeaderWriter;
@@ -40,8 +41,13 @@ impl DmarcOverride {
     }
 }
 
+/// How long the checks of one message may take by default: a few DNS round trips each bounded
+/// by the resolver's own timeout (2 s, 2 attempts), and far below the 10 minutes a client waits
+/// for the reply to DATA (RFC 5321 §4.5.3.2.6).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How the checks are run and their verdict applied.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct VerifySettings {
     /// Apply the published DMARC policy (`p=reject` → 550, `p=quarantine` → marked).
     pub enforce: bool,
@@ -49,6 +55,20 @@ pub struct VerifySettings {
     pub overrides: BTreeMap<String, DmarcOverride>,
     /// Records answered without DNS.
     pub static_txt: StaticTxt,
+    /// The longest the checks of one message may take; then the message is accepted with
+    /// temperror results.
+    pub timeout: Duration,
+}
+
+impl Default for VerifySettings {
+    fn default() -> Self {
+        VerifySettings {
+            enforce: true,
+            overrides: BTreeMap::new(),
+            static_txt: StaticTxt::default(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
 }
 
 /// What becomes of the message.
@@ -170,8 +190,47 @@ impl Verifier {
         }
     }
 
-    /// Runs SPF, DKIM, ARC and DMARC on the message.
+    /// Runs SPF, DKIM, ARC and DMARC on the message, within the configured time: when DNS does
+    /// not answer in time the results are temperror and the message is accepted (RFC 7489 §6.6.3:
+    /// a temporary failure is never a reason to refuse mail under the policy).
     pub async fn verify(&self, inbound: &Inbound<'_>) -> AuthOutcome {
+        match tokio::time::timeout(self.settings.timeout, self.run_checks(inbound)).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                tracing::warn!(client = %inbound.ip, from = %inbound.mail_from,
+                    timeout = ?self.settings.timeout, "sender checks timed out waiting for DNS");
+                self.timed_out(inbound)
+            }
+        }
+    }
+
+    /// The outcome when the checks ran out of time: every method temperror, accepted.
+    fn timed_out(&self, inbound: &Inbound<'_>) -> AuthOutcome {
+        let from_domain = AuthenticatedMessage::parse(inbound.message)
+            .and_then(|m| {
+                m.from()
+                    .rsplit_once('@')
+                    .map(|(_, d)| d.to_ascii_lowercase())
+            })
+            .unwrap_or_default();
+        let header = format!(
+            "Authentication-Results: {};\r\n\tspf=temperror (DNS did not answer within {}s);\r\n\
+             \tdkim=temperror;\r\n\tarc=temperror;\r\n\tdmarc=temperror\r\n",
+            self.hostname,
+            self.settings.timeout.as_secs_f32()
+        );
+        AuthOutcome {
+            spf: AuthResult::TempError,
+            dkim: AuthResult::TempError,
+            arc: AuthResult::TempError,
+            dmarc: AuthResult::TempError,
+            from_domain,
+            header,
+            disposition: Disposition::Accept,
+        }
+    }
+
+    async fn run_checks(&self, inbound: &Inbound<'_>) -> AuthOutcome {
         let Some(message) = AuthenticatedMessage::parse(inbound.message) else {
             return self.unparsable(inbound);
         };
@@ -225,7 +284,9 @@ impl Verifier {
         }
     }
 
-    /// A DMARC failure under the domain's override, else under its policy when enforcing.
+    /// A DMARC failure under the domain's override, else under its policy when enforcing. The
+    /// policy mail-auth reports is already one level milder for a record in test mode (`t=y`,
+    /// RFC 9989 §4.7, the successor of `pct=0`): reject → quarantine, quarantine → none.
     fn disposition(&self, dmarc: AuthResult, policy: Policy, domain: &str) -> Disposition {
         if dmarc != AuthResult::Fail {
             return Disposition::Accept;
@@ -304,6 +365,7 @@ mod tests {
             enforce: true,
             overrides: overrides.iter().map(|(d, o)| (d.to_string(), *o)).collect(),
             static_txt: StaticTxt::new(records.iter().map(|(a, b)| (a, b)), true).unwrap(),
+            timeout: DEFAULT_TIMEOUT,
         };
         Verifier::new("mx.b.test", None, settings).unwrap()
     }
@@ -377,5 +439,27 @@ mod tests {
             Disposition::Quarantine,
             "the override wins"
         );
+    }
+
+    #[test]
+    fn test_mode_applies_the_next_milder_policy() {
+        let inbound = Inbound {
+            ip: "192.0.2.1".parse().unwrap(),
+            helo: "client.a.test",
+            mail_from: "alice@a.test",
+            message: MESSAGE,
+        };
+        for (record, want) in [
+            ("v=DMARC1; p=reject", Disposition::Reject),
+            ("v=DMARC1; p=reject; t=y", Disposition::Quarantine),
+            ("v=DMARC1; p=quarantine", Disposition::Quarantine),
+            ("v=DMARC1; p=quarantine; t=y", Disposition::Accept),
+            ("v=DMARC1; p=reject; t=n", Disposition::Reject),
+        ] {
+            let v = verifier(&[("_dmarc.a.test", record.into())], &[]);
+            let out = v.verify_blocking(&inbound);
+            assert_eq!(out.dmarc, AuthResult::Fail, "{record}: {}", out.header);
+            assert_eq!(out.disposition, want, "{record}");
+        }
     }
 }

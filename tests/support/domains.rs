@@ -44,6 +44,11 @@ pub struct DomainSpec {
     pub port: u16,
     /// (domain, port on 127.0.0.1)
     pub routes: Vec<(&'static str, u16)>,
+    /// false (default): `[sender_auth] verify = false` is written, unless the extra TOML has a
+    /// `[sender_auth]` table of its own: the test domains have no DNS, and a test about
+    /// something else should not wait for one. true: nothing is written, the server's defaults
+    /// (checks on) apply.
+    pub check_senders: bool,
     pub relay_loopback: bool,
     pub tls: bool,
     pub nameservers: Vec<SocketAddr>,
@@ -67,6 +72,7 @@ impl DomainSpec {
             mailboxes: mailboxes.to_vec(),
             port,
             routes: Vec::new(),
+            check_senders: false,
             relay_loopback: true,
             tls: true,
             nameservers: Vec::new(),
@@ -151,6 +157,9 @@ impl DomainSpec {
         }
         for m in &self.mailboxes {
             t.push_str(&format!("[[mailbox]]\naddress = \"{m}\"\n"));
+        }
+        if !self.check_senders && !self.extra_toml.contains("[sender_auth]") {
+            t.push_str("\n[sender_auth]\nverify = false\n");
         }
         t.push_str("\n[queue]\nretry_initial = \"1s\"\nretry_max = \"2s\"\n");
         if let Some(l) = self.lifetime {
