@@ -230,6 +230,9 @@ async fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
         Ok(Err(e)) => tracing::warn!(error = %e, "cannot count the queue for /metrics"),
         Err(_) => {}
     }
+    if let Some(n) = state.queue.directory_fsyncs() {
+        state.telemetry.metrics.set_queue_fsyncs(n);
+    }
     let body = state.telemetry.metrics.render();
     Response::builder()
         .header(

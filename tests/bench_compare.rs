@@ -58,6 +58,18 @@ fn compare_runs_postfix_and_sealpost_through_the_sink_and_prints_the_report() {
         rounds[0].contains("postfix") && rounds[1].contains("sealpost"),
         "{text}"
     );
+    // The load client keeps each MTA's sessions for the whole run: in the second round every
+    // handshake to sealpost (whose tickets it holds) can resume, and some do.
+    let resumed = |line: &str| -> (u32, u32) {
+        let counts = line
+            .split("resumed ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{line}"));
+        let (n, m) = counts.split_once('/').unwrap_or_else(|| panic!("{line}"));
+        (n.parse().unwrap(), m.trim().parse().unwrap())
+    };
+    let (n, m) = resumed(rounds[3]);
+    assert!(n >= 1 && m == 30, "{text}");
     for mta in ["postfix", "sealpost"] {
         let summary = lines
             .iter()

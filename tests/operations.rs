@@ -183,6 +183,9 @@ async fn metrics_and_health_count_a_relayed_message() {
         Some(1.0)
     );
 
+    // The message was enqueued and completed: at least those two directory fsyncs.
+    assert!(at("sealpost_queue_fsyncs_total", &[]) >= 2.0, "{text}");
+
     let metrics = http(relay.contoso_admin, "GET", "/metrics");
     assert!(
         metrics

@@ -354,7 +354,7 @@ fn peer_without_requiretls() -> (u16, Arc<Mutex<Vec<String>>>) {
         &pki().join("mx.fabrikam.test.key"),
     )
     .unwrap();
-    let config = sealpost::tls::server_config(&key, TlsMinVersion::Tls12, false).unwrap();
+    let config = sealpost::tls::server_config(&key, TlsMinVersion::Tls12, false, true).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();

@@ -133,6 +133,7 @@ pub(crate) fn build(config: &Config, shared: &Shared) -> anyhow::Result<Parts> {
                 &files.key,
                 files.min_version,
                 ask,
+                files.session_tickets,
             )?)
         }
         None => None,

@@ -362,6 +362,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 from,
                 to,
                 message: Arc::new(build_message(size)),
+                tls: crate::tls::opportunistic_client_config(),
             };
             let done = load.run().await?;
             println!(
@@ -374,6 +375,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 done.elapsed.as_secs_f64(),
                 done.rate()
             );
+            if starttls {
+                println!(
+                    "  TLS handshakes: {} full, {} resumed",
+                    done.handshakes - done.resumed,
+                    done.resumed
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }),
         BenchCommand::Sink {
@@ -389,6 +397,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                         &Arc::new(key),
                         crate::tls::TlsMinVersion::Tls12,
                         false,
+                        true,
                     )?)
                 }
                 _ => None,

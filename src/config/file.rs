@@ -77,6 +77,13 @@ pub struct RawTls {
     pub private_key: String,
     #[serde(default = "default_min_version")]
     pub min_version: String,
+    /// Resumption by stateless session tickets (keys in memory only, rotated).
+    #[serde(default = "default_session_tickets")]
+    pub session_tickets: bool,
+}
+
+fn default_session_tickets() -> bool {
+    true
 }
 
 fn default_min_version() -> String {

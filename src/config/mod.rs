@@ -109,6 +109,8 @@ pub struct TlsFiles {
     pub certificate: PathBuf,
     pub private_key: PathBuf,
     pub min_version: TlsMinVersion,
+    /// `[tls] session_tickets`: clients may resume by stateless tickets (default on).
+    pub session_tickets: bool,
     pub key: std::sync::Arc<crate::tls::CertifiedKey>,
 }
 

@@ -178,6 +178,7 @@ pub fn validate(
                 certificate,
                 private_key,
                 min_version,
+                session_tickets: t.session_tickets,
                 key: std::sync::Arc::new(key),
             })
         }

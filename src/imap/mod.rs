@@ -56,6 +56,7 @@ pub fn context(
             &files.key,
             files.min_version,
             false,
+            files.session_tickets,
         )?),
         None => None,
     };

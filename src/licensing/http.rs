@@ -101,7 +101,7 @@ pub fn tls_config(
     key: &crate::tls::CertifiedKey,
     min: crate::tls::TlsMinVersion,
 ) -> Result<Arc<rustls::ServerConfig>, crate::tls::TlsError> {
-    let mut config = (*crate::tls::server_config(key, min, true)?).clone();
+    let mut config = (*crate::tls::server_config(key, min, true, true)?).clone();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -10,7 +10,8 @@
 //!
 //! A file reaches `incoming/` only after it was written completely and fsynced in `tmp/`; the
 //! rename is then made durable by fsyncing the directory, and only after that does `enqueue`
-//! return (and the server answer 250). Every method is blocking; async callers use
+//! return (and the server answer 250). Concurrent callers share directory fsyncs (group
+//! commit, [`group_sync`]): each still returns only after an fsync that began after its rename. Every method is blocking; async callers use
 //! `spawn_blocking`. Several processes may share one spool: a message has one name in one
 //! directory at a time, and `rename` decides who claimed it.
 //!
@@ -36,6 +37,7 @@ use super::error::QueueError;
 use super::format::{self, FormatError, HeaderError, Part};
 use crate::crypto::keyfile::ServiceKey;
 use crate::mail::is_valid_queue_id;
+use group_sync::GroupSync;
 
 const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
@@ -51,6 +53,17 @@ pub struct Spool {
     corrupt: PathBuf,
     /// Seals every file written; `None` only for [`Spool::open_plain`].
     key: Option<Arc<ServiceKey>>,
+    /// The shared fsyncs of the directories messages move through.
+    syncs: Arc<DirSyncs>,
+}
+
+/// One group sync per directory that renames and unlinks touch in normal operation.
+#[derive(Debug)]
+struct DirSyncs {
+    tmp: GroupSync,
+    incoming: GroupSync,
+    active: GroupSync,
+    deferred: GroupSync,
 }
 
 impl Spool {
@@ -74,6 +87,12 @@ impl Spool {
             active: root.join("active"),
             deferred: root.join("deferred"),
             corrupt: root.join("corrupt"),
+            syncs: Arc::new(DirSyncs {
+                tmp: GroupSync::new(root.join("tmp")),
+                incoming: GroupSync::new(root.join("incoming")),
+                active: GroupSync::new(root.join("active")),
+                deferred: GroupSync::new(root.join("deferred")),
+            }),
             root,
             key,
         };
@@ -171,7 +190,17 @@ impl Spool {
             let _ = fs::remove_file(&tmp);
             return Err(QueueError::io(&target)(e));
         }
-        sync_dir(&self.incoming)
+        self.syncs.incoming.sync()
+    }
+
+    /// Directory fsyncs made by this spool (and its clones) for enqueue, defer, checkpoint and
+    /// complete: fewer than those calls when they run concurrently (group commit).
+    pub fn directory_fsyncs(&self) -> u64 {
+        let s = &self.syncs;
+        [&s.tmp, &s.incoming, &s.active, &s.deferred]
+            .iter()
+            .map(|g| g.fsyncs())
+            .sum()
     }
 
     /// Take a message for delivery: rename `incoming/<id>` or `deferred/<id>` to `active/<id>`,
@@ -220,9 +249,9 @@ impl Spool {
         let active = self.rewrite_active(envelope, message)?;
         let deferred = self.deferred.join(checked_id(&envelope.id)?);
         fs::rename(&active, &deferred).map_err(QueueError::io(&deferred))?;
-        sync_dir(&self.deferred)?;
-        sync_dir(&self.active)?;
-        sync_dir(&self.tmp)
+        self.syncs.deferred.sync()?;
+        self.syncs.active.sync()?;
+        self.syncs.tmp.sync()
     }
 
     /// Store the updated envelope of an active message that stays active: the recipients
@@ -230,8 +259,8 @@ impl Spool {
     /// crash in between does not deliver to them again. `recover` requeues it as written here.
     pub fn checkpoint(&self, envelope: &Envelope, message: &[u8]) -> Result<(), QueueError> {
         self.rewrite_active(envelope, message)?;
-        sync_dir(&self.active)?;
-        sync_dir(&self.tmp)
+        self.syncs.active.sync()?;
+        self.syncs.tmp.sync()
     }
 
     /// Replaces `active/<id>` by a new file with `envelope` (written in tmp/ and fsynced, then
@@ -259,7 +288,7 @@ impl Spool {
         let id = checked_id(id)?;
         let active = self.active.join(id);
         match fs::remove_file(&active) {
-            Ok(()) => sync_dir(&self.active),
+            Ok(()) => self.syncs.active.sync(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(QueueError::NotActive {
                 id: id.to_string(),
                 location: active.display().to_string(),
@@ -512,11 +541,10 @@ fn make_private_dir(dir: &Path) -> Result<(), QueueError> {
     fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE)).map_err(QueueError::io(dir))
 }
 
-/// Make the directory's entries (creations, renames, unlinks) durable.
+/// Make the directory's entries (creations, renames, unlinks) durable, alone (startup,
+/// recovery, rare moves); the per-message paths share fsyncs through [`GroupSync`].
 fn sync_dir(dir: &Path) -> Result<(), QueueError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(QueueError::io(dir))
+    group_sync::fsync_dir(dir).map_err(QueueError::io(dir))
 }
 
 /// File names in `dir` (UTF-8 ones; others cannot be queue ids and are skipped).
@@ -534,6 +562,7 @@ fn dir_names(dir: &Path) -> Result<Vec<String>, QueueError> {
 #[cfg(test)]
 mod sealed_tests;
 
+mod group_sync;
 mod health;
 mod staging;
 #[cfg(test)]

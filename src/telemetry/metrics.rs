@@ -58,6 +58,7 @@ pub struct Metrics {
     queue: Family<Labels, Gauge>,
     reloads: Family<Labels, Counter>,
     retransmissions: Counter,
+    queue_fsyncs: Counter,
     tls_policies: Family<Labels, Counter>,
     imap_sessions: Family<Labels, Counter>,
     imap_logins: Family<Labels, Counter>,
@@ -94,6 +95,7 @@ impl Metrics {
             queue: Family::default(),
             reloads: Family::default(),
             retransmissions: Counter::default(),
+            queue_fsyncs: Counter::default(),
             tls_policies: Family::default(),
             imap_sessions: Family::default(),
             imap_logins: Family::default(),
@@ -192,6 +194,12 @@ impl Metrics {
             "config_reloads",
             "Configuration reloads, by result",
             m.reloads.clone(),
+        );
+        r.register(
+            "queue_fsyncs",
+            "Directory fsyncs that made queue changes durable; concurrent transactions share \
+             them, so under load there are fewer than messages",
+            m.queue_fsyncs.clone(),
         );
         r.register(
             "retransmissions",
@@ -382,6 +390,14 @@ impl Metrics {
         self.queue
             .get_or_create(&vec![("state", state.to_string())])
             .set(count as i64);
+    }
+
+    /// Sets the queue's directory fsync count (read from the queue just before rendering; it
+    /// only grows).
+    pub fn set_queue_fsyncs(&self, total: u64) {
+        self.queue_fsyncs
+            .inner()
+            .fetch_max(total, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The OpenMetrics text exposition.

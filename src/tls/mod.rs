@@ -71,6 +71,10 @@ pub struct TlsFacts {
     /// not yet verified: policies check it against their own trust anchors.
     #[serde(skip)]
     pub peer_certificates: Vec<CertificateDer<'static>>,
+    /// Whether the handshake resumed an earlier session (no certificate signature made or
+    /// checked; the certificates are those of the session resumed).
+    #[serde(skip)]
+    pub resumed: bool,
 }
 
 impl TlsFacts {
@@ -80,6 +84,7 @@ impl TlsFacts {
             version: version.into(),
             cipher: cipher.into(),
             peer_certificates: Vec::new(),
+            resumed: false,
         }
     }
 
@@ -110,6 +115,7 @@ impl TlsFacts {
             version,
             cipher,
             peer_certificates,
+            resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
         }
     }
 }
@@ -245,10 +251,16 @@ fn versions(min: TlsMinVersion) -> &'static [&'static rustls::SupportedProtocolV
 
 /// The inbound STARTTLS configuration: TLS 1.2+ (or 1.3 only). With `ask_client_certificate`
 /// clients are asked for a certificate (not required); inbound connectors check it.
+///
+/// Clients resume sessions either way: by session id or stateful TLS 1.3 ticket from a bounded
+/// in-memory cache, and with `session_tickets` by stateless tickets, sealed under keys that
+/// live in this process's memory only and rotate every 6 hours (tickets are valid 12 hours).
+/// A resumed session skips the certificate signature, the dearest part of a handshake.
 pub fn server_config(
     key: &CertifiedKey,
     min: TlsMinVersion,
     ask_client_certificate: bool,
+    session_tickets: bool,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let builder =
         ServerConfig::builder_with_provider(provider()).with_protocol_versions(versions(min))?;
@@ -258,11 +270,17 @@ pub fn server_config(
     } else {
         builder.with_no_client_auth()
     };
-    Ok(Arc::new(builder.with_single_cert(
-        key.chain.clone(),
-        key.key.clone_key(),
-    )?))
+    let mut config = builder.with_single_cert(key.chain.clone(), key.key.clone_key())?;
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
+    if session_tickets {
+        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    }
+    Ok(Arc::new(config))
 }
+
+/// Sessions the server remembers for resumption by id (TLS 1.2) or stateful ticket (TLS 1.3
+/// without `session_tickets`): a few hundred bytes each.
+const SESSION_CACHE_SIZE: usize = 4096;
 
 /// A client configuration that accepts any certificate and speaks only `version`: the probes of
 /// `tls-check`.

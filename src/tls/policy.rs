@@ -511,9 +511,8 @@ mod tests {
     fn a_dane_policy_checks_the_records_and_counts_as_verified() {
         let chain = fabrikam_chain();
         let facts = TlsFacts {
-            version: "TLSv1.3".into(),
-            cipher: "TLS_AES_256_GCM_SHA384".into(),
             peer_certificates: chain.clone(),
+            ..TlsFacts::new("TLSv1.3", "TLS_AES_256_GCM_SHA384")
         };
         let matching = super::super::dane::Tlsa::for_certificate(3, 1, 1, &chain[0]).unwrap();
         let check = |records: Vec<super::super::dane::Tlsa>| DaneCheck {

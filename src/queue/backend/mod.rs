@@ -214,6 +214,10 @@ pub trait QueueStore: Send + Sync {
     /// [`QueueError::NotActive`].
     fn delete(&self, id: &str) -> Result<bool, QueueError>;
 
+    /// Directory fsyncs made so far, for a backend that makes changes durable that way (the
+    /// spool); `None` for others.
+    fn directory_fsyncs(&self) -> Option<u64>;
+
     /// How many messages are in each state, in this order: "incoming", "active", "deferred",
     /// and "corrupt" (quarantined).
     fn counts(&self) -> Result<Vec<(&'static str, usize)>, QueueError>;

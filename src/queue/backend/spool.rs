@@ -85,6 +85,10 @@ impl QueueStore for Spool {
         Spool::delete(self, id)
     }
 
+    fn directory_fsyncs(&self) -> Option<u64> {
+        Some(Spool::directory_fsyncs(self))
+    }
+
     fn counts(&self) -> Result<Vec<(&'static str, usize)>, QueueError> {
         Spool::counts(self)
     }

@@ -438,3 +438,31 @@ fn list_reads_headers_only_and_reports_message_size() {
         })
     ));
 }
+
+#[test]
+fn concurrent_enqueues_share_directory_fsyncs_and_each_message_is_in_place() {
+    const N: usize = 32;
+    let (_dir, spool) = spool();
+    let envelopes: Vec<Envelope> = (0..N).map(|_| envelope()).collect();
+    let barrier = std::sync::Barrier::new(N);
+    std::thread::scope(|s| {
+        for e in &envelopes {
+            let (spool, barrier) = (&spool, &barrier);
+            s.spawn(move || {
+                barrier.wait();
+                spool.enqueue(e, MESSAGE).unwrap();
+                assert!(spool.path(QueueState::Incoming, &e.id).exists());
+            });
+        }
+    });
+    let fsyncs = spool.directory_fsyncs();
+    assert!(
+        (1..N as u64).contains(&fsyncs),
+        "{N} concurrent enqueues made {fsyncs} directory fsyncs"
+    );
+    assert_eq!(spool.incoming_ids().unwrap().len(), N);
+    // Alone, each call still syncs.
+    let before = spool.directory_fsyncs();
+    enqueued(&spool);
+    assert_eq!(spool.directory_fsyncs(), before + 1);
+}

@@ -312,6 +312,11 @@ impl QueueStore for PgQueue {
         self.run(|pool| async move { sql::delete(&pool, id).await })
     }
 
+    /// Commits make messages durable here, not directory fsyncs.
+    fn directory_fsyncs(&self) -> Option<u64> {
+        None
+    }
+
     fn counts(&self) -> Result<Vec<(&'static str, usize)>, QueueError> {
         let (by_state, corrupt) = self.run(|pool| async move { sql::counts(&pool).await })?;
         let mut out: Vec<(&'static str, usize)> = QueueState::ALL
