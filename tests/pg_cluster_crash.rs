@@ -121,22 +121,28 @@ fn kill_9_of_cluster_nodes_loses_no_acknowledged_mail() {
     // The last kill: a node holding leases stays down; the others must take its messages once
     // the leases have expired, and not before.
     let (held, victim) = loop {
-        let rows = queue_rows(&cluster, &database);
-        let by_node = |name: &str| -> Vec<String> {
-            rows.iter()
-                .filter(|(_, state, node)| state == "active" && node == name)
-                .map(|(id, _, _)| id.clone())
-                .collect()
-        };
-        if let Some(n) = (0..NODES).find(|&n| !by_node(&setup.nodes[n].name).is_empty()) {
-            setup.nodes[n].kill(true);
-            break (by_node(&setup.nodes[n].name), n);
+        let holders = wait_for_leases(&cluster, &database, Duration::from_secs(3));
+        if let Some(holder) = holders.first() {
+            let n = (0..NODES)
+                .find(|&n| &setup.nodes[n].name == holder)
+                .expect("a node of the test");
+            setup.nodes[n].kill(false);
+            // What it held when it died: it may have finished some between the look and the kill.
+            let held: Vec<String> = queue_rows(&cluster, &database)
+                .into_iter()
+                .filter(|(_, state, node)| state == "active" && node == holder)
+                .map(|(id, _, _)| id)
+                .collect();
+            if !held.is_empty() {
+                setup.nodes[n].kills_in_flight += 1;
+                break (held, n);
+            }
+            setup.nodes[n].restart();
         }
         assert!(
             Instant::now() < deadline,
-            "no node held a lease before {DEADLINE:?}"
+            "no node held a lease when killed before {DEADLINE:?}"
         );
-        std::thread::sleep(Duration::from_millis(10));
     };
     let dead_since = Instant::now();
     let dead = setup.nodes[victim].name.clone();
@@ -268,7 +274,7 @@ fn kill_9_of_cluster_nodes_loses_no_acknowledged_mail() {
         "too few messages acknowledged: {summary}"
     );
     let kills: usize = setup.nodes.iter().map(|n| n.kills).sum();
-    assert_eq!(kills, NODE_KILLS + 1);
+    assert!(kills > NODE_KILLS, "{summary}");
     assert_eq!(setup.fabrikam.kills, FABRIKAM_KILLS);
     assert!(
         setup.nodes.iter().map(|n| n.kills_in_flight).sum::<usize>() >= 2,

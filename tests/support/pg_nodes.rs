@@ -170,8 +170,10 @@ pub struct Record {
     pub acknowledged: HashSet<String>,
     /// Temporary refusals (4xx) seen, e.g. while a node starts or the database is down.
     pub refused: usize,
-    /// Replies that took longer than the client's wait (a hang), or connections that broke.
+    /// Connections that broke (a node killed).
     pub broken: usize,
+    /// The longest wait for the reply to the end of the data (or to a refused command).
+    pub slowest: Duration,
 }
 
 /// Sends messages one after the other, each to the next node in turn (the next one again when a
@@ -206,7 +208,12 @@ pub fn run_client(
             attempt += 1;
             lock(record).attempted.insert(token.clone());
             let started = Instant::now();
-            match c.send_mail(FROM, TO, &message(&token)) {
+            let reply = c.send_mail(FROM, TO, &message(&token));
+            {
+                let mut r = lock(record);
+                r.slowest = r.slowest.max(started.elapsed());
+            }
+            match reply {
                 Ok(r) if r.code == 250 => {
                     lock(record).acknowledged.insert(token);
                     c.quit();

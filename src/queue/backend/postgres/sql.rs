@@ -1,6 +1,8 @@
 //! The statements of the PostgreSQL queue, one function per operation. Each is one statement
 //! (autocommit) or one transaction, committed before it returns.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
@@ -292,19 +294,34 @@ pub(super) async fn probe(pool: &Pool, node: &str) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Runs until the runtime stops: every third of `lease`, extends the leases `node` holds.
-pub(super) async fn renew_leases(pool: Pool, node: String, lease: Duration) {
+/// Runs until the runtime stops: every third of `lease`, extends the leases `node` holds on the
+/// messages in `held` (those this process knows it claimed).
+pub(super) async fn renew_leases(
+    pool: Pool,
+    node: String,
+    lease: Duration,
+    held: Arc<Mutex<HashSet<String>>>,
+) {
     let every = (lease / 3).max(Duration::from_millis(100));
     loop {
         tokio::time::sleep(every).await;
+        let ids: Vec<String> = held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
         let renewed = async {
             let client = connection(&pool).await?;
             client
                 .execute(
                     "UPDATE queue_message \
                      SET lease_until = clock_timestamp() + make_interval(secs => $2) \
-                     WHERE state = 'active' AND lease_node = $1",
-                    &[&node, &seconds(lease)],
+                     WHERE state = 'active' AND lease_node = $1 AND id = ANY($3)",
+                    &[&node, &seconds(lease), &ids],
                 )
                 .await?;
             Ok::<(), DbError>(())
