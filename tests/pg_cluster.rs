@@ -229,3 +229,99 @@ fn the_queue_commands_of_one_node_see_what_another_accepted() {
     assert_ne!(code, 0);
     assert!(err.contains("no such message"), "{err}");
 }
+
+/// docker/fabrikam.toml as both compose nodes run it, pointed at a real PostgreSQL instead of the
+/// compose service (and at loopback ports): both nodes start on one queue, each with a node id of
+/// its own, and mail accepted by either is delivered once.
+#[test]
+fn the_compose_fabrikam_configuration_runs_two_nodes_on_one_database() {
+    use sealpost::store::MailStore;
+    use std::os::unix::fs::PermissionsExt;
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let database = cluster.create_database();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for linked in ["fixtures", "rules"] {
+        std::os::unix::fs::symlink(repo.join(linked), root.join(linked)).expect("symlink");
+    }
+    std::fs::create_dir(root.join("db")).expect("db dir");
+    let password = root.join("db/fabrikam.password");
+    std::fs::rename(cluster.password_file(&root.join("db")), &password).expect("password");
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let text = std::fs::read_to_string(repo.join("docker/fabrikam.toml")).expect("fabrikam.toml");
+    let bob = "bob@fabrikam.test";
+    let mut nodes = Vec::new();
+    for n in 1..=2 {
+        let (port, admin) = (free_port(), free_port());
+        let mut config = text.clone();
+        for (from, to) in [
+            (
+                "postgresql://sealpost@postgres:5432/fabrikam".to_string(),
+                cluster.url(&database),
+            ),
+            ("0.0.0.0:25".into(), format!("127.0.0.1:{port}")),
+            ("127.0.0.1:9025".into(), format!("127.0.0.1:{admin}")),
+            (
+                "/var/lib/sealpost-keystore".into(),
+                root.join("keystore").display().to_string(),
+            ),
+        ] {
+            assert!(config.contains(&from), "docker/fabrikam.toml: {from}");
+            config = config.replace(&from, &to);
+        }
+        let path = root.join(format!("fabrikam-{n}.toml"));
+        std::fs::write(&path, config).expect("config");
+        let data = root.join(format!("data-{n}"));
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sealpost"));
+        command
+            .args(["serve", "--config"])
+            .arg(&path)
+            .arg("--data-dir")
+            .arg(&data)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        nodes.push((ServeProcess::spawn(command, port), path, data, port));
+    }
+    for m in 0..4 {
+        let port = nodes[m % 2].3;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let mut client = PlainClient::connect(addr, COMMAND_TIMEOUT).expect("connect");
+        let from = "carol@outside.test";
+        let marker = format!("COMPOSE-NODE-{m}");
+        let reply = client
+            .send_mail(from, bob, &message(from, bob, &marker))
+            .expect("reply");
+        assert_eq!(reply.code, 250, "node {}: {reply}", m % 2 + 1);
+        client.quit();
+    }
+    let stores: Vec<_> = nodes
+        .iter()
+        .map(|(_, path, data, _)| {
+            let config =
+                sealpost::config::Config::load(path, Some(data)).unwrap_or_else(|e| panic!("{e}"));
+            sealpost::store::EncryptedStore::open(&config, "test").expect("store")
+        })
+        .collect();
+    let until = Instant::now() + Duration::from_secs(30);
+    let counts = loop {
+        let counts: Vec<usize> = stores
+            .iter()
+            .map(|s| s.count(bob).expect("count"))
+            .collect();
+        if counts.iter().sum::<usize>() >= 4 && queue_rows(&cluster, &database).is_empty() {
+            break counts;
+        }
+        assert!(Instant::now() < until, "delivered {counts:?} of 4");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(counts.iter().sum::<usize>(), 4, "{counts:?}");
+    let ids: Vec<String> = nodes
+        .iter()
+        .map(|(_, _, data, _)| std::fs::read_to_string(data.join("node-id")).expect("node id"))
+        .collect();
+    assert_ne!(ids[0], ids[1], "each node has an id of its own");
+    eprintln!("compose fabrikam nodes {ids:?} delivered {counts:?}");
+}
