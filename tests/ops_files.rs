@@ -208,11 +208,42 @@ fn mount(service: &str, volumes: &[(String, String)], root: &Path) {
     }
 }
 
+/// A `[storage]` password file in a volume that the `<domain>-db-secret` service fills before the
+/// nodes start: written here (mode 0600, as that service installs it) into the mounted volume.
+fn install_db_password(compose: &Compose, domain: &str, root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let config: toml::Table = toml::from_str(&read(&format!("docker/{domain}.toml"))).unwrap();
+    let Some(file) = config
+        .get("storage")
+        .and_then(|s| s.get("password_file"))
+        .and_then(|f| f.as_str())
+    else {
+        return;
+    };
+    let installer = &compose.services[&format!("{domain}-db-secret")];
+    let (volume, target) = &installer.volumes[0];
+    let path = Path::new("/etc/sealpost").join(file);
+    assert!(
+        path.starts_with(target),
+        "docker/{domain}.toml: password_file {file} is not in the volume {volume} at {target}"
+    );
+    let path = root.join(path.strip_prefix("/").unwrap());
+    std::fs::write(&path, "test\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 #[test]
 fn compose_file_references_existing_files_and_valid_commands() {
     let compose = parse_compose(&read("docker/compose.yaml"));
     let docker = repo().join("docker");
-    for name in ["contoso", "fabrikam", "client"] {
+    for name in [
+        "contoso",
+        "fabrikam",
+        "fabrikam-2",
+        "postgres",
+        "fabrikam-db-secret",
+        "client",
+    ] {
         assert!(
             compose.services.contains_key(name),
             "compose: no service {name}"
@@ -251,6 +282,7 @@ fn compose_file_references_existing_files_and_valid_commands() {
         assert_cli_accepts(&format!("compose {domain}"), &s.command);
         let dir = tempfile::tempdir().unwrap();
         mount(domain, &s.volumes, dir.path());
+        install_db_password(&compose, domain, dir.path());
         let mut args: Vec<String> = vec!["check-config".into()];
         for a in &s.command[1..] {
             args.push(if a.starts_with('/') {
@@ -282,6 +314,28 @@ fn compose_file_references_existing_files_and_valid_commands() {
             "docker/{domain}.toml: relay_networks must be the compose subnet {subnet}"
         );
     }
+
+    // fabrikam's second node: the same configuration, its own data, the same keystore.
+    let (one, two) = (
+        &compose.services["fabrikam"],
+        &compose.services["fabrikam-2"],
+    );
+    assert_eq!(one.command, two.command);
+    assert_eq!(one.aliases, two.aliases);
+    let target = |s: &Service, t: &str| s.volumes.iter().find(|(_, at)| at == t).cloned();
+    for t in [
+        "/etc/sealpost/fabrikam.toml",
+        "/var/lib/sealpost-keystore",
+        "/etc/sealpost/db",
+    ] {
+        assert_eq!(target(one, t), target(two, t), "compose fabrikam-2: {t}");
+    }
+    assert_ne!(
+        target(one, "/var/lib/sealpost"),
+        target(two, "/var/lib/sealpost"),
+        "compose fabrikam-2: a data volume of its own"
+    );
+    assert!(repo().join("docker/fabrikam-db.password").is_file());
 
     // The client mounts files that exist and sends to contoso's alias.
     let client = &compose.services["client"];

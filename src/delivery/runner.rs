@@ -22,6 +22,9 @@ use crate::telemetry::trace::TraceTls;
 use crate::telemetry::{Telemetry, TraceEvent};
 
 mod notices;
+mod settle;
+
+use settle::Settled;
 
 /// How often the runner looks at the queue without being woken.
 const SCAN_INTERVAL: Duration = Duration::from_millis(1000);
@@ -45,6 +48,8 @@ pub struct Runner {
     in_flight: Mutex<HashSet<String>>,
     /// Deferred message id → next attempt (unix seconds).
     deferred: Mutex<BTreeMap<String, i64>>,
+    /// Outcomes of attempts the queue could not record yet, by message id (see `settle`).
+    unsaved: Mutex<BTreeMap<String, Settled>>,
 }
 
 impl Runner {
@@ -69,6 +74,7 @@ impl Runner {
             wake,
             in_flight: Mutex::new(HashSet::new()),
             deferred: Mutex::new(BTreeMap::new()),
+            unsaved: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -124,6 +130,7 @@ impl Runner {
                 self.rescan_deferred().await;
                 last_rescan = Some(tokio::time::Instant::now());
             }
+            self.settle_unsaved().await;
             for id in self.due_ids().await {
                 if !lock(&self.in_flight).insert(id.clone()) {
                     continue;
@@ -262,54 +269,15 @@ impl Runner {
             finished = false;
             env.next_attempt = now.saturating_add(self.retry().initial.as_secs().max(1) as i64);
         }
-        let queue = self.queue.clone();
-        let next = env.next_attempt;
-        let owned_id = env.id.clone();
-        let transmission = env.transmission.clone();
-        let received_at = env.received_at;
-        let failed = env.failed().count();
-        let final_state = match failed {
-            0 => "delivered",
-            n if n == env.recipients.len() => "bounced",
-            _ => "partly bounced",
-        };
-        let result = tokio::task::spawn_blocking(move || {
-            if finished {
-                queue.complete(&env.id)
-            } else {
-                queue.defer(&env, &message)
-            }
-        })
+        self.settle(
+            Settled {
+                env,
+                message,
+                finished,
+            },
+            true,
+        )
         .await;
-        match result {
-            Ok(Ok(())) if finished => {
-                tracing::info!(queue_id = %owned_id, "removed");
-                if let (Some(r), Some(fp)) = (&self.retransmissions, &transmission) {
-                    r.left_queue(fp, &owned_id, received_at);
-                }
-                self.telemetry.trace(
-                    &owned_id,
-                    TraceEvent::State {
-                        state: final_state.to_string(),
-                        next_attempt: None,
-                    },
-                );
-            }
-            Ok(Ok(())) => {
-                self.telemetry.trace(
-                    &owned_id,
-                    TraceEvent::State {
-                        state: "deferred".into(),
-                        next_attempt: chrono::DateTime::from_timestamp(next, 0),
-                    },
-                );
-                lock(&self.deferred).insert(owned_id, next);
-            }
-            Ok(Err(e)) => {
-                tracing::error!(queue_id = %owned_id, error = %e, "cannot update queue file")
-            }
-            Err(e) => tracing::error!(queue_id = %owned_id, error = %e, "queue update panicked"),
-        }
     }
 
     /// Delivers to every pending recipient, grouped by route, and records each outcome. When a

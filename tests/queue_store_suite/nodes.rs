@@ -100,6 +100,41 @@ fn an_expired_lease_is_picked_up_by_another_node() {
     assert!(h.queue.list().unwrap().is_empty());
 }
 
+/// A claim committed in the database whose answer never reached the node (the connection broke
+/// after the commit): the node does not know it holds the message, so it must not renew that
+/// lease, and the message comes back when the lease expires.
+#[test]
+fn a_claim_the_node_never_heard_of_is_not_renewed() {
+    let Some(h) = Harness::open_with_lease(Backend::Postgres, SHORT_LEASE) else {
+        return;
+    };
+    let node = h.node("node-lost");
+    let other = h.node("node-b");
+    let (known, lost) = (enqueued(&*node), enqueued(&*node));
+    node.claim(&known.id).unwrap().unwrap();
+    // What the lost answer's UPDATE did, written behind the node's back.
+    h.sql(&format!(
+        "UPDATE queue_message SET state = 'active', lease_node = 'node-lost', \
+         lease_until = clock_timestamp() + interval '2 seconds' WHERE id = '{}'",
+        lost.id
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !other.incoming_ids().unwrap().contains(&lost.id) {
+        assert!(
+            Instant::now() < deadline,
+            "the unknown lease was kept alive"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The claim the node knows of is still renewed, past its first expiry.
+    assert!(!other.incoming_ids().unwrap().contains(&known.id));
+    assert!(other.claim(&known.id).unwrap().is_none(), "a live lease");
+    assert!(other.claim(&lost.id).unwrap().is_some());
+    node.complete(&known.id).unwrap();
+    other.complete(&lost.id).unwrap();
+    assert!(h.queue.list().unwrap().is_empty());
+}
+
 #[test]
 fn recover_does_not_steal_a_live_lease() {
     let Some(h) = open() else { return };

@@ -9,6 +9,7 @@ pub mod domains;
 pub mod imap;
 pub mod nsd;
 pub mod peers;
+pub mod pg_nodes;
 pub mod plain_smtp;
 pub mod policy_host;
 pub mod postgres;

@@ -238,7 +238,8 @@ fn start_sealpost(
     serve_child(p.binary.as_deref(), &base.join("sealpost"), port, &rest)
 }
 
-/// `sealpost serve` as a child process listening on 127.0.0.1:`port`, relaying for loopback,
+/// `sealpost serve` as a child process listening on 127.0.0.1:`port`, relaying for loopback
+/// without sender checks (Postfix in the comparison runs no milter either),
 /// its data under `dir`, with `rest` (TOML sections) added to its configuration; returns once
 /// it accepts connections.
 pub(super) fn serve_child(
@@ -250,7 +251,8 @@ pub(super) fn serve_child(
     std::fs::create_dir_all(dir)?;
     let config = format!(
         "[server]\nhostname = \"mx.contoso.test\"\ndata_dir = \"{}\"\nrelay_networks = [\"127.0.0.0/8\"]\n\n\
-         [[listener]]\naddress = \"127.0.0.1:{port}\"\n\n{rest}",
+         [[listener]]\naddress = \"127.0.0.1:{port}\"\n\n\
+         [sender_auth]\nverify = false\n\n{rest}",
         dir.join("data").display()
     );
     let path = dir.join("sealpost.toml");

@@ -99,28 +99,45 @@ impl KeyIndex for SqliteKeyIndex<'_> {
             .optional()?)
     }
 
+    /// The key row and its wraps are written together (a savepoint: a transaction of its own, or
+    /// part of the caller's): a crash in between must not leave an active generation that no root
+    /// key opens, which would stop every delivery under the policy.
     fn insert_policy_key(
         &self,
         policy: &str,
         wraps: &[WrapRow],
     ) -> Result<PolicyKeyRow, StoreError> {
         let c = self.c;
-        let generation: i64 = c.query_row(
-            "SELECT COALESCE(MAX(generation), 0) + 1 FROM policy_keys WHERE policy = ?1",
-            [policy],
-            |r| r.get(0),
-        )?;
-        c.execute(
-            "INSERT INTO policy_keys(policy, generation, state, created) VALUES (?1, ?2, 'active', ?3)",
-            params![policy, generation, now()],
-        )?;
-        let id = c.last_insert_rowid();
-        for w in wraps {
-            c.execute(
-                "INSERT INTO policy_key_wraps(policy_key_id, kind, key_id, wrapped) VALUES (?1, ?2, ?3, ?4)",
-                params![id, w.kind, w.key_id, w.wrapped],
+        c.execute_batch("SAVEPOINT insert_policy_key")?;
+        let inserted = (|| {
+            let generation: i64 = c.query_row(
+                "SELECT COALESCE(MAX(generation), 0) + 1 FROM policy_keys WHERE policy = ?1",
+                [policy],
+                |r| r.get(0),
             )?;
-        }
+            c.execute(
+                "INSERT INTO policy_keys(policy, generation, state, created) VALUES (?1, ?2, 'active', ?3)",
+                params![policy, generation, now()],
+            )?;
+            let id = c.last_insert_rowid();
+            for w in wraps {
+                c.execute(
+                    "INSERT INTO policy_key_wraps(policy_key_id, kind, key_id, wrapped) VALUES (?1, ?2, ?3, ?4)",
+                    params![id, w.kind, w.key_id, w.wrapped],
+                )?;
+            }
+            Ok::<_, rusqlite::Error>((id, generation))
+        })();
+        let (id, generation) = match inserted {
+            Ok(done) => {
+                c.execute_batch("RELEASE insert_policy_key")?;
+                done
+            }
+            Err(e) => {
+                let _ = c.execute_batch("ROLLBACK TO insert_policy_key; RELEASE insert_policy_key");
+                return Err(e.into());
+            }
+        };
         Ok(PolicyKeyRow {
             id,
             policy: policy.to_string(),
@@ -314,5 +331,26 @@ mod tests {
 
         let e = StoreError::Integrity("x".into());
         assert_eq!(e.index_kind(), None);
+    }
+
+    #[test]
+    fn a_policy_key_is_stored_with_all_its_wraps_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = index::open(&dir.path().join("index.sqlite")).unwrap();
+        let ix = SqliteKeyIndex::new(&c);
+        let wrap = |key_id: &str| WrapRow {
+            kind: "root".into(),
+            key_id: key_id.into(),
+            wrapped: b"w".to_vec(),
+        };
+        // The second wrap fails (the same key twice): the key row goes too.
+        assert!(ix.insert_policy_key("p", &[wrap("a"), wrap("a")]).is_err());
+        let rows: i64 = c
+            .query_row("SELECT count(*) FROM policy_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 0, "a generation without its wraps was left behind");
+        let pk = ix.insert_policy_key("p", &[wrap("a"), wrap("b")]).unwrap();
+        assert_eq!(pk.generation, 1);
+        assert_eq!(ix.wraps(pk.id).unwrap().len(), 2);
     }
 }

@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use super::PgQueue;
-use crate::pg::connection;
 use crate::queue::backend::QueueState;
 use crate::queue::error::QueueError;
 use crate::queue::spool::Spool;
@@ -60,25 +59,8 @@ impl PgQueue {
                 body: file,
             };
             let deferred = entry.state == QueueState::Deferred;
-            let state = if deferred { "deferred" } else { "incoming" };
-            let inserted = self.run(|pool| async move {
-                let client = connection(&pool).await?;
-                let n = client
-                    .execute(
-                        "INSERT INTO queue_message (id, state, envelope, next_attempt, size, body) \
-                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-                        &[
-                            &row.id,
-                            &state,
-                            &row.envelope,
-                            &row.next_attempt,
-                            &row.size,
-                            &row.body,
-                        ],
-                    )
-                    .await?;
-                Ok(n == 1)
-            })?;
+            let inserted =
+                self.run(|pool| async move { super::sql::insert(&pool, &row, deferred).await })?;
             match (inserted, deferred) {
                 (false, _) => done.present += 1,
                 (true, true) => done.deferred += 1,

@@ -14,8 +14,11 @@
 //!   and never acknowledged;
 //! - one state at a time, one claim: a claim is one `UPDATE ... WHERE state IN ('incoming',
 //!   'deferred') ... RETURNING`; the row lock makes concurrent claims (any node) exclusive;
-//! - leases: a claim records this node's id and a lease expiry; a background task renews the
-//!   leases of this node every third of the lease, so they expire only when the node stops.
+//! - leases: a claim records this node's id and a lease expiry; a background task renews, every
+//!   third of the lease, the leases of the messages this process claimed and has not yet
+//!   completed, deferred or lost, so they expire only when the node stops. A claim whose answer
+//!   never came back (the connection broke after the commit) is not renewed, and its message
+//!   comes back when the lease expires instead of staying with a node that does not know it.
 //!   `defer`, `checkpoint` and `complete` act only on a message this node holds;
 //! - a node that died: its active messages come back when their lease has expired.
 //!   `incoming_ids` and `waiting_size` report them, and `claim` takes them, as if they were
@@ -26,7 +29,8 @@
 mod import;
 mod sql;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 pub use import::Imported;
 use std::time::Duration;
@@ -49,6 +53,8 @@ pub struct PgQueue {
     key: Arc<ServiceKey>,
     node: String,
     lease: Duration,
+    /// The messages this process holds: claimed, not yet completed, deferred or lost.
+    held: Arc<Mutex<HashSet<String>>>,
 }
 
 impl PgQueue {
@@ -68,17 +74,28 @@ impl PgQueue {
             key,
             node: node.to_string(),
             lease,
+            held: Arc::default(),
         };
-        let (node, lease) = (queue.node.clone(), queue.lease);
+        let (node, lease, held) = (queue.node.clone(), queue.lease, queue.held.clone());
         queue
             .db
-            .spawn(move |pool| async move { sql::renew_leases(pool, node, lease).await });
+            .spawn(move |pool| async move { sql::renew_leases(pool, node, lease, held).await });
         queue
     }
 
     /// This node's id in leases.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// Records that this process holds `id` (true) or no longer does (false).
+    fn hold(&self, id: &str, held: bool) {
+        let mut set = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if held {
+            set.insert(id.to_string());
+        } else {
+            set.remove(id);
+        }
     }
 
     fn unavailable(&self, error: DbError) -> QueueError {
@@ -147,8 +164,12 @@ impl PgQueue {
         let updated = self
             .run(|pool| async move { sql::update_active(&pool, &row, node, next, lease).await })?;
         if updated {
+            if next != QueueState::Active {
+                self.hold(id, false);
+            }
             Ok(())
         } else {
+            self.hold(id, false);
             Err(self.not_active(id))
         }
     }
@@ -167,6 +188,7 @@ impl QueueStore for PgQueue {
         let removed_tmp = self.staging.remove_staged()?;
         let node = self.node.as_str();
         let requeued = self.run(|pool| async move { sql::recover(&pool, node).await })?;
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).clear();
         Ok(RecoveryReport {
             removed_tmp,
             requeued,
@@ -184,7 +206,7 @@ impl QueueStore for PgQueue {
     fn enqueue_parts(&self, envelope: &Envelope, parts: &[Part]) -> Result<(), QueueError> {
         let id = checked_id(&envelope.id)?;
         let row = self.encode(envelope, parts)?;
-        let inserted = self.run(|pool| async move { sql::insert(&pool, &row).await })?;
+        let inserted = self.run(|pool| async move { sql::insert(&pool, &row, false).await })?;
         if inserted {
             Ok(())
         } else {
@@ -203,6 +225,7 @@ impl QueueStore for PgQueue {
         else {
             return Ok(None);
         };
+        self.hold(id, true);
         let verified = format::decode(body, Some(&self.key)).and_then(|(envelope, message)| {
             if envelope.id == id {
                 Ok((envelope, message))
@@ -219,6 +242,7 @@ impl QueueStore for PgQueue {
                 let text = reason.to_string();
                 let seq =
                     self.run(|pool| async move { sql::quarantine(&pool, id, node, &text).await })?;
+                self.hold(id, false);
                 let location = format!("{}#queue_quarantine/{seq}", self.db.location());
                 tracing::error!(id, %location, %reason, "queued message quarantined");
                 Err(QueueError::Corrupt { location, reason })
@@ -237,7 +261,9 @@ impl QueueStore for PgQueue {
     fn complete(&self, id: &str) -> Result<(), QueueError> {
         let id = checked_id(id)?;
         let node = self.node.as_str();
-        if self.run(|pool| async move { sql::complete(&pool, id, node).await })? {
+        let completed = self.run(|pool| async move { sql::complete(&pool, id, node).await })?;
+        self.hold(id, false);
+        if completed {
             Ok(())
         } else {
             Err(self.not_active(id))

@@ -1,6 +1,8 @@
 //! The statements of the PostgreSQL queue, one function per operation. Each is one statement
 //! (autocommit) or one transaction, committed before it returns.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
@@ -26,19 +28,22 @@ fn seconds(lease: Duration) -> f64 {
     lease.as_secs_f64()
 }
 
-/// Inserts a new incoming message; false when the id is queued already.
-pub(super) async fn insert(pool: &Pool, row: &Row) -> Result<bool, DbError> {
+/// Inserts a new message, waiting: incoming, or deferred until its next attempt (a message
+/// moved from a spool); false when the id is queued already.
+pub(super) async fn insert(pool: &Pool, row: &Row, deferred: bool) -> Result<bool, DbError> {
+    let state = if deferred { "deferred" } else { "incoming" };
     let client = connection(pool).await?;
     let n = client
         .execute(
             "INSERT INTO queue_message (id, state, envelope, next_attempt, size, body) \
-             VALUES ($1, 'incoming', $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+             VALUES ($1, $6, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
             &[
                 &row.id,
                 &row.envelope,
                 &row.next_attempt,
                 &row.size,
                 &row.body,
+                &state,
             ],
         )
         .await?;
@@ -292,19 +297,34 @@ pub(super) async fn probe(pool: &Pool, node: &str) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Runs until the runtime stops: every third of `lease`, extends the leases `node` holds.
-pub(super) async fn renew_leases(pool: Pool, node: String, lease: Duration) {
+/// Runs until the runtime stops: every third of `lease`, extends the leases `node` holds on the
+/// messages in `held` (those this process knows it claimed).
+pub(super) async fn renew_leases(
+    pool: Pool,
+    node: String,
+    lease: Duration,
+    held: Arc<Mutex<HashSet<String>>>,
+) {
     let every = (lease / 3).max(Duration::from_millis(100));
     loop {
         tokio::time::sleep(every).await;
+        let ids: Vec<String> = held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
         let renewed = async {
             let client = connection(&pool).await?;
             client
                 .execute(
                     "UPDATE queue_message \
                      SET lease_until = clock_timestamp() + make_interval(secs => $2) \
-                     WHERE state = 'active' AND lease_node = $1",
-                    &[&node, &seconds(lease)],
+                     WHERE state = 'active' AND lease_node = $1 AND id = ANY($3)",
+                    &[&node, &seconds(lease), &ids],
                 )
                 .await?;
             Ok::<(), DbError>(())
