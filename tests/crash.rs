@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use sealpost::store::MailStore;
+use support::crash_marks::{self, receiving_id, token_of, TOKEN_HEADER};
 use support::domains::{free_port, open_store, DomainSpec, ServeProcess};
 use support::plain_smtp::PlainClient;
 
@@ -40,7 +41,6 @@ const DEADLINE: Duration = Duration::from_secs(170);
 
 const FROM: &str = "alice@contoso.test";
 const TO: &str = "bob@fabrikam.test";
-const TOKEN_HEADER: &str = "X-Crash-Token: ";
 
 /// What the clients saw: every attempt made, and those that got 250.
 #[derive(Default)]
@@ -85,15 +85,7 @@ impl Victim {
 
 #[test]
 fn repeated_kill_9_loses_no_acknowledged_mail() {
-    let seed: u64 = std::env::var("SEALPOST_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
+    let seed = crash_marks::seed();
     to_stderr(&format!(
         "crash test: seed {seed} (SEALPOST_CRASH_SEED={seed} repeats the kill schedule)"
     ));
@@ -359,24 +351,6 @@ fn message(token: &str) -> Vec<u8> {
          token {token}\r\nsome text so that the message is not tiny.\r\n"
     )
     .into_bytes()
-}
-
-/// The queue id in the first (newest, fabrikam's) Received header.
-fn receiving_id(message: &[u8]) -> String {
-    let text = String::from_utf8_lossy(message);
-    text.split_once("(sealpost) with ")
-        .and_then(|(_, rest)| rest.split_once(" id "))
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-        .unwrap_or("?")
-        .to_string()
-}
-
-fn token_of(message: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(message);
-    let start = text.find(TOKEN_HEADER)? + TOKEN_HEADER.len();
-    let rest = &text[start..];
-    let end = rest.find("\r\n")?;
-    Some(rest[..end].to_string())
 }
 
 /// Polls until contoso has a message in `queue/incoming/` or `queue/active/` (a delivery about

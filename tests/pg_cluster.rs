@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use support::domains::{free_port, message, sealpost, DomainSpec, ServeProcess};
 use support::pg_nodes::{
-    lock, mailbox_copies, queue_rows, run_client, spooled_files, storage_toml, to_stderr,
+    lock, mailbox_copies, queue_rows, run_client, storage_toml, to_stderr, wait_drained,
     write_report, Record, Tally, FROM,
 };
 use support::plain_smtp::PlainClient;
@@ -73,26 +73,7 @@ fn a_database_restart_under_load_loses_nothing_acknowledged() {
         );
     }
 
-    let mut last_count = usize::MAX;
-    loop {
-        let count = mailbox_copies(&setup.fabrikam.data)
-            .0
-            .values()
-            .flatten()
-            .count();
-        let queued = queue_rows(&cluster, &database).len() + spooled_files(&setup.fabrikam.data);
-        if queued == 0 && count == last_count {
-            break;
-        }
-        last_count = count;
-        assert!(
-            Instant::now() < deadline,
-            "not drained: {:?} in the database; logs in {}",
-            queue_rows(&cluster, &database),
-            dir.display()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_drained(&cluster, &database, &setup.fabrikam.data, deadline, &dir);
     let (copies, unreadable) = mailbox_copies(&setup.fabrikam.data);
     let record = lock(&record);
     let tally = Tally::of(&record, &copies);

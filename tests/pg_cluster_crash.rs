@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use sealpost::store::MailStore;
 use support::pg_nodes::{
-    lock, mailbox_copies, queue_rows, run_client, spooled_files, to_stderr, write_report, Record,
+    lock, mailbox_copies, queue_rows, run_client, to_stderr, wait_drained, write_report, Record,
     Tally,
 };
 use support::postgres::Cluster;
@@ -48,15 +48,7 @@ fn kill_9_of_cluster_nodes_loses_no_acknowledged_mail() {
     let Some(cluster) = Cluster::start() else {
         return;
     };
-    let seed: u64 = std::env::var("SEALPOST_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
+    let seed = support::crash_marks::seed();
     to_stderr(&format!(
         "cluster crash test: seed {seed} (SEALPOST_CRASH_SEED={seed} repeats the kill schedule)"
     ));
@@ -177,28 +169,7 @@ fn kill_9_of_cluster_nodes_loses_no_acknowledged_mail() {
     let sent = started.elapsed();
 
     // Drain: the shared queue and fabrikam's spool empty, the mailbox count stable.
-    let mut last_count = usize::MAX;
-    loop {
-        let count = mailbox_copies(&setup.fabrikam.data)
-            .0
-            .values()
-            .flatten()
-            .count();
-        let queued = queue_rows(&cluster, &database).len() + spooled_files(&setup.fabrikam.data);
-        if queued == 0 && count == last_count {
-            break;
-        }
-        last_count = count;
-        assert!(
-            Instant::now() < deadline,
-            "not drained after {DEADLINE:?}: {:?} in the database, {} file(s) in fabrikam's \
-             spool; logs in {}",
-            queue_rows(&cluster, &database),
-            spooled_files(&setup.fabrikam.data),
-            dir.display()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_drained(&cluster, &database, &setup.fabrikam.data, deadline, &dir);
 
     let (copies, unreadable) = mailbox_copies(&setup.fabrikam.data);
     let record = lock(&record);

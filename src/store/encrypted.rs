@@ -252,6 +252,26 @@ impl EncryptedStore {
         }
     }
 
+    /// Message `id`'s row and its mailbox key (none for a plain mailbox), for reading it.
+    pub(super) fn row_and_key(
+        &self,
+        mailbox: &str,
+        id: &str,
+    ) -> Result<(MessageRow, Option<SecretKey>), StoreError> {
+        let mailbox = mailbox.to_ascii_lowercase();
+        let c = self.conn()?;
+        let row = index::message(&c, &mailbox, id)?.ok_or_else(|| StoreError::NoSuchMessage {
+            mailbox: mailbox.clone(),
+            id: id.to_string(),
+        })?;
+        let key = self.message_key(
+            &SqliteKeyIndex::new(&c),
+            &row,
+            &format!("read {mailbox} {id}"),
+        )?;
+        Ok((row, key))
+    }
+
     /// How a row's blob opens, from the kind in its header: the content key and the context its
     /// chunks bind, or the checksum of a plain blob. Anything that does not match the index fails.
     pub(super) fn blob_body(
@@ -472,21 +492,7 @@ impl MailStore for EncryptedStore {
     }
 
     fn read(&self, mailbox: &str, id: &str) -> Result<Vec<u8>, StoreError> {
-        let mailbox = mailbox.to_ascii_lowercase();
-        let (row, key) = {
-            let c = self.conn()?;
-            let row =
-                index::message(&c, &mailbox, id)?.ok_or_else(|| StoreError::NoSuchMessage {
-                    mailbox: mailbox.clone(),
-                    id: id.to_string(),
-                })?;
-            let key = self.message_key(
-                &SqliteKeyIndex::new(&c),
-                &row,
-                &format!("read {mailbox} {id}"),
-            )?;
-            (row, key)
-        };
+        let (row, key) = self.row_and_key(mailbox, id)?;
         self.open_message(&row, key.as_ref())
     }
 

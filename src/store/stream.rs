@@ -7,10 +7,9 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
-use super::backend::sqlite::SqliteKeyIndex;
 use super::blobs::{self, HEADER_LEN};
 use super::encrypted::{integrity, BlobBody, EncryptedStore};
-use super::index::{self, MessageRow};
+use super::index::MessageRow;
 use super::StoreError;
 use crate::crypto::sealing::{ChunkOpener, SecretKey, CHUNK_SIZE};
 
@@ -260,18 +259,7 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 impl EncryptedStore {
     /// Message `id` of a mailbox as a [`MessageSource`] (see `MailStore::read`).
     pub(super) fn source_of(&self, mailbox: &str, id: &str) -> Result<MessageSource, StoreError> {
-        let mailbox = mailbox.to_ascii_lowercase();
-        let c = self.conn()?;
-        let row = index::message(&c, &mailbox, id)?.ok_or_else(|| StoreError::NoSuchMessage {
-            mailbox: mailbox.clone(),
-            id: id.to_string(),
-        })?;
-        let key = self.message_key(
-            &SqliteKeyIndex::new(&c),
-            &row,
-            &format!("read {mailbox} {id}"),
-        )?;
-        drop(c);
+        let (row, key) = self.row_and_key(mailbox, id)?;
         self.source(&row, key.as_ref())
     }
 

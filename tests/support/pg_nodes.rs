@@ -18,7 +18,8 @@ use super::postgres::Cluster;
 
 pub const FROM: &str = "alice@contoso.test";
 pub const TO: &str = "bob@fabrikam.test";
-pub const TOKEN_HEADER: &str = "X-Crash-Token: ";
+pub use super::crash_marks::TOKEN_HEADER;
+use super::crash_marks::{receiving_id, token_of};
 
 /// A server under test: its config and port, the running process, and its kills.
 pub struct Victim {
@@ -342,24 +343,6 @@ impl Tally {
     }
 }
 
-/// The queue id in the first (newest, fabrikam's) Received header.
-fn receiving_id(message: &[u8]) -> String {
-    let text = String::from_utf8_lossy(message);
-    text.split_once("(sealpost) with ")
-        .and_then(|(_, rest)| rest.split_once(" id "))
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-        .unwrap_or("?")
-        .to_string()
-}
-
-fn token_of(message: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(message);
-    let start = text.find(TOKEN_HEADER)? + TOKEN_HEADER.len();
-    let rest = &text[start..];
-    let end = rest.find("\r\n")?;
-    Some(rest[..end].to_string())
-}
-
 /// Rows in the shared queue: (id, state, the node holding it).
 pub fn queue_rows(cluster: &Cluster, database: &str) -> Vec<(String, String, String)> {
     cluster
@@ -409,5 +392,33 @@ pub fn write_report(name: &str, text: &str) {
         .and_then(|()| std::fs::write(dir.join(name), format!("{text}\n")));
     if let Err(e) = written {
         eprintln!("cannot write {}: {e}", dir.join(name).display());
+    }
+}
+
+/// Waits until the database queue and fabrikam's spool are empty and the mailbox stopped
+/// growing; fails past `deadline`, naming what is left and where the logs are.
+pub fn wait_drained(
+    cluster: &Cluster,
+    database: &str,
+    fabrikam_data: &Path,
+    deadline: std::time::Instant,
+    logs: &Path,
+) {
+    let mut last_count = usize::MAX;
+    loop {
+        let count = mailbox_copies(fabrikam_data).0.values().flatten().count();
+        let queued = queue_rows(cluster, database).len() + spooled_files(fabrikam_data);
+        if queued == 0 && count == last_count {
+            return;
+        }
+        last_count = count;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not drained: {:?} in the database, {} file(s) in fabrikam's spool; logs in {}",
+            queue_rows(cluster, database),
+            spooled_files(fabrikam_data),
+            logs.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
     }
 }
