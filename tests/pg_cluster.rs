@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::domains::{free_port, message, sealpost, DomainSpec, ServeProcess};
+use support::domains::{free_port, message, queue_list_json, sealpost, DomainSpec, ServeProcess};
 use support::pg_nodes::{
     lock, mailbox_copies, queue_rows, run_client, storage_toml, to_stderr, wait_drained,
     write_report, Record, Tally, FROM,
@@ -35,11 +35,7 @@ fn a_database_restart_under_load_loses_nothing_acknowledged() {
 
     let record = Arc::new(Mutex::new(Record::default()));
     let sending = Arc::new(AtomicBool::new(true));
-    let addrs: Vec<SocketAddr> = setup
-        .nodes
-        .iter()
-        .map(|n| SocketAddr::from(([127, 0, 0, 1], n.port)))
-        .collect();
+    let addrs = setup.addrs();
     let clients: Vec<_> = (0..4)
         .map(|c| {
             let (record, sending, addrs) = (record.clone(), sending.clone(), addrs.clone());
@@ -117,19 +113,6 @@ fn a_database_restart_under_load_loses_nothing_acknowledged() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The JSON lines of `queue list --json` with `config`.
-fn listed(config: &std::path::Path) -> String {
-    let (code, out, err) = sealpost(&[
-        "queue",
-        "list",
-        "--json",
-        "--config",
-        &config.display().to_string(),
-    ]);
-    assert_eq!(code, 0, "queue list: {err}");
-    out
-}
-
 #[test]
 fn the_queue_commands_of_one_node_see_what_another_accepted() {
     let Some(cluster) = Cluster::start() else {
@@ -187,7 +170,7 @@ fn the_queue_commands_of_one_node_see_what_another_accepted() {
     server.kill9();
 
     // B, which never saw the message, lists it ...
-    let out = listed(&b);
+    let out = queue_list_json(&b);
     assert!(
         out.contains(&id) && out.contains(to) && out.contains("\"deferred\""),
         "{out}"
@@ -203,7 +186,7 @@ fn the_queue_commands_of_one_node_see_what_another_accepted() {
     let (code, out, err) = sealpost(&["queue", "delete", "--config", &b_arg, &id]);
     assert_eq!(code, 0, "queue delete: {err}");
     assert!(out.contains(&format!("{id}: deleted")), "{out}");
-    assert_eq!(listed(&a), "", "A sees the queue empty");
+    assert_eq!(queue_list_json(&a), "", "A sees the queue empty");
     let (code, out, _) = sealpost(&["queue", "list", "--config", &a.display().to_string()]);
     assert_eq!((code, out.as_str()), (0, "Mail queue is empty\n"));
     let (code, _, err) = sealpost(&["queue", "delete", "--config", &b_arg, &id]);

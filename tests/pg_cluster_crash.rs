@@ -15,7 +15,6 @@
 mod support;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -63,11 +62,7 @@ fn kill_9_of_cluster_nodes_loses_no_acknowledged_mail() {
 
     let record = Arc::new(Mutex::new(Record::default()));
     let sending = Arc::new(AtomicBool::new(true));
-    let addrs: Vec<SocketAddr> = setup
-        .nodes
-        .iter()
-        .map(|n| SocketAddr::from(([127, 0, 0, 1], n.port)))
-        .collect();
+    let addrs = setup.addrs();
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
             let (record, sending, addrs) = (record.clone(), sending.clone(), addrs.clone());

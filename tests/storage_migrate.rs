@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use support::domains::{free_port, message, sealpost, wait_for_mailbox, DomainSpec, ServeProcess};
+use support::domains::{
+    free_port, message, queue_list_json, sealpost, wait_for_mailbox, DomainSpec, ServeProcess,
+};
 use support::plain_smtp::PlainClient;
 use support::postgres::Cluster;
 
@@ -102,14 +104,7 @@ fn a_spool_moves_into_postgres_sealed_and_is_delivered_from_there() {
     let again = migrate(&config);
     assert!(again.contains("queue: 0 messages copied"), "{again}");
 
-    let (code, list, err) = sealpost(&[
-        "queue",
-        "list",
-        "--json",
-        "--config",
-        &config.display().to_string(),
-    ]);
-    assert_eq!(code, 0, "{err}");
+    let list = queue_list_json(&config);
     for (id, _) in &before {
         assert!(
             list.contains(id.as_str()),

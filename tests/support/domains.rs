@@ -274,6 +274,19 @@ pub async fn wait_for_mailbox_async(
         .expect("wait task")
 }
 
+/// `sealpost queue list --json --config CONFIG`: the JSON lines, the command having succeeded.
+pub fn queue_list_json(config: &Path) -> String {
+    let (code, out, err) = sealpost(&[
+        "queue",
+        "list",
+        "--json",
+        "--config",
+        &config.display().to_string(),
+    ]);
+    assert_eq!(code, 0, "queue list: {err}");
+    out
+}
+
 /// Runs the real `sealpost` binary with arguments; returns (exit code, stdout, stderr).
 pub fn sealpost(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_sealpost"))

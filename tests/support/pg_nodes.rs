@@ -74,6 +74,16 @@ pub struct Setup {
     pub database: String,
 }
 
+impl Setup {
+    /// The SMTP addresses of the contoso nodes, in node order.
+    pub fn addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.nodes
+            .iter()
+            .map(|n| std::net::SocketAddr::from(([127, 0, 0, 1], n.port)))
+            .collect()
+    }
+}
+
 /// The `[storage]` of node `node_id` on `database`, with `lease` and a command timeout.
 pub fn storage_toml(
     cluster: &Cluster,
