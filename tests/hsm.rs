@@ -75,7 +75,7 @@ fn a_tenant_key_in_the_token_protects_opens_and_issues_use_licenses() {
     let Some(hsm) = softhsm() else { return };
     softhsm::write_private(&hsm.dir().join("contoso.pin"), "1234\n");
     let pin_line = format!("pin_file = \"{}\"", hsm.dir().join("contoso.pin").display());
-    let config_path = write_config(hsm, "contoso", &pin_line);
+    let config_path = write_config(&hsm, "contoso", &pin_line);
     let config_arg = config_path.to_str().unwrap();
     let uri = "pkcs11:token=sealpost;object=contoso-tenant";
 
@@ -214,7 +214,7 @@ fn a_wrong_pin_is_a_clear_error_and_serve_does_not_start() {
     let Some(hsm) = softhsm() else { return };
     // A key made with the right PIN, then a config whose PIN (from the environment) is wrong.
     let pin_line = format!("pin_file = \"{}\"", hsm.pin_file().display());
-    let good = write_config(hsm, "fabrikam", &pin_line);
+    let good = write_config(&hsm, "fabrikam", &pin_line);
     let new = sealpost(&[
         "keys",
         "tenant",

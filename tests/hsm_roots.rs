@@ -115,7 +115,7 @@ fn root_keys_in_the_token_store_and_read_and_the_availability_key_stands_in_when
         "pkcs11:token=sealpost;object=store-root-a",
         "pkcs11:token=sealpost;object=store-root-b",
     );
-    let config = write_config(hsm, "roots", [a, b], &pin_line(hsm));
+    let config = write_config(&hsm, "roots", [a, b], &pin_line(&hsm));
     let printed = new_root(&config, a);
     assert!(
         printed.contains("key id") && printed.contains("not extractable"),
@@ -173,7 +173,7 @@ fn root_keys_in_the_token_store_and_read_and_the_availability_key_stands_in_when
 
     // Another process whose token is gone (the module finds no token "sealpost"): the
     // configuration loads with a warning, and the message opens with the availability key.
-    let gone = no_token_conf(hsm);
+    let gone = no_token_conf(&hsm);
     let out = sealpost(
         &[
             "mailbox",
@@ -200,10 +200,10 @@ fn file_and_token_roots_mix_and_each_opens_the_policy_key() {
     let Some(hsm) = softhsm() else { return };
     let token_root = "pkcs11:token=sealpost;object=mixed-root";
     let config = write_config(
-        hsm,
+        &hsm,
         "mixed",
         ["keys/file-root.key", token_root],
-        &pin_line(hsm),
+        &pin_line(&hsm),
     );
     new_root(&config, token_root);
     let msg = message("mixed", 300);
@@ -248,7 +248,7 @@ fn a_policy_with_no_usable_key_does_not_load_and_names_the_token() {
         "pkcs11:token=sealpost;object=pin-root-a",
         "pkcs11:token=sealpost;object=pin-root-b",
     );
-    let config = write_config(hsm, "pin", [a, b], &pin_line(hsm));
+    let config = write_config(&hsm, "pin", [a, b], &pin_line(&hsm));
     new_root(&config, a);
     new_root(&config, b);
     let avail = "pkcs11:token=sealpost;object=pin-availability";
@@ -256,7 +256,7 @@ fn a_policy_with_no_usable_key_does_not_load_and_names_the_token() {
     let all_token = std::fs::read_to_string(&config)
         .unwrap()
         .replace("keys/availability.key", avail)
-        .replace(&pin_line(hsm), "pin_env = \"SEALPOST_TEST_PIN\"");
+        .replace(&pin_line(&hsm), "pin_env = \"SEALPOST_TEST_PIN\"");
     std::fs::write(&config, all_token).unwrap();
     for args in [
         vec!["check-config", "--config", config.to_str().unwrap()],
@@ -350,10 +350,10 @@ fn store_root_rotate_moves_a_file_root_into_the_token() {
     std::fs::create_dir_all(dir.join("keys")).unwrap();
     sealpost::crypto::keyfile::generate_key_file(&dir.join("keys/file-b.key")).unwrap();
     let config = write_config(
-        hsm,
+        &hsm,
         "rotate",
         ["keys/file-root.key", "keys/file-b.key"],
-        &pin_line(hsm),
+        &pin_line(&hsm),
     );
     let msg = message("rotated", 800);
     let id = open(&config).deliver(ALICE, &msg).unwrap();

@@ -1,10 +1,13 @@
 //! A real SoftHSM2 token for the PKCS#11 tests: a temporary token directory, `SOFTHSM2_CONF`
 //! set for this process and its children, and a token "sealpost" (user PIN 1234) initialised
 //! with `softhsm2-util`. Without SoftHSM2 the tests say why they skip; under `CI` they fail.
+//! SoftHSM2's file store is not safe for processes writing one token at once (its integrity
+//! check then fails and the token is not found), so each test holds the token for its whole run.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::ops::Deref;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 pub const TOKEN: &str = "sealpost";
@@ -33,10 +36,28 @@ impl SoftHsm {
     }
 }
 
-/// The shared token, or `None` (after saying why) when SoftHSM2 is not installed.
-pub fn softhsm() -> Option<&'static SoftHsm> {
+/// The shared token, held by one test at a time.
+pub struct Token {
+    hsm: &'static SoftHsm,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl Deref for Token {
+    type Target = SoftHsm;
+    fn deref(&self) -> &SoftHsm {
+        self.hsm
+    }
+}
+
+/// The shared token, once the tests before have let it go, or `None` (after saying why) when
+/// SoftHSM2 is not installed.
+pub fn softhsm() -> Option<Token> {
     static HSM: OnceLock<Option<SoftHsm>> = OnceLock::new();
-    HSM.get_or_init(init).as_ref()
+    static TURN: Mutex<()> = Mutex::new(());
+    let hsm = HSM.get_or_init(init).as_ref()?;
+    // A test that failed while holding the token leaves it as usable as before.
+    let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    Some(Token { hsm, _turn: turn })
 }
 
 fn init() -> Option<SoftHsm> {
