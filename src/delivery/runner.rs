@@ -200,30 +200,43 @@ impl Runner {
 
     /// One delivery attempt for one message.
     async fn process(&self, id: &str) {
-        // The message is held in memory until the attempt ends; wait for room for it.
-        let queue = self.queue.clone();
-        let owned = id.to_string();
-        let size = tokio::task::spawn_blocking(move || queue.waiting_size(&owned))
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or(0);
-        let _room = self.budget.reserve(size).await;
-        let queue = self.queue.clone();
-        let owned = id.to_string();
-        let (mut env, message) =
-            match tokio::task::spawn_blocking(move || queue.claim(&owned)).await {
-                Ok(Ok(Some(claimed))) => claimed,
-                Ok(Ok(None)) => return, // delivered, deleted or flushed meanwhile
-                Ok(Err(e)) => {
-                    tracing::error!(queue_id = id, error = %e, "queue file not delivered");
-                    return;
+        // The message is held in memory until the attempt ends; wait for room for it. When
+        // there is room at once, it is claimed in the same blocking step.
+        let (queue, owned, budget) = (self.queue.clone(), id.to_string(), self.budget.clone());
+        let first = tokio::task::spawn_blocking(move || {
+            let size = queue.waiting_size(&owned).unwrap_or(0);
+            match budget.try_reserve(size) {
+                Some(room) => Ok((room, queue.claim(&owned))),
+                None => Err(size),
+            }
+        })
+        .await;
+        let (_room, claimed) = match first {
+            Ok(Ok(claimed)) => claimed,
+            Ok(Err(size)) => {
+                let room = self.budget.reserve(size).await;
+                let (queue, owned) = (self.queue.clone(), id.to_string());
+                match tokio::task::spawn_blocking(move || queue.claim(&owned)).await {
+                    Ok(claimed) => (room, claimed),
+                    Err(e) => {
+                        tracing::error!(queue_id = id, error = %e, "claim panicked");
+                        return;
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(queue_id = id, error = %e, "claim panicked");
-                    return;
-                }
-            };
+            }
+            Err(e) => {
+                tracing::error!(queue_id = id, error = %e, "claim panicked");
+                return;
+            }
+        };
+        let (mut env, message) = match claimed {
+            Ok(Some(claimed)) => claimed,
+            Ok(None) => return, // delivered, deleted or flushed meanwhile
+            Err(e) => {
+                tracing::error!(queue_id = id, error = %e, "queue file not delivered");
+                return;
+            }
+        };
         let message = Arc::new(message);
         let failed_before: HashSet<String> = env.failed().map(|r| r.address.clone()).collect();
         // A message with nothing left to deliver is here only for notices not yet queued.

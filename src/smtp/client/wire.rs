@@ -164,7 +164,9 @@ impl DotStuffer {
     /// Appends the wire form of `data` to `out`.
     pub fn push(&mut self, data: &[u8], out: &mut Vec<u8>) {
         out.reserve(data.len() + data.len() / 64 + 2);
-        for &byte in data {
+        let mut i = 0;
+        while let Some(&byte) = data.get(i) {
+            i += 1;
             if std::mem::take(&mut self.after_cr) && byte == b'\n' {
                 continue;
             }
@@ -183,6 +185,11 @@ impl DotStuffer {
                     self.release_nuls(out);
                     out.push(byte);
                     self.line_start = false;
+                    // The rest of the line up to its CR or LF goes as it is.
+                    let rest = &data[i..];
+                    let end = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+                    out.extend_from_slice(&rest[..end]);
+                    i += end;
                 }
             }
         }

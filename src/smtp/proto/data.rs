@@ -117,14 +117,16 @@ impl DataReceiver {
 
     /// Like [`DataReceiver::ingest`], appending the accepted content to `out`.
     pub fn ingest_into(&mut self, input: &[u8], out: &mut Vec<u8>) -> Option<usize> {
-        for (i, &byte) in input.iter().enumerate() {
+        let mut i = 0;
+        while let Some(&byte) = input.get(i) {
+            i += 1;
             match (self.state, byte) {
-                (State::Done, _) => return Some(i),
+                (State::Done, _) => return Some(i - 1),
                 (State::LineStart, b'.') if self.dots => self.state = State::Dot,
                 (State::Dot, b'\r') => self.state = State::DotCr,
                 (State::DotCr, b'\n') => {
                     self.state = State::Done;
-                    return Some(i + 1);
+                    return Some(i);
                 }
                 // ".<CR>x": the dot was stuffing, the CR is a bare one.
                 (State::DotCr, _) => {
@@ -140,7 +142,16 @@ impl DataReceiver {
                     self.text(byte, out);
                 }
                 // The leading dot of any other line is stuffing: drop it, keep the rest.
-                (State::Dot | State::LineStart | State::Text, _) => self.text(byte, out),
+                (State::Dot | State::LineStart | State::Text, b'\r' | b'\n') => {
+                    self.text(byte, out)
+                }
+                // Text up to the next CR or LF is taken as one span.
+                (State::Dot | State::LineStart | State::Text, _) => {
+                    let rest = &input[i - 1..];
+                    let end = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+                    self.span(&rest[..end], out);
+                    i += end - 1;
+                }
             }
         }
         (self.state == State::Done).then_some(input.len())
@@ -216,6 +227,20 @@ impl DataReceiver {
         match self.bare_newline {
             BareNewline::Reject => self.fail(error),
             BareNewline::Normalize => self.push_crlf(out),
+        }
+    }
+
+    /// Bytes inside a line with neither CR nor LF among them: as `push` of each, except that
+    /// a span that fails is not stored in part (failed content is dropped anyway).
+    fn span(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        self.state = State::Text;
+        self.size = self.size.saturating_add(bytes.len());
+        self.line = self.line.saturating_add(bytes.len());
+        if self.line + 2 > MAX_TEXT_LINE {
+            self.fail(DataError::LineTooLong);
+        }
+        if !self.is_failed() {
+            out.extend_from_slice(bytes);
         }
     }
 

@@ -197,17 +197,7 @@ async fn converse(
                     let mut r = receiving
                         .take()
                         .unwrap_or_else(|| Box::new(Receiving::new(ctx.cleanup.clone())));
-                    let result = match Box::pin(r.finish()).await {
-                        Ok(staged) => {
-                            let cleanup = ctx.cleanup.clone();
-                            tokio::task::spawn_blocking(move || cleanup.enqueue(&tx, staged))
-                                .await
-                                .unwrap_or_else(|_| {
-                                    Err(Reply::new(451, [4, 3, 0], "Error: internal error"))
-                                })
-                        }
-                        Err(reply) => Err(reply),
-                    };
+                    let result = Box::pin(r.enqueue(tx)).await;
                     pending.extend(session.delivery_result(result));
                 }
             }

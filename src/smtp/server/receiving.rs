@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
+use super::transaction::Transaction;
 use super::Receiver;
 use crate::mail::Reply;
-use crate::queue::{Staged, Staging};
+use crate::queue::Staging;
 
 /// Content gathered before it is written.
 const PIECE: usize = 64 * 1024;
@@ -55,25 +56,31 @@ impl Receiving {
         }
     }
 
-    /// The content is complete: the staged message, or the reply when it could not be written.
-    pub async fn finish(&mut self) -> Result<Staged, Reply> {
-        self.flush().await;
+    /// The content is complete: it is written, staged and queued for `tx` in one blocking step
+    /// (one hand-off to the blocking pool per message, not one per stage). Returns the queue id,
+    /// or the reply when the content could not be written or the message was refused.
+    pub async fn enqueue(&mut self, tx: Box<Transaction>) -> Result<String, Reply> {
         let failed = std::mem::take(&mut self.failed);
         let staging = self.staging.take();
+        let buf = std::mem::take(&mut self.buf);
         if failed {
             return Err(write_error());
         }
         let cleanup = self.cleanup.clone();
-        let finished = tokio::task::spawn_blocking(move || {
-            let staging = match staging {
+        let queued = tokio::task::spawn_blocking(move || {
+            let mut staging = match staging {
                 Some(staging) => staging,
                 None => cleanup.stage().map_err(|e| e.to_string())?,
             };
-            staging.finish().map_err(|e| e.to_string())
+            if !buf.is_empty() {
+                staging.write(&buf).map_err(|e| e.to_string())?;
+            }
+            let staged = staging.finish().map_err(|e| e.to_string())?;
+            Ok::<_, String>(cleanup.enqueue(&tx, staged))
         })
         .await;
-        match finished {
-            Ok(Ok(staged)) => Ok(staged),
+        match queued {
+            Ok(Ok(result)) => result,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "queue write failed; message refused with 451");
                 Err(write_error())
