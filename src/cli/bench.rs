@@ -1,6 +1,7 @@
 //! `sealpost bench`: measurements of the real server, relay throughput, a client's latency
 //! under slow clients and peak memory with large messages (no timed unit tests).
 
+mod cluster;
 mod compare;
 mod dkim;
 mod idle;
@@ -10,20 +11,16 @@ mod keys_store;
 mod licensing;
 mod load;
 mod memory;
+mod relay;
 mod sink;
 mod slow_clients;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
-
-use super::demo::{start_fixture_pair_tuned, FixturePair};
-use crate::smtp::client::{ClientSettings, Connection, TlsMode};
-use crate::tls::policy::TlsPolicy;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -159,6 +156,11 @@ enum BenchCommand {
         #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"))]
         fixtures: PathBuf,
     },
+    /// Relay throughput with the queue in PostgreSQL on 1, 2, 3… nodes next to one node on the
+    /// local spool: the load of `bench compare` split over the nodes, through a counting sink;
+    /// per run end-to-end msg/s, CPU ms per message of the nodes, the database server and the
+    /// machine, and the database's commits and WAL flushes per message.
+    Cluster(cluster::ClusterArgs),
     /// What idle SMTP sessions cost: CONNECTIONS clients each read the greeting, say EHLO and
     /// stay; prints the `serve` child's resident memory before, with all of them idle (and per
     /// session), and every 5 s for a minute after they closed.
@@ -265,7 +267,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             dkim,
             fixtures,
         } => in_scratch(|base| async move {
-            relay(&fixtures, &base, messages, size, connections.max(1), dkim).await
+            relay::relay(&fixtures, &base, messages, size, connections.max(1), dkim).await
         }),
         BenchCommand::SlowClients {
             slow,
@@ -320,6 +322,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             };
             compare::run(&fixtures, &base, params).await
         }),
+        BenchCommand::Cluster(args) => in_scratch(|base| async move { cluster::run(&base, args).await }),
         BenchCommand::Idle {
             connections,
             binary,
@@ -495,96 +498,4 @@ fn build_message(size: usize) -> Vec<u8> {
         m.extend_from_slice(b"\r\n");
     }
     m
-}
-
-async fn relay(
-    fixtures: &std::path::Path,
-    base: &std::path::Path,
-    messages: usize,
-    size: usize,
-    connections: usize,
-    dkim: dkim::DkimMode,
-) -> anyhow::Result<ExitCode> {
-    let FixturePair {
-        configs,
-        servers,
-        addrs,
-    } = start_fixture_pair_tuned(fixtures, base, |c| dkim::apply(dkim, c)).await?;
-    let message = Arc::new(build_message(size));
-    let settings = ClientSettings {
-        helo_name: "bench-client.test".into(),
-        timeout: Duration::from_secs(60),
-        tls: crate::tls::opportunistic_client_config(),
-    };
-    let next = Arc::new(AtomicUsize::new(0));
-    let start = Instant::now();
-    let submitted = progress(messages as u64, "accepted by contoso");
-    let mut clients = tokio::task::JoinSet::new();
-    for _ in 0..connections {
-        let (next, message, settings) = (next.clone(), message.clone(), settings.clone());
-        let submitted = submitted.clone();
-        let (addr, name) = (addrs[0], configs[0].hostname.clone());
-        clients.spawn(async move {
-            let mut conn = Connection::open(addr, &name, &settings, TlsMode::Opportunistic).await?;
-            let policy = TlsPolicy::opportunistic(settings.tls.clone());
-            conn.authorize(&policy)?;
-            let to = ["bob@fabrikam.test".to_string()];
-            while next.fetch_add(1, Ordering::Relaxed) < messages {
-                let replies = conn
-                    .send(&policy, "alice@contoso.test", &to, &message)
-                    .await?;
-                if let Some(Err(r)) = replies.first() {
-                    anyhow::bail!("refused: {r}");
-                }
-                submitted.inc(1);
-            }
-            conn.quit().await;
-            anyhow::Ok(())
-        });
-    }
-    while let Some(r) = clients.join_next().await {
-        r??;
-    }
-    submitted.finish_and_clear();
-    let accepted = start.elapsed();
-    let store = servers[1].store();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let bar = progress(messages as u64, "delivered at fabrikam");
-    loop {
-        let n = store.count("bob@fabrikam.test")?;
-        bar.set_position(n as u64);
-        if n >= messages {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "not all messages arrived within 10 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    bar.finish_and_clear();
-    let delivered = start.elapsed();
-    for s in servers {
-        s.shutdown().await;
-    }
-    let rate = |d: Duration| messages as f64 / d.as_secs_f64();
-    println!(
-        "relay bench: {messages} messages of {} bytes over {connections} connection(s), STARTTLS on both hops, {}, {} cores, load {}",
-        message.len(),
-        dkim.describe(),
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        compare::load_average()
-    );
-    println!(
-        "  accepted by contoso:  {:>8.2} s  {:>8.1} msg/s",
-        accepted.as_secs_f64(),
-        rate(accepted)
-    );
-    println!(
-        "  delivered at fabrikam: {:>7.2} s  {:>8.1} msg/s  {:.1} MiB/s",
-        delivered.as_secs_f64(),
-        rate(delivered),
-        (messages * message.len()) as f64 / delivered.as_secs_f64() / (1024.0 * 1024.0)
-    );
-    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,73 @@
+//! `sealpost bench cluster` against a real PostgreSQL: one node on the local spool, then one and
+//! two nodes queueing in the database, all relaying through the counting sink, each run printed
+//! with its rates, CPU per message and the database's commits and WAL flushes per message (a
+//! small load: this checks the harness and its counters, it measures nothing).
+
+mod support;
+
+use std::process::Command;
+
+use support::postgres::shared;
+
+/// The number after `key` in a report line.
+fn figure(line: &str, key: &str) -> f64 {
+    let rest = line
+        .split_once(key)
+        .unwrap_or_else(|| panic!("no {key:?} in {line:?}"))
+        .1;
+    let value = rest.split_whitespace().next().unwrap();
+    value
+        .trim_end_matches("/msg")
+        .parse()
+        .unwrap_or_else(|e| panic!("{key:?} in {line:?}: {e}"))
+}
+
+#[test]
+fn cluster_bench_runs_the_local_spool_then_one_and_two_database_nodes() {
+    let Some(cluster) = shared() else { return };
+    let database = cluster.create_database();
+    let dir = tempfile::tempdir().unwrap();
+    let password = cluster.password_file(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_sealpost"))
+        .args(["bench", "cluster", "--url", &cluster.url(&database)])
+        .arg("--password-file")
+        .arg(&password)
+        .args(["--tls", "disable", "--nodes", "1,2"])
+        .args(["--messages", "41", "--sessions", "4"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("cluster: 41 messages of ")
+            && lines[0].contains("STARTTLS both hops, PostgreSQL 15"),
+        "{text}"
+    );
+    let runs: Vec<&str> = lines[1..].to_vec();
+    assert_eq!(runs.len(), 3, "{text}");
+    for (line, start) in
+        runs.iter()
+            .zip(["local    1 node ", "postgres 1 node ", "postgres 2 nodes"])
+    {
+        assert!(line.starts_with(start), "{text}");
+        assert!(figure(line, "e2e") > 0.0, "{line}");
+        assert!(figure(line, "cpu sealpost") > 0.0, "{line}");
+    }
+    assert!(!runs[0].contains("commits"), "{text}");
+    for line in &runs[1..] {
+        // Every message at least commits its insert and its completion; each commit flushes
+        // the WAL unless it shared a flush with another.
+        assert!(figure(line, "commits") >= 2.0, "{line}");
+        assert!(figure(line, "wal flushes") > 0.0, "{line}");
+        // The test's server runs on this machine, so its CPU is counted too.
+        assert!(figure(line, "database") > 0.0, "{line}");
+    }
+    // Every message went through: nothing is left queued in the database.
+    let left = cluster.psql(&database, "SELECT count(*) FROM queue_message");
+    assert_eq!(left.trim(), "0", "{text}");
+}
