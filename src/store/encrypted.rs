@@ -6,14 +6,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
-use rusqlite::{Connection, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
 use super::audit::AuditLog;
-use super::backend::sqlite::SqliteKeyIndex;
-use super::backend::{KeyIndex, MailboxKeyRow};
+use super::backend::sqlite_index::SqliteIndex;
+use super::backend::{IndexBackend, KeyIndex, MailboxKeyRow};
 use super::binding::{self, BindError, Binding};
 use super::blobs::{self, BlobKind, Blobs, HEADER_LEN};
 use super::index::{self, MessageRow};
@@ -45,7 +44,7 @@ struct Meta {
 pub struct EncryptedStore {
     pub(super) dir: PathBuf,
     pub(super) blobs: Blobs,
-    index: Mutex<Connection>,
+    index: Box<dyn IndexBackend>,
     pub(super) keyring: Keyring,
     pub(super) mailboxes: BTreeMap<String, PolicyRef>,
     rebinding: Rebinding,
@@ -124,12 +123,15 @@ impl EncryptedStore {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| StoreError::io(&dir, e))?;
-        let conn = index::open(&dir.join("index.sqlite"))?;
-        index::prune_deliveries(&conn, index::now() - index::DELIVERY_TAG_DAYS * 86_400)?;
+        let index: Box<dyn IndexBackend> = Box::new(SqliteIndex::open(&dir.join("index.sqlite"))?);
+        let tx = index.write()?;
+        tx.messages()
+            .prune_deliveries(index::now() - index::DELIVERY_TAG_DAYS * 86_400)?;
+        tx.commit()?;
         let mut store = EncryptedStore {
             blobs: Blobs::new(&dir),
             dir,
-            index: Mutex::new(conn),
+            index,
             keyring: Keyring::new(
                 config.encryption_policies.clone(),
                 AuditLog::new(&config.store.keystore_dir),
@@ -152,10 +154,9 @@ impl EncryptedStore {
         &self.dir
     }
 
-    pub(super) fn conn(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
-        self.index
-            .lock()
-            .map_err(|_| StoreError::Internal("index lock poisoned".into()))
+    /// The index: key hierarchy, message rows, delivery tags and folders.
+    pub(super) fn index(&self) -> &dyn IndexBackend {
+        &*self.index
     }
 
     /// The mailbox key for a new message: the mailbox's current key, or a new one under its
@@ -259,16 +260,15 @@ impl EncryptedStore {
         id: &str,
     ) -> Result<(MessageRow, Option<SecretKey>), StoreError> {
         let mailbox = mailbox.to_ascii_lowercase();
-        let c = self.conn()?;
-        let row = index::message(&c, &mailbox, id)?.ok_or_else(|| StoreError::NoSuchMessage {
-            mailbox: mailbox.clone(),
-            id: id.to_string(),
-        })?;
-        let key = self.message_key(
-            &SqliteKeyIndex::new(&c),
-            &row,
-            &format!("read {mailbox} {id}"),
-        )?;
+        let tx = self.index.read()?;
+        let row =
+            tx.messages()
+                .message(&mailbox, id)?
+                .ok_or_else(|| StoreError::NoSuchMessage {
+                    mailbox: mailbox.clone(),
+                    id: id.to_string(),
+                })?;
+        let key = self.message_key(&*tx.keys(), &row, &format!("read {mailbox} {id}"))?;
         Ok((row, key))
     }
 
@@ -380,7 +380,10 @@ impl EncryptedStore {
 
     /// The index rows of a mailbox, oldest first.
     pub fn rows(&self, mailbox: &str) -> Result<Vec<MessageRow>, StoreError> {
-        index::messages(&*self.conn()?, &mailbox.to_ascii_lowercase())
+        self.index
+            .read()?
+            .messages()
+            .messages(&mailbox.to_ascii_lowercase())
     }
 
     /// The policy a mailbox is configured with (`None`: not a configured mailbox).
@@ -403,10 +406,15 @@ impl EncryptedStore {
             .mailboxes
             .get(&mailbox)
             .ok_or_else(|| StoreError::NoSuchMailbox(mailbox.clone()))?;
-        let key = self.delivery_key(&SqliteKeyIndex::new(&*self.conn()?), &mailbox, configured)?;
+        let key = {
+            let tx = self.index.write()?;
+            let key = self.delivery_key(&*tx.keys(), &mailbox, configured)?;
+            tx.commit()?;
+            key
+        };
         let tag = delivery.map(|d| delivery_tag(key.as_ref().map(|(_, k)| k), d));
         if let Some(tag) = &tag {
-            if let Some(earlier) = index::delivered(&*self.conn()?, &mailbox, tag)? {
+            if let Some(earlier) = self.index.read()?.messages().delivered(&mailbox, tag)? {
                 return Ok(earlier);
             }
         }
@@ -415,16 +423,18 @@ impl EncryptedStore {
             Self::seal_message(&id, &mailbox, message, key.as_ref().map(|(i, k)| (*i, k)))?;
         self.blobs.write(&row.blob, &framed)?;
         let stored = (|| {
-            let mut c = self.conn()?;
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = self.index.write()?;
+            let messages = tx.messages();
             if let Some(tag) = &tag {
-                // Delivered meanwhile by another process: keep that one (the transaction rolls back).
-                if let Some(earlier) = index::delivered(&tx, &mailbox, tag)? {
+                // Delivered meanwhile by another process or node: keep that one (the
+                // transaction rolls back).
+                if let Some(earlier) = messages.insert_delivery(&mailbox, tag, &id)? {
                     return Ok(earlier);
                 }
             }
             if let Some((mk_id, _)) = &key {
-                let live = SqliteKeyIndex::new(&tx)
+                let live = tx
+                    .keys()
                     .mailbox_key(*mk_id)?
                     .is_some_and(|r| r.state == "active");
                 if !live {
@@ -434,10 +444,8 @@ impl EncryptedStore {
                     });
                 }
             }
-            index::insert_message(&tx, &row)?;
-            if let Some(tag) = &tag {
-                index::insert_delivery(&tx, &mailbox, tag, &id)?;
-            }
+            messages.insert_message(&row, super::folders::INBOX)?;
+            drop(messages);
             tx.commit()?;
             super::folders::changes::notify(&mailbox);
             Ok(id.clone())
@@ -466,19 +474,20 @@ impl MailStore for EncryptedStore {
 
     fn list(&self, mailbox: &str) -> Result<Vec<MessageSummary>, StoreError> {
         let mailbox = mailbox.to_ascii_lowercase();
-        let c = self.conn()?;
-        let ix = SqliteKeyIndex::new(&c);
+        let tx = self.index.read()?;
+        let ix = tx.keys();
+        let ix = &*ix;
         let reason = format!("list {mailbox}");
         // Every row here is in `mailbox`, so a key found to be this mailbox's serves its other rows.
         let mut keys: HashMap<i64, SecretKey> = HashMap::new();
         let mut out = Vec::new();
-        for row in index::messages(&c, &mailbox)? {
+        for row in tx.messages().messages(&mailbox)? {
             let key = match row.mailbox_key_id {
                 None => None,
                 Some(id) => match keys.get(&id) {
                     Some(k) => Some(k.clone()),
                     None => {
-                        let k = self.message_key(&ix, &row, &reason)?;
+                        let k = self.message_key(ix, &row, &reason)?;
                         if let Some(k) = &k {
                             keys.insert(id, k.clone());
                         }
@@ -497,7 +506,10 @@ impl MailStore for EncryptedStore {
     }
 
     fn count(&self, mailbox: &str) -> Result<usize, StoreError> {
-        index::count(&*self.conn()?, &mailbox.to_ascii_lowercase())
+        self.index
+            .read()?
+            .messages()
+            .count(&mailbox.to_ascii_lowercase())
     }
 }
 
