@@ -4,6 +4,7 @@
 //! SQLite index ([`sqlite`]) or a PostgreSQL database shared by several nodes ([`postgres`]).
 //! Every backend must pass `tests/key_index_suite.rs` and `tests/message_index_suite.rs`.
 
+pub mod pg_messages;
 pub mod postgres;
 pub mod sqlite;
 pub mod sqlite_index;
@@ -234,7 +235,7 @@ pub trait IndexTransaction {
 }
 
 /// Where the index lives: the store's SQLite file ([`sqlite::SqliteIndex`]) or a PostgreSQL
-/// database shared by several nodes ([`postgres::PgIndex`]).
+/// database shared by several nodes ([`pg_messages::PgIndex`]).
 pub trait IndexBackend: Send + Sync {
     /// A transaction that writes (SQLite takes its write lock at once).
     fn write(&self) -> Result<Box<dyn IndexTransaction + '_>, StoreError>;

@@ -80,7 +80,7 @@ impl PgTransaction {
     }
 
     /// The rows of one statement.
-    fn query(
+    pub(super) fn query(
         &self,
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
@@ -92,7 +92,7 @@ impl PgTransaction {
     }
 
     /// The rows one statement changed.
-    fn execute(
+    pub(super) fn execute(
         &self,
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
