@@ -11,10 +11,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::audit::AuditLog;
-use super::backend::sqlite_index::SqliteIndex;
 use super::backend::{IndexBackend, KeyIndex, MailboxKeyRow};
 use super::binding::{self, BindError, Binding};
-use super::blobs::{self, BlobKind, Blobs, HEADER_LEN};
+use super::blobs::{self, BlobKind, BlobStore, Blobs, HEADER_LEN};
 use super::index::{self, MessageRow};
 use super::keyring::Keyring;
 use super::rebind::{self, Rebinding};
@@ -43,7 +42,7 @@ struct Meta {
 
 pub struct EncryptedStore {
     pub(super) dir: PathBuf,
-    pub(super) blobs: Blobs,
+    pub(super) blobs: Arc<dyn BlobStore>,
     index: Box<dyn IndexBackend>,
     pub(super) keyring: Keyring,
     pub(super) mailboxes: BTreeMap<String, PolicyRef>,
@@ -123,13 +122,13 @@ impl EncryptedStore {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| StoreError::io(&dir, e))?;
-        let index: Box<dyn IndexBackend> = Box::new(SqliteIndex::open(&dir.join("index.sqlite"))?);
+        let (index, blobs) = super::backend::open(&config.storage, &dir)?;
         let tx = index.write()?;
         tx.messages()
             .prune_deliveries(index::now() - index::DELIVERY_TAG_DAYS * 86_400)?;
         tx.commit()?;
         let mut store = EncryptedStore {
-            blobs: Blobs::new(&dir),
+            blobs,
             dir,
             index,
             keyring: Keyring::new(
@@ -310,13 +309,8 @@ impl EncryptedStore {
         row: &MessageRow,
         mkey: Option<&SecretKey>,
     ) -> Result<Vec<u8>, StoreError> {
-        let path = self.blobs.path(&row.blob)?;
-        let mut data = match std::fs::read(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(integrity(row, "its blob is missing"))
-            }
-            Err(e) => return Err(StoreError::io(&path, e)),
+        let Some(mut data) = self.blobs.read(&row.blob)? else {
+            return Err(integrity(row, "its blob is missing"));
         };
         let body = self.blob_body(row, mkey, blobs::kind(&data))?;
         data.drain(..HEADER_LEN);

@@ -43,7 +43,9 @@ CREATE TABLE store_delivery (
 CREATE INDEX store_delivery_by_created ON store_delivery (created);
 
 -- One sealed blob per row: the framed bytes of a blob file (header, then 64 KiB AES-GCM chunks).
+-- Stored uncompressed (ciphertext does not compress), which also lets a slice be read alone.
 CREATE TABLE store_blob (
     name text PRIMARY KEY,
     data bytea NOT NULL
 );
+ALTER TABLE store_blob ALTER COLUMN data SET STORAGE EXTERNAL;

@@ -4,12 +4,17 @@
 //! SQLite index ([`sqlite`]) or a PostgreSQL database shared by several nodes ([`postgres`]).
 //! Every backend must pass `tests/key_index_suite.rs` and `tests/message_index_suite.rs`.
 
+pub mod pg_blobs;
 pub mod pg_messages;
 pub mod postgres;
 pub mod sqlite;
 pub mod sqlite_index;
 
+use std::path::Path;
+use std::sync::Arc;
+
 use super::audit::Anchor;
+use super::blobs::{BlobStore, Blobs};
 use super::folders::{Flags, FolderMessage};
 use super::index::MessageRow;
 use super::StoreError;
@@ -244,4 +249,30 @@ pub trait IndexBackend: Send + Sync {
     /// Makes destroyed rows unrecoverable from the backend's own files where it keeps old page
     /// images (SQLite's WAL); nothing to do where the server manages that.
     fn checkpoint(&self) -> Result<(), StoreError>;
+}
+
+/// A store's index and blobs, as [`open`] gives them.
+pub type Backends = (Box<dyn IndexBackend>, Arc<dyn BlobStore>);
+
+/// The index and blob store `[storage]` names for the store in `dir` (`<data_dir>/store`): the
+/// SQLite index and blob files there, or the PostgreSQL database (connected, its schema
+/// migrated), shared with the other nodes. The one place that looks at the backend.
+pub fn open(
+    storage: &crate::config::StorageSettings,
+    dir: &Path,
+) -> Result<Backends, StoreError> {
+    use crate::config::StorageSettings;
+    match storage {
+        StorageSettings::Embedded => Ok((
+            Box::new(sqlite_index::SqliteIndex::open(&dir.join("index.sqlite"))?),
+            Arc::new(Blobs::new(dir)),
+        )),
+        StorageSettings::Postgres(pg) => {
+            let db = crate::pg::Database::open(pg)?;
+            Ok((
+                Box::new(pg_messages::PgIndex::new(db.clone())),
+                Arc::new(pg_blobs::PgBlobs::new(db)),
+            ))
+        }
+    }
 }

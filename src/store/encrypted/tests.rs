@@ -187,7 +187,7 @@ fn new_messages_are_written_in_the_bound_form() {
         .unwrap()
         .unwrap();
     assert_eq!(key.wrapped.map(|w| (w.len(), w[0])), Some((41, 2)));
-    let blob = store.blobs.read(&row.blob).unwrap();
+    let blob = store.blobs.read(&row.blob).unwrap().unwrap();
     assert_eq!(blobs::kind(&blob), Some(BlobKind::MailboxBound));
     // The chunks bind the mailbox: opened with a content key, the id alone does not do.
     let mkey = store
@@ -248,7 +248,7 @@ fn message_sources_give_every_range_and_refuse_altered_blobs() {
     let row = index::message(&conn(&store), "a@t.test", &id)
         .unwrap()
         .unwrap();
-    let path = store.blobs.path(&row.blob).unwrap();
+    let path = Blobs::new(store.dir()).path(&row.blob).unwrap();
     let good = std::fs::read(&path).unwrap();
     let mut bad = good.clone();
     bad[HEADER_LEN + 2 * (CHUNK_SIZE + 16) + 9] ^= 1;
@@ -267,7 +267,7 @@ fn message_sources_give_every_range_and_refuse_altered_blobs() {
     let row = index::message(&conn(&store), "c@t.test", &id)
         .unwrap()
         .unwrap();
-    let path = store.blobs.path(&row.blob).unwrap();
+    let path = Blobs::new(store.dir()).path(&row.blob).unwrap();
     let mut bad = std::fs::read(&path).unwrap();
     *bad.last_mut().unwrap() ^= 1;
     std::fs::write(&path, &bad).unwrap();

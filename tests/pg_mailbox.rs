@@ -1,0 +1,231 @@
+//! Two `sealpost serve` nodes sharing their mailbox store in PostgreSQL (`[storage] backend =
+//! "postgres"`): mail delivered by node A is listed and read with node B's configuration
+//! (`sealpost mailbox list/read`) and over IMAP from node B (Python's imaplib), flags set through
+//! B are seen through A, and neither the database dump nor the nodes' data directories hold the
+//! message in clear.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use support::admin::wait_listening;
+use support::domains::{files_containing, free_port, hash, python, sealpost, DomainSpec};
+use support::domains::{message, ServeProcess};
+use support::pg_nodes::storage_toml;
+use support::plain_smtp::PlainClient;
+use support::postgres::Cluster;
+
+const ALICE: &str = "alice@contoso.test";
+const MARKER: &str = "PGMAILBOX-MARKER-7731";
+
+/// One node: its configuration and ports.
+struct Node {
+    home: PathBuf,
+    config: PathBuf,
+    smtp: u16,
+    imaps: u16,
+}
+
+impl Node {
+    fn data(&self) -> PathBuf {
+        self.home.join("contoso-data")
+    }
+
+    fn start(&self) -> ServeProcess {
+        let server = ServeProcess::start(&self.config, self.smtp);
+        wait_listening(([127, 0, 0, 1], self.imaps).into(), Duration::from_secs(10));
+        server
+    }
+
+    fn mailbox(&self, command: &str, extra: &[&str]) -> (i32, String, String) {
+        let config = self.config.display().to_string();
+        let mut args = vec!["mailbox", command, "--config", &config, "--mailbox", ALICE];
+        args.extend_from_slice(extra);
+        sealpost(&args)
+    }
+
+    /// Runs an imaplib script against this node's imaps listener (`M` logged in as alice).
+    fn imap(&self, body: &str) -> String {
+        python(&format!(
+            r#"
+import imaplib, ssl
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+M = imaplib.IMAP4_SSL("127.0.0.1", {}, ssl_context=ctx)
+M.login("{ALICE}", "alice-pw")
+{body}
+M.logout()
+"#,
+            self.imaps
+        ))
+    }
+}
+
+/// Node `name` of contoso under `dir/name`, on `database`, with the root keys of `keys_from`
+/// (the first node's) so that every node opens the same policy keys, and the same service key.
+fn node(
+    cluster: &Cluster,
+    dir: &Path,
+    database: &str,
+    name: &str,
+    keys_from: Option<&Node>,
+) -> Node {
+    let home = dir.join(name);
+    std::fs::create_dir_all(&home).expect("node dir");
+    let (smtp, imaps) = (free_port(), free_port());
+    if let Some(first) = keys_from {
+        let (from, to) = (first.home.join("contoso-keys"), home.join("contoso-keys"));
+        std::fs::create_dir_all(&to).expect("key dir");
+        for k in ["a", "b", "availability"] {
+            let file = format!("{k}.key");
+            std::fs::copy(from.join(&file), to.join(&file)).expect("copy root key");
+        }
+    }
+    let password = cluster.password_file(dir);
+    let toml = format!(
+        "{}\n[[listener]]\naddress = \"127.0.0.1:{imaps}\"\nprotocol = \"imaps\"\n\
+         [[user]]\nname = \"{ALICE}\"\npassword_hash = \"{}\"\n",
+        storage_toml(cluster, database, &password, &format!("node-{name}"), "4s"),
+        hash("alice-pw"),
+    );
+    let config = DomainSpec::new("contoso", &[ALICE], smtp)
+        .toml(&toml)
+        .write(&home);
+    // The service key that seals queue content: the same on every node of one queue.
+    let keystore = home.join("contoso-data.keystore");
+    match keys_from {
+        None => {
+            sealpost::crypto::keyfile::ServiceKey::load_or_create(&keystore).expect("service key");
+        }
+        Some(first) => {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&keystore)
+                .expect("keystore");
+            let theirs = first.home.join("contoso-data.keystore/service.key");
+            std::fs::copy(theirs, keystore.join("service.key")).expect("copy service key");
+        }
+    }
+    Node {
+        home,
+        config,
+        smtp,
+        imaps,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn mail_delivered_by_one_node_is_read_from_another_and_stored_sealed() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let database = cluster.create_database();
+    let a = node(&cluster, dir.path(), &database, "a", None);
+    let b = node(&cluster, dir.path(), &database, "b", Some(&a));
+
+    // Node A alone receives and delivers the message.
+    let server_a = a.start();
+    let addr: SocketAddr = ([127, 0, 0, 1], a.smtp).into();
+    let mut client = PlainClient::connect(addr, Duration::from_secs(20)).expect("connect");
+    let from = "carol@fabrikam.test";
+    let reply = client
+        .send_mail(from, ALICE, &message(from, ALICE, MARKER))
+        .expect("reply");
+    assert_eq!(reply.code, 250, "{reply}");
+    client.quit();
+
+    // B's configuration lists and reads it (B is not even running).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let listed = loop {
+        let (code, out, err) = b.mailbox("list", &[]);
+        assert_eq!(code, 0, "mailbox list with B's config: {err}");
+        if out.contains(MARKER) {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "never delivered: {out}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let id = listed
+        .lines()
+        .find(|l| l.contains(MARKER))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("an id")
+        .to_string();
+    let (code, out, err) = b.mailbox("read", &["--id", &id]);
+    assert_eq!(code, 0, "mailbox read with B's config: {err}");
+    assert!(
+        out.contains(&format!("Subject: test {MARKER}")) && out.contains(&format!("body {MARKER}")),
+        "{out}"
+    );
+
+    // Over IMAP from node B: the message, its body, and a flag set there.
+    let server_b = b.start();
+    let out = b.imap(
+        r#"
+n = int(M.select("INBOX")[1][0])
+typ, data = M.fetch("1", "(BODY[HEADER.FIELDS (SUBJECT)])")
+print(n, data[0][1].decode().strip())
+M.store("1", "+FLAGS", "(\\Flagged)")
+"#,
+    );
+    assert_eq!(
+        out.trim(),
+        format!("1 Subject: test {MARKER}"),
+        "IMAP from B"
+    );
+    // ... seen from node A.
+    let out = a.imap(
+        r#"
+M.select("INBOX")
+print(M.fetch("1", "(FLAGS)")[1][0].decode())
+"#,
+    );
+    assert!(
+        out.contains("\\Flagged"),
+        "A sees the flag set through B: {out}"
+    );
+    drop(server_b);
+    drop(server_a);
+
+    // The shared state is in the database, sealed: the rows and the blob are there, the
+    // message is not, neither as text nor as the hex a dump writes bytea in.
+    let count = |table: &str| cluster.psql(&database, &format!("SELECT count(*) FROM {table}"));
+    assert_eq!(count("store_message").trim(), "1");
+    assert_eq!(count("store_blob").trim(), "1");
+    assert_eq!(count("mailbox_key").trim(), "1");
+    let dump = cluster.dump(&database);
+    assert!(
+        contains(&dump, b"COPY public.store_blob"),
+        "dump without blobs"
+    );
+    for needle in [
+        MARKER.as_bytes().to_vec(),
+        hex(MARKER.as_bytes()).into_bytes(),
+    ] {
+        assert!(
+            !contains(&dump, &needle),
+            "the dump holds {:?} in clear",
+            String::from_utf8_lossy(&needle)
+        );
+    }
+    // Nor do the nodes keep it on disk: no index file, no blob files, nothing with the marker.
+    for n in [&a, &b] {
+        let data = n.data();
+        assert!(!data.join("store/index.sqlite").exists());
+        assert!(files_containing(&data, MARKER.as_bytes()).is_empty());
+    }
+}
