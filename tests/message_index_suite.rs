@@ -67,7 +67,7 @@ impl Harness for Postgres {
         let password = self.cluster.password_file(self.dir.path());
         let settings = self.cluster.settings(&self.database, &password);
         let db: Arc<Database> = Database::open(&settings).expect("open the database");
-        Box::new(PgIndex::new(db))
+        Box::new(PgIndex::new(db, "node-1"))
     }
 }
 

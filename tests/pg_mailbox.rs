@@ -1,8 +1,8 @@
 //! Two `sealpost serve` nodes sharing their mailbox store in PostgreSQL (`[storage] backend =
 //! "postgres"`): mail delivered by node A is listed and read with node B's configuration
 //! (`sealpost mailbox list/read`) and over IMAP from node B (Python's imaplib), flags set through
-//! B are seen through A, and neither the database dump nor the nodes' data directories hold the
-//! message in clear.
+//! B are seen through A, each node's audit log verifies against its own anchor, and neither the
+//! database dump nor the nodes' data directories hold the message in clear.
 
 mod support;
 
@@ -200,6 +200,20 @@ print(M.fetch("1", "(FLAGS)")[1][0].decode())
     );
     drop(server_b);
     drop(server_a);
+
+    // Each node's audit log (the key unwraps it made) checks against its own anchor.
+    for n in [&a, &b] {
+        let config = n.config.display().to_string();
+        let (code, out, err) = sealpost(&["store", "audit", "verify", "--config", &config]);
+        assert_eq!(
+            code,
+            0,
+            "store audit verify on {}: {out}{err}",
+            n.home.display()
+        );
+    }
+    let anchors = cluster.psql(&database, "SELECT node FROM audit_anchor ORDER BY node");
+    assert_eq!(anchors.trim(), "node-a\nnode-b", "one anchor per node");
 
     // The shared state is in the database, sealed: the rows and the blob are there, the
     // message is not, neither as text nor as the hex a dump writes bytea in.

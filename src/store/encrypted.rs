@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::audit::AuditLog;
-use super::backend::{IndexBackend, KeyIndex, MailboxKeyRow};
+use super::backend::{IndexBackend, IndexTransaction, KeyIndex, MailboxKeyRow};
 use super::binding::{self, BindError, Binding};
 use super::blobs::{self, BlobKind, BlobStore, Blobs, HEADER_LEN};
 use super::index::{self, MessageRow};
@@ -122,7 +122,7 @@ impl EncryptedStore {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| StoreError::io(&dir, e))?;
-        let (index, blobs) = super::backend::open(&config.storage, &dir)?;
+        let (index, blobs) = super::backend::open(config)?;
         let tx = index.write()?;
         tx.messages()
             .prune_deliveries(index::now() - index::DELIVERY_TAG_DAYS * 86_400)?;
@@ -267,8 +267,10 @@ impl EncryptedStore {
                     mailbox: mailbox.clone(),
                     id: id.to_string(),
                 })?;
-        let key = self.message_key(&*tx.keys(), &row, &format!("read {mailbox} {id}"))?;
-        Ok((row, key))
+        let key = self.message_key(&*tx.keys(), &row, &format!("read {mailbox} {id}"));
+        // Committed whatever the outcome: the audit anchor of a key unwrap is in it.
+        tx.commit()?;
+        Ok((row, key?))
     }
 
     /// How a row's blob opens, from the kind in its header: the content key and the context its
@@ -469,13 +471,39 @@ impl MailStore for EncryptedStore {
     fn list(&self, mailbox: &str) -> Result<Vec<MessageSummary>, StoreError> {
         let mailbox = mailbox.to_ascii_lowercase();
         let tx = self.index.read()?;
+        let listed = self.summaries(&*tx, &mailbox);
+        // Committed whatever the outcome: the audit anchors of key unwraps are in it.
+        tx.commit()?;
+        listed
+    }
+
+    fn read(&self, mailbox: &str, id: &str) -> Result<Vec<u8>, StoreError> {
+        let (row, key) = self.row_and_key(mailbox, id)?;
+        self.open_message(&row, key.as_ref())
+    }
+
+    fn count(&self, mailbox: &str) -> Result<usize, StoreError> {
+        self.index
+            .read()?
+            .messages()
+            .count(&mailbox.to_ascii_lowercase())
+    }
+}
+
+impl EncryptedStore {
+    /// The summaries of a mailbox's messages, in a transaction of the caller's.
+    fn summaries(
+        &self,
+        tx: &dyn IndexTransaction,
+        mailbox: &str,
+    ) -> Result<Vec<MessageSummary>, StoreError> {
         let ix = tx.keys();
         let ix = &*ix;
         let reason = format!("list {mailbox}");
         // Every row here is in `mailbox`, so a key found to be this mailbox's serves its other rows.
         let mut keys: HashMap<i64, SecretKey> = HashMap::new();
         let mut out = Vec::new();
-        for row in tx.messages().messages(&mailbox)? {
+        for row in tx.messages().messages(mailbox)? {
             let key = match row.mailbox_key_id {
                 None => None,
                 Some(id) => match keys.get(&id) {
@@ -492,18 +520,6 @@ impl MailStore for EncryptedStore {
             out.push(self.summary(&row, key.as_ref())?);
         }
         Ok(out)
-    }
-
-    fn read(&self, mailbox: &str, id: &str) -> Result<Vec<u8>, StoreError> {
-        let (row, key) = self.row_and_key(mailbox, id)?;
-        self.open_message(&row, key.as_ref())
-    }
-
-    fn count(&self, mailbox: &str) -> Result<usize, StoreError> {
-        self.index
-            .read()?
-            .messages()
-            .count(&mailbox.to_ascii_lowercase())
     }
 }
 

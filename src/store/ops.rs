@@ -428,6 +428,8 @@ pub fn verify(store: &EncryptedStore, progress: &dyn Progress) -> Result<Verific
                         // Tampering is a failure; revoked or unavailable keys make it unreadable.
                         Err(e) => Err((matches!(e, StoreError::Integrity(_)), e.to_string())),
                     };
+                    // The audit anchor of a key unwrap is in it.
+                    tx.commit()?;
                     // A failure names its message: kept for the next rows only when it does not.
                     if !matches!(k, Err((true, _))) {
                         keys.insert((id, row.mailbox.as_str()), k.clone());

@@ -49,3 +49,8 @@ CREATE TABLE store_blob (
     data bytea NOT NULL
 );
 ALTER TABLE store_blob ALTER COLUMN data SET STORAGE EXTERNAL;
+
+-- Every node keeps its own audit log file: the anchor of each is kept apart, by node id.
+ALTER TABLE audit_anchor DROP COLUMN id;
+ALTER TABLE audit_anchor ADD COLUMN node text NOT NULL DEFAULT '';
+ALTER TABLE audit_anchor ADD PRIMARY KEY (node);

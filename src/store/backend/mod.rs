@@ -10,7 +10,6 @@ pub mod postgres;
 pub mod sqlite;
 pub mod sqlite_index;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use super::audit::Anchor;
@@ -244,7 +243,8 @@ pub trait IndexTransaction {
 pub trait IndexBackend: Send + Sync {
     /// A transaction that writes (SQLite takes its write lock at once).
     fn write(&self) -> Result<Box<dyn IndexTransaction + '_>, StoreError>;
-    /// A transaction that only reads.
+    /// A transaction that reads rows. Unwrapping a key records an audit line whose anchor is
+    /// written in the transaction given to the keyring: commit a read transaction that did.
     fn read(&self) -> Result<Box<dyn IndexTransaction + '_>, StoreError>;
     /// Makes destroyed rows unrecoverable from the backend's own files where it keeps old page
     /// images (SQLite's WAL); nothing to do where the server manages that.
@@ -254,23 +254,30 @@ pub trait IndexBackend: Send + Sync {
 /// A store's index and blobs, as [`open`] gives them.
 pub type Backends = (Box<dyn IndexBackend>, Arc<dyn BlobStore>);
 
-/// The index and blob store `[storage]` names for the store in `dir` (`<data_dir>/store`): the
-/// SQLite index and blob files there, or the PostgreSQL database (connected, its schema
-/// migrated), shared with the other nodes. The one place that looks at the backend.
-pub fn open(
-    storage: &crate::config::StorageSettings,
-    dir: &Path,
-) -> Result<Backends, StoreError> {
+/// The index and blob store `[storage]` names for the store of `config`: the SQLite index and
+/// blob files under `<data_dir>/store`, or the PostgreSQL database (connected, its schema
+/// migrated), shared with the other nodes, where this node anchors its audit log under its node
+/// id (`[storage] node_id`, or the one kept in `<data_dir>/node-id`). The one place that looks at
+/// the backend.
+pub fn open(config: &crate::config::Config) -> Result<Backends, StoreError> {
     use crate::config::StorageSettings;
-    match storage {
+    let dir = config.data_dir.join("store");
+    match &config.storage {
         StorageSettings::Embedded => Ok((
             Box::new(sqlite_index::SqliteIndex::open(&dir.join("index.sqlite"))?),
-            Arc::new(Blobs::new(dir)),
+            Arc::new(Blobs::new(&dir)),
         )),
         StorageSettings::Postgres(pg) => {
+            let node = match &pg.node_id {
+                Some(node) => node.clone(),
+                None => {
+                    let path = config.data_dir.join("node-id");
+                    crate::pg::node_id_file(&path).map_err(|e| StoreError::io(&path, e))?
+                }
+            };
             let db = crate::pg::Database::open(pg)?;
             Ok((
-                Box::new(pg_messages::PgIndex::new(db.clone())),
+                Box::new(pg_messages::PgIndex::new(db.clone(), &node)),
                 Arc::new(pg_blobs::PgBlobs::new(db)),
             ))
         }

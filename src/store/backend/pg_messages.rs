@@ -14,14 +14,19 @@ use crate::store::folders::{system, Flags, FolderMessage};
 use crate::store::index::{now, MessageRow};
 use crate::store::{IndexErrorKind, StoreError};
 
-/// A PostgreSQL database holding the store's index.
+/// A PostgreSQL database holding the store's index, as node `node` uses it.
 pub struct PgIndex {
     db: Arc<Database>,
+    node: Arc<str>,
 }
 
 impl PgIndex {
-    pub fn new(db: Arc<Database>) -> PgIndex {
-        PgIndex { db }
+    /// The index in `db` of node `node` (whose audit log the key index anchors).
+    pub fn new(db: Arc<Database>, node: &str) -> PgIndex {
+        PgIndex {
+            db,
+            node: Arc::from(node),
+        }
     }
 
     /// The database.
@@ -32,11 +37,17 @@ impl PgIndex {
 
 impl IndexBackend for PgIndex {
     fn write(&self) -> Result<Box<dyn IndexTransaction + '_>, StoreError> {
-        Ok(Box::new(PgTransaction::begin(&self.db)?))
+        Ok(Box::new(PgTransaction::begin_on(
+            &self.db,
+            self.node.clone(),
+        )?))
     }
 
     fn read(&self) -> Result<Box<dyn IndexTransaction + '_>, StoreError> {
-        Ok(Box::new(PgTransaction::begin(&self.db)?))
+        Ok(Box::new(PgTransaction::begin_on(
+            &self.db,
+            self.node.clone(),
+        )?))
     }
 
     fn checkpoint(&self) -> Result<(), StoreError> {

@@ -275,3 +275,23 @@ fn message_sources_give_every_range_and_refuse_altered_blobs() {
     let e = source.verify_range(0, 10).unwrap_err().to_string();
     assert!(e.contains("checksum"), "{e}");
 }
+
+#[test]
+fn key_unwraps_made_to_list_or_read_are_anchored() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || EncryptedStore::open(&config(dir.path(), "none"), "test").unwrap();
+    let id = open()
+        .deliver("a@t.test", b"Subject: s\r\n\r\nx\r\n")
+        .unwrap();
+    // A fresh store unwraps the policy key again, once to list and once to read.
+    assert_eq!(open().list("a@t.test").unwrap().len(), 1);
+    open().read("a@t.test", &id).unwrap();
+    let store = open();
+    let audit = std::fs::read_to_string(store.audit_path()).unwrap();
+    assert!(
+        audit.contains("list a@t.test") && audit.contains(&format!("read a@t.test {id}")),
+        "{audit}"
+    );
+    let report = crate::store::ops::verify_audit(&store).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
