@@ -120,7 +120,7 @@ pub fn run(args: StorageArgs) -> anyhow::Result<ExitCode> {
         println!("queue: not copied, unreadable: {u}");
     }
     println!(
-        "mailboxes: not moved (the mailbox store stays under {}; it has no PostgreSQL backend yet)",
+        "mailboxes: not moved (the mailbox store under {} is not copied; with backend = \"postgres\" the mailboxes in the database are read instead)",
         cfg.data_dir.join("store").display()
     );
     Ok(if done.unreadable.is_empty() {
