@@ -5,6 +5,7 @@
 //! Every backend must pass `tests/key_index_suite.rs` and `tests/message_index_suite.rs`.
 
 pub mod pg_blobs;
+pub mod pg_copy;
 pub mod pg_messages;
 pub mod postgres;
 pub mod sqlite;
@@ -268,18 +269,27 @@ pub fn open(config: &crate::config::Config) -> Result<Backends, StoreError> {
             Arc::new(Blobs::new(&dir)),
         )),
         StorageSettings::Postgres(pg) => {
-            let node = match &pg.node_id {
-                Some(node) => node.clone(),
-                None => {
-                    let path = config.data_dir.join("node-id");
-                    crate::pg::node_id_file(&path).map_err(|e| StoreError::io(&path, e))?
-                }
-            };
+            let node = node_id(config, pg)?;
             let db = crate::pg::Database::open(pg)?;
             Ok((
                 Box::new(pg_messages::PgIndex::new(db.clone(), &node)),
                 Arc::new(pg_blobs::PgBlobs::new(db)),
             ))
+        }
+    }
+}
+
+/// This node's id in the database: `[storage] node_id`, or the one kept in `<data_dir>/node-id`
+/// (made on first use).
+pub fn node_id(
+    config: &crate::config::Config,
+    pg: &crate::pg::PgSettings,
+) -> Result<String, StoreError> {
+    match &pg.node_id {
+        Some(node) => Ok(node.clone()),
+        None => {
+            let path = config.data_dir.join("node-id");
+            crate::pg::node_id_file(&path).map_err(|e| StoreError::io(&path, e))
         }
     }
 }
