@@ -146,6 +146,16 @@ fn mail_delivered_by_one_node_is_read_from_another_and_stored_sealed() {
         .send_mail(from, ALICE, &message(from, ALICE, MARKER))
         .expect("reply");
     assert_eq!(reply.code, 250, "{reply}");
+    // A second message, large enough that IMAP streams it (above 256 KiB).
+    let mut big = format!("From: <{from}>\r\nTo: <{ALICE}>\r\nSubject: big {MARKER}\r\n\r\n");
+    for i in 0..5000 {
+        big.push_str(&format!("line {i:04} {}\r\n", "x".repeat(60)));
+    }
+    big.push_str(&format!("end {MARKER}\r\n"));
+    let reply = client
+        .send_mail(from, ALICE, big.as_bytes())
+        .expect("reply");
+    assert_eq!(reply.code, 250, "{reply}");
     client.quit();
 
     // B's configuration lists and reads it (B is not even running).
@@ -153,7 +163,7 @@ fn mail_delivered_by_one_node_is_read_from_another_and_stored_sealed() {
     let listed = loop {
         let (code, out, err) = b.mailbox("list", &[]);
         assert_eq!(code, 0, "mailbox list with B's config: {err}");
-        if out.contains(MARKER) {
+        if out.matches(MARKER).count() == 2 {
             break out;
         }
         assert!(Instant::now() < deadline, "never delivered: {out}");
@@ -161,7 +171,7 @@ fn mail_delivered_by_one_node_is_read_from_another_and_stored_sealed() {
     };
     let id = listed
         .lines()
-        .find(|l| l.contains(MARKER))
+        .find(|l| l.contains(&format!("test {MARKER}")))
         .and_then(|l| l.split_whitespace().next())
         .expect("an id")
         .to_string();
@@ -174,30 +184,40 @@ fn mail_delivered_by_one_node_is_read_from_another_and_stored_sealed() {
 
     // Over IMAP from node B: the message, its body, and a flag set there.
     let server_b = b.start();
-    let out = b.imap(
+    let out = b.imap(&format!(
         r#"
 n = int(M.select("INBOX")[1][0])
-typ, data = M.fetch("1", "(BODY[HEADER.FIELDS (SUBJECT)])")
+small = M.search(None, "SUBJECT", "test")[1][0].decode()
+big = M.search(None, "SUBJECT", "big")[1][0].decode()
+typ, data = M.fetch(small, "(BODY[HEADER.FIELDS (SUBJECT)])")
 print(n, data[0][1].decode().strip())
-M.store("1", "+FLAGS", "(\\Flagged)")
-"#,
-    );
+M.store(small, "+FLAGS", "(\\Flagged)")
+typ, data = M.fetch(big, "(RFC822.SIZE BODY[])")
+body = data[0][1]
+print(len(body), data[0][0].decode().split("RFC822.SIZE ")[1].split()[0])
+print(body.endswith(b"end {MARKER}\r\n"))
+"#
+    ));
+    let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
-        out.trim(),
-        format!("1 Subject: test {MARKER}"),
-        "IMAP from B"
+        lines[0],
+        format!("2 Subject: test {MARKER}"),
+        "IMAP from B: {out}"
     );
+    // The large one, streamed from its blob in the database: all of it, as sent.
+    let (size, said) = lines[1].split_once(' ').expect("sizes");
+    assert_eq!(size, said, "FETCH BODY[] gives RFC822.SIZE bytes: {out}");
+    assert!(size.parse::<usize>().expect("size") > big.len(), "{out}");
+    assert_eq!(lines[2], "True", "the streamed message ends as sent: {out}");
     // ... seen from node A.
     let out = a.imap(
         r#"
 M.select("INBOX")
-print(M.fetch("1", "(FLAGS)")[1][0].decode())
+print(M.uid("SEARCH", "FLAGGED")[1][0].decode(), M.uid("SEARCH", "SUBJECT", "test")[1][0].decode())
 "#,
     );
-    assert!(
-        out.contains("\\Flagged"),
-        "A sees the flag set through B: {out}"
-    );
+    let (flagged, small) = out.trim().split_once(' ').expect("two UIDs");
+    assert_eq!(flagged, small, "A sees the flag set through B: {out}");
     drop(server_b);
     drop(server_a);
 
@@ -218,8 +238,8 @@ print(M.fetch("1", "(FLAGS)")[1][0].decode())
     // The shared state is in the database, sealed: the rows and the blob are there, the
     // message is not, neither as text nor as the hex a dump writes bytea in.
     let count = |table: &str| cluster.psql(&database, &format!("SELECT count(*) FROM {table}"));
-    assert_eq!(count("store_message").trim(), "1");
-    assert_eq!(count("store_blob").trim(), "1");
+    assert_eq!(count("store_message").trim(), "2");
+    assert_eq!(count("store_blob").trim(), "2");
     assert_eq!(count("mailbox_key").trim(), "1");
     let dump = cluster.dump(&database);
     assert!(
