@@ -27,23 +27,33 @@ impl SqliteIndex {
         })
     }
 
-    fn begin(&self, sql: &str) -> Result<Box<dyn IndexTransaction + '_>, StoreError> {
+    /// The connection, in a transaction begun with `begin` (none: every statement commits on
+    /// its own).
+    fn begin(&self, begin: Option<&str>) -> Result<Box<dyn IndexTransaction + '_>, StoreError> {
         let c = self
             .conn
             .lock()
             .map_err(|_| StoreError::Internal("index lock poisoned".into()))?;
-        c.execute_batch(sql)?;
-        Ok(Box::new(SqliteTransaction { c, open: true }))
+        if let Some(sql) = begin {
+            c.execute_batch(sql)?;
+        }
+        Ok(Box::new(SqliteTransaction {
+            c,
+            open: begin.is_some(),
+        }))
     }
 }
 
 impl IndexBackend for SqliteIndex {
     fn write(&self) -> Result<Box<dyn IndexTransaction + '_>, StoreError> {
-        self.begin("BEGIN IMMEDIATE")
+        self.begin(Some("BEGIN IMMEDIATE"))
     }
 
+    /// No transaction: a deferred one that unwraps a key would have to upgrade to write its
+    /// audit anchor, which WAL refuses at once (not after the busy timeout) when another process
+    /// wrote meanwhile; each statement on its own reads the newest committed state.
     fn read(&self) -> Result<Box<dyn IndexTransaction + '_>, StoreError> {
-        self.begin("BEGIN")
+        self.begin(None)
     }
 
     fn checkpoint(&self) -> Result<(), StoreError> {
@@ -72,8 +82,10 @@ impl IndexTransaction for SqliteTransaction<'_> {
 
     fn commit(self: Box<Self>) -> Result<(), StoreError> {
         let mut this = self;
-        this.c.execute_batch("COMMIT")?;
-        this.open = false;
+        if this.open {
+            this.c.execute_batch("COMMIT")?;
+            this.open = false;
+        }
         Ok(())
     }
 }
