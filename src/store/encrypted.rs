@@ -174,7 +174,14 @@ impl EncryptedStore {
             }
             _ => match configured {
                 PolicyRef::Named(p) => {
-                    Ok(Some(self.keyring.new_mailbox_key(ix, mailbox, p, &reason)?))
+                    // Another node may be making the key right now: wait for it, then use its.
+                    ix.lock_key_creation()?;
+                    match ix.current_mailbox_key(mailbox)? {
+                        Some(row) if row.state == "active" => {
+                            Ok(Some((row.id, self.keyring.mailbox_key(ix, &row, &reason)?)))
+                        }
+                        _ => Ok(Some(self.keyring.new_mailbox_key(ix, mailbox, p, &reason)?)),
+                    }
                 }
                 PolicyRef::None => Ok(None),
             },

@@ -127,6 +127,11 @@ pub trait KeyIndex {
     /// Crypto-shreds a policy: destroys every wrap of its policy keys and of the active mailbox
     /// keys under them, and marks them revoked. Revoking again destroys nothing more.
     fn revoke_policy(&self, policy: &str) -> Result<Shredded, StoreError>;
+    /// Makes the caller's transaction the only one creating policy or mailbox keys until it
+    /// ends, so that nodes delivering the first message of a mailbox at once create one key, not
+    /// one each: the caller reads the current keys again after it. A backend whose write
+    /// transactions already exclude each other (SQLite's) does nothing.
+    fn lock_key_creation(&self) -> Result<(), StoreError>;
     /// The audit log's newest line as last anchored, if any.
     fn audit_anchor(&self) -> Result<Option<Anchor>, StoreError>;
     /// Anchors the audit log's newest line (in the caller's transaction, with the change it

@@ -156,6 +156,14 @@ fn mailbox_key_row(r: &Row) -> MailboxKeyRow {
 }
 
 impl KeyIndex for PgKeyIndex<'_> {
+    fn lock_key_creation(&self) -> Result<(), StoreError> {
+        self.tx.query(
+            "SELECT pg_advisory_xact_lock(hashtextextended('sealpost key creation', 0))",
+            &[],
+        )?;
+        Ok(())
+    }
+
     fn active_policy_key(&self, policy: &str) -> Result<Option<PolicyKeyRow>, StoreError> {
         let rows = self.tx.query(
             "SELECT id, policy, generation, state FROM policy_key
