@@ -170,7 +170,7 @@ pub struct Located {
 ///   every UID given;
 /// - a folder's UIDVALIDITY is never given again to a folder of the same mailbox;
 /// - every change of a message's flags or folder gives it a modification sequence above every
-///   one given before;
+///   one given before in its mailbox;
 /// - a delivery tag is recorded at most once per mailbox: [`MessageIndex::insert_delivery`] of a
 ///   tag another transaction holds waits for it and answers with that delivery's message id.
 pub trait MessageIndex {
