@@ -486,6 +486,35 @@ fn postgres_nodes_creating_a_generation_of_one_policy_take_turns() {
     assert_eq!((first.generation, second.generation), (1, 2));
 }
 
+/// Two nodes delivering the first message of a mailbox at once: the second waits at the key
+/// creation lock until the first committed its key, then finds that key and makes none.
+#[test]
+fn postgres_nodes_creating_a_mailbox_key_take_turns() {
+    let Some(h) = Postgres::new() else { return };
+    let first_tx = PgTransaction::begin(&h.db).expect("begin");
+    let ix = first_tx.key_index();
+    ix.lock_key_creation().expect("lock");
+    assert_eq!(ix.current_mailbox_key("a@t.test").unwrap(), None);
+    let pk = ix
+        .insert_policy_key("p", &three_wraps())
+        .expect("policy key");
+    let mk = ix.insert_mailbox_key("a@t.test", pk.id, &[1; 41]).unwrap();
+    let db = h.db.clone();
+    let other = std::thread::spawn(move || {
+        let tx = PgTransaction::begin(&db).expect("begin");
+        let ix = tx.key_index();
+        ix.lock_key_creation().expect("lock");
+        let found = ix.current_mailbox_key("a@t.test").unwrap().map(|r| r.id);
+        let policy = ix.active_policy_key("p").unwrap().map(|r| r.id);
+        tx.commit().expect("commit");
+        (found, policy)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!other.is_finished(), "the second node waits for the first");
+    first_tx.commit().expect("commit");
+    assert_eq!(other.join().expect("thread"), (Some(mk), Some(pk.id)));
+}
+
 /// One `#[test]` per suite function and backend.
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {

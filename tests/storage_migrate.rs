@@ -1,7 +1,8 @@
 //! `sealpost storage migrate` moves a node's queue from its spool into a real PostgreSQL: mail
 //! queued by an embedded node (its next hop down) goes into the database byte for byte, sealed,
-//! the spool empties, a second run copies nothing, `queue list` shows the messages from the
-//! database, and the node restarted on PostgreSQL delivers them once the next hop is up.
+//! the spool empties, its mailbox store is copied (sealed) and read from the database, a second
+//! run copies nothing, `queue list` shows the messages from the database, and the node restarted
+//! on PostgreSQL delivers them once the next hop is up.
 
 mod support;
 
@@ -68,7 +69,13 @@ fn a_spool_moves_into_postgres_sealed_and_is_delivered_from_there() {
             .expect("reply");
         assert_eq!(reply.code, 250, "{reply}");
     }
+    // ... and delivers one to its own mailbox.
+    let reply = client
+        .send_mail(BOB, ALICE, &message(BOB, ALICE, "MIGRATE-LOCAL"))
+        .expect("reply");
+    assert_eq!(reply.code, 250, "{reply}");
     drop(client);
+    wait_for_mailbox(&data, ALICE, 1, Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(500));
     server.kill9();
     let before = spool_files(&data);
@@ -87,7 +94,41 @@ fn a_spool_moves_into_postgres_sealed_and_is_delivered_from_there() {
 
     let out = migrate(&config);
     assert!(out.contains("queue: 3 messages copied"), "{out}");
-    assert!(out.contains("mailboxes: not moved"), "{out}");
+    assert!(
+        out.contains("mailboxes: 1 message(s) of 1 mailbox(es) copied"),
+        "{out}"
+    );
+    // The mailbox is read from the database now, and its blob is there sealed.
+    let c = config.display().to_string();
+    let (code, list, err) = sealpost(&["mailbox", "list", "--config", &c, "--mailbox", ALICE]);
+    assert_eq!(code, 0, "{err}");
+    let id = list
+        .lines()
+        .find(|l| l.contains("MIGRATE-LOCAL"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("not listed from the database: {list}"))
+        .to_string();
+    let (code, text, err) = sealpost(&[
+        "mailbox",
+        "read",
+        "--config",
+        &c,
+        "--mailbox",
+        ALICE,
+        "--id",
+        &id,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(text.contains("body MIGRATE-LOCAL"), "{text}");
+    let (code, out, err) = sealpost(&["store", "verify", "--config", &c]);
+    assert_eq!(code, 0, "store verify: {out}{err}");
+    let (code, out, err) = sealpost(&["store", "audit", "verify", "--config", &c]);
+    assert_eq!(code, 0, "store audit verify: {out}{err}");
+    let row = cluster.psql(
+        &database,
+        "SELECT count(*), sum(position('MIGRATE-'::bytea in data)) FROM store_blob",
+    );
+    assert_eq!(row.trim(), "1|0", "one sealed blob: {row}");
     assert!(spool_files(&data).is_empty(), "the spool is empty");
     // Byte for byte what the spool held: sealed, no plaintext in the database.
     for (id, bytes) in &before {
@@ -103,6 +144,10 @@ fn a_spool_moves_into_postgres_sealed_and_is_delivered_from_there() {
     }
     let again = migrate(&config);
     assert!(again.contains("queue: 0 messages copied"), "{again}");
+    assert!(
+        again.contains("mailboxes: not copied: index: the database holds a mailbox store already"),
+        "{again}"
+    );
 
     let list = queue_list_json(&config);
     for (id, _) in &before {

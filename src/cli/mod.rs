@@ -118,9 +118,9 @@ pub struct ConfigArgs {
 /// What a command that works on existing data expects to find in the data directory.
 #[derive(Debug, Clone, Copy)]
 pub enum DataPart {
-    /// The mailbox store (`store/index.sqlite`).
+    /// The mailbox store (`store/index.sqlite`, unless it is in the database).
     Store,
-    /// The queue (`queue/`).
+    /// The queue (`queue/`, unless it is in the database).
     Queue,
 }
 
@@ -139,8 +139,8 @@ impl ConfigArgs {
     pub fn load_existing(&self, part: DataPart) -> Result<Config, ExitCode> {
         let config = self.load()?;
         let in_database = matches!(config.storage, crate::config::StorageSettings::Postgres(_));
-        if in_database && matches!(part, DataPart::Queue) {
-            // The queue is in the database, which opening it checks.
+        if in_database {
+            // The queue and the mailbox store are in the database, which opening them checks.
             return Ok(config);
         }
         let (path, what) = match part {

@@ -2,6 +2,7 @@
 //! of its `[storage]` section.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Subcommand, ValueEnum};
 
@@ -96,7 +97,7 @@ pub fn run(args: StorageArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| "storage-migrate".into());
     let staging = Spool::open(&cfg.data_dir, key.clone())?;
-    let queue = PgQueue::new(db, staging, key, &node, pg.lease);
+    let queue = PgQueue::new(db.clone(), staging, key, &node, pg.lease);
     let done = queue.import_spool(&spool, keep)?;
     println!(
         "queue: {} messages copied to {} ({} incoming, {} deferred){}",
@@ -119,13 +120,50 @@ pub fn run(args: StorageArgs) -> anyhow::Result<ExitCode> {
     for u in &done.unreadable {
         println!("queue: not copied, unreadable: {u}");
     }
-    println!(
-        "mailboxes: not moved (the mailbox store stays under {}; it has no PostgreSQL backend yet)",
-        cfg.data_dir.join("store").display()
-    );
-    Ok(if done.unreadable.is_empty() {
+    let mailboxes_ok = copy_mailboxes(&cfg, pg, &db);
+    Ok(if done.unreadable.is_empty() && mailboxes_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Copies the mailbox store under `<data_dir>/store` into the database (ciphertext as it is);
+/// says what it did, false when it failed.
+fn copy_mailboxes(
+    cfg: &crate::config::Config,
+    pg: &crate::pg::PgSettings,
+    db: &Arc<Database>,
+) -> bool {
+    let dir = cfg.data_dir.join("store");
+    if !dir.join("index.sqlite").exists() {
+        println!("mailboxes: none under {}", dir.display());
+        return true;
+    }
+    let copied = crate::store::backend::node_id(cfg, pg)
+        .and_then(|node| crate::store::backend::pg_copy::copy_to_postgres(&dir, db, &node));
+    match copied {
+        Ok(c) => {
+            println!(
+                "mailboxes: {} message(s) of {} mailbox(es) copied to {} ({} mailbox key(s), {} \
+                 policy key generation(s)); the store under {} was left as it was",
+                c.messages,
+                c.mailboxes,
+                pg.location(),
+                c.mailbox_keys,
+                c.policy_keys,
+                dir.display()
+            );
+            true
+        }
+        // Copied by an earlier run, or another node's store: left as they are, said so.
+        Err(e) if e.index_kind() == Some(crate::store::IndexErrorKind::Conflict) => {
+            println!("mailboxes: not copied: {e}");
+            true
+        }
+        Err(e) => {
+            println!("mailboxes: not copied: {e}");
+            false
+        }
+    }
 }

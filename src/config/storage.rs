@@ -1,5 +1,5 @@
-//! `[storage]`: where the queue lives. `backend = "embedded"` (the default: the spool under
-//! `data_dir`) or `"postgres"` with the database's URL; the password comes from a file or an
+//! `[storage]`: where the queue and the mailbox store live. `backend = "embedded"` (the default:
+//! the spool and the store under `data_dir`) or `"postgres"` with the database's URL; the password comes from a file or an
 //! environment variable, never from the configuration.
 
 use std::os::unix::fs::PermissionsExt;
@@ -40,7 +40,7 @@ pub enum StorageSettings {
     /// The spool under `data_dir`.
     #[default]
     Embedded,
-    /// The queue in PostgreSQL.
+    /// The queue and the mailbox store in PostgreSQL.
     Postgres(PgSettings),
 }
 

@@ -26,10 +26,15 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "mailbox keys",
         sql: include_str!("schema/002_mailbox_keys.sql"),
     },
+    Migration {
+        version: 3,
+        name: "mailbox store",
+        sql: include_str!("schema/003_mailbox_store.sql"),
+    },
 ];
 
 /// The newest schema version this program knows.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 const _: () = assert!(MIGRATIONS[MIGRATIONS.len() - 1].version == SCHEMA_VERSION);
 
 /// A fixed key for `pg_advisory_xact_lock`: "sealpost" in ASCII.

@@ -4,9 +4,12 @@
 //! A blob file is `"SPB1"`, one kind byte, then the body: kind 0 the plain message, kind 1
 //! AES-256-GCM chunks bound to the message id, kind 2 chunks bound to mailbox and message id.
 //! Names are 128 random bits in hex, unrelated to message ids; only the index maps one to the other.
+//!
+//! [`BlobStore`] is the seam: these files, or rows of a database shared by several nodes
+//! (`backend::pg_blobs`), holding the same framed bytes.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -25,6 +28,32 @@ pub enum BlobKind {
     MailboxBound = 2,
 }
 
+/// A blob opened for reading piece by piece.
+pub trait BlobRead: Read + Seek + Send {}
+impl<T: Read + Seek + Send> BlobRead for T {}
+
+/// An opened blob and its length in bytes.
+pub type OpenBlob = (Box<dyn BlobRead>, u64);
+
+/// Where sealed blobs are kept. A blob is written once under a fresh name and never rewritten;
+/// the index row that names it is committed after it is durable, and it is removed after the row
+/// is gone (a blob without a row is an orphan, never a message).
+pub trait BlobStore: Send + Sync {
+    /// Writes a new blob durably; an existing name is an error.
+    fn write(&self, name: &str, framed: &[u8]) -> Result<(), StoreError>;
+    /// A whole blob, `None` when there is none by that name.
+    fn read(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// A blob opened for reading, `None` when there is none by that name.
+    fn open(&self, name: &str) -> Result<Option<OpenBlob>, StoreError>;
+    /// Removes a blob; a missing one is not an error.
+    fn remove(&self, name: &str) -> Result<(), StoreError>;
+    /// Every blob name, sorted.
+    fn list(&self) -> Result<Vec<String>, StoreError>;
+    /// Where a blob is, for error messages (a file, or a row of a table).
+    fn location(&self, name: &str) -> PathBuf;
+}
+
+/// The blob files of one store.
 pub struct Blobs {
     root: PathBuf,
 }
@@ -152,6 +181,44 @@ impl Blobs {
         }
         names.sort();
         Ok(names)
+    }
+}
+
+impl BlobStore for Blobs {
+    fn write(&self, name: &str, framed: &[u8]) -> Result<(), StoreError> {
+        Blobs::write(self, name, framed)
+    }
+
+    fn read(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.path(name)?;
+        match fs::read(&path) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io(&path, e)),
+        }
+    }
+
+    fn open(&self, name: &str) -> Result<Option<OpenBlob>, StoreError> {
+        let path = self.path(name)?;
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io(&path, e)),
+        };
+        let len = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
+        Ok(Some((Box::new(file), len)))
+    }
+
+    fn remove(&self, name: &str) -> Result<(), StoreError> {
+        Blobs::remove(self, name)
+    }
+
+    fn list(&self) -> Result<Vec<String>, StoreError> {
+        Blobs::list(self)
+    }
+
+    fn location(&self, name: &str) -> PathBuf {
+        self.path(name).unwrap_or_else(|_| self.root.join(name))
     }
 }
 

@@ -6,16 +6,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
-use rusqlite::{Connection, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
 use super::audit::AuditLog;
-use super::backend::sqlite::SqliteKeyIndex;
-use super::backend::{KeyIndex, MailboxKeyRow};
+use super::backend::{IndexBackend, IndexTransaction, KeyIndex, MailboxKeyRow};
 use super::binding::{self, BindError, Binding};
-use super::blobs::{self, BlobKind, Blobs, HEADER_LEN};
+use super::blobs::{self, BlobKind, BlobStore, Blobs, HEADER_LEN};
 use super::index::{self, MessageRow};
 use super::keyring::Keyring;
 use super::rebind::{self, Rebinding};
@@ -44,8 +42,8 @@ struct Meta {
 
 pub struct EncryptedStore {
     pub(super) dir: PathBuf,
-    pub(super) blobs: Blobs,
-    index: Mutex<Connection>,
+    pub(super) blobs: Arc<dyn BlobStore>,
+    index: Box<dyn IndexBackend>,
     pub(super) keyring: Keyring,
     pub(super) mailboxes: BTreeMap<String, PolicyRef>,
     rebinding: Rebinding,
@@ -124,12 +122,15 @@ impl EncryptedStore {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| StoreError::io(&dir, e))?;
-        let conn = index::open(&dir.join("index.sqlite"))?;
-        index::prune_deliveries(&conn, index::now() - index::DELIVERY_TAG_DAYS * 86_400)?;
+        let (index, blobs) = super::backend::open(config)?;
+        let tx = index.write()?;
+        tx.messages()
+            .prune_deliveries(index::now() - index::DELIVERY_TAG_DAYS * 86_400)?;
+        tx.commit()?;
         let mut store = EncryptedStore {
-            blobs: Blobs::new(&dir),
+            blobs,
             dir,
-            index: Mutex::new(conn),
+            index,
             keyring: Keyring::new(
                 config.encryption_policies.clone(),
                 AuditLog::new(&config.store.keystore_dir),
@@ -152,10 +153,9 @@ impl EncryptedStore {
         &self.dir
     }
 
-    pub(super) fn conn(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
-        self.index
-            .lock()
-            .map_err(|_| StoreError::Internal("index lock poisoned".into()))
+    /// The index: key hierarchy, message rows, delivery tags and folders.
+    pub(super) fn index(&self) -> &dyn IndexBackend {
+        &*self.index
     }
 
     /// The mailbox key for a new message: the mailbox's current key, or a new one under its
@@ -174,7 +174,14 @@ impl EncryptedStore {
             }
             _ => match configured {
                 PolicyRef::Named(p) => {
-                    Ok(Some(self.keyring.new_mailbox_key(ix, mailbox, p, &reason)?))
+                    // Another node may be making the key right now: wait for it, then use its.
+                    ix.lock_key_creation()?;
+                    match ix.current_mailbox_key(mailbox)? {
+                        Some(row) if row.state == "active" => {
+                            Ok(Some((row.id, self.keyring.mailbox_key(ix, &row, &reason)?)))
+                        }
+                        _ => Ok(Some(self.keyring.new_mailbox_key(ix, mailbox, p, &reason)?)),
+                    }
                 }
                 PolicyRef::None => Ok(None),
             },
@@ -259,17 +266,18 @@ impl EncryptedStore {
         id: &str,
     ) -> Result<(MessageRow, Option<SecretKey>), StoreError> {
         let mailbox = mailbox.to_ascii_lowercase();
-        let c = self.conn()?;
-        let row = index::message(&c, &mailbox, id)?.ok_or_else(|| StoreError::NoSuchMessage {
-            mailbox: mailbox.clone(),
-            id: id.to_string(),
-        })?;
-        let key = self.message_key(
-            &SqliteKeyIndex::new(&c),
-            &row,
-            &format!("read {mailbox} {id}"),
-        )?;
-        Ok((row, key))
+        let tx = self.index.read()?;
+        let row =
+            tx.messages()
+                .message(&mailbox, id)?
+                .ok_or_else(|| StoreError::NoSuchMessage {
+                    mailbox: mailbox.clone(),
+                    id: id.to_string(),
+                })?;
+        let key = self.message_key(&*tx.keys(), &row, &format!("read {mailbox} {id}"));
+        // Committed whatever the outcome: the audit anchor of a key unwrap is in it.
+        tx.commit()?;
+        Ok((row, key?))
     }
 
     /// How a row's blob opens, from the kind in its header: the content key and the context its
@@ -310,13 +318,8 @@ impl EncryptedStore {
         row: &MessageRow,
         mkey: Option<&SecretKey>,
     ) -> Result<Vec<u8>, StoreError> {
-        let path = self.blobs.path(&row.blob)?;
-        let mut data = match std::fs::read(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(integrity(row, "its blob is missing"))
-            }
-            Err(e) => return Err(StoreError::io(&path, e)),
+        let Some(mut data) = self.blobs.read(&row.blob)? else {
+            return Err(integrity(row, "its blob is missing"));
         };
         let body = self.blob_body(row, mkey, blobs::kind(&data))?;
         data.drain(..HEADER_LEN);
@@ -380,7 +383,10 @@ impl EncryptedStore {
 
     /// The index rows of a mailbox, oldest first.
     pub fn rows(&self, mailbox: &str) -> Result<Vec<MessageRow>, StoreError> {
-        index::messages(&*self.conn()?, &mailbox.to_ascii_lowercase())
+        self.index
+            .read()?
+            .messages()
+            .messages(&mailbox.to_ascii_lowercase())
     }
 
     /// The policy a mailbox is configured with (`None`: not a configured mailbox).
@@ -403,10 +409,15 @@ impl EncryptedStore {
             .mailboxes
             .get(&mailbox)
             .ok_or_else(|| StoreError::NoSuchMailbox(mailbox.clone()))?;
-        let key = self.delivery_key(&SqliteKeyIndex::new(&*self.conn()?), &mailbox, configured)?;
+        let key = {
+            let tx = self.index.write()?;
+            let key = self.delivery_key(&*tx.keys(), &mailbox, configured)?;
+            tx.commit()?;
+            key
+        };
         let tag = delivery.map(|d| delivery_tag(key.as_ref().map(|(_, k)| k), d));
         if let Some(tag) = &tag {
-            if let Some(earlier) = index::delivered(&*self.conn()?, &mailbox, tag)? {
+            if let Some(earlier) = self.index.read()?.messages().delivered(&mailbox, tag)? {
                 return Ok(earlier);
             }
         }
@@ -415,16 +426,18 @@ impl EncryptedStore {
             Self::seal_message(&id, &mailbox, message, key.as_ref().map(|(i, k)| (*i, k)))?;
         self.blobs.write(&row.blob, &framed)?;
         let stored = (|| {
-            let mut c = self.conn()?;
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = self.index.write()?;
+            let messages = tx.messages();
             if let Some(tag) = &tag {
-                // Delivered meanwhile by another process: keep that one (the transaction rolls back).
-                if let Some(earlier) = index::delivered(&tx, &mailbox, tag)? {
+                // Delivered meanwhile by another process or node: keep that one (the
+                // transaction rolls back).
+                if let Some(earlier) = messages.insert_delivery(&mailbox, tag, &id)? {
                     return Ok(earlier);
                 }
             }
             if let Some((mk_id, _)) = &key {
-                let live = SqliteKeyIndex::new(&tx)
+                let live = tx
+                    .keys()
                     .mailbox_key(*mk_id)?
                     .is_some_and(|r| r.state == "active");
                 if !live {
@@ -434,10 +447,8 @@ impl EncryptedStore {
                     });
                 }
             }
-            index::insert_message(&tx, &row)?;
-            if let Some(tag) = &tag {
-                index::insert_delivery(&tx, &mailbox, tag, &id)?;
-            }
+            messages.insert_message(&row, super::folders::INBOX)?;
+            drop(messages);
             tx.commit()?;
             super::folders::changes::notify(&mailbox);
             Ok(id.clone())
@@ -466,19 +477,46 @@ impl MailStore for EncryptedStore {
 
     fn list(&self, mailbox: &str) -> Result<Vec<MessageSummary>, StoreError> {
         let mailbox = mailbox.to_ascii_lowercase();
-        let c = self.conn()?;
-        let ix = SqliteKeyIndex::new(&c);
+        let tx = self.index.read()?;
+        let listed = self.summaries(&*tx, &mailbox);
+        // Committed whatever the outcome: the audit anchors of key unwraps are in it.
+        tx.commit()?;
+        listed
+    }
+
+    fn read(&self, mailbox: &str, id: &str) -> Result<Vec<u8>, StoreError> {
+        let (row, key) = self.row_and_key(mailbox, id)?;
+        self.open_message(&row, key.as_ref())
+    }
+
+    fn count(&self, mailbox: &str) -> Result<usize, StoreError> {
+        self.index
+            .read()?
+            .messages()
+            .count(&mailbox.to_ascii_lowercase())
+    }
+}
+
+impl EncryptedStore {
+    /// The summaries of a mailbox's messages, in a transaction of the caller's.
+    fn summaries(
+        &self,
+        tx: &dyn IndexTransaction,
+        mailbox: &str,
+    ) -> Result<Vec<MessageSummary>, StoreError> {
+        let ix = tx.keys();
+        let ix = &*ix;
         let reason = format!("list {mailbox}");
         // Every row here is in `mailbox`, so a key found to be this mailbox's serves its other rows.
         let mut keys: HashMap<i64, SecretKey> = HashMap::new();
         let mut out = Vec::new();
-        for row in index::messages(&c, &mailbox)? {
+        for row in tx.messages().messages(mailbox)? {
             let key = match row.mailbox_key_id {
                 None => None,
                 Some(id) => match keys.get(&id) {
                     Some(k) => Some(k.clone()),
                     None => {
-                        let k = self.message_key(&ix, &row, &reason)?;
+                        let k = self.message_key(ix, &row, &reason)?;
                         if let Some(k) = &k {
                             keys.insert(id, k.clone());
                         }
@@ -489,15 +527,6 @@ impl MailStore for EncryptedStore {
             out.push(self.summary(&row, key.as_ref())?);
         }
         Ok(out)
-    }
-
-    fn read(&self, mailbox: &str, id: &str) -> Result<Vec<u8>, StoreError> {
-        let (row, key) = self.row_and_key(mailbox, id)?;
-        self.open_message(&row, key.as_ref())
-    }
-
-    fn count(&self, mailbox: &str) -> Result<usize, StoreError> {
-        index::count(&*self.conn()?, &mailbox.to_ascii_lowercase())
     }
 }
 

@@ -3,21 +3,21 @@
 //! changes its index row only (its keys bind the mailbox and message id, not the folder); a copy
 //! is sealed anew under a new id.
 
-use rusqlite::{params, TransactionBehavior};
-
-use super::backend::sqlite::SqliteKeyIndex;
-use super::backend::KeyIndex;
-use super::folder_index as fx;
+use super::backend::MessageIndex;
 use super::folders::{
-    canonical_folder, changes, system, FlagOp, Flags, FolderInfo, FolderMessage, FolderView,
-    Folders, INBOX, SPECIAL_USE,
+    canonical_folder, changes, FlagOp, Flags, FolderInfo, FolderMessage, FolderView, Folders,
+    INBOX, SPECIAL_USE,
 };
-use super::index;
 use super::stream::MessageSource;
 use super::{EncryptedStore, IndexErrorKind, MailStore, StoreError};
 
 fn no_folder(name: &str) -> StoreError {
     StoreError::index(IndexErrorKind::NotFound, format!("no folder {name:?}"))
+}
+
+/// The folder's id, or "no such folder".
+fn existing_folder(ix: &dyn MessageIndex, mailbox: &str, name: &str) -> Result<i64, StoreError> {
+    ix.folder_id(mailbox, name)?.ok_or_else(|| no_folder(name))
 }
 
 impl EncryptedStore {
@@ -28,7 +28,7 @@ impl EncryptedStore {
             .mailboxes
             .get(&mailbox)
             .ok_or_else(|| StoreError::NoSuchMailbox(mailbox.clone()))?;
-        let current = SqliteKeyIndex::new(&*self.conn()?).current_mailbox_key(&mailbox)?;
+        let current = self.index().read()?.keys().current_mailbox_key(&mailbox)?;
         if current.is_some_and(|k| k.state == "revoked") {
             return Err(StoreError::Revoked {
                 policy: policy.to_string(),
@@ -51,7 +51,12 @@ impl EncryptedStore {
             .mailboxes
             .get(mailbox)
             .ok_or_else(|| StoreError::NoSuchMailbox(mailbox.to_string()))?;
-        let key = self.delivery_key(&SqliteKeyIndex::new(&*self.conn()?), mailbox, configured)?;
+        let key = {
+            let tx = self.index().write()?;
+            let key = self.delivery_key(&*tx.keys(), mailbox, configured)?;
+            tx.commit()?;
+            key
+        };
         let id = crate::mail::new_queue_id();
         let (framed, mut row) =
             Self::seal_message(&id, mailbox, message, key.as_ref().map(|(i, k)| (*i, k)))?;
@@ -60,15 +65,16 @@ impl EncryptedStore {
         }
         self.blobs.write(&row.blob, &framed)?;
         let stored = (|| {
-            let mut c = self.conn()?;
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let fid = fx::folder_id(&tx, mailbox, folder)?.ok_or_else(|| no_folder(folder))?;
-            let uid = index::insert_message_in(&tx, &row, folder)?;
-            fx::write_flags(&tx, tx.last_insert_rowid(), flags)?;
-            let (validity, _) = fx::folder_uids(&tx, fid)?;
+            let tx = self.index().write()?;
+            let ix = tx.messages();
+            let fid = existing_folder(&*ix, mailbox, folder)?;
+            let filed = ix.insert_message(&row, folder)?;
+            ix.write_flags(filed.seq, flags)?;
+            let (validity, _) = ix.folder_uids(fid)?;
+            drop(ix);
             tx.commit()?;
             changes::notify(mailbox);
-            Ok((validity, uid))
+            Ok((validity, filed.uid))
         })();
         if stored.is_err() {
             let _ = self.blobs.remove(&row.blob);
@@ -76,23 +82,20 @@ impl EncryptedStore {
         stored
     }
 
-    /// The (seq, id, flags, received) of the given UIDs of a folder that exist.
+    /// The (UID, id, flags, received) of the given UIDs of a folder that exist.
     fn rows_at(
         &self,
         mailbox: &str,
         folder: &str,
         uids: &[u32],
     ) -> Result<Vec<(u32, String, Flags, i64)>, StoreError> {
-        let c = self.conn()?;
-        let fid = fx::existing_folder(&c, mailbox, folder)?;
+        let tx = self.index().read()?;
+        let ix = tx.messages();
+        let fid = existing_folder(&*ix, mailbox, folder)?;
         let mut out = Vec::new();
         for &uid in uids {
-            if let Some((seq, id)) = fx::message_at(&c, fid, uid)? {
-                let received: i64 =
-                    c.query_row("SELECT received FROM messages WHERE seq = ?1", [seq], |r| {
-                        r.get(0)
-                    })?;
-                out.push((uid, id, fx::flags_of(&c, seq)?, received));
+            if let Some(m) = ix.message_at(fid, uid)? {
+                out.push((uid, m.id, m.flags, m.received));
             }
         }
         Ok(out)
@@ -101,65 +104,49 @@ impl EncryptedStore {
     /// The message id at `uid` in a folder of a (live) mailbox.
     fn id_at(&self, mailbox: &str, folder: &str, uid: u32) -> Result<String, StoreError> {
         let name = canonical_folder(folder);
-        let c = self.conn()?;
-        let fid = fx::existing_folder(&c, mailbox, &name)?;
-        Ok(fx::message_at(&c, fid, uid)?
+        let tx = self.index().read()?;
+        let ix = tx.messages();
+        let fid = existing_folder(&*ix, mailbox, &name)?;
+        Ok(ix
+            .message_at(fid, uid)?
             .ok_or_else(|| StoreError::NoSuchMessage {
                 mailbox: mailbox.to_string(),
                 id: format!("{name} UID {uid}"),
             })?
-            .1)
+            .id)
     }
 
-    /// Removes message rows, then their blobs (a blob left behind is an orphan, never a message).
-    fn remove_rows(&self, where_sql: &str, args: &[i64]) -> Result<Vec<u32>, StoreError> {
-        let (uids, blobs) = {
-            let mut c = self.conn()?;
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let found: Vec<(i64, u32, String)> = {
-                let mut st = tx.prepare(&format!(
-                    "SELECT seq, uid, blob FROM messages WHERE {where_sql}"
-                ))?;
-                let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
-                    Ok((r.get(0)?, r.get::<_, i64>(1)? as u32, r.get(2)?))
-                })?;
-                rows.collect::<Result<_, _>>()?
-            };
-            for (seq, _, _) in &found {
-                tx.execute("DELETE FROM messages WHERE seq = ?1", [seq])?;
-            }
-            tx.commit()?;
-            let uids = found.iter().map(|(_, u, _)| *u).collect::<Vec<_>>();
-            (
-                uids,
-                found.into_iter().map(|(_, _, b)| b).collect::<Vec<_>>(),
-            )
-        };
+    /// Removes blobs whose rows are gone (a blob left behind is an orphan, never a message).
+    fn remove_blobs(&self, blobs: impl IntoIterator<Item = String>) {
         for blob in blobs {
             let _ = self.blobs.remove(&blob);
         }
-        Ok(uids)
     }
 }
 
 impl Folders for EncryptedStore {
     fn ensure_default_folders(&self, mailbox: &str) -> Result<(), StoreError> {
         let mailbox = self.live_mailbox(mailbox)?;
-        let mut c = self.conn()?;
-        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        fx::ensure_folder(&tx, &mailbox, INBOX, None)?;
+        let tx = self.index().write()?;
+        let ix = tx.messages();
+        ix.ensure_folder(&mailbox, INBOX, None)?;
         for (name, special) in SPECIAL_USE {
-            fx::ensure_folder(&tx, &mailbox, name, Some(special))?;
+            ix.ensure_folder(&mailbox, name, Some(special))?;
         }
+        drop(ix);
         tx.commit()?;
         Ok(())
     }
 
     fn folders(&self, mailbox: &str) -> Result<Vec<FolderInfo>, StoreError> {
         let mailbox = self.live_mailbox(mailbox)?;
-        let c = self.conn()?;
-        fx::ensure_folder(&c, &mailbox, INBOX, None)?;
-        Ok(fx::folder_list(&c, &mailbox)?
+        let tx = self.index().write()?;
+        let ix = tx.messages();
+        ix.ensure_folder(&mailbox, INBOX, None)?;
+        let list = ix.folder_list(&mailbox)?;
+        drop(ix);
+        tx.commit()?;
+        Ok(list
             .into_iter()
             .map(|(name, special)| FolderInfo { name, special })
             .collect())
@@ -168,15 +155,17 @@ impl Folders for EncryptedStore {
     fn create_folder(&self, mailbox: &str, name: &str) -> Result<(), StoreError> {
         let mailbox = self.live_mailbox(mailbox)?;
         let name = canonical_folder(name);
-        let c = self.conn()?;
-        if fx::folder_id(&c, &mailbox, &name)?.is_some() {
+        let tx = self.index().write()?;
+        let ix = tx.messages();
+        if ix.folder_id(&mailbox, &name)?.is_some() {
             return Err(StoreError::index(
                 IndexErrorKind::Conflict,
                 format!("folder {name:?} exists"),
             ));
         }
-        fx::ensure_folder(&c, &mailbox, &name, None)?;
-        Ok(())
+        ix.ensure_folder(&mailbox, &name, None)?;
+        drop(ix);
+        tx.commit()
     }
 
     fn delete_folder(&self, mailbox: &str, name: &str) -> Result<(), StoreError> {
@@ -185,10 +174,13 @@ impl Folders for EncryptedStore {
         if name == INBOX {
             return Err(StoreError::Policy("INBOX cannot be deleted".into()));
         }
-        let fid = fx::existing_folder(&*self.conn()?, &mailbox, &name)?;
-        self.remove_rows("folder_id = ?1", &[fid])?;
-        self.conn()?
-            .execute("DELETE FROM folders WHERE id = ?1", [fid])?;
+        let tx = self.index().write()?;
+        let ix = tx.messages();
+        let fid = existing_folder(&*ix, &mailbox, &name)?;
+        let blobs = ix.delete_folder(fid)?;
+        drop(ix);
+        tx.commit()?;
+        self.remove_blobs(blobs);
         Ok(())
     }
 
@@ -198,43 +190,39 @@ impl Folders for EncryptedStore {
         if from == INBOX || to == INBOX {
             return Err(StoreError::Policy("INBOX cannot be renamed".into()));
         }
-        let mut c = self.conn()?;
-        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let fid = fx::existing_folder(&tx, &mailbox, &from)?;
-        if fx::folder_id(&tx, &mailbox, &to)?.is_some() {
+        let tx = self.index().write()?;
+        let ix = tx.messages();
+        existing_folder(&*ix, &mailbox, &from)?;
+        if ix.folder_id(&mailbox, &to)?.is_some() {
             return Err(StoreError::index(
                 IndexErrorKind::Conflict,
                 format!("folder {to:?} exists"),
             ));
         }
-        tx.execute(
-            "UPDATE folders SET name = ?2 WHERE id = ?1",
-            params![fid, to],
-        )?;
-        tx.execute(
-            "UPDATE folders SET name = ?3 || substr(name, length(?2) + 1)
-             WHERE mailbox = ?1 AND substr(name, 1, length(?2)) = ?2",
-            params![mailbox, format!("{from}/"), format!("{to}/")],
-        )?;
-        tx.commit()?;
-        Ok(())
+        ix.rename_folder(&mailbox, &from, &to)?;
+        drop(ix);
+        tx.commit()
     }
 
     fn select(&self, mailbox: &str, folder: &str) -> Result<FolderView, StoreError> {
         let mailbox = self.live_mailbox(mailbox)?;
         let name = canonical_folder(folder);
-        let c = self.conn()?;
-        let fid = match fx::folder_id(&c, &mailbox, &name)? {
+        let tx = self.index().write()?;
+        let ix = tx.messages();
+        let fid = match ix.folder_id(&mailbox, &name)? {
             Some(id) => id,
-            None if name == INBOX => fx::ensure_folder(&c, &mailbox, INBOX, None)?,
+            None if name == INBOX => ix.ensure_folder(&mailbox, INBOX, None)?,
             None => return Err(no_folder(&name)),
         };
-        let (uid_validity, uid_next) = fx::folder_uids(&c, fid)?;
+        let (uid_validity, uid_next) = ix.folder_uids(fid)?;
+        let messages = ix.folder_messages(fid)?;
+        drop(ix);
+        tx.commit()?;
         Ok(FolderView {
             name,
             uid_validity,
             uid_next,
-            messages: fx::folder_messages(&c, fid)?,
+            messages,
         })
     }
 
@@ -265,20 +253,22 @@ impl Folders for EncryptedStore {
     ) -> Result<Vec<FolderMessage>, StoreError> {
         let mailbox = self.live_mailbox(mailbox)?;
         let name = canonical_folder(folder);
-        let mut c = self.conn()?;
-        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let fid = fx::existing_folder(&tx, &mailbox, &name)?;
+        let tx = self.index().write()?;
+        let ix = tx.messages();
+        let fid = existing_folder(&*ix, &mailbox, &name)?;
         for &uid in uids {
-            if let Some((seq, _)) = fx::message_at(&tx, fid, uid)? {
-                let mut now = fx::flags_of(&tx, seq)?;
+            if let Some(m) = ix.message_at(fid, uid)? {
+                let mut now = m.flags;
                 now.apply(op, flags);
-                fx::write_flags(&tx, seq, &now)?;
+                ix.write_flags(m.seq, &now)?;
             }
         }
-        let changed = fx::folder_messages(&tx, fid)?
+        let changed = ix
+            .folder_messages(fid)?
             .into_iter()
             .filter(|m| uids.contains(&m.uid))
             .collect();
+        drop(ix);
         tx.commit()?;
         changes::notify(&mailbox);
         Ok(changed)
@@ -293,7 +283,7 @@ impl Folders for EncryptedStore {
     ) -> Result<Vec<(u32, u32)>, StoreError> {
         let mailbox = self.live_mailbox(mailbox)?;
         let (name, to) = (canonical_folder(folder), canonical_folder(to));
-        fx::existing_folder(&*self.conn()?, &mailbox, &to)?;
+        existing_folder(&*self.index().read()?.messages(), &mailbox, &to)?;
         let mut out = Vec::new();
         for (uid, id, flags, received) in self.rows_at(&mailbox, &name, uids)? {
             let bytes = self.read(&mailbox, &id)?;
@@ -312,16 +302,17 @@ impl Folders for EncryptedStore {
     ) -> Result<Vec<(u32, u32)>, StoreError> {
         let mailbox = self.live_mailbox(mailbox)?;
         let (name, to) = (canonical_folder(folder), canonical_folder(to));
-        let mut c = self.conn()?;
-        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let fid = fx::existing_folder(&tx, &mailbox, &name)?;
-        fx::existing_folder(&tx, &mailbox, &to)?;
+        let tx = self.index().write()?;
+        let ix = tx.messages();
+        let fid = existing_folder(&*ix, &mailbox, &name)?;
+        existing_folder(&*ix, &mailbox, &to)?;
         let mut out = Vec::new();
         for &uid in uids {
-            if let Some((seq, _)) = fx::message_at(&tx, fid, uid)? {
-                out.push((uid, fx::file_message(&tx, seq, &mailbox, &to)?));
+            if let Some(m) = ix.message_at(fid, uid)? {
+                out.push((uid, ix.file_message(m.seq, &mailbox, &to)?));
             }
         }
+        drop(ix);
         tx.commit()?;
         changes::notify(&mailbox);
         Ok(out)
@@ -335,24 +326,26 @@ impl Folders for EncryptedStore {
     ) -> Result<Vec<u32>, StoreError> {
         let mailbox = self.live_mailbox(mailbox)?;
         let name = canonical_folder(folder);
-        let fid = fx::existing_folder(&*self.conn()?, &mailbox, &name)?;
-        let deleted = format!("folder_id = ?1 AND (flags & {}) != 0", system::DELETED);
-        let removed = match uids {
-            None => self.remove_rows(&deleted, &[fid]),
+        let tx = self.index().write()?;
+        let ix = tx.messages();
+        let fid = existing_folder(&*ix, &mailbox, &name)?;
+        let mut removed = Vec::new();
+        match uids {
+            None => removed = ix.expunge(fid, None)?,
             Some(uids) => {
-                let mut out = Vec::new();
                 for &uid in uids {
-                    out.extend(
-                        self.remove_rows(&format!("{deleted} AND uid = ?2"), &[fid, uid as i64])?,
-                    );
+                    removed.extend(ix.expunge(fid, Some(uid))?);
                 }
-                Ok(out)
             }
-        };
-        if removed.as_ref().is_ok_and(|r| !r.is_empty()) {
+        }
+        drop(ix);
+        tx.commit()?;
+        let (uids, blobs): (Vec<u32>, Vec<String>) = removed.into_iter().unzip();
+        self.remove_blobs(blobs);
+        if !uids.is_empty() {
             changes::notify(&mailbox);
         }
-        removed
+        Ok(uids)
     }
 
     fn append(

@@ -5,7 +5,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::folders::{Flags, FolderMessage, INBOX};
 use super::index::now;
-use super::{IndexErrorKind, StoreError};
+use super::StoreError;
 
 /// Adds folders to an index of version 2 or less: every existing message lands in its mailbox's
 /// INBOX, UIDs in received order. Runs in one transaction; a second process that migrated first
@@ -94,16 +94,6 @@ pub(super) fn folder_id(
     .optional()?)
 }
 
-/// The folder's id, or "no such folder".
-pub(super) fn existing_folder(
-    c: &Connection,
-    mailbox: &str,
-    name: &str,
-) -> Result<i64, StoreError> {
-    folder_id(c, mailbox, name)?
-        .ok_or_else(|| StoreError::index(IndexErrorKind::NotFound, format!("no folder {name:?}")))
-}
-
 /// The next modification sequence of the index.
 fn next_modseq(c: &Connection) -> Result<i64, StoreError> {
     Ok(c.query_row(
@@ -163,20 +153,6 @@ pub(super) fn folder_messages(c: &Connection, fid: i64) -> Result<Vec<FolderMess
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// The message row's seq and id for a UID of a folder.
-pub(super) fn message_at(
-    c: &Connection,
-    fid: i64,
-    uid: u32,
-) -> Result<Option<(i64, String)>, StoreError> {
-    Ok(c.query_row(
-        "SELECT seq, id FROM messages WHERE folder_id = ?1 AND uid = ?2",
-        params![fid, uid],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-    .optional()?)
-}
-
 /// Writes a message's flags with a new modification sequence.
 pub(super) fn write_flags(c: &Connection, seq: i64, flags: &Flags) -> Result<(), StoreError> {
     let modseq = next_modseq(c)?;
@@ -185,15 +161,6 @@ pub(super) fn write_flags(c: &Connection, seq: i64, flags: &Flags) -> Result<(),
         params![seq, flags.system, flags.keywords_text(), modseq],
     )?;
     Ok(())
-}
-
-/// A message's flags.
-pub(super) fn flags_of(c: &Connection, seq: i64) -> Result<Flags, StoreError> {
-    Ok(c.query_row(
-        "SELECT flags, keywords FROM messages WHERE seq = ?1",
-        [seq],
-        |r| Ok(Flags::from_parts(r.get(0)?, &r.get::<_, String>(1)?)),
-    )?)
 }
 
 /// A folder's name and special-use attribute, INBOX first then by name.
@@ -239,7 +206,7 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(v, 3);
-        let a = existing_folder(&c, "a@t.test", INBOX).unwrap();
+        let a = folder_id(&c, "a@t.test", INBOX).unwrap().unwrap();
         let uids: Vec<(u32, i64)> = folder_messages(&c, a)
             .unwrap()
             .into_iter()
@@ -247,7 +214,7 @@ mod tests {
             .collect();
         assert_eq!(uids, [(1, 10), (2, 30)], "UIDs follow the received time");
         assert_eq!(folder_uids(&c, a).unwrap().1, 3);
-        let b = existing_folder(&c, "b@t.test", INBOX).unwrap();
+        let b = folder_id(&c, "b@t.test", INBOX).unwrap().unwrap();
         assert_eq!(folder_messages(&c, b).unwrap().len(), 1);
         drop(c);
         // Opening again changes nothing.

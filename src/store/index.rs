@@ -124,8 +124,12 @@ pub fn insert_message(c: &Connection, m: &MessageRow) -> Result<(), StoreError> 
     insert_message_in(c, m, super::folders::INBOX).map(|_| ())
 }
 
-/// Inserts a message row into a folder of its mailbox (made if missing); returns its UID.
-pub fn insert_message_in(c: &Connection, m: &MessageRow, folder: &str) -> Result<u32, StoreError> {
+/// Inserts a message row into a folder of its mailbox (made if missing); returns its seq and UID.
+pub fn insert_message_in(
+    c: &Connection,
+    m: &MessageRow,
+    folder: &str,
+) -> Result<(i64, u32), StoreError> {
     c.execute(
         "INSERT INTO messages(id, mailbox, received, size, flags, blob, mailbox_key_id, wrapped_key, meta, digest)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -142,7 +146,9 @@ pub fn insert_message_in(c: &Connection, m: &MessageRow, folder: &str) -> Result
             m.digest
         ],
     )?;
-    super::folder_index::file_message(c, c.last_insert_rowid(), &m.mailbox, folder)
+    let seq = c.last_insert_rowid();
+    let uid = super::folder_index::file_message(c, seq, &m.mailbox, folder)?;
+    Ok((seq, uid))
 }
 
 /// The message already delivered to `mailbox` under a delivery tag, if any.

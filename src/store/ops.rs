@@ -5,11 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use super::audit::AuditReport;
-use super::backend::sqlite::SqliteKeyIndex;
 use super::backend::{KeyIndex, MailboxKeyRow, Shredded};
 use super::binding;
 use super::encrypted::EncryptedStore;
-use super::index;
 use super::kek::Kek;
 use super::{write_maildir_file, MailStore, StoreError};
 use crate::config::PolicyRef;
@@ -97,18 +95,19 @@ pub fn rotate_policy(
     name: &str,
     progress: &dyn Progress,
 ) -> Result<PolicyRotation, StoreError> {
-    let mut c = store.conn()?;
-    let tx = c.transaction()?;
-    let ix = SqliteKeyIndex::new(&tx);
+    let tx = store.index().write()?;
+    let ix = tx.keys();
     let old = ix.active_policy_key(name)?.ok_or_else(|| {
         StoreError::Policy(format!(
             "policy {name} has no key yet (no mailbox was stored under it)"
         ))
     })?;
-    let old_key = store.keyring.policy_key(&ix, &old, "store policy rotate")?;
+    let old_key = store
+        .keyring
+        .policy_key(&*ix, &old, "store policy rotate")?;
     let (new, new_key) = store
         .keyring
-        .create_policy_key(&ix, name, "store policy rotate")?;
+        .create_policy_key(&*ix, name, "store policy rotate")?;
     let rows = ix.mailbox_keys_under(old.id)?;
     progress.begin("re-wrapping mailbox keys", rows.len() as u64);
     for row in &rows {
@@ -122,7 +121,7 @@ pub fn rotate_policy(
     }
     ix.retire_policy_key(old.id)?;
     store.keyring.record(
-        &ix,
+        &*ix,
         "policy-rotate",
         name,
         "",
@@ -133,6 +132,7 @@ pub fn rotate_policy(
             rows.len()
         ),
     )?;
+    drop(ix);
     tx.commit()?;
     progress.finish();
     Ok(PolicyRotation {
@@ -153,9 +153,8 @@ pub fn rotate_root(
 ) -> Result<RootRotation, StoreError> {
     let load = |r: &KekRef| Kek::open(r).map_err(|e| StoreError::Policy(format!("{r}: {e}")));
     let (old_key, new_key) = (load(old)?, load(new)?);
-    let mut c = store.conn()?;
-    let tx = c.transaction()?;
-    let ix = SqliteKeyIndex::new(&tx);
+    let tx = store.index().write()?;
+    let ix = tx.keys();
     let pk = ix
         .active_policy_key(name)?
         .ok_or_else(|| StoreError::Policy(format!("policy {name} has no key yet")))?;
@@ -182,7 +181,7 @@ pub fn rotate_root(
         ))
     })?;
     store.keyring.record(
-        &ix,
+        &*ix,
         "policy-key-unwrap",
         name,
         &format!("root {old} {old_id}"),
@@ -193,12 +192,13 @@ pub fn rotate_root(
         .map_err(|e| StoreError::Policy(format!("{new}: {e}")))?;
     ix.replace_root_wrap(pk.id, &old_id, &new_id, &wrapped)?;
     store.keyring.record(
-        &ix,
+        &*ix,
         "root-rotate",
         name,
         &format!("root {new} {new_id}"),
         &format!("root key {old_id} replaced by {new_id}"),
     )?;
+    drop(ix);
     tx.commit()?;
     Ok(RootRotation {
         generation: pk.generation,
@@ -247,28 +247,30 @@ pub fn set_policy(
         ));
     }
     let mailbox = mailbox.to_ascii_lowercase();
-    let mut c = store.conn()?;
-    let tx = c.transaction()?;
-    let ix = SqliteKeyIndex::new(&tx);
+    let tx = store.index().write()?;
+    let ix = tx.keys();
     if store.configured_policy(&mailbox).is_none()
         && ix.current_mailbox_key(&mailbox)?.is_none()
-        && index::count(&tx, &mailbox)? == 0
+        && tx.messages().count(&mailbox)? == 0
     {
         return Err(StoreError::NoSuchMailbox(mailbox));
     }
     let reason = format!("store mailbox set-policy {mailbox} {policy}");
-    let (from, _, _) = move_mailbox(store, &ix, &mailbox, policy, &reason)?;
-    let plain = index::messages(&tx, &mailbox)?
+    let (from, _, _) = move_mailbox(store, &*ix, &mailbox, policy, &reason)?;
+    let plain = tx
+        .messages()
+        .messages(&mailbox)?
         .iter()
         .filter(|m| m.mailbox_key_id.is_none())
         .count() as u64;
     store.keyring.record(
-        &ix,
+        &*ix,
         "set-policy",
         policy,
         "",
         &format!("{mailbox}: {from} -> {policy}"),
     )?;
+    drop(ix);
     tx.commit()?;
     Ok(PolicyMove {
         from,
@@ -290,23 +292,24 @@ pub fn reencrypt(
         };
         let reason = format!("store reencrypt {mailbox}");
         let (mk_id, mkey, plain) = {
-            let mut c = store.conn()?;
-            let tx = c.transaction()?;
-            let ix = SqliteKeyIndex::new(&tx);
+            let tx = store.index().write()?;
+            let ix = tx.keys();
             let before = ix.current_mailbox_key(mailbox)?;
-            let plain: Vec<_> = index::messages(&tx, mailbox)?
+            let plain: Vec<_> = tx
+                .messages()
+                .messages(mailbox)?
                 .into_iter()
                 .filter(|m| m.mailbox_key_id.is_none())
                 .collect();
             let current = match &before {
-                Some(row) if row.state == "active" => Some(policy_of(&ix, row)?),
+                Some(row) if row.state == "active" => Some(policy_of(&*ix, row)?),
                 _ => None,
             };
             let aligned = current.as_deref().is_none_or(|c| c == policy.as_str());
             if aligned && plain.is_empty() {
                 continue; // nothing stored in clear, nothing under another policy
             }
-            let (from, mk_id, mkey) = match move_mailbox(store, &ix, mailbox, policy, &reason) {
+            let (from, mk_id, mkey) = match move_mailbox(store, &*ix, mailbox, policy, &reason) {
                 Ok(moved) => moved,
                 Err(
                     e @ (StoreError::Revoked { .. }
@@ -321,13 +324,14 @@ pub fn reencrypt(
             if from != *policy {
                 report.mailboxes_moved += 1;
                 store.keyring.record(
-                    &ix,
+                    &*ix,
                     "reencrypt",
                     policy,
                     "",
                     &format!("{mailbox}: {from} -> {policy}"),
                 )?;
             }
+            drop(ix);
             tx.commit()?;
             (mk_id, mkey, plain)
         };
@@ -340,7 +344,11 @@ pub fn reencrypt(
             new.received = row.received;
             new.flags = row.flags;
             store.blobs.write(&new.blob, &framed)?;
-            if let Err(e) = index::update_message_crypto(&*store.conn()?, &new) {
+            let updated = store.index().write().and_then(|tx| {
+                tx.messages().update_message_crypto(&new)?;
+                tx.commit()
+            });
+            if let Err(e) = updated {
                 let _ = store.blobs.remove(&new.blob);
                 return Err(e);
             }
@@ -352,7 +360,7 @@ pub fn reencrypt(
     }
     if report.messages_encrypted > 0 {
         // The plain metadata of the old rows must not survive in the WAL's old page images.
-        index::checkpoint(&*store.conn()?)?;
+        store.index().checkpoint()?;
     }
     Ok(report)
 }
@@ -364,9 +372,8 @@ pub fn revoke_policy(
     name: &str,
     confirm: bool,
 ) -> Result<Revocation, StoreError> {
-    let mut c = store.conn()?;
-    let tx = c.transaction()?;
-    let ix = SqliteKeyIndex::new(&tx);
+    let tx = store.index().write()?;
+    let ix = tx.keys();
     let Shredded {
         generations,
         mailbox_keys,
@@ -386,21 +393,22 @@ pub fn revoke_policy(
         return Ok(report); // dropping the transaction rolls it back
     }
     store.keyring.record(
-        &ix,
+        &*ix,
         "policy-revoke",
         name,
         "",
         &format!("{mailbox_keys} mailbox key(s) destroyed; {messages} message(s) unreadable"),
     )?;
+    drop(ix);
     tx.commit()?;
-    index::checkpoint(&c)?;
+    store.index().checkpoint()?;
     store.keyring.forget();
     Ok(report)
 }
 
 /// `store verify`: authenticates every message and looks for blobs nobody refers to.
 pub fn verify(store: &EncryptedStore, progress: &dyn Progress) -> Result<Verification, StoreError> {
-    let rows = index::all_messages(&*store.conn()?)?;
+    let rows = store.index().read()?.messages().all_messages()?;
     let mut report = Verification::default();
     // By key row and the mailbox of the rows using it: a key is checked against each mailbox.
     type Found = Result<SecretKey, (bool, String)>;
@@ -413,13 +421,15 @@ pub fn verify(store: &EncryptedStore, progress: &dyn Progress) -> Result<Verific
             Some(id) => match keys.get(&(id, row.mailbox.as_str())) {
                 Some(k) => k.clone().map(Some),
                 None => {
-                    let c = store.conn()?;
-                    let k = match store.message_key(&SqliteKeyIndex::new(&c), row, "store verify") {
+                    let tx = store.index().read()?;
+                    let k = match store.message_key(&*tx.keys(), row, "store verify") {
                         Ok(Some(k)) => Ok(k),
                         Ok(None) => Err((false, "no key".to_string())),
                         // Tampering is a failure; revoked or unavailable keys make it unreadable.
                         Err(e) => Err((matches!(e, StoreError::Integrity(_)), e.to_string())),
                     };
+                    // The audit anchor of a key unwrap is in it.
+                    tx.commit()?;
                     // A failure names its message: kept for the next rows only when it does not.
                     if !matches!(k, Err((true, _))) {
                         keys.insert((id, row.mailbox.as_str()), k.clone());
@@ -468,12 +478,11 @@ pub fn record_event(
     // share one fsync; whoever then holds the index anchors the newest of them, and the others
     // find their line covered (the anchor only moves forward).
     let written = store.keyring.append(event, policy, key, reason)?;
-    let mut c = store.conn()?;
+    let tx = store.index().write()?;
     let Some(anchor) = store.keyring.anchor_to_commit(&written) else {
         return Ok(());
     };
-    let tx = c.transaction()?;
-    SqliteKeyIndex::new(&tx).set_audit_anchor(&anchor)?;
+    tx.keys().set_audit_anchor(&anchor)?;
     tx.commit()?;
     store.keyring.anchored(&anchor);
     Ok(())
@@ -481,7 +490,7 @@ pub fn record_event(
 
 /// `store audit verify`: the hash chain, and its newest line against the index's anchor.
 pub fn verify_audit(store: &EncryptedStore) -> Result<AuditReport, StoreError> {
-    let anchor = SqliteKeyIndex::new(&*store.conn()?).audit_anchor()?;
+    let anchor = store.index().read()?.keys().audit_anchor()?;
     store.keyring.audit_log().verify(anchor.as_ref())
 }
 

@@ -9,13 +9,10 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
-use rusqlite::{params, Connection, TransactionBehavior};
-
-use super::backend::sqlite::{mailbox_key_row, SqliteKeyIndex};
-use super::backend::{KeyIndex, MailboxKeyRow};
+use super::backend::MailboxKeyRow;
 use super::binding::{self, Binding};
 use super::encrypted::EncryptedStore;
-use super::index::{self, MessageRow};
+use super::index::MessageRow;
 use super::StoreError;
 use crate::crypto::sealing::{SecretKey, WRAPPED_LEN};
 
@@ -71,13 +68,12 @@ pub(super) fn rebind(store: &EncryptedStore, keystore_dir: &Path) -> Result<Rebi
             report.failed.len()
         );
         tracing::info!("{summary}");
-        let recorded = store.keyring.record(
-            &SqliteKeyIndex::new(&*store.conn()?),
-            "rebind",
-            "",
-            "",
-            &summary,
-        );
+        let recorded = store.index().write().and_then(|tx| {
+            store
+                .keyring
+                .record(&*tx.keys(), "rebind", "", "", &summary)?;
+            tx.commit()
+        });
         if let Err(e) = recorded {
             tracing::warn!("rebind not recorded in the audit log: {e}");
         }
@@ -116,29 +112,32 @@ fn triage(report: &mut Rebinding, what: String, e: StoreError) -> Result<(), Sto
     Ok(())
 }
 
-fn legacy_messages(c: &Connection) -> Result<Vec<MessageRow>, StoreError> {
-    let mut st = c.prepare(&format!(
-        "SELECT {} FROM messages WHERE wrapped_key IS NOT NULL AND length(wrapped_key) = ?1
-         ORDER BY seq",
-        index::MESSAGE_COLUMNS
-    ))?;
-    let rows = st.query_map([WRAPPED_LEN as i64], index::message_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+fn legacy_messages(store: &EncryptedStore) -> Result<Vec<MessageRow>, StoreError> {
+    let rows = store.index().read()?.messages().all_messages()?;
+    Ok(rows
+        .into_iter()
+        .filter(|r| {
+            r.wrapped_key
+                .as_ref()
+                .is_some_and(|w| w.len() == WRAPPED_LEN)
+        })
+        .collect())
 }
 
 /// Each legacy message's content key re-wrapped and metadata re-sealed, bound to its mailbox;
 /// one transaction per mailbox key. A row whose key is another mailbox's is not touched.
 fn rebind_messages(store: &EncryptedStore, report: &mut Rebinding) -> Result<(), StoreError> {
     let mut by_key: BTreeMap<i64, Vec<MessageRow>> = BTreeMap::new();
-    for row in legacy_messages(&*store.conn()?)? {
+    for row in legacy_messages(store)? {
         if let Some(k) = row.mailbox_key_id {
             by_key.entry(k).or_default().push(row);
         }
     }
     for (key_id, rows) in by_key {
-        let mut c = store.conn()?;
+        let tx = store.index().write()?;
+        let (keys, messages) = (tx.keys(), tx.messages());
         let what = |r: &MessageRow| format!("message {} in {}", r.id, r.mailbox);
-        let Some(mk) = SqliteKeyIndex::new(&c).mailbox_key(key_id)? else {
+        let Some(mk) = keys.mailbox_key(key_id)? else {
             for r in &rows {
                 report
                     .failed
@@ -146,10 +145,7 @@ fn rebind_messages(store: &EncryptedStore, report: &mut Rebinding) -> Result<(),
             }
             continue;
         };
-        let mkey = match store
-            .keyring
-            .mailbox_key(&SqliteKeyIndex::new(&c), &mk, REASON)
-        {
+        let mkey = match store.keyring.mailbox_key(&*keys, &mk, REASON) {
             Ok(k) => k,
             Err(e) => {
                 let n = rows.len();
@@ -157,7 +153,6 @@ fn rebind_messages(store: &EncryptedStore, report: &mut Rebinding) -> Result<(),
                 continue;
             }
         };
-        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for row in &rows {
             if row.mailbox != mk.mailbox {
                 report.failed.push(format!(
@@ -176,12 +171,18 @@ fn rebind_messages(store: &EncryptedStore, report: &mut Rebinding) -> Result<(),
                 continue;
             };
             // Only if the row is still what was read (another process may have bound it).
-            let n = tx.execute(
-                "UPDATE messages SET wrapped_key = ?2, meta = ?3 WHERE seq = ?1 AND wrapped_key = ?4",
-                params![row.seq, wrapped, meta, row.wrapped_key],
-            )?;
-            report.messages += n as u64;
+            let Some(mut now) = messages.message(&row.mailbox, &row.id)? else {
+                continue;
+            };
+            if now.seq != row.seq || now.wrapped_key != row.wrapped_key {
+                continue;
+            }
+            now.wrapped_key = Some(wrapped);
+            now.meta = meta;
+            messages.update_message_crypto(&now)?;
+            report.messages += 1;
         }
+        drop((keys, messages));
         tx.commit()?;
     }
     Ok(())
@@ -204,16 +205,18 @@ fn rebound(mkey: &SecretKey, row: &MessageRow) -> Option<(Vec<u8>, Vec<u8>)> {
 /// Each active mailbox key with a legacy wrap re-wrapped under its policy key, bound to its
 /// mailbox.
 fn rebind_mailbox_keys(store: &EncryptedStore, report: &mut Rebinding) -> Result<(), StoreError> {
-    let c = store.conn()?;
-    let ix = SqliteKeyIndex::new(&c);
-    let rows: Vec<MailboxKeyRow> = {
-        let mut st = c.prepare(
-            "SELECT id, mailbox, policy_key_id, wrapped, state FROM mailbox_keys
-             WHERE state = 'active' AND length(wrapped) = ?1 ORDER BY id",
-        )?;
-        let rows = st.query_map([WRAPPED_LEN as i64], mailbox_key_row)?;
-        rows.collect::<Result<_, _>>()?
-    };
+    let tx = store.index().write()?;
+    let ix = tx.keys();
+    // A mailbox has one active key, its newest: the keys before it were revoked.
+    let mut rows: Vec<MailboxKeyRow> = Vec::new();
+    for mailbox in tx.messages().mailboxes()? {
+        if let Some(row) = ix.current_mailbox_key(&mailbox)? {
+            if row.state == "active" && row.wrapped.as_ref().map(Vec::len) == Some(WRAPPED_LEN) {
+                rows.push(row);
+            }
+        }
+    }
+    rows.sort_by_key(|r| r.id);
     for row in rows {
         let what = format!("the key of mailbox {}", row.mailbox);
         let (Some(pk_id), Some(wrapped)) = (row.policy_key_id, row.wrapped.as_deref()) else {
@@ -225,7 +228,7 @@ fn rebind_mailbox_keys(store: &EncryptedStore, report: &mut Rebinding) -> Result
                 .push(format!("{what}: its policy key is missing"));
             continue;
         };
-        let pkey = match store.keyring.policy_key(&ix, &pk, REASON) {
+        let pkey = match store.keyring.policy_key(&*ix, &pk, REASON) {
             Ok(k) => k,
             Err(e) => {
                 triage(report, what, e)?;
@@ -240,13 +243,11 @@ fn rebind_mailbox_keys(store: &EncryptedStore, report: &mut Rebinding) -> Result
             continue;
         };
         let bound = binding::wrap_mailbox_key(&pkey, &row.mailbox, &key)?;
-        let n = c.execute(
-            "UPDATE mailbox_keys SET wrapped = ?2 WHERE id = ?1 AND wrapped = ?3",
-            params![row.id, bound, wrapped],
-        )?;
-        report.mailbox_keys += n as u64;
+        ix.rewrap_mailbox_key(row.id, pk_id, &bound)?;
+        report.mailbox_keys += 1;
     }
-    Ok(())
+    drop(ix);
+    tx.commit()
 }
 
 /// Writes the marker durably (mode 0600, fsynced with its directory); one already there is kept.

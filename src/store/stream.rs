@@ -3,19 +3,21 @@
 //! is sent from a blob that fails; [`MessageChunks`] then opens it again 64 KiB at a time, and
 //! authenticates every piece before giving it out. Nothing decrypted is written anywhere.
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, SeekFrom};
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use super::blobs::{self, HEADER_LEN};
+use super::blobs::{self, BlobRead, BlobStore, HEADER_LEN};
 use super::encrypted::{integrity, BlobBody, EncryptedStore};
 use super::index::MessageRow;
 use super::StoreError;
 use crate::crypto::sealing::{ChunkOpener, SecretKey, CHUNK_SIZE};
 
 /// A message that can be read piece by piece: where its blob is and how it opens. It holds no
-/// open file and no plaintext.
+/// open blob and no plaintext.
 pub struct MessageSource {
+    blobs: Arc<dyn BlobStore>,
+    blob: String,
     path: PathBuf,
     body: Body,
     size: u64,
@@ -72,15 +74,10 @@ impl MessageSource {
     /// authenticated piece after another. Chunks before the range are not read.
     pub fn range(&self, skip: u64, len: u64) -> Result<MessageChunks, StoreError> {
         let skip = skip.min(self.size);
-        let mut file = match File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(self.failed("its blob is missing (expunged meanwhile?)"))
-            }
-            Err(e) => return Err(StoreError::io(&self.path, e)),
+        let Some((mut file, sealed)) = self.blobs.open(&self.blob)? else {
+            return Err(self.failed("its blob is missing (expunged meanwhile?)"));
         };
         let io = |e| StoreError::io(&self.path, e);
-        let sealed = file.metadata().map_err(io)?.len();
         let sealed = sealed
             .checked_sub(HEADER_LEN as u64)
             .ok_or_else(|| self.failed("its blob is truncated"))?;
@@ -136,7 +133,7 @@ enum State {
 
 /// The pieces of a range of one message's plaintext, read from its open blob.
 pub struct MessageChunks {
-    file: File,
+    file: Box<dyn BlobRead>,
     state: State,
     buf: Vec<u8>,
     /// Bytes at the front of the next piece before the range.
@@ -245,7 +242,7 @@ impl MessageChunks {
 }
 
 /// Reads until `buf` is full or the file ends; the number of bytes read.
-fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+fn read_full(file: &mut dyn BlobRead, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match file.read(&mut buf[n..])? {
@@ -270,13 +267,13 @@ impl EncryptedStore {
         row: &MessageRow,
         mkey: Option<&SecretKey>,
     ) -> Result<MessageSource, StoreError> {
-        let path = self.blobs.path(&row.blob)?;
+        let path = self.blobs.location(&row.blob);
+        let Some((mut blob, _)) = self.blobs.open(&row.blob)? else {
+            return Err(integrity(row, "its blob is missing"));
+        };
         let mut header = [0u8; HEADER_LEN];
-        match File::open(&path).and_then(|mut f| f.read_exact(&mut header)) {
+        match blob.read_exact(&mut header) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(integrity(row, "its blob is missing"))
-            }
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 return Err(integrity(row, "its blob is truncated"))
             }
@@ -287,6 +284,8 @@ impl EncryptedStore {
             BlobBody::Plain { digest } => Body::Plain { digest },
         };
         Ok(MessageSource {
+            blobs: self.blobs.clone(),
+            blob: row.blob.clone(),
             path,
             body,
             size: row.size.max(0) as u64,

@@ -262,6 +262,21 @@ impl Cluster {
         run(psql, &format!("psql {sql}"))
     }
 
+    /// `pg_dump` of a database (plain SQL; `bytea` values appear in hex).
+    pub fn dump(&self, database: &str) -> Vec<u8> {
+        let mut dump = as_postgres("pg_dump");
+        dump.arg("-h")
+            .arg(&self.dir)
+            .args(["-p", &self.port.to_string(), "-d", database]);
+        let out = dump.stdin(Stdio::null()).output().unwrap();
+        assert!(
+            out.status.success(),
+            "pg_dump: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
     /// A new, empty database; its name.
     pub fn create_database(&self) -> String {
         let n = self.databases.fetch_add(1, Ordering::SeqCst);

@@ -1,12 +1,22 @@
 //! Storage backends of the mailbox store. The key hierarchy (root keys → policy keys → mailbox
-//! keys) is kept in a [`KeyIndex`]; [`sqlite::SqliteKeyIndex`] keeps it in the store's SQLite
-//! index, [`postgres::PgKeyIndex`] in a PostgreSQL database shared by several nodes. Every
-//! backend must pass `tests/key_index_suite.rs`.
+//! keys) is kept in a [`KeyIndex`], the message rows, delivery tags and folders in a
+//! [`MessageIndex`], both views of one [`IndexTransaction`] of an [`IndexBackend`]: the store's
+//! SQLite index ([`sqlite`]) or a PostgreSQL database shared by several nodes ([`postgres`]).
+//! Every backend must pass `tests/key_index_suite.rs` and `tests/message_index_suite.rs`.
 
+pub mod pg_blobs;
+pub mod pg_copy;
+pub mod pg_messages;
 pub mod postgres;
 pub mod sqlite;
+pub mod sqlite_index;
+
+use std::sync::Arc;
 
 use super::audit::Anchor;
+use super::blobs::{BlobStore, Blobs};
+use super::folders::{Flags, FolderMessage};
+use super::index::MessageRow;
 use super::StoreError;
 
 /// A policy key generation.
@@ -117,6 +127,11 @@ pub trait KeyIndex {
     /// Crypto-shreds a policy: destroys every wrap of its policy keys and of the active mailbox
     /// keys under them, and marks them revoked. Revoking again destroys nothing more.
     fn revoke_policy(&self, policy: &str) -> Result<Shredded, StoreError>;
+    /// Makes the caller's transaction the only one creating policy or mailbox keys until it
+    /// ends, so that nodes delivering the first message of a mailbox at once create one key, not
+    /// one each: the caller reads the current keys again after it. A backend whose write
+    /// transactions already exclude each other (SQLite's) does nothing.
+    fn lock_key_creation(&self) -> Result<(), StoreError>;
     /// The audit log's newest line as last anchored, if any.
     fn audit_anchor(&self) -> Result<Option<Anchor>, StoreError>;
     /// Anchors the audit log's newest line (in the caller's transaction, with the change it
@@ -124,4 +139,162 @@ pub trait KeyIndex {
     /// appends whose transactions commit in the other order) leaves the newer one in place, so
     /// the index never stops covering lines it once covered.
     fn set_audit_anchor(&self, anchor: &Anchor) -> Result<(), StoreError>;
+}
+
+/// Where a new message row was filed: its row number (`MessageRow::seq`) and its UID in the
+/// folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Filed {
+    pub seq: i64,
+    pub uid: u32,
+}
+
+/// A message of a folder found by UID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub seq: i64,
+    pub id: String,
+    pub received: i64,
+    pub flags: Flags,
+}
+
+/// The message rows of the store: the rows themselves (blob name, wrapped content key, sealed
+/// metadata), the delivery tags that make a delivery happen once, and the IMAP view of them
+/// (folders, UIDVALIDITY and UIDNEXT, UIDs, flags, modification sequences). Like [`KeyIndex`],
+/// a value is a view of one connection or transaction, and transaction control stays with the
+/// caller.
+///
+/// Invariants callers rely on (checked by `tests/message_index_suite.rs`):
+/// - a folder's UIDs strictly increase in the order the transactions filing them commit, even
+///   when several nodes file into one folder at once, and are never reused; UIDNEXT is above
+///   every UID given;
+/// - a folder's UIDVALIDITY is never given again to a folder of the same mailbox;
+/// - every change of a message's flags or folder gives it a modification sequence above every
+///   one given before in its mailbox;
+/// - a delivery tag is recorded at most once per mailbox: [`MessageIndex::insert_delivery`] of a
+///   tag another transaction holds waits for it and answers with that delivery's message id.
+pub trait MessageIndex {
+    /// Inserts a message row and files it into a folder of its mailbox (made if missing).
+    fn insert_message(&self, m: &MessageRow, folder: &str) -> Result<Filed, StoreError>;
+    /// Replaces a message's blob and crypto fields (`seq` names the row).
+    fn update_message_crypto(&self, m: &MessageRow) -> Result<(), StoreError>;
+    /// A mailbox's messages, oldest first.
+    fn messages(&self, mailbox: &str) -> Result<Vec<MessageRow>, StoreError>;
+    /// Every message, in delivery order.
+    fn all_messages(&self) -> Result<Vec<MessageRow>, StoreError>;
+    /// A message of a mailbox by id.
+    fn message(&self, mailbox: &str, id: &str) -> Result<Option<MessageRow>, StoreError>;
+    /// How many messages a mailbox has.
+    fn count(&self, mailbox: &str) -> Result<usize, StoreError>;
+    /// Every mailbox the index knows (with messages or keys), sorted.
+    fn mailboxes(&self) -> Result<Vec<String>, StoreError>;
+
+    /// The message already delivered to `mailbox` under a delivery tag, if any.
+    fn delivered(&self, mailbox: &str, tag: &[u8]) -> Result<Option<String>, StoreError>;
+    /// Records that a delivery tag produced `message_id`, unless another delivery holds the tag:
+    /// then nothing is recorded and its message id is returned (the caller rolls back).
+    fn insert_delivery(
+        &self,
+        mailbox: &str,
+        tag: &[u8],
+        message_id: &str,
+    ) -> Result<Option<String>, StoreError>;
+    /// Forgets delivery tags recorded before `before` (seconds since the epoch); returns how many.
+    fn prune_deliveries(&self, before: i64) -> Result<u64, StoreError>;
+
+    /// The folder's id, made if missing (with a UIDVALIDITY above any the mailbox was given).
+    fn ensure_folder(
+        &self,
+        mailbox: &str,
+        name: &str,
+        special: Option<&str>,
+    ) -> Result<i64, StoreError>;
+    /// A folder's id.
+    fn folder_id(&self, mailbox: &str, name: &str) -> Result<Option<i64>, StoreError>;
+    /// A mailbox's folders (name, special-use attribute), INBOX first then by name.
+    fn folder_list(&self, mailbox: &str) -> Result<Vec<(String, Option<String>)>, StoreError>;
+    /// Renames a folder and the folders under it (`from/…`).
+    fn rename_folder(&self, mailbox: &str, from: &str, to: &str) -> Result<(), StoreError>;
+    /// Deletes a folder with its messages; returns the blob names of the messages.
+    fn delete_folder(&self, folder_id: i64) -> Result<Vec<String>, StoreError>;
+    /// (UIDVALIDITY, UIDNEXT) of a folder.
+    fn folder_uids(&self, folder_id: i64) -> Result<(u32, u32), StoreError>;
+    /// The messages of a folder, ascending UID.
+    fn folder_messages(&self, folder_id: i64) -> Result<Vec<FolderMessage>, StoreError>;
+    /// The message at a UID of a folder.
+    fn message_at(&self, folder_id: i64, uid: u32) -> Result<Option<Located>, StoreError>;
+    /// Writes a message's flags with a new modification sequence.
+    fn write_flags(&self, seq: i64, flags: &Flags) -> Result<(), StoreError>;
+    /// Moves a message into a folder of its mailbox under the folder's next UID; returns the UID.
+    fn file_message(&self, seq: i64, mailbox: &str, folder: &str) -> Result<u32, StoreError>;
+    /// Removes the messages of a folder flagged \Deleted (only the one at `uid` when given);
+    /// returns their UIDs and blob names.
+    fn expunge(&self, folder_id: i64, uid: Option<u32>) -> Result<Vec<(u32, String)>, StoreError>;
+}
+
+/// One transaction of an index backend: the key index and the message index inside it, so that
+/// a delivery records its key, row and tag atomically. Dropped without [`commit`], it rolls
+/// back.
+///
+/// [`commit`]: IndexTransaction::commit
+pub trait IndexTransaction {
+    fn keys(&self) -> Box<dyn KeyIndex + '_>;
+    fn messages(&self) -> Box<dyn MessageIndex + '_>;
+    /// Commits; the changes are durable once this returns `Ok`.
+    fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// Where the index lives: the store's SQLite file ([`sqlite::SqliteIndex`]) or a PostgreSQL
+/// database shared by several nodes ([`pg_messages::PgIndex`]).
+pub trait IndexBackend: Send + Sync {
+    /// A transaction that writes (SQLite takes its write lock at once).
+    fn write(&self) -> Result<Box<dyn IndexTransaction + '_>, StoreError>;
+    /// A transaction that reads rows. Unwrapping a key records an audit line whose anchor is
+    /// written in the transaction given to the keyring: commit a read transaction that did.
+    fn read(&self) -> Result<Box<dyn IndexTransaction + '_>, StoreError>;
+    /// Makes destroyed rows unrecoverable from the backend's own files where it keeps old page
+    /// images (SQLite's WAL); nothing to do where the server manages that.
+    fn checkpoint(&self) -> Result<(), StoreError>;
+}
+
+/// A store's index and blobs, as [`open`] gives them.
+pub type Backends = (Box<dyn IndexBackend>, Arc<dyn BlobStore>);
+
+/// The index and blob store `[storage]` names for the store of `config`: the SQLite index and
+/// blob files under `<data_dir>/store`, or the PostgreSQL database (connected, its schema
+/// migrated), shared with the other nodes, where this node anchors its audit log under its node
+/// id (`[storage] node_id`, or the one kept in `<data_dir>/node-id`). The one place that looks at
+/// the backend.
+pub fn open(config: &crate::config::Config) -> Result<Backends, StoreError> {
+    use crate::config::StorageSettings;
+    let dir = config.data_dir.join("store");
+    match &config.storage {
+        StorageSettings::Embedded => Ok((
+            Box::new(sqlite_index::SqliteIndex::open(&dir.join("index.sqlite"))?),
+            Arc::new(Blobs::new(&dir)),
+        )),
+        StorageSettings::Postgres(pg) => {
+            let node = node_id(config, pg)?;
+            let db = crate::pg::Database::open(pg)?;
+            Ok((
+                Box::new(pg_messages::PgIndex::new(db.clone(), &node)),
+                Arc::new(pg_blobs::PgBlobs::new(db)),
+            ))
+        }
+    }
+}
+
+/// This node's id in the database: `[storage] node_id`, or the one kept in `<data_dir>/node-id`
+/// (made on first use).
+pub fn node_id(
+    config: &crate::config::Config,
+    pg: &crate::pg::PgSettings,
+) -> Result<String, StoreError> {
+    match &pg.node_id {
+        Some(node) => Ok(node.clone()),
+        None => {
+            let path = config.data_dir.join("node-id");
+            crate::pg::node_id_file(&path).map_err(|e| StoreError::io(&path, e))
+        }
+    }
 }

@@ -43,16 +43,26 @@ impl From<DbError> for StoreError {
 pub struct PgTransaction {
     db: Arc<Database>,
     client: Option<Client>,
+    /// The node whose audit log the key index anchors.
+    node: Arc<str>,
 }
 
 impl PgTransaction {
-    /// Takes a connection from the pool and begins a transaction on it.
+    /// Takes a connection from the pool and begins a transaction on it; audit anchors are those
+    /// of the unnamed node.
     pub fn begin(db: &Arc<Database>) -> Result<PgTransaction, StoreError> {
+        Self::begin_on(db, Arc::from(""))
+    }
+
+    /// Begins a transaction of node `node`: its key index anchors that node's audit log (each
+    /// node keeps its own log file).
+    pub fn begin_on(db: &Arc<Database>, node: Arc<str>) -> Result<PgTransaction, StoreError> {
         let client = db.connection()?;
         db.block_on(async { Ok(client.batch_execute("BEGIN").await?) })?;
         Ok(PgTransaction {
             db: db.clone(),
             client: Some(client),
+            node,
         })
     }
 
@@ -80,7 +90,7 @@ impl PgTransaction {
     }
 
     /// The rows of one statement.
-    fn query(
+    pub(super) fn query(
         &self,
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
@@ -92,7 +102,7 @@ impl PgTransaction {
     }
 
     /// The rows one statement changed.
-    fn execute(
+    pub(super) fn execute(
         &self,
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
@@ -146,6 +156,14 @@ fn mailbox_key_row(r: &Row) -> MailboxKeyRow {
 }
 
 impl KeyIndex for PgKeyIndex<'_> {
+    fn lock_key_creation(&self) -> Result<(), StoreError> {
+        self.tx.query(
+            "SELECT pg_advisory_xact_lock(hashtextextended('sealpost key creation', 0))",
+            &[],
+        )?;
+        Ok(())
+    }
+
     fn active_policy_key(&self, policy: &str) -> Result<Option<PolicyKeyRow>, StoreError> {
         let rows = self.tx.query(
             "SELECT id, policy, generation, state FROM policy_key
@@ -340,9 +358,10 @@ impl KeyIndex for PgKeyIndex<'_> {
     }
 
     fn audit_anchor(&self) -> Result<Option<Anchor>, StoreError> {
-        let rows = self
-            .tx
-            .query("SELECT seq, hash FROM audit_anchor WHERE id = 1", &[])?;
+        let rows = self.tx.query(
+            "SELECT seq, hash FROM audit_anchor WHERE node = $1",
+            &[&&*self.tx.node],
+        )?;
         Ok(rows.first().map(|r| Anchor {
             seq: r.get::<_, i64>(0) as u64,
             hash: r.get(1),
@@ -351,10 +370,10 @@ impl KeyIndex for PgKeyIndex<'_> {
 
     fn set_audit_anchor(&self, a: &Anchor) -> Result<(), StoreError> {
         self.tx.execute(
-            "INSERT INTO audit_anchor (id, seq, hash) VALUES (1, $1, $2)
-             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash
+            "INSERT INTO audit_anchor (node, seq, hash) VALUES ($1, $2, $3)
+             ON CONFLICT (node) DO UPDATE SET seq = excluded.seq, hash = excluded.hash
              WHERE excluded.seq > audit_anchor.seq",
-            &[&(a.seq as i64), &a.hash],
+            &[&&*self.tx.node, &(a.seq as i64), &a.hash],
         )?;
         Ok(())
     }

@@ -68,6 +68,11 @@ pub(in crate::store) fn mailbox_key_row(r: &Row<'_>) -> rusqlite::Result<Mailbox
 }
 
 impl KeyIndex for SqliteKeyIndex<'_> {
+    /// The store writes keys in `BEGIN IMMEDIATE` transactions, which exclude each other.
+    fn lock_key_creation(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     fn active_policy_key(&self, policy: &str) -> Result<Option<PolicyKeyRow>, StoreError> {
         Ok(self
             .c

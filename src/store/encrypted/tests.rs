@@ -1,6 +1,12 @@
 //! Unit tests of `EncryptedStore`: concurrency, no downgrade, delivery keys.
 
 use super::*;
+use crate::store::backend::sqlite::SqliteKeyIndex;
+
+/// A second connection to a store's SQLite index, for looking at or altering rows directly.
+fn conn(store: &EncryptedStore) -> rusqlite::Connection {
+    index::open(&store.dir().join("index.sqlite")).unwrap()
+}
 
 fn config(dir: &Path, plain_policy: &str) -> Config {
     let keys = dir.join("keys");
@@ -55,7 +61,7 @@ fn concurrent_deliveries_share_one_policy_key() {
     assert_eq!(store.list("b@t.test").unwrap().len(), 10);
     let audit = std::fs::read_to_string(store.audit_path()).unwrap();
     assert_eq!(audit.matches("policy-key-create").count(), 1, "{audit}");
-    let keys = SqliteKeyIndex::new(&store.conn().unwrap())
+    let keys = SqliteKeyIndex::new(&conn(&store))
         .current_mailbox_key("b@t.test")
         .unwrap();
     assert!(keys.is_some_and(|k| k.state == "active"));
@@ -74,7 +80,7 @@ fn delivery_never_downgrades_an_encrypted_mailbox() {
     let id = store
         .deliver("c@t.test", b"Subject: two\r\n\r\nx\r\n")
         .unwrap();
-    let row = index::message(&store.conn().unwrap(), "c@t.test", &id)
+    let row = index::message(&conn(&store), "c@t.test", &id)
         .unwrap()
         .unwrap();
     assert!(row.mailbox_key_id.is_some() && row.digest.is_none());
@@ -143,16 +149,16 @@ fn delivery_keys_survive_reopening_and_are_not_kept_in_clear() {
     );
     // The encrypted mailbox's tag is keyed: not the plain hash the plain mailbox gets.
     let plain = delivery_tag(None, a_key);
-    assert!(index::delivered(&store.conn().unwrap(), "a@t.test", &plain)
+    assert!(index::delivered(&conn(&store), "a@t.test", &plain)
         .unwrap()
         .is_none());
     let c_tag = delivery_tag(None, c_key);
-    assert!(index::delivered(&store.conn().unwrap(), "c@t.test", &c_tag)
+    assert!(index::delivered(&conn(&store), "c@t.test", &c_tag)
         .unwrap()
         .is_some());
     // Tags older than DELIVERY_TAG_DAYS are forgotten when the store opens.
     let old = index::now() - index::DELIVERY_TAG_DAYS * 86_400 - 60;
-    let n = store.conn().unwrap().execute(
+    let n = conn(&store).execute(
         "UPDATE deliveries SET created = ?1 WHERE mailbox = 'a@t.test'",
         [old],
     );
@@ -171,21 +177,21 @@ fn new_messages_are_written_in_the_bound_form() {
     let id = store
         .deliver("a@t.test", b"Subject: s\r\n\r\nx\r\n")
         .unwrap();
-    let row = index::message(&store.conn().unwrap(), "a@t.test", &id)
+    let row = index::message(&conn(&store), "a@t.test", &id)
         .unwrap()
         .unwrap();
     let wrapped = row.wrapped_key.as_deref().unwrap();
     assert_eq!((wrapped.len(), wrapped[0]), (41, 2));
-    let key = SqliteKeyIndex::new(&store.conn().unwrap())
+    let key = SqliteKeyIndex::new(&conn(&store))
         .mailbox_key(row.mailbox_key_id.unwrap())
         .unwrap()
         .unwrap();
     assert_eq!(key.wrapped.map(|w| (w.len(), w[0])), Some((41, 2)));
-    let blob = store.blobs.read(&row.blob).unwrap();
+    let blob = store.blobs.read(&row.blob).unwrap().unwrap();
     assert_eq!(blobs::kind(&blob), Some(BlobKind::MailboxBound));
     // The chunks bind the mailbox: opened with a content key, the id alone does not do.
     let mkey = store
-        .message_key(&SqliteKeyIndex::new(&store.conn().unwrap()), &row, "test")
+        .message_key(&SqliteKeyIndex::new(&conn(&store)), &row, "test")
         .unwrap()
         .unwrap();
     let (content, _) = binding::unwrap_content_key(&mkey, "a@t.test", &id, wrapped, false).unwrap();
@@ -239,10 +245,10 @@ fn message_sources_give_every_range_and_refuse_altered_blobs() {
     }
     // Alter one byte of the encrypted blob in its third chunk, then cut it short.
     let id = store.deliver("a@t.test", &msg).unwrap();
-    let row = index::message(&store.conn().unwrap(), "a@t.test", &id)
+    let row = index::message(&conn(&store), "a@t.test", &id)
         .unwrap()
         .unwrap();
-    let path = store.blobs.path(&row.blob).unwrap();
+    let path = Blobs::new(store.dir()).path(&row.blob).unwrap();
     let good = std::fs::read(&path).unwrap();
     let mut bad = good.clone();
     bad[HEADER_LEN + 2 * (CHUNK_SIZE + 16) + 9] ^= 1;
@@ -258,14 +264,34 @@ fn message_sources_give_every_range_and_refuse_altered_blobs() {
     assert!(e.contains("chunk 1") || e.contains("truncated"), "{e}");
     // A plain blob altered anywhere fails its checksum, whatever range is asked for.
     let id = store.deliver("c@t.test", &msg).unwrap();
-    let row = index::message(&store.conn().unwrap(), "c@t.test", &id)
+    let row = index::message(&conn(&store), "c@t.test", &id)
         .unwrap()
         .unwrap();
-    let path = store.blobs.path(&row.blob).unwrap();
+    let path = Blobs::new(store.dir()).path(&row.blob).unwrap();
     let mut bad = std::fs::read(&path).unwrap();
     *bad.last_mut().unwrap() ^= 1;
     std::fs::write(&path, &bad).unwrap();
     let source = store.source_of("c@t.test", &id).unwrap();
     let e = source.verify_range(0, 10).unwrap_err().to_string();
     assert!(e.contains("checksum"), "{e}");
+}
+
+#[test]
+fn key_unwraps_made_to_list_or_read_are_anchored() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || EncryptedStore::open(&config(dir.path(), "none"), "test").unwrap();
+    let id = open()
+        .deliver("a@t.test", b"Subject: s\r\n\r\nx\r\n")
+        .unwrap();
+    // A fresh store unwraps the policy key again, once to list and once to read.
+    assert_eq!(open().list("a@t.test").unwrap().len(), 1);
+    open().read("a@t.test", &id).unwrap();
+    let store = open();
+    let audit = std::fs::read_to_string(store.audit_path()).unwrap();
+    assert!(
+        audit.contains("list a@t.test") && audit.contains(&format!("read a@t.test {id}")),
+        "{audit}"
+    );
+    let report = crate::store::ops::verify_audit(&store).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
