@@ -59,12 +59,12 @@ pub struct Trigger {
 pub const MIN_CLOSED: usize = 500;
 
 impl Trigger {
-    /// Takes this tick's count of open sessions; true when memory should be released now: at
-    /// least `MIN_CLOSED` sessions and half of the peak have closed, and the count has settled
-    /// (it moved by at most 16 or a sixteenth since the last tick: no burst of connections
-    /// opening or closing is under way).
-    pub fn observe(&mut self, open: usize) -> bool {
-        self.peak = self.peak.max(open);
+    /// Takes this tick's count of open sessions and the most that were open at once since the
+    /// last tick; true when memory should be released now: at least `MIN_CLOSED` sessions and
+    /// half of the peak have closed, and the count has settled (it moved by at most 16 or a
+    /// sixteenth since the last tick: no burst of connections opening or closing is under way).
+    pub fn observe(&mut self, open: usize, peak: usize) -> bool {
+        self.peak = self.peak.max(peak).max(open);
         let settled = open.abs_diff(self.last) <= (self.last / 16).max(16);
         self.last = open;
         let closed = self.peak - open;
@@ -93,7 +93,7 @@ pub async fn housekeeping(limits: Arc<ConnectionLimits>, mut shutdown: watch::Re
             _ = shutdown.changed() => if *shutdown.borrow() { return },
         }
         let open = limits.open();
-        if !trigger.observe(open) {
+        if !trigger.observe(open, limits.take_peak()) {
             continue;
         }
         let released = tokio::task::spawn_blocking(move || {
@@ -123,32 +123,49 @@ mod tests {
     #[test]
     fn releases_once_half_the_peak_closed_and_the_count_stopped_falling() {
         let mut t = Trigger::default();
-        assert!(!t.observe(0));
-        assert!(!t.observe(4000), "rising");
-        assert!(!t.observe(10_000), "rising");
-        assert!(!t.observe(6000), "still falling, and above half the peak");
-        assert!(!t.observe(3000), "falling");
-        assert!(t.observe(3000), "settled at under half the peak");
-        assert!(!t.observe(3000), "released already; the peak is now 3000");
-        assert!(!t.observe(2800), "200 closed: not worth a release");
-        assert!(!t.observe(2800), "still only 200 below the new peak");
+        assert!(!t.observe(0, 0));
+        assert!(!t.observe(4000, 4000), "rising");
+        assert!(!t.observe(10_000, 10_000), "rising");
+        assert!(
+            !t.observe(6000, 6000),
+            "still falling, and above half the peak"
+        );
+        assert!(!t.observe(3000, 3000), "falling");
+        assert!(t.observe(3000, 3000), "settled at under half the peak");
+        assert!(
+            !t.observe(3000, 3000),
+            "released already; the peak is now 3000"
+        );
+        assert!(!t.observe(2800, 2800), "200 closed: not worth a release");
+        assert!(!t.observe(2800, 2800), "still only 200 below the new peak");
     }
 
     #[test]
     fn a_small_server_never_releases() {
         let mut t = Trigger::default();
         for open in [0, 300, 450, 10, 0, 0, 499, 0, 0] {
-            assert!(!t.observe(open), "{open}");
+            assert!(!t.observe(open, open), "{open}");
         }
     }
 
     #[test]
     fn a_count_still_moving_waits_and_a_hovering_one_does_not() {
         let mut t = Trigger::default();
-        assert!(!t.observe(2000));
-        assert!(!t.observe(100));
-        assert!(!t.observe(400), "rising again since the last tick");
-        assert!(t.observe(390), "hovering counts as settled");
+        assert!(!t.observe(2000, 2000));
+        assert!(!t.observe(100, 100));
+        assert!(!t.observe(400, 400), "rising again since the last tick");
+        assert!(t.observe(390, 390), "hovering counts as settled");
+    }
+
+    #[test]
+    fn a_peak_between_two_ticks_counts() {
+        let mut t = Trigger::default();
+        assert!(!t.observe(0, 0));
+        assert!(
+            t.observe(0, 3000),
+            "3000 opened and closed between two ticks"
+        );
+        assert!(!t.observe(0, 0));
     }
 
     #[test]
