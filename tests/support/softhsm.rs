@@ -4,9 +4,9 @@
 //! SoftHSM2's file store is not safe for processes writing one token at once (its integrity
 //! check then fails and the token is not found), so each test holds the token for its whole run.
 
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::ops::Deref;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
