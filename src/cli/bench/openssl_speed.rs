@@ -18,9 +18,13 @@ pub fn rsa2048(seconds: u32) -> Option<(f64, f64)> {
 }
 
 /// Bytes per second of `cipher` (e.g. "aes-256-cbc") encrypting 16384-byte blocks, from
-/// `openssl speed -seconds SECONDS -evp CIPHER`.
+/// `openssl speed -seconds SECONDS -bytes 16384 -evp CIPHER` (that block size alone).
 pub fn evp_bytes_per_s(cipher: &str, seconds: u32) -> Option<f64> {
-    let text = run(&["speed", "-seconds", &seconds.to_string(), "-evp", cipher])?;
+    let seconds = seconds.to_string();
+    let args = [
+        "speed", "-seconds", &seconds, "-bytes", "16384", "-evp", cipher,
+    ];
+    let text = run(&args)?;
     evp_line(&text, cipher)
 }
 
@@ -59,5 +63,7 @@ mod tests {
             AES-256-GCM      34357.30k   133671.02k   485755.73k  1320926.92k  3658920.66k  3447485.37k\n";
         assert_eq!(evp_line(text, "aes-256-gcm"), Some(3_447_485_370.0));
         assert_eq!(evp_line(text, "aes-256-cbc"), None);
+        let one_size = "type          16384 bytes\nAES-256-CBC    1203321.96k\n";
+        assert_eq!(evp_line(one_size, "aes-256-cbc"), Some(1_203_321_960.0));
     }
 }
