@@ -84,7 +84,7 @@ fn memory_of_closed_idle_sessions_goes_back_to_the_system() {
         .stderr(std::fs::File::create(&log).unwrap());
     let server = ServeProcess::spawn(command, port);
     let pid = server.child.id();
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(1500));
     let before = rss_kib(pid);
 
     let sessions: Vec<_> = (0..SESSIONS).map(|i| idle_session(i, port)).collect();
@@ -97,10 +97,11 @@ fn memory_of_closed_idle_sessions_goes_back_to_the_system() {
     );
     drop(sessions);
 
-    // Back within a quarter of what the sessions took, within 12 s (the housekeeping looks every
-    // 2 s and waits for the count of sessions to settle).
+    // Back within half of what the sessions took, within 12 s (the housekeeping looks every 2 s
+    // and waits for the count of sessions to settle). Without the release the RSS stays where
+    // it was with the sessions open; with it, it comes back to within about 1 MiB of before.
     let deadline = Instant::now() + Duration::from_secs(12);
-    let bound = before + grown / 4;
+    let bound = before + grown / 2;
     let mut now = rss_kib(pid);
     while now > bound && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(250));
@@ -112,8 +113,13 @@ fn memory_of_closed_idle_sessions_goes_back_to_the_system() {
         "RSS {before} KiB before, {idle} KiB with {SESSIONS} idle sessions, still {now} KiB 12 s \
          after they closed (bound {bound} KiB)\n{text}"
     );
-    assert!(
-        text.contains("freed memory handed back to the system"),
-        "no debug line about the release:\n{text}"
-    );
+    // The line is written once the release returned, a moment after the RSS fell.
+    let logged = |t: &str| t.contains("freed memory handed back to the system");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut text = text;
+    while !logged(&text) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        text = std::fs::read_to_string(&log).unwrap();
+    }
+    assert!(logged(&text), "no debug line about the release:\n{text}");
 }
