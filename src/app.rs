@@ -216,6 +216,10 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         wake.clone(),
         shutdown_rx.clone(),
     ));
+    tasks.spawn(crate::memory::housekeeping(
+        limits.clone(),
+        shutdown_rx.clone(),
+    ));
     tasks.spawn(runner.run(shutdown_rx));
     Ok(Server {
         addrs,

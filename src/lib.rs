@@ -15,6 +15,7 @@ pub mod keys;
 pub mod licensing;
 pub mod live;
 pub mod mail;
+pub mod memory;
 pub mod net;
 pub mod pg;
 pub mod queue;

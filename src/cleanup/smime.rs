@@ -5,20 +5,23 @@ use std::time::SystemTime;
 
 use super::apply::{Smime, SmimeFailure};
 use crate::crypto::smime::{
-    encrypt_message, find_certificate, is_encrypted, ContentAlgorithm, KeyTransport, SmimeError,
+    encrypt_message, is_encrypted, CertificateCache, ContentAlgorithm, KeyTransport, SmimeError,
     SmimeOptions,
 };
 use crate::rules::{self, SmimeEncrypt};
 
 /// Encrypts with the certificates found in one directory (`<address>.crt`, or any certificate
-/// whose email matches); expired, weak or signing-only certificates are passed over.
+/// whose email matches); expired, weak or signing-only certificates are passed over. Parsed
+/// certificates are kept while their files do not change (see `CertificateCache`).
 pub struct DirectorySmime {
-    dir: PathBuf,
+    certificates: CertificateCache,
 }
 
 impl DirectorySmime {
     pub fn new(dir: PathBuf) -> Self {
-        DirectorySmime { dir }
+        DirectorySmime {
+            certificates: CertificateCache::new(dir),
+        }
     }
 }
 
@@ -35,7 +38,7 @@ impl Smime for DirectorySmime {
         let mut certs = Vec::with_capacity(recipients.len());
         let mut missing = Vec::new();
         for r in recipients {
-            match find_certificate(&self.dir, r, SystemTime::now()) {
+            match self.certificates.find(r, SystemTime::now()) {
                 Ok(Some(cert)) => certs.push(cert),
                 Ok(None) => missing.push(r.clone()),
                 Err(e) => return Err(SmimeFailure::Other(e.to_string())),

@@ -11,9 +11,11 @@ mod keys_store;
 mod licensing;
 mod load;
 mod memory;
+mod openssl_speed;
 mod relay;
 mod sink;
 mod slow_clients;
+mod smime;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -189,6 +191,26 @@ enum BenchCommand {
         #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"))]
         fixtures: PathBuf,
     },
+    /// S/MIME encryption as `serve` does it between DATA and the queue write (the
+    /// `smime_encrypt` rule applied by the cleanup stage, certificate looked up per message) of
+    /// MESSAGES messages of SIZE bytes to one RSA-2048 recipient, with each THREADS count; next
+    /// to the per-core bound from `openssl speed` (one RSA-2048 public operation plus AES-256
+    /// over SIZE bytes).
+    Smime {
+        #[arg(long, default_value_t = 2000)]
+        messages: usize,
+        /// Message size in bytes.
+        #[arg(long, default_value_t = 10 * 1024)]
+        size: usize,
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        threads: Vec<usize>,
+        /// AES-256-GCM (AuthEnvelopedData) instead of AES-256-CBC.
+        #[arg(long)]
+        gcm: bool,
+        /// The fixtures directory (pki/smime).
+        #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"))]
+        fixtures: PathBuf,
+    },
     /// Load an SMTP server the way Postfix's smtp-source does, with STARTTLS if asked: SESSIONS
     /// clients at once, one message per connection, until MESSAGES were accepted. Prints the
     /// accept rate. Works against any MTA (sealpost, Postfix, ...).
@@ -348,6 +370,21 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             };
             imap::run(&fixtures, &base, params).await
         }),
+        BenchCommand::Smime {
+            messages,
+            size,
+            threads,
+            gcm,
+            fixtures,
+        } => {
+            let params = smime::Params {
+                messages: messages.max(1),
+                size,
+                threads,
+                gcm,
+            };
+            smime::run(&fixtures, params)
+        }
         BenchCommand::Load {
             target,
             messages,

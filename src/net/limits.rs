@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// How many sessions may be open at once.
@@ -10,6 +11,8 @@ pub struct ConnectionLimits {
     max_total: usize,
     max_per_ip: usize,
     open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+    /// The most sessions open at once since `take_peak` was last called.
+    peak: AtomicUsize,
 }
 
 /// Which limit refused a connection.
@@ -44,6 +47,7 @@ impl ConnectionLimits {
             max_total,
             max_per_ip,
             open: Mutex::new((0, HashMap::new())),
+            peak: AtomicUsize::new(0),
         })
     }
 
@@ -58,6 +62,7 @@ impl ConnectionLimits {
             return Err(Refused::PerIp(ip));
         }
         open.0 += 1;
+        self.peak.fetch_max(open.0, Ordering::Relaxed);
         open.1.insert(ip, from_ip + 1);
         Ok(Admission {
             limits: self.clone(),
@@ -68,6 +73,13 @@ impl ConnectionLimits {
     /// Sessions open now, on every listener.
     pub fn open(&self) -> usize {
         self.open.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+
+    /// The most sessions open at once since the last call (or the start), however briefly;
+    /// starts the next period at the count open now.
+    pub fn take_peak(&self) -> usize {
+        let open = self.open();
+        self.peak.swap(open, Ordering::Relaxed).max(open)
     }
 }
 
@@ -103,5 +115,11 @@ mod tests {
         assert_eq!(Refused::Total.class(), "total");
         drop(a1);
         assert!(limits.admit(a).is_ok(), "a freed place is reusable");
+        assert_eq!(limits.take_peak(), 3);
+        assert_eq!(
+            limits.take_peak(),
+            2,
+            "the next period starts at the count open now"
+        );
     }
 }

@@ -158,7 +158,7 @@ pub async fn run(fixtures: &Path, base: &Path, p: Params) -> anyhow::Result<Exit
     let _ = stop.send(ShutdownPhase::Draining);
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
 
-    let bound = openssl_rsa2048().map(|(sign, verify)| {
+    let bound = super::openssl_speed::rsa2048(2).map(|(sign, verify)| {
         // Per request: one RSA sign (the use license), one RSA decrypt (the content key,
         // a private-key operation like a sign) and one RSA encrypt (to the reader, a
         // public-key operation like a verify).
@@ -272,24 +272,5 @@ async fn measure(mode: Mode, r: &Readers, p: &Params) -> Outcome {
         elapsed,
         connections,
         resumed,
-    }
-}
-
-/// RSA-2048 signs and verifies per second on one core, from `openssl speed`.
-fn openssl_rsa2048() -> Option<(f64, f64)> {
-    let out = std::process::Command::new("openssl")
-        .args(["speed", "-seconds", "2", "rsa2048"])
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find(|l| l.starts_with("rsa 2048 bits"))?;
-    let fields: Vec<f64> = line
-        .split_whitespace()
-        .filter_map(|f| f.parse::<f64>().ok())
-        .collect();
-    // "rsa 2048 bits 0.000329s 0.000020s 3039.1 50335.9": the last two are per second.
-    match fields[..] {
-        [.., sign, verify] if sign > 0.0 && verify > 0.0 => Some((sign, verify)),
-        _ => None,
     }
 }

@@ -276,6 +276,8 @@ fn date(t: SystemTime) -> String {
 #[derive(Debug, Default)]
 pub struct CertificateLookup {
     pub found: Option<RecipientCert>,
+    /// The file `found` came from.
+    pub found_in: Option<PathBuf>,
     /// Files that matched the address (or could not be read) but were not used, and why.
     pub skipped: Vec<(PathBuf, String)>,
 }
@@ -325,7 +327,7 @@ pub fn find_certificate_explained(
     // The file named after the address is tried first.
     files.sort_by_key(|p| !named(p));
 
-    let mut best: Option<RecipientCert> = None;
+    let mut best: Option<(RecipientCert, PathBuf)> = None;
     for path in files {
         let is_named = named(&path);
         let cert = match RecipientCert::from_pem_file(&path) {
@@ -352,16 +354,17 @@ pub fn find_certificate_explained(
         }
         if is_named {
             lookup.found = Some(cert);
+            lookup.found_in = Some(path);
             return Ok(lookup);
         }
         if best
             .as_ref()
-            .is_none_or(|b| cert.not_after() > b.not_after())
+            .is_none_or(|(b, _)| cert.not_after() > b.not_after())
         {
-            best = Some(cert);
+            best = Some((cert, path));
         }
     }
-    lookup.found = best;
+    (lookup.found, lookup.found_in) = best.unzip();
     Ok(lookup)
 }
 

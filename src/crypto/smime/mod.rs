@@ -9,6 +9,7 @@
 //! RSASSA-PKCS1-v1_5) and `verify_message` checks one, ours or any client's.
 
 mod alg;
+mod cache;
 mod cert;
 mod mime;
 mod open;
@@ -21,6 +22,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 pub use crate::crypto::keys::DecryptKey;
+pub use cache::CertificateCache;
 pub use cert::{find_certificate, find_certificate_explained, CertificateLookup, RecipientCert};
 pub use mime::is_encrypted;
 pub use signed_mime::is_signed;
@@ -161,9 +163,9 @@ impl DecryptError {
 /// Content-* fields and body, byte-exact. The outer message gets MIME-Version (unless it has one)
 /// and `Content-Type: application/pkcs7-mime; smime-type=enveloped-data` (`authEnveloped-data`
 /// for GCM) with the CMS structure in base64, 76-character lines, in the message's line ending.
-pub fn encrypt_message(
+pub fn encrypt_message<C: std::borrow::Borrow<RecipientCert>>(
     message: &[u8],
-    recipients: &[RecipientCert],
+    recipients: &[C],
     opts: &SmimeOptions,
 ) -> Result<Vec<u8>, SmimeError> {
     if is_encrypted(message) {

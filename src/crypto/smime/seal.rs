@@ -2,6 +2,8 @@
 //! recipient (identified by issuer and serial number, version 0), and the encrypted entity in an
 //! `EnvelopedData` (CBC) or `AuthEnvelopedData` (GCM), DER-encoded inside a `ContentInfo`.
 
+use std::borrow::Borrow;
+
 use cms::authenveloped_data::AuthEnvelopedData;
 use cms::content_info::CmsVersion;
 use cms::enveloped_data::{
@@ -39,9 +41,9 @@ fn der_err(e: der::Error) -> SmimeError {
 }
 
 /// Encrypts `inner` for every recipient and returns the DER `ContentInfo`.
-pub(crate) fn seal(
+pub(crate) fn seal<C: Borrow<RecipientCert>>(
     inner: Vec<u8>,
-    recipients: &[RecipientCert],
+    recipients: &[C],
     opts: &SmimeOptions,
 ) -> Result<Vec<u8>, SmimeError> {
     let mut cek = Zeroizing::new([0u8; 32]);
@@ -52,6 +54,7 @@ pub(crate) fn seal(
     let mut infos: Vec<RecipientInfo> = Vec::with_capacity(recipients.len());
     let mut seen = Vec::with_capacity(recipients.len());
     for cert in recipients {
+        let cert = cert.borrow();
         let id = encode(cert.issuer_serial())?;
         if seen.contains(&id) {
             continue;

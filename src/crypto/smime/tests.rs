@@ -128,7 +128,7 @@ fn already_encrypted_and_empty_recipients_are_refused() {
         Err(SmimeError::AlreadyEncrypted)
     ));
     assert!(matches!(
-        encrypt_message(MESSAGE, &[], &SmimeOptions::default()),
+        encrypt_message::<RecipientCert>(MESSAGE, &[], &SmimeOptions::default()),
         Err(SmimeError::NoRecipients)
     ));
 }
