@@ -5,22 +5,8 @@
 
 mod support;
 
-use std::process::Command;
-
+use support::bench_report::{number_after as figure, run};
 use support::postgres::shared;
-
-/// The number after `key` in a report line.
-fn figure(line: &str, key: &str) -> f64 {
-    let rest = line
-        .split_once(key)
-        .unwrap_or_else(|| panic!("no {key:?} in {line:?}"))
-        .1;
-    let value = rest.split_whitespace().next().unwrap();
-    value
-        .trim_end_matches("/msg")
-        .parse()
-        .unwrap_or_else(|e| panic!("{key:?} in {line:?}: {e}"))
-}
 
 #[test]
 fn cluster_bench_runs_the_local_spool_then_one_and_two_database_nodes() {
@@ -28,20 +14,25 @@ fn cluster_bench_runs_the_local_spool_then_one_and_two_database_nodes() {
     let database = cluster.create_database();
     let dir = tempfile::tempdir().unwrap();
     let password = cluster.password_file(dir.path());
-    let out = Command::new(env!("CARGO_BIN_EXE_sealpost"))
-        .args(["bench", "cluster", "--url", &cluster.url(&database)])
-        .arg("--password-file")
-        .arg(&password)
-        .args(["--tls", "disable", "--nodes", "1,2"])
-        .args(["--messages", "41", "--sessions", "4"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let url = cluster.url(&database);
+    let password = password.to_str().unwrap();
+    let report = run(&[
+        "bench",
+        "cluster",
+        "--url",
+        &url,
+        "--password-file",
+        password,
+        "--tls",
+        "disable",
+        "--nodes",
+        "1,2",
+        "--messages",
+        "41",
+        "--sessions",
+        "4",
+    ]);
+    let text = &report.stdout;
     let lines: Vec<&str> = text.lines().collect();
     assert!(
         lines[0].starts_with("cluster: 41 messages of ")

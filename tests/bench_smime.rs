@@ -2,18 +2,11 @@
 //! message opened again with the recipient's key, or the bench fails) and prints its rate per
 //! thread count next to the bound `openssl speed` sets; every figure it prints is there.
 
+mod support;
+
 use std::process::Command;
 
-fn number_after(line: &str, marker: &str) -> f64 {
-    let rest = line
-        .split(marker)
-        .nth(1)
-        .unwrap_or_else(|| panic!("no {marker:?} in {line:?}"));
-    rest.split_whitespace()
-        .next()
-        .and_then(|n| n.trim_end_matches([',', ';', '%']).parse().ok())
-        .unwrap_or_else(|| panic!("no number after {marker:?} in {line:?}"))
-}
+use support::bench_report::{number_after, run};
 
 fn openssl_present() -> bool {
     let present = Command::new("openssl").arg("version").output().is_ok();
@@ -29,21 +22,17 @@ fn openssl_present() -> bool {
 
 #[test]
 fn bench_smime_prints_rates_and_the_openssl_bound() {
-    let out = Command::new(env!("CARGO_BIN_EXE_sealpost"))
-        .args(["bench", "smime", "--messages", "20", "--size", "4096"])
-        .args(["--threads", "1,2"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}{stderr}");
-    let line = |start: &str| {
-        stdout
-            .lines()
-            .find(|l| l.trim_start().starts_with(start))
-            .unwrap_or_else(|| panic!("no line {start:?}: {stdout}"))
-            .to_string()
-    };
+    let report = run(&[
+        "bench",
+        "smime",
+        "--messages",
+        "20",
+        "--size",
+        "4096",
+        "--threads",
+        "1,2",
+    ]);
+    let line = |start: &str| report.line(start);
     let head = line("smime bench:");
     assert!(head.contains("20 messages"), "{head}");
     assert!(number_after(&head, "cores, load") >= 0.0, "{head}");

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod admin;
+pub mod bench_report;
 pub mod crash_marks;
 pub mod dane;
 pub mod dns;
