@@ -131,7 +131,7 @@ pub async fn run(base: &Path, a: ClusterArgs) -> anyhow::Result<ExitCode> {
             }
             ports.push(port);
         }
-        let result = measure(&a, &sink, &ports, &children, postgres.then_some(&db)).await;
+        let result = measure(&a, &sink, &ports, &mut children, postgres.then_some(&db)).await;
         children.into_iter().for_each(stop_child);
         let line = result?;
         let nodes = if n == 1 { "node " } else { "nodes" };
@@ -140,12 +140,14 @@ pub async fn run(base: &Path, a: ClusterArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One run: the load split over the nodes, until the sink counted every message.
+/// One run: the load split over the nodes, until the sink counted every message. The nodes are
+/// stopped before the database's counters are read: a server process publishes its statistics
+/// when it exits (an idle one only every ten seconds or so).
 async fn measure(
     a: &ClusterArgs,
     sink: &Sink,
     ports: &[u16],
-    children: &[Child],
+    children: &mut Vec<Child>,
     db: Option<&Arc<Database>>,
 ) -> anyhow::Result<String> {
     let message = Arc::new(super::build_message(a.size));
@@ -191,8 +193,8 @@ async fn measure(
         "accept {accept:>7.1} msg/s  e2e {e2e:>7.1} msg/s  cpu sealpost {sealpost:>5.2}  machine {machine:>5.2} ms/msg"
     );
     if let (Some(db), Some(before)) = (db, db_before) {
-        // The server publishes its statistics at most once a second.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        children.drain(..).for_each(stop_child);
+        tokio::time::sleep(Duration::from_millis(500)).await;
         let after = counters(db).await?;
         let m = a.messages as f64;
         if let (Some(c0), Some(c1)) = (before.cpu, after.cpu) {
