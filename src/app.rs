@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
@@ -48,7 +48,7 @@ pub struct Server {
     /// queue itself with the embedded backend; staging and retransmission fingerprints always).
     queue: Arc<dyn QueueStore>,
     spool: Arc<Spool>,
-    wake: Arc<Notify>,
+    wake: Arc<crate::queue::Wake>,
     reloader: Arc<Reloader>,
     telemetry: Arc<Telemetry>,
 }
@@ -106,7 +106,7 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         None => None,
     };
     let licensing = licensing::prepare(&config).await?;
-    let wake = Arc::new(Notify::new());
+    let wake = Arc::new(crate::queue::Wake::default());
     let shared = Shared {
         queue: queue.clone(),
         wake: wake.clone(),
@@ -304,7 +304,7 @@ impl Server {
 
     /// Makes the queue runner look at the queue now (after `queue flush`, say).
     pub fn wake_runner(&self) {
-        self.wake.notify_one();
+        self.wake.look();
     }
 
     /// Stops accepting at once (new connections are refused); idle sessions are told 421 4.3.2,

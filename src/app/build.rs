@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::sync::Notify;
 
 use crate::auth::{SenderLogins, Users};
 use crate::cleanup::Cleanup;
@@ -24,7 +23,7 @@ use crate::telemetry::Telemetry;
 /// telemetry and the connection counts.
 pub(crate) struct Shared {
     pub queue: Arc<dyn QueueStore>,
-    pub wake: Arc<Notify>,
+    pub wake: Arc<crate::queue::Wake>,
     pub telemetry: Arc<Telemetry>,
     pub limits: Arc<ConnectionLimits>,
     pub in_flight: Arc<crate::queue::InFlight>,

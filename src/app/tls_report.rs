@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use super::reload::Reloader;
 use crate::queue::QueueStore;
@@ -19,7 +19,7 @@ pub(super) async fn daily(
     reloader: Arc<Reloader>,
     queue: Arc<dyn QueueStore>,
     recorder: Arc<Recorder>,
-    wake: Arc<Notify>,
+    wake: Arc<crate::queue::Wake>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -40,7 +40,7 @@ pub(super) async fn daily(
                     match sender.run(until, true).await {
                         Ok(outcomes) => {
                             if outcomes.iter().any(|o| matches!(o, Outcome::Sent { .. })) {
-                                wake.notify_one();
+                                wake.look();
                             }
                         }
                         Err(e) => tracing::error!(error = %e, "daily TLS reports failed"),

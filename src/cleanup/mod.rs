@@ -13,8 +13,8 @@ pub mod smime;
 use crate::mail::DomainSet;
 use std::sync::{Arc, RwLock};
 
+use crate::queue::Wake;
 use chrono::{DateTime, Utc};
-use tokio::sync::Notify;
 
 use crate::mail::Reply;
 use crate::queue::retransmit::Retransmissions;
@@ -31,7 +31,7 @@ use message::Message;
 pub struct Cleanup {
     hostname: String,
     queue: Arc<dyn QueueStore>,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
     rules: RwLock<RuleSet>,
     local_domains: DomainSet,
     smime: Option<Arc<dyn Smime>>,
@@ -45,8 +45,8 @@ pub struct Cleanup {
 }
 
 impl Cleanup {
-    /// `wake` is notified after each message is queued so the runner starts on it at once.
-    pub fn new(hostname: &str, queue: Arc<dyn QueueStore>, wake: Arc<Notify>) -> Self {
+    /// `wake` is told each message queued so the runner starts on it at once.
+    pub fn new(hostname: &str, queue: Arc<dyn QueueStore>, wake: Arc<Wake>) -> Self {
         Cleanup {
             hostname: hostname.to_string(),
             queue,
@@ -311,11 +311,11 @@ impl Cleanup {
             );
             ids.push(copy_id);
         }
+        self.wake.queued(ids.iter().cloned());
         let ids = ids.join(" ");
         if let Some((r, fp)) = &transmission {
             r.accepted(fp, &ids, now.timestamp());
         }
-        self.wake.notify_one();
         Ok(ids)
     }
 }
@@ -558,7 +558,7 @@ Content-Type: application/vnd.sealpost.rms; name=message.sealed\r\n\r\nx\r\n--b-
         let keys = tempfile::tempdir().unwrap();
         let key = ServiceKey::load_or_create(keys.path()).unwrap();
         let spool = Arc::new(Spool::open(dir.path(), Arc::new(key)).unwrap());
-        let cleanup = Cleanup::new("mx.b.test", spool.clone(), Arc::new(Notify::new()));
+        let cleanup = Cleanup::new("mx.b.test", spool.clone(), Arc::default());
         let mut staging = cleanup.stage().unwrap();
         staging.write(b"Subject: x\r\n\r\nbody\r\n").unwrap();
         let id = cleanup

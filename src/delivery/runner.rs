@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use super::remote::{Outcome, RemoteDelivery};
@@ -43,7 +43,7 @@ pub struct Runner {
     /// A message is read into memory for delivery only once it fits in this budget.
     budget: Arc<InFlight>,
     clock: Arc<dyn Clock>,
-    wake: Arc<Notify>,
+    wake: Arc<crate::queue::Wake>,
     concurrency: Arc<Semaphore>,
     in_flight: Mutex<HashSet<String>>,
     /// Deferred message id → next attempt (unix seconds).
@@ -59,7 +59,7 @@ impl Runner {
         store: Arc<dyn MailStore>,
         remote: Arc<RemoteDelivery>,
         clock: Arc<dyn Clock>,
-        wake: Arc<Notify>,
+        wake: Arc<crate::queue::Wake>,
     ) -> Self {
         Runner {
             concurrency: Arc::new(Semaphore::new(config.delivery.concurrency)),
@@ -125,13 +125,24 @@ impl Runner {
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut tasks = JoinSet::new();
         let mut last_rescan: Option<tokio::time::Instant> = None;
+        let mut last_scan: Option<tokio::time::Instant> = None;
         loop {
             if last_rescan.is_none_or(|t| t.elapsed() >= DEFERRED_RESCAN) {
                 self.rescan_deferred().await;
                 last_rescan = Some(tokio::time::Instant::now());
             }
             self.settle_unsaved().await;
-            for id in self.due_ids().await {
+            // Messages the cleanup stage just queued are taken as named; the queue is listed
+            // when asked and at least once per scan interval.
+            let news = self.wake.take();
+            let fresh = match news.look || last_scan.is_none_or(|t| t.elapsed() >= SCAN_INTERVAL) {
+                true => {
+                    last_scan = Some(tokio::time::Instant::now());
+                    None
+                }
+                false => Some(news.queued),
+            };
+            for id in self.due_ids(fresh).await {
                 if !lock(&self.in_flight).insert(id.clone()) {
                     continue;
                 }
@@ -173,10 +184,15 @@ impl Runner {
         }
     }
 
-    /// New messages first (oldest first), then deferred ones whose time has come.
-    async fn due_ids(&self) -> Vec<String> {
+    /// New messages first (oldest first), then deferred ones whose time has come. New messages
+    /// are `fresh` when given (just queued here), else listed from the queue.
+    async fn due_ids(&self, fresh: Option<Vec<String>>) -> Vec<String> {
         let queue = self.queue.clone();
-        let mut ids = match tokio::task::spawn_blocking(move || queue.incoming_ids()).await {
+        let listed = match fresh {
+            Some(fresh) => Ok(Ok(fresh)),
+            None => tokio::task::spawn_blocking(move || queue.incoming_ids()).await,
+        };
+        let mut ids = match listed {
             Ok(Ok(ids)) => ids,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "cannot read the incoming queue");

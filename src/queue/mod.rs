@@ -10,6 +10,7 @@ pub mod in_flight;
 pub mod retransmit;
 pub mod schedule;
 pub mod spool;
+pub mod wake;
 
 pub use crate::mail::{is_valid_queue_id, new_queue_id};
 pub use backend::postgres::PgQueue;
@@ -22,3 +23,4 @@ pub use format::FormatError;
 pub use in_flight::{InFlight, Reservation};
 pub use schedule::{after_failure, Clock, Decision, ManualClock, RetryPolicy, SystemClock};
 pub use spool::{Spool, Staged, Staging};
+pub use wake::{News, Wake};

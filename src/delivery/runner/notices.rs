@@ -95,7 +95,7 @@ impl Runner {
                         to: env.mail_from.clone(),
                     },
                 );
-                self.wake.notify_one();
+                self.wake.queued([id.clone()]);
                 true
             }
             Ok(Err(e)) => {
