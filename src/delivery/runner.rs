@@ -227,19 +227,18 @@ impl Runner {
             }
         })
         .await;
-        let (_room, claimed) = match first {
-            Ok(Ok(claimed)) => claimed,
+        let claimed = match first {
+            Ok(Ok(claimed)) => Ok(claimed),
             Ok(Err(size)) => {
                 let room = self.budget.reserve(size).await;
                 let (queue, owned) = (self.queue.clone(), id.to_string());
-                match tokio::task::spawn_blocking(move || queue.claim(&owned)).await {
-                    Ok(claimed) => (room, claimed),
-                    Err(e) => {
-                        tracing::error!(queue_id = id, error = %e, "claim panicked");
-                        return;
-                    }
-                }
+                let claimed = tokio::task::spawn_blocking(move || queue.claim(&owned)).await;
+                claimed.map(|claimed| (room, claimed))
             }
+            Err(e) => Err(e),
+        };
+        let (_room, claimed) = match claimed {
+            Ok(claimed) => claimed,
             Err(e) => {
                 tracing::error!(queue_id = id, error = %e, "claim panicked");
                 return;
