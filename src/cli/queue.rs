@@ -1,11 +1,12 @@
-//! `sealpost queue`: list, flush and delete queued messages (mailq, postqueue -f, postsuper -d).
+//! `sealpost queue`: list, flush, delete, hold and release queued messages (mailq,
+//! postqueue -f, postsuper -d, -h and -H).
 
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
 use super::ConfigArgs;
-use crate::queue::{QueueEntry, QueueStore, RecipientStatus};
+use crate::queue::{QueueEntry, QueueError, QueueState, QueueStore, RecipientStatus};
 
 #[derive(Args, Debug)]
 pub struct QueueArgs {
@@ -35,6 +36,25 @@ enum QueueCommand {
         config: ConfigArgs,
         /// The queue id, as shown by `queue list`.
         id: String,
+    },
+    /// Put waiting messages on hold (like postsuper -h): a held message stays in the queue and
+    /// is never delivered, by any node, until released. A message being delivered cannot be
+    /// held until its attempt ends.
+    Hold {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Queue ids, as shown by `queue list`; ALL holds every waiting message.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Release held messages (like postsuper -H): each becomes due at once, and a running
+    /// server delivers it within a couple of seconds.
+    Release {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Queue ids, as shown by `queue list`; ALL releases every held message.
+        #[arg(required = true)]
+        ids: Vec<String>,
     },
 }
 
@@ -102,6 +122,74 @@ pub fn run(args: QueueArgs) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         }
+        QueueCommand::Hold { config, ids } => {
+            let queue = match open(&config) {
+                Ok(q) => q,
+                Err(code) => return Ok(code),
+            };
+            let change = Change {
+                done: "held",
+                missing: "no waiting message with this id in the queue",
+                from: &[QueueState::Incoming, QueueState::Deferred],
+                apply: &|id| queue.hold(id),
+            };
+            change.run(&*queue, &ids)
+        }
+        QueueCommand::Release { config, ids } => {
+            let queue = match open(&config) {
+                Ok(q) => q,
+                Err(code) => return Ok(code),
+            };
+            let change = Change {
+                done: "released",
+                missing: "no held message with this id in the queue",
+                from: &[QueueState::Hold],
+                apply: &|id| queue.release(id),
+            };
+            change.run(&*queue, &ids)
+        }
+    }
+}
+
+/// `queue hold` or `queue release` of the ids named (or, for `ALL`, of every message in the
+/// states `from`): one line per message changed, one error per id that could not be.
+struct Change<'a> {
+    done: &'static str,
+    missing: &'static str,
+    from: &'a [QueueState],
+    apply: &'a dyn Fn(&str) -> Result<bool, QueueError>,
+}
+
+impl Change<'_> {
+    fn run(&self, queue: &dyn QueueStore, ids: &[String]) -> anyhow::Result<ExitCode> {
+        if ids.iter().any(|id| id == "ALL") {
+            // Each message as listed; one that moved on meanwhile (claimed, deleted) is skipped.
+            let mut n = 0;
+            for entry in queue.list()? {
+                let id = &entry.envelope.id;
+                if self.from.contains(&entry.state) && matches!((self.apply)(id), Ok(true)) {
+                    outln!("{id}: {}", self.done);
+                    n += 1;
+                }
+            }
+            outln!("{n} message(s) {}", self.done);
+            return Ok(ExitCode::SUCCESS);
+        }
+        let mut code = ExitCode::SUCCESS;
+        for id in ids {
+            match (self.apply)(id) {
+                Ok(true) => outln!("{id}: {}", self.done),
+                Ok(false) => {
+                    eprintln!("sealpost: {id}: {}", self.missing);
+                    code = ExitCode::FAILURE;
+                }
+                Err(e) => {
+                    eprintln!("sealpost: {id}: {e}");
+                    code = ExitCode::FAILURE;
+                }
+            }
+        }
+        Ok(code)
     }
 }
 

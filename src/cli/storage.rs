@@ -100,11 +100,12 @@ pub fn run(args: StorageArgs) -> anyhow::Result<ExitCode> {
     let queue = PgQueue::new(db.clone(), staging, key, &node, pg.lease);
     let done = queue.import_spool(&spool, keep)?;
     println!(
-        "queue: {} messages copied to {} ({} incoming, {} deferred){}",
-        done.incoming + done.deferred,
+        "queue: {} messages copied to {} ({} incoming, {} deferred, {} held){}",
+        done.incoming + done.deferred + done.held,
         pg.location(),
         done.incoming,
         done.deferred,
+        done.held,
         if keep {
             "; the spool files were kept"
         } else {

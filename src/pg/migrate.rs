@@ -31,10 +31,15 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "mailbox store",
         sql: include_str!("schema/003_mailbox_store.sql"),
     },
+    Migration {
+        version: 4,
+        name: "queue hold",
+        sql: include_str!("schema/004_queue_hold.sql"),
+    },
 ];
 
 /// The newest schema version this program knows.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 const _: () = assert!(MIGRATIONS[MIGRATIONS.len() - 1].version == SCHEMA_VERSION);
 
 /// A fixed key for `pg_advisory_xact_lock`: "sealpost" in ASCII.

@@ -36,6 +36,10 @@ pub enum QueueError {
     /// `location` is where the active message would be.
     #[error("queue id {id} is not active: {location} is missing")]
     NotActive { id: String, location: String },
+    /// `hold` of a message that is active: a delivery attempt is in progress; `location` is
+    /// where the active message lies.
+    #[error("queue id {id} is being delivered ({location}); try again when the attempt ends")]
+    Busy { id: String, location: String },
     /// The backend cannot be reached at all (a database that is down, say); nothing was done.
     #[error("queue unavailable at {location}: {reason}")]
     Unavailable { location: String, reason: String },

@@ -5,6 +5,7 @@
 //! queue/incoming/   accepted and durable, waiting for the runner
 //! queue/active/     claimed by the runner; moved back to incoming/ by `recover`
 //! queue/deferred/   waiting for `next_attempt` (or `flush`)
+//! queue/hold/       held by an administrator (`queue hold`); never delivered until released
 //! queue/corrupt/    failed verification; kept for inspection, never delivered
 //! ```
 //!
@@ -50,6 +51,7 @@ pub struct Spool {
     incoming: PathBuf,
     active: PathBuf,
     deferred: PathBuf,
+    hold: PathBuf,
     corrupt: PathBuf,
     /// Seals every file written; `None` only for [`Spool::open_plain`].
     key: Option<Arc<ServiceKey>>,
@@ -86,6 +88,7 @@ impl Spool {
             incoming: root.join("incoming"),
             active: root.join("active"),
             deferred: root.join("deferred"),
+            hold: root.join("hold"),
             corrupt: root.join("corrupt"),
             syncs: Arc::new(DirSyncs {
                 tmp: GroupSync::new(root.join("tmp")),
@@ -121,8 +124,8 @@ impl Spool {
         self.dir(state).join(id)
     }
 
-    /// Startup: delete `tmp/*` (never acknowledged) and move `active/*` back to `incoming/`.
-    /// Run before any runner starts.
+    /// Startup: delete `tmp/*` (never acknowledged) and move `active/*` back to `incoming/`;
+    /// `hold/` is left alone. Run before any runner starts.
     pub fn recover(&self) -> Result<RecoveryReport, QueueError> {
         let mut report = RecoveryReport {
             removed_tmp: self.remove_staged()?,
@@ -297,111 +300,13 @@ impl Spool {
         }
     }
 
-    /// Every message in incoming/, active/ and deferred/ (by state, then id). Files whose header
-    /// cannot be read are left out; see [`Spool::scan`].
-    pub fn list(&self) -> Result<Vec<QueueEntry>, QueueError> {
-        Ok(self.scan()?.entries)
-    }
-
-    /// Like [`Spool::list`], also reporting files that could not be read. Reads headers only.
-    pub fn scan(&self) -> Result<Listing, QueueError> {
-        let mut listing = Listing::default();
-        for state in QueueState::ALL {
-            for id in self.ids_in(self.dir(state))? {
-                match self.read_header(state, &id) {
-                    Ok(Some((envelope, size))) => listing.entries.push(QueueEntry {
-                        state,
-                        envelope,
-                        size,
-                    }),
-                    Ok(None) => {} // moved on while we looked
-                    Err(error) => listing.unreadable.push(Unreadable { state, id, error }),
-                }
-            }
-        }
-        Ok(listing)
-    }
-
-    /// Move every deferred message to incoming/ so it is tried now (`postqueue -f`).
-    pub fn flush(&self) -> Result<usize, QueueError> {
-        let mut moved = 0;
-        for id in self.ids_in(&self.deferred)? {
-            if rename_if_present(&self.deferred.join(&id), &self.incoming.join(&id))? {
-                moved += 1;
-            }
-        }
-        if moved > 0 {
-            sync_dir(&self.incoming)?;
-            sync_dir(&self.deferred)?;
-        }
-        Ok(moved)
-    }
-
-    /// Delete a message in any state (`postsuper -d`); false if there is none with this id.
-    ///
-    /// Deleting an active message does not stop a delivery in progress; the runner's later
-    /// `defer` or `complete` then fails with [`QueueError::NotActive`].
-    pub fn delete(&self, id: &str) -> Result<bool, QueueError> {
-        let id = checked_id(id)?;
-        for dir in [&self.incoming, &self.deferred, &self.active] {
-            let path = dir.join(id);
-            match fs::remove_file(&path) {
-                Ok(()) => {
-                    sync_dir(dir)?;
-                    return Ok(true);
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(QueueError::io(&path)(e)),
-            }
-        }
-        Ok(false)
-    }
-
-    /// The size of a message waiting in incoming/ or deferred/ (what a claim would read), or
-    /// `None` when it is in neither or its header is unreadable (a claim then quarantines it).
-    pub fn waiting_size(&self, id: &str) -> Option<u64> {
-        let id = checked_id(id).ok()?;
-        [QueueState::Incoming, QueueState::Deferred]
-            .into_iter()
-            .find_map(|state| self.read_header(state, id).ok().flatten())
-            .map(|(_, size)| size)
-    }
-
-    /// Ids in incoming/, oldest first (ids sort by time).
-    pub fn incoming_ids(&self) -> Result<Vec<String>, QueueError> {
-        self.ids_in(&self.incoming)
-    }
-
-    /// Deferred ids with their `next_attempt`, oldest id first. A file whose header cannot be read
-    /// is reported as due at time 0, so that a claim quarantines it promptly.
-    pub fn deferred(&self) -> Result<Vec<(String, i64)>, QueueError> {
-        let mut out = Vec::new();
-        for id in self.ids_in(&self.deferred)? {
-            match self.read_header(QueueState::Deferred, &id) {
-                Ok(Some((envelope, _))) => out.push((id, envelope.next_attempt)),
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "unreadable deferred queue file");
-                    out.push((id, 0));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Names of files in corrupt/, sorted.
-    pub fn corrupt_ids(&self) -> Result<Vec<String>, QueueError> {
-        let mut names = dir_names(&self.corrupt)?;
-        names.sort();
-        Ok(names)
-    }
-
-    fn dirs(&self) -> [&PathBuf; 5] {
+    fn dirs(&self) -> [&PathBuf; 6] {
         [
             &self.tmp,
             &self.incoming,
             &self.active,
             &self.deferred,
+            &self.hold,
             &self.corrupt,
         ]
     }
@@ -411,6 +316,7 @@ impl Spool {
             QueueState::Incoming => &self.incoming,
             QueueState::Active => &self.active,
             QueueState::Deferred => &self.deferred,
+            QueueState::Hold => &self.hold,
         }
     }
 
@@ -562,6 +468,7 @@ fn dir_names(dir: &Path) -> Result<Vec<String>, QueueError> {
 #[cfg(test)]
 mod sealed_tests;
 
+mod admin;
 mod group_sync;
 mod health;
 mod staging;

@@ -11,10 +11,12 @@
 //! have nodes: PostgreSQL.
 
 mod harness;
+mod hold;
 mod nodes;
 #[allow(dead_code)]
 #[path = "../support/postgres.rs"]
 mod pg;
+mod pg_hold;
 
 use harness::{Backend, Harness};
 use sealpost::queue::format::Part;
@@ -74,7 +76,7 @@ pub(crate) fn large_message(len: usize) -> Vec<u8> {
     out
 }
 
-fn counts(queue: &dyn QueueStore) -> Vec<(&'static str, usize)> {
+pub(crate) fn counts(queue: &dyn QueueStore) -> Vec<(&'static str, usize)> {
     queue.counts().unwrap()
 }
 
@@ -88,6 +90,7 @@ fn expect_counts(
         ("incoming", incoming),
         ("active", active),
         ("deferred", deferred),
+        ("hold", 0),
         ("corrupt", corrupt),
     ]
 }
@@ -105,6 +108,7 @@ pub(crate) fn states(queue: &dyn QueueStore) -> Vec<(QueueState, String)> {
 /// The contract, one function per guarantee.
 mod contract {
     use super::*;
+    pub use crate::hold::*;
 
     pub fn enqueue_then_claim_returns_the_same_envelope_and_bytes(h: &Harness) {
         let q = &*h.queue;
@@ -569,4 +573,9 @@ suite! {
     a_damaged_message_is_quarantined,
     the_encrypted_queue_keeps_no_plaintext_at_rest,
     probe_write_changes_nothing,
+    a_held_message_is_never_claimed_until_released,
+    a_message_being_delivered_cannot_be_held,
+    hold_and_release_of_unknown_or_invalid_ids,
+    delete_removes_a_held_message,
+    recover_leaves_held_messages_alone,
 }

@@ -4,16 +4,21 @@
 //! backend, PostgreSQL ([`postgres`]) the one for several nodes; `tests/queue_store_suite/` is the
 //! suite every backend must pass.
 //!
-//! A message is in one of three states, and moves between them only as follows:
+//! A message is in one of four states, and moves between them only as follows:
 //!
 //! ```text
 //! enqueue ──▶ incoming ──claim──▶ active ──defer──▶ deferred
-//!                ▲                 │  ▲                │
-//!                │                 │  └─────claim──────┤
-//!                ├────recover──────┘                   │
-//!                └────────────────flush────────────────┘
+//!              ▲  ▲ │              │  ▲                │ │
+//!              │  │ │              │  └─────claim──────┤ │
+//!              │  ├─┼──recover─────┘                   │ │
+//!              │  └─┼─────────────flush────────────────┘ │
+//!              │    └──hold──▶ hold ◀──────hold──────────┘
+//!              └──release──────┘
 //!             active ──complete──▶ (gone)       any ──delete──▶ (gone)
 //! ```
+//!
+//! A held message (`postsuper -h`) is never claimed, flushed or reported as waiting or due: it
+//! stays where it is until `release` (or `delete`); `recover` leaves it alone.
 //!
 //! Staged content (a message still arriving) and half-written entries belong to no state: they
 //! are never listed or claimed, and `recover` removes them. A stored message that fails
@@ -54,13 +59,16 @@ pub enum QueueState {
     Incoming,
     Active,
     Deferred,
+    /// Put aside by an administrator: never delivered until released.
+    Hold,
 }
 
 impl QueueState {
-    pub const ALL: [QueueState; 3] = [
+    pub const ALL: [QueueState; 4] = [
         QueueState::Incoming,
         QueueState::Active,
         QueueState::Deferred,
+        QueueState::Hold,
     ];
 
     /// The name of the state (also the spool's directory), and the Display form.
@@ -69,6 +77,7 @@ impl QueueState {
             QueueState::Incoming => "incoming",
             QueueState::Active => "active",
             QueueState::Deferred => "deferred",
+            QueueState::Hold => "hold",
         }
     }
 }
@@ -117,7 +126,7 @@ pub struct Listing {
 ///
 /// Every method that takes an id refuses one that is not a valid queue id
 /// (`is_valid_queue_id`) with [`QueueError::InvalidId`]. A call that fails with `InvalidId`,
-/// `Exists` or `NotActive` changed nothing. After another error the call may be partly done (a
+/// `Exists`, `NotActive` or `Busy` changed nothing. After another error the call may be partly done (a
 /// `defer` may have stored the envelope without moving the message, a `flush` may have moved
 /// some messages), but no message is lost, none is in two states, and each envelope is one that
 /// was stored. There are no default methods: each backend states how it keeps every guarantee.
@@ -182,7 +191,7 @@ pub trait QueueStore: Send + Sync {
     /// never claimed).
     fn complete(&self, id: &str) -> Result<(), QueueError>;
 
-    /// Every incoming, active and deferred message (ordered by state as in
+    /// Every incoming, active, deferred and held message (ordered by state as in
     /// [`QueueState::ALL`], then by id), from the envelopes only; messages whose envelope cannot
     /// be read are reported apart. Quarantined messages are not listed.
     fn scan(&self) -> Result<Listing, QueueError>;
@@ -191,11 +200,13 @@ pub trait QueueStore: Send + Sync {
     fn list(&self) -> Result<Vec<QueueEntry>, QueueError>;
 
     /// Ids of incoming messages, oldest first (ids sort by time). With nodes, also the active
-    /// messages whose lease has expired (their node stopped): they are waiting again.
+    /// messages whose lease has expired (their node stopped): they are waiting again. Never a
+    /// held message.
     fn incoming_ids(&self) -> Result<Vec<String>, QueueError>;
 
     /// Deferred ids with their `next_attempt` (unix seconds), in id order. One whose envelope
-    /// cannot be read is reported as due at 0, so that a claim quarantines it promptly.
+    /// cannot be read is reported as due at 0, so that a claim quarantines it promptly. Never a
+    /// held message.
     fn deferred(&self) -> Result<Vec<(String, i64)>, QueueError>;
 
     /// The size of a waiting (incoming or deferred, or with nodes active under an expired
@@ -205,21 +216,37 @@ pub trait QueueStore: Send + Sync {
     fn waiting_size(&self, id: &str) -> Option<u64>;
 
     /// Moves every deferred message to incoming so that it is tried now (`postqueue -f`);
-    /// returns how many moved. Durable when it returns.
+    /// returns how many moved. Durable when it returns. Held messages stay held.
     fn flush(&self) -> Result<usize, QueueError>;
 
-    /// Deletes a message in any state (`postsuper -d`); `false` when there is none with this
-    /// id. Durable when it returns. Deleting an active message does not stop a delivery in
-    /// progress; its later `defer`, `checkpoint` or `complete` fails with
+    /// Deletes a message in any state, held included (`postsuper -d`); `false` when there is
+    /// none with this id. Durable when it returns. Deleting an active message does not stop a
+    /// delivery in progress; its later `defer`, `checkpoint` or `complete` fails with
     /// [`QueueError::NotActive`].
     fn delete(&self, id: &str) -> Result<bool, QueueError>;
+
+    /// Holds a waiting message (incoming or deferred; with nodes, also one active under an
+    /// expired lease) (`postsuper -h`): it moves to hold, with its envelope unchanged, and is
+    /// never claimed, flushed, or reported by `incoming_ids`, `deferred` or `waiting_size` until
+    /// released; `recover` leaves it alone. Durable when it returns: from then on no claim, in
+    /// any process or node sharing the storage, takes it. `false` when there is no waiting
+    /// message with this id (unknown, deleted, or held already). [`QueueError::Busy`] (and
+    /// nothing changes) when it is active, being delivered: an attempt in progress is not
+    /// interrupted; hold it again once the attempt ends.
+    fn hold(&self, id: &str) -> Result<bool, QueueError>;
+
+    /// Releases a held message (`postsuper -H`): it moves to incoming with its envelope
+    /// unchanged, so it is due at once whatever its `next_attempt` (as after `flush`), and a
+    /// running runner takes it at its next listing of the queue. Durable when it returns.
+    /// `false` when no message with this id is held.
+    fn release(&self, id: &str) -> Result<bool, QueueError>;
 
     /// Directory fsyncs made so far, for a backend that makes changes durable that way (the
     /// spool); `None` for others.
     fn directory_fsyncs(&self) -> Option<u64>;
 
     /// How many messages are in each state, in this order: "incoming", "active", "deferred",
-    /// and "corrupt" (quarantined).
+    /// "hold", and "corrupt" (quarantined).
     fn counts(&self) -> Result<Vec<(&'static str, usize)>, QueueError>;
 
     /// Writes something small to stable storage and removes it again: `Ok` means an `enqueue`

@@ -7,6 +7,8 @@
 //! - one state at a time: a message has one name in one directory, and `rename` decides which
 //!   of several concurrent claims (threads or processes) wins;
 //! - quarantine: a file that fails verification is moved to `corrupt/`;
+//! - hold: a held message lies in `hold/`, which no claim, flush or listing of waiting ids
+//!   reads; hold and release are renames like every other move;
 //! - staging and half-written files live only in `tmp/`, which `recover` empties.
 
 use super::{Listing, QueueEntry, QueueStore, RecoveryReport};
@@ -83,6 +85,14 @@ impl QueueStore for Spool {
 
     fn delete(&self, id: &str) -> Result<bool, QueueError> {
         Spool::delete(self, id)
+    }
+
+    fn hold(&self, id: &str) -> Result<bool, QueueError> {
+        Spool::hold(self, id)
+    }
+
+    fn release(&self, id: &str) -> Result<bool, QueueError> {
+        Spool::release(self, id)
     }
 
     fn directory_fsyncs(&self) -> Option<u64> {

@@ -7,13 +7,15 @@ use std::io::Write;
 use super::{dir_names, QueueError, Spool};
 
 impl Spool {
-    /// Files per state ("incoming", "active", "deferred", "corrupt"), counted from the directories.
+    /// Files per state ("incoming", "active", "deferred", "hold", "corrupt"), counted from the
+    /// directories.
     pub fn counts(&self) -> Result<Vec<(&'static str, usize)>, QueueError> {
         let mut out = Vec::new();
         for (name, dir) in [
             ("incoming", &self.incoming),
             ("active", &self.active),
             ("deferred", &self.deferred),
+            ("hold", &self.hold),
             ("corrupt", &self.corrupt),
         ] {
             out.push((name, dir_names(dir)?.len()));

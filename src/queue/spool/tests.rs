@@ -67,15 +67,36 @@ fn plant(spool: &Spool, damage: impl FnOnce(&mut Vec<u8>)) -> String {
 fn open_creates_private_directories() {
     let (dir, spool) = spool();
     assert_eq!(spool.root(), dir.path().join("queue"));
-    for sub in ["tmp", "incoming", "active", "deferred", "corrupt"] {
+    for sub in ["tmp", "incoming", "active", "deferred", "hold", "corrupt"] {
         let path = dir.path().join("queue").join(sub);
         assert!(path.is_dir(), "{sub} missing");
         assert_eq!(mode(&path), 0o700, "{sub}");
     }
-    // Reopening an existing spool is fine and keeps its content.
+    // Reopening an existing spool is fine and keeps its content; a spool from before hold/
+    // existed gets it.
     let env = enqueued(&spool);
+    fs::remove_dir(dir.path().join("queue").join("hold")).unwrap();
     let again = reopen(&dir, &spool);
     assert_eq!(again.incoming_ids().unwrap(), [env.id]);
+    assert_eq!(mode(&dir.path().join("queue").join("hold")), 0o700);
+}
+
+#[test]
+fn hold_and_release_move_the_file_between_incoming_and_hold() {
+    let (_dir, spool) = spool();
+    let env = enqueued(&spool);
+    let bytes = fs::read(spool.path(QueueState::Incoming, &env.id)).unwrap();
+    assert!(spool.hold(&env.id).unwrap());
+    assert!(!spool.path(QueueState::Incoming, &env.id).exists());
+    let held = spool.path(QueueState::Hold, &env.id);
+    assert_eq!(fs::read(&held).unwrap(), bytes, "moved, not rewritten");
+    assert_eq!(spool.counts().unwrap()[3], ("hold", 1));
+    assert!(spool.release(&env.id).unwrap());
+    assert!(!held.exists());
+    assert_eq!(
+        fs::read(spool.path(QueueState::Incoming, &env.id)).unwrap(),
+        bytes
+    );
 }
 
 #[test]

@@ -16,6 +16,8 @@ pub struct Imported {
     pub incoming: usize,
     /// Messages now in the database, deferred until their next attempt.
     pub deferred: usize,
+    /// Messages now in the database, held (as they were in the spool) until released.
+    pub held: usize,
     /// Messages whose id the database had already (a migration run again); left in the spool.
     pub present: usize,
     /// Queue files whose envelope could not be read: left in the spool, with the reason.
@@ -24,7 +26,8 @@ pub struct Imported {
 
 impl PgQueue {
     /// Copies every message of `spool` into the database: incoming and active ones as incoming
-    /// (nothing delivers them while the node is stopped), deferred ones as deferred. Each spool
+    /// (nothing delivers them while the node is stopped), deferred ones as deferred, held ones
+    /// as held. Each spool
     /// file is removed after its row committed, unless `keep`. The node must be stopped.
     pub fn import_spool(&self, spool: &Spool, keep: bool) -> Result<Imported, QueueError> {
         let listing = spool.scan()?;
@@ -58,13 +61,18 @@ impl PgQueue {
                 size: i64::try_from(entry.size).unwrap_or(i64::MAX),
                 body: file,
             };
-            let deferred = entry.state == QueueState::Deferred;
+            // Active ones were being delivered when the node stopped: waiting again.
+            let state = match entry.state {
+                QueueState::Incoming | QueueState::Active => QueueState::Incoming,
+                state @ (QueueState::Deferred | QueueState::Hold) => state,
+            };
             let inserted =
-                self.run(|pool| async move { super::sql::insert(&pool, &row, deferred).await })?;
-            match (inserted, deferred) {
+                self.run(|pool| async move { super::sql::insert(&pool, &row, state).await })?;
+            match (inserted, state) {
                 (false, _) => done.present += 1,
-                (true, true) => done.deferred += 1,
-                (true, false) => done.incoming += 1,
+                (true, QueueState::Deferred) => done.deferred += 1,
+                (true, QueueState::Hold) => done.held += 1,
+                (true, _) => done.incoming += 1,
             }
             if inserted && !keep {
                 remove(&path)?;

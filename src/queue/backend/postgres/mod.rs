@@ -2,7 +2,8 @@
 //! by any number of nodes; any node accepts, any node delivers.
 //!
 //! How it keeps the contract:
-//! - durability: `enqueue`, `defer`, `checkpoint`, `complete`, `flush`, `delete` and `recover`
+//! - durability: `enqueue`, `defer`, `checkpoint`, `complete`, `flush`, `delete`, `hold`,
+//!   `release` and `recover`
 //!   are single statements (or one transaction) committed with `synchronous_commit = on`, and
 //!   return only after the commit; a database that is down or slow fails them with
 //!   [`QueueError::Unavailable`] within the connect and statement timeouts, never a hang;
@@ -24,6 +25,10 @@
 //!   `incoming_ids` and `waiting_size` report them, and `claim` takes them, as if they were
 //!   incoming; `recover` at start requeues this node's own active messages (from before its
 //!   restart) and the expired ones, never one another live node holds;
+//! - hold: a held message is a row in state 'hold' (one `UPDATE ... WHERE` the message is
+//!   waiting, committed like the rest), which no claim, flush or listing of waiting ids
+//!   selects, so a hold made on any node stops every node from delivering it; release sets it
+//!   back to 'incoming';
 //! - quarantine: a message that fails verification is moved to `queue_quarantine`.
 
 mod import;
@@ -89,7 +94,7 @@ impl PgQueue {
     }
 
     /// Records that this process holds `id` (true) or no longer does (false).
-    fn hold(&self, id: &str, held: bool) {
+    fn track(&self, id: &str, held: bool) {
         let mut set = self.held.lock().unwrap_or_else(|p| p.into_inner());
         if held {
             set.insert(id.to_string());
@@ -165,11 +170,11 @@ impl PgQueue {
             .run(|pool| async move { sql::update_active(&pool, &row, node, next, lease).await })?;
         if updated {
             if next != QueueState::Active {
-                self.hold(id, false);
+                self.track(id, false);
             }
             Ok(())
         } else {
-            self.hold(id, false);
+            self.track(id, false);
             Err(self.not_active(id))
         }
     }
@@ -206,7 +211,8 @@ impl QueueStore for PgQueue {
     fn enqueue_parts(&self, envelope: &Envelope, parts: &[Part]) -> Result<(), QueueError> {
         let id = checked_id(&envelope.id)?;
         let row = self.encode(envelope, parts)?;
-        let inserted = self.run(|pool| async move { sql::insert(&pool, &row, false).await })?;
+        let inserted =
+            self.run(|pool| async move { sql::insert(&pool, &row, QueueState::Incoming).await })?;
         if inserted {
             Ok(())
         } else {
@@ -225,7 +231,7 @@ impl QueueStore for PgQueue {
         else {
             return Ok(None);
         };
-        self.hold(id, true);
+        self.track(id, true);
         let verified = format::decode(body, Some(&self.key)).and_then(|(envelope, message)| {
             if envelope.id == id {
                 Ok((envelope, message))
@@ -242,7 +248,7 @@ impl QueueStore for PgQueue {
                 let text = reason.to_string();
                 let seq =
                     self.run(|pool| async move { sql::quarantine(&pool, id, node, &text).await })?;
-                self.hold(id, false);
+                self.track(id, false);
                 let location = format!("{}#queue_quarantine/{seq}", self.db.location());
                 tracing::error!(id, %location, %reason, "queued message quarantined");
                 Err(QueueError::Corrupt { location, reason })
@@ -262,7 +268,7 @@ impl QueueStore for PgQueue {
         let id = checked_id(id)?;
         let node = self.node.as_str();
         let completed = self.run(|pool| async move { sql::complete(&pool, id, node).await })?;
-        self.hold(id, false);
+        self.track(id, false);
         if completed {
             Ok(())
         } else {
@@ -336,6 +342,23 @@ impl QueueStore for PgQueue {
     fn delete(&self, id: &str) -> Result<bool, QueueError> {
         let id = checked_id(id)?;
         self.run(|pool| async move { sql::delete(&pool, id).await })
+    }
+
+    fn hold(&self, id: &str) -> Result<bool, QueueError> {
+        let id = checked_id(id)?;
+        match self.run(|pool| async move { sql::hold(&pool, id).await })? {
+            sql::Held::Held => Ok(true),
+            sql::Held::NotWaiting => Ok(false),
+            sql::Held::Active(node) => Err(QueueError::Busy {
+                id: id.to_string(),
+                location: format!("{} (active, held by {node})", self.row(id)),
+            }),
+        }
+    }
+
+    fn release(&self, id: &str) -> Result<bool, QueueError> {
+        let id = checked_id(id)?;
+        self.run(|pool| async move { sql::release(&pool, id).await })
     }
 
     /// Commits make messages durable here, not directory fsyncs.

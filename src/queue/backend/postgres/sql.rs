@@ -28,10 +28,10 @@ fn seconds(lease: Duration) -> f64 {
     lease.as_secs_f64()
 }
 
-/// Inserts a new message, waiting: incoming, or deferred until its next attempt (a message
-/// moved from a spool); false when the id is queued already.
-pub(super) async fn insert(pool: &Pool, row: &Row, deferred: bool) -> Result<bool, DbError> {
-    let state = if deferred { "deferred" } else { "incoming" };
+/// Inserts a new message in `state`: incoming, or (a message moved from a spool) deferred
+/// until its next attempt or held; false when the id is queued already.
+pub(super) async fn insert(pool: &Pool, row: &Row, state: QueueState) -> Result<bool, DbError> {
+    let state = state.as_str();
     let client = connection(pool).await?;
     let n = client
         .execute(
@@ -102,7 +102,7 @@ pub(super) async fn update_active(
                 )
                 .await?
         }
-        QueueState::Deferred | QueueState::Incoming => {
+        QueueState::Deferred | QueueState::Incoming | QueueState::Hold => {
             client
                 .execute(
                     "UPDATE queue_message SET state = $7, envelope = $2, next_attempt = $3, \
@@ -232,6 +232,57 @@ pub(super) async fn flush(pool: &Pool) -> Result<usize, DbError> {
         )
         .await?;
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// What [`hold`] found.
+pub(super) enum Held {
+    /// The message was waiting and is held now.
+    Held,
+    /// Active under a live lease, being delivered by the node named: nothing changed.
+    Active(String),
+    /// Unknown, held already, or gone.
+    NotWaiting,
+}
+
+/// Waiting → hold, clearing an expired lease; else whether a live node has it active.
+pub(super) async fn hold(pool: &Pool, id: &str) -> Result<Held, DbError> {
+    let client = connection(pool).await?;
+    let n = client
+        .execute(
+            &format!(
+                "UPDATE queue_message SET state = 'hold', lease_node = NULL, \
+                 lease_until = NULL, changed_at = clock_timestamp() \
+                 WHERE id = $1 AND {WAITING}"
+            ),
+            &[&id],
+        )
+        .await?;
+    if n == 1 {
+        return Ok(Held::Held);
+    }
+    let active = client
+        .query_opt(
+            "SELECT lease_node FROM queue_message WHERE id = $1 AND state = 'active'",
+            &[&id],
+        )
+        .await?;
+    Ok(match active {
+        Some(row) => Held::Active(row.get::<_, Option<String>>(0).unwrap_or_default()),
+        None => Held::NotWaiting,
+    })
+}
+
+/// Hold → incoming; false when the message is not held.
+pub(super) async fn release(pool: &Pool, id: &str) -> Result<bool, DbError> {
+    let client = connection(pool).await?;
+    let n = client
+        .execute(
+            "UPDATE queue_message SET state = 'incoming', changed_at = clock_timestamp() \
+             WHERE id = $1 AND state = 'hold'",
+            &[&id],
+        )
+        .await?;
+    Ok(n == 1)
 }
 
 /// Deletes a message in any state.
