@@ -126,10 +126,11 @@ pub struct Listing {
 ///
 /// Every method that takes an id refuses one that is not a valid queue id
 /// (`is_valid_queue_id`) with [`QueueError::InvalidId`]. A call that fails with `InvalidId`,
-/// `Exists`, `NotActive` or `Busy` changed nothing. After another error the call may be partly done (a
-/// `defer` may have stored the envelope without moving the message, a `flush` may have moved
-/// some messages), but no message is lost, none is in two states, and each envelope is one that
-/// was stored. There are no default methods: each backend states how it keeps every guarantee.
+/// `Exists`, `NotActive` or `Busy` changed nothing. After another error the call may be partly
+/// done (a `defer` may have stored the envelope without moving the message, a `flush` may have
+/// moved some messages), but no message is lost, none is in two states, and each envelope is
+/// one that was stored. There are no default methods: each backend states how it keeps every
+/// guarantee.
 pub trait QueueStore: Send + Sync {
     /// Where the queue lives, for logs and messages (the spool: its directory).
     fn location(&self) -> String;

@@ -9,8 +9,8 @@ use super::{
 };
 
 impl Spool {
-    /// Every message in incoming/, active/, deferred/ and hold/ (by state, then id). Files whose header
-    /// cannot be read are left out; see [`Spool::scan`].
+    /// Every message in incoming/, active/, deferred/ and hold/ (by state, then id). Files
+    /// whose header cannot be read are left out; see [`Spool::scan`].
     pub fn list(&self) -> Result<Vec<QueueEntry>, QueueError> {
         Ok(self.scan()?.entries)
     }
