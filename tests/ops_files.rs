@@ -479,6 +479,10 @@ fn completions_for_each_shell() {
     ] {
         assert!(out.contains(word), "bash completions lack {word}");
     }
+    for queue in ["delete", "hold", "release"] {
+        let word = format!("sealpost__subcmd__queue__subcmd__{queue}");
+        assert!(out.contains(&word), "bash completions lack queue {queue}");
+    }
     for shell in ["zsh", "fish"] {
         let (code, out, err) = sealpost(&["completions", shell]);
         assert_eq!(code, 0, "{shell}: {err}");

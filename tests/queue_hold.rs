@@ -220,3 +220,54 @@ fn share_service_key(first: &Path, second: &Path) {
         .unwrap();
     std::fs::copy(key.path(), keystore(second).join("service.key")).unwrap();
 }
+
+#[test]
+fn all_holds_every_waiting_message_and_releases_every_held_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let contoso = DomainSpec::new("contoso", &[FROM], free_port()).write(dir.path());
+    let data = dir.path().join("contoso-data");
+    let key = sealpost::crypto::keyfile::ServiceKey::load_or_create(
+        &dir.path().join("contoso-data.keystore"),
+    )
+    .unwrap();
+    let spool = sealpost::queue::Spool::open(&data, std::sync::Arc::new(key)).unwrap();
+    let ids: Vec<String> = (0..3)
+        .map(|_| {
+            let env = sealpost::queue::Envelope::new(
+                sealpost::queue::new_queue_id(),
+                FROM,
+                vec![TO.into()],
+                "client.test",
+                "127.0.0.1:40000",
+                0,
+            );
+            spool.enqueue(&env, &message(FROM, TO, "ALL")).unwrap();
+            env.id
+        })
+        .collect();
+    spool.claim(&ids[2]).unwrap().expect("claimed");
+
+    let (code, out, err) = sealpost(&["queue", "hold", "--config", &arg(&contoso), "ALL"]);
+    assert_eq!(code, 0, "{err}");
+    let expect = format!("{}: held\n{}: held\n2 message(s) held\n", ids[0], ids[1]);
+    assert_eq!(out, expect, "the active one is left alone");
+    let states: Vec<String> = spool
+        .list()
+        .unwrap()
+        .iter()
+        .map(|e| e.state.to_string())
+        .collect();
+    assert_eq!(states, ["active", "hold", "hold"]);
+    let (code, out, err) = sealpost(&["queue", "release", "--config", &arg(&contoso), "ALL"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with("2 message(s) released\n"), "{out}");
+    assert_eq!(spool.incoming_ids().unwrap(), ids[..2]);
+    // Hold through the CLI, then the active one: refused, saying why, and the exit status is 1.
+    let (code, _, err) = sealpost(&["queue", "hold", "--config", &arg(&contoso), &ids[2]]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with(&format!("sealpost: {}: ", ids[2]))
+            && err.contains("being delivered; try again when the attempt ends"),
+        "{err}"
+    );
+}

@@ -63,7 +63,7 @@ pub enum Command {
     /// directories, sends messages each way over SMTP, shows the TLS version and cipher of each
     /// hop and the delivered messages, then shuts down. Exits 0 when every message arrived.
     Demo(demo::DemoArgs),
-    /// Inspect and manage the mail queue (like mailq, postqueue -f, postsuper -d).
+    /// Inspect and manage the mail queue (like mailq, postqueue -f, postsuper -d, -h, -H).
     Queue(queue::QueueArgs),
     /// List and read the messages of a local mailbox.
     Mailbox(mailbox::MailboxArgs),

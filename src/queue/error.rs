@@ -38,7 +38,7 @@ pub enum QueueError {
     NotActive { id: String, location: String },
     /// `hold` of a message that is active: a delivery attempt is in progress; `location` is
     /// where the active message lies.
-    #[error("queue id {id} is being delivered ({location}); try again when the attempt ends")]
+    #[error("queue id {id} is being delivered; try again when the attempt ends ({location})")]
     Busy { id: String, location: String },
     /// The backend cannot be reached at all (a database that is down, say); nothing was done.
     #[error("queue unavailable at {location}: {reason}")]
