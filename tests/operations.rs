@@ -200,6 +200,22 @@ async fn metrics_and_health_count_a_relayed_message() {
     assert_eq!(health["status"], "ok", "{health}");
     assert_eq!(health["hostname"], "mx.contoso.test");
     assert!(health["queue"].is_object(), "{health}");
+    let states: Vec<&str> = health["queue"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for state in ["incoming", "active", "deferred", "hold", "corrupt"] {
+        assert!(states.contains(&state), "{health}");
+        assert!(
+            metrics
+                .body
+                .contains(&format!("sealpost_queue_messages{{state=\"{state}\"}}")),
+            "{state}: {}",
+            metrics.body
+        );
+    }
 
     let unknown = http(relay.contoso_admin, "GET", "/nope");
     assert_eq!(unknown.status, 404, "{}", unknown.body);

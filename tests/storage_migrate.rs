@@ -1,8 +1,9 @@
 //! `sealpost storage migrate` moves a node's queue from its spool into a real PostgreSQL: mail
 //! queued by an embedded node (its next hop down) goes into the database byte for byte, sealed,
 //! the spool empties, its mailbox store is copied (sealed) and read from the database, a second
-//! run copies nothing, `queue list` shows the messages from the database, and the node restarted
-//! on PostgreSQL delivers them once the next hop is up.
+//! run copies nothing, `queue list` shows the messages from the database (a held one still
+//! held), and the node restarted on PostgreSQL delivers them once the next hop is up (the held
+//! one once released).
 
 mod support;
 
@@ -22,7 +23,7 @@ const BOB: &str = "bob@fabrikam.test";
 /// The queue files of a spool (any state), with their bytes.
 fn spool_files(data: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files = Vec::new();
-    for state in ["incoming", "active", "deferred"] {
+    for state in ["incoming", "active", "deferred", "hold"] {
         let Ok(dir) = std::fs::read_dir(data.join("queue").join(state)) else {
             continue;
         };
@@ -80,6 +81,11 @@ fn a_spool_moves_into_postgres_sealed_and_is_delivered_from_there() {
     server.kill9();
     let before = spool_files(&data);
     assert_eq!(before.len(), 3, "three queue files in the spool");
+    // One of them held: it stays held in the database.
+    let held = before[0].0.clone();
+    let c = config.display().to_string();
+    let (code, out, err) = sealpost(&["queue", "hold", "--config", &c, &held]);
+    assert_eq!((code, out), (0, format!("{held}: held\n")), "{err}");
 
     // The same node, its queue now in PostgreSQL.
     let password = cluster.password_file(dir.path());
@@ -94,12 +100,12 @@ fn a_spool_moves_into_postgres_sealed_and_is_delivered_from_there() {
 
     let out = migrate(&config);
     assert!(out.contains("queue: 3 messages copied"), "{out}");
+    assert!(out.contains(", 1 held)"), "{out}");
     assert!(
         out.contains("mailboxes: 1 message(s) of 1 mailbox(es) copied"),
         "{out}"
     );
     // The mailbox is read from the database now, and its blob is there sealed.
-    let c = config.display().to_string();
     let (code, list, err) = sealpost(&["mailbox", "list", "--config", &c, "--mailbox", ALICE]);
     assert_eq!(code, 0, "{err}");
     let id = list
@@ -135,12 +141,14 @@ fn a_spool_moves_into_postgres_sealed_and_is_delivered_from_there() {
         let row = cluster.psql(
             &database,
             &format!(
-                "SELECT state IN ('incoming', 'deferred'), body = '\\x{}'::bytea, \
+                "SELECT state IN ('incoming', 'deferred'), state = 'hold', \
+                 body = '\\x{}'::bytea, \
                  position('MIGRATE-'::bytea in body) FROM queue_message WHERE id = '{id}'",
                 hex(bytes)
             ),
         );
-        assert_eq!(row.trim(), "t|t|0", "{id}: {row}");
+        let expect = if *id == held { "f|t|t|0" } else { "t|f|t|0" };
+        assert_eq!(row.trim(), expect, "{id}: {row}");
     }
     let again = migrate(&config);
     assert!(again.contains("queue: 0 messages copied"), "{again}");
@@ -161,8 +169,10 @@ fn a_spool_moves_into_postgres_sealed_and_is_delivered_from_there() {
     let fabrikam = DomainSpec::new("fabrikam", &[BOB], next_hop).write(dir.path());
     let _fabrikam = ServeProcess::start(&fabrikam, next_hop);
     let _contoso = ServeProcess::start(&config, port);
-    let (code, _, err) = sealpost(&["queue", "flush", "--config", &config.display().to_string()]);
+    let (code, _, err) = sealpost(&["queue", "flush", "--config", &c]);
     assert_eq!(code, 0, "{err}");
+    let (code, out, err) = sealpost(&["queue", "release", "--config", &c, &held]);
+    assert_eq!((code, out), (0, format!("{held}: released\n")), "{err}");
     let got = wait_for_mailbox(
         &dir.path().join("fabrikam-data"),
         BOB,
