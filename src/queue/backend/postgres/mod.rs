@@ -347,9 +347,9 @@ impl QueueStore for PgQueue {
     fn hold(&self, id: &str) -> Result<bool, QueueError> {
         let id = checked_id(id)?;
         match self.run(|pool| async move { sql::hold(&pool, id).await })? {
-            sql::Held::Held => Ok(true),
-            sql::Held::NotWaiting => Ok(false),
-            sql::Held::Active(node) => Err(QueueError::Busy {
+            sql::HoldOutcome::Held => Ok(true),
+            sql::HoldOutcome::NotWaiting => Ok(false),
+            sql::HoldOutcome::Active(node) => Err(QueueError::Busy {
                 id: id.to_string(),
                 location: format!("{} (active, held by {node})", self.row(id)),
             }),

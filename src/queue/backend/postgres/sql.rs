@@ -235,7 +235,7 @@ pub(super) async fn flush(pool: &Pool) -> Result<usize, DbError> {
 }
 
 /// What [`hold`] found.
-pub(super) enum Held {
+pub(super) enum HoldOutcome {
     /// The message was waiting and is held now.
     Held,
     /// Active under a live lease, being delivered by the node named: nothing changed.
@@ -245,7 +245,7 @@ pub(super) enum Held {
 }
 
 /// Waiting → hold, clearing an expired lease; else whether a live node has it active.
-pub(super) async fn hold(pool: &Pool, id: &str) -> Result<Held, DbError> {
+pub(super) async fn hold(pool: &Pool, id: &str) -> Result<HoldOutcome, DbError> {
     let client = connection(pool).await?;
     let n = client
         .execute(
@@ -258,7 +258,7 @@ pub(super) async fn hold(pool: &Pool, id: &str) -> Result<Held, DbError> {
         )
         .await?;
     if n == 1 {
-        return Ok(Held::Held);
+        return Ok(HoldOutcome::Held);
     }
     let active = client
         .query_opt(
@@ -267,8 +267,8 @@ pub(super) async fn hold(pool: &Pool, id: &str) -> Result<Held, DbError> {
         )
         .await?;
     Ok(match active {
-        Some(row) => Held::Active(row.get::<_, Option<String>>(0).unwrap_or_default()),
-        None => Held::NotWaiting,
+        Some(row) => HoldOutcome::Active(row.get::<_, Option<String>>(0).unwrap_or_default()),
+        None => HoldOutcome::NotWaiting,
     })
 }
 
