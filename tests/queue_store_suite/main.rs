@@ -7,8 +7,9 @@
 //!
 //! The tests are written against `&dyn QueueStore`; only the [`Harness`] knows how a backend is
 //! opened, reopened (a restart, or a second process on the same storage), damaged, and what it
-//! keeps at rest. The tests of several nodes on one storage (`nodes`) run on the backends that
-//! have nodes: PostgreSQL.
+//! keeps at rest. The tests of several nodes on one storage (`nodes`, and `pg_hold` for hold
+//! across nodes and the schema migration that allows it) run on the backends that have nodes:
+//! PostgreSQL. `hold` holds the contract of `hold` and `release`.
 
 mod harness;
 mod hold;

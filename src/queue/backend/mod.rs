@@ -8,12 +8,12 @@
 //!
 //! ```text
 //! enqueue ──▶ incoming ──claim──▶ active ──defer──▶ deferred
-//!              ▲  ▲ │              │  ▲                │ │
-//!              │  │ │              │  └─────claim──────┤ │
-//!              │  ├─┼──recover─────┘                   │ │
-//!              │  └─┼─────────────flush────────────────┘ │
-//!              │    └──hold──▶ hold ◀──────hold──────────┘
-//!              └──release──────┘
+//!               ▲  │               │  ▲                │
+//!               │  │               │  └─────claim──────┤
+//!               ├──┼──recover──────┘                   │
+//!               ├──┼─────────────flush─────────────────┤
+//!               │  └──hold──▶ hold ◀───────hold────────┘
+//!               └────release────┘
 //!             active ──complete──▶ (gone)       any ──delete──▶ (gone)
 //! ```
 //!
@@ -170,8 +170,8 @@ pub trait QueueStore: Send + Sync {
     /// node) and its envelope and message are returned exactly as last stored.
     ///
     /// Of concurrent claims of one id, in this process or another sharing the storage, exactly
-    /// one gets it. `Ok(None)` when it is not waiting: unknown, already active (claimed), or
-    /// deleted. A stored message that fails verification or decryption is quarantined (counted
+    /// one gets it. `Ok(None)` when it is not waiting: unknown, already active (claimed), held,
+    /// or deleted. A stored message that fails verification or decryption is quarantined (counted
     /// as "corrupt", never listed, claimed or returned again) and reported as
     /// [`QueueError::Corrupt`].
     fn claim(&self, id: &str) -> Result<Option<(Envelope, Vec<u8>)>, QueueError>;
@@ -211,9 +211,8 @@ pub trait QueueStore: Send + Sync {
     fn deferred(&self) -> Result<Vec<(String, i64)>, QueueError>;
 
     /// The size of a waiting (incoming or deferred, or with nodes active under an expired
-    /// lease) message, what a claim would load into
-    /// memory; `None` when there is none with this id (or the id is invalid) or its envelope is
-    /// unreadable.
+    /// lease) message, what a claim would load into memory; `None` when there is none with this
+    /// id (held, or the id is invalid) or its envelope is unreadable.
     fn waiting_size(&self, id: &str) -> Option<u64>;
 
     /// Moves every deferred message to incoming so that it is tried now (`postqueue -f`);
