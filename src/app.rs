@@ -8,7 +8,7 @@ pub use build::sender_checks_summary;
 mod licensing;
 mod reload;
 mod storage;
-pub use storage::open_queue;
+pub use storage::{open_queue, open_shared_queue};
 mod tls_report;
 
 use std::net::SocketAddr;
@@ -78,11 +78,17 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let key = service_key(&config)?;
     let spool = Arc::new(Spool::open(&config.data_dir, key.clone())?);
-    let queue = open_queue(&config, key.clone())?;
+    let (queue, shared_transmissions) = open_shared_queue(&config, key.clone())?;
     let report = queue.recover()?;
     tracing::info!(?report, queue = %queue.location(), "queue recovered");
     let now = chrono::Utc::now().timestamp();
-    let retransmissions = Arc::new(Retransmissions::open(&spool, &key, now)?);
+    let retransmissions = Arc::new(match shared_transmissions {
+        Some(shared) => {
+            tracing::info!(location = %shared.location(), "transmission fingerprints shared by the nodes");
+            Retransmissions::shared(&spool, &key, shared, now)
+        }
+        None => Retransmissions::open(&spool, &key, now)?,
+    });
     let (store, folders) = crate::store::open_stores(&config)?;
     let trace_path = config.operations.trace_log.as_deref();
     let telemetry = Arc::new(

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use support::domains::{free_port, message, queue_list_json, sealpost, DomainSpec, ServeProcess};
 use support::pg_nodes::{
-    lock, mailbox_copies, queue_rows, run_client, storage_toml, to_stderr, wait_drained,
-    write_report, Record, Tally, FROM,
+    lock, mailbox_copies, queue_rows, run_client, share_service_key, storage_toml, to_stderr,
+    wait_drained, write_report, Record, Tally, FROM,
 };
 use support::plain_smtp::PlainClient;
 use support::postgres::Cluster;
@@ -118,46 +118,13 @@ fn the_queue_commands_of_one_node_see_what_another_accepted() {
     let Some(cluster) = Cluster::start() else {
         return;
     };
-    let database = cluster.create_database();
     let dir = tempfile::tempdir().expect("tempdir");
-    let password = cluster.password_file(dir.path());
-    let closed = free_port();
-    let mut configs = Vec::new();
-    for node in ["a", "b"] {
-        let home = dir.path().join(node);
-        std::fs::create_dir_all(&home).expect("node dir");
-        let port = free_port();
-        let storage = storage_toml(
-            &cluster,
-            &database,
-            &password,
-            &format!("node-{node}"),
-            "4s",
-        );
-        let config = DomainSpec::new("contoso", &[FROM], port)
-            .route("fabrikam.test", closed)
-            .toml(&storage)
-            .write(&home);
-        configs.push((config, port));
-    }
-    let [(a, a_port), (b, _)] = [configs[0].clone(), configs[1].clone()];
+    let (database, [(a, a_port), (b, _)]) = two_nodes(&cluster, dir.path());
 
     // Node A accepts a message for a domain that does not answer; it is deferred.
     let server = ServeProcess::start(&a, a_port);
-    let addr: SocketAddr = format!("127.0.0.1:{a_port}").parse().expect("addr");
-    let mut client = PlainClient::connect(addr, COMMAND_TIMEOUT).expect("connect");
     let to = "bob@fabrikam.test";
-    let reply = client
-        .send_mail(FROM, to, &message(FROM, to, "CLUSTER-CLI-1"))
-        .expect("reply");
-    assert_eq!(reply.code, 250, "{reply}");
-    let id = reply
-        .text
-        .split_whitespace()
-        .last()
-        .expect("id")
-        .to_string();
-    client.quit();
+    let id = send_to(a_port, &message(FROM, to, "CLUSTER-CLI-1"));
     let until = Instant::now() + Duration::from_secs(20);
     while !queue_rows(&cluster, &database)
         .iter()
@@ -192,6 +159,80 @@ fn the_queue_commands_of_one_node_see_what_another_accepted() {
     let (code, _, err) = sealpost(&["queue", "delete", "--config", &b_arg, &id]);
     assert_ne!(code, 0);
     assert!(err.contains("no such message"), "{err}");
+}
+
+/// Two contoso nodes on one new database (`dir/a`, `dir/b`) with one service key, routing fabrikam.test to a port
+/// where nothing answers (its mail stays deferred): the database, and each node's configuration
+/// and port.
+fn two_nodes(cluster: &Cluster, dir: &std::path::Path) -> (String, [(std::path::PathBuf, u16); 2]) {
+    let database = cluster.create_database();
+    let password = cluster.password_file(dir);
+    let closed = free_port();
+    let node = |name: &str| {
+        let home = dir.join(name);
+        std::fs::create_dir_all(&home).expect("node dir");
+        let port = free_port();
+        let storage = storage_toml(cluster, &database, &password, &format!("node-{name}"), "4s");
+        let config = DomainSpec::new("contoso", &[FROM], port)
+            .route("fabrikam.test", closed)
+            .toml(&storage)
+            .write(&home);
+        (config, port)
+    };
+    let nodes = [node("a"), node("b")];
+    share_service_key(nodes.iter().map(|(config, _)| config.as_path()));
+    (database, nodes)
+}
+
+/// Sends `message` from FROM to bob@fabrikam.test through the node on `port`; the queue id of
+/// its 250.
+fn send_to(port: u16, message: &[u8]) -> String {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let mut client = PlainClient::connect(addr, COMMAND_TIMEOUT).expect("connect");
+    let reply = client
+        .send_mail(FROM, "bob@fabrikam.test", message)
+        .expect("reply");
+    assert_eq!(reply.code, 250, "{reply}");
+    client.quit();
+    reply
+        .text
+        .split_whitespace()
+        .last()
+        .expect("id")
+        .to_string()
+}
+
+/// A client that missed node A's 250 sends the message again to node B: B answers with A's
+/// queue id and queues nothing (the fingerprint is in the database with the message), also
+/// after A has gone; another message is queued as new.
+#[test]
+fn a_retransmission_to_another_node_is_recognised() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (database, [(a, a_port), (b, b_port)]) = two_nodes(&cluster, dir.path());
+    let a_node = ServeProcess::start(&a, a_port);
+    let b_node = ServeProcess::start(&b, b_port);
+    let to = "bob@fabrikam.test";
+    let first = message(FROM, to, "CLUSTER-AGAIN-1");
+    let id = send_to(a_port, &first);
+    assert_eq!(send_to(b_port, &first), id, "B names A's copy");
+    a_node.kill9();
+    assert_eq!(send_to(b_port, &first), id, "and still does with A gone");
+    let other = send_to(b_port, &message(FROM, to, "CLUSTER-AGAIN-2"));
+    assert_ne!(other, id);
+    let mut ids: Vec<String> = queue_rows(&cluster, &database)
+        .into_iter()
+        .map(|(id, _, _)| id)
+        .collect();
+    ids.sort();
+    let mut expected = vec![id, other];
+    expected.sort();
+    assert_eq!(ids, expected, "each message queued once");
+    let fingerprints = cluster.psql(&database, "SELECT count(*) FROM queue_transmission");
+    assert_eq!(fingerprints.trim(), "2", "one fingerprint per message");
+    drop(b_node);
 }
 
 /// docker/fabrikam.toml as both compose nodes run it, pointed at a real PostgreSQL instead of the

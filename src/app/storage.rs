@@ -8,15 +8,25 @@ use anyhow::Context;
 use crate::config::{Config, StorageSettings};
 use crate::crypto::keyfile::ServiceKey;
 use crate::pg::{node_id_file, Database};
+use crate::queue::retransmit::SharedTransmissions;
 use crate::queue::{PgQueue, QueueStore, Spool};
 
 /// The queue of `config`, sealing with `key`. For PostgreSQL this connects, applies the schema
 /// migrations, and refuses a database whose schema is newer than this program knows.
 pub fn open_queue(config: &Config, key: Arc<ServiceKey>) -> anyhow::Result<Arc<dyn QueueStore>> {
+    Ok(open_shared_queue(config, key)?.0)
+}
+
+/// A queue, and where the fingerprints of its accepted transmissions are shared by the nodes.
+pub type SharedQueue = (Arc<dyn QueueStore>, Option<Arc<dyn SharedTransmissions>>);
+
+/// [`open_queue`], with where the fingerprints of accepted transmissions are shared by the nodes
+/// (`None` for a spool, whose fingerprints are in its own files).
+pub fn open_shared_queue(config: &Config, key: Arc<ServiceKey>) -> anyhow::Result<SharedQueue> {
     // The spool's tmp/ also stages incoming content for a database queue.
     let spool = Spool::open(&config.data_dir, key.clone())?;
     match &config.storage {
-        StorageSettings::Embedded => Ok(Arc::new(spool)),
+        StorageSettings::Embedded => Ok((Arc::new(spool), None)),
         StorageSettings::Postgres(pg) => {
             let node = match &pg.node_id {
                 Some(node) => node.clone(),
@@ -34,7 +44,9 @@ pub fn open_queue(config: &Config, key: Arc<ServiceKey>) -> anyhow::Result<Arc<d
                 )
             })?;
             tracing::info!(database = %pg.location(), node, "queue in PostgreSQL");
-            Ok(Arc::new(PgQueue::new(db, spool, key, &node, pg.lease)))
+            let queue = PgQueue::new(db, spool, key, &node, pg.lease);
+            let transmissions: Arc<dyn SharedTransmissions> = Arc::new(queue.transmissions());
+            Ok((Arc::new(queue), Some(transmissions)))
         }
     }
 }

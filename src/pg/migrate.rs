@@ -36,10 +36,15 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "queue hold",
         sql: include_str!("schema/004_queue_hold.sql"),
     },
+    Migration {
+        version: 5,
+        name: "queue transmissions",
+        sql: include_str!("schema/005_queue_transmission.sql"),
+    },
 ];
 
 /// The newest schema version this program knows.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 const _: () = assert!(MIGRATIONS[MIGRATIONS.len() - 1].version == SCHEMA_VERSION);
 
 /// A fixed key for `pg_advisory_xact_lock`: "sealpost" in ASCII.

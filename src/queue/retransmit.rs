@@ -8,6 +8,11 @@
 //! left the queue, in `queue/transmissions.log` for [`WINDOW`]. A transaction with a fingerprint
 //! seen in that window is answered 250 with the first copy's queue id and not queued again.
 //!
+//! With the queue in a database shared by several nodes ([`SharedTransmissions`]), the
+//! fingerprints are there instead of the log: each is recorded by the statement that queues its
+//! message, and a transmission this node did not accept itself is looked up in the database, so
+//! a client that sends the message again to another node gets the first copy's ids too.
+//!
 //! Only messages with a Message-ID header or a Received header are fingerprinted: two such
 //! transmissions with the same sender, recipients and bytes (the Message-ID, or the previous hop's
 //! Received header with its queue id and time) are the same message.
@@ -16,7 +21,7 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::{QueueError, Spool};
 use crate::crypto::keyfile::ServiceKey;
@@ -24,10 +29,27 @@ use crate::crypto::keyfile::ServiceKey;
 /// How long a fingerprint is remembered after the message was accepted.
 pub const WINDOW: i64 = 24 * 3600;
 
+/// Fingerprints kept where every node of a shared queue sees them (the queue's database). The
+/// queue records the fingerprint in an envelope's `transmission` with the message itself.
+pub trait SharedTransmissions: Send + Sync {
+    /// The ids of the messages accepted with this fingerprint at or after `since` (unix
+    /// seconds), by any node; `None` when there are none.
+    fn accepted_as(&self, fingerprint: &[u8; 32], since: i64)
+        -> Result<Option<String>, QueueError>;
+
+    /// Forgets, in the background, what was accepted before `before`.
+    fn forget_before(&self, before: i64);
+
+    /// Where they are kept, for logs.
+    fn location(&self) -> String;
+}
+
 /// The fingerprints of recently accepted transactions.
 pub struct Retransmissions {
     /// Derived from the service key once.
     key: aws_lc_rs::hmac::Key,
+    /// Where every node's fingerprints are, when the queue is shared; then there is no log.
+    shared: Option<Arc<dyn SharedTransmissions>>,
     log_path: PathBuf,
     seen: Mutex<Seen>,
     log: Mutex<Option<File>>,
@@ -74,13 +96,34 @@ struct Seen {
 const PRUNE_EVERY: i64 = 60;
 
 /// A fingerprint's bytes from its hex form.
-fn raw(fingerprint: &str) -> Option<[u8; 32]> {
+pub(crate) fn raw(fingerprint: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     hex::decode_to_slice(fingerprint, &mut out).ok()?;
     Some(out)
 }
 
 impl Retransmissions {
+    /// The fingerprints of a queue shared by several nodes, kept in `shared` (no log, nothing
+    /// loaded: a fingerprint this process has not seen is looked up there).
+    pub fn shared(
+        spool: &Spool,
+        key: &ServiceKey,
+        shared: Arc<dyn SharedTransmissions>,
+        now: i64,
+    ) -> Self {
+        shared.forget_before(now - WINDOW);
+        Retransmissions {
+            key: key.fingerprint_key("sealpost transmission v2"),
+            shared: Some(shared),
+            log_path: spool.root().join("transmissions.log"),
+            seen: Mutex::new(Seen {
+                map: HashMap::new(),
+                next_prune: now + PRUNE_EVERY,
+            }),
+            log: Mutex::new(None),
+        }
+    }
+
     /// Loads the fingerprints of messages in the queue and of those that left it within the
     /// window, and compacts the log. Run after `Spool::recover`.
     pub fn open(spool: &Spool, key: &ServiceKey, now: i64) -> Result<Self, QueueError> {
@@ -125,6 +168,7 @@ impl Retransmissions {
             .map_err(QueueError::io(&log_path))?;
         Ok(Retransmissions {
             key: key.fingerprint_key("sealpost transmission v2"),
+            shared: None,
             log_path,
             seen: Mutex::new(Seen {
                 map: seen,
@@ -149,14 +193,26 @@ impl Retransmissions {
         }
     }
 
-    /// The queue ids a transmission with this fingerprint was accepted as, within the window.
+    /// The queue ids a transmission with this fingerprint was accepted as, within the window:
+    /// by this process, or with a shared queue by any node. A shared store that cannot answer is
+    /// logged and taken as "not seen": the message is queued (at worst a duplicate).
     pub fn accepted_as(&self, fingerprint: &str, now: i64) -> Option<String> {
         let fp = raw(fingerprint)?;
-        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.map
-            .get(&fp)
-            .filter(|(_, at)| now - at < WINDOW)
-            .map(|(ids, _)| ids.clone())
+        let known = {
+            let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            seen.map
+                .get(&fp)
+                .filter(|(_, at)| now - at < WINDOW)
+                .map(|(ids, _)| ids.clone())
+        };
+        let shared = self.shared.as_ref();
+        known.or_else(|| match shared?.accepted_as(&fp, now - WINDOW + 1) {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look up a transmission's fingerprint; queued as new");
+                None
+            }
+        })
     }
 
     /// A transmission was queued (its fingerprint is in the queue files' envelopes). Expired
@@ -167,12 +223,16 @@ impl Retransmissions {
         if now >= seen.next_prune {
             seen.map.retain(|_, (_, at)| now - *at < WINDOW);
             seen.next_prune = now + PRUNE_EVERY;
+            if let Some(shared) = &self.shared {
+                shared.forget_before(now - WINDOW);
+            }
         }
         seen.map.insert(fp, (ids.to_string(), now));
     }
 
     /// A message leaves the queue: its fingerprint moves to the log for the rest of the window.
-    /// Written without fsync: losing a line costs at most a duplicate, never a message.
+    /// Written without fsync: losing a line costs at most a duplicate, never a message. With a
+    /// shared queue there is nothing to do: the fingerprint stays in the shared store.
     pub fn left_queue(&self, fingerprint: &str, id: &str, accepted_at: i64) {
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(file) = log.as_mut() {

@@ -59,7 +59,7 @@ fn a_hold_on_one_node_keeps_every_node_from_claiming() {
 }
 
 #[test]
-fn a_database_at_schema_3_is_migrated_to_4_with_its_rows() {
+fn a_database_at_schema_3_is_migrated_to_the_newest_with_its_rows() {
     let Some(cluster) = crate::pg::shared() else {
         return;
     };
@@ -102,11 +102,12 @@ fn a_database_at_schema_3_is_migrated_to_4_with_its_rows() {
         &database,
         "SELECT string_agg(version::text || ':' || name, ',' ORDER BY version) FROM schema_version",
     );
-    assert_eq!(
-        versions.trim(),
-        "1:queue,2:mailbox keys,3:mailbox store,4:queue hold"
-    );
-    assert_eq!(SCHEMA_VERSION, 4);
+    let all: Vec<String> = MIGRATIONS
+        .iter()
+        .map(|m| format!("{}:{}", m.version, m.name))
+        .collect();
+    assert_eq!(versions.trim(), all.join(","));
+    assert!(all[3] == "4:queue hold" && SCHEMA_VERSION >= 4, "{all:?}");
     let rows = cluster.psql(
         &database,
         "SELECT string_agg(id || ':' || state || ':' || next_attempt || ':' || size, ',' \
@@ -128,5 +129,5 @@ fn a_database_at_schema_3_is_migrated_to_4_with_its_rows() {
     // Opening again applies nothing twice.
     drop(Database::open(&settings).unwrap());
     let n = cluster.psql(&database, "SELECT count(*) FROM schema_version");
-    assert_eq!(n.trim(), "4");
+    assert_eq!(n.trim(), SCHEMA_VERSION.to_string());
 }

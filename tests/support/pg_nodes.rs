@@ -157,7 +157,7 @@ fn set_concurrency(config: &Path, concurrency: usize) {
 
 /// Makes the first node's service key (in its default keystore, `<data_dir>.keystore`) and copies
 /// it into the others'.
-fn share_service_key<'a>(configs: impl Iterator<Item = &'a Path>) {
+pub fn share_service_key<'a>(configs: impl Iterator<Item = &'a Path>) {
     use std::os::unix::fs::DirBuilderExt;
     let keystores: Vec<PathBuf> = configs
         .map(|c| c.with_file_name("contoso-data.keystore"))

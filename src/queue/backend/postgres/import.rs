@@ -60,6 +60,7 @@ impl PgQueue {
                 next_attempt: entry.envelope.next_attempt,
                 size: i64::try_from(entry.size).unwrap_or(i64::MAX),
                 body: file,
+                transmission: super::sql::Row::transmission_of(&entry.envelope),
             };
             // Active ones were being delivered when the node stopped: waiting again.
             let state = match entry.state {

@@ -33,12 +33,14 @@
 
 mod import;
 mod sql;
+mod transmissions;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 pub use import::Imported;
 use std::time::Duration;
+pub use transmissions::PgTransmissions;
 
 use super::{Listing, QueueEntry, QueueState, QueueStore, RecoveryReport, Unreadable};
 use crate::crypto::keyfile::ServiceKey;
@@ -86,6 +88,13 @@ impl PgQueue {
             .db
             .spawn(move |pool| async move { sql::renew_leases(pool, node, lease, held).await });
         queue
+    }
+
+    /// The fingerprints of transmissions accepted by any node of this database.
+    pub fn transmissions(&self) -> PgTransmissions {
+        PgTransmissions {
+            db: self.db.clone(),
+        }
     }
 
     /// This node's id in leases.
@@ -145,6 +154,7 @@ impl PgQueue {
             next_attempt: envelope.next_attempt,
             size: i64::try_from(size).unwrap_or(i64::MAX),
             body,
+            transmission: sql::Row::transmission_of(envelope),
         })
     }
 

@@ -17,6 +17,17 @@ pub(super) struct Row {
     pub next_attempt: i64,
     pub size: i64,
     pub body: Vec<u8>,
+    /// The transmission's fingerprint (raw bytes) and when it was accepted, recorded in
+    /// `queue_transmission` by the statement that queues the message.
+    pub transmission: Option<(Vec<u8>, i64)>,
+}
+
+impl Row {
+    /// What [`Row::transmission`] holds for a message with this envelope.
+    pub fn transmission_of(envelope: &crate::queue::Envelope) -> Option<(Vec<u8>, i64)> {
+        let fingerprint = crate::queue::retransmit::raw(envelope.transmission.as_deref()?)?;
+        Some((fingerprint.to_vec(), envelope.received_at))
+    }
 }
 
 /// A waiting message: incoming or deferred, or active under a lease that has expired (held by
@@ -29,14 +40,26 @@ fn seconds(lease: Duration) -> f64 {
 }
 
 /// Inserts a new message in `state`: incoming, or (a message moved from a spool) deferred
-/// until its next attempt or held; false when the id is queued already.
+/// until its next attempt or held; false when the id is queued already. Its transmission's
+/// fingerprint, if any, is recorded by the same statement: it commits with the message, or
+/// neither does.
 pub(super) async fn insert(pool: &Pool, row: &Row, state: QueueState) -> Result<bool, DbError> {
     let state = state.as_str();
+    let (fingerprint, accepted_at) = match &row.transmission {
+        Some((fingerprint, at)) => (Some(fingerprint.as_slice()), Some(*at)),
+        None => (None, None),
+    };
     let client = connection(pool).await?;
-    let n = client
-        .execute(
-            "INSERT INTO queue_message (id, state, envelope, next_attempt, size, body) \
-             VALUES ($1, $6, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+    let inserted = client
+        .query_one(
+            "WITH queued AS ( \
+                 INSERT INTO queue_message (id, state, envelope, next_attempt, size, body) \
+                 VALUES ($1, $6, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING RETURNING id), \
+             seen AS ( \
+                 INSERT INTO queue_transmission (fingerprint, id, accepted_at) \
+                 SELECT $7, id, $8 FROM queued WHERE $7::bytea IS NOT NULL \
+                 ON CONFLICT DO NOTHING) \
+             SELECT count(*) FROM queued",
             &[
                 &row.id,
                 &row.envelope,
@@ -44,10 +67,41 @@ pub(super) async fn insert(pool: &Pool, row: &Row, state: QueueState) -> Result<
                 &row.size,
                 &row.body,
                 &state,
+                &fingerprint,
+                &accepted_at,
             ],
         )
         .await?;
-    Ok(n == 1)
+    Ok(inserted.get::<_, i64>(0) == 1)
+}
+
+/// The ids (space-separated, in id order) of the messages accepted with `fingerprint` at or
+/// after `since`, by any node; `None` when there are none.
+pub(super) async fn transmission(
+    pool: &Pool,
+    fingerprint: &[u8],
+    since: i64,
+) -> Result<Option<String>, DbError> {
+    let client = connection(pool).await?;
+    let row = client
+        .query_one(
+            "SELECT string_agg(id, ' ' ORDER BY id) FROM queue_transmission \
+             WHERE fingerprint = $1 AND accepted_at >= $2",
+            &[&fingerprint, &since],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Forgets the transmissions accepted before `before`; how many rows went.
+pub(super) async fn forget_transmissions(pool: &Pool, before: i64) -> Result<u64, DbError> {
+    let client = connection(pool).await?;
+    Ok(client
+        .execute(
+            "DELETE FROM queue_transmission WHERE accepted_at < $1",
+            &[&before],
+        )
+        .await?)
 }
 
 /// Takes a waiting message for `node`; its stored body, or `None` when it is not waiting.
