@@ -1,7 +1,7 @@
 //! The durable queue as a contract: [`QueueStore`] says what every queue backend guarantees, and
 //! the callers (cleanup, the queue runner, the admin endpoint, `sealpost queue`) reach the queue
 //! only through it. The filesystem spool ([`crate::queue::Spool`], see [`spool`]) is the default
-//! backend, PostgreSQL ([`postgres`]) the one for several nodes; `tests/queue_store_suite/` is the
+//! backend, PostgreSQL ([`postgres`]) the one for several nodes; `tests/suite/queue_store_suite/` is the
 //! suite every backend must pass.
 //!
 //! A message is in one of four states, and moves between them only as follows:

@@ -2,7 +2,7 @@
 //! keys) is kept in a [`KeyIndex`], the message rows, delivery tags and folders in a
 //! [`MessageIndex`], both views of one [`IndexTransaction`] of an [`IndexBackend`]: the store's
 //! SQLite index ([`sqlite`]) or a PostgreSQL database shared by several nodes ([`postgres`]).
-//! Every backend must pass `tests/key_index_suite.rs` and `tests/message_index_suite.rs`.
+//! Every backend must pass `tests/suite/key_index_suite.rs` and `tests/suite/message_index_suite.rs`.
 
 pub mod pg_blobs;
 pub mod pg_copy;
@@ -69,7 +69,7 @@ pub struct Shredded {
 /// therefore make every call part of the caller's transaction (a client whose queries need
 /// `&mut` keeps its transaction in a `RefCell`).
 ///
-/// Invariants callers rely on (checked by `tests/key_index_suite.rs`):
+/// Invariants callers rely on (checked by `tests/suite/key_index_suite.rs`):
 /// - ids of policy keys and of mailbox keys strictly increase with insertion and are never
 ///   reused; the newest mailbox key of a mailbox is the one with the highest id;
 /// - a policy's generations count 1, 2, 3… and a new one never reuses a number, whatever the
@@ -164,7 +164,7 @@ pub struct Located {
 /// a value is a view of one connection or transaction, and transaction control stays with the
 /// caller.
 ///
-/// Invariants callers rely on (checked by `tests/message_index_suite.rs`):
+/// Invariants callers rely on (checked by `tests/suite/message_index_suite.rs`):
 /// - a folder's UIDs strictly increase in the order the transactions filing them commit, even
 ///   when several nodes file into one folder at once, and are never reused; UIDNEXT is above
 ///   every UID given;

@@ -1,0 +1,265 @@
+//! Two `sealpost serve` nodes sharing their mailbox store in PostgreSQL (`[storage] backend =
+//! "postgres"`): mail delivered by node A is listed and read with node B's configuration
+//! (`sealpost mailbox list/read`) and over IMAP from node B (Python's imaplib), flags set through
+//! B are seen through A, each node's audit log verifies against its own anchor, and neither the
+//! database dump nor the nodes' data directories hold the message in clear.
+
+use crate::support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use support::admin::wait_listening;
+use support::domains::{files_containing, free_port, hash, python, sealpost, DomainSpec};
+use support::domains::{message, ServeProcess};
+use support::pg_nodes::storage_toml;
+use support::plain_smtp::PlainClient;
+use support::postgres::Cluster;
+
+const ALICE: &str = "alice@contoso.test";
+const MARKER: &str = "PGMAILBOX-MARKER-7731";
+
+/// One node: its configuration and ports.
+struct Node {
+    home: PathBuf,
+    config: PathBuf,
+    smtp: u16,
+    imaps: u16,
+}
+
+impl Node {
+    fn data(&self) -> PathBuf {
+        self.home.join("contoso-data")
+    }
+
+    fn start(&self) -> ServeProcess {
+        let server = ServeProcess::start(&self.config, self.smtp);
+        wait_listening(([127, 0, 0, 1], self.imaps).into(), Duration::from_secs(10));
+        server
+    }
+
+    fn mailbox(&self, command: &str, extra: &[&str]) -> (i32, String, String) {
+        let config = self.config.display().to_string();
+        let mut args = vec!["mailbox", command, "--config", &config, "--mailbox", ALICE];
+        args.extend_from_slice(extra);
+        sealpost(&args)
+    }
+
+    /// Runs an imaplib script against this node's imaps listener (`M` logged in as alice).
+    fn imap(&self, body: &str) -> String {
+        python(&format!(
+            r#"
+import imaplib, ssl
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+M = imaplib.IMAP4_SSL("127.0.0.1", {}, ssl_context=ctx)
+M.login("{ALICE}", "alice-pw")
+{body}
+M.logout()
+"#,
+            self.imaps
+        ))
+    }
+}
+
+/// Node `name` of contoso under `dir/name`, on `database`, with the root keys of `keys_from`
+/// (the first node's) so that every node opens the same policy keys, and the same service key.
+fn node(
+    cluster: &Cluster,
+    dir: &Path,
+    database: &str,
+    name: &str,
+    keys_from: Option<&Node>,
+) -> Node {
+    let home = dir.join(name);
+    std::fs::create_dir_all(&home).expect("node dir");
+    let (smtp, imaps) = (free_port(), free_port());
+    if let Some(first) = keys_from {
+        let (from, to) = (first.home.join("contoso-keys"), home.join("contoso-keys"));
+        std::fs::create_dir_all(&to).expect("key dir");
+        for k in ["a", "b", "availability"] {
+            let file = format!("{k}.key");
+            std::fs::copy(from.join(&file), to.join(&file)).expect("copy root key");
+        }
+    }
+    let password = cluster.password_file(dir);
+    let toml = format!(
+        "{}\n[[listener]]\naddress = \"127.0.0.1:{imaps}\"\nprotocol = \"imaps\"\n\
+         [[user]]\nname = \"{ALICE}\"\npassword_hash = \"{}\"\n",
+        storage_toml(cluster, database, &password, &format!("node-{name}"), "4s"),
+        hash("alice-pw"),
+    );
+    let config = DomainSpec::new("contoso", &[ALICE], smtp)
+        .toml(&toml)
+        .write(&home);
+    // The service key that seals queue content: the same on every node of one queue.
+    let keystore = home.join("contoso-data.keystore");
+    match keys_from {
+        None => {
+            sealpost::crypto::keyfile::ServiceKey::load_or_create(&keystore).expect("service key");
+        }
+        Some(first) => {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&keystore)
+                .expect("keystore");
+            let theirs = first.home.join("contoso-data.keystore/service.key");
+            std::fs::copy(theirs, keystore.join("service.key")).expect("copy service key");
+        }
+    }
+    Node {
+        home,
+        config,
+        smtp,
+        imaps,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn mail_delivered_by_one_node_is_read_from_another_and_stored_sealed() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let database = cluster.create_database();
+    let a = node(&cluster, dir.path(), &database, "a", None);
+    let b = node(&cluster, dir.path(), &database, "b", Some(&a));
+
+    // Node A alone receives and delivers the message.
+    let server_a = a.start();
+    let addr: SocketAddr = ([127, 0, 0, 1], a.smtp).into();
+    let mut client = PlainClient::connect(addr, Duration::from_secs(20)).expect("connect");
+    let from = "carol@fabrikam.test";
+    let reply = client
+        .send_mail(from, ALICE, &message(from, ALICE, MARKER))
+        .expect("reply");
+    assert_eq!(reply.code, 250, "{reply}");
+    // A second message, large enough that IMAP streams it (above 256 KiB).
+    let mut big = format!("From: <{from}>\r\nTo: <{ALICE}>\r\nSubject: big {MARKER}\r\n\r\n");
+    for i in 0..5000 {
+        big.push_str(&format!("line {i:04} {}\r\n", "x".repeat(60)));
+    }
+    big.push_str(&format!("end {MARKER}\r\n"));
+    let reply = client
+        .send_mail(from, ALICE, big.as_bytes())
+        .expect("reply");
+    assert_eq!(reply.code, 250, "{reply}");
+    client.quit();
+
+    // B's configuration lists and reads it (B is not even running).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let listed = loop {
+        let (code, out, err) = b.mailbox("list", &[]);
+        assert_eq!(code, 0, "mailbox list with B's config: {err}");
+        if out.matches(MARKER).count() == 2 {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "never delivered: {out}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let id = listed
+        .lines()
+        .find(|l| l.contains(&format!("test {MARKER}")))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("an id")
+        .to_string();
+    let (code, out, err) = b.mailbox("read", &["--id", &id]);
+    assert_eq!(code, 0, "mailbox read with B's config: {err}");
+    assert!(
+        out.contains(&format!("Subject: test {MARKER}")) && out.contains(&format!("body {MARKER}")),
+        "{out}"
+    );
+
+    // Over IMAP from node B: the message, its body, and a flag set there.
+    let server_b = b.start();
+    let out = b.imap(&format!(
+        r#"
+n = int(M.select("INBOX")[1][0])
+small = M.search(None, "SUBJECT", "test")[1][0].decode()
+big = M.search(None, "SUBJECT", "big")[1][0].decode()
+typ, data = M.fetch(small, "(BODY[HEADER.FIELDS (SUBJECT)])")
+print(n, data[0][1].decode().strip())
+M.store(small, "+FLAGS", "(\\Flagged)")
+typ, data = M.fetch(big, "(RFC822.SIZE BODY[])")
+body = data[0][1]
+print(len(body), data[0][0].decode().split("RFC822.SIZE ")[1].split()[0])
+print(body.endswith(b"end {MARKER}\r\n"))
+"#
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("2 Subject: test {MARKER}"),
+        "IMAP from B: {out}"
+    );
+    // The large one, streamed from its blob in the database: all of it, as sent.
+    let (size, said) = lines[1].split_once(' ').expect("sizes");
+    assert_eq!(size, said, "FETCH BODY[] gives RFC822.SIZE bytes: {out}");
+    assert!(size.parse::<usize>().expect("size") > big.len(), "{out}");
+    assert_eq!(lines[2], "True", "the streamed message ends as sent: {out}");
+    // ... seen from node A.
+    let out = a.imap(
+        r#"
+M.select("INBOX")
+print(M.uid("SEARCH", "FLAGGED")[1][0].decode(), M.uid("SEARCH", "SUBJECT", "test")[1][0].decode())
+"#,
+    );
+    let (flagged, small) = out.trim().split_once(' ').expect("two UIDs");
+    assert_eq!(flagged, small, "A sees the flag set through B: {out}");
+    drop(server_b);
+    drop(server_a);
+
+    // Each node's audit log (the key unwraps it made) checks against its own anchor.
+    for n in [&a, &b] {
+        let config = n.config.display().to_string();
+        let (code, out, err) = sealpost(&["store", "audit", "verify", "--config", &config]);
+        assert_eq!(
+            code,
+            0,
+            "store audit verify on {}: {out}{err}",
+            n.home.display()
+        );
+    }
+    let anchors = cluster.psql(&database, "SELECT node FROM audit_anchor ORDER BY node");
+    assert_eq!(anchors.trim(), "node-a\nnode-b", "one anchor per node");
+
+    // The shared state is in the database, sealed: the rows and the blob are there, the
+    // message is not, neither as text nor as the hex a dump writes bytea in.
+    let count = |table: &str| cluster.psql(&database, &format!("SELECT count(*) FROM {table}"));
+    assert_eq!(count("store_message").trim(), "2");
+    assert_eq!(count("store_blob").trim(), "2");
+    assert_eq!(count("mailbox_key").trim(), "1");
+    let dump = cluster.dump(&database);
+    assert!(
+        contains(&dump, b"COPY public.store_blob"),
+        "dump without blobs"
+    );
+    for needle in [
+        MARKER.as_bytes().to_vec(),
+        hex(MARKER.as_bytes()).into_bytes(),
+    ] {
+        assert!(
+            !contains(&dump, &needle),
+            "the dump holds {:?} in clear",
+            String::from_utf8_lossy(&needle)
+        );
+    }
+    // Nor do the nodes keep it on disk: no index file, no blob files, nothing with the marker.
+    for n in [&a, &b] {
+        let data = n.data();
+        assert!(!data.join("store/index.sqlite").exists());
+        assert!(files_containing(&data, MARKER.as_bytes()).is_empty());
+    }
+}
