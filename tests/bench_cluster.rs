@@ -54,6 +54,11 @@ fn cluster_bench_runs_the_local_spool_then_one_and_two_database_nodes() {
         // Every message at least commits its insert and its completion; each commit flushes
         // the WAL unless it shared a flush with another.
         assert!(figure(line, "commits") >= 2.0, "{line}");
+        // Of them, the insert, the claim and the completion write: a row in, one changed, one
+        // out per message at least.
+        assert!(figure(line, "writing") >= 2.0, "{line}");
+        assert!(figure(line, "read-only") >= 0.0, "{line}");
+        assert!(figure(line, "rows +") >= 1.0, "{line}");
         assert!(figure(line, "wal flushes") > 0.0, "{line}");
         // The test's server runs on this machine, so its CPU is counted too.
         assert!(figure(line, "database") > 0.0, "{line}");

@@ -56,7 +56,12 @@ pub struct ClusterArgs {
 /// The database's counters that tell where a message's time goes.
 #[derive(Clone, Copy, Default)]
 struct DbCounters {
+    /// Transactions committed in this database, read-only ones included.
     commits: i64,
+    /// The server's next transaction id: it advances only for transactions that write.
+    next_xid: i64,
+    /// Rows inserted, updated and deleted in this database's tables.
+    rows: [i64; 3],
     wal_syncs: i64,
     /// CPU seconds of the server's processes, when it runs on this machine.
     cpu: Option<f64>,
@@ -200,10 +205,22 @@ async fn measure(
         if let (Some(c0), Some(c1)) = (before.cpu, after.cpu) {
             line.push_str(&format!("  database {:>5.2} ms/msg", per(c1 - c0)));
         }
+        let per_msg = |n: i64| n as f64 / m;
+        // The second reading's own pg_current_xact_id() takes one id.
+        let writes = after.next_xid - before.next_xid - 1;
+        let rows: Vec<f64> = (0..3)
+            .map(|i| per_msg(after.rows[i] - before.rows[i]))
+            .collect();
         line.push_str(&format!(
-            "  commits {:.1}/msg  wal flushes {:.2}/msg",
-            (after.commits - before.commits) as f64 / m,
-            (after.wal_syncs - before.wal_syncs) as f64 / m
+            "  commits {:.1}/msg (writing {:.1}, read-only {:.1}; rows +{:.1} ~{:.1} -{:.1})  \
+             wal flushes {:.2}/msg",
+            per_msg(after.commits - before.commits),
+            per_msg(writes),
+            per_msg(after.commits - before.commits - writes),
+            rows[0],
+            rows[1],
+            rows[2],
+            per_msg(after.wal_syncs - before.wal_syncs)
         ));
     }
     Ok(line)
@@ -254,24 +271,31 @@ async fn open_database(base: &Path, storage: &str) -> anyhow::Result<(Arc<Databa
     .await?
 }
 
-/// Commits in this database and WAL flushes of the server so far; the server's CPU when its
-/// processes are on this machine (the backend's parent is the postmaster).
+/// Commits, transaction ids and row changes in this database and WAL flushes of the server so
+/// far; the server's CPU when its processes are on this machine (the backend's parent is the
+/// postmaster). Taking the transaction id makes this reading a writing transaction itself.
 async fn counters(db: &Arc<Database>) -> anyhow::Result<DbCounters> {
     let db = db.clone();
-    let (commits, wal_syncs, backend) = tokio::task::spawn_blocking(move || {
+    let (commits, next_xid, rows, wal_syncs, backend) = tokio::task::spawn_blocking(move || {
         db.run(|pool| async move {
             let c = crate::pg::connection(&pool).await?;
             let row = c
                 .query_one(
                     "SELECT (SELECT xact_commit FROM pg_stat_database \
                      WHERE datname = current_database()), \
-                     (SELECT wal_sync FROM pg_stat_wal), pg_backend_pid()",
+                     (SELECT wal_sync FROM pg_stat_wal), pg_backend_pid(), \
+                     pg_current_xact_id()::text::bigint, \
+                     (SELECT ARRAY[coalesce(sum(n_tup_ins), 0), coalesce(sum(n_tup_upd), 0), \
+                     coalesce(sum(n_tup_del), 0)]::bigint[] FROM pg_stat_user_tables)",
                     &[],
                 )
                 .await
                 .map_err(DbError::from)?;
+            let rows: Vec<i64> = row.get(4);
             Ok((
                 row.get::<_, i64>(0),
+                row.get::<_, i64>(3),
+                [rows[0], rows[1], rows[2]],
                 row.get::<_, i64>(1),
                 row.get::<_, i32>(2),
             ))
@@ -281,6 +305,8 @@ async fn counters(db: &Arc<Database>) -> anyhow::Result<DbCounters> {
     let cpu = postmaster(backend).map(procs::cpu_seconds);
     Ok(DbCounters {
         commits,
+        next_xid,
+        rows,
         wal_syncs,
         cpu,
     })
