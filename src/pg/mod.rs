@@ -1,11 +1,13 @@
 //! PostgreSQL plumbing shared by the storage backends that keep their state in a database: the
 //! connection settings, a pool on a runtime of its own (so that blocking callers can use it),
-//! TLS to the server, and versioned schema migrations.
+//! TLS to the server, versioned schema migrations, and a connection of its own that `LISTEN`s
+//! for notifications ([`Database::listen`]).
 //!
 //! The backends' traits are blocking (async callers use `spawn_blocking`); [`Database::run`]
 //! runs one piece of async database work to its end on the pool's runtime, from any thread,
 //! and gives up with [`DbError::Timeout`] past the configured limits rather than hang.
 
+mod listen;
 mod migrate;
 mod settings;
 mod tls;
@@ -16,6 +18,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
+pub use listen::Heard;
 pub use migrate::{Migration, MIGRATIONS, SCHEMA_VERSION};
 pub use settings::{node_id_file, PasswordSource, PgSettings, PgTls};
 
@@ -53,6 +56,8 @@ pub struct Database {
     location: String,
     /// The limit on one piece of work ([`Database::run`]).
     limit: Duration,
+    /// For connections outside the pool ([`Database::listen`]).
+    settings: PgSettings,
 }
 
 impl Database {
@@ -97,6 +102,7 @@ impl Database {
             pool,
             location: settings.location(),
             limit: settings.connect_timeout + settings.statement_timeout,
+            settings: settings.clone(),
         };
         let db = Arc::new(db);
         db.run(|pool| async move { migrate::apply(&pool).await })?;
@@ -165,6 +171,18 @@ impl Database {
         if let Some(runtime) = &self.runtime {
             runtime.spawn(task(self.pool.clone()));
         }
+    }
+}
+
+impl Database {
+    /// Keeps a connection of its own (outside the pool) listening on `channel` for as long as
+    /// the database is open, and calls `on` for each notification, and once after each
+    /// reconnect ([`Heard::Resumed`]: notifications may have been missed). A lost connection is
+    /// made again with backoff; nothing else waits for it.
+    pub fn listen(&self, channel: &'static str, on: impl Fn(Heard<'_>) + Send + Sync + 'static) {
+        let (settings, location, limit) =
+            (self.settings.clone(), self.location.clone(), self.limit);
+        self.spawn(move |_| listen::run(settings, location, channel, limit, on));
     }
 }
 

@@ -57,9 +57,12 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn MailStore>, StoreError> {
 /// One store seen both as the delivery store and as IMAP folders.
 pub type Stores = (Arc<dyn MailStore>, Arc<dyn super::Folders>);
 
-/// The same store as `open_store`, seen both as the delivery store and as IMAP folders.
+/// The same store as `open_store`, seen both as the delivery store and as IMAP folders, relaying
+/// to IMAP the changes other processes announce (`IndexBackend::relay_changes`).
 pub fn open_stores(config: &Config) -> Result<Stores, StoreError> {
     let store = Arc::new(EncryptedStore::open(config, "serve")?);
+    // IMAP sessions in IDLE hear at once of changes other nodes sharing the index make.
+    store.index.relay_changes();
     Ok((store.clone(), store))
 }
 
@@ -448,6 +451,7 @@ impl EncryptedStore {
                 }
             }
             messages.insert_message(&row, super::folders::INBOX)?;
+            messages.announce(&mailbox)?;
             drop(messages);
             tx.commit()?;
             super::folders::changes::notify(&mailbox);

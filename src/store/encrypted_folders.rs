@@ -71,6 +71,7 @@ impl EncryptedStore {
             let filed = ix.insert_message(&row, folder)?;
             ix.write_flags(filed.seq, flags)?;
             let (validity, _) = ix.folder_uids(fid)?;
+            ix.announce(mailbox)?;
             drop(ix);
             tx.commit()?;
             changes::notify(mailbox);
@@ -268,6 +269,7 @@ impl Folders for EncryptedStore {
             .into_iter()
             .filter(|m| uids.contains(&m.uid))
             .collect();
+        ix.announce(&mailbox)?;
         drop(ix);
         tx.commit()?;
         changes::notify(&mailbox);
@@ -312,6 +314,7 @@ impl Folders for EncryptedStore {
                 out.push((uid, ix.file_message(m.seq, &mailbox, &to)?));
             }
         }
+        ix.announce(&mailbox)?;
         drop(ix);
         tx.commit()?;
         changes::notify(&mailbox);
@@ -337,6 +340,9 @@ impl Folders for EncryptedStore {
                     removed.extend(ix.expunge(fid, Some(uid))?);
                 }
             }
+        }
+        if !removed.is_empty() {
+            ix.announce(&mailbox)?;
         }
         drop(ix);
         tx.commit()?;

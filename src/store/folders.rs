@@ -5,33 +5,60 @@ use std::collections::BTreeSet;
 
 use super::StoreError;
 
-/// Changes to mailboxes made in this process (deliveries, appends, flags, moves, expunges), so
-/// that IMAP sessions in IDLE wait for news of their mailbox instead of polling the index.
+/// Changes to mailboxes (deliveries, appends, flags, moves, expunges), so that IMAP sessions in
+/// IDLE wait for news of their mailbox instead of polling the index: those made in this process,
+/// and those other processes announce through the index backend (`IndexBackend::relay_changes`).
 pub mod changes {
     use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
+    use std::sync::{Mutex, MutexGuard, OnceLock};
 
     use tokio::sync::watch;
 
-    fn sender(mailbox: &str) -> watch::Sender<u64> {
+    fn senders() -> MutexGuard<'static, HashMap<String, watch::Sender<u64>>> {
         static SENDERS: OnceLock<Mutex<HashMap<String, watch::Sender<u64>>>> = OnceLock::new();
-        let mut map = SENDERS
+        SENDERS
             .get_or_init(Default::default)
             .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        map.entry(mailbox.to_ascii_lowercase())
-            .or_insert_with(|| watch::channel(0).0)
-            .clone()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wake(sender: &watch::Sender<u64>) {
+        sender.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     /// Tells the mailbox's watchers it changed (after the change is committed).
     pub fn notify(mailbox: &str) {
-        sender(mailbox).send_modify(|v| *v = v.wrapping_add(1));
+        let mut map = senders();
+        match map.get(&mailbox.to_ascii_lowercase()) {
+            Some(sender) => wake(sender),
+            None => {
+                // Nobody watches it: nothing to keep. Drop channels nobody watches any more.
+                map.retain(|_, s| s.receiver_count() > 0);
+            }
+        }
+    }
+
+    /// Tells every watched mailbox's watchers it may have changed (changes may have been
+    /// missed, e.g. while the announcements of other processes could not be heard).
+    pub fn notify_all() {
+        for sender in senders().values() {
+            wake(sender);
+        }
+    }
+
+    /// The mailboxes someone watches now (lower case).
+    pub fn watched() -> Vec<String> {
+        let mut map = senders();
+        map.retain(|_, s| s.receiver_count() > 0);
+        map.keys().cloned().collect()
     }
 
     /// A receiver that sees every later [`notify`] of the mailbox.
     pub fn subscribe(mailbox: &str) -> watch::Receiver<u64> {
-        sender(mailbox).subscribe()
+        senders()
+            .entry(mailbox.to_ascii_lowercase())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
     }
 }
 

@@ -9,10 +9,11 @@ use crate::support::postgres as pg;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sealpost::pg::Database;
+use sealpost::pg::{Database, Heard};
+use sealpost::store::backend::pg_changes::{MailboxChanges, CHANNEL};
 use sealpost::store::backend::pg_messages::PgIndex;
 use sealpost::store::backend::sqlite_index::SqliteIndex;
 use sealpost::store::backend::{IndexBackend, MessageIndex};
@@ -66,8 +67,17 @@ impl Harness for Postgres {
         let password = self.cluster.password_file(self.dir.path());
         let settings = self.cluster.settings(&self.database, &password);
         let db: Arc<Database> = Database::open(&settings).expect("open the database");
-        Box::new(PgIndex::new(db, "node-1"))
+        Box::new(PgIndex::new(db, "node-1", changes()))
     }
+}
+
+/// Change tokens as every node of a test database makes them.
+fn changes() -> Arc<MailboxChanges> {
+    use aws_lc_rs::hmac;
+    Arc::new(MailboxChanges::new(hmac::Key::new(
+        hmac::HMAC_SHA256,
+        b"test change key",
+    )))
 }
 
 /// Runs `f` in a committed write transaction of `node`.
@@ -409,4 +419,59 @@ suite! {
     a_delivery_tag_is_recorded_once_across_nodes,
     flags_modseqs_moves_and_expunge,
     folders_are_listed_renamed_deleted_and_never_reuse_a_uidvalidity,
+}
+
+/// A change announced in a transaction reaches a connection listening on the database when the
+/// transaction commits (once, however often it was announced in it), never when it rolls back,
+/// and names the mailbox by its keyed token only.
+#[test]
+fn postgres_announcements_are_heard_on_commit_only() {
+    let Some(h) = Postgres::new() else {
+        return;
+    };
+    let password = h.cluster.password_file(h.dir.path());
+    let listener = Database::open(&h.cluster.settings(&h.database, &password)).expect("open");
+    let heard = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = heard.clone();
+    listener.listen(CHANNEL, move |x| {
+        if let Heard::Notification(payload) = x {
+            sink.lock().unwrap().push(payload.to_string());
+        }
+    });
+    let node = h.node();
+    let announce = |mailbox: &str, commit: bool| {
+        let tx = node.write().expect("begin");
+        tx.messages().announce(mailbox).expect("announce");
+        tx.messages().announce(mailbox).expect("announce");
+        if commit {
+            tx.commit().expect("commit");
+        }
+    };
+    // Until the listener is in place, announcements go unheard.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while heard.lock().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never heard an announcement"
+        );
+        announce("probe@contoso.test", true);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    heard.lock().unwrap().clear();
+
+    announce("rolled-back@contoso.test", false);
+    announce("Alice@Contoso.test", true);
+    std::thread::sleep(Duration::from_millis(500));
+    let got = heard.lock().unwrap().clone();
+    assert_eq!(
+        got,
+        vec![changes().payload("alice@contoso.test")],
+        "heard {got:?}"
+    );
+    assert!(
+        !got[0].contains("alice") && !got[0].contains("contoso"),
+        "the payload names the mailbox: {}",
+        got[0]
+    );
 }

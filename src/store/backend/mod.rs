@@ -5,6 +5,7 @@
 //! Every backend must pass `tests/suite/key_index_suite.rs` and `tests/suite/message_index_suite.rs`.
 
 pub mod pg_blobs;
+pub mod pg_changes;
 pub mod pg_copy;
 pub mod pg_messages;
 pub mod postgres;
@@ -230,6 +231,11 @@ pub trait MessageIndex {
     /// Removes the messages of a folder flagged \Deleted (only the one at `uid` when given);
     /// returns their UIDs and blob names.
     fn expunge(&self, folder_id: i64, uid: Option<u32>) -> Result<Vec<(u32, String)>, StoreError>;
+    /// Announces to the other processes sharing the index that `mailbox` changed, once (and
+    /// only if) the transaction commits, so that their IMAP IDLE sessions look at once
+    /// ([`IndexBackend::relay_changes`]). The store calls it in every transaction that changes
+    /// what IMAP shows of a mailbox. SQLite has no way to announce: its processes poll.
+    fn announce(&self, mailbox: &str) -> Result<(), StoreError>;
 }
 
 /// One transaction of an index backend: the key index and the message index inside it, so that
@@ -255,6 +261,11 @@ pub trait IndexBackend: Send + Sync {
     /// Makes destroyed rows unrecoverable from the backend's own files where it keeps old page
     /// images (SQLite's WAL); nothing to do where the server manages that.
     fn checkpoint(&self) -> Result<(), StoreError>;
+    /// Starts passing on the changes other processes announce ([`MessageIndex::announce`]) to
+    /// this process's watchers (`folders::changes`), in the background, for as long as the
+    /// backend is open; a second call does nothing. Nothing to do for SQLite (its processes
+    /// poll).
+    fn relay_changes(&self);
 }
 
 /// A store's index and blobs, as [`open`] gives them.
@@ -275,13 +286,28 @@ pub fn open(config: &crate::config::Config) -> Result<Backends, StoreError> {
         )),
         StorageSettings::Postgres(pg) => {
             let node = node_id(config, pg)?;
+            let changes = change_tokens(config)?;
             let db = crate::pg::Database::open(pg)?;
             Ok((
-                Box::new(pg_messages::PgIndex::new(db.clone(), &node)),
+                Box::new(pg_messages::PgIndex::new(db.clone(), &node, changes)),
                 Arc::new(pg_blobs::PgBlobs::new(db)),
             ))
         }
     }
+}
+
+/// How this node names mailboxes in the change announcements it sends and hears: tokens keyed
+/// with the service key (`<keystore_dir>/service.key`, made on first use), which every node of
+/// one database holds.
+fn change_tokens(
+    config: &crate::config::Config,
+) -> Result<Arc<pg_changes::MailboxChanges>, StoreError> {
+    let dir = &config.store.keystore_dir;
+    let key = crate::crypto::keyfile::ServiceKey::load_or_create(dir)
+        .map_err(|e| StoreError::Internal(format!("service key in {}: {e}", dir.display())))?;
+    Ok(Arc::new(pg_changes::MailboxChanges::new(
+        key.fingerprint_key(pg_changes::PURPOSE),
+    )))
 }
 
 /// This node's id in the database: `[storage] node_id`, or the one kept in `<data_dir>/node-id`

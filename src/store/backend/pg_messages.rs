@@ -3,10 +3,11 @@
 //! folder take turns on the folder's row (its UIDNEXT), so UIDs follow the order the
 //! transactions commit; modification sequences come from a per-mailbox counter row the same way.
 
-use std::sync::Arc;
+use std::sync::{Arc, Once};
 
 use tokio_postgres::Row;
 
+use super::pg_changes::{MailboxChanges, CHANNEL};
 use super::postgres::PgTransaction;
 use super::{Filed, IndexBackend, IndexTransaction, KeyIndex, Located, MessageIndex};
 use crate::pg::Database;
@@ -18,15 +19,26 @@ use crate::store::{IndexErrorKind, StoreError};
 pub struct PgIndex {
     db: Arc<Database>,
     node: Arc<str>,
+    changes: Arc<MailboxChanges>,
+    relaying: Once,
 }
 
 impl PgIndex {
-    /// The index in `db` of node `node` (whose audit log the key index anchors).
-    pub fn new(db: Arc<Database>, node: &str) -> PgIndex {
+    /// The index in `db` of node `node` (whose audit log the key index anchors), announcing
+    /// and hearing changes of mailboxes with `changes`' tokens.
+    pub fn new(db: Arc<Database>, node: &str, changes: Arc<MailboxChanges>) -> PgIndex {
         PgIndex {
             db,
             node: Arc::from(node),
+            changes,
+            relaying: Once::new(),
         }
+    }
+
+    fn begin(&self) -> Result<PgTransaction, StoreError> {
+        let mut tx = PgTransaction::begin_on(&self.db, self.node.clone())?;
+        tx.changes = Some(self.changes.clone());
+        Ok(tx)
     }
 
     /// The database.
@@ -37,21 +49,22 @@ impl PgIndex {
 
 impl IndexBackend for PgIndex {
     fn write(&self) -> Result<Box<dyn IndexTransaction + '_>, StoreError> {
-        Ok(Box::new(PgTransaction::begin_on(
-            &self.db,
-            self.node.clone(),
-        )?))
+        Ok(Box::new(self.begin()?))
     }
 
     fn read(&self) -> Result<Box<dyn IndexTransaction + '_>, StoreError> {
-        Ok(Box::new(PgTransaction::begin_on(
-            &self.db,
-            self.node.clone(),
-        )?))
+        Ok(Box::new(self.begin()?))
     }
 
     fn checkpoint(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn relay_changes(&self) {
+        self.relaying.call_once(|| {
+            let changes = self.changes.clone();
+            self.db.listen(CHANNEL, move |heard| changes.heard(heard));
+        });
     }
 }
 
@@ -403,5 +416,18 @@ impl MessageIndex for PgMessageIndex<'_> {
             .collect();
         out.sort();
         Ok(out)
+    }
+
+    fn announce(&self, mailbox: &str) -> Result<(), StoreError> {
+        let changes = self.tx.changes.as_ref().ok_or_else(|| {
+            StoreError::Internal("a transaction outside the store cannot announce changes".into())
+        })?;
+        // Sent to the listeners when the transaction commits, not before, not if it rolls back;
+        // a payload repeated in one transaction is sent once.
+        self.tx.query(
+            "SELECT pg_notify($1, $2)",
+            &[&CHANNEL, &changes.payload(mailbox)],
+        )?;
+        Ok(())
     }
 }

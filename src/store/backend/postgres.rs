@@ -8,6 +8,7 @@ use deadpool_postgres::Client;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Row;
 
+use super::pg_changes::MailboxChanges;
 use super::{KeyIndex, MailboxKeyRow, PolicyKeyRow, Shredded, WrapRow};
 use crate::pg::{Database, DbError};
 use crate::store::audit::Anchor;
@@ -45,6 +46,8 @@ pub struct PgTransaction {
     client: Option<Client>,
     /// The node whose audit log the key index anchors.
     node: Arc<str>,
+    /// How the message index announces changes (a transaction of a [`super::pg_messages::PgIndex`]).
+    pub(super) changes: Option<Arc<MailboxChanges>>,
 }
 
 impl PgTransaction {
@@ -63,6 +66,7 @@ impl PgTransaction {
             db: db.clone(),
             client: Some(client),
             node,
+            changes: None,
         })
     }
 

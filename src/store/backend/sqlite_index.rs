@@ -63,6 +63,8 @@ impl IndexBackend for SqliteIndex {
             .map_err(|_| StoreError::Internal("index lock poisoned".into()))?;
         index::checkpoint(&c)
     }
+
+    fn relay_changes(&self) {}
 }
 
 /// A transaction on the index's connection, holding its lock.
@@ -263,5 +265,9 @@ impl MessageIndex for SqliteMessageIndex<'_> {
                 .execute("DELETE FROM messages WHERE seq = ?1", [seq])?;
         }
         Ok(found.into_iter().map(|(_, u, b)| (u, b)).collect())
+    }
+
+    fn announce(&self, _mailbox: &str) -> Result<(), StoreError> {
+        Ok(())
     }
 }
