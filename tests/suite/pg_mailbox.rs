@@ -385,6 +385,29 @@ fn delivered_by<'n>(id: &str, nodes: &[(&'n str, &Node)]) -> Vec<&'n str> {
         .collect()
 }
 
+/// Sends a message through node B while A's session is in IDLE until B is the node that
+/// delivered it (A scans the shared queue too and may, rarely, claim it first: then A's own
+/// delivery woke the session, which proves nothing here, and the next message is tried); how
+/// long A's IDLE took to hear of B's delivery. `count` is the mailbox's message count.
+fn deliver_by_b(
+    idle: &mut Idler,
+    b: &Node,
+    nodes: &[(&str, &Node)],
+    count: &mut usize,
+    subject: &str,
+) -> f64 {
+    for attempt in 1..=3 {
+        let (took, line, id) = idle.deliver_through(b, &format!("{subject} ({attempt})"));
+        *count += 1;
+        assert_eq!(line, format!("* {count} EXISTS"));
+        match delivered_by(&id, nodes).as_slice() {
+            ["b"] => return took,
+            by => eprintln!("{id} was delivered by {by:?}, not B alone; another message"),
+        }
+    }
+    panic!("node B delivered none of three messages");
+}
+
 #[test]
 fn idle_on_one_node_sees_mail_another_node_delivers_within_two_seconds() {
     let Some(cluster) = Cluster::start() else {
@@ -405,10 +428,9 @@ fn idle_on_one_node_sees_mail_another_node_delivers_within_two_seconds() {
         "IDLE not accepted"
     );
     // A's listening connection may still be on its way: it is, once a delivery is heard.
-    let (took, line, id) = idle.deliver_through(&b, "idle across nodes 1");
-    eprintln!("IDLE on node A saw node B's delivery after {took:.3} s: {line}");
-    assert_eq!(line, "* 1 EXISTS");
-    assert_eq!(delivered_by(&id, &nodes), ["b"], "delivered by node B");
+    let mut count = 0;
+    let took = deliver_by_b(&mut idle, &b, &nodes, &mut count, "idle across nodes 1");
+    eprintln!("IDLE on node A saw node B's delivery after {took:.3} s");
     assert!(
         took < 2.0,
         "IDLE on A heard of B's delivery after {took:.3} s"
@@ -431,10 +453,8 @@ fn idle_on_one_node_sees_mail_another_node_delivers_within_two_seconds() {
         1,
         Duration::from_secs(20),
     );
-    let (took, line, id) = idle.deliver_through(&b, "idle across nodes 2");
-    eprintln!("after the database restart, IDLE on node A saw node B's delivery after {took:.3} s: {line}");
-    assert_eq!(line, "* 2 EXISTS");
-    assert_eq!(delivered_by(&id, &nodes), ["b"], "delivered by node B");
+    let took = deliver_by_b(&mut idle, &b, &nodes, &mut count, "idle across nodes 2");
+    eprintln!("after the database restart, IDLE on node A saw node B's delivery after {took:.3} s");
     assert!(
         took < 5.0,
         "after the restart, IDLE on A heard of B's delivery after {took:.3} s"
