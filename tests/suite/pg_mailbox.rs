@@ -471,3 +471,54 @@ fn idle_on_one_node_sees_mail_another_node_delivers_within_two_seconds() {
         "one warning per outage: {log}"
     );
 }
+
+/// A blob opened for reading is fetched from the database a window at a time: reads and seeks
+/// anywhere give the stored bytes, and a blob removed under a reader is an error, never a short
+/// or partial read.
+#[test]
+fn a_blob_in_the_database_is_read_a_window_at_a_time() {
+    use sealpost::store::backend::pg_blobs::{PgBlobs, WINDOW};
+    use sealpost::store::blobs::BlobStore;
+    use std::io::{Read, Seek, SeekFrom};
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let database = cluster.create_database();
+    let settings = cluster.settings(&database, &cluster.password_file(dir.path()));
+    let blobs = PgBlobs::new(sealpost::pg::Database::open(&settings).expect("database"));
+    let data: Vec<u8> = (0..3 * WINDOW + 12_345)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect();
+    let name = "00112233445566778899aabbccddeeff";
+    blobs.write(name, &data).expect("write");
+    assert!(blobs
+        .open("ffeeddccbbaa99887766554433221100")
+        .expect("open")
+        .is_none());
+
+    let (mut reader, len) = blobs.open(name).expect("open").expect("there");
+    assert_eq!(len, data.len() as u64);
+    let mut all = Vec::new();
+    reader.read_to_end(&mut all).expect("read");
+    assert!(all == data, "the whole blob, window after window");
+    for at in [0, 5, WINDOW - 3, 2 * WINDOW + 17, data.len() - 4] {
+        reader.seek(SeekFrom::Start(at as u64)).expect("seek");
+        let mut piece = [0u8; 8];
+        let n = reader.read(&mut piece).expect("read");
+        assert!(n > 0 && piece[..n] == data[at..at + n], "at {at}");
+    }
+    reader.seek(SeekFrom::End(0)).expect("seek");
+    assert_eq!(reader.read(&mut [0u8; 4]).expect("read at the end"), 0);
+
+    // Removed while a reader is open: the window it holds still reads, the next one fails.
+    reader.seek(SeekFrom::Start(0)).expect("seek");
+    reader.read_exact(&mut [0u8; 16]).expect("read");
+    blobs.remove(name).expect("remove");
+    reader
+        .seek(SeekFrom::Start(2 * WINDOW as u64))
+        .expect("seek");
+    let err = reader.read(&mut [0u8; 16]).expect_err("the blob is gone");
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
+    assert!(blobs.open(name).expect("open").is_none());
+}
