@@ -8,7 +8,7 @@ pub use build::sender_checks_summary;
 mod licensing;
 mod reload;
 mod storage;
-pub use storage::{open_queue, open_shared_queue};
+pub use storage::{open_queue, open_shared_queue, open_tls_journal};
 mod tls_report;
 
 use std::net::SocketAddr;
@@ -123,7 +123,7 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         ),
         in_flight: crate::queue::InFlight::new(config.limits.max_in_flight_size),
         retransmissions: retransmissions.clone(),
-        tls_report: Arc::new(crate::report::tlsrpt::Recorder::new(&config.data_dir)),
+        tls_report: open_tls_journal(&config)?,
     };
     let parts = build::build(&config, &shared)?;
     let runner = Arc::new(

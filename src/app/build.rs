@@ -29,7 +29,7 @@ pub(crate) struct Shared {
     pub in_flight: Arc<crate::queue::InFlight>,
     pub retransmissions: Arc<crate::queue::retransmit::Retransmissions>,
     /// The TLS-RPT journal; sessions are counted while `[tls_report] enabled`.
-    pub tls_report: Arc<crate::report::tlsrpt::Recorder>,
+    pub tls_report: Arc<dyn crate::report::tlsrpt::SessionJournal>,
 }
 
 /// The configuration-dependent parts.

@@ -8,9 +8,9 @@ use tokio::sync::watch;
 
 use super::reload::Reloader;
 use crate::queue::QueueStore;
-use crate::report::tlsrpt::journal::{self, day_start};
-use crate::report::tlsrpt::send::{load_state, Outcome, Sender};
-use crate::report::tlsrpt::Recorder;
+use crate::report::tlsrpt::journal::day_start;
+use crate::report::tlsrpt::send::{Outcome, Sender};
+use crate::report::tlsrpt::SessionJournal;
 
 /// How often the process looks whether a day has ended (and syncs the journal).
 const CHECK_EVERY: Duration = Duration::from_secs(600);
@@ -18,7 +18,7 @@ const CHECK_EVERY: Duration = Duration::from_secs(600);
 pub(super) async fn daily(
     reloader: Arc<Reloader>,
     queue: Arc<dyn QueueStore>,
-    recorder: Arc<Recorder>,
+    recorder: Arc<dyn SessionJournal>,
     wake: Arc<crate::queue::Wake>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -26,13 +26,15 @@ pub(super) async fn daily(
         let config = reloader.config();
         if config.tls_report.enabled {
             let until = day_start(chrono::Utc::now().timestamp());
-            let dir = config.data_dir.join(journal::DIR);
-            match load_state(&dir) {
-                Ok(state) if state.daily_until.is_none_or(|u| u < until) => {
-                    recorder.sync();
+            let journal = recorder.clone();
+            let last = tokio::task::spawn_blocking(move || journal.daily_until()).await;
+            match last.map_err(anyhow::Error::from).and_then(|r| r) {
+                Ok(last) if last.is_none_or(|u| u < until) => {
+                    let journal = recorder.clone();
+                    let _ = tokio::task::spawn_blocking(move || journal.sync()).await;
                     let resolver = crate::dns::Resolver::new(&config.nameservers).ok();
                     let sender = Sender {
-                        data_dir: &config.data_dir,
+                        journal: recorder.clone(),
                         submitter: crate::report::tlsrpt::send::submitter(&config),
                         queue: queue.clone(),
                         resolver: resolver.as_ref(),
@@ -47,10 +49,13 @@ pub(super) async fn daily(
                     }
                 }
                 Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "cannot read the TLS-RPT state"),
+                Err(e) => {
+                    tracing::error!(error = %e, journal = %recorder.location(), "cannot read the TLS-RPT state")
+                }
             }
         }
-        recorder.sync();
+        let journal = recorder.clone();
+        let _ = tokio::task::spawn_blocking(move || journal.sync()).await;
         tokio::select! {
             _ = tokio::time::sleep(CHECK_EVERY) => {}
             _ = shutdown.changed() => break,

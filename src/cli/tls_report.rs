@@ -7,8 +7,7 @@ use clap::{Args, Subcommand};
 
 use super::ConfigArgs;
 use crate::report::tlsrpt::build::{self, Pending};
-use crate::report::tlsrpt::journal;
-use crate::report::tlsrpt::send::{load_state, submitter, Outcome, Sender};
+use crate::report::tlsrpt::send::{submitter, Outcome, Sender};
 
 #[derive(Args, Debug)]
 pub struct TlsReportArgs {
@@ -44,11 +43,10 @@ pub fn run(args: TlsReportArgs) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            let dir = config.data_dir.join(journal::DIR);
-            let state = load_state(&dir)?;
-            let sessions = journal::read(&dir)?;
+            // This node's files, or the sessions of every node sharing the database.
+            let journal = crate::app::open_tls_journal(&config)?;
             let until = chrono::Utc::now().timestamp() + 1;
-            let pending = build::pending(&sessions.sessions, &state.reported, until);
+            let pending = journal.pending(until)?;
             if json {
                 let submitter = submitter(&config);
                 for p in pending.values() {
@@ -73,12 +71,13 @@ pub fn run(args: TlsReportArgs) -> anyhow::Result<ExitCode> {
                 Ok(q) => q,
                 Err(code) => return Ok(code),
             };
+            let journal = crate::app::open_tls_journal(&config)?;
             let resolver = crate::dns::Resolver::new(&config.nameservers).ok();
-            // A second's margin: a session a running server is writing right now goes in the
-            // next report rather than being missed by this one.
-            let until = chrono::Utc::now().timestamp() - 1;
+            // A margin: a session a running server (any node) is recording right now goes in
+            // the next report rather than being missed by this one.
+            let until = chrono::Utc::now().timestamp() - journal.lag();
             let sender = Sender {
-                data_dir: &config.data_dir,
+                journal,
                 submitter: submitter(&config),
                 queue,
                 resolver: resolver.as_ref(),

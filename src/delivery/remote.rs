@@ -79,7 +79,7 @@ pub struct RemoteDelivery {
     /// DANE (RFC 7672) for deliveries by MX: its validating resolver and modes.
     dane: dane::Dane,
     /// Where sessions are counted for TLS-RPT (None: not counted).
-    tls_report: Option<Arc<crate::report::tlsrpt::Recorder>>,
+    tls_report: Option<Arc<dyn crate::report::tlsrpt::SessionJournal>>,
 }
 
 /// The file under `data_dir` that keeps MTA-STS policies across restarts.

@@ -41,10 +41,15 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "queue transmissions",
         sql: include_str!("schema/005_queue_transmission.sql"),
     },
+    Migration {
+        version: 6,
+        name: "tls report",
+        sql: include_str!("schema/006_tls_report.sql"),
+    },
 ];
 
 /// The newest schema version this program knows.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 const _: () = assert!(MIGRATIONS[MIGRATIONS.len() - 1].version == SCHEMA_VERSION);
 
 /// A fixed key for `pg_advisory_xact_lock`: "sealpost" in ASCII.

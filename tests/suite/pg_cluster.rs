@@ -331,3 +331,106 @@ fn the_compose_fabrikam_configuration_runs_two_nodes_on_one_database() {
     assert_ne!(ids[0], ids[1], "each node has an id of its own");
     eprintln!("compose fabrikam nodes {ids:?} delivered {counts:?}");
 }
+
+fn tlsa(domain: &str) -> sealpost::report::tlsrpt::Policy {
+    sealpost::report::tlsrpt::Policy {
+        kind: sealpost::report::tlsrpt::PolicyType::Tlsa,
+        domain: domain.into(),
+        strings: vec!["3 1 1 00ff".into()],
+        mx: vec![format!("mx.{domain}")],
+    }
+}
+
+#[test]
+fn the_tls_report_journal_counts_every_node_and_survives_the_database_going_away() {
+    use sealpost::report::tlsrpt::pg::PgJournal;
+    use sealpost::report::tlsrpt::{Failure, SessionJournal};
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let database = cluster.create_database();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = cluster.settings(&database, &cluster.password_file(dir.path()));
+    let open = |node: &str| {
+        let db = sealpost::pg::Database::open(&settings).expect("database");
+        PgJournal::new(db, node)
+    };
+    let (a, b) = (open("node-a"), open("node-b"));
+    let day = sealpost::report::tlsrpt::journal::day_start(chrono::Utc::now().timestamp())
+        - 86_400;
+    let failure = Failure {
+        result: "certificate-expired".into(),
+        mx: Some("mx.b.test".into()),
+        ip: Some("127.0.0.7".parse().expect("ip")),
+        info: None,
+    };
+    a.record_at(day + 10, &tlsa("b.test"), None);
+    a.record_at(day + 20, &tlsa("b.test"), None);
+    b.record_at(day + 30, &tlsa("b.test"), Some(failure.clone()));
+    b.record_at(day + 40, &tlsa("b.test"), Some(failure.clone()));
+    b.record_at(day + 50, &tlsa("c.test"), None);
+    // After the end of the period: not in its report.
+    b.record_at(day + 86_400 + 5, &tlsa("b.test"), None);
+    a.sync();
+    b.sync();
+    assert_eq!((a.buffered(), b.buffered()), (0, 0));
+    let nodes = cluster.psql(
+        &database,
+        "SELECT string_agg(node || '=' || n, ',' ORDER BY node) FROM \
+         (SELECT node, count(*) n FROM tls_report_session GROUP BY node) x",
+    );
+    assert_eq!(nodes.trim(), "node-a=2,node-b=4");
+
+    // Either node sees both nodes' sessions.
+    let until = day + 86_400;
+    for journal in [&a, &b] {
+        let pending = journal.pending(until).expect("pending");
+        let p = &pending["b.test"];
+        assert_eq!((p.start, p.end, p.sessions()), (day, until, (2, 2)));
+        assert_eq!(pending["c.test"].sessions(), (1, 0));
+    }
+
+    // One run at a time across the nodes: B waits while A holds the send lock.
+    let mut run = a.lock().expect("lock");
+    assert_eq!(run.pending(until).expect("pending")["b.test"].sessions(), (2, 2));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiting = std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let mut second = b.lock().expect("second lock");
+            tx.send(()).expect("send");
+            second.pending(until).expect("pending under the lock")
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(rx.try_recv().is_err(), "B took the lock A holds");
+        run.mark("b.test", until).expect("mark");
+        run.finish(until, true, false).expect("finish");
+        waiter.join().expect("waiter")
+    });
+    // Marked by A: B's run builds nothing for b.test, only c.test (not marked) is left.
+    assert!(!waiting.contains_key("b.test"), "{waiting:?}");
+    assert_eq!(waiting["c.test"].sessions(), (1, 0));
+    assert_eq!(a.daily_until().expect("daily"), Some(until));
+    assert_eq!(b.daily_until().expect("daily"), Some(until));
+    let later = b.pending(until + 86_400).expect("pending");
+    assert_eq!(later["b.test"].sessions(), (1, 0));
+    assert_eq!(later["b.test"].start, until);
+
+    // The database goes away: recording neither blocks nor fails; the sessions wait in memory
+    // and reach the database once it is back.
+    cluster.stop_server();
+    let started = Instant::now();
+    for i in 0..50 {
+        a.record_at(until + 100 + i, &tlsa("d.test"), None);
+    }
+    assert!(started.elapsed() < Duration::from_millis(200));
+    a.sync();
+    assert_eq!(a.buffered(), 50, "kept while the database is away");
+    cluster.start_server();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while a.buffered() > 0 {
+        assert!(Instant::now() < deadline, "never inserted once the database was back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pending = b.pending(until + 86_400).expect("pending");
+    assert_eq!(pending["d.test"].sessions(), (50, 0));
+}

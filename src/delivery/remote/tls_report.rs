@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use super::{RemoteDelivery, Target};
 use crate::delivery::{Destination, NextHop};
-use crate::report::tlsrpt::{Failure, Policy, PolicyType, Recorder};
+use crate::report::tlsrpt::{Failure, Policy, PolicyType, SessionJournal};
 use crate::smtp::client::Connection;
 use crate::tls::mta_sts::Applied;
 use crate::tls::policy::{TlsFailure, TlsPolicy};
 
 impl RemoteDelivery {
     /// Where sessions are counted for TLS-RPT (none: not counted).
-    pub fn with_tls_report(mut self, recorder: Option<Arc<Recorder>>) -> Self {
+    pub fn with_tls_report(mut self, recorder: Option<Arc<dyn SessionJournal>>) -> Self {
         self.tls_report = recorder;
         self
     }

@@ -54,22 +54,35 @@ pub fn pending(
             continue;
         }
         let start = since.unwrap_or_else(|| day_start(s.t));
-        let p = out
-            .entry(s.policy.domain.clone())
-            .or_insert_with(|| Pending {
-                domain: s.policy.domain.clone(),
-                start,
-                end: until,
-                policies: BTreeMap::new(),
-            });
-        p.start = p.start.min(start);
-        let counts = p.policies.entry(s.policy.clone()).or_default();
-        match &s.failure {
-            None => counts.success += 1,
-            Some(f) => *counts.failures.entry(f.clone()).or_default() += 1,
-        }
+        add(&mut out, start, until, &s.policy, s.failure.as_ref(), 1);
     }
     out
+}
+
+/// Adds `n` sessions under `policy` (failed with `failure`, or met it) to the pending report
+/// of the policy's domain, which starts no later than `start` and ends at `until`.
+pub fn add(
+    out: &mut BTreeMap<String, Pending>,
+    start: i64,
+    until: i64,
+    policy: &Policy,
+    failure: Option<&Failure>,
+    n: u64,
+) {
+    let p = out
+        .entry(policy.domain.clone())
+        .or_insert_with(|| Pending {
+            domain: policy.domain.clone(),
+            start,
+            end: until,
+            policies: BTreeMap::new(),
+        });
+    p.start = p.start.min(start);
+    let counts = p.policies.entry(policy.clone()).or_default();
+    match failure {
+        None => counts.success += n,
+        Some(f) => *counts.failures.entry(f.clone()).or_default() += n,
+    }
 }
 
 /// Who sends the reports.

@@ -4,19 +4,24 @@
 //! and on `sealpost tls-report send`, the counts of each domain that publishes one valid
 //! `_smtp._tls` record go to its `mailto:` addresses as a gzipped JSON report.
 //!
-//! Sessions are kept as one JSON line each in `<data_dir>/tls-rpt/<YYYY-MM-DD>.jsonl` (UTC
-//! day), appended when they end, so a stopped or crashed server loses none of them; what has
-//! been reported is recorded per domain in `state.json`, so nothing is reported twice.
+//! Sessions are kept behind [`SessionJournal`]: with the embedded storage, as one JSON line
+//! each in `<data_dir>/tls-rpt/<YYYY-MM-DD>.jsonl` (UTC day), appended when they end, so a
+//! stopped or crashed server loses none of them, and what has been reported is recorded per
+//! domain in `state.json`; with PostgreSQL, in tables every node shares ([`pg::PgJournal`]).
+//! Either way nothing is reported twice.
 
 pub mod build;
 pub mod journal;
+pub mod pg;
 pub mod send;
+pub mod store;
 
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
 pub use journal::Recorder;
+pub use store::{SendLock, SessionJournal};
 
 /// The kind of policy a session was held under (RFC 8460 §4.4 `policy-type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

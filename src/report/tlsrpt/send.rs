@@ -1,8 +1,9 @@
 //! Sending reports: for each domain with sessions not yet reported, its `_smtp._tls` record
 //! (RFC 8460 §3) names where reports go; the report is queued like any message, to each
 //! `mailto:` address, and the domain is marked reported up to the end of the report's range.
-//! One sender at a time (a lock file), so the daily run of `serve` and `sealpost tls-report
-//! send` never report the same sessions twice.
+//! One sender at a time (the journal's send lock: a lock file, or an advisory lock in the
+//! database that every node takes), so the daily run of `serve` and `sealpost tls-report send`,
+//! on one node or several, never report the same sessions twice.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -15,14 +16,15 @@ use mail_auth::mta_sts::{ReportUri, TlsRpt};
 use serde::{Deserialize, Serialize};
 
 use super::build::{self, Pending, Submitter};
-use super::journal::{self, day_start};
+use super::journal;
+use super::store::SessionJournal;
 use crate::dns::{DnsError, Resolver};
 use crate::queue::{Envelope, QueueStore};
 
 /// The most `mailto:` addresses one report goes to.
 const MAX_RUA: usize = 10;
-/// Day files are kept this long after every domain in them was reported.
-const KEEP_DAYS: i64 = 3;
+/// Sessions (day files) are kept this long after they were reported.
+pub const KEEP_DAYS: i64 = 3;
 
 /// What has been reported, kept in `<data_dir>/tls-rpt/state.json`.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -36,7 +38,6 @@ pub struct State {
 }
 
 const STATE_FILE: &str = "state.json";
-const LOCK_FILE: &str = "send.lock";
 
 pub fn load_state(dir: &Path) -> io::Result<State> {
     match std::fs::read(dir.join(STATE_FILE)) {
@@ -52,7 +53,7 @@ pub fn load_state(dir: &Path) -> io::Result<State> {
 }
 
 /// Writes the state durably: a temporary file, synced, renamed over the old one.
-fn save_state(dir: &Path, state: &State) -> io::Result<()> {
+pub(super) fn save_state(dir: &Path, state: &State) -> io::Result<()> {
     let tmp = dir.join(format!("{STATE_FILE}.tmp"));
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -95,7 +96,8 @@ pub enum Outcome {
 
 /// Everything a run needs.
 pub struct Sender<'a> {
-    pub data_dir: &'a Path,
+    /// Where the sessions and the report state are (this node's files, or the database).
+    pub journal: Arc<dyn SessionJournal>,
     pub submitter: Submitter,
     pub queue: Arc<dyn QueueStore>,
     pub resolver: Option<&'a Resolver>,
@@ -103,47 +105,22 @@ pub struct Sender<'a> {
 
 impl Sender<'_> {
     /// Reports every session before `until` not reported yet. With `daily`, records `until` as
-    /// the last daily run.
+    /// the last daily run. Holds the journal's send lock throughout: a second run, here or on
+    /// another node, waits and then finds these sessions reported.
     pub async fn run(&self, until: i64, daily: bool) -> anyhow::Result<Vec<Outcome>> {
-        let dir = self.data_dir.join(journal::DIR);
-        std::fs::create_dir_all(&dir)?;
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(dir.join(LOCK_FILE))?;
-        let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock)).await??;
-        let mut state = load_state(&dir)?;
-        let journal = journal::read(&dir)?;
-        if journal.unreadable > 0 {
-            tracing::warn!(lines = journal.unreadable, dir = %dir.display(), "TLS-RPT journal lines that cannot be read were skipped");
-        }
-        let pending = build::pending(&journal.sessions, &state.reported, until);
+        let journal = self.journal.clone();
+        let mut lock = tokio::task::spawn_blocking(move || journal.lock()).await??;
+        let pending = lock.pending(until)?;
         let mut outcomes = Vec::new();
         for (domain, p) in pending {
             let outcome = self.send_one(&p).await;
             if !matches!(outcome, Outcome::Kept { .. }) {
-                state.reported.insert(domain, until);
+                lock.mark(&domain, until)?;
             }
             outcomes.push(outcome);
         }
-        if daily {
-            state.daily_until = Some(until);
-        }
-        save_state(&dir, &state)?;
-        // Day files whose every session is reported are kept a few days, then removed.
         let kept = outcomes.iter().any(|o| matches!(o, Outcome::Kept { .. }));
-        for (day, path) in &journal.files {
-            let Ok(date) = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d") else {
-                continue;
-            };
-            let end = date.and_time(chrono::NaiveTime::MIN).and_utc().timestamp() + 86_400;
-            if !kept && end + KEEP_DAYS * 86_400 <= day_start(until) {
-                std::fs::remove_file(path)?;
-            }
-        }
-        drop(lock);
+        lock.finish(until, daily, kept)?;
         Ok(outcomes)
     }
 
