@@ -65,10 +65,7 @@ fn node_id(config: &Config, pg: &crate::pg::PgSettings) -> anyhow::Result<String
     }
 }
 
-fn open_database(
-    config: &Config,
-    pg: &crate::pg::PgSettings,
-) -> anyhow::Result<Arc<Database>> {
+fn open_database(config: &Config, pg: &crate::pg::PgSettings) -> anyhow::Result<Arc<Database>> {
     Database::open(pg).with_context(|| {
         format!(
             "{}: [storage]: cannot use the database {}",

@@ -356,8 +356,7 @@ fn the_tls_report_journal_counts_every_node_and_survives_the_database_going_away
         PgJournal::new(db, node)
     };
     let (a, b) = (open("node-a"), open("node-b"));
-    let day = sealpost::report::tlsrpt::journal::day_start(chrono::Utc::now().timestamp())
-        - 86_400;
+    let day = sealpost::report::tlsrpt::journal::day_start(chrono::Utc::now().timestamp()) - 86_400;
     let failure = Failure {
         result: "certificate-expired".into(),
         mx: Some("mx.b.test".into()),
@@ -392,7 +391,10 @@ fn the_tls_report_journal_counts_every_node_and_survives_the_database_going_away
 
     // One run at a time across the nodes: B waits while A holds the send lock.
     let mut run = a.lock().expect("lock");
-    assert_eq!(run.pending(until).expect("pending")["b.test"].sessions(), (2, 2));
+    assert_eq!(
+        run.pending(until).expect("pending")["b.test"].sessions(),
+        (2, 2)
+    );
     let (tx, rx) = std::sync::mpsc::channel();
     let waiting = std::thread::scope(|s| {
         let waiter = s.spawn(|| {
@@ -428,7 +430,10 @@ fn the_tls_report_journal_counts_every_node_and_survives_the_database_going_away
     cluster.start_server();
     let deadline = Instant::now() + Duration::from_secs(20);
     while a.buffered() > 0 {
-        assert!(Instant::now() < deadline, "never inserted once the database was back");
+        assert!(
+            Instant::now() < deadline,
+            "never inserted once the database was back"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let pending = b.pending(until + 86_400).expect("pending");

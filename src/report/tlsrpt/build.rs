@@ -69,14 +69,12 @@ pub fn add(
     failure: Option<&Failure>,
     n: u64,
 ) {
-    let p = out
-        .entry(policy.domain.clone())
-        .or_insert_with(|| Pending {
-            domain: policy.domain.clone(),
-            start,
-            end: until,
-            policies: BTreeMap::new(),
-        });
+    let p = out.entry(policy.domain.clone()).or_insert_with(|| Pending {
+        domain: policy.domain.clone(),
+        start,
+        end: until,
+        policies: BTreeMap::new(),
+    });
     p.start = p.start.min(start);
     let counts = p.policies.entry(policy.clone()).or_default();
     match failure {

@@ -130,7 +130,11 @@ impl SendLock for FileRun {
             tracing::warn!(lines = journal.unreadable, dir = %self.dir.display(), "TLS-RPT journal lines that cannot be read were skipped");
         }
         self.files = journal.files;
-        Ok(build::pending(&journal.sessions, &self.state.reported, until))
+        Ok(build::pending(
+            &journal.sessions,
+            &self.state.reported,
+            until,
+        ))
     }
 
     fn mark(&mut self, domain: &str, until: i64) -> anyhow::Result<()> {

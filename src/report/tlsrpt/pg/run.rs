@@ -68,14 +68,7 @@ pub(super) async fn pending(
             continue;
         };
         let start = since.unwrap_or_else(|| day_start(first));
-        build::add(
-            &mut out,
-            start,
-            until,
-            &policy,
-            failure.as_ref(),
-            n as u64,
-        );
+        build::add(&mut out, start, until, &policy, failure.as_ref(), n as u64);
     }
     if unreadable > 0 {
         tracing::warn!(
