@@ -8,7 +8,7 @@ pub use build::sender_checks_summary;
 mod licensing;
 mod reload;
 mod storage;
-pub use storage::{open_queue, open_shared_queue, open_tls_journal};
+pub use storage::{open_queue, open_queue_and_journal, open_shared_queue, open_tls_journal};
 mod tls_report;
 
 use std::net::SocketAddr;
@@ -78,7 +78,8 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let key = service_key(&config)?;
     let spool = Arc::new(Spool::open(&config.data_dir, key.clone())?);
-    let (queue, shared_transmissions) = open_shared_queue(&config, key.clone())?;
+    let ((queue, shared_transmissions), tls_journal) =
+        open_queue_and_journal(&config, key.clone())?;
     let report = queue.recover()?;
     tracing::info!(?report, queue = %queue.location(), "queue recovered");
     let now = chrono::Utc::now().timestamp();
@@ -123,7 +124,7 @@ pub async fn start_with(config: Config, listeners: Vec<TcpListener>) -> anyhow::
         ),
         in_flight: crate::queue::InFlight::new(config.limits.max_in_flight_size),
         retransmissions: retransmissions.clone(),
-        tls_report: open_tls_journal(&config)?,
+        tls_report: tls_journal,
     };
     let parts = build::build(&config, &shared)?;
     let runner = Arc::new(

@@ -26,17 +26,30 @@ pub type SharedQueue = (Arc<dyn QueueStore>, Option<Arc<dyn SharedTransmissions>
 /// [`open_queue`], with where the fingerprints of accepted transmissions are shared by the nodes
 /// (`None` for a spool, whose fingerprints are in its own files).
 pub fn open_shared_queue(config: &Config, key: Arc<ServiceKey>) -> anyhow::Result<SharedQueue> {
+    Ok(open_queue_and_journal(config, key)?.0)
+}
+
+/// [`open_shared_queue`] and [`open_tls_journal`] together, on one connection pool when both
+/// are in PostgreSQL (as a serving node needs them).
+pub fn open_queue_and_journal(
+    config: &Config,
+    key: Arc<ServiceKey>,
+) -> anyhow::Result<(SharedQueue, Arc<dyn SessionJournal>)> {
     // The spool's tmp/ also stages incoming content for a database queue.
     let spool = Spool::open(&config.data_dir, key.clone())?;
     match &config.storage {
-        StorageSettings::Embedded => Ok((Arc::new(spool), None)),
+        StorageSettings::Embedded => Ok((
+            (Arc::new(spool), None),
+            Arc::new(Recorder::new(&config.data_dir)),
+        )),
         StorageSettings::Postgres(pg) => {
             let node = node_id(config, pg)?;
             let db = open_database(config, pg)?;
-            tracing::info!(database = %pg.location(), node, "queue in PostgreSQL");
+            tracing::info!(database = %pg.location(), node, "queue and TLS-RPT journal in PostgreSQL");
+            let journal: Arc<dyn SessionJournal> = Arc::new(PgJournal::new(db.clone(), &node));
             let queue = PgQueue::new(db, spool, key, &node, pg.lease);
             let transmissions: Arc<dyn SharedTransmissions> = Arc::new(queue.transmissions());
-            Ok((Arc::new(queue), Some(transmissions)))
+            Ok(((Arc::new(queue), Some(transmissions)), journal))
         }
     }
 }

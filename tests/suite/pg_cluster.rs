@@ -436,6 +436,7 @@ fn the_tls_report_journal_counts_every_node_and_survives_the_database_going_away
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert_eq!(a.buffered(), 0);
     let pending = b.pending(until + 86_400).expect("pending");
     assert_eq!(pending["d.test"].sessions(), (50, 0));
 }

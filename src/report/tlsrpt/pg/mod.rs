@@ -49,6 +49,8 @@ struct Row {
 #[derive(Default)]
 struct Buffer {
     rows: Vec<Row>,
+    /// Sessions taken from `rows` by an insert not finished yet.
+    in_flight: usize,
     /// The UTC day being counted against [`MAX_DAY_BYTES`], and the bytes recorded in it by
     /// this process.
     day: i64,
@@ -83,9 +85,10 @@ impl PgJournal {
         PgJournal { inner }
     }
 
-    /// Sessions buffered and not yet in the database.
+    /// Sessions not yet committed to the database (buffered, or being inserted).
     pub fn buffered(&self) -> usize {
-        self.inner.lock_buffer().rows.len()
+        let b = self.inner.lock_buffer();
+        b.rows.len() + b.in_flight
     }
 }
 
@@ -116,7 +119,7 @@ impl Inner {
             }
             b.day_bytes += size;
         }
-        if b.rows.len() >= MAX_BUFFERED {
+        if b.rows.len() + b.in_flight >= MAX_BUFFERED {
             b.dropped += 1;
             if b.dropped == 1 {
                 tracing::warn!(node = %self.node, limit = MAX_BUFFERED, "TLS-RPT sessions waiting for the database are too many; further sessions are not counted until it answers");
@@ -126,20 +129,29 @@ impl Inner {
         b.rows.push(row);
     }
 
-    /// Inserts what is buffered; on failure puts it back (within [`MAX_BUFFERED`]) and warns
-    /// once until the database answers again.
+    /// Inserts what is buffered; on failure (or when the insert is abandoned, past a time
+    /// limit) puts it back, within [`MAX_BUFFERED`], and warns once until the database answers
+    /// again.
     async fn flush(&self, pool: &Pool) {
         let _one = self.flushing.lock().await;
-        let rows = std::mem::take(&mut self.lock_buffer().rows);
-        if rows.is_empty() {
+        let mut taken = {
+            let mut b = self.lock_buffer();
+            b.in_flight = b.rows.len();
+            Taken {
+                inner: self,
+                rows: std::mem::take(&mut b.rows),
+                inserted: false,
+            }
+        };
+        if taken.rows.is_empty() {
             return;
         }
-        let count = rows.len();
-        match insert(pool, &self.node, &rows).await {
+        match insert(pool, &self.node, &taken.rows).await {
             Ok(()) => {
+                taken.inserted = true;
                 let mut b = self.lock_buffer();
                 if b.away || b.dropped > 0 {
-                    tracing::info!(node = %self.node, inserted = count, dropped = b.dropped, "TLS-RPT sessions recorded in the database again");
+                    tracing::info!(node = %self.node, inserted = taken.rows.len(), dropped = b.dropped, "TLS-RPT sessions recorded in the database again");
                     b.away = false;
                     b.dropped = 0;
                 }
@@ -148,17 +160,34 @@ impl Inner {
                 let mut b = self.lock_buffer();
                 if !b.away {
                     b.away = true;
-                    tracing::warn!(node = %self.node, database = %self.db.location(), error = %e, waiting = count, "cannot record TLS-RPT sessions in the database; they wait in memory");
+                    tracing::warn!(node = %self.node, database = %self.db.location(), error = %e, waiting = taken.rows.len(), "cannot record TLS-RPT sessions in the database; they wait in memory");
                 }
-                let room = MAX_BUFFERED.saturating_sub(b.rows.len());
-                let lost = count.saturating_sub(room);
-                b.dropped += lost as u64;
-                let mut rows = rows;
-                rows.truncate(count - lost);
-                rows.append(&mut b.rows);
-                b.rows = rows;
             }
         }
+    }
+}
+
+/// Sessions taken from the buffer by an insert: put back unless inserted.
+struct Taken<'a> {
+    inner: &'a Inner,
+    rows: Vec<Row>,
+    inserted: bool,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        let mut b = self.inner.lock_buffer();
+        b.in_flight = 0;
+        if self.inserted {
+            return;
+        }
+        let mut rows = std::mem::take(&mut self.rows);
+        let room = MAX_BUFFERED.saturating_sub(b.rows.len());
+        let lost = rows.len().saturating_sub(room);
+        b.dropped += lost as u64;
+        rows.truncate(rows.len() - lost);
+        rows.append(&mut b.rows);
+        b.rows = rows;
     }
 }
 
