@@ -43,7 +43,16 @@ fn a_database_restart_under_load_loses_nothing_acknowledged() {
         })
         .collect();
 
+    // Until some mail is acknowledged (on a loaded machine the first seconds may see none).
+    let acknowledged_at_least = |n: usize, what: &str| {
+        let until = Instant::now() + Duration::from_secs(20);
+        while lock(&record).acknowledged.len() < n {
+            assert!(Instant::now() < until, "nothing acknowledged {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
     std::thread::sleep(Duration::from_secs(2));
+    acknowledged_at_least(5, "before the outage");
     let before = lock(&record).acknowledged.len();
     cluster.stop_server();
     let outage = Instant::now();
@@ -55,6 +64,7 @@ fn a_database_restart_under_load_loses_nothing_acknowledged() {
     cluster.start_server();
     let outage = outage.elapsed();
     std::thread::sleep(Duration::from_secs(2));
+    acknowledged_at_least(during + 1, "after the outage");
     sending.store(false, Ordering::SeqCst);
     for c in clients {
         c.join()
