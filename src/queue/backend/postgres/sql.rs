@@ -35,6 +35,15 @@ impl Row {
 const WAITING: &str = "(state IN ('incoming', 'deferred') \
                         OR (state = 'active' AND lease_until < clock_timestamp()))";
 
+/// A statement parsed and planned once per connection and kept (the queue runs the same few
+/// statements for every message), instead of once per call.
+async fn prepared(
+    client: &deadpool_postgres::Client,
+    sql: &str,
+) -> Result<tokio_postgres::Statement, DbError> {
+    Ok(client.prepare_cached(sql).await?)
+}
+
 fn seconds(lease: Duration) -> f64 {
     lease.as_secs_f64()
 }
@@ -52,7 +61,9 @@ pub(super) async fn insert(pool: &Pool, row: &Row, state: QueueState) -> Result<
     let client = connection(pool).await?;
     let inserted = client
         .query_one(
-            "WITH queued AS ( \
+            &prepared(
+                &client,
+                "WITH queued AS ( \
                  INSERT INTO queue_message (id, state, envelope, next_attempt, size, body) \
                  VALUES ($1, $6, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING RETURNING id), \
              seen AS ( \
@@ -60,6 +71,8 @@ pub(super) async fn insert(pool: &Pool, row: &Row, state: QueueState) -> Result<
                  SELECT $7, id, $8 FROM queued WHERE $7::bytea IS NOT NULL \
                  ON CONFLICT DO NOTHING) \
              SELECT count(*) FROM queued",
+            )
+            .await?,
             &[
                 &row.id,
                 &row.envelope,
@@ -85,8 +98,12 @@ pub(super) async fn transmission(
     let client = connection(pool).await?;
     let row = client
         .query_one(
-            "SELECT string_agg(id, ' ' ORDER BY id) FROM queue_transmission \
+            &prepared(
+                &client,
+                "SELECT string_agg(id, ' ' ORDER BY id) FROM queue_transmission \
              WHERE fingerprint = $1 AND accepted_at >= $2",
+            )
+            .await?,
             &[&fingerprint, &since],
         )
         .await?;
@@ -98,7 +115,11 @@ pub(super) async fn forget_transmissions(pool: &Pool, before: i64) -> Result<u64
     let client = connection(pool).await?;
     Ok(client
         .execute(
-            "DELETE FROM queue_transmission WHERE accepted_at < $1",
+            &prepared(
+                &client,
+                "DELETE FROM queue_transmission WHERE accepted_at < $1",
+            )
+            .await?,
             &[&before],
         )
         .await?)
@@ -114,12 +135,16 @@ pub(super) async fn claim(
     let client = connection(pool).await?;
     let row = client
         .query_opt(
-            &format!(
-                "UPDATE queue_message SET state = 'active', lease_node = $2, \
+            &prepared(
+                &client,
+                &format!(
+                    "UPDATE queue_message SET state = 'active', lease_node = $2, \
                  lease_until = clock_timestamp() + make_interval(secs => $3), \
                  changed_at = clock_timestamp() \
                  WHERE id = $1 AND {WAITING} RETURNING body"
-            ),
+                ),
+            )
+            .await?,
             &[&id, &node, &seconds(lease)],
         )
         .await?;
@@ -136,14 +161,18 @@ pub(super) async fn update_active(
     lease: Duration,
 ) -> Result<bool, DbError> {
     let client = connection(pool).await?;
-    let n = match next {
-        QueueState::Active => {
-            client
+    let n =
+        match next {
+            QueueState::Active => client
                 .execute(
-                    "UPDATE queue_message SET envelope = $2, next_attempt = $3, size = $4, \
+                    &prepared(
+                        &client,
+                        "UPDATE queue_message SET envelope = $2, next_attempt = $3, size = $4, \
                      body = $5, lease_until = clock_timestamp() + make_interval(secs => $7), \
                      changed_at = clock_timestamp() \
                      WHERE id = $1 AND state = 'active' AND lease_node = $6",
+                    )
+                    .await?,
                     &[
                         &row.id,
                         &row.envelope,
@@ -154,15 +183,17 @@ pub(super) async fn update_active(
                         &seconds(lease),
                     ],
                 )
-                .await?
-        }
-        QueueState::Deferred | QueueState::Incoming | QueueState::Hold => {
-            client
+                .await?,
+            QueueState::Deferred | QueueState::Incoming | QueueState::Hold => client
                 .execute(
-                    "UPDATE queue_message SET state = $7, envelope = $2, next_attempt = $3, \
+                    &prepared(
+                        &client,
+                        "UPDATE queue_message SET state = $7, envelope = $2, next_attempt = $3, \
                      size = $4, body = $5, lease_node = NULL, lease_until = NULL, \
                      changed_at = clock_timestamp() \
                      WHERE id = $1 AND state = 'active' AND lease_node = $6",
+                    )
+                    .await?,
                     &[
                         &row.id,
                         &row.envelope,
@@ -173,9 +204,8 @@ pub(super) async fn update_active(
                         &next.as_str(),
                     ],
                 )
-                .await?
-        }
-    };
+                .await?,
+        };
     Ok(n == 1)
 }
 
@@ -184,7 +214,11 @@ pub(super) async fn complete(pool: &Pool, id: &str, node: &str) -> Result<bool, 
     let client = connection(pool).await?;
     let n = client
         .execute(
-            "DELETE FROM queue_message WHERE id = $1 AND state = 'active' AND lease_node = $2",
+            &prepared(
+                &client,
+                "DELETE FROM queue_message WHERE id = $1 AND state = 'active' AND lease_node = $2",
+            )
+            .await?,
             &[&id, &node],
         )
         .await?;
@@ -221,7 +255,11 @@ pub(super) async fn listing(
     let client = connection(pool).await?;
     let rows = client
         .query(
-            "SELECT state, id, envelope, size FROM queue_message ORDER BY id",
+            &prepared(
+                &client,
+                "SELECT state, id, envelope, size FROM queue_message ORDER BY id",
+            )
+            .await?,
             &[],
         )
         .await?;
@@ -243,8 +281,12 @@ pub(super) async fn incoming_ids(pool: &Pool) -> Result<Vec<String>, DbError> {
     let client = connection(pool).await?;
     let rows = client
         .query(
-            "SELECT id FROM queue_message WHERE state = 'incoming' \
+            &prepared(
+                &client,
+                "SELECT id FROM queue_message WHERE state = 'incoming' \
              OR (state = 'active' AND lease_until < clock_timestamp()) ORDER BY id",
+            )
+            .await?,
             &[],
         )
         .await?;
@@ -256,7 +298,11 @@ pub(super) async fn deferred(pool: &Pool) -> Result<Vec<(String, i64)>, DbError>
     let client = connection(pool).await?;
     let rows = client
         .query(
-            "SELECT id, next_attempt FROM queue_message WHERE state = 'deferred' ORDER BY id",
+            &prepared(
+                &client,
+                "SELECT id, next_attempt FROM queue_message WHERE state = 'deferred' ORDER BY id",
+            )
+            .await?,
             &[],
         )
         .await?;
@@ -268,7 +314,11 @@ pub(super) async fn waiting_size(pool: &Pool, id: &str) -> Result<Option<i64>, D
     let client = connection(pool).await?;
     let row = client
         .query_opt(
-            &format!("SELECT size FROM queue_message WHERE id = $1 AND {WAITING}"),
+            &prepared(
+                &client,
+                &format!("SELECT size FROM queue_message WHERE id = $1 AND {WAITING}"),
+            )
+            .await?,
             &[&id],
         )
         .await?;
@@ -280,8 +330,12 @@ pub(super) async fn flush(pool: &Pool) -> Result<usize, DbError> {
     let client = connection(pool).await?;
     let n = client
         .execute(
-            "UPDATE queue_message SET state = 'incoming', changed_at = clock_timestamp() \
+            &prepared(
+                &client,
+                "UPDATE queue_message SET state = 'incoming', changed_at = clock_timestamp() \
              WHERE state = 'deferred'",
+            )
+            .await?,
             &[],
         )
         .await?;
@@ -303,11 +357,15 @@ pub(super) async fn hold(pool: &Pool, id: &str) -> Result<HoldOutcome, DbError> 
     let client = connection(pool).await?;
     let n = client
         .execute(
-            &format!(
-                "UPDATE queue_message SET state = 'hold', lease_node = NULL, \
+            &prepared(
+                &client,
+                &format!(
+                    "UPDATE queue_message SET state = 'hold', lease_node = NULL, \
                  lease_until = NULL, changed_at = clock_timestamp() \
                  WHERE id = $1 AND {WAITING}"
-            ),
+                ),
+            )
+            .await?,
             &[&id],
         )
         .await?;
@@ -316,7 +374,11 @@ pub(super) async fn hold(pool: &Pool, id: &str) -> Result<HoldOutcome, DbError> 
     }
     let active = client
         .query_opt(
-            "SELECT lease_node FROM queue_message WHERE id = $1 AND state = 'active'",
+            &prepared(
+                &client,
+                "SELECT lease_node FROM queue_message WHERE id = $1 AND state = 'active'",
+            )
+            .await?,
             &[&id],
         )
         .await?;
@@ -331,8 +393,12 @@ pub(super) async fn release(pool: &Pool, id: &str) -> Result<bool, DbError> {
     let client = connection(pool).await?;
     let n = client
         .execute(
-            "UPDATE queue_message SET state = 'incoming', changed_at = clock_timestamp() \
+            &prepared(
+                &client,
+                "UPDATE queue_message SET state = 'incoming', changed_at = clock_timestamp() \
              WHERE id = $1 AND state = 'hold'",
+            )
+            .await?,
             &[&id],
         )
         .await?;
@@ -343,7 +409,10 @@ pub(super) async fn release(pool: &Pool, id: &str) -> Result<bool, DbError> {
 pub(super) async fn delete(pool: &Pool, id: &str) -> Result<bool, DbError> {
     let client = connection(pool).await?;
     let n = client
-        .execute("DELETE FROM queue_message WHERE id = $1", &[&id])
+        .execute(
+            &prepared(&client, "DELETE FROM queue_message WHERE id = $1").await?,
+            &[&id],
+        )
         .await?;
     Ok(n == 1)
 }
@@ -354,9 +423,13 @@ pub(super) async fn recover(pool: &Pool, node: &str) -> Result<usize, DbError> {
     let client = connection(pool).await?;
     let n = client
         .execute(
-            "UPDATE queue_message SET state = 'incoming', lease_node = NULL, \
+            &prepared(
+                &client,
+                "UPDATE queue_message SET state = 'incoming', lease_node = NULL, \
              lease_until = NULL, changed_at = clock_timestamp() \
              WHERE state = 'active' AND (lease_node = $1 OR lease_until < clock_timestamp())",
+            )
+            .await?,
             &[&node],
         )
         .await?;
@@ -368,7 +441,11 @@ pub(super) async fn counts(pool: &Pool) -> Result<(Vec<(String, usize)>, usize),
     let client = connection(pool).await?;
     let rows = client
         .query(
-            "SELECT state, count(*) FROM queue_message GROUP BY state",
+            &prepared(
+                &client,
+                "SELECT state, count(*) FROM queue_message GROUP BY state",
+            )
+            .await?,
             &[],
         )
         .await?;
@@ -380,7 +457,10 @@ pub(super) async fn counts(pool: &Pool) -> Result<(Vec<(String, usize)>, usize),
         })
         .collect();
     let corrupt: i64 = client
-        .query_one("SELECT count(*) FROM queue_quarantine", &[])
+        .query_one(
+            &prepared(&client, "SELECT count(*) FROM queue_quarantine").await?,
+            &[],
+        )
         .await?
         .get(0);
     Ok((by_state, usize::try_from(corrupt).unwrap_or(0)))
@@ -426,9 +506,13 @@ pub(super) async fn renew_leases(
             let client = connection(&pool).await?;
             client
                 .execute(
-                    "UPDATE queue_message \
+                    &prepared(
+                        &client,
+                        "UPDATE queue_message \
                      SET lease_until = clock_timestamp() + make_interval(secs => $2) \
                      WHERE state = 'active' AND lease_node = $1 AND id = ANY($3)",
+                    )
+                    .await?,
                     &[&node, &seconds(lease), &ids],
                 )
                 .await?;
