@@ -8,7 +8,7 @@ pub use build::sender_checks_summary;
 mod licensing;
 mod reload;
 mod storage;
-pub use storage::{open_queue, open_queue_and_journal, open_shared_queue, open_tls_journal};
+pub use storage::{open_queue, open_queue_and_journal, open_tls_journal};
 mod tls_report;
 
 use std::net::SocketAddr;

@@ -17,20 +17,24 @@ use crate::report::tlsrpt::{Recorder, SessionJournal};
 /// The queue of `config`, sealing with `key`. For PostgreSQL this connects, applies the schema
 /// migrations, and refuses a database whose schema is newer than this program knows.
 pub fn open_queue(config: &Config, key: Arc<ServiceKey>) -> anyhow::Result<Arc<dyn QueueStore>> {
-    Ok(open_shared_queue(config, key)?.0)
+    let spool = Spool::open(&config.data_dir, key.clone())?;
+    match &config.storage {
+        StorageSettings::Embedded => Ok(Arc::new(spool)),
+        StorageSettings::Postgres(pg) => {
+            let node = node_id(config, pg)?;
+            let db = open_database(config, pg)?;
+            Ok(Arc::new(PgQueue::new(db, spool, key, &node, pg.lease)))
+        }
+    }
 }
 
-/// A queue, and where the fingerprints of its accepted transmissions are shared by the nodes.
+/// A queue, and where the fingerprints of its accepted transmissions are shared by the nodes
+/// (`None` for a spool, whose fingerprints are in its own files).
 pub type SharedQueue = (Arc<dyn QueueStore>, Option<Arc<dyn SharedTransmissions>>);
 
-/// [`open_queue`], with where the fingerprints of accepted transmissions are shared by the nodes
-/// (`None` for a spool, whose fingerprints are in its own files).
-pub fn open_shared_queue(config: &Config, key: Arc<ServiceKey>) -> anyhow::Result<SharedQueue> {
-    Ok(open_queue_and_journal(config, key)?.0)
-}
-
-/// [`open_shared_queue`] and [`open_tls_journal`] together, on one connection pool when both
-/// are in PostgreSQL (as a serving node needs them).
+/// What a serving node opens: the queue as [`open_queue`] does, where its transmissions'
+/// fingerprints are shared, and the TLS-RPT journal as [`open_tls_journal`] does, on one
+/// connection pool when they are in PostgreSQL.
 pub fn open_queue_and_journal(
     config: &Config,
     key: Arc<ServiceKey>,
