@@ -86,7 +86,8 @@ impl Fingerprinter {
     }
 }
 
-/// Fingerprint → (queue ids, accepted at), and when expired entries are next dropped.
+/// Fingerprint → (queue ids, accepted at), and when expired entries are next dropped (the map
+/// stays empty with a shared queue, whose fingerprints are all in its database).
 struct Seen {
     map: HashMap<[u8; 32], (String, i64)>,
     next_prune: i64,
@@ -103,8 +104,8 @@ pub(crate) fn raw(fingerprint: &str) -> Option<[u8; 32]> {
 }
 
 impl Retransmissions {
-    /// The fingerprints of a queue shared by several nodes, kept in `shared` (no log, nothing
-    /// loaded: a fingerprint this process has not seen is looked up there).
+    /// The fingerprints of a queue shared by several nodes, kept in `shared` (no log, and none
+    /// in memory: every fingerprint is looked up there).
     pub fn shared(
         spool: &Spool,
         key: &ServiceKey,
@@ -194,29 +195,30 @@ impl Retransmissions {
     }
 
     /// The queue ids a transmission with this fingerprint was accepted as, within the window:
-    /// by this process, or with a shared queue by any node. A shared store that cannot answer is
-    /// logged and taken as "not seen": the message is queued (at worst a duplicate).
+    /// by this process, or with a shared queue by any node (looked up there: the database holds
+    /// this node's fingerprints too, so nothing is kept in memory). A shared store that cannot
+    /// answer is logged and taken as "not seen": the message is queued (at worst a duplicate).
     pub fn accepted_as(&self, fingerprint: &str, now: i64) -> Option<String> {
         let fp = raw(fingerprint)?;
-        let known = {
-            let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-            seen.map
-                .get(&fp)
-                .filter(|(_, at)| now - at < WINDOW)
-                .map(|(ids, _)| ids.clone())
-        };
-        let shared = self.shared.as_ref();
-        known.or_else(|| match shared?.accepted_as(&fp, now - WINDOW + 1) {
-            Ok(ids) => ids,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot look up a transmission's fingerprint; queued as new");
-                None
-            }
-        })
+        if let Some(shared) = &self.shared {
+            return match shared.accepted_as(&fp, now - WINDOW + 1) {
+                Ok(ids) => ids,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot look up a transmission's fingerprint; queued as new");
+                    None
+                }
+            };
+        }
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.map
+            .get(&fp)
+            .filter(|(_, at)| now - at < WINDOW)
+            .map(|(ids, _)| ids.clone())
     }
 
-    /// A transmission was queued (its fingerprint is in the queue files' envelopes). Expired
-    /// entries are dropped at most once a minute, not on every insert.
+    /// A transmission was queued (its fingerprint is in the queue files' envelopes, or with a
+    /// shared queue in the database). Expired entries are dropped at most once a minute, not on
+    /// every insert.
     pub fn accepted(&self, fingerprint: &str, ids: &str, now: i64) {
         let Some(fp) = raw(fingerprint) else { return };
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -227,7 +229,9 @@ impl Retransmissions {
                 shared.forget_before(now - WINDOW);
             }
         }
-        seen.map.insert(fp, (ids.to_string(), now));
+        if self.shared.is_none() {
+            seen.map.insert(fp, (ids.to_string(), now));
+        }
     }
 
     /// A message leaves the queue: its fingerprint moves to the log for the rest of the window.

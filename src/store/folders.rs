@@ -10,6 +10,7 @@ use super::StoreError;
 /// and those other processes announce through the index backend (`IndexBackend::relay_changes`).
 pub mod changes {
     use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Mutex, MutexGuard, OnceLock};
 
     use tokio::sync::watch;
@@ -26,15 +27,14 @@ pub mod changes {
         sender.send_modify(|v| *v = v.wrapping_add(1));
     }
 
+    /// Counts the subscriptions made, so that a cache of the watched mailboxes knows when to
+    /// look again.
+    static SUBSCRIPTIONS: AtomicU64 = AtomicU64::new(0);
+
     /// Tells the mailbox's watchers it changed (after the change is committed).
     pub fn notify(mailbox: &str) {
-        let mut map = senders();
-        match map.get(&mailbox.to_ascii_lowercase()) {
-            Some(sender) => wake(sender),
-            None => {
-                // Nobody watches it: nothing to keep. Drop channels nobody watches any more.
-                map.retain(|_, s| s.receiver_count() > 0);
-            }
+        if let Some(sender) = senders().get(&mailbox.to_ascii_lowercase()) {
+            wake(sender);
         }
     }
 
@@ -53,12 +53,23 @@ pub mod changes {
         map.keys().cloned().collect()
     }
 
-    /// A receiver that sees every later [`notify`] of the mailbox.
+    /// How many subscriptions were made so far: while it stays the same, nobody started
+    /// watching a mailbox (some may have stopped).
+    pub fn subscriptions() -> u64 {
+        SUBSCRIPTIONS.load(Ordering::Acquire)
+    }
+
+    /// A receiver that sees every later [`notify`] of the mailbox. Channels nobody watches any
+    /// more are dropped here, so the map grows only with the mailboxes watched.
     pub fn subscribe(mailbox: &str) -> watch::Receiver<u64> {
-        senders()
+        let mut map = senders();
+        map.retain(|_, s| s.receiver_count() > 0);
+        let receiver = map
             .entry(mailbox.to_ascii_lowercase())
             .or_insert_with(|| watch::channel(0).0)
-            .subscribe()
+            .subscribe();
+        SUBSCRIPTIONS.fetch_add(1, Ordering::Release);
+        receiver
     }
 }
 

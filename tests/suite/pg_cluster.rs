@@ -228,6 +228,7 @@ fn a_retransmission_to_another_node_is_recognised() {
     let first = message(FROM, to, "CLUSTER-AGAIN-1");
     let id = send_to(a_port, &first);
     assert_eq!(send_to(b_port, &first), id, "B names A's copy");
+    assert_eq!(send_to(a_port, &first), id, "and so does A");
     a_node.kill9();
     assert_eq!(send_to(b_port, &first), id, "and still does with A gone");
     let other = send_to(b_port, &message(FROM, to, "CLUSTER-AGAIN-2"));

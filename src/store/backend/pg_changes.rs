@@ -30,8 +30,14 @@ const TOKEN_BYTES: usize = 16;
 /// Tokens of mailboxes for the announcements, and the relay of the ones heard.
 pub struct MailboxChanges {
     key: hmac::Key,
-    /// Tokens of the mailboxes watched here, by mailbox (lower case).
-    known: Mutex<HashMap<String, String>>,
+    /// The mailboxes watched here, by token.
+    known: Mutex<Known>,
+}
+
+/// The watched mailboxes (lower case) by token, as of a count of subscriptions.
+struct Known {
+    subscriptions: Option<u64>,
+    by_token: HashMap<String, String>,
 }
 
 /// This process's tag in payloads, random, the same for every store the process opens.
@@ -46,7 +52,10 @@ impl MailboxChanges {
     pub fn new(key: hmac::Key) -> MailboxChanges {
         MailboxChanges {
             key,
-            known: Mutex::new(HashMap::new()),
+            known: Mutex::new(Known {
+                subscriptions: None,
+                by_token: HashMap::new(),
+            }),
         }
     }
 
@@ -75,20 +84,25 @@ impl MailboxChanges {
         if from == origin() {
             return;
         }
-        let watched = changes::watched();
-        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        known.retain(|name, _| watched.contains(name));
-        let mut hit = Vec::new();
-        for name in watched {
-            let t = known
-                .entry(name.clone())
-                .or_insert_with(|| self.token(&name));
-            if t == token {
-                hit.push(name);
+        let mailbox = {
+            let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+            // The tokens are made again only when someone started watching a mailbox since:
+            // a notification is a lookup, whatever the number of mailboxes watched.
+            let subscriptions = changes::subscriptions();
+            if known.subscriptions != Some(subscriptions) {
+                let mut old: HashMap<String, String> = std::mem::take(&mut known.by_token)
+                    .into_iter()
+                    .map(|(token, name)| (name, token))
+                    .collect();
+                for name in changes::watched() {
+                    let token = old.remove(&name).unwrap_or_else(|| self.token(&name));
+                    known.by_token.insert(token, name);
+                }
+                known.subscriptions = Some(subscriptions);
             }
-        }
-        drop(known);
-        for name in hit {
+            known.by_token.get(token).cloned()
+        };
+        if let Some(name) = mailbox {
             changes::notify(&name);
         }
     }
@@ -136,6 +150,13 @@ mod tests {
         // Garbage and unknown tokens wake nobody.
         a.heard(Heard::Notification("nonsense"));
         a.heard(Heard::Notification("00ff other"));
+        assert!(!watcher.has_changed().unwrap());
+
+        // A mailbox first watched after the tokens were made is heard too.
+        let later = changes::subscribe("relay-later@contoso.test");
+        let for_later = format!("{} someone-else", a.token("relay-later@contoso.test"));
+        a.heard(Heard::Notification(&for_later));
+        assert!(later.has_changed().unwrap());
         assert!(!watcher.has_changed().unwrap());
 
         // After a reconnect everybody looks again.
