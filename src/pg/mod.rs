@@ -131,24 +131,19 @@ impl Database {
         let Some(runtime) = &self.runtime else {
             return Err(DbError::Pool("the database runtime has stopped".into()));
         };
-        let handle = runtime.handle().clone();
         let pool = self.pool.clone();
         let limit = self.limit;
-        // A thread of our own: `block_on` may not run on a thread that drives async tasks.
-        std::thread::scope(|s| {
-            let waiter = s.spawn(move || {
-                handle.block_on(async move {
-                    match tokio::time::timeout(limit, work(pool)).await {
-                        Ok(result) => result,
-                        Err(_) => Err(DbError::Timeout(limit)),
-                    }
-                })
-            });
-            match waiter.join() {
+        // Polled on this thread (no thread of its own per call), with the pool's runtime as the
+        // context of what it creates (connections, timers): that runtime's threads drive the
+        // sockets and timers and wake this one. Unconstrained: a caller inside an async task
+        // must not find its task's cooperative budget spent by the database's futures.
+        let _context = runtime.handle().enter();
+        block_here(tokio::task::unconstrained(async move {
+            match tokio::time::timeout(limit, work(pool)).await {
                 Ok(result) => result,
-                Err(panic) => std::panic::resume_unwind(panic),
+                Err(_) => Err(DbError::Timeout(limit)),
             }
-        })
+        }))
     }
 
     /// Runs one future (e.g. statements on a connection held across calls, as a transaction
@@ -215,4 +210,27 @@ pub async fn connection(pool: &Pool) -> Result<deadpool_postgres::Client, DbErro
         deadpool_postgres::PoolError::Backend(e) => DbError::Postgres(e),
         other => DbError::Pool(other.to_string()),
     })
+}
+
+/// Polls `future` on the calling thread until it is ready, parking the thread in between; its
+/// wakers unpark it.
+fn block_here<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
+    }
 }

@@ -44,6 +44,7 @@ mod operations_admin;
 mod operations_reload;
 mod ops_files;
 mod pg_cluster;
+mod pg_database;
 mod pg_mailbox;
 mod postgres_queue;
 mod queue_at_rest;
