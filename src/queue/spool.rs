@@ -1,7 +1,8 @@
 //! The spool: queue state as directories under `<data_dir>/queue/`, changed only by rename.
 //!
 //! ```text
-//! queue/tmp/        files being written; never acknowledged, deleted by `recover`
+//! queue/tmp/        files being written, and delivered ones kept to be written again
+//!                   (`free.*`, [`recycle`]); never acknowledged, deleted by `recover`
 //! queue/incoming/   accepted and durable, waiting for the runner
 //! queue/active/     claimed by the runner; moved back to incoming/ by `recover`
 //! queue/deferred/   waiting for `next_attempt` (or `flush`)
@@ -39,6 +40,7 @@ use super::format::{self, FormatError, HeaderError, Part};
 use crate::crypto::keyfile::ServiceKey;
 use crate::mail::is_valid_queue_id;
 use group_sync::GroupSync;
+use recycle::FreeFiles;
 
 const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
@@ -57,6 +59,8 @@ pub struct Spool {
     key: Option<Arc<ServiceKey>>,
     /// The shared fsyncs of the directories messages move through.
     syncs: Arc<DirSyncs>,
+    /// Files of delivered messages, kept to be written again ([`recycle`]).
+    free: Arc<FreeFiles>,
 }
 
 /// One group sync per directory that renames and unlinks touch in normal operation.
@@ -96,6 +100,7 @@ impl Spool {
                 active: GroupSync::new(root.join("active")),
                 deferred: GroupSync::new(root.join("deferred")),
             }),
+            free: Arc::new(FreeFiles::new(root.join("tmp"))),
             root,
             key,
         };
@@ -144,10 +149,11 @@ impl Spool {
     }
 
     /// Deletes everything in `tmp/` (staged content and half-written files, never
-    /// acknowledged); returns how many entries went. The first half of [`Spool::recover`], and
+    /// acknowledged, and files kept to be written again); returns how many entries went, not
+    /// counting the files kept to be written again. The first half of [`Spool::recover`], and
     /// all of it for a backend that stages here but queues elsewhere.
     pub fn remove_staged(&self) -> Result<usize, QueueError> {
-        let mut removed = 0;
+        let (mut removed, mut pooled) = (0, 0);
         for name in dir_names(&self.tmp)? {
             let path = self.tmp.join(&name);
             let result = match fs::symlink_metadata(&path) {
@@ -156,12 +162,13 @@ impl Spool {
                 Err(e) => Err(e),
             };
             match result {
+                Ok(()) if recycle::is_pooled(&name) => pooled += 1,
                 Ok(()) => removed += 1,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(QueueError::io(&path)(e)),
             }
         }
-        if removed > 0 {
+        if removed + pooled > 0 {
             sync_dir(&self.tmp)?;
         }
         Ok(removed)
@@ -286,11 +293,12 @@ impl Spool {
         Ok(active)
     }
 
-    /// Remove a message whose recipients are all done.
+    /// Remove a message whose recipients are all done (its file goes to the pool of files to
+    /// write again, or is removed when the pool is full).
     pub fn complete(&self, id: &str) -> Result<(), QueueError> {
         let id = checked_id(id)?;
         let active = self.active.join(id);
-        match fs::remove_file(&active) {
+        match self.free.put(&active) {
             Ok(()) => self.syncs.active.sync(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(QueueError::NotActive {
                 id: id.to_string(),
@@ -368,12 +376,21 @@ impl Spool {
         parts: &[Part],
     ) -> Result<(), QueueError> {
         let written = (|| -> io::Result<()> {
-            let file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(FILE_MODE)
-                .open(path)?;
+            // A delivered message's file if one is free (cut to nothing), else a new one.
+            let reused = self
+                .free
+                .take(path)
+                .then(|| OpenOptions::new().write(true).truncate(true).open(path))
+                .and_then(Result::ok);
+            let file = match reused {
+                Some(file) => file,
+                None => OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(FILE_MODE)
+                    .open(path)?,
+            };
             let mut out = BufWriter::with_capacity(64 * 1024, file);
             format::encode_parts_to(&mut out, envelope, parts, self.key.as_deref())?;
             out.flush()?;
@@ -471,6 +488,7 @@ mod sealed_tests;
 mod admin;
 mod group_sync;
 mod health;
+mod recycle;
 mod staging;
 #[cfg(test)]
 mod tests;

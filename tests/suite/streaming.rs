@@ -25,11 +25,13 @@ async fn start(dir: &Path, extra: &str) -> (Server, PathBuf) {
     (server.unwrap_or_else(|e| panic!("start: {e}")), data)
 }
 
-/// Files in `queue/tmp/` and their sizes.
+/// Files in `queue/tmp/` and their sizes, but for delivered messages' files kept to be written
+/// again (`free.*`).
 fn staged(data: &Path) -> Vec<(String, u64)> {
     std::fs::read_dir(data.join("queue/tmp"))
         .map(|d| {
             d.flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with("free."))
                 .map(|e| {
                     let len = e.metadata().map(|m| m.len()).unwrap_or(0);
                     (e.file_name().to_string_lossy().into_owned(), len)

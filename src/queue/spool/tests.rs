@@ -487,3 +487,66 @@ fn concurrent_enqueues_share_directory_fsyncs_and_each_message_is_in_place() {
     enqueued(&spool);
     assert_eq!(spool.directory_fsyncs(), before + 1);
 }
+
+#[test]
+fn a_delivered_message_file_is_written_again_for_the_next_message_and_holds_only_it() {
+    use std::os::unix::fs::MetadataExt;
+    let (_dir, spool) = spool();
+    let first = enqueued(&spool);
+    let inode = fs::metadata(spool.path(QueueState::Incoming, &first.id))
+        .unwrap()
+        .ino();
+    spool.claim(&first.id).unwrap().unwrap();
+    spool.complete(&first.id).unwrap();
+    assert!(!spool.path(QueueState::Active, &first.id).exists());
+    assert_eq!(spool.free.len(), 1);
+    // Not a message: no listing and no claim sees the pooled file.
+    assert!(spool.incoming_ids().unwrap().is_empty());
+
+    // A shorter message takes the same file over; it holds that message and nothing after it.
+    let second = envelope();
+    spool
+        .enqueue(&second, b"Subject: short\r\n\r\nx\r\n")
+        .unwrap();
+    let path = spool.path(QueueState::Incoming, &second.id);
+    let meta = fs::metadata(&path).unwrap();
+    assert_eq!(
+        meta.ino(),
+        inode,
+        "the delivered message's file was not used again"
+    );
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    assert_eq!(spool.free.len(), 0);
+    let (envelope, message) = spool.claim(&second.id).unwrap().unwrap();
+    assert_eq!(envelope.id, second.id);
+    assert_eq!(message, b"Subject: short\r\n\r\nx\r\n");
+
+    // A pooled file removed behind the pool's back (a cleanup of tmp/): a new file is made.
+    spool.complete(&second.id).unwrap();
+    assert_eq!(spool.remove_staged().unwrap(), 0);
+    assert!(dir_names(&spool.tmp).unwrap().is_empty());
+    let third = enqueued(&spool);
+    assert!(spool.claim(&third.id).unwrap().is_some());
+}
+
+#[test]
+fn the_pool_of_files_is_bounded_and_the_rest_are_removed() {
+    let (_dir, spool) = spool();
+    let ids: Vec<String> = (0..recycle::POOL + 5)
+        .map(|_| enqueued(&spool).id)
+        .collect();
+    for id in &ids {
+        spool.claim(id).unwrap().unwrap();
+        spool.complete(id).unwrap();
+    }
+    assert_eq!(spool.free.len(), recycle::POOL);
+    assert_eq!(dir_names(&spool.tmp).unwrap().len(), recycle::POOL);
+    assert!(dir_names(&spool.active).unwrap().is_empty());
+    // Startup removes them like anything else left in tmp/.
+    let report = spool.recover().unwrap();
+    assert_eq!(
+        report.removed_tmp, 0,
+        "pooled files are not unfinished messages"
+    );
+    assert!(dir_names(&spool.tmp).unwrap().is_empty());
+}
