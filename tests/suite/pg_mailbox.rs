@@ -240,7 +240,11 @@ print(M.uid("SEARCH", "FLAGGED")[1][0].decode(), M.uid("SEARCH", "SUBJECT", "tes
         &database,
         "SELECT DISTINCT line::json->>'node' FROM audit_line ORDER BY 1",
     );
-    assert_eq!(writers.trim(), "node-a\nnode-b", "one chain, both nodes' lines");
+    assert_eq!(
+        writers.trim(),
+        "node-a\nnode-b",
+        "one chain, both nodes' lines"
+    );
 
     // The shared state is in the database, sealed: the rows and the blob are there, the
     // message is not, neither as text nor as the hex a dump writes bytea in.

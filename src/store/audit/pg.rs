@@ -130,6 +130,41 @@ impl PgLog {
         Ok(anchors)
     }
 
+    /// Starts the chain with the lines of a node's own file (verified by the caller), as they
+    /// are, each with its MAC: only while the chain is empty, else a conflict error saying how
+    /// many lines it holds. Returns how many lines went in.
+    pub fn import_lines(&self, lines: &[(u64, String)]) -> Result<u64, StoreError> {
+        let tx = PgTransaction::begin(&self.db)?;
+        let head = tx.query("SELECT seq FROM audit_head FOR UPDATE", &[])?;
+        let held = head.first().map_or(0, |r| r.get::<_, i64>(0));
+        let rows = tx.query("SELECT count(*) FROM audit_line", &[])?;
+        let held = held.max(rows.first().map_or(0, |r| r.get::<_, i64>(0)));
+        if held > 0 {
+            return Err(StoreError::index(
+                crate::store::IndexErrorKind::Conflict,
+                format!("the database's audit chain holds {held} line(s) already"),
+            ));
+        }
+        let Some((last, last_line)) = lines.last() else {
+            return Ok(0);
+        };
+        let seqs: Vec<i64> = lines.iter().map(|(s, _)| *s as i64).collect();
+        let text: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+        let macs: Vec<String> = text.iter().map(|l| self.mac.sign(l.as_bytes())).collect();
+        tx.execute(
+            "INSERT INTO audit_line (seq, line, mac)
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])",
+            &[&seqs, &text, &macs],
+        )?;
+        tx.execute(
+            "UPDATE audit_head SET seq = $1, hash = $2",
+            &[&(*last as i64), &line_hash(last_line.as_bytes())],
+        )?;
+        tx.commit()?;
+        self.mark.raise(*last)?;
+        Ok(lines.len() as u64)
+    }
+
     /// Every line with its sequence number, oldest first.
     pub fn lines(&self) -> Result<Vec<(u64, String)>, StoreError> {
         let tx = PgTransaction::begin(&self.db)?;
