@@ -74,7 +74,7 @@ pub fn line_hash(line: &[u8]) -> String {
 /// returns only once the line is durable.
 pub enum AuditLog {
     File(FileLog),
-    Postgres(PgLog),
+    Postgres(Box<PgLog>),
 }
 
 impl AuditLog {

@@ -16,6 +16,9 @@ use crate::pg::Database;
 use crate::store::backend::postgres::PgTransaction;
 use crate::store::StoreError;
 
+/// A row of `audit_line` as read: seq, line, MAC.
+pub type ChainRow = (i64, String, String);
+
 /// One node's handle on the shared chain.
 pub struct PgLog {
     db: Arc<Database>,
@@ -184,7 +187,7 @@ impl PgLog {
         let rows = tx.query("SELECT seq, line, mac FROM audit_line ORDER BY seq", &[])?;
         let head = tx.query("SELECT seq, hash FROM audit_head", &[])?;
         drop(tx);
-        let rows: Vec<(i64, String, String)> = rows
+        let rows: Vec<ChainRow> = rows
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect();
@@ -211,11 +214,7 @@ impl PgLog {
 
 /// The problems of a chain read from the database: rows `(seq, line, mac)` by ascending seq, and
 /// the head row `(seq, hash)`.
-pub fn check_chain(
-    rows: &[(i64, String, String)],
-    head: Option<(i64, String)>,
-    mac: &LineMac,
-) -> AuditReport {
+pub fn check_chain(rows: &[ChainRow], head: Option<(i64, String)>, mac: &LineMac) -> AuditReport {
     let mut report = AuditReport {
         lines: rows.len() as u64,
         ..AuditReport::default()
@@ -279,7 +278,7 @@ mod tests {
     use super::*;
 
     /// A chain of `n` lines as the database holds it, with its head.
-    fn chain(n: i64, mac: &LineMac) -> (Vec<(i64, String, String)>, (i64, String)) {
+    fn chain(n: i64, mac: &LineMac) -> (Vec<ChainRow>, (i64, String)) {
         let mut prev = GENESIS.to_string();
         let mut rows = Vec::new();
         for seq in 1..=n {

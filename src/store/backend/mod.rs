@@ -301,7 +301,7 @@ pub fn open(config: &crate::config::Config) -> Result<Backends, StoreError> {
             Ok((
                 Box::new(pg_messages::PgIndex::new(db.clone(), &node, changes)),
                 Arc::new(pg_blobs::PgBlobs::new(db)),
-                AuditLog::Postgres(audit),
+                AuditLog::Postgres(Box::new(audit)),
             ))
         }
     }
@@ -316,12 +316,12 @@ pub fn open_audit(config: &crate::config::Config) -> Result<AuditLog, StoreError
             let node = node_id(config, pg)?;
             let key = service_key(config)?;
             let db = crate::pg::Database::open(pg)?;
-            Ok(AuditLog::Postgres(PgLog::new(
+            Ok(AuditLog::Postgres(Box::new(PgLog::new(
                 db,
                 &node,
                 &key,
                 &config.store.keystore_dir,
-            )))
+            ))))
         }
     }
 }
