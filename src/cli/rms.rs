@@ -115,26 +115,20 @@ fn access_log(
 ) -> anyhow::Result<ExitCode> {
     use crate::licensing::access::{message_hash, Access, EVENT};
     use crate::store::audit::AuditRecord;
-    let path = config.store.keystore_dir.join("audit.log");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => anyhow::bail!("{}: {e}", path.display()),
-    };
+    let log = crate::store::backend::open_audit(config)?;
+    let where_ = log.location();
     let wanted = message_id.map(message_hash);
-    for (n, line) in text.lines().enumerate() {
-        let record: AuditRecord = serde_json::from_str(line).map_err(|e| {
+    for (n, line) in log.lines()? {
+        let record: AuditRecord = serde_json::from_str(&line).map_err(|e| {
             anyhow::anyhow!(
-                "{}: line {}: not an audit record ({e}); `sealpost store audit verify` checks the log",
-                path.display(),
-                n + 1
+                "{where_}: line {n}: not an audit record ({e}); `sealpost store audit verify` checks the log",
             )
         })?;
         if record.event != EVENT {
             continue;
         }
         let Ok(access) = serde_json::from_str::<Access>(&record.reason) else {
-            anyhow::bail!("{}: line {}: not an access record", path.display(), n + 1);
+            anyhow::bail!("{where_}: line {n}: not an access record");
         };
         if wanted.as_ref().is_some_and(|w| *w != access.message) {
             continue;

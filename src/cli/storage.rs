@@ -85,6 +85,7 @@ pub fn run(args: StorageArgs) -> anyhow::Result<ExitCode> {
     }
     let key = crate::app::service_key(&cfg)?;
     let spool = Spool::open(&cfg.data_dir, key.clone())?;
+    let service = key.clone();
     let db = Database::open(pg).map_err(|e| {
         anyhow::anyhow!(
             "{}: [storage]: cannot use the database {}: {e}",
@@ -122,7 +123,8 @@ pub fn run(args: StorageArgs) -> anyhow::Result<ExitCode> {
         println!("queue: not copied, unreadable: {u}");
     }
     let mailboxes_ok = copy_mailboxes(&cfg, pg, &db);
-    Ok(if done.unreadable.is_empty() && mailboxes_ok {
+    let audit_ok = copy_audit(&cfg, pg, &db, &service);
+    Ok(if done.unreadable.is_empty() && mailboxes_ok && audit_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -164,6 +166,51 @@ fn copy_mailboxes(
         }
         Err(e) => {
             println!("mailboxes: not copied: {e}");
+            false
+        }
+    }
+}
+
+/// Starts the database's audit chain with this node's audit log file (re-MACed, the file left as
+/// it is) when the chain is empty; says what it did, false when it failed.
+fn copy_audit(
+    cfg: &crate::config::Config,
+    pg: &crate::pg::PgSettings,
+    db: &Arc<Database>,
+    key: &crate::crypto::keyfile::ServiceKey,
+) -> bool {
+    use crate::store::backend::pg_copy::{copy_audit_log, CopiedAudit};
+    let keystore = &cfg.store.keystore_dir;
+    let copied = crate::store::backend::node_id(cfg, pg).and_then(|node| {
+        let chain = crate::store::audit::pg::PgLog::new(db.clone(), &node, key, keystore);
+        copy_audit_log(&cfg.data_dir.join("store"), keystore, &chain)
+    });
+    let file = keystore.join("audit.log");
+    match copied {
+        Ok(CopiedAudit::NoFile) => {
+            println!("audit: no audit log at {}", file.display());
+            true
+        }
+        Ok(CopiedAudit::Copied { lines }) => {
+            println!(
+                "audit: {lines} line(s) of {} copied into the audit chain in {} (the file was \
+                 left as it was)",
+                file.display(),
+                pg.location()
+            );
+            true
+        }
+        // Another node's lines, or an earlier run's: this node's file stays its own record,
+        // which `store audit verify` still checks against its anchor.
+        Err(e) if e.index_kind() == Some(crate::store::IndexErrorKind::Conflict) => {
+            println!(
+                "audit: not copied: {e}; {} stays this node's record of what came before",
+                file.display()
+            );
+            true
+        }
+        Err(e) => {
+            println!("audit: not copied: {e}");
             false
         }
     }

@@ -330,21 +330,31 @@ pub fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
             command: AuditCommand::Verify(config),
         } => {
             let store = open_or_return!(config, "store audit verify");
-            let r = ops::verify_audit(&store)?;
-            for p in &r.problems {
-                outln!("PROBLEM  {p}");
+            let mut reports = Vec::new();
+            if let Some((path, r)) = ops::verify_earlier_audit_file(&store)? {
+                reports.push((
+                    format!("{} (this node's, before the shared chain)", path.display()),
+                    r,
+                ));
             }
-            outln!(
-                "{}: {} line(s), {}",
-                store.audit_path().display(),
-                r.lines,
-                if r.problems.is_empty() {
-                    "chain intact"
-                } else {
-                    "chain BROKEN"
+            reports.push((store.audit_log().location(), ops::verify_audit(&store)?));
+            let mut broken = false;
+            for (location, r) in &reports {
+                for p in &r.problems {
+                    outln!("PROBLEM  {p}");
                 }
-            );
-            if !r.problems.is_empty() {
+                outln!(
+                    "{location}: {} line(s), {}",
+                    r.lines,
+                    if r.problems.is_empty() {
+                        "chain intact"
+                    } else {
+                        "chain BROKEN"
+                    }
+                );
+                broken |= !r.problems.is_empty();
+            }
+            if broken {
                 return Ok(ExitCode::FAILURE);
             }
         }

@@ -46,10 +46,15 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "tls report",
         sql: include_str!("schema/006_tls_report.sql"),
     },
+    Migration {
+        version: 7,
+        name: "audit chain",
+        sql: include_str!("schema/007_audit_chain.sql"),
+    },
 ];
 
 /// The newest schema version this program knows.
-pub const SCHEMA_VERSION: i32 = 6;
+pub const SCHEMA_VERSION: i32 = 7;
 const _: () = assert!(MIGRATIONS[MIGRATIONS.len() - 1].version == SCHEMA_VERSION);
 
 /// A fixed key for `pg_advisory_xact_lock`: "sealpost" in ASCII.

@@ -125,7 +125,7 @@ impl EncryptedStore {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| StoreError::io(&dir, e))?;
-        let (index, blobs) = super::backend::open(config)?;
+        let (index, blobs, audit) = super::backend::open(config)?;
         let tx = index.write()?;
         tx.messages()
             .prune_deliveries(index::now() - index::DELIVERY_TAG_DAYS * 86_400)?;
@@ -134,11 +134,7 @@ impl EncryptedStore {
             blobs,
             dir,
             index,
-            keyring: Keyring::new(
-                config.encryption_policies.clone(),
-                AuditLog::new(&config.store.keystore_dir),
-                actor,
-            ),
+            keyring: Keyring::new(config.encryption_policies.clone(), audit, actor),
             mailboxes: config.mailbox_policies.clone(),
             rebinding: Rebinding::default(),
         };
@@ -379,9 +375,14 @@ impl EncryptedStore {
         })
     }
 
-    /// The audit log's file.
-    pub fn audit_path(&self) -> &Path {
+    /// The audit log's file (`None` when the log is the database's chain).
+    pub fn audit_path(&self) -> Option<&Path> {
         self.keyring.audit_log().path()
+    }
+
+    /// The audit log: the file, or the database's chain.
+    pub fn audit_log(&self) -> &AuditLog {
+        self.keyring.audit_log()
     }
 
     /// The index rows of a mailbox, oldest first.

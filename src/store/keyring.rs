@@ -78,7 +78,7 @@ impl Keyring {
         })
     }
 
-    /// Appends an audit record and anchors it in the index.
+    /// Appends an audit record and anchors it in the index (where the log needs that).
     pub fn record(
         &self,
         ix: &dyn KeyIndex,
@@ -88,14 +88,17 @@ impl Keyring {
         reason: &str,
     ) -> Result<(), StoreError> {
         let anchor = self.append(event, policy, key, reason)?;
+        if !self.audit.anchors_in_index() {
+            return Ok(());
+        }
         ix.set_audit_anchor(&anchor)
     }
 
     /// What to anchor so that the line `written` is covered: `None` when an anchor at or after
-    /// it is already committed, else the newest line this handle has fsynced (at or after
+    /// it is already committed or the log needs none (the database's chain), else the newest line this handle has fsynced (at or after
     /// `written`), so that events recorded together commit one anchor.
     pub fn anchor_to_commit(&self, written: &Anchor) -> Option<Anchor> {
-        if self.anchored.load(Ordering::Acquire) >= written.seq {
+        if !self.audit.anchors_in_index() || self.anchored.load(Ordering::Acquire) >= written.seq {
             return None;
         }
         Some(

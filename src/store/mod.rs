@@ -1,6 +1,7 @@
 //! Local mailboxes: the store trait delivery writes through, and its implementations.
 
 pub mod audit;
+mod audit_ops;
 pub mod backend;
 mod binding;
 pub mod blobs;

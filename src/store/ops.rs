@@ -4,7 +4,6 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use super::audit::AuditReport;
 use super::backend::{KeyIndex, MailboxKeyRow, Shredded};
 use super::binding;
 use super::encrypted::EncryptedStore;
@@ -13,6 +12,8 @@ use super::{write_maildir_file, MailStore, StoreError};
 use crate::config::PolicyRef;
 use crate::crypto::sealing::SecretKey;
 use crate::keys::KekRef;
+
+pub use super::audit_ops::{record_event, verify_audit, verify_earlier_audit_file};
 
 /// Progress of a long operation (the CLI draws a bar; tests pass `NoProgress`).
 pub trait Progress {
@@ -463,35 +464,6 @@ pub fn verify(store: &EncryptedStore, progress: &dyn Progress) -> Result<Verific
         .filter(|b| !referenced.contains(b.as_str()))
         .collect();
     Ok(report)
-}
-
-/// Appends an event of another part of the server (the licensing service's accesses) to the
-/// audit log, anchored in the index like the store's own events.
-pub fn record_event(
-    store: &EncryptedStore,
-    event: &str,
-    policy: &str,
-    key: &str,
-    reason: &str,
-) -> Result<(), StoreError> {
-    // The line is written before the index is locked, so events recorded at the same time
-    // share one fsync; whoever then holds the index anchors the newest of them, and the others
-    // find their line covered (the anchor only moves forward).
-    let written = store.keyring.append(event, policy, key, reason)?;
-    let tx = store.index().write()?;
-    let Some(anchor) = store.keyring.anchor_to_commit(&written) else {
-        return Ok(());
-    };
-    tx.keys().set_audit_anchor(&anchor)?;
-    tx.commit()?;
-    store.keyring.anchored(&anchor);
-    Ok(())
-}
-
-/// `store audit verify`: the hash chain, and its newest line against the index's anchor.
-pub fn verify_audit(store: &EncryptedStore) -> Result<AuditReport, StoreError> {
-    let anchor = store.index().read()?.keys().audit_anchor()?;
-    store.keyring.audit_log().verify(anchor.as_ref())
 }
 
 /// What `mailbox export` did.

@@ -156,7 +156,7 @@ fn root_keys_in_the_token_store_and_read_and_the_availability_key_stands_in_when
     let msg = message("hsm-root", 5000);
     let id = store.deliver(ALICE, &msg).unwrap();
     assert_eq!(open(&config).read(ALICE, &id).unwrap(), msg);
-    let audit = std::fs::read_to_string(store.audit_path()).unwrap();
+    let audit = std::fs::read_to_string(store.audit_path().expect("the audit log file")).unwrap();
     assert!(audit.contains("pkcs11:token=sealpost"), "{audit}");
     assert!(!audit.contains("\"key\":\"availability"), "{audit}");
 
@@ -187,7 +187,7 @@ fn root_keys_in_the_token_store_and_read_and_the_availability_key_stands_in_when
     );
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(out.stdout, msg);
-    let audit = std::fs::read_to_string(store.audit_path()).unwrap();
+    let audit = std::fs::read_to_string(store.audit_path().expect("the audit log file")).unwrap();
     let line = audit.lines().last().unwrap();
     assert!(line.contains("\"key\":\"availability"), "{line}");
     assert!(line.contains("both root keys unavailable"), "{line}");
@@ -231,7 +231,7 @@ fn file_and_token_roots_mix_and_each_opens_the_policy_key() {
         EncryptedStore::open(&cfg, "test").unwrap()
     };
     assert_eq!(store.read(ALICE, &id).unwrap(), msg);
-    let audit = std::fs::read_to_string(store.audit_path()).unwrap();
+    let audit = std::fs::read_to_string(store.audit_path().expect("the audit log file")).unwrap();
     let line = audit.lines().last().unwrap();
     assert!(
         line.contains(&format!("\"key\":\"root {token_root}")),
@@ -385,7 +385,7 @@ fn store_root_rotate_moves_a_file_root_into_the_token() {
     std::fs::rename(dir.join("keys/file-b.key"), dir.join("keys/file-b.hidden")).unwrap();
     let store = EncryptedStore::open(&cfg, "test").unwrap();
     assert_eq!(store.read(ALICE, &id).unwrap(), msg);
-    let audit = std::fs::read_to_string(store.audit_path()).unwrap();
+    let audit = std::fs::read_to_string(store.audit_path().expect("the audit log file")).unwrap();
     assert!(audit.contains("\"event\":\"root-rotate\""), "{audit}");
     let line = audit.lines().last().unwrap();
     assert!(

@@ -43,6 +43,7 @@ mod operations;
 mod operations_admin;
 mod operations_reload;
 mod ops_files;
+mod pg_audit;
 mod pg_cluster;
 mod pg_database;
 mod pg_mailbox;

@@ -98,7 +98,15 @@ fn a_spool_moves_into_postgres_sealed_and_is_delivered_from_there() {
     ));
     std::fs::write(&config, text).unwrap();
 
+    let audit_file = dir.path().join("contoso-data.keystore/audit.log");
+    let audit_lines = std::fs::read_to_string(&audit_file).expect("the node's audit log");
     let out = migrate(&config);
+    // The node's audit log starts the database's chain, line for line.
+    let n = audit_lines.lines().count();
+    assert!(n > 0);
+    assert!(out.contains(&format!("audit: {n} line(s) of")), "{out}");
+    let chain = cluster.psql(&database, "SELECT line FROM audit_line ORDER BY seq");
+    assert_eq!(chain, audit_lines, "the chain holds the file's lines");
     assert!(out.contains("queue: 3 messages copied"), "{out}");
     assert!(out.contains(", 1 held)"), "{out}");
     assert!(
@@ -130,6 +138,7 @@ fn a_spool_moves_into_postgres_sealed_and_is_delivered_from_there() {
     assert_eq!(code, 0, "store verify: {out}{err}");
     let (code, out, err) = sealpost(&["store", "audit", "verify", "--config", &c]);
     assert_eq!(code, 0, "store audit verify: {out}{err}");
+    assert!(out.contains("audit chain in postgresql://"), "{out}");
     let row = cluster.psql(
         &database,
         "SELECT count(*), sum(position('MIGRATE-'::bytea in data)) FROM store_blob",
@@ -154,6 +163,10 @@ fn a_spool_moves_into_postgres_sealed_and_is_delivered_from_there() {
     assert!(again.contains("queue: 0 messages copied"), "{again}");
     assert!(
         again.contains("mailboxes: not copied: index: the database holds a mailbox store already"),
+        "{again}"
+    );
+    assert!(
+        again.contains("audit: not copied: index: the database's audit chain holds"),
         "{again}"
     );
 

@@ -196,7 +196,8 @@ fn rotations_and_moves_keep_every_message_and_rewrite_no_blob() {
     std::fs::rename(f.key("p1-b.key"), f.key("p1-b.hidden")).unwrap();
     check("root rotate", &config);
     std::fs::rename(f.key("p1-b.hidden"), f.key("p1-b.key")).unwrap();
-    let audit = std::fs::read_to_string(f.store().audit_path()).unwrap();
+    let audit =
+        std::fs::read_to_string(f.store().audit_path().expect("the audit log file")).unwrap();
     assert!(audit.contains("p1-a2.key"), "{audit}");
     assert!(!audit.contains("\"key\":\"availability"), "{audit}");
 
@@ -290,7 +291,7 @@ fn availability_key_only_when_both_root_keys_are_unavailable() {
     hide("p1-b.key");
     let store = open();
     assert!(store.read(ALICE, &id).is_ok(), "availability key opens");
-    let audit = std::fs::read_to_string(store.audit_path()).unwrap();
+    let audit = std::fs::read_to_string(store.audit_path().expect("the audit log file")).unwrap();
     let line = audit.lines().last().unwrap();
     assert!(line.contains("\"key\":\"availability"), "{line}");
     assert!(line.contains("both root keys unavailable"), "{line}");
@@ -307,7 +308,7 @@ fn availability_key_only_when_both_root_keys_are_unavailable() {
         "{text}"
     );
     assert!(text.contains("not a key of this policy"), "{text}");
-    let after = std::fs::read_to_string(store.audit_path()).unwrap();
+    let after = std::fs::read_to_string(store.audit_path().expect("the audit log file")).unwrap();
     assert_eq!(
         after.lines().count(),
         audit.lines().count(),
@@ -325,7 +326,10 @@ fn audit_log_verifies_and_an_edited_line_fails() {
     let r = ops::verify_audit(&store).unwrap();
     assert!(r.lines >= 4, "{}", r.lines);
     assert!(r.problems.is_empty(), "{:?}", r.problems);
-    let path = store.audit_path().to_path_buf();
+    let path = store
+        .audit_path()
+        .expect("the audit log file")
+        .to_path_buf();
     assert!(
         !path.starts_with(&f.data_dir),
         "audit log lives in the keystore"

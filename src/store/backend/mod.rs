@@ -14,7 +14,8 @@ pub mod sqlite_index;
 
 use std::sync::Arc;
 
-use super::audit::Anchor;
+use super::audit::pg::PgLog;
+use super::audit::{Anchor, AuditLog};
 use super::blobs::{BlobStore, Blobs};
 use super::folders::{Flags, FolderMessage};
 use super::index::MessageRow;
@@ -268,14 +269,14 @@ pub trait IndexBackend: Send + Sync {
     fn relay_changes(&self);
 }
 
-/// A store's index and blobs, as [`open`] gives them.
-pub type Backends = (Box<dyn IndexBackend>, Arc<dyn BlobStore>);
+/// A store's index, blobs and audit log, as [`open`] gives them.
+pub type Backends = (Box<dyn IndexBackend>, Arc<dyn BlobStore>, AuditLog);
 
-/// The index and blob store `[storage]` names for the store of `config`: the SQLite index and
-/// blob files under `<data_dir>/store`, or the PostgreSQL database (connected, its schema
-/// migrated), shared with the other nodes, where this node anchors its audit log under its node
-/// id (`[storage] node_id`, or the one kept in `<data_dir>/node-id`). The one place that looks at
-/// the backend.
+/// The index, blob store and audit log `[storage]` names for the store of `config`: the SQLite
+/// index and blob files under `<data_dir>/store` with the audit log file in the keystore, or the
+/// PostgreSQL database (connected, its schema migrated), shared with the other nodes, with the
+/// audit chain they share, where this node writes under its node id (`[storage] node_id`, or the
+/// one kept in `<data_dir>/node-id`). The one place that looks at the backend.
 pub fn open(config: &crate::config::Config) -> Result<Backends, StoreError> {
     use crate::config::StorageSettings;
     let dir = config.data_dir.join("store");
@@ -283,31 +284,57 @@ pub fn open(config: &crate::config::Config) -> Result<Backends, StoreError> {
         StorageSettings::Embedded => Ok((
             Box::new(sqlite_index::SqliteIndex::open(&dir.join("index.sqlite"))?),
             Arc::new(Blobs::new(&dir)),
+            AuditLog::new(&config.store.keystore_dir),
         )),
         StorageSettings::Postgres(pg) => {
             let node = node_id(config, pg)?;
-            let changes = change_tokens(config)?;
+            let key = service_key(config)?;
+            let changes = Arc::new(pg_changes::MailboxChanges::new(
+                key.fingerprint_key(pg_changes::PURPOSE),
+            ));
             let db = crate::pg::Database::open(pg)?;
+            // The audit chain on a pool of its own: a key unwrap appends its line while its
+            // index transaction holds a connection, and appends must not wait for a connection
+            // that such transactions hold (one writer at a time: it keeps one connection busy).
+            let audit_db = crate::pg::Database::open(pg)?;
+            let audit = PgLog::new(audit_db, &node, &key, &config.store.keystore_dir);
             Ok((
                 Box::new(pg_messages::PgIndex::new(db.clone(), &node, changes)),
                 Arc::new(pg_blobs::PgBlobs::new(db)),
+                AuditLog::Postgres(Box::new(audit)),
             ))
         }
     }
 }
 
-/// How this node names mailboxes in the change announcements it sends and hears: tokens keyed
-/// with the service key (`<keystore_dir>/service.key`, made on first use), which every node of
-/// one database holds.
-fn change_tokens(
+/// The audit log alone (for commands that only read it): the file, or the database's chain.
+pub fn open_audit(config: &crate::config::Config) -> Result<AuditLog, StoreError> {
+    use crate::config::StorageSettings;
+    match &config.storage {
+        StorageSettings::Embedded => Ok(AuditLog::new(&config.store.keystore_dir)),
+        StorageSettings::Postgres(pg) => {
+            let node = node_id(config, pg)?;
+            let key = service_key(config)?;
+            let db = crate::pg::Database::open(pg)?;
+            Ok(AuditLog::Postgres(Box::new(PgLog::new(
+                db,
+                &node,
+                &key,
+                &config.store.keystore_dir,
+            ))))
+        }
+    }
+}
+
+/// The service key (`<keystore_dir>/service.key`, made on first use), which every node of one
+/// database holds: it keys the tokens naming mailboxes in change announcements and the MACs of
+/// the audit chain.
+fn service_key(
     config: &crate::config::Config,
-) -> Result<Arc<pg_changes::MailboxChanges>, StoreError> {
+) -> Result<crate::crypto::keyfile::ServiceKey, StoreError> {
     let dir = &config.store.keystore_dir;
-    let key = crate::crypto::keyfile::ServiceKey::load_or_create(dir)
-        .map_err(|e| StoreError::Internal(format!("service key in {}: {e}", dir.display())))?;
-    Ok(Arc::new(pg_changes::MailboxChanges::new(
-        key.fingerprint_key(pg_changes::PURPOSE),
-    )))
+    crate::crypto::keyfile::ServiceKey::load_or_create(dir)
+        .map_err(|e| StoreError::Internal(format!("service key in {}: {e}", dir.display())))
 }
 
 /// This node's id in the database: `[storage] node_id`, or the one kept in `<data_dir>/node-id`

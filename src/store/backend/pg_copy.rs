@@ -1,7 +1,8 @@
 //! Copies a node's mailbox store (the SQLite index and blob files under `<data_dir>/store`) into
 //! PostgreSQL as it is: every row with its ids, every blob byte for byte, nothing decrypted, in
 //! one transaction. Only into a database that holds no mailbox store yet: key hierarchies of two
-//! stores do not merge (each has its own policy keys).
+//! stores do not merge (each has its own policy keys). Likewise the node's audit log file starts
+//! the database's audit chain only while that chain is empty.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -185,4 +186,46 @@ pub fn copy_to_postgres(
     };
     tx.commit()?;
     Ok(copied)
+}
+
+/// What became of a node's audit log file.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CopiedAudit {
+    /// The node has no audit log file.
+    NoFile,
+    /// Its lines now start the database's chain.
+    Copied { lines: u64 },
+}
+
+/// Copies the audit log file of `keystore_dir` (checked first against the anchor in the index
+/// of the store in `store_dir`, when there is one) into the database's audit chain, as the first
+/// lines, each with its MAC: only while the chain is empty (else a conflict error). The file is
+/// left as it is.
+pub fn copy_audit_log(
+    store_dir: &Path,
+    keystore_dir: &Path,
+    chain: &crate::store::audit::pg::PgLog,
+) -> Result<CopiedAudit, StoreError> {
+    use crate::store::audit::file::FileLog;
+    let file = FileLog::new(keystore_dir);
+    if !file.path().exists() {
+        return Ok(CopiedAudit::NoFile);
+    }
+    let index = store_dir.join("index.sqlite");
+    let anchor = if index.exists() {
+        let c = index::open(&index)?;
+        super::KeyIndex::audit_anchor(&super::sqlite::SqliteKeyIndex::new(&c))?
+    } else {
+        None
+    };
+    let report = file.verify(anchor.as_ref())?;
+    if !report.problems.is_empty() {
+        return Err(StoreError::Audit(format!(
+            "{} does not verify (`sealpost store audit verify` with the local store says why): {}",
+            file.path().display(),
+            report.problems.join("; ")
+        )));
+    }
+    let lines = chain.import_lines(&file.lines()?)?;
+    Ok(CopiedAudit::Copied { lines })
 }

@@ -94,7 +94,7 @@ impl PgTransaction {
     }
 
     /// The rows of one statement.
-    pub(super) fn query(
+    pub(crate) fn query(
         &self,
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
@@ -106,7 +106,7 @@ impl PgTransaction {
     }
 
     /// The rows one statement changed.
-    pub(super) fn execute(
+    pub(crate) fn execute(
         &self,
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],

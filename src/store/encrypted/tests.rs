@@ -59,7 +59,7 @@ fn concurrent_deliveries_share_one_policy_key() {
     }
     assert_eq!(store.count("a@t.test").unwrap(), 10);
     assert_eq!(store.list("b@t.test").unwrap().len(), 10);
-    let audit = std::fs::read_to_string(store.audit_path()).unwrap();
+    let audit = std::fs::read_to_string(store.audit_path().unwrap()).unwrap();
     assert_eq!(audit.matches("policy-key-create").count(), 1, "{audit}");
     let keys = SqliteKeyIndex::new(&conn(&store))
         .current_mailbox_key("b@t.test")
@@ -287,7 +287,7 @@ fn key_unwraps_made_to_list_or_read_are_anchored() {
     assert_eq!(open().list("a@t.test").unwrap().len(), 1);
     open().read("a@t.test", &id).unwrap();
     let store = open();
-    let audit = std::fs::read_to_string(store.audit_path()).unwrap();
+    let audit = std::fs::read_to_string(store.audit_path().unwrap()).unwrap();
     assert!(
         audit.contains("list a@t.test") && audit.contains(&format!("read a@t.test {id}")),
         "{audit}"

@@ -1,107 +1,30 @@
-//! The audit log: append-only JSON lines, each carrying the SHA-256 of the line before it, with the
-//! newest line's hash anchored in the index so that editing, dropping or truncating is detected.
+//! The audit log of one node as a file, `<keystore_dir>/audit.log` (the local store): its
+//! newest line's hash is anchored in the index so that editing, dropping or truncating is
+//! detected.
 
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-
-use super::StoreError;
-
-/// `prev` of the first line.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-/// One line of the log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditRecord {
-    /// 1, 2, 3 … without gaps.
-    pub seq: u64,
-    /// RFC 3339, UTC.
-    pub time: String,
-    /// Hex SHA-256 of the previous line's bytes (without its newline), or `GENESIS`.
-    pub prev: String,
-    /// `policy-key-unwrap`, `policy-key-create`, `policy-rotate`, `root-rotate`, `set-policy`,
-    /// `policy-revoke`, `reencrypt`.
-    pub event: String,
-    pub policy: String,
-    /// Which key acted: `root <file> <key id>`, `availability <file> <key id>`, or empty.
-    pub key: String,
-    /// The command or process: `serve`, `mailbox read`, `store policy rotate` …
-    pub actor: String,
-    /// Why: the operation and its object.
-    pub reason: String,
-}
-
-/// What an append left as the newest line: stored in the index as the log's anchor.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Anchor {
-    pub seq: u64,
-    pub hash: String,
-}
-
-/// The result of `AuditLog::verify`.
-#[derive(Debug, Default)]
-pub struct AuditReport {
-    pub lines: u64,
-    /// Every problem found, with its line number.
-    pub problems: Vec<String>,
-}
+use super::group::{Committer, Pending};
+use super::{line_hash, Anchor, AuditRecord, AuditReport, GENESIS};
+use crate::store::StoreError;
 
 /// The audit log of one keystore directory.
 ///
-/// Appends from several threads are committed in groups: the lines waiting when a write starts
-/// are chained and written together and covered by one fsync, and each `append` returns only
-/// after the fsync that covers its own line. Other processes appending to the same file are
-/// serialised by the file lock, and every group chains onto the file's last line as it finds it.
-pub struct AuditLog {
+/// Other processes appending to the same file are serialised by the file lock, and every group
+/// chains onto the file's last line as it finds it.
+pub struct FileLog {
     path: PathBuf,
-    group: Mutex<Group>,
-    committed: Condvar,
+    committer: Committer,
 }
 
-/// One event waiting to be written.
-struct Pending {
-    ticket: u64,
-    event: String,
-    policy: String,
-    key: String,
-    actor: String,
-    reason: String,
-}
-
-/// The appends of one `AuditLog` handle: waiting, being written, and done.
-#[derive(Default)]
-struct Group {
-    next_ticket: u64,
-    waiting: Vec<Pending>,
-    /// One thread writes a group at a time; the others wait for their result.
-    writing: bool,
-    done: HashMap<u64, Result<Anchor, String>>,
-    /// Groups written and fsynced through this handle.
-    commits: u64,
-    /// The highest sequence number this handle has written and fsynced.
-    synced_seq: u64,
-    /// The anchor of that line.
-    synced: Option<Anchor>,
-}
-
-/// Hex SHA-256 of a line.
-pub fn line_hash(line: &[u8]) -> String {
-    hex::encode(Sha256::digest(line))
-}
-
-impl AuditLog {
-    pub fn new(keystore_dir: &Path) -> AuditLog {
-        AuditLog {
+impl FileLog {
+    pub fn new(keystore_dir: &Path) -> FileLog {
+        FileLog {
             path: keystore_dir.join("audit.log"),
-            group: Mutex::new(Group::default()),
-            committed: Condvar::new(),
+            committer: Committer::default(),
         }
     }
 
@@ -119,66 +42,28 @@ impl AuditLog {
         actor: &str,
         reason: &str,
     ) -> Result<Anchor, StoreError> {
-        let mut group = self.lock_group();
-        let ticket = group.next_ticket;
-        group.next_ticket += 1;
-        group.waiting.push(Pending {
-            ticket,
-            event: event.into(),
-            policy: policy.into(),
-            key: key.into(),
-            actor: actor.into(),
-            reason: reason.into(),
-        });
-        loop {
-            if let Some(result) = group.done.remove(&ticket) {
-                return result.map_err(StoreError::Audit);
-            }
-            if group.writing {
-                group = self
-                    .committed
-                    .wait(group)
-                    .unwrap_or_else(|e| e.into_inner());
-                continue;
-            }
-            // This thread writes everything waiting now, its own event included.
-            group.writing = true;
-            let batch = std::mem::take(&mut group.waiting);
-            drop(group);
-            let mut writer = GroupWriter {
-                log: self,
-                tickets: batch.iter().map(|p| p.ticket).collect(),
-                finished: false,
-            };
-            let result = self.write_group(&batch);
-            group = writer.finish(result);
-        }
+        self.committer
+            .append(event, policy, key, actor, reason, |batch| {
+                self.write_group(batch)
+            })
     }
 
-    /// Groups written and fsynced through this handle (each covering one or more appends).
-    pub fn commits(&self) -> u64 {
-        self.lock_group().commits
+    pub(super) fn committer(&self) -> &Committer {
+        &self.committer
     }
 
-    /// The highest sequence number this handle has written and fsynced (0 before any).
-    pub fn synced_seq(&self) -> u64 {
-        self.lock_group().synced_seq
-    }
-
-    /// The anchor of the newest line this handle has written and fsynced, if any: anchoring it
-    /// covers every earlier line too.
-    pub fn synced(&self) -> Option<Anchor> {
-        self.lock_group().synced.clone()
-    }
-
-    #[cfg(test)]
-    fn is_writing_with_waiting(&self) -> (bool, usize) {
-        let group = self.lock_group();
-        (group.writing, group.waiting.len())
-    }
-
-    fn lock_group(&self) -> MutexGuard<'_, Group> {
-        self.group.lock().unwrap_or_else(|e| e.into_inner())
+    /// Every line with its line number, oldest first (none when the file does not exist).
+    pub fn lines(&self) -> Result<Vec<(u64, String)>, StoreError> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(StoreError::io(&self.path, e)),
+        };
+        Ok(text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| (i as u64 + 1, l.to_string()))
+            .collect())
     }
 
     /// Chains `batch` onto the file's last line under an exclusive lock, writes it and fsyncs
@@ -226,6 +111,7 @@ impl AuditLog {
                 key: p.key.clone(),
                 actor: p.actor.clone(),
                 reason: p.reason.clone(),
+                node: String::new(),
             };
             let line = serde_json::to_string(&rec)
                 .map_err(|e| StoreError::Audit(format!("cannot encode audit record: {e}")))?;
@@ -303,57 +189,6 @@ impl AuditLog {
     }
 }
 
-/// Hands a written group's results to its waiting appends, and releases the writer's turn
-/// even if writing panicked (those appends then fail rather than wait for ever).
-struct GroupWriter<'a> {
-    log: &'a AuditLog,
-    tickets: Vec<u64>,
-    finished: bool,
-}
-
-impl<'a> GroupWriter<'a> {
-    fn finish(&mut self, result: Result<Vec<Anchor>, StoreError>) -> MutexGuard<'a, Group> {
-        let mut group = self.log.lock_group();
-        match result {
-            Ok(anchors) => {
-                group.commits += 1;
-                if let Some(last) = anchors.last().filter(|l| l.seq > group.synced_seq) {
-                    group.synced_seq = last.seq;
-                    group.synced = Some(last.clone());
-                }
-                for (ticket, anchor) in self.tickets.iter().zip(anchors) {
-                    group.done.insert(*ticket, Ok(anchor));
-                }
-            }
-            Err(e) => {
-                let text = e.to_string();
-                for ticket in &self.tickets {
-                    group.done.insert(*ticket, Err(text.clone()));
-                }
-            }
-        }
-        group.writing = false;
-        self.finished = true;
-        self.log.committed.notify_all();
-        group
-    }
-}
-
-impl Drop for GroupWriter<'_> {
-    fn drop(&mut self) {
-        if !self.finished {
-            let mut group = self.log.lock_group();
-            for ticket in &self.tickets {
-                group
-                    .done
-                    .insert(*ticket, Err("the audit write was interrupted".into()));
-            }
-            group.writing = false;
-            self.log.committed.notify_all();
-        }
-    }
-}
-
 /// The last complete line of the file (without its newline), reading only its tail.
 fn last_line(f: &mut File) -> std::io::Result<Option<Vec<u8>>> {
     let len = f.seek(SeekFrom::End(0))?;
@@ -379,9 +214,9 @@ fn last_line(f: &mut File) -> std::io::Result<Option<Vec<u8>>> {
 mod tests {
     use super::*;
 
-    fn log_with(n: usize) -> (tempfile::TempDir, AuditLog, Anchor) {
+    fn log_with(n: usize) -> (tempfile::TempDir, FileLog, Anchor) {
         let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::new(&dir.path().join("ks"));
+        let log = FileLog::new(&dir.path().join("ks"));
         let mut anchor = None;
         for i in 0..n {
             anchor = Some(
@@ -450,9 +285,12 @@ mod tests {
 
     /// What an append returned, checked in the appending thread right when it returned: the
     /// line is in the file with that hash, and this handle's fsyncs already cover it.
-    fn append_checked(log: &AuditLog, reason: &str) -> Anchor {
+    fn append_checked(log: &FileLog, reason: &str) -> Anchor {
         let anchor = log.append("rms-access", "", "", "test", reason).unwrap();
-        assert!(log.synced_seq() >= anchor.seq, "answered before its fsync");
+        assert!(
+            log.committer.synced_seq() >= anchor.seq,
+            "answered before its fsync"
+        );
         let text = std::fs::read_to_string(log.path()).unwrap();
         let line = text.lines().nth(anchor.seq as usize - 1).unwrap();
         assert_eq!(line_hash(line.as_bytes()), anchor.hash);
@@ -463,7 +301,7 @@ mod tests {
     #[test]
     fn concurrent_appends_all_land_in_one_chain() {
         let dir = tempfile::tempdir().unwrap();
-        let log = std::sync::Arc::new(AuditLog::new(&dir.path().join("ks")));
+        let log = std::sync::Arc::new(FileLog::new(&dir.path().join("ks")));
         let threads: Vec<_> = (0..8)
             .map(|t| {
                 let log = log.clone();
@@ -484,20 +322,20 @@ mod tests {
         let r = log.verify(anchors.last()).unwrap();
         assert_eq!(r.lines, 200);
         assert!(r.problems.is_empty(), "{:?}", r.problems);
-        assert!(log.commits() <= 200);
+        assert!(log.committer.commits() <= 200);
     }
 
     #[test]
     fn appends_waiting_during_a_write_share_the_next_fsync() {
         let dir = tempfile::tempdir().unwrap();
-        let log = std::sync::Arc::new(AuditLog::new(&dir.path().join("ks")));
+        let log = std::sync::Arc::new(FileLog::new(&dir.path().join("ks")));
         append_checked(&log, "first");
-        assert_eq!(log.commits(), 1);
+        assert_eq!(log.committer.commits(), 1);
         // Another process holds the file: the next writer waits for it with its group taken.
         let holder = File::open(log.path()).unwrap();
         holder.lock().unwrap();
         let wait_for = |want: (bool, usize)| {
-            while log.is_writing_with_waiting() != want {
+            while log.committer.is_writing_with_waiting() != want {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
         };
@@ -512,7 +350,7 @@ mod tests {
         holder.unlock().unwrap();
         let mut anchors: Vec<Anchor> = threads.into_iter().map(|t| t.join().unwrap()).collect();
         // One fsync for the leader's group, one for the six that waited meanwhile.
-        assert_eq!(log.commits(), 3);
+        assert_eq!(log.committer.commits(), 3);
         anchors.sort_by_key(|a| a.seq);
         assert_eq!(
             anchors.iter().map(|a| a.seq).collect::<Vec<_>>(),
