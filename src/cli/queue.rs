@@ -47,8 +47,8 @@ enum QueueCommand {
         #[arg(required = true)]
         ids: Vec<String>,
     },
-    /// Release held messages (like postsuper -H): each becomes due at once, and a running
-    /// server delivers it within a couple of seconds.
+    /// Release held messages (like postsuper -H): each becomes due at once, a running server
+    /// delivers it within a couple of seconds, and its queue lifetime starts again.
     Release {
         #[command(flatten)]
         config: ConfigArgs,

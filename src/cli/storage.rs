@@ -1,5 +1,6 @@
 //! `sealpost storage migrate`: moves a node's queue from its spool into the PostgreSQL database
-//! of its `[storage]` section.
+//! of its `[storage]` section, with its recent transmission fingerprints, its TLS-RPT sessions
+//! not reported yet and its mailbox store.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -24,8 +25,10 @@ enum StorageCommand {
     ///
     /// Each queue file is copied as it is (sealed: nothing is decrypted on the way) and removed
     /// from the spool once the row holding it has committed; waiting and active messages arrive
-    /// as incoming, deferred ones keep their next attempt. Stop the node first. Running it again
-    /// copies what is left; a message already in the database is not copied twice.
+    /// as incoming, deferred ones keep their next attempt. The fingerprints of transmissions of
+    /// the last 24 hours and the TLS-RPT sessions not reported yet (with how far each domain
+    /// was reported) go too, and the mailbox store. Stop the node first. Running it again
+    /// copies what is left; nothing already in the database is copied twice.
     Migrate {
         #[command(flatten)]
         config: ConfigArgs,
@@ -122,13 +125,89 @@ pub fn run(args: StorageArgs) -> anyhow::Result<ExitCode> {
     for u in &done.unreadable {
         println!("queue: not copied, unreadable: {u}");
     }
+    let transmissions_ok = copy_transmissions(&spool, &queue, pg);
+    // The sessions go under the id the node will record its own under once it runs here.
+    let reports_ok = match crate::store::backend::node_id(&cfg, pg) {
+        Ok(id) => copy_tls_reports(&cfg, pg, &db, &id),
+        Err(e) => {
+            println!("tls-rpt: not copied: {e}");
+            false
+        }
+    };
     let mailboxes_ok = copy_mailboxes(&cfg, pg, &db);
     let audit_ok = copy_audit(&cfg, pg, &db, &service);
-    Ok(if done.unreadable.is_empty() && mailboxes_ok && audit_ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(
+        if done.unreadable.is_empty() && transmissions_ok && reports_ok && mailboxes_ok && audit_ok
+        {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
+}
+
+/// Copies the fingerprints of the transmissions accepted in the last 24 hours from the spool's
+/// `transmissions.log` (those of messages that left the queue; the queued ones came with their
+/// messages), so that a client sending one again after the move is still recognised; says what
+/// it did, false when it failed.
+fn copy_transmissions(spool: &Spool, queue: &PgQueue, pg: &crate::pg::PgSettings) -> bool {
+    use crate::queue::schedule::{Clock, SystemClock};
+    let copied = crate::queue::retransmit::recent_in_log(spool, SystemClock.now())
+        .and_then(|recent| queue.transmissions().import(&recent));
+    match copied {
+        Ok((copied, present)) => {
+            println!(
+                "transmissions: {copied} fingerprint(s) of the last 24 hours copied to {} ({present} \
+                 there already)",
+                pg.location()
+            );
+            true
+        }
+        Err(e) => {
+            println!("transmissions: not copied: {e}");
+            false
+        }
+    }
+}
+
+/// Copies the TLS-RPT sessions under `<data_dir>/tls-rpt` not reported yet, and how far each
+/// domain was reported; says what it did, false when it failed. The files are left as they were.
+fn copy_tls_reports(
+    cfg: &crate::config::Config,
+    pg: &crate::pg::PgSettings,
+    db: &Arc<Database>,
+    node: &str,
+) -> bool {
+    let dir = cfg.data_dir.join(crate::report::tlsrpt::journal::DIR);
+    if !dir.is_dir() {
+        println!("tls-rpt: no sessions under {}", dir.display());
+        return true;
+    }
+    match crate::report::tlsrpt::pg::import_files(db, &dir, node) {
+        Ok(done) => {
+            println!(
+                "tls-rpt: {} session(s) not reported yet copied to {} ({} reported or there \
+                 already), with the report state of {} domain(s); the files under {} were left \
+                 as they were",
+                done.copied,
+                pg.location(),
+                done.skipped,
+                done.domains,
+                dir.display()
+            );
+            if done.unreadable > 0 {
+                println!(
+                    "tls-rpt: {} journal line(s) could not be read and were not copied",
+                    done.unreadable
+                );
+            }
+            true
+        }
+        Err(e) => {
+            println!("tls-rpt: not copied: {e:#}");
+            false
+        }
+    }
 }
 
 /// Copies the mailbox store under `<data_dir>/store` into the database (ciphertext as it is);

@@ -264,7 +264,7 @@ impl Runner {
         let mut finished = if env.is_finished() {
             true
         } else {
-            match after_failure(&self.retry(), env.attempts, env.received_at, now) {
+            match after_failure(&self.retry(), env.attempts, env.lifetime_start(), now) {
                 Decision::RetryAt(at) => {
                     env.next_attempt = at;
                     false

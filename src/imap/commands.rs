@@ -117,9 +117,19 @@ impl Session {
                 if mb != mb2 {
                     return Err(refused("Cannot rename across mailboxes"));
                 }
-                self.store
-                    .rename_folder(&mb, &from, &to)
-                    .map(|_| Vec::new())
+                self.store.rename_folder(&mb, &from, &to)?;
+                // The selected folder (or one above it) renamed by this session keeps its UIDs:
+                // the session follows it under its new name.
+                if let State::Selected { sel, .. } = &mut self.state {
+                    if sel.mailbox == mb {
+                        if sel.folder == from {
+                            sel.folder = to;
+                        } else if let Some(rest) = sel.folder.strip_prefix(&format!("{from}/")) {
+                            sel.folder = format!("{to}/{rest}");
+                        }
+                    }
+                }
+                Ok(Vec::new())
             }
             CommandBody::List {
                 reference,
@@ -274,6 +284,7 @@ impl Session {
                 mailbox,
                 folder: view.name,
                 read_only,
+                uid_validity: view.uid_validity,
                 uids: view.messages.iter().map(|m| m.uid).collect(),
                 modseq: view.messages.iter().map(|m| m.modseq).max().unwrap_or(0),
             },

@@ -49,6 +49,9 @@ pub(super) struct Selected {
     pub mailbox: String,
     pub folder: String,
     pub read_only: bool,
+    /// The folder's UIDVALIDITY when selected: another value means the folder was deleted and
+    /// made anew since.
+    pub uid_validity: u32,
     pub uids: Vec<u32>,
     /// The highest modification sequence the client has been told about.
     pub modseq: i64,
@@ -475,13 +478,27 @@ impl Session {
 
     /// News of the selected folder since the client last looked: EXPUNGE (highest first),
     /// FETCH FLAGS of messages changed elsewhere, and EXISTS. Called on NOOP, IDLE and by the
-    /// listener's poll during IDLE.
+    /// listener's poll during IDLE. If another session deleted or renamed the selected folder,
+    /// the session says BYE and ends (RFC 2180 §3.1): its sequence numbers name nothing any more.
     pub fn poll(&mut self) -> Vec<Action> {
         let State::Selected { sel, .. } = &mut self.state else {
             return Vec::new();
         };
         let view = match self.store.select(&sel.mailbox, &sel.folder) {
-            Ok(v) => v,
+            Ok(v) if v.uid_validity == sel.uid_validity => v,
+            Ok(_)
+            | Err(StoreError::Index {
+                kind: crate::store::IndexErrorKind::NotFound,
+                ..
+            }) => {
+                self.state = State::Logout;
+                return vec![
+                    Action::Send(reply::bye(
+                        "Selected folder was deleted or renamed, have to disconnect",
+                    )),
+                    Action::Close,
+                ];
+            }
             Err(_) => return Vec::new(),
         };
         let now: Vec<u32> = view.messages.iter().map(|m| m.uid).collect();

@@ -61,6 +61,11 @@ pub struct Envelope {
     /// sent again by a client that did not see our 250.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transmission: Option<String>,
+    /// When the message was last released from hold (`sealpost queue release`), unix seconds:
+    /// its queue lifetime counts from then (see [`Envelope::lifetime_start`]), so that time on
+    /// hold never makes it expire before it was tried again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<i64>,
 }
 
 /// What a queued message demands of the TLS of its outbound connections, beyond the
@@ -191,7 +196,19 @@ impl Envelope {
             ret: None,
             envid: None,
             transmission: None,
+            released_at: None,
         }
+    }
+
+    /// Where the queue lifetime starts: the arrival, or the last release from hold if later.
+    pub fn lifetime_start(&self) -> i64 {
+        self.released_at
+            .map_or(self.received_at, |r| r.max(self.received_at))
+    }
+
+    /// Marks the message released from hold at `now`: its lifetime starts again.
+    pub fn released(&mut self, now: i64) {
+        self.released_at = Some(now);
     }
 
     /// Recipients still waiting for delivery.

@@ -103,6 +103,40 @@ pub(crate) fn raw(fingerprint: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// A line of `transmissions.log` (`<fingerprint> <accepted at> <queue ids>`) still within the
+/// window at `now`; `None` for an older one or one cut short by a crash.
+fn log_line(line: &str, now: i64) -> Option<([u8; 32], i64, &str)> {
+    let mut parts = line.splitn(3, ' ');
+    let (fp, at, ids) = (parts.next()?, parts.next()?, parts.next()?);
+    let at = at.parse::<i64>().ok()?;
+    (now - at < WINDOW).then_some(())?;
+    Some((raw(fp)?, at, ids))
+}
+
+/// The fingerprints in the spool's `transmissions.log` accepted within the window at `now`,
+/// one per queue id: (fingerprint, queue id, accepted at). Nothing when there is no log. For
+/// `storage migrate`, which copies them where a shared queue keeps them.
+pub fn recent_in_log(spool: &Spool, now: i64) -> Result<Vec<([u8; 32], String, i64)>, QueueError> {
+    let path = spool.root().join("transmissions.log");
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(QueueError::io(&path)(e)),
+    };
+    let mut out = Vec::new();
+    for line in BufReader::new(file).lines() {
+        let line = line.map_err(QueueError::io(&path))?;
+        if let Some((fp, at, ids)) = log_line(&line, now) {
+            out.extend(
+                ids.split(' ')
+                    .filter(|id| !id.is_empty())
+                    .map(|id| (fp, id.to_string(), at)),
+            );
+        }
+    }
+    Ok(out)
+}
+
 impl Retransmissions {
     /// The fingerprints of a queue shared by several nodes, kept in `shared` (no log, and none
     /// in memory: every fingerprint is looked up there).
@@ -135,14 +169,7 @@ impl Retransmissions {
             Ok(file) => {
                 for line in BufReader::new(file).lines() {
                     let line = line.map_err(QueueError::io(&log_path))?;
-                    let mut parts = line.splitn(3, ' ');
-                    let (Some(fp), Some(at), Some(ids)) =
-                        (parts.next(), parts.next(), parts.next())
-                    else {
-                        continue; // a line cut by a crash
-                    };
-                    let Ok(at) = at.parse::<i64>() else { continue };
-                    if let (true, Some(fp)) = (now - at < WINDOW, raw(fp)) {
+                    if let Some((fp, at, ids)) = log_line(&line, now) {
                         seen.insert(fp, (ids.to_string(), at));
                         kept.push(line);
                     }

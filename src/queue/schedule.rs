@@ -60,10 +60,11 @@ impl RetryPolicy {
 /// Decide when to retry a message that has just failed temporarily.
 ///
 /// `attempts` counts the attempts so far including the one that just failed. The message expires
-/// when the next attempt would fall after `received_at + lifetime`.
-pub fn after_failure(policy: &RetryPolicy, attempts: u32, received_at: i64, now: i64) -> Decision {
+/// when the next attempt would fall after `since + lifetime`, `since` being when it arrived or,
+/// if later, when it was last released from hold (`Envelope::lifetime_start`).
+pub fn after_failure(policy: &RetryPolicy, attempts: u32, since: i64, now: i64) -> Decision {
     let next = now.saturating_add(secs(policy.delay(attempts)));
-    let deadline = received_at.saturating_add(secs(policy.lifetime));
+    let deadline = since.saturating_add(secs(policy.lifetime));
     if next > deadline {
         Decision::Expired
     } else {

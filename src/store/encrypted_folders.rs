@@ -165,8 +165,11 @@ impl Folders for EncryptedStore {
             ));
         }
         ix.ensure_folder(&mailbox, &name, None)?;
+        ix.announce(&mailbox)?;
         drop(ix);
-        tx.commit()
+        tx.commit()?;
+        changes::notify(&mailbox);
+        Ok(())
     }
 
     fn delete_folder(&self, mailbox: &str, name: &str) -> Result<(), StoreError> {
@@ -179,9 +182,11 @@ impl Folders for EncryptedStore {
         let ix = tx.messages();
         let fid = existing_folder(&*ix, &mailbox, &name)?;
         let blobs = ix.delete_folder(fid)?;
+        ix.announce(&mailbox)?;
         drop(ix);
         tx.commit()?;
         self.remove_blobs(blobs);
+        changes::notify(&mailbox);
         Ok(())
     }
 
@@ -201,8 +206,11 @@ impl Folders for EncryptedStore {
             ));
         }
         ix.rename_folder(&mailbox, &from, &to)?;
+        ix.announce(&mailbox)?;
         drop(ix);
-        tx.commit()
+        tx.commit()?;
+        changes::notify(&mailbox);
+        Ok(())
     }
 
     fn select(&self, mailbox: &str, folder: &str) -> Result<FolderView, StoreError> {

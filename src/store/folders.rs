@@ -5,9 +5,10 @@ use std::collections::BTreeSet;
 
 use super::StoreError;
 
-/// Changes to mailboxes (deliveries, appends, flags, moves, expunges), so that IMAP sessions in
-/// IDLE wait for news of their mailbox instead of polling the index: those made in this process,
-/// and those other processes announce through the index backend (`IndexBackend::relay_changes`).
+/// Changes to mailboxes (deliveries, appends, flags, moves, expunges, folders created, deleted
+/// or renamed), so that IMAP sessions in IDLE wait for news of their mailbox instead of polling
+/// the index: those made in this process, and those other processes announce through the index
+/// backend (`IndexBackend::relay_changes`).
 pub mod changes {
     use std::collections::HashMap;
     use std::sync::atomic::{AtomicU64, Ordering};

@@ -25,6 +25,7 @@ mod hostile;
 mod hsm;
 mod hsm_roots;
 mod imap;
+mod imap_folder_idle;
 mod imap_large;
 mod imap_mbsync;
 mod key_index_suite;

@@ -25,11 +25,11 @@ const ALICE: &str = "alice@contoso.test";
 const MARKER: &str = "PGMAILBOX-MARKER-7731";
 
 /// One node: its configuration and ports.
-struct Node {
+pub(crate) struct Node {
     home: PathBuf,
     config: PathBuf,
     smtp: u16,
-    imaps: u16,
+    pub(crate) imaps: u16,
 }
 
 impl Node {
@@ -37,7 +37,7 @@ impl Node {
         self.home.join("contoso-data")
     }
 
-    fn start(&self) -> ServeProcess {
+    pub(crate) fn start(&self) -> ServeProcess {
         let server = ServeProcess::start(&self.config, self.smtp);
         wait_listening(([127, 0, 0, 1], self.imaps).into(), Duration::from_secs(10));
         server
@@ -70,7 +70,7 @@ M.logout()
 
 /// Node `name` of contoso under `dir/name`, on `database`, with the root keys of `keys_from`
 /// (the first node's) so that every node opens the same policy keys, and the same service key.
-fn node(
+pub(crate) fn node(
     cluster: &Cluster,
     dir: &Path,
     database: &str,

@@ -3,7 +3,8 @@
 //! it — not the server's retries, not `queue flush` once the next hop is back — until `queue
 //! release`, after which it is delivered within a couple of seconds. On the spool with one
 //! server; on PostgreSQL with two nodes, the hold made through node A's configuration and the
-//! message then left to node B.
+//! message then left to node B. A message held for longer than the queue lifetime and released
+//! while its next hop is still down is tried again and retried, not bounced.
 
 use crate::support;
 
@@ -270,4 +271,66 @@ fn all_holds_every_waiting_message_and_releases_every_held_one() {
             && err.contains("being delivered; try again when the attempt ends"),
         "{err}"
     );
+}
+
+/// The envelope of `id` as `queue list --json` shows it, if listed.
+fn listed_envelope(config: &Path, id: &str) -> Option<serde_json::Value> {
+    queue_list_json(config)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["envelope"]["id"] == id)
+        .map(|v| v["envelope"].clone())
+}
+
+/// A message held for longer than the queue lifetime is released while its next hop is still
+/// down: its lifetime starts again at the release, so the failed attempt that follows defers it
+/// instead of bouncing it, and it is delivered once the next hop is back.
+#[test]
+fn a_message_held_past_its_lifetime_is_tried_again_after_release_not_bounced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, fport) = (free_port(), free_port());
+    let mut spec = DomainSpec::new("contoso", &[FROM], port).route("fabrikam.test", fport);
+    spec.lifetime = Some("6s");
+    let contoso = spec.write(dir.path());
+    let _server = ServeProcess::start(&contoso, port);
+    let sent = Instant::now();
+    let id = send(port, "HELD-LONG");
+    wait_for_state(&contoso, &id, "deferred");
+    hold(&contoso, &id);
+    let attempts = listed_envelope(&contoso, &id).expect("held")["attempts"]
+        .as_u64()
+        .expect("attempts");
+    std::thread::sleep(Duration::from_secs(8).saturating_sub(sent.elapsed()));
+
+    // Released with the next hop still down: tried again, failed, and waiting for the next
+    // attempt, not bounced.
+    let (code, out, err) = sealpost(&["queue", "release", "--config", &arg(&contoso), &id]);
+    assert_eq!((code, out), (0, format!("{id}: released\n")), "{err}");
+    let until = Instant::now() + WAIT;
+    let envelope = loop {
+        let env = listed_envelope(&contoso, &id).expect("bounced after the release");
+        if env["attempts"].as_u64() > Some(attempts) {
+            break env;
+        }
+        assert!(Instant::now() < until, "never tried again: {env}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(envelope["released_at"].as_i64().is_some(), "{envelope}");
+    let data = dir.path().join("contoso-data");
+    let store = open_store(&data, "test");
+    let bounced = store
+        .list(FROM)
+        .unwrap()
+        .iter()
+        .filter_map(|m| store.read(FROM, &m.id).ok())
+        .any(|m| String::from_utf8_lossy(&m).contains("Undelivered Mail"));
+    assert!(!bounced, "bounced for its time on hold");
+
+    // The next hop comes back: delivered.
+    let fabrikam = DomainSpec::new("fabrikam", &[TO], fport).write(dir.path());
+    let _f_server = ServeProcess::start(&fabrikam, fport);
+    let (code, _, err) = sealpost(&["queue", "flush", "--config", &arg(&contoso)]);
+    assert_eq!(code, 0, "{err}");
+    let got = wait_for_mailbox(&dir.path().join("fabrikam-data"), TO, 1, WAIT);
+    assert!(String::from_utf8_lossy(&got[0]).contains("HELD-LONG"));
 }

@@ -3,7 +3,8 @@
 //! the spool empties, its mailbox store is copied (sealed) and read from the database, a second
 //! run copies nothing, `queue list` shows the messages from the database (a held one still
 //! held), and the node restarted on PostgreSQL delivers them once the next hop is up (the held
-//! one once released).
+//! one once released). The fingerprints of transmissions of the last 24 hours and the TLS-RPT
+//! sessions not reported yet go too (with how far each domain was reported), once.
 
 use crate::support;
 
@@ -208,4 +209,173 @@ fn a_spool_moves_into_postgres_sealed_and_is_delivered_from_there() {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The `[storage]` section of a node on `database`.
+fn postgres_section(cluster: &Cluster, database: &str, dir: &Path) -> String {
+    let password = cluster.password_file(dir);
+    format!(
+        "\n[storage]\nbackend = \"postgres\"\nurl = \"{}\"\npassword_file = \"{}\"\n\
+         tls = \"disable\"\nconnect_timeout = \"2s\"\nstatement_timeout = \"5s\"\n",
+        cluster.url(database),
+        password.display()
+    )
+}
+
+#[test]
+fn recent_fingerprints_and_unreported_tls_sessions_move_once() {
+    use sealpost::crypto::keyfile::ServiceKey;
+    use sealpost::queue::retransmit::Retransmissions;
+    use sealpost::queue::{new_queue_id, Clock, Spool, SystemClock};
+    use sealpost::report::tlsrpt::{Failure, Policy, Recorder, SessionJournal};
+
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let database = cluster.create_database();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = DomainSpec::new("contoso", &[ALICE], free_port()).write(dir.path());
+    let data = dir.path().join("contoso-data");
+    let now = SystemClock.now();
+
+    // What an embedded node kept: fingerprints of messages that left its queue (one of them
+    // more than 24 hours ago) in queue/transmissions.log ...
+    let key = std::sync::Arc::new(
+        ServiceKey::load_or_create(&dir.path().join("contoso-data.keystore")).unwrap(),
+    );
+    let spool = Spool::open(&data, key.clone()).unwrap();
+    let log = Retransmissions::open(&spool, &key, now).unwrap();
+    let to = [ALICE.to_string()];
+    let fp = |n: u32| {
+        log.fingerprint(
+            BOB,
+            &to,
+            format!("Message-ID: <{n}@f>\r\n\r\n.\r\n").as_bytes(),
+        )
+    };
+    let (recent, other, old) = (new_queue_id(), new_queue_id(), new_queue_id());
+    log.left_queue(&fp(1), &recent, now - 3600);
+    log.left_queue(&fp(2), &other, now - 23 * 3600);
+    log.left_queue(&fp(3), &old, now - 25 * 3600);
+
+    // ... and TLS-RPT sessions: a.test reported up to `reported` (two sessions before it, three
+    // identical ones after), b.test never reported (one failure).
+    let reported = now - 7200;
+    let journal = Recorder::new(&data);
+    let (a, b) = (Policy::none("a.test"), Policy::none("b.test"));
+    for t in [reported - 100, reported - 50] {
+        journal.record_at(t, &a, None);
+    }
+    for _ in 0..3 {
+        journal.record_at(reported + 10, &a, None);
+    }
+    let failure = Failure {
+        result: "starttls-not-supported".into(),
+        mx: Some("mx.b.test".into()),
+        ip: None,
+        info: None,
+    };
+    journal.record_at(reported + 20, &b, Some(failure));
+    SessionJournal::sync(&journal);
+    let mut run = SessionJournal::lock(&journal).unwrap();
+    run.mark("a.test", reported).unwrap();
+    run.finish(reported, true, false).unwrap();
+    drop(journal);
+
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&postgres_section(&cluster, &database, dir.path()));
+    std::fs::write(&config, text).unwrap();
+    let out = migrate(&config);
+    assert!(
+        out.contains("transmissions: 2 fingerprint(s) of the last 24 hours copied to"),
+        "{out}"
+    );
+    assert!(out.contains("(0 there already)"), "{out}");
+    assert!(
+        out.contains("tls-rpt: 4 session(s) not reported yet copied to"),
+        "{out}"
+    );
+    assert!(out.contains("(2 reported or there already)"), "{out}");
+    assert!(out.contains("report state of 1 domain(s)"), "{out}");
+
+    let rows = cluster.psql(
+        &database,
+        "SELECT encode(fingerprint, 'hex'), id, accepted_at FROM queue_transmission \
+         ORDER BY accepted_at",
+    );
+    assert_eq!(
+        rows.trim(),
+        format!(
+            "{}|{other}|{}\n{}|{recent}|{}",
+            fp(2),
+            now - 23 * 3600,
+            fp(1),
+            now - 3600
+        ),
+        "the two fingerprints of the last 24 hours, not the older one"
+    );
+    let sessions = cluster.psql(
+        &database,
+        "SELECT domain, t, count(*), bool_and(failure IS NULL) FROM tls_report_session \
+         GROUP BY domain, t ORDER BY domain, t",
+    );
+    assert_eq!(
+        sessions.trim(),
+        format!("a.test|{}|3|t\nb.test|{}|1|f", reported + 10, reported + 20),
+        "the sessions not reported yet, each once"
+    );
+    let state = cluster.psql(
+        &database,
+        "SELECT domain, reported_until FROM tls_report_state ORDER BY domain",
+    );
+    assert_eq!(state.trim(), format!("a.test|{reported}"));
+    let daily = cluster.psql(&database, "SELECT daily_until FROM tls_report_daily");
+    assert_eq!(daily.trim(), reported.to_string());
+
+    // A second run adds nothing.
+    let again = migrate(&config);
+    assert!(
+        again.contains("transmissions: 0 fingerprint(s) of the last 24 hours copied to"),
+        "{again}"
+    );
+    assert!(again.contains("(2 there already)"), "{again}");
+    assert!(
+        again.contains("tls-rpt: 0 session(s) not reported yet copied to"),
+        "{again}"
+    );
+    let count = cluster.psql(
+        &database,
+        "SELECT (SELECT count(*) FROM queue_transmission), (SELECT count(*) FROM tls_report_session)",
+    );
+    assert_eq!(count.trim(), "2|4");
+
+    // What a report run on PostgreSQL would send now: a.test's three sessions after its
+    // reported time and b.test's one, nothing reported twice.
+    let c = config.display().to_string();
+    let (code, shown, err) = sealpost(&["tls-report", "show", "--json", "--config", &c]);
+    assert_eq!(code, 0, "tls-report show: {shown}{err}");
+    let summaries: Vec<(String, u64, u64)> = shown
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("a report");
+            let p = &v["policies"][0];
+            (
+                p["policy"]["policy-domain"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                p["summary"]["total-successful-session-count"]
+                    .as_u64()
+                    .unwrap_or(99),
+                p["summary"]["total-failure-session-count"]
+                    .as_u64()
+                    .unwrap_or(99),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summaries,
+        [("a.test".to_string(), 3, 0), ("b.test".to_string(), 0, 1)],
+        "{shown}"
+    );
 }

@@ -178,3 +178,23 @@ fn a_revoked_mailbox_is_refused_plainly() {
         Err(StoreError::NoSuchMailbox(_))
     ));
 }
+
+#[test]
+fn folders_created_renamed_and_deleted_wake_the_mailbox_watchers() {
+    use sealpost::store::folders::changes;
+    let f = StoreFixture::new();
+    let store = f.store();
+    store.ensure_default_folders(ALICE).unwrap();
+    let mut watcher = changes::subscribe(ALICE);
+    let other = changes::subscribe("folder-watcher-elsewhere@a.test");
+    store.create_folder(ALICE, "Projects").unwrap();
+    assert!(watcher.has_changed().unwrap(), "CREATE woke nobody");
+    watcher.mark_unchanged();
+    store.rename_folder(ALICE, "Projects", "Archive").unwrap();
+    assert!(watcher.has_changed().unwrap(), "RENAME woke nobody");
+    watcher.mark_unchanged();
+    store.delete_folder(ALICE, "Archive").unwrap();
+    assert!(watcher.has_changed().unwrap(), "DELETE woke nobody");
+    // None of it wakes another mailbox's watchers.
+    assert!(!other.has_changed().unwrap());
+}

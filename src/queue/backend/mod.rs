@@ -235,10 +235,12 @@ pub trait QueueStore: Send + Sync {
     /// interrupted; hold it again once the attempt ends.
     fn hold(&self, id: &str) -> Result<bool, QueueError>;
 
-    /// Releases a held message (`postsuper -H`): it moves to incoming with its envelope
-    /// unchanged, so it is due at once whatever its `next_attempt` (as after `flush`), and a
-    /// running runner takes it at its next listing of the queue. Durable when it returns.
-    /// `false` when no message with this id is held.
+    /// Releases a held message (`postsuper -H`): it moves to incoming with the release time
+    /// recorded in its envelope (`released_at`; nothing else changes), so it is due at once
+    /// whatever its `next_attempt` (as after `flush`), a running runner takes it at its next
+    /// listing of the queue, and its queue lifetime starts again at the release (time on hold
+    /// never makes it expire untried). Durable when it returns. `false` when no message with
+    /// this id is held.
     fn release(&self, id: &str) -> Result<bool, QueueError>;
 
     /// Directory fsyncs made so far, for a backend that makes changes durable that way (the

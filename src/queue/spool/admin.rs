@@ -1,12 +1,15 @@
 //! What administrators do to the spool (`sealpost queue`) and what the runner asks of it:
 //! listing, flush, delete, hold and release, and the ids waiting in each directory.
 
+use std::path::Path;
 use std::{fs, io};
 
 use super::{
     checked_id, dir_names, rename_if_present, sync_dir, Listing, QueueEntry, QueueError,
     QueueState, Spool, Unreadable,
 };
+use crate::queue::format::{self, Part};
+use crate::queue::schedule::{Clock, SystemClock};
 
 impl Spool {
     /// Every message in incoming/, active/, deferred/ and hold/ (by state, then id). Files
@@ -94,15 +97,48 @@ impl Spool {
         Ok(false)
     }
 
-    /// Release a held message (`postsuper -H`): rename `hold/<id>` to `incoming/<id>` (due at
-    /// once, envelope unchanged), then fsync both directories. False when it is not held.
+    /// Release a held message (`postsuper -H`): its envelope records the release (its queue
+    /// lifetime starts again, see `Envelope::lifetime_start`), then `hold/<id>` is renamed to
+    /// `incoming/<id>` (due at once) and both directories are fsynced. False when it is not
+    /// held.
     pub fn release(&self, id: &str) -> Result<bool, QueueError> {
         let id = checked_id(id)?;
-        if !rename_if_present(&self.hold.join(id), &self.incoming.join(id))? {
+        let held = self.hold.join(id);
+        if !self.stamp_release(&held, id)? {
+            return Ok(false);
+        }
+        if !rename_if_present(&held, &self.incoming.join(id))? {
             return Ok(false);
         }
         sync_dir(&self.incoming)?;
         sync_dir(&self.hold)?;
+        Ok(true)
+    }
+
+    /// Rewrites `hold/<id>` with the release time in its envelope: a new file written and
+    /// fsynced in tmp/, renamed over the held one, so that a crash leaves one version or the
+    /// other, held. A file that cannot be read is left as it is (a claim quarantines it). False
+    /// when nothing is held under this id.
+    fn stamp_release(&self, held: &Path, id: &str) -> Result<bool, QueueError> {
+        let bytes = match fs::read(held) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(QueueError::io(held)(e)),
+        };
+        let Ok((mut envelope, message)) = format::decode(bytes, self.key.as_deref()) else {
+            return Ok(true);
+        };
+        if envelope.id != id {
+            return Ok(true);
+        }
+        envelope.released(SystemClock.now());
+        let tmp = self.tmp.join(format!("{id}.release"));
+        self.write_file(&tmp, &envelope, &[Part::Bytes(&message)])?;
+        if let Err(e) = fs::rename(&tmp, held) {
+            let _ = fs::remove_file(&tmp);
+            return Err(QueueError::io(held)(e));
+        }
+        sync_dir(&self.tmp)?;
         Ok(true)
     }
 

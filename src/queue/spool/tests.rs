@@ -91,12 +91,16 @@ fn hold_and_release_move_the_file_between_incoming_and_hold() {
     let held = spool.path(QueueState::Hold, &env.id);
     assert_eq!(fs::read(&held).unwrap(), bytes, "moved, not rewritten");
     assert_eq!(spool.counts().unwrap()[3], ("hold", 1));
+    // Released: rewritten once, with the release in its envelope, and moved back.
     assert!(spool.release(&env.id).unwrap());
     assert!(!held.exists());
-    assert_eq!(
-        fs::read(spool.path(QueueState::Incoming, &env.id)).unwrap(),
-        bytes
-    );
+    let released = fs::read(spool.path(QueueState::Incoming, &env.id)).unwrap();
+    let (mut envelope, message) =
+        crate::queue::format::decode(released, spool.key.as_deref()).unwrap();
+    assert!(envelope.released_at.take().is_some());
+    let (before, original) = crate::queue::format::decode(bytes, spool.key.as_deref()).unwrap();
+    assert_eq!((envelope, message), (before, original));
+    assert!(names(&spool.tmp).is_empty(), "nothing left in tmp/");
 }
 
 #[test]

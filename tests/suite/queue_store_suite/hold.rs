@@ -3,13 +3,75 @@
 //! no claim from any instance, no flush, no listing of waiting or due ids — until it is
 //! released; `recover` leaves it alone and `delete` removes it.
 
-use sealpost::queue::{new_queue_id, QueueError, QueueState};
+use sealpost::queue::{
+    after_failure, new_queue_id, Clock, Decision, Envelope, QueueError, QueueState, RetryPolicy,
+    SystemClock,
+};
 
 use crate::queue_store_suite::harness::Harness;
 use crate::queue_store_suite::{counts, enqueued, envelope, progressed, states, MESSAGE, T0};
 
 fn held(n: usize) -> (&'static str, usize) {
     ("hold", n)
+}
+
+fn now() -> i64 {
+    SystemClock.now()
+}
+
+/// The envelope of a message released at or after `since` (and not after now), without the
+/// time of its release.
+fn unreleased(mut env: Envelope, since: i64) -> Envelope {
+    let at = env.released_at.take().expect("the release is recorded");
+    assert!(
+        since <= at && at <= now(),
+        "released at {at}, not since {since}"
+    );
+    env
+}
+
+/// A message queued long ago, tried and deferred, then held for longer than the queue lifetime
+/// is released: its lifetime starts again at the release, so its next temporary failure is
+/// retried instead of expiring it without another chance. The release is recorded durably
+/// (seen by another instance, in the listing too) and the message itself is unchanged.
+pub fn a_released_message_gets_its_lifetime_again(h: &Harness) {
+    let q = &*h.queue;
+    let policy = RetryPolicy::default();
+    let lifetime = policy.lifetime.as_secs() as i64;
+    let mut old = envelope();
+    old.received_at = now() - 2 * lifetime;
+    old.next_attempt = old.received_at;
+    q.enqueue(&old, MESSAGE).unwrap();
+    let (claimed, message) = q.claim(&old.id).unwrap().unwrap();
+    let deferred = progressed(claimed, old.received_at + 60);
+    q.defer(&deferred, &message).unwrap();
+    assert!(q.hold(&old.id).unwrap());
+    assert_eq!(
+        after_failure(
+            &policy,
+            deferred.attempts + 1,
+            deferred.lifetime_start(),
+            now()
+        ),
+        Decision::Expired,
+        "without the release the next failure would expire it"
+    );
+
+    let before = now();
+    assert!(q.release(&old.id).unwrap());
+    let listed = &h.reopen().list().unwrap()[0];
+    assert_eq!(listed.state, QueueState::Incoming);
+    assert_eq!(unreleased(listed.envelope.clone(), before), deferred);
+    let (again, body) = h.reopen().claim(&old.id).unwrap().unwrap();
+    assert_eq!(body, MESSAGE);
+    assert!(again.lifetime_start() >= before);
+    assert_eq!(again.received_at, old.received_at, "its arrival stays");
+    let failed_at = now();
+    assert!(matches!(
+        after_failure(&policy, again.attempts + 1, again.lifetime_start(), failed_at),
+        Decision::RetryAt(at) if at > failed_at
+    ));
+    assert_eq!(unreleased(again, before), deferred);
 }
 
 pub fn a_held_message_is_never_claimed_until_released(h: &Harness) {
@@ -52,17 +114,24 @@ pub fn a_held_message_is_never_claimed_until_released(h: &Harness) {
         Err(QueueError::Exists { id, .. }) if id == a.id
     ));
 
-    // Released: due at once, with the envelope it had.
+    // Released: due at once, with the envelope it had and the time of its release.
+    let before = now();
     assert!(other.release(&a.id).unwrap());
     assert!(!other.release(&a.id).unwrap(), "released twice");
     assert_eq!(q.incoming_ids().unwrap(), [a.id.as_str()]);
     assert_eq!(q.waiting_size(&a.id), Some(MESSAGE.len() as u64));
-    assert_eq!(q.claim(&a.id).unwrap().unwrap(), (a, MESSAGE.to_vec()));
+    let (again, body) = q.claim(&a.id).unwrap().unwrap();
+    assert_eq!(unreleased(again, before), a);
+    assert_eq!(body, MESSAGE);
     assert!(q.release(&b.id).unwrap());
     assert_eq!(q.incoming_ids().unwrap(), [b.id.as_str()]);
     assert!(q.deferred().unwrap().is_empty());
     let (again, body) = q.claim(&b.id).unwrap().unwrap();
-    assert_eq!(again, deferred, "release keeps the envelope");
+    assert_eq!(
+        unreleased(again, before),
+        deferred,
+        "release keeps the envelope"
+    );
     assert_eq!(body, MESSAGE);
     assert_eq!(counts(q)[3], held(0));
 }
@@ -140,11 +209,10 @@ pub fn recover_leaves_held_messages_alone(h: &Harness) {
     expect[1..].sort();
     assert_eq!(states(&*restarted), expect);
     assert!(restarted.claim(&kept.id).unwrap().is_none());
+    let before = now();
     assert!(restarted.release(&kept.id).unwrap());
-    assert_eq!(
-        restarted.claim(&kept.id).unwrap().unwrap(),
-        (kept, MESSAGE.to_vec())
-    );
+    let (again, body) = restarted.claim(&kept.id).unwrap().unwrap();
+    assert_eq!((unreleased(again, before), body), (kept, MESSAGE.to_vec()));
     assert!(restarted.release(&big.id).unwrap());
     assert_eq!(
         restarted.claim(&big.id).unwrap().unwrap().1,

@@ -578,4 +578,5 @@ suite! {
     hold_and_release_of_unknown_or_invalid_ids,
     delete_removes_a_held_message,
     recover_leaves_held_messages_alone,
+    a_released_message_gets_its_lifetime_again,
 }

@@ -50,6 +50,7 @@ use crate::queue::envelope::Envelope;
 use crate::queue::error::QueueError;
 use crate::queue::format::{self, FormatError, Part};
 use crate::queue::retransmit::Fingerprinter;
+use crate::queue::schedule::{Clock, SystemClock};
 use crate::queue::spool::{Spool, Staging};
 
 /// The queue in a PostgreSQL database.
@@ -366,9 +367,33 @@ impl QueueStore for PgQueue {
         }
     }
 
+    /// The release is recorded in the envelope (its queue lifetime starts again, see
+    /// `Envelope::lifetime_start`): the row is read, its body sealed anew with the new envelope
+    /// and written back by the statement that releases it, if the row did not change meanwhile
+    /// (else it is read again). A body that cannot be read is released as it is (a claim
+    /// quarantines it).
     fn release(&self, id: &str) -> Result<bool, QueueError> {
         let id = checked_id(id)?;
-        self.run(|pool| async move { sql::release(&pool, id).await })
+        for _ in 0..3 {
+            let Some((body, version)) =
+                self.run(|pool| async move { sql::held(&pool, id).await })?
+            else {
+                return Ok(false);
+            };
+            let row = match format::decode(body, Some(&self.key)) {
+                Ok((mut envelope, message)) if envelope.id == id => {
+                    envelope.released(SystemClock.now());
+                    Some(self.encode(&envelope, &[Part::Bytes(&message)])?)
+                }
+                _ => None,
+            };
+            let stamped = row.as_ref().map(|r| (r, version));
+            if self.run(|pool| async move { sql::release(&pool, id, stamped).await })? {
+                return Ok(true);
+            }
+        }
+        // Held and released elsewhere over and over while we looked: released as it is.
+        self.run(|pool| async move { sql::release(&pool, id, None).await })
     }
 
     /// Commits make messages durable here, not directory fsyncs.

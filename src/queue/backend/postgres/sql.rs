@@ -388,20 +388,66 @@ pub(super) async fn hold(pool: &Pool, id: &str) -> Result<HoldOutcome, DbError> 
     })
 }
 
-/// Hold → incoming; false when the message is not held.
-pub(super) async fn release(pool: &Pool, id: &str) -> Result<bool, DbError> {
+/// The body of a held message and the version of its row (when it last changed, in
+/// microseconds); `None` when it is not held.
+pub(super) async fn held(pool: &Pool, id: &str) -> Result<Option<(Vec<u8>, i64)>, DbError> {
     let client = connection(pool).await?;
-    let n = client
-        .execute(
+    let row = client
+        .query_opt(
             &prepared(
                 &client,
-                "UPDATE queue_message SET state = 'incoming', changed_at = clock_timestamp() \
-             WHERE id = $1 AND state = 'hold'",
+                &format!(
+                    "SELECT body, {VERSION} FROM queue_message WHERE id = $1 AND state = 'hold'"
+                ),
             )
             .await?,
             &[&id],
         )
         .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
+/// When a row last changed, in microseconds: what [`held`] reads and [`release`] compares.
+const VERSION: &str = "(extract(epoch FROM changed_at) * 1000000)::bigint";
+
+/// Hold → incoming, with the envelope and body of `row` (the release recorded in them) if
+/// given, then only if the row is still the `version` [`held`] read; false when the message is
+/// not held (or, with a row, changed meanwhile).
+pub(super) async fn release(
+    pool: &Pool,
+    id: &str,
+    row: Option<(&Row, i64)>,
+) -> Result<bool, DbError> {
+    let client = connection(pool).await?;
+    let n = match row {
+        None => client
+            .execute(
+                &prepared(
+                    &client,
+                    "UPDATE queue_message SET state = 'incoming', changed_at = clock_timestamp() \
+                         WHERE id = $1 AND state = 'hold'",
+                )
+                .await?,
+                &[&id],
+            )
+            .await?,
+        Some((row, version)) => {
+            client
+                .execute(
+                    &prepared(
+                        &client,
+                        &format!(
+                        "UPDATE queue_message SET state = 'incoming', envelope = $2, body = $3, \
+                             changed_at = clock_timestamp() \
+                             WHERE id = $1 AND state = 'hold' AND {VERSION} = $4"
+                    ),
+                    )
+                    .await?,
+                    &[&id, &row.envelope, &row.body, &version],
+                )
+                .await?
+        }
+    };
     Ok(n == 1)
 }
 

@@ -44,3 +44,38 @@ impl SharedTransmissions for PgTransmissions {
         format!("{}#queue_transmission", self.db.location())
     }
 }
+
+impl PgTransmissions {
+    /// Records fingerprints kept elsewhere (a spool's `transmissions.log`, by `storage
+    /// migrate`): each (fingerprint, queue id, accepted at) once, in one transaction. Returns
+    /// how many were new and how many the table held already (a second run adds none).
+    pub fn import(&self, entries: &[([u8; 32], String, i64)]) -> Result<(u64, u64), QueueError> {
+        let fingerprints: Vec<&[u8]> = entries.iter().map(|(fp, _, _)| fp.as_slice()).collect();
+        let ids: Vec<&str> = entries.iter().map(|(_, id, _)| id.as_str()).collect();
+        let at: Vec<i64> = entries.iter().map(|(_, _, at)| *at).collect();
+        let (fingerprints, ids, at) = (&fingerprints, &ids, &at);
+        let inserted = self
+            .db
+            .run(|pool| async move {
+                let client = crate::pg::connection(&pool).await?;
+                Ok(client
+                    .execute(
+                        "INSERT INTO queue_transmission (fingerprint, id, accepted_at) \
+                         SELECT DISTINCT * FROM unnest($1::bytea[], $2::text[], $3::bigint[]) \
+                         ON CONFLICT DO NOTHING",
+                        &[fingerprints, ids, at],
+                    )
+                    .await?)
+            })
+            .map_err(|e| QueueError::Unavailable {
+                location: self.location(),
+                reason: e.to_string(),
+            })?;
+        let distinct = entries
+            .iter()
+            .map(|(fp, id, _)| (fp, id))
+            .collect::<std::collections::HashSet<_>>()
+            .len() as u64;
+        Ok((inserted, distinct.saturating_sub(inserted)))
+    }
+}

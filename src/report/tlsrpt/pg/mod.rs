@@ -4,7 +4,10 @@
 //! is away they wait in the buffer (up to [`MAX_BUFFERED`]), and beyond that they are dropped
 //! with a warning. A lost session costs a count in a report, never mail.
 
+mod import;
 mod run;
+
+pub use import::{import_files, ImportedSessions};
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;

@@ -17,7 +17,7 @@ use super::super::{Failure, Policy};
 use crate::pg::{Database, DbError};
 
 /// The advisory lock of report runs: "sealTLS" in ASCII (apart from the migrations' key).
-const LOCK_KEY: i64 = 0x0073_6561_6c54_4c53;
+pub(super) const LOCK_KEY: i64 = 0x0073_6561_6c54_4c53;
 /// How long a run waits for another node's run to end.
 const LOCK_WAIT: Duration = Duration::from_secs(600);
 /// How often it looks again meanwhile.
