@@ -150,7 +150,14 @@ impl Parts<'_> {
             .fields
             .iter()
             .filter(|f| f.is_content())
-            .map(|f| f.raw.len() + if f.raw.ends_with(b"\n") { 0 } else { self.eol.len() })
+            .map(|f| {
+                f.raw.len()
+                    + if f.raw.ends_with(b"\n") {
+                        0
+                    } else {
+                        self.eol.len()
+                    }
+            })
             .sum();
         let separator = if self.separator.is_empty() {
             self.eol.len()

@@ -49,8 +49,8 @@ pub(crate) fn seal<C: Borrow<RecipientCert>>(
             let iv: [u8; 16] = iv.try_into().map_err(|_| crypto("IV"))?;
             let alg = encode(&cbc_identifier(&iv)?)?;
             let len = parts.inner_entity_len();
-            let mut out = Layout::new(ID_ENVELOPED_DATA, &infos, &alg, len + 16 - len % 16, 0)
-                .header()?;
+            let mut out =
+                Layout::new(ID_ENVELOPED_DATA, &infos, &alg, len + 16 - len % 16, 0).header()?;
             let at = out.len();
             parts.write_inner_entity(&mut out);
             encrypt_cbc_in_place(cek, &iv, &mut out, at)?;
@@ -83,7 +83,7 @@ fn recipient_infos<C: Borrow<RecipientCert>>(
     let mut seen = Vec::with_capacity(recipients.len());
     for cert in recipients {
         let cert = cert.borrow();
-        let id = encode(cert.issuer_serial())?;
+        let id = cert.issuer_serial();
         if seen.contains(&id) {
             continue;
         }
@@ -216,9 +216,13 @@ mod tests {
     fn hand_written_der_is_what_the_der_crate_writes() {
         let certs = [bob()];
         let body = "x".repeat(70_000);
-        for len in [0, 1, 15, 16, 17, 80, 100, 111, 112, 128, 200, 239, 240, 256, 4000, 65_520, 70_000]
-        {
-            let message = format!("Subject: s\r\nContent-Type: text/plain\r\n\r\n{}", &body[..len]);
+        for len in [
+            0, 1, 15, 16, 17, 80, 100, 111, 112, 128, 200, 239, 240, 256, 4000, 65_520, 70_000,
+        ] {
+            let message = format!(
+                "Subject: s\r\nContent-Type: text/plain\r\n\r\n{}",
+                &body[..len]
+            );
             let parts = split(message.as_bytes());
             for algorithm in [ContentAlgorithm::Aes256Cbc, ContentAlgorithm::Aes256Gcm] {
                 let opts = SmimeOptions {
@@ -227,9 +231,10 @@ mod tests {
                 };
                 let der = seal(&parts, &certs, &opts).unwrap();
                 let again = match algorithm {
-                    ContentAlgorithm::Aes256Cbc => {
-                        EnvelopedContentInfo::from_der(&der).unwrap().to_der().unwrap()
-                    }
+                    ContentAlgorithm::Aes256Cbc => EnvelopedContentInfo::from_der(&der)
+                        .unwrap()
+                        .to_der()
+                        .unwrap(),
                     ContentAlgorithm::Aes256Gcm => AuthEnvelopedContentInfo::from_der(&der)
                         .unwrap()
                         .to_der()
