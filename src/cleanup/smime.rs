@@ -12,7 +12,8 @@ use crate::rules::{self, SmimeEncrypt};
 
 /// Encrypts with the certificates found in one directory (`<address>.crt`, or any certificate
 /// whose email matches); expired, weak or signing-only certificates are passed over. Parsed
-/// certificates are kept while their files do not change (see `CertificateCache`).
+/// certificates are kept while their files do not change, looked at once a second (see
+/// `CertificateCache`).
 pub struct DirectorySmime {
     certificates: CertificateCache,
 }

@@ -3,7 +3,7 @@
 
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::cipher::{
-    DecryptionContext, EncryptionContext, PaddedBlockDecryptingKey, PaddedBlockEncryptingKey,
+    DecryptionContext, EncryptingKey, EncryptionContext, PaddedBlockDecryptingKey,
     UnboundCipherKey, AES_128, AES_192, AES_256,
 };
 use aws_lc_rs::rsa::{
@@ -334,51 +334,57 @@ impl Content {
     }
 }
 
-/// AES-256-CBC with a random IV: returns the algorithm identifier and the ciphertext.
-pub(crate) fn encrypt_cbc(
-    cek: &[u8],
-    plaintext: Vec<u8>,
-) -> Result<(AlgorithmIdentifierOwned, Vec<u8>), SmimeError> {
-    let key = UnboundCipherKey::new(&AES_256, cek)
-        .and_then(PaddedBlockEncryptingKey::cbc_pkcs7)
-        .map_err(|_| crypto("AES key"))?;
-    let mut iv = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut iv).map_err(|_| crypto("random IV"))?;
-    let mut buf = plaintext;
-    buf.reserve(16);
-    key.less_safe_encrypt(&mut buf, EncryptionContext::Iv128(iv.into()))
-        .map_err(|_| crypto("AES-CBC"))?;
+/// The AES-256-CBC algorithm identifier with its IV.
+pub(crate) fn cbc_identifier(iv: &[u8; 16]) -> Result<AlgorithmIdentifierOwned, SmimeError> {
     let iv = OctetString::new(iv.to_vec()).map_err(|_| crypto("IV"))?;
-    let ai = AlgorithmIdentifierOwned {
+    Ok(AlgorithmIdentifierOwned {
         oid: AES256_CBC,
         parameters: Some(Any::encode_from(&iv).map_err(|_| crypto("IV"))?),
-    };
-    Ok((ai, buf))
+    })
 }
 
-/// AES-256-GCM with a random 12-byte nonce, no additional data: returns the algorithm
-/// identifier, the ciphertext and the 16-byte tag.
-pub(crate) fn encrypt_gcm(
+/// AES-256-CBC of `buf[at..]` in place, with PKCS#7 padding appended to `buf` first. `iv` must be
+/// random and used once.
+pub(crate) fn encrypt_cbc_in_place(
     cek: &[u8],
-    plaintext: Vec<u8>,
-) -> Result<(AlgorithmIdentifierOwned, Vec<u8>, Vec<u8>), SmimeError> {
-    let key = UnboundKey::new(&aead::AES_256_GCM, cek).map_err(|_| crypto("AES key"))?;
-    let key = LessSafeKey::new(key);
-    let mut nonce = [0u8; 12];
-    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| crypto("random nonce"))?;
-    let mut buf = plaintext;
-    let tag = key
-        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut buf)
-        .map_err(|_| crypto("AES-GCM"))?;
+    iv: &[u8; 16],
+    buf: &mut Vec<u8>,
+    at: usize,
+) -> Result<(), SmimeError> {
+    let key = UnboundCipherKey::new(&AES_256, cek)
+        .and_then(EncryptingKey::cbc)
+        .map_err(|_| crypto("AES key"))?;
+    let pad = 16 - (buf.len() - at) % 16;
+    buf.resize(buf.len() + pad, pad as u8);
+    key.less_safe_encrypt(&mut buf[at..], EncryptionContext::Iv128((*iv).into()))
+        .map_err(|_| crypto("AES-CBC"))?;
+    Ok(())
+}
+
+/// The AES-256-GCM algorithm identifier with its nonce and a 16-byte tag.
+pub(crate) fn gcm_identifier(nonce: &[u8; 12]) -> Result<AlgorithmIdentifierOwned, SmimeError> {
     let params = GcmParameters {
         nonce: OctetString::new(nonce.to_vec()).map_err(|_| crypto("nonce"))?,
         icv_len: GCM_TAG_LEN as u8,
     };
-    let ai = AlgorithmIdentifierOwned {
+    Ok(AlgorithmIdentifierOwned {
         oid: AES256_GCM,
         parameters: Some(Any::encode_from(&params).map_err(|_| crypto("GCM params"))?),
-    };
-    Ok((ai, buf, tag.as_ref().to_vec()))
+    })
+}
+
+/// AES-256-GCM of `buf` in place, no additional data; returns the 16-byte tag. `nonce` must be
+/// random and used once.
+pub(crate) fn encrypt_gcm_in_place(
+    cek: &[u8],
+    nonce: [u8; 12],
+    buf: &mut [u8],
+) -> Result<[u8; GCM_TAG_LEN], SmimeError> {
+    let key = UnboundKey::new(&aead::AES_256_GCM, cek).map_err(|_| crypto("AES key"))?;
+    let tag = LessSafeKey::new(key)
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), buf)
+        .map_err(|_| crypto("AES-GCM"))?;
+    tag.as_ref().try_into().map_err(|_| crypto("AES-GCM tag"))
 }
 
 /// Encodes a value to DER.
@@ -419,12 +425,24 @@ mod tests {
     #[test]
     fn content_round_trips_and_detects_changes() {
         let cek = [7u8; 32];
-        let (ai, ct) = encrypt_cbc(&cek, b"hello world".to_vec()).unwrap();
-        let c = Content::from_identifier(&ai, false).unwrap();
-        assert_eq!(c.decrypt(&cek, &ct, &[], &[]).unwrap(), b"hello world");
-        assert!(Content::from_identifier(&ai, true).is_err());
+        let iv = [3u8; 16];
+        for len in [0, 11, 15, 16, 17, 32] {
+            let plain = vec![b'p'; len];
+            let mut buf = b"header".to_vec();
+            buf.extend_from_slice(&plain);
+            encrypt_cbc_in_place(&cek, &iv, &mut buf, 6).unwrap();
+            assert_eq!(&buf[..6], b"header");
+            assert_eq!(buf.len() - 6, (len / 16 + 1) * 16, "always padded");
+            let ai = cbc_identifier(&iv).unwrap();
+            let c = Content::from_identifier(&ai, false).unwrap();
+            assert_eq!(c.decrypt(&cek, &buf[6..], &[], &[]).unwrap(), plain);
+            assert!(Content::from_identifier(&ai, true).is_err());
+        }
 
-        let (ai, mut ct, tag) = encrypt_gcm(&cek, b"hello world".to_vec()).unwrap();
+        let nonce = [9u8; 12];
+        let mut ct = b"hello world".to_vec();
+        let tag = encrypt_gcm_in_place(&cek, nonce, &mut ct).unwrap();
+        let ai = gcm_identifier(&nonce).unwrap();
         let c = Content::from_identifier(&ai, true).unwrap();
         assert_eq!(c.key_len(), 32);
         assert_eq!(c.decrypt(&cek, &ct, &tag, &[]).unwrap(), b"hello world");

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
 
-use super::DecryptError;
+use super::{b64, DecryptError};
 
 /// One raw header field: its name and every byte of it (folded lines and line ending included).
 #[derive(Debug, Clone, Copy)]
@@ -139,9 +139,38 @@ impl Parts<'_> {
 
     /// The entity to encrypt: the Content-* fields as they were, the empty line, the body.
     pub fn inner_entity(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.body.len() + 1024);
+        let mut out = Vec::with_capacity(self.inner_entity_len());
+        self.write_inner_entity(&mut out);
+        out
+    }
+
+    /// The length of `inner_entity()`.
+    pub fn inner_entity_len(&self) -> usize {
+        let fields: usize = self
+            .fields
+            .iter()
+            .filter(|f| f.is_content())
+            .map(|f| {
+                f.raw.len()
+                    + if f.raw.ends_with(b"\n") {
+                        0
+                    } else {
+                        self.eol.len()
+                    }
+            })
+            .sum();
+        let separator = if self.separator.is_empty() {
+            self.eol.len()
+        } else {
+            self.separator.len()
+        };
+        fields + separator + self.body.len()
+    }
+
+    /// Appends `inner_entity()` to `out`.
+    pub fn write_inner_entity(&self, out: &mut Vec<u8>) {
         for f in self.fields.iter().filter(|f| f.is_content()) {
-            push_field(&mut out, f.raw, self.eol);
+            push_field(out, f.raw, self.eol);
         }
         if self.separator.is_empty() {
             out.extend_from_slice(self.eol);
@@ -149,15 +178,17 @@ impl Parts<'_> {
             out.extend_from_slice(self.separator);
         }
         out.extend_from_slice(self.body);
-        out
     }
 
     /// The routing header fields (all but Content-*), then the S/MIME Content-* fields and the
     /// CMS structure in base64 lines of 76 characters.
     pub fn outer_message(&self, smime_type: &str, der: &[u8]) -> Vec<u8> {
         let eol = self.eol;
-        let b64_len = der.len().div_ceil(3) * 4;
-        let mut out = Vec::with_capacity(b64_len + b64_len / 38 + 1024);
+        let mut out = Vec::with_capacity(
+            self.fields.iter().map(|f| f.raw.len() + 2).sum::<usize>()
+                + 256
+                + b64::encoded_lines_len(der.len(), eol.len()),
+        );
         for f in self.fields.iter().filter(|f| !f.is_content()) {
             push_field(&mut out, f.raw, eol);
         }
@@ -175,13 +206,7 @@ impl Parts<'_> {
         line("Content-Disposition: attachment; filename=smime.p7m");
         line("Content-Transfer-Encoding: base64");
         line("");
-        // Encoded in one pass (the encoder's fast loop; per 57-byte line it ran its slow tail
-        // path every time), then cut into 76-character lines.
-        let encoded = base64::engine::general_purpose::STANDARD.encode(der);
-        for line in encoded.as_bytes().chunks(76) {
-            out.extend_from_slice(line);
-            out.extend_from_slice(eol);
-        }
+        b64::encode_lines(der, eol, &mut out);
         out
     }
 

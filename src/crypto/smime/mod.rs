@@ -9,6 +9,7 @@
 //! RSASSA-PKCS1-v1_5) and `verify_message` checks one, ours or any client's.
 
 mod alg;
+mod b64;
 mod cache;
 mod cert;
 mod mime;
@@ -175,8 +176,7 @@ pub fn encrypt_message<C: std::borrow::Borrow<RecipientCert>>(
         return Err(SmimeError::NoRecipients);
     }
     let parts = mime::split(message);
-    let inner = parts.inner_entity();
-    let der = seal::seal(inner, recipients, opts)?;
+    let der = seal::seal(&parts, recipients, opts)?;
     let smime_type = match opts.algorithm {
         ContentAlgorithm::Aes256Cbc => "enveloped-data",
         ContentAlgorithm::Aes256Gcm => "authEnveloped-data",
