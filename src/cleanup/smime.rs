@@ -5,8 +5,8 @@ use std::time::SystemTime;
 
 use super::apply::{Smime, SmimeFailure};
 use crate::crypto::smime::{
-    encrypt_message, is_encrypted, CertificateCache, ContentAlgorithm, KeyTransport, SmimeError,
-    SmimeOptions,
+    encrypt_unencrypted, is_encrypted, CertificateCache, ContentAlgorithm, KeyTransport,
+    SmimeError, SmimeOptions,
 };
 use crate::rules::{self, SmimeEncrypt};
 
@@ -58,7 +58,8 @@ impl Smime for DirectorySmime {
                 rules::KeyTransport::RsaPkcs1 => KeyTransport::RsaPkcs1,
             },
         };
-        encrypt_message(message, &certs, &opts).map_err(|e| match e {
+        // Checked above, before the certificates were looked up.
+        encrypt_unencrypted(message, &certs, &opts).map_err(|e| match e {
             SmimeError::AlreadyEncrypted => SmimeFailure::AlreadyEncrypted,
             other => SmimeFailure::Other(other.to_string()),
         })

@@ -172,6 +172,16 @@ pub fn encrypt_message<C: std::borrow::Borrow<RecipientCert>>(
     if is_encrypted(message) {
         return Err(SmimeError::AlreadyEncrypted);
     }
+    encrypt_unencrypted(message, recipients, opts)
+}
+
+/// [`encrypt_message`] for a caller that found `message` not encrypted already (with
+/// [`is_encrypted`]), which is not checked again.
+pub(crate) fn encrypt_unencrypted<C: std::borrow::Borrow<RecipientCert>>(
+    message: &[u8],
+    recipients: &[C],
+    opts: &SmimeOptions,
+) -> Result<Vec<u8>, SmimeError> {
     if recipients.is_empty() {
         return Err(SmimeError::NoRecipients);
     }
