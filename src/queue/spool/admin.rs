@@ -116,7 +116,7 @@ impl Spool {
     }
 
     /// Rewrites `hold/<id>` with the release time in its envelope: a new file written and
-    /// fsynced in tmp/, renamed over the held one, so that a crash leaves one version or the
+    /// fsynced in tmp/, renamed over the held one (hold/ fsynced), so that a crash leaves one version or the
     /// other, held. A file that cannot be read is left as it is (a claim quarantines it). False
     /// when nothing is held under this id.
     fn stamp_release(&self, held: &Path, id: &str) -> Result<bool, QueueError> {
@@ -138,7 +138,7 @@ impl Spool {
             let _ = fs::remove_file(&tmp);
             return Err(QueueError::io(held)(e));
         }
-        sync_dir(&self.tmp)?;
+        sync_dir(&self.hold)?;
         Ok(true)
     }
 
