@@ -225,6 +225,7 @@ impl Cleanup {
         let signer = self.sender_auth.signer(tx, original.head);
         let connector_name = connector.map(|c| c.connector.clone());
         let mut ids: Vec<String> = Vec::with_capacity(copies.len());
+        let mut sizes: Vec<u64> = Vec::with_capacity(copies.len());
         for (i, copy) in copies.into_iter().enumerate() {
             let copy_id = if i == 0 { id.clone() } else { new_queue_id() };
             let mut envelope = Envelope::new(
@@ -310,8 +311,9 @@ impl Cleanup {
                 },
             );
             ids.push(copy_id);
+            sizes.push(size);
         }
-        self.wake.queued(ids.iter().cloned());
+        self.wake.offer(ids.iter().cloned().zip(sizes));
         let ids = ids.join(" ");
         if let Some((r, fp)) = &transmission {
             r.accepted(fp, &ids, now.timestamp());

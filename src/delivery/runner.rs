@@ -2,6 +2,7 @@
 //! status, and defers with backoff or finishes.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use crate::telemetry::metrics::{DeliveryResult, Direction};
 use crate::telemetry::trace::TraceTls;
 use crate::telemetry::{Telemetry, TraceEvent};
 
+mod at_once;
 mod notices;
 mod settle;
 
@@ -50,6 +52,10 @@ pub struct Runner {
     deferred: Mutex<BTreeMap<String, i64>>,
     /// Outcomes of attempts the queue could not record yet, by message id (see `settle`).
     unsaved: Mutex<BTreeMap<String, Settled>>,
+    /// Messages claimed as they were queued, to be started (see `at_once`).
+    ready: Mutex<Vec<at_once::Ready>>,
+    /// The runner stops: nothing more is taken at once.
+    closing: AtomicBool,
 }
 
 impl Runner {
@@ -75,6 +81,8 @@ impl Runner {
             in_flight: Mutex::new(HashSet::new()),
             deferred: Mutex::new(BTreeMap::new()),
             unsaved: Mutex::new(BTreeMap::new()),
+            ready: Mutex::new(Vec::new()),
+            closing: AtomicBool::new(false),
         }
     }
 
@@ -126,12 +134,14 @@ impl Runner {
         let mut tasks = JoinSet::new();
         let mut last_rescan: Option<tokio::time::Instant> = None;
         let mut last_scan: Option<tokio::time::Instant> = None;
+        self.install_taker();
         loop {
             if last_rescan.is_none_or(|t| t.elapsed() >= DEFERRED_RESCAN) {
                 self.rescan_deferred().await;
                 last_rescan = Some(tokio::time::Instant::now());
             }
             self.settle_unsaved().await;
+            self.start_ready(&mut tasks);
             // Messages the cleanup stage just queued are taken as named; the queue is listed
             // when asked and at least once per scan interval.
             let news = self.wake.take();
@@ -171,6 +181,10 @@ impl Runner {
                 break;
             }
         }
+        self.closing.store(true, Ordering::SeqCst);
+        // What was taken at once is delivered too (a message taken after this waits in the
+        // queue as claimed, and is requeued at the next start like any a stop interrupted).
+        self.start_ready(&mut tasks);
         while tasks.join_next().await.is_some() {}
         self.remote.get().close_idle(true).await;
     }
@@ -244,14 +258,22 @@ impl Runner {
                 return;
             }
         };
-        let (mut env, message) = match claimed {
-            Ok(Some(claimed)) => claimed,
+        let (env, message) = match claimed {
+            Ok(Some(claimed)) => {
+                self.telemetry.metrics.queue_claim("runner");
+                claimed
+            }
             Ok(None) => return, // delivered, deleted or flushed meanwhile
             Err(e) => {
                 tracing::error!(queue_id = id, error = %e, "queue file not delivered");
                 return;
             }
         };
+        self.deliver_claimed(env, message).await;
+    }
+
+    /// The attempt for a claimed message, and its outcome recorded.
+    async fn deliver_claimed(&self, mut env: Envelope, message: Vec<u8>) {
         let message = Arc::new(message);
         let failed_before: HashSet<String> = env.failed().map(|r| r.address.clone()).collect();
         // A message with nothing left to deliver is here only for notices not yet queued.

@@ -3,15 +3,31 @@
 //! less per message); anything else that changes the queue (a flush, a report queued, an
 //! administrator's command) asks it to list the queue. The runner also lists it at least once
 //! per scan interval, which is how it finds what other processes or nodes queued.
+//!
+//! The runner may also install a taker: a message just queued is then offered to it first, in
+//! the cleanup stage's own step, and one it takes (claims at once) is not named again.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
 use tokio::sync::Notify;
 
-#[derive(Debug, Default)]
+/// Offered each message as it is queued (its id and size); true when it took it.
+pub type Taker = Box<dyn Fn(&str, u64) -> bool + Send + Sync>;
+
+#[derive(Default)]
 pub struct Wake {
     notify: Notify,
     pending: Mutex<News>,
+    taker: OnceLock<Taker>,
+}
+
+impl std::fmt::Debug for Wake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wake")
+            .field("pending", &*self.lock())
+            .field("taker", &self.taker.get().is_some())
+            .finish()
+    }
 }
 
 /// What the runner was told since it last asked.
@@ -28,6 +44,26 @@ impl Wake {
     pub fn queued(&self, ids: impl IntoIterator<Item = String>) {
         self.lock().queued.extend(ids);
         self.notify.notify_one();
+    }
+
+    /// Messages were just queued by a caller in a blocking step (the cleanup stage), with the
+    /// size of each message: each is offered to the taker first, if there is one, in this step;
+    /// the others are named to the runner.
+    pub fn offer(&self, queued: impl IntoIterator<Item = (String, u64)>) {
+        let offered = queued.into_iter();
+        let left: Vec<String> = match self.taker.get() {
+            Some(take) => offered
+                .filter(|(id, size)| !take(id, *size))
+                .map(|(id, _)| id)
+                .collect(),
+            None => offered.map(|(id, _)| id).collect(),
+        };
+        self.queued(left);
+    }
+
+    /// Installs the taker; false when one was installed already (it stays).
+    pub fn set_taker(&self, taker: Taker) -> bool {
+        self.taker.set(taker).is_ok()
     }
 
     /// The queue changed in another way: the runner lists it.
@@ -80,5 +116,33 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn messages_the_taker_takes_are_not_named_again() {
+        let wake = Wake::default();
+        let offered = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let seen = offered.clone();
+        assert!(wake.set_taker(Box::new(move |id: &str, size| {
+            seen.lock().unwrap().push((id.to_string(), size));
+            id != "B"
+        })));
+        assert!(!wake.set_taker(Box::new(|_: &str, _| false)));
+        wake.offer([
+            ("A".to_string(), 1),
+            ("B".to_string(), 2),
+            ("C".to_string(), 3),
+        ]);
+        let got = offered.lock().unwrap().clone();
+        assert_eq!(got, [("A".into(), 1), ("B".into(), 2), ("C".into(), 3)]);
+        // The runner is woken all the same (to start what was taken), and hears only of B.
+        tokio::time::timeout(Duration::from_secs(1), wake.notified())
+            .await
+            .unwrap();
+        assert_eq!(wake.take().queued, ["B"]);
+        // Named otherwise (a notice the runner queued itself): never offered.
+        wake.queued(["D".to_string()]);
+        assert_eq!(offered.lock().unwrap().len(), 3);
+        assert_eq!(wake.take().queued, ["D"]);
     }
 }

@@ -59,6 +59,7 @@ pub struct Metrics {
     reloads: Family<Labels, Counter>,
     retransmissions: Counter,
     queue_fsyncs: Counter,
+    queue_claims: Family<Labels, Counter>,
     tls_policies: Family<Labels, Counter>,
     imap_sessions: Family<Labels, Counter>,
     imap_logins: Family<Labels, Counter>,
@@ -96,6 +97,7 @@ impl Metrics {
             reloads: Family::default(),
             retransmissions: Counter::default(),
             queue_fsyncs: Counter::default(),
+            queue_claims: Family::default(),
             tls_policies: Family::default(),
             imap_sessions: Family::default(),
             imap_logins: Family::default(),
@@ -200,6 +202,12 @@ impl Metrics {
             "Directory fsyncs that made queue changes durable; concurrent transactions share \
              them, so under load there are fewer than messages",
             m.queue_fsyncs.clone(),
+        );
+        r.register(
+            "queue_claims",
+            "Messages taken from the queue for a delivery attempt, by when: on arrival (claimed \
+             as the cleanup stage queued them, a delivery slot being free) or by the runner",
+            m.queue_claims.clone(),
         );
         r.register(
             "retransmissions",
@@ -383,6 +391,13 @@ impl Metrics {
 
     pub fn retransmission(&self) {
         self.retransmissions.inc();
+    }
+
+    /// A message was claimed for a delivery attempt: `at` is "arrival" or "runner".
+    pub fn queue_claim(&self, at: &'static str) {
+        self.queue_claims
+            .get_or_create(&vec![("at", at.to_string())])
+            .inc();
     }
 
     /// Sets the queue gauge of one state (read from the spool just before rendering).

@@ -7,6 +7,7 @@ mod support;
 
 mod audit_concurrency;
 mod chunking;
+mod claim_on_arrival;
 mod cli;
 mod closed_pipe;
 mod connectors;

@@ -185,6 +185,14 @@ async fn metrics_and_health_count_a_relayed_message() {
 
     // The message was enqueued and completed: at least those two directory fsyncs.
     assert!(at("sealpost_queue_fsyncs_total", &[]) >= 2.0, "{text}");
+    // A quiet server has a delivery slot free: the message was claimed as it was queued, not
+    // later by the runner.
+    assert_eq!(at("sealpost_queue_claims_total", &[("at", "arrival")]), 1.0);
+    assert_eq!(
+        metric(&text, "sealpost_queue_claims_total", &[("at", "runner")]),
+        None,
+        "{text}"
+    );
 
     let metrics = http(relay.contoso_admin, "GET", "/metrics");
     assert!(

@@ -176,6 +176,11 @@ pub trait QueueStore: Send + Sync {
     /// [`QueueError::Corrupt`].
     fn claim(&self, id: &str) -> Result<Option<(Envelope, Vec<u8>)>, QueueError>;
 
+    /// Whether a `claim` costs so little (a rename and a read of a file just written, no round
+    /// trip) that the runner may make it right after `enqueue`, in the same step, before the
+    /// client hears its 250 (see `delivery::runner::at_once`).
+    fn claims_cheaply(&self) -> bool;
+
     /// Stores the updated `envelope` of an active message, with its `message` as claimed, and
     /// moves it to deferred. Returns only after both are on stable storage.
     /// [`QueueError::NotActive`] (and nothing changes) when the message is not active.

@@ -47,6 +47,10 @@ impl QueueStore for Spool {
         Spool::claim(self, id)
     }
 
+    fn claims_cheaply(&self) -> bool {
+        true
+    }
+
     fn defer(&self, envelope: &Envelope, message: &[u8]) -> Result<(), QueueError> {
         Spool::defer(self, envelope, message)
     }
