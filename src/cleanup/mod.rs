@@ -225,7 +225,10 @@ impl Cleanup {
         let signer = self.sender_auth.signer(tx, original.head);
         let connector_name = connector.map(|c| c.connector.clone());
         let mut ids: Vec<String> = Vec::with_capacity(copies.len());
-        let mut sizes: Vec<u64> = Vec::with_capacity(copies.len());
+        // Copies stored as claimed, for a delivery slot that was free, and those named to the
+        // runner (see `Wake::reserve`).
+        let mut claimed = Vec::new();
+        let mut named = Vec::new();
         for (i, copy) in copies.into_iter().enumerate() {
             let copy_id = if i == 0 { id.clone() } else { new_queue_id() };
             let mut envelope = Envelope::new(
@@ -256,14 +259,31 @@ impl Cleanup {
             if let Some(field) = &signature {
                 parts.insert(0, crate::queue::format::Part::Bytes(field.as_bytes()));
             }
-            if let Err(e) = self.queue.enqueue_parts(&envelope, &parts) {
+            let size = parts.iter().map(|p| p.len()).sum::<u64>();
+            let slot = match self.queue.claims_cheaply() {
+                true => self.wake.reserve(size),
+                false => None,
+            };
+            let stored = match slot {
+                Some(slot) => self
+                    .queue
+                    .enqueue_claimed(&envelope, &parts)
+                    .map(|(env, msg)| claimed.push((slot, env, msg))),
+                None => self
+                    .queue
+                    .enqueue_parts(&envelope, &parts)
+                    .map(|()| named.push(copy_id.clone())),
+            };
+            if let Err(e) = stored {
                 tracing::error!(error = %e, client = %tx.peer, "queue write failed; message refused with 451");
-                for written in &ids {
+                // This copy too, when it was stored before the error (claimed, then unreadable);
+                // never when its id was found taken by another message.
+                let this = (!matches!(e, QueueError::Exists { .. })).then_some(&copy_id);
+                for written in ids.iter().chain(this) {
                     let _ = self.queue.delete(written);
                 }
                 return Err(Reply::new(451, [4, 3, 0], "Error: queue file write error"));
             }
-            let size = parts.iter().map(|p| p.len()).sum::<u64>();
             tracing::info!(
                 queue_id = %copy_id,
                 from = %tx.mail_from,
@@ -311,9 +331,8 @@ impl Cleanup {
                 },
             );
             ids.push(copy_id);
-            sizes.push(size);
         }
-        self.wake.offer(ids.iter().cloned().zip(sizes));
+        self.wake.arrived(claimed, named);
         let ids = ids.join(" ");
         if let Some((r, fp)) = &transmission {
             r.accepted(fp, &ids, now.timestamp());

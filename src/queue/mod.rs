@@ -23,4 +23,4 @@ pub use format::FormatError;
 pub use in_flight::{InFlight, Reservation};
 pub use schedule::{after_failure, Clock, Decision, ManualClock, RetryPolicy, SystemClock};
 pub use spool::{Spool, Staged, Staging};
-pub use wake::{News, Wake};
+pub use wake::{News, Slot, Taker, Wake};

@@ -4,15 +4,16 @@
 //! queue/tmp/        files being written, and delivered ones kept to be written again
 //!                   (`free.*`, [`recycle`]); never acknowledged, deleted by `recover`
 //! queue/incoming/   accepted and durable, waiting for the runner
-//! queue/active/     claimed by the runner; moved back to incoming/ by `recover`
+//! queue/active/     claimed by the runner, or written here claimed (`enqueue_claimed`);
+//!                   moved back to incoming/ by `recover`
 //! queue/deferred/   waiting for `next_attempt` (or `flush`)
 //! queue/hold/       held by an administrator (`queue hold`); never delivered until released
 //! queue/corrupt/    failed verification; kept for inspection, never delivered
 //! ```
 //!
-//! A file reaches `incoming/` only after it was written completely and fsynced in `tmp/`; the
-//! rename is then made durable by fsyncing the directory, and only after that does `enqueue`
-//! return (and the server answer 250). Concurrent callers share directory fsyncs (group
+//! A file reaches `incoming/` (or `active/`) only after it was written completely and fsynced
+//! in `tmp/`; the rename is then made durable by fsyncing the directory, and only after that
+//! does `enqueue` return (and the server answer 250). Concurrent callers share directory fsyncs (group
 //! commit, [`group_sync`]): each still returns only after an fsync that began after its rename. Every method is blocking; async callers use
 //! `spawn_blocking`. Several processes may share one spool: a message has one name in one
 //! directory at a time, and `rename` decides who claimed it.
@@ -183,9 +184,40 @@ impl Spool {
     /// Like [`Spool::enqueue`] for a message made of `parts` (e.g. a new header in front of
     /// staged content), streamed into the queue file.
     pub fn enqueue_parts(&self, envelope: &Envelope, parts: &[Part]) -> Result<(), QueueError> {
+        self.write_new(envelope, parts, QueueState::Incoming)
+    }
+
+    /// Like [`Spool::enqueue_parts`], but the message goes straight to `active/`, claimed by
+    /// this process as if [`Spool::claim`] had followed at once, and is returned as a claim would
+    /// return it. A crash before its delivery ends leaves it to [`Spool::recover`], which
+    /// requeues it. One fsync of `active/` makes it durable, the directory that the completion of
+    /// other deliveries syncs too (they share fsyncs), and there is no rename to claim it.
+    pub fn enqueue_claimed(
+        &self,
+        envelope: &Envelope,
+        parts: &[Part],
+    ) -> Result<(Envelope, Vec<u8>), QueueError> {
+        self.write_new(envelope, parts, QueueState::Active)?;
         let id = checked_id(&envelope.id)?;
-        for state in QueueState::ALL {
-            let path = self.path(state, id);
+        match self.read_active(id)? {
+            Some(found) => Ok(found),
+            None => Err(QueueError::NotActive {
+                id: id.to_string(),
+                location: self.active.join(id).display().to_string(),
+            }),
+        }
+    }
+
+    /// Writes a new message durably into `incoming/` or `active/` (`state`).
+    fn write_new(
+        &self,
+        envelope: &Envelope,
+        parts: &[Part],
+        state: QueueState,
+    ) -> Result<(), QueueError> {
+        let id = checked_id(&envelope.id)?;
+        for held_in in QueueState::ALL {
+            let path = self.path(held_in, id);
             if path.symlink_metadata().is_ok() {
                 return Err(QueueError::Exists {
                     id: id.to_string(),
@@ -193,14 +225,16 @@ impl Spool {
                 });
             }
         }
-        let tmp = self.tmp.join(format!("{id}.new"));
-        self.write_file(&tmp, envelope, parts)?;
-        let target = self.incoming.join(id);
+        let tmp = self.write_file(&self.tmp.join(format!("{id}.new")), envelope, parts)?;
+        let (target, sync) = match state {
+            QueueState::Active => (self.active.join(id), &self.syncs.active),
+            _ => (self.incoming.join(id), &self.syncs.incoming),
+        };
         if let Err(e) = fs::rename(&tmp, &target) {
             let _ = fs::remove_file(&tmp);
             return Err(QueueError::io(&target)(e));
         }
-        self.syncs.incoming.sync()
+        sync.sync()
     }
 
     /// Directory fsyncs made by this spool (and its clones) for enqueue, defer, checkpoint and
@@ -234,6 +268,13 @@ impl Spool {
         if !claimed {
             return Ok(None);
         }
+        self.read_active(id)
+    }
+
+    /// Reads and verifies `active/<id>` (see [`Spool::claim`]); quarantines it when it does not
+    /// verify. `Ok(None)` when it is not there.
+    fn read_active(&self, id: &str) -> Result<Option<(Envelope, Vec<u8>)>, QueueError> {
+        let active = self.active.join(id);
         let bytes = match fs::read(&active) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -285,7 +326,7 @@ impl Spool {
             });
         }
         let tmp = self.tmp.join(format!("{id}.update"));
-        self.write_file(&tmp, envelope, &[Part::Bytes(message)])?;
+        let tmp = self.write_file(&tmp, envelope, &[Part::Bytes(message)])?;
         if let Err(e) = fs::rename(&tmp, &active) {
             let _ = fs::remove_file(&tmp);
             return Err(QueueError::io(&active)(e));
@@ -368,39 +409,47 @@ impl Spool {
         Ok(Some((header.envelope, header.message_len)))
     }
 
-    /// Write a complete queue file at `path` (mode 0600) and fsync it; on failure remove it.
+    /// Write a complete queue file in `tmp/` and fsync it; on failure remove it. Returns where
+    /// it is: a delivered message's file if one is free (see [`recycle`]), else a new file at
+    /// `path` (mode 0600). The caller renames it where it belongs.
     fn write_file(
         &self,
         path: &Path,
         envelope: &Envelope,
         parts: &[Part],
-    ) -> Result<(), QueueError> {
-        let written = (|| -> io::Result<()> {
-            // A delivered message's file if one is free (cut to nothing), else a new one.
-            let reused = self
-                .free
-                .take(path)
-                .then(|| OpenOptions::new().write(true).truncate(true).open(path))
-                .and_then(Result::ok);
-            let file = match reused {
-                Some(file) => file,
-                None => OpenOptions::new()
+    ) -> Result<PathBuf, QueueError> {
+        let (path, file) = match self.free.take() {
+            Some(pooled) => pooled,
+            None => {
+                let file = OpenOptions::new()
                     .write(true)
                     .create(true)
                     .truncate(true)
                     .mode(FILE_MODE)
-                    .open(path)?,
-            };
-            let mut out = BufWriter::with_capacity(64 * 1024, file);
+                    .open(path)
+                    .map_err(QueueError::io(path))?;
+                (path.to_path_buf(), file)
+            }
+        };
+        let written = (|| -> io::Result<()> {
+            // Large enough for a small message whole, at most 64 KiB: a block of 64 KiB or
+            // more makes glibc's free() consolidate and trim its heap, every message.
+            let size: u64 = parts.iter().map(|p| p.len()).sum();
+            let capacity = usize::try_from(size).unwrap_or(usize::MAX);
+            let capacity = capacity.saturating_add(4096).min(60 * 1024);
+            let mut out = BufWriter::with_capacity(capacity, file);
             format::encode_parts_to(&mut out, envelope, parts, self.key.as_deref())?;
             out.flush()?;
             let file = out.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()
         })();
-        written.map_err(|e| {
-            let _ = fs::remove_file(path);
-            QueueError::io(path)(e)
-        })
+        match written {
+            Ok(()) => Ok(path),
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                Err(QueueError::io(&path)(e))
+            }
+        }
     }
 
     /// Move `active/<id>` to `corrupt/` under a name not yet taken there; returns the new path.

@@ -4,21 +4,38 @@
 //! administrator's command) asks it to list the queue. The runner also lists it at least once
 //! per scan interval, which is how it finds what other processes or nodes queued.
 //!
-//! The runner may also install a taker: a message just queued is then offered to it first, in
-//! the cleanup stage's own step, and one it takes (claims at once) is not named again.
+//! The runner may also install a taker. The cleanup stage then asks it, before it writes a
+//! message, for a delivery slot (a place among the deliveries at once, and room in the in-flight
+//! budget); a message given one is stored already claimed and handed over in memory, and is not
+//! named again.
 
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 
-/// Offered each message as it is queued (its id and size); true when it took it.
-pub type Taker = Box<dyn Fn(&str, u64) -> bool + Send + Sync>;
+use super::{Envelope, Reservation};
+
+/// Takes messages claimed as they were queued into deliveries (the queue runner).
+pub trait Taker: Send + Sync {
+    /// A delivery slot with room for `size` bytes, if one is free right now.
+    fn reserve(&self, size: u64) -> Option<Slot>;
+    /// Starts the delivery of a message stored as claimed, in the slot it was given.
+    fn take(&self, slot: Slot, envelope: Envelope, message: Vec<u8>);
+}
+
+/// A delivery's place among those at once and its room in the in-flight budget, held from
+/// before its message is written until its delivery ends.
+#[derive(Debug)]
+pub struct Slot {
+    pub permit: OwnedSemaphorePermit,
+    pub room: Reservation,
+}
 
 #[derive(Default)]
 pub struct Wake {
     notify: Notify,
     pending: Mutex<News>,
-    taker: OnceLock<Taker>,
+    taker: OnceLock<Box<dyn Taker>>,
 }
 
 impl std::fmt::Debug for Wake {
@@ -46,23 +63,26 @@ impl Wake {
         self.notify.notify_one();
     }
 
-    /// Messages were just queued by a caller in a blocking step (the cleanup stage), with the
-    /// size of each message: each is offered to the taker first, if there is one, in this step;
-    /// the others are named to the runner.
-    pub fn offer(&self, queued: impl IntoIterator<Item = (String, u64)>) {
-        let offered = queued.into_iter();
-        let left: Vec<String> = match self.taker.get() {
-            Some(take) => offered
-                .filter(|(id, size)| !take(id, *size))
-                .map(|(id, _)| id)
-                .collect(),
-            None => offered.map(|(id, _)| id).collect(),
-        };
-        self.queued(left);
+    /// A delivery slot for a message of `size` bytes about to be queued, if there is a taker
+    /// and it has one free right now; the message is then stored as claimed and given to
+    /// [`Wake::arrived`] with it. Called in a blocking step.
+    pub fn reserve(&self, size: u64) -> Option<Slot> {
+        self.taker.get()?.reserve(size)
+    }
+
+    /// Messages were just queued: those stored as claimed (with their slots) go to the taker,
+    /// the others are named to the runner. Called in a blocking step.
+    pub fn arrived(&self, claimed: Vec<(Slot, Envelope, Vec<u8>)>, queued: Vec<String>) {
+        if let Some(taker) = self.taker.get() {
+            for (slot, envelope, message) in claimed {
+                taker.take(slot, envelope, message);
+            }
+        }
+        self.queued(queued);
     }
 
     /// Installs the taker; false when one was installed already (it stays).
-    pub fn set_taker(&self, taker: Taker) -> bool {
+    pub fn set_taker(&self, taker: Box<dyn Taker>) -> bool {
         self.taker.set(taker).is_ok()
     }
 
@@ -118,31 +138,59 @@ mod tests {
         );
     }
 
+    /// Two delivery slots and a budget; records what it was given.
+    struct TwoSlots {
+        permits: std::sync::Arc<tokio::sync::Semaphore>,
+        budget: std::sync::Arc<crate::queue::InFlight>,
+        taken: std::sync::Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Taker for TwoSlots {
+        fn reserve(&self, size: u64) -> Option<Slot> {
+            let permit = self.permits.clone().try_acquire_owned().ok()?;
+            let room = self.budget.try_reserve(size)?;
+            Some(Slot { permit, room })
+        }
+        fn take(&self, _slot: Slot, envelope: Envelope, message: Vec<u8>) {
+            assert_eq!(message, b"m");
+            self.taken.lock().unwrap().push(envelope.id);
+        }
+    }
+
     #[tokio::test]
-    async fn messages_the_taker_takes_are_not_named_again() {
+    async fn claimed_messages_go_to_the_taker_and_the_others_are_named() {
         let wake = Wake::default();
-        let offered = std::sync::Arc::new(Mutex::new(Vec::new()));
-        let seen = offered.clone();
-        assert!(wake.set_taker(Box::new(move |id: &str, size| {
-            seen.lock().unwrap().push((id.to_string(), size));
-            id != "B"
-        })));
-        assert!(!wake.set_taker(Box::new(|_: &str, _| false)));
-        wake.offer([
-            ("A".to_string(), 1),
-            ("B".to_string(), 2),
-            ("C".to_string(), 3),
-        ]);
-        let got = offered.lock().unwrap().clone();
-        assert_eq!(got, [("A".into(), 1), ("B".into(), 2), ("C".into(), 3)]);
-        // The runner is woken all the same (to start what was taken), and hears only of B.
+        assert_eq!(wake.reserve(1).map(|_| ()), None, "no taker, no slot");
+        let taken = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(2));
+        let taker = TwoSlots {
+            permits: permits.clone(),
+            budget: crate::queue::InFlight::new(3 * 1024),
+            taken: taken.clone(),
+        };
+        assert!(wake.set_taker(Box::new(taker)));
+        let a = wake.reserve(2 * 1024).expect("a free slot");
+        assert!(
+            wake.reserve(2 * 1024).is_none(),
+            "no room left in the budget"
+        );
+        let b = wake.reserve(1024).expect("room for a small one");
+        assert!(wake.reserve(1).is_none(), "both slots taken");
+        let envelope = |id: &str| Envelope::new(id, "a@x.test", vec![], "h", "p", 0);
+        wake.arrived(
+            vec![
+                (a, envelope("A"), b"m".to_vec()),
+                (b, envelope("B"), b"m".to_vec()),
+            ],
+            vec!["C".to_string()],
+        );
+        assert_eq!(*taken.lock().unwrap(), ["A", "B"]);
+        // The runner is woken all the same, and hears only of C.
         tokio::time::timeout(Duration::from_secs(1), wake.notified())
             .await
             .unwrap();
-        assert_eq!(wake.take().queued, ["B"]);
-        // Named otherwise (a notice the runner queued itself): never offered.
-        wake.queued(["D".to_string()]);
-        assert_eq!(offered.lock().unwrap().len(), 3);
-        assert_eq!(wake.take().queued, ["D"]);
+        assert_eq!(wake.take().queued, ["C"]);
+        // The slots were given back when the taker let go of them.
+        assert_eq!(permits.available_permits(), 2);
     }
 }

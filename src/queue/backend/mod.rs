@@ -176,10 +176,18 @@ pub trait QueueStore: Send + Sync {
     /// [`QueueError::Corrupt`].
     fn claim(&self, id: &str) -> Result<Option<(Envelope, Vec<u8>)>, QueueError>;
 
-    /// Whether a `claim` costs so little (a rename and a read of a file just written, no round
-    /// trip) that the runner may make it right after `enqueue`, in the same step, before the
-    /// client hears its 250 (see `delivery::runner::at_once`).
+    /// Whether [`QueueStore::enqueue_claimed`] costs no more than `enqueue_parts` (no round
+    /// trip more), so that the cleanup stage may use it before the client hears its 250 when a
+    /// delivery slot is free (see `delivery::runner::at_once`).
     fn claims_cheaply(&self) -> bool;
+
+    /// Stores a new message like `enqueue_parts`, but claimed by this node at once, as if
+    /// `claim` had followed; returns it as `claim` would. Durable (as claimed) when it returns.
+    fn enqueue_claimed(
+        &self,
+        envelope: &Envelope,
+        parts: &[Part],
+    ) -> Result<(Envelope, Vec<u8>), QueueError>;
 
     /// Stores the updated `envelope` of an active message, with its `message` as claimed, and
     /// moves it to deferred. Returns only after both are on stable storage.

@@ -51,6 +51,14 @@ impl QueueStore for Spool {
         true
     }
 
+    fn enqueue_claimed(
+        &self,
+        envelope: &Envelope,
+        parts: &[Part],
+    ) -> Result<(Envelope, Vec<u8>), QueueError> {
+        Spool::enqueue_claimed(self, envelope, parts)
+    }
+
     fn defer(&self, envelope: &Envelope, message: &[u8]) -> Result<(), QueueError> {
         Spool::defer(self, envelope, message)
     }

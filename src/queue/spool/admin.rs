@@ -133,7 +133,7 @@ impl Spool {
         }
         envelope.released(SystemClock.now());
         let tmp = self.tmp.join(format!("{id}.release"));
-        self.write_file(&tmp, &envelope, &[Part::Bytes(&message)])?;
+        let tmp = self.write_file(&tmp, &envelope, &[Part::Bytes(&message)])?;
         if let Err(e) = fs::rename(&tmp, held) {
             let _ = fs::remove_file(&tmp);
             return Err(QueueError::io(held)(e));

@@ -1,6 +1,6 @@
 //! Queue files used again: a delivered message's file is renamed into `tmp/` instead of being
-//! removed, and the next message written takes it over (truncated and rewritten from the start)
-//! instead of creating a file.
+//! removed, and the next message written takes it over (truncated and rewritten from the start,
+//! under its pooled name, then renamed where it belongs) instead of creating a file.
 //!
 //! Every message used to cost the file system an inode allocated and one freed. Allocation is
 //! the dear part where files come and go by the thousand: ext4 without a journal, for one,
@@ -63,17 +63,21 @@ impl FreeFiles {
         Ok(())
     }
 
-    /// Renames a pooled file to `to` (which must not exist); false when none could be had.
-    pub(super) fn take(&self, to: &Path) -> bool {
+    /// A pooled file, opened for writing and cut to nothing, with its path (the caller writes
+    /// it there and renames it where it belongs); `None` when none could be had.
+    pub(super) fn take(&self) -> Option<(PathBuf, fs::File)> {
         loop {
-            let Some(name) = self.lock().pop() else {
-                return false;
-            };
-            match fs::rename(self.tmp.join(&name), to) {
-                Ok(()) => return true,
+            let name = self.lock().pop()?;
+            let path = self.tmp.join(&name);
+            match fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&path)
+            {
+                Ok(file) => return Some((path, file)),
                 // Removed behind our back (a cleanup of tmp/): try the next one.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(_) => return false,
+                Err(_) => return None,
             }
         }
     }

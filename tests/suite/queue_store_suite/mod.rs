@@ -11,6 +11,7 @@
 //! across nodes and the schema migration that allows it) run on the backends that have nodes:
 //! PostgreSQL. `hold` holds the contract of `hold` and `release`.
 
+mod claimed;
 mod harness;
 mod hold;
 mod nodes;
@@ -80,7 +81,7 @@ pub(crate) fn counts(queue: &dyn QueueStore) -> Vec<(&'static str, usize)> {
     queue.counts().unwrap()
 }
 
-fn expect_counts(
+pub(crate) fn expect_counts(
     incoming: usize,
     active: usize,
     deferred: usize,
@@ -108,6 +109,7 @@ pub(crate) fn states(queue: &dyn QueueStore) -> Vec<(QueueState, String)> {
 /// The contract, one function per guarantee.
 mod contract {
     use super::*;
+    pub use crate::queue_store_suite::claimed::*;
     pub use crate::queue_store_suite::hold::*;
 
     pub fn enqueue_then_claim_returns_the_same_envelope_and_bytes(h: &Harness) {
@@ -579,4 +581,6 @@ suite! {
     delete_removes_a_held_message,
     recover_leaves_held_messages_alone,
     a_released_message_gets_its_lifetime_again,
+    a_message_enqueued_as_claimed_is_returned_and_claimed_by_nobody_else,
+    a_message_enqueued_as_claimed_is_requeued_by_recover_after_a_crash,
 }

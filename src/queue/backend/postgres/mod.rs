@@ -239,6 +239,20 @@ impl QueueStore for PgQueue {
         false
     }
 
+    /// The insert and then a claim (two transactions): correct, not cheap, hence not used.
+    fn enqueue_claimed(
+        &self,
+        envelope: &Envelope,
+        parts: &[Part],
+    ) -> Result<(Envelope, Vec<u8>), QueueError> {
+        self.enqueue_parts(envelope, parts)?;
+        self.claim(&envelope.id)?
+            .ok_or_else(|| QueueError::NotActive {
+                id: envelope.id.clone(),
+                location: self.row(&envelope.id),
+            })
+    }
+
     fn claim(&self, id: &str) -> Result<Option<(Envelope, Vec<u8>)>, QueueError> {
         let id = checked_id(id)?;
         let (node, lease) = (self.node.as_str(), self.lease);
