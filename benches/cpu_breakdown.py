@@ -7,7 +7,10 @@
     python3 benches/cpu_breakdown.py serve.txt
 
 Each sample counts for the innermost frame of its stack that names one of the parts below (the
-first part listed wins when one frame names several), so the shares add up to 100%.
+first part listed wins when one frame names several), so the shares add up to 100%. A sample
+anywhere inside an fsync or rename system call counts for the queue files, whatever its
+innermost frame: the thread switches while an fsync waits for the disk are the fsync's cost,
+not a hand-off between threads.
 """
 import collections
 import re
@@ -33,6 +36,9 @@ PARTS = [
     ("memory allocator", ["malloc", "_int_free", "cfree", "realloc", "madvise"]),
 ]
 
+# System calls whose whole cost (the switches while they wait included) is the queue files'.
+QUEUE_SYSCALLS = ["__x64_sys_fsync", "__x64_sys_rename"]
+
 
 def main(path):
     counts = collections.Counter()
@@ -43,6 +49,8 @@ def main(path):
             continue
         total += 1
         part = "other"
+        if any(k in frame for frame in frames for k in QUEUE_SYSCALLS):
+            frames = [QUEUE_SYSCALLS[0]]
         for frame in frames:
             named = [name for name, keys in PARTS if any(k in frame for k in keys)]
             if named:
