@@ -8,9 +8,10 @@
 
 Each sample counts for the innermost frame of its stack that names one of the parts below (the
 first part listed wins when one frame names several), so the shares add up to 100%. A sample
-anywhere inside an fsync or rename system call counts for the queue files, whatever its
-innermost frame: the thread switches while an fsync waits for the disk are the fsync's cost,
-not a hand-off between threads.
+anywhere inside an fsync or rename system call, or in a wait for a directory fsync that another
+thread makes for it (group commit), counts for the queue files, whatever its innermost frame:
+the thread switches while an fsync waits for the disk are the fsync's cost, not a hand-off
+between threads.
 """
 import collections
 import re
@@ -36,8 +37,8 @@ PARTS = [
     ("memory allocator", ["malloc", "_int_free", "cfree", "realloc", "madvise"]),
 ]
 
-# System calls whose whole cost (the switches while they wait included) is the queue files'.
-QUEUE_SYSCALLS = ["__x64_sys_fsync", "__x64_sys_rename"]
+# Calls whose whole cost (the switches while they wait included) is the queue files'.
+QUEUE_SYSCALLS = ["__x64_sys_fsync", "__x64_sys_rename", "group_sync::GroupSync::sync"]
 
 
 def main(path):

@@ -68,7 +68,7 @@ impl PgQueue {
                 state @ (QueueState::Deferred | QueueState::Hold) => state,
             };
             let inserted =
-                self.run(|pool| async move { super::sql::insert(&pool, &row, state).await })?;
+                self.run(|pool| async move { super::sql::insert(&pool, &row, state, None).await })?;
             match (inserted, state) {
                 (false, _) => done.present += 1,
                 (true, QueueState::Deferred) => done.deferred += 1,

@@ -52,8 +52,20 @@ fn seconds(lease: Duration) -> f64 {
 /// until its next attempt or held; false when the id is queued already. Its transmission's
 /// fingerprint, if any, is recorded by the same statement: it commits with the message, or
 /// neither does.
-pub(super) async fn insert(pool: &Pool, row: &Row, state: QueueState) -> Result<bool, DbError> {
+///
+/// With a `lease` (the node and how long), the message is inserted active under that lease:
+/// claimed by the node as it is queued (`enqueue_claimed`).
+pub(super) async fn insert(
+    pool: &Pool,
+    row: &Row,
+    state: QueueState,
+    lease: Option<(&str, Duration)>,
+) -> Result<bool, DbError> {
     let state = state.as_str();
+    let (lease_node, lease_secs) = match lease {
+        Some((node, lease)) => (Some(node), Some(seconds(lease))),
+        None => (None, None),
+    };
     let (fingerprint, accepted_at) = match &row.transmission {
         Some((fingerprint, at)) => (Some(fingerprint.as_slice()), Some(*at)),
         None => (None, None),
@@ -64,8 +76,11 @@ pub(super) async fn insert(pool: &Pool, row: &Row, state: QueueState) -> Result<
             &prepared(
                 &client,
                 "WITH queued AS ( \
-                 INSERT INTO queue_message (id, state, envelope, next_attempt, size, body) \
-                 VALUES ($1, $6, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING RETURNING id), \
+                 INSERT INTO queue_message (id, state, envelope, next_attempt, size, body, \
+                     lease_node, lease_until) \
+                 VALUES ($1, $6, $2, $3, $4, $5, $9, \
+                     clock_timestamp() + make_interval(secs => $10::float8)) \
+                 ON CONFLICT (id) DO NOTHING RETURNING id), \
              seen AS ( \
                  INSERT INTO queue_transmission (fingerprint, id, accepted_at) \
                  SELECT $7, id, $8 FROM queued WHERE $7::bytea IS NOT NULL \
@@ -82,6 +97,8 @@ pub(super) async fn insert(pool: &Pool, row: &Row, state: QueueState) -> Result<
                 &state,
                 &fingerprint,
                 &accepted_at,
+                &lease_node,
+                &lease_secs,
             ],
         )
         .await?;
