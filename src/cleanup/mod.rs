@@ -260,11 +260,7 @@ impl Cleanup {
                 parts.insert(0, crate::queue::format::Part::Bytes(field.as_bytes()));
             }
             let size = parts.iter().map(|p| p.len()).sum::<u64>();
-            let slot = match self.queue.claims_cheaply() {
-                true => self.wake.reserve(size),
-                false => None,
-            };
-            let stored = match slot {
+            let stored = match self.wake.reserve(size) {
                 Some(slot) => self
                     .queue
                     .enqueue_claimed(&envelope, &parts)

@@ -52,8 +52,10 @@ pub struct Runner {
     deferred: Mutex<BTreeMap<String, i64>>,
     /// Outcomes of attempts the queue could not record yet, by message id (see `settle`).
     unsaved: Mutex<BTreeMap<String, Settled>>,
-    /// Messages claimed as they were queued, to be started (see `at_once`).
+    /// Messages claimed as they were queued, to be started (see `at_once`), and the signal that
+    /// there are some.
     ready: Mutex<Vec<at_once::Ready>>,
+    ready_now: tokio::sync::Notify,
     /// The runner stops: nothing more is taken at once.
     closing: AtomicBool,
 }
@@ -82,6 +84,7 @@ impl Runner {
             deferred: Mutex::new(BTreeMap::new()),
             unsaved: Mutex::new(BTreeMap::new()),
             ready: Mutex::new(Vec::new()),
+            ready_now: tokio::sync::Notify::new(),
             closing: AtomicBool::new(false),
         }
     }
@@ -156,10 +159,17 @@ impl Runner {
                 if !lock(&self.in_flight).insert(id.clone()) {
                     continue;
                 }
-                let permit = tokio::select! {
-                    p = self.concurrency.clone().acquire_owned() => p,
-                    _ = shutdown.changed() => break,
+                // Messages taken at once hold delivery slots of their own: they are started
+                // while this waits for one, else slots held by messages not started yet could
+                // be the ones it waits for.
+                let permit = loop {
+                    tokio::select! {
+                        p = self.concurrency.clone().acquire_owned() => break Some(p),
+                        _ = self.ready_now.notified() => self.start_ready(&mut tasks),
+                        _ = shutdown.changed() => break None,
+                    }
                 };
+                let Some(permit) = permit else { break };
                 let Ok(permit) = permit else { break };
                 let me = self.clone();
                 tasks.spawn(async move {

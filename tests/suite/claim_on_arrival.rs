@@ -14,7 +14,7 @@ use support::domains::{
 };
 
 const WAIT: Duration = Duration::from_secs(30);
-const MESSAGES: usize = 16;
+const MESSAGES: usize = 40;
 
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))

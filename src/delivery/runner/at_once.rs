@@ -1,11 +1,11 @@
-//! Messages taken at once. When the queue claims cheaply (a local spool), the cleanup stage asks
-//! the runner for a delivery slot before it writes a message: a place among the deliveries at
-//! once (`[delivery] concurrency`) and room in the in-flight budget, if both are free right then.
-//! A message given one is stored already claimed (on the spool: written straight into
-//! `active/`) and handed to the runner in memory. This saves, per message, a hand-off to the
-//! blocking pool (a thread woken, and the task woken again when it is done), the rename that
-//! claims it, and the reading of its size. A message without a slot is named to the runner and
-//! claimed by it as before.
+//! Messages taken at once. The cleanup stage asks the runner for a delivery slot before it
+//! writes a message: a place among the deliveries at once (`[delivery] concurrency`) and room in
+//! the in-flight budget, if both are free right then. A message given one is stored already
+//! claimed (on the spool: written straight into `active/`; in PostgreSQL: inserted active under
+//! this node's lease) and handed to the runner in memory. This saves, per message, a hand-off to
+//! the blocking pool (a thread woken, and the task woken again when it is done), the claim (a
+//! rename, or a transaction), and the reading of its size. A message without a slot is named to
+//! the runner and claimed by it as before.
 //!
 //! A message stored as claimed is durable before the client hears its 250, like any other: a
 //! stop or crash before its delivery ends leaves it to `recover`, which requeues it at the next
@@ -47,15 +47,14 @@ impl Taker for AtOnce {
         runner.telemetry.metrics.queue_claim("arrival");
         lock(&runner.in_flight).insert(env.id.clone());
         lock(&runner.ready).push(Ready { env, message, slot });
+        runner.ready_now.notify_one();
     }
 }
 
 impl Runner {
-    /// Offers the cleanup stage delivery slots, when the queue claims cheaply.
+    /// Offers the cleanup stage delivery slots.
     pub(super) fn install_taker(self: &Arc<Self>) {
-        if self.queue.claims_cheaply() {
-            self.wake.set_taker(Box::new(AtOnce(Arc::downgrade(self))));
-        }
+        self.wake.set_taker(Box::new(AtOnce(Arc::downgrade(self))));
     }
 
     /// Starts a delivery for each message taken at once.

@@ -176,13 +176,11 @@ pub trait QueueStore: Send + Sync {
     /// [`QueueError::Corrupt`].
     fn claim(&self, id: &str) -> Result<Option<(Envelope, Vec<u8>)>, QueueError>;
 
-    /// Whether [`QueueStore::enqueue_claimed`] costs no more than `enqueue_parts` (no round
-    /// trip more), so that the cleanup stage may use it before the client hears its 250 when a
-    /// delivery slot is free (see `delivery::runner::at_once`).
-    fn claims_cheaply(&self) -> bool;
-
     /// Stores a new message like `enqueue_parts`, but claimed by this node at once, as if
     /// `claim` had followed; returns it as `claim` would. Durable (as claimed) when it returns.
+    /// It costs no more than `enqueue_parts` (no rename or round trip more): the cleanup stage
+    /// uses it, before the client hears its 250, for a message that finds a delivery slot free
+    /// (see `delivery::runner::at_once`).
     fn enqueue_claimed(
         &self,
         envelope: &Envelope,

@@ -47,10 +47,6 @@ impl QueueStore for Spool {
         Spool::claim(self, id)
     }
 
-    fn claims_cheaply(&self) -> bool {
-        true
-    }
-
     fn enqueue_claimed(
         &self,
         envelope: &Envelope,

@@ -246,10 +246,6 @@ impl QueueStore for PgQueue {
     }
 
     /// The row is inserted active under this node's lease: one statement, like `enqueue`.
-    fn claims_cheaply(&self) -> bool {
-        true
-    }
-
     fn enqueue_claimed(
         &self,
         envelope: &Envelope,
