@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use super::audit::{Anchor, AuditLog};
+use super::audit::{Anchor, AuditEvent, AuditLog};
 use super::backend::{KeyIndex, MailboxKeyRow, PolicyKeyRow, WrapRow};
 use super::binding::{self, BindError};
 use super::kek::{Kek, KekError};
@@ -123,7 +123,13 @@ impl Keyring {
         key: &str,
         reason: &str,
     ) -> Result<Anchor, StoreError> {
-        self.audit.append(event, policy, key, &self.actor, reason)
+        self.audit.append(&AuditEvent {
+            event,
+            policy,
+            key,
+            actor: &self.actor,
+            reason,
+        })
     }
 
     /// Forgets every unwrapped key (after a revocation).

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sealpost::licensing::access::{message_hash, Access, EVENT};
-use sealpost::store::audit::{line_hash, AuditRecord};
+use sealpost::store::audit::{line_hash, AuditEvent, AuditRecord};
 use sealpost::store::ops::{record_event, verify_audit};
 use sealpost::store::EncryptedStore;
 use support::domains::{free_port, load, sealpost, DomainSpec};
@@ -50,6 +50,15 @@ fn node(cluster: &Cluster, dir: &Path, database: &str, name: &str) -> PathBuf {
     config
 }
 
+/// Nodes "a" and "b" on a new database: their directory, the database, and their configs.
+fn two_nodes(cluster: &Cluster) -> (tempfile::TempDir, String, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let database = cluster.create_database();
+    let a = node(cluster, dir.path(), &database, "a");
+    let b = node(cluster, dir.path(), &database, "b");
+    (dir, database, a, b)
+}
+
 fn open(config: &Path, actor: &str) -> Arc<EncryptedStore> {
     let store = EncryptedStore::open(&load(config), actor).unwrap_or_else(|e| panic!("{e}"));
     Arc::new(store)
@@ -83,12 +92,7 @@ fn two_nodes_write_one_chain_that_every_node_verifies() {
     let Some(cluster) = support::postgres::shared() else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let database = cluster.create_database();
-    let (config_a, config_b) = (
-        node(cluster, dir.path(), &database, "a"),
-        node(cluster, dir.path(), &database, "b"),
-    );
+    let (_dir, database, config_a, config_b) = two_nodes(cluster);
     let (store_a, store_b) = (open(&config_a, "test a"), open(&config_b, "test b"));
     let before = rows(cluster, &database).len();
 
@@ -110,8 +114,15 @@ fn two_nodes_write_one_chain_that_every_node_verifies() {
                         );
                         let reason = serde_json::to_string(&access).expect("json");
                         let log = store.audit_log();
+                        let event = AuditEvent {
+                            event: EVENT,
+                            policy: "",
+                            key: "",
+                            actor: &format!("test {name}"),
+                            reason: &reason,
+                        };
                         let anchor = log
-                            .append(EVENT, "", "", &format!("test {name}"), &reason)
+                            .append(&event)
                             .unwrap_or_else(|e| panic!("node {name}: {e}"));
                         if i % 5 == 0 {
                             // Committed when append returned: the other node reads it.
@@ -195,12 +206,7 @@ fn alterations_in_the_database_are_named_by_seq() {
     let Some(cluster) = support::postgres::shared() else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let database = cluster.create_database();
-    let (config_a, config_b) = (
-        node(cluster, dir.path(), &database, "a"),
-        node(cluster, dir.path(), &database, "b"),
-    );
+    let (_dir, database, config_a, config_b) = two_nodes(cluster);
     let store_b = open(&config_b, "test b");
     for i in 0..3 {
         record_event(&store_b, "rms-access", "", "", &format!("b {i}")).expect("append");

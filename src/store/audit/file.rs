@@ -8,7 +8,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::group::{Committer, Pending};
-use super::{line_hash, Anchor, AuditRecord, AuditReport, GENESIS};
+use super::{line_hash, Anchor, AuditEvent, AuditRecord, AuditReport, GENESIS};
 use crate::store::StoreError;
 
 /// The audit log of one keystore directory.
@@ -34,18 +34,9 @@ impl FileLog {
 
     /// Appends one event, fsynced (together with the events other threads append at the same
     /// time); returns the new anchor once the line is on disk.
-    pub fn append(
-        &self,
-        event: &str,
-        policy: &str,
-        key: &str,
-        actor: &str,
-        reason: &str,
-    ) -> Result<Anchor, StoreError> {
+    pub fn append(&self, event: &AuditEvent) -> Result<Anchor, StoreError> {
         self.committer
-            .append(event, policy, key, actor, reason, |batch| {
-                self.write_group(batch)
-            })
+            .append(event, |batch| self.write_group(batch))
     }
 
     pub(super) fn committer(&self) -> &Committer {
@@ -102,19 +93,7 @@ impl FileLog {
         let mut anchors = Vec::with_capacity(batch.len());
         for p in batch {
             seq += 1;
-            let rec = AuditRecord {
-                seq,
-                time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                prev,
-                event: p.event.clone(),
-                policy: p.policy.clone(),
-                key: p.key.clone(),
-                actor: p.actor.clone(),
-                reason: p.reason.clone(),
-                node: String::new(),
-            };
-            let line = serde_json::to_string(&rec)
-                .map_err(|e| StoreError::Audit(format!("cannot encode audit record: {e}")))?;
+            let line = p.line(seq, prev, "")?;
             prev = line_hash(line.as_bytes());
             anchors.push(Anchor {
                 seq,
@@ -220,13 +199,13 @@ mod tests {
         let mut anchor = None;
         for i in 0..n {
             anchor = Some(
-                log.append(
-                    "policy-key-unwrap",
-                    "p",
-                    "root a.key 00",
-                    "test",
-                    &format!("read {i}"),
-                )
+                log.append(&AuditEvent {
+                    event: "policy-key-unwrap",
+                    policy: "p",
+                    key: "root a.key 00",
+                    actor: "test",
+                    reason: &format!("read {i}"),
+                })
                 .unwrap(),
             );
         }
@@ -286,7 +265,14 @@ mod tests {
     /// What an append returned, checked in the appending thread right when it returned: the
     /// line is in the file with that hash, and this handle's fsyncs already cover it.
     fn append_checked(log: &FileLog, reason: &str) -> Anchor {
-        let anchor = log.append("rms-access", "", "", "test", reason).unwrap();
+        let event = AuditEvent {
+            event: "rms-access",
+            policy: "",
+            key: "",
+            actor: "test",
+            reason,
+        };
+        let anchor = log.append(&event).unwrap();
         assert!(
             log.committer.synced_seq() >= anchor.seq,
             "answered before its fsync"

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
-use super::Anchor;
+use super::{Anchor, AuditEvent, AuditRecord};
 use crate::store::StoreError;
 
 /// One event waiting to be written.
@@ -16,6 +16,26 @@ pub(super) struct Pending {
     pub key: String,
     pub actor: String,
     pub reason: String,
+}
+
+impl Pending {
+    /// This event as the line of the chain numbered `seq` after the line hashed `prev`,
+    /// written by `node` (empty for a node's own file).
+    pub fn line(&self, seq: u64, prev: String, node: &str) -> Result<String, StoreError> {
+        let rec = AuditRecord {
+            seq,
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            prev,
+            event: self.event.clone(),
+            policy: self.policy.clone(),
+            key: self.key.clone(),
+            actor: self.actor.clone(),
+            reason: self.reason.clone(),
+            node: node.to_string(),
+        };
+        serde_json::to_string(&rec)
+            .map_err(|e| StoreError::Audit(format!("cannot encode audit record: {e}")))
+    }
 }
 
 /// The appends of one log handle: waiting, being written, and done.
@@ -47,11 +67,7 @@ impl Committer {
     /// order and returns one anchor per event, only once they are durable.
     pub fn append(
         &self,
-        event: &str,
-        policy: &str,
-        key: &str,
-        actor: &str,
-        reason: &str,
+        event: &AuditEvent,
         write: impl Fn(&[Pending]) -> Result<Vec<Anchor>, StoreError>,
     ) -> Result<Anchor, StoreError> {
         let mut group = self.lock();
@@ -59,11 +75,11 @@ impl Committer {
         group.next_ticket += 1;
         group.waiting.push(Pending {
             ticket,
-            event: event.into(),
-            policy: policy.into(),
-            key: key.into(),
-            actor: actor.into(),
-            reason: reason.into(),
+            event: event.event.into(),
+            policy: event.policy.into(),
+            key: event.key.into(),
+            actor: event.actor.into(),
+            reason: event.reason.into(),
         });
         loop {
             if let Some(result) = group.done.remove(&ticket) {

@@ -67,6 +67,17 @@ pub fn line_hash(line: &[u8]) -> String {
     hex::encode(Sha256::digest(line))
 }
 
+/// One event to append to the audit log: what happened (`event`), under which policy and key,
+/// by whom, and why.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditEvent<'a> {
+    pub event: &'a str,
+    pub policy: &'a str,
+    pub key: &'a str,
+    pub actor: &'a str,
+    pub reason: &'a str,
+}
+
 /// The audit log of a store: a node's file, or the chain the nodes of one database share.
 ///
 /// Appends from several threads are committed in groups: the lines waiting when a write starts
@@ -84,17 +95,10 @@ impl AuditLog {
     }
 
     /// Appends one event; returns the new line's anchor once the line is durable.
-    pub fn append(
-        &self,
-        event: &str,
-        policy: &str,
-        key: &str,
-        actor: &str,
-        reason: &str,
-    ) -> Result<Anchor, StoreError> {
+    pub fn append(&self, event: &AuditEvent) -> Result<Anchor, StoreError> {
         match self {
-            AuditLog::File(f) => f.append(event, policy, key, actor, reason),
-            AuditLog::Postgres(p) => p.append(event, policy, key, actor, reason),
+            AuditLog::File(f) => f.append(event),
+            AuditLog::Postgres(p) => p.append(event),
         }
     }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::group::{Committer, Pending};
 use super::mac::{LineMac, SeqMark};
-use super::{line_hash, Anchor, AuditRecord, AuditReport, GENESIS};
+use super::{line_hash, Anchor, AuditEvent, AuditRecord, AuditReport, GENESIS};
 use crate::crypto::keyfile::ServiceKey;
 use crate::pg::Database;
 use crate::store::backend::postgres::PgTransaction;
@@ -44,18 +44,9 @@ impl PgLog {
     }
 
     /// Appends one event; returns the new line's anchor once its transaction committed.
-    pub fn append(
-        &self,
-        event: &str,
-        policy: &str,
-        key: &str,
-        actor: &str,
-        reason: &str,
-    ) -> Result<Anchor, StoreError> {
+    pub fn append(&self, event: &AuditEvent) -> Result<Anchor, StoreError> {
         self.committer
-            .append(event, policy, key, actor, reason, |batch| {
-                self.write_group(batch)
-            })
+            .append(event, |batch| self.write_group(batch))
     }
 
     pub(super) fn committer(&self) -> &Committer {
@@ -94,19 +85,7 @@ impl PgLog {
         let mut anchors = Vec::with_capacity(batch.len());
         for p in batch {
             seq += 1;
-            let rec = AuditRecord {
-                seq,
-                time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                prev,
-                event: p.event.clone(),
-                policy: p.policy.clone(),
-                key: p.key.clone(),
-                actor: p.actor.clone(),
-                reason: p.reason.clone(),
-                node: self.node.clone(),
-            };
-            let line = serde_json::to_string(&rec)
-                .map_err(|e| StoreError::Audit(format!("cannot encode audit record: {e}")))?;
+            let line = p.line(seq, prev, &self.node)?;
             prev = line_hash(line.as_bytes());
             macs.push(self.mac.sign(line.as_bytes()));
             seqs.push(seq as i64);
